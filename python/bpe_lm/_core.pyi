@@ -1,0 +1,60 @@
+"""Type stubs for the Rust extension (rust/py.rs). Heavy calls release the GIL."""
+
+from collections.abc import Callable, Sequence
+from os import PathLike
+
+GPT2_PATTERN: str
+
+ProgressCallback = Callable[[str, int, int], object]
+
+def pretokenize(text: str, pattern: str | None = None, reference: bool = False) -> list[str]: ...
+def count_pretokens(
+    paths: Sequence[str | PathLike[str]],
+    special_tokens: Sequence[str],
+    pattern: str | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[tuple[bytes, int]]: ...
+def train_bpe(
+    paths: Sequence[str | PathLike[str]],
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    pattern: str | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[bytes], list[tuple[int, int]]]: ...
+def train_from_counts(
+    counts: Sequence[tuple[bytes, int]],
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    progress: ProgressCallback | None = None,
+) -> tuple[list[bytes], list[tuple[int, int]]]: ...
+
+class Encoder:
+    def __init__(
+        self,
+        vocab: Sequence[bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str],
+        pattern: str | None = None,
+    ) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def special_ids(self) -> list[int]: ...
+    def encode(self, text: str) -> list[int]: ...
+    def encode_ordinary(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]: ...
+    def encode_to_buffer(self, text: str, width: int, num_threads: int | None = None) -> bytearray: ...
+    def safe_prefix_bytes(self, text: str) -> int: ...
+    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+    def decode_buffer(self, buffer: bytes, width: int) -> bytes: ...
+    def encode_file(
+        self,
+        input: str | PathLike[str],
+        output: str | PathLike[str],
+        width: int,
+        num_threads: int | None = None,
+        errors_replace: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> int: ...

@@ -1,0 +1,531 @@
+"""Byte-level BPE: training (`train_bpe`), encoding and decoding (`Tokenizer`), and the on-disk formats.
+
+The byte work runs in the Rust core (`bpe_lm._core`) with the GIL released; this module holds the policy:
+argument checks, special-token rules, file formats and progress display.
+
+A tokenizer directory, as `bpe-lm train-tokenizer` and `Tokenizer.save` write it, holds
+``vocab.json`` and ``merges.txt`` in the GPT-2 format (tokens as byte-to-unicode mapped strings) and
+``tokenizer_config.json`` with the special tokens and the pre-tokenization pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from bpe_lm import _core
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where arrays are made, not here: training a tokenizer never needs it, and its
+# import alone costs ~15 MB of resident memory.
+
+GPT2_PATTERN: str = _core.GPT2_PATTERN
+DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+CONFIG_FILE = "tokenizer_config.json"
+CONFIG_FORMAT = "bpe-lm/byte-level-bpe"
+MERGES_HEADER = "#version: 0.2"
+
+PathLike = str | os.PathLike[str]
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPT-2 byte <-> printable-character mapping
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 bytes to printable characters (so files hold no raw bytes)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+@lru_cache(maxsize=1)
+def unicode_to_bytes() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_to_text(token: bytes) -> str:
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in token)
+
+
+def text_to_token(text: str, *, where: str = "") -> bytes:
+    table = unicode_to_bytes()
+    try:
+        return bytes(table[c] for c in text)
+    except KeyError as e:
+        raise ValueError(f"{where}{text!r} holds {e.args[0]!r}, which is not a GPT-2 byte character") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Progress:
+    """Turns the core's (phase, done, total) callbacks into one tqdm bar per phase."""
+
+    UNITS = {"read": ("pre-tokenizing", "B", True), "merge": ("merging", "merge", False), "encode": ("encoding", "B", True)}
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.phase: str | None = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        if phase != self.phase:
+            self.close()
+            desc, unit, scale = self.UNITS.get(phase, (phase, "it", False))
+            self.bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000, leave=True)
+            self.phase = phase
+        if total and self.bar.total != total:
+            self.bar.total = total
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _progress_callback(progress: bool | Callable[[str, int, int], None]) -> tuple[Any, Callable[[str, int, int], None] | None]:
+    if callable(progress):
+        return None, progress
+    bar = _Progress(bool(progress))
+    return bar, (bar if progress else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+
+
+def _check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str):
+        raise TypeError("special_tokens must be a list of strings, not a single string")
+    out: list[str] = []
+    for tok in special_tokens:
+        if not isinstance(tok, str):
+            raise TypeError(f"special token {tok!r} is not a string")
+        if not tok:
+            raise ValueError("special tokens must not be empty strings")
+        if tok not in out:
+            out.append(tok)
+    return out
+
+
+def _input_paths(input_path: PathLike | Sequence[PathLike]) -> list[str]:
+    if isinstance(input_path, (str, os.PathLike)):
+        return [os.fspath(input_path)]
+    paths = [os.fspath(p) for p in input_path]
+    if not paths:
+        raise ValueError("no input files given")
+    return paths
+
+
+def train_bpe(
+    input_path: PathLike | Sequence[PathLike],
+    vocab_size: int,
+    special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
+    *,
+    num_threads: int | None = None,
+    progress: bool | Callable[[str, int, int], None] = False,
+    pattern: str | None = None,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Trains a byte-level BPE tokenizer on a text file (or several; `.txt` or gzip) with CS336 semantics.
+
+    The vocabulary starts with the special tokens (ids 0..k-1, in the order given), then the 256 bytes;
+    each merge appends a token, until `vocab_size` tokens or no pair is left. Text is split on the special
+    tokens (longest match first; they never take part in merges), then pre-tokenized with the GPT-2 pattern
+    (or `pattern`). Each step merges the most frequent pair; ties go to the lexicographically greater
+    (left bytes, right bytes). The result does not depend on `num_threads` (default: all cores).
+
+    Returns (vocab: id -> bytes, merges in creation order).
+    """
+    specials = _check_special_tokens(special_tokens)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    minimum = 256 + len(specials)
+    if vocab_size < minimum:
+        raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens = {minimum}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, not {num_threads}")
+    bar, callback = _progress_callback(progress)
+    try:
+        vocab_list, merge_ids = _core.train_bpe(_input_paths(input_path), vocab_size, specials, pattern, num_threads, callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    vocab = dict(enumerate(vocab_list))
+    merges = [(vocab_list[a], vocab_list[b]) for a, b in merge_ids]
+    return vocab, merges
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+
+
+def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, force: bool) -> None:
+    """Builds a directory in a temporary sibling, then moves it into place, so a failure or interruption
+    never leaves a half-written `out_dir`."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: already exists (use --force / force=True to replace it)")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        build(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_gpt2_files(vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]], vocab_path: PathLike, merges_path: PathLike) -> None:
+    """Writes `vocab.json` ({mapped token: id}) and `merges.txt` (a header line, then `left right`)."""
+    mapped: dict[str, int] = {}
+    for i in sorted(vocab):
+        key = token_to_text(vocab[i])
+        if key in mapped:
+            raise ValueError(f"tokens {mapped[key]} and {i} have the same bytes {vocab[i]!r}; the GPT-2 vocab.json format cannot hold both")
+        mapped[key] = i
+    with open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(mapped, f, ensure_ascii=False, indent=0)
+        f.write("\n")
+    with open(merges_path, "w", encoding="utf-8") as f:
+        f.write(MERGES_HEADER + "\n")
+        for left, right in merges:
+            f.write(f"{token_to_text(left)} {token_to_text(right)}\n")
+
+
+def read_gpt2_vocab(vocab_path: PathLike) -> dict[int, bytes]:
+    path = os.fspath(vocab_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping tokens to ids")
+    vocab: dict[int, bytes] = {}
+    for text, idx in raw.items():
+        if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
+            raise ValueError(f"{path}: token {text!r} has id {idx!r}, expected a non-negative integer")
+        if idx in vocab:
+            raise ValueError(f"{path}: id {idx} is used twice")
+        vocab[idx] = text_to_token(text, where=f"{path}: token ")
+    return vocab
+
+
+def read_gpt2_merges(merges_path: PathLike) -> list[tuple[bytes, bytes]]:
+    path = os.fspath(merges_path)
+    merges: list[tuple[bytes, bytes]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line or (lineno == 1 and line.startswith("#version")):
+                    continue
+                parts = line.split(" ")
+                if len(parts) != 2 or not parts[0] or not parts[1]:
+                    raise ValueError(f"{path}: line {lineno}: expected two tokens separated by one space, got {line!r}")
+                where = f"{path}: line {lineno}: token "
+                merges.append((text_to_token(parts[0], where=where), text_to_token(parts[1], where=where)))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    return merges
+
+
+def save_tokenizer_dir(
+    out_dir: PathLike,
+    vocab: dict[int, bytes],
+    merges: Sequence[tuple[bytes, bytes]],
+    special_tokens: Sequence[str],
+    pattern: str = GPT2_PATTERN,
+    *,
+    force: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Writes a tokenizer directory atomically."""
+
+    def build(tmp: Path) -> None:
+        write_gpt2_files(vocab, merges, tmp / VOCAB_FILE, tmp / MERGES_FILE)
+        config = {
+            "format": CONFIG_FORMAT,
+            "version": 1,
+            "vocab_size": len(vocab),
+            "num_merges": len(merges),
+            "special_tokens": list(special_tokens),
+            "pattern": pattern,
+            **(extra or {}),
+        }
+        with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as f:
+            json.dump(config, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+
+    _atomic_replace_dir(build, out_dir, force=force)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+class Tokenizer:
+    """Encodes text to token ids and back, byte for byte as CS336 §2.6 defines (and as tiktoken does for
+    the GPT-2 vocabulary).
+
+    Special tokens given here are added to the vocabulary when absent and always encode to one id; where
+    they overlap, the longest match wins.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        *,
+        pattern: str | None = None,
+    ) -> None:
+        ids = sorted(vocab)
+        if ids != list(range(len(ids))):
+            missing = next(i for i, v in enumerate(ids) if i != v) if ids and ids[-1] >= len(ids) else None
+            raise ValueError(f"vocab ids must be 0..{len(ids) - 1} without gaps" + (f" (id {missing} is missing)" if missing is not None else ""))
+        self.special_tokens: list[str] = _check_special_tokens(special_tokens)
+        self.pattern: str = pattern or GPT2_PATTERN
+        tokens = [bytes(vocab[i]) for i in ids]
+        merge_list = [(bytes(a), bytes(b)) for a, b in merges]
+        self._core = _core.Encoder(tokens, merge_list, self.special_tokens, None if self.pattern == GPT2_PATTERN else self.pattern)
+        # Specials missing from `vocab` were appended by the core, in order: mirror that here.
+        known = set(tokens)
+        for tok in self.special_tokens:
+            if tok.encode("utf-8") not in known:
+                tokens.append(tok.encode("utf-8"))
+                known.add(tokens[-1])
+        assert len(tokens) == self._core.vocab_size
+        self._tokens = tokens
+        self._merges = merge_list
+        self._ids: dict[bytes, int] | None = None
+
+    # -- construction from files
+
+    @classmethod
+    def from_files(cls, vocab_filepath: PathLike, merges_filepath: PathLike, special_tokens: Sequence[str] | None = None, *, pattern: str | None = None) -> Tokenizer:
+        """Loads GPT-2 format `vocab.json` and `merges.txt` (as `train-tokenizer` writes them)."""
+        return cls(read_gpt2_vocab(vocab_filepath), read_gpt2_merges(merges_filepath), special_tokens, pattern=pattern)
+
+    @classmethod
+    def load(cls, directory: PathLike) -> Tokenizer:
+        """Loads a tokenizer directory written by `bpe-lm train-tokenizer` or `save`."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: tokenizer directory not found")
+        for name in (VOCAB_FILE, MERGES_FILE):
+            if not (d / name).is_file():
+                raise FileNotFoundError(f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)")
+        config: dict[str, Any] = {}
+        if (d / CONFIG_FILE).is_file():
+            try:
+                config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{d / CONFIG_FILE}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, config.get("special_tokens", []), pattern=config.get("pattern"))
+
+    def save(self, directory: PathLike, *, force: bool = False) -> None:
+        """Writes vocab.json, merges.txt and tokenizer_config.json, atomically."""
+        save_tokenizer_dir(directory, self.vocab, self._merges, self.special_tokens, self.pattern, force=force)
+
+    # -- vocabulary
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def vocab(self) -> dict[int, bytes]:
+        return dict(enumerate(self._tokens))
+
+    @property
+    def merges(self) -> list[tuple[bytes, bytes]]:
+        return list(self._merges)
+
+    def id_to_token(self, token_id: int) -> bytes:
+        if not 0 <= token_id < len(self._tokens):
+            raise ValueError(f"unknown token id {token_id} (vocabulary has {len(self._tokens)} tokens)")
+        return self._tokens[token_id]
+
+    def token_to_id(self, token: bytes | str) -> int:
+        if self._ids is None:
+            ids: dict[bytes, int] = {}
+            for i, t in enumerate(self._tokens):
+                ids.setdefault(t, i)
+            self._ids = ids
+        key = token.encode("utf-8") if isinstance(token, str) else bytes(token)
+        try:
+            return self._ids[key]
+        except KeyError:
+            raise KeyError(f"{token!r} is not a token of this vocabulary") from None
+
+    @property
+    def special_token_ids(self) -> dict[str, int]:
+        return dict(zip(self.special_tokens, self._core.special_ids))
+
+    def default_dtype(self) -> np.dtype:
+        """uint16 when every id fits, else uint32."""
+        import numpy as np
+
+        return np.dtype(np.uint16) if self.vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+    def _resolve_dtype(self, dtype: Any) -> np.dtype:
+        import numpy as np
+
+        dt = self.default_dtype() if dtype is None else np.dtype(dtype)
+        if dt not in (np.dtype(np.uint16), np.dtype(np.uint32)):
+            raise ValueError(f"dtype must be uint16 or uint32, not {dt}")
+        if dt == np.uint16 and self.vocab_size > 1 << 16:
+            raise ValueError(f"uint16 cannot hold ids of a vocabulary of {self.vocab_size} tokens; use uint32")
+        return dt
+
+    # -- encoding
+
+    def encode(self, text: str) -> list[int]:
+        return self._core.encode(text)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encodes with special-token strings treated as plain text."""
+        return self._core.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str], *, num_threads: int | None = None) -> list[list[int]]:
+        """Encodes many texts in parallel (default: all cores)."""
+        return self._core.encode_batch(list(texts), num_threads)
+
+    def encode_to_numpy(self, text: str, dtype: Any = None, *, num_threads: int | None = None) -> np.ndarray:
+        """Encodes straight into a numpy array (no Python list); large texts encode in parallel."""
+        import numpy as np
+
+        dt = self._resolve_dtype(dtype)
+        buf = self._core.encode_to_buffer(text, dt.itemsize, num_threads)
+        return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
+
+    def encode_iterable(self, iterable: Iterable[str], *, flush_chars: int = 1 << 16) -> Iterator[int]:
+        """Lazily encodes a stream of strings (e.g. a file's lines) in constant memory. The ids equal
+        `encode` of the concatenation, even where a pre-token or special token spans two strings."""
+        pending: list[str] = []
+        size = 0
+        for piece in iterable:
+            pending.append(piece)
+            size += len(piece)
+            if size < flush_chars:
+                continue
+            text = "".join(pending)
+            cut = self._core.safe_prefix_bytes(text)
+            if cut == 0:
+                pending, size = [text], len(text)
+                continue
+            raw = text.encode("utf-8")
+            head, tail = raw[:cut].decode("utf-8"), raw[cut:].decode("utf-8")
+            yield from self._core.encode(head)
+            pending, size = [tail], len(tail)
+        if pending:
+            yield from self._core.encode("".join(pending))
+
+    def encode_file(
+        self,
+        input_path: PathLike,
+        output_path: PathLike,
+        *,
+        dtype: Any = None,
+        num_threads: int | None = None,
+        errors: str = "strict",
+        progress: bool | Callable[[str, int, int], None] = False,
+    ) -> int:
+        """Streams a text file (.txt or gzip) into a `.npy` array of ids, written to a temporary file and
+        renamed, so a failed or interrupted run never leaves a partial output. Returns the token count."""
+        if errors not in ("strict", "replace"):
+            raise ValueError(f"errors must be 'strict' or 'replace', not {errors!r}")
+        dt = self._resolve_dtype(dtype)
+        out = Path(output_path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+        os.close(fd)
+        bar, callback = _progress_callback(progress)
+        try:
+            count = self._core.encode_file(os.fspath(input_path), tmp, dt.itemsize, num_threads, errors == "replace", callback)
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return count
+
+    # -- decoding
+
+    def decode_bytes(self, ids: Iterable[int] | np.ndarray) -> bytes:
+        np = sys.modules.get("numpy")  # without numpy loaded, ids cannot be an array
+        if np is not None and isinstance(ids, np.ndarray):
+            if ids.dtype.kind not in "iu":
+                raise ValueError(f"token ids must be integers, not {ids.dtype}")
+            flat = ids.reshape(-1)
+            if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
+                bad = int(flat[(flat < 0) | (flat >= self.vocab_size)][0])
+                raise ValueError(f"unknown token id {bad} (vocabulary has {self.vocab_size} tokens)")
+            return self._core.decode_buffer(flat.astype("<u4").tobytes(), 4)
+        id_list = ids if isinstance(ids, list) else list(ids)
+        try:
+            return self._core.decode_bytes(id_list)
+        except (OverflowError, TypeError):
+            for i in id_list:
+                if not hasattr(i, "__index__") or isinstance(i, bool):
+                    raise TypeError(f"token ids must be integers, got {i!r}") from None
+                if i < 0:
+                    raise ValueError(f"unknown token id {i} (vocabulary has {self.vocab_size} tokens)") from None
+            raise
+        except ValueError as e:
+            raise ValueError(f"{e} (vocabulary has {self.vocab_size} tokens)") from None
+
+    def decode(self, ids: Iterable[int] | np.ndarray) -> str:
+        """Decodes ids to text; bytes that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)}, special_tokens={self.special_tokens!r})"

@@ -1,0 +1,54 @@
+//! The one error type of the core. `py.rs` maps each variant to one Python exception class.
+
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    Io { path: Option<PathBuf>, source: std::io::Error },
+    /// Input text is not UTF-8; `offset` counts bytes of (decompressed) text from the start of the file.
+    InvalidUtf8 { path: Option<PathBuf>, offset: u64 },
+    /// A caller passed an argument the core cannot use.
+    InvalidArgument(String),
+    /// A user-supplied pre-tokenization pattern failed to compile or to run.
+    Pattern(String),
+    /// A token id outside the vocabulary.
+    UnknownTokenId(u64),
+    /// The caller asked to stop (Ctrl-C) through the progress callback.
+    Interrupted,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: Option<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path, source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path: Some(p), source } => write!(f, "{}: {}", p.display(), source),
+            Error::Io { path: None, source } => write!(f, "{source}"),
+            Error::InvalidUtf8 { path, offset } => {
+                let name = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+                write!(f, "{name}invalid UTF-8 at byte offset {offset}")
+            }
+            Error::InvalidArgument(msg) => write!(f, "{msg}"),
+            Error::Pattern(msg) => write!(f, "pre-tokenization pattern: {msg}"),
+            Error::UnknownTokenId(id) => write!(f, "unknown token id {id}"),
+            Error::Interrupted => write!(f, "interrupted"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

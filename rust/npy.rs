@@ -1,0 +1,71 @@
+//! Writing one-dimensional `.npy` files whose length is known only at the end.
+
+use std::io::{Seek, SeekFrom, Write};
+
+/// Header size: room for any 64-bit length, and a multiple of 64 so the data stays aligned.
+pub const HEADER_BYTES: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    U16,
+    U32,
+}
+
+impl Dtype {
+    pub fn width(self) -> usize {
+        match self {
+            Dtype::U16 => 2,
+            Dtype::U32 => 4,
+        }
+    }
+
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::U16 => "<u2",
+            Dtype::U32 => "<u4",
+        }
+    }
+}
+
+/// The `.npy` version 1.0 header for a 1-D little-endian array of `len` elements.
+pub fn header(dtype: Dtype, len: u64) -> Vec<u8> {
+    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}", dtype.descr());
+    let mut out = Vec::with_capacity(HEADER_BYTES);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&((HEADER_BYTES - 10) as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(HEADER_BYTES - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+/// Appends ids in `dtype` (the caller has checked that every id fits).
+pub fn write_ids(out: &mut impl Write, ids: &[u32], dtype: Dtype, scratch: &mut Vec<u8>) -> std::io::Result<()> {
+    scratch.clear();
+    match dtype {
+        Dtype::U16 => scratch.extend(ids.iter().flat_map(|&i| (i as u16).to_le_bytes())),
+        Dtype::U32 => scratch.extend(ids.iter().flat_map(|&i| i.to_le_bytes())),
+    }
+    out.write_all(scratch)
+}
+
+/// Rewrites the header of a finished file with its final length.
+pub fn finish<W: Write + Seek>(out: &mut W, dtype: Dtype, len: u64) -> std::io::Result<()> {
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header(dtype, len))?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_aligned_and_parsable_shape() {
+        let h = header(Dtype::U16, u64::MAX);
+        assert_eq!(h.len(), HEADER_BYTES);
+        let text = String::from_utf8_lossy(&h[10..]);
+        assert!(text.contains("'shape': (18446744073709551615,)"));
+        assert!(text.ends_with('\n'));
+    }
+}

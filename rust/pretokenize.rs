@@ -1,0 +1,451 @@
+//! Pre-tokenization: splitting text on special tokens, then into pre-tokens.
+//!
+//! The GPT-2 pattern runs through a hand-written scanner (no backtracking, an ASCII class table and one
+//! Unicode table built from the same data the regex engine uses); any other pattern falls back to
+//! fancy-regex. Tests prove the scanner equal to fancy-regex on arbitrary Unicode.
+
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use crate::error::{Error, Result};
+
+/// The GPT-2 pre-tokenization pattern (also CS336's).
+pub const GPT2_PATTERN: &str =
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+const OTHER: u8 = 0;
+const LETTER: u8 = 1;
+const NUMBER: u8 = 2;
+const SPACE: u8 = 3;
+
+/// Class of every code point: letter (`\p{L}`), number (`\p{N}`), white space (`\s`) or other.
+struct ClassTable {
+    classes: Vec<u8>,
+}
+
+fn class_table() -> &'static ClassTable {
+    static TABLE: OnceLock<ClassTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut classes = vec![OTHER; 0x11_0000];
+        // Built from regex-syntax, the crate fancy-regex compiles its classes with, so both agree on
+        // the Unicode version and on what `\s` means.
+        for (pattern, class) in [(r"\p{L}", LETTER), (r"\p{N}", NUMBER), (r"\s", SPACE)] {
+            let hir = regex_syntax::Parser::new().parse(pattern).expect("static class pattern");
+            let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(set)) = hir.kind()
+            else {
+                unreachable!("{pattern} parses to a Unicode class")
+            };
+            for range in set.ranges() {
+                for cp in range.start() as usize..=range.end() as usize {
+                    classes[cp] = class;
+                }
+            }
+        }
+        ClassTable { classes }
+    })
+}
+
+impl ClassTable {
+    /// Class and UTF-8 length of the character starting at `bytes[i]` (`bytes` is valid UTF-8).
+    #[inline(always)]
+    fn at(&self, bytes: &[u8], i: usize) -> (u8, usize) {
+        let b0 = bytes[i] as u32;
+        let (cp, len) = if b0 < 0x80 {
+            (b0, 1)
+        } else if b0 < 0xE0 {
+            (((b0 & 0x1F) << 6) | (bytes[i + 1] as u32 & 0x3F), 2)
+        } else if b0 < 0xF0 {
+            let cp = ((b0 & 0x0F) << 12)
+                | ((bytes[i + 1] as u32 & 0x3F) << 6)
+                | (bytes[i + 2] as u32 & 0x3F);
+            (cp, 3)
+        } else {
+            let cp = ((b0 & 0x07) << 18)
+                | ((bytes[i + 1] as u32 & 0x3F) << 12)
+                | ((bytes[i + 2] as u32 & 0x3F) << 6)
+                | (bytes[i + 3] as u32 & 0x3F);
+            (cp, 4)
+        };
+        (self.classes[cp as usize], len)
+    }
+
+    /// End of the run of characters of class `class` starting at `i`.
+    #[inline(always)]
+    fn run_end(&self, bytes: &[u8], mut i: usize, class: u8) -> usize {
+        while i < bytes.len() {
+            let (c, len) = self.at(bytes, i);
+            if c != class {
+                break;
+            }
+            i += len;
+        }
+        i
+    }
+
+    /// Class of the whole character at `bytes[i..]`, or None where the bytes there are not one
+    /// complete UTF-8 character (the cut finder runs before validation, on buffers that end anywhere).
+    fn checked_at(&self, bytes: &[u8], i: usize) -> Option<u8> {
+        let len = match bytes[i] {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return None,
+        };
+        let ch = std::str::from_utf8(bytes.get(i..i + len)?).ok()?.chars().next()?;
+        Some(self.classes[ch as usize])
+    }
+
+    /// Class of the character that ends just before byte `end`, checked like `checked_at`.
+    fn checked_before(&self, bytes: &[u8], end: usize) -> Option<u8> {
+        let lowest = end.saturating_sub(4);
+        let mut start = end.checked_sub(1)?;
+        while start > lowest && bytes[start] & 0xC0 == 0x80 {
+            start -= 1;
+        }
+        let ch = std::str::from_utf8(&bytes[start..end]).ok()?.chars().next()?;
+        Some(self.classes[ch as usize])
+    }
+}
+
+/// Length of a contraction (`'s 'd 'm 't 'll 've 're`) at `bytes[i]`, which holds an apostrophe.
+#[inline(always)]
+fn contraction_len(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i + 1)? {
+        b's' | b'd' | b'm' | b't' => Some(2),
+        b'l' if bytes.get(i + 2) == Some(&b'l') => Some(3),
+        b'v' | b'r' if bytes.get(i + 2) == Some(&b'e') => Some(3),
+        _ => None,
+    }
+}
+
+/// End of the GPT-2 pre-token that starts at `i` (`i < bytes.len()`), exactly as the regex would match.
+#[inline(always)]
+fn gpt2_piece_end(table: &ClassTable, bytes: &[u8], i: usize) -> usize {
+    let b0 = bytes[i];
+    if b0 == b'\'' {
+        if let Some(len) = contraction_len(bytes, i) {
+            return i + len;
+        }
+    }
+    // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: a single ASCII space joins the run after it.
+    if b0 == b' ' && i + 1 < bytes.len() {
+        let (class, len) = table.at(bytes, i + 1);
+        if class != SPACE {
+            return table.run_end(bytes, i + 1 + len, class);
+        }
+    }
+    let (class, len) = table.at(bytes, i);
+    if class != SPACE {
+        return table.run_end(bytes, i + len, class);
+    }
+    // `\s+(?!\S)|\s+`: a white-space run followed by text gives its last character to the next
+    // pre-token, unless the run is a single character.
+    let mut last_start = i;
+    let mut j = i + len;
+    while j < bytes.len() {
+        let (class, len) = table.at(bytes, j);
+        if class != SPACE {
+            return if last_start > i { last_start } else { j };
+        }
+        last_start = j;
+        j += len;
+    }
+    j
+}
+
+/// Splits text (between special tokens) into pre-tokens.
+pub enum Pretokenizer {
+    Gpt2,
+    Regex(Box<fancy_regex::Regex>),
+}
+
+impl Pretokenizer {
+    /// `None` or the GPT-2 pattern select the scanner; anything else compiles with fancy-regex.
+    pub fn new(pattern: Option<&str>) -> Result<Self> {
+        match pattern {
+            None => Ok(Pretokenizer::Gpt2),
+            Some(p) if p == GPT2_PATTERN => Ok(Pretokenizer::Gpt2),
+            Some(p) => fancy_regex::Regex::new(p)
+                .map(|re| Pretokenizer::Regex(Box::new(re)))
+                .map_err(|e| Error::Pattern(e.to_string())),
+        }
+    }
+
+    /// The fancy-regex reference for a pattern, whatever it is (used by tests and benchmarks).
+    pub fn regex(pattern: &str) -> Result<Self> {
+        fancy_regex::Regex::new(pattern)
+            .map(|re| Pretokenizer::Regex(Box::new(re)))
+            .map_err(|e| Error::Pattern(e.to_string()))
+    }
+
+    pub fn is_gpt2(&self) -> bool {
+        matches!(self, Pretokenizer::Gpt2)
+    }
+
+    /// Calls `f` on each pre-token of `text`, in order. Pre-tokens cover `text` where the pattern does.
+    #[inline]
+    pub fn for_each_piece<'t>(&self, text: &'t str, mut f: impl FnMut(&'t str)) -> Result<()> {
+        match self {
+            Pretokenizer::Gpt2 => {
+                let table = class_table();
+                let bytes = text.as_bytes();
+                let mut i = 0;
+                while i < bytes.len() {
+                    let end = gpt2_piece_end(table, bytes, i);
+                    // The scanner only stops on character boundaries.
+                    f(unsafe { text.get_unchecked(i..end) });
+                    i = end;
+                }
+                Ok(())
+            }
+            Pretokenizer::Regex(re) => {
+                for m in re.find_iter(text) {
+                    let m = m.map_err(|e| Error::Pattern(e.to_string()))?;
+                    f(m.as_str());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn pieces<'t>(&self, text: &'t str) -> Result<Vec<&'t str>> {
+        let mut out = Vec::new();
+        self.for_each_piece(text, |p| out.push(p))?;
+        Ok(out)
+    }
+}
+
+/// A piece of text between special tokens, or the index of the special token found.
+pub enum Segment<'t> {
+    Text(&'t str),
+    Special(usize),
+}
+
+/// Finds special tokens: leftmost match first, the longest where several start at one place.
+#[derive(Clone)]
+pub struct SpecialMatcher {
+    tokens: Vec<String>,
+    automaton: Option<AhoCorasick>,
+    max_len: usize,
+}
+
+impl SpecialMatcher {
+    pub fn new(tokens: &[String]) -> Result<Self> {
+        if tokens.iter().any(|t| t.is_empty()) {
+            return Err(Error::InvalidArgument("special tokens must not be empty".into()));
+        }
+        let automaton = if tokens.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(tokens)
+                .map_err(|e| Error::InvalidArgument(format!("special tokens: {e}")))?;
+            Some(ac)
+        };
+        Ok(SpecialMatcher {
+            tokens: tokens.to_vec(),
+            automaton,
+            max_len: tokens.iter().map(|t| t.len()).max().unwrap_or(0),
+        })
+    }
+
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Calls `f` with the text segments and special tokens of `text`, in order (empty text skipped).
+    #[inline]
+    pub fn for_each_segment<'t>(
+        &self,
+        text: &'t str,
+        mut f: impl FnMut(Segment<'t>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(ac) = &self.automaton else {
+            return if text.is_empty() { Ok(()) } else { f(Segment::Text(text)) };
+        };
+        let mut last = 0;
+        for m in ac.find_iter(text) {
+            if m.start() > last {
+                f(Segment::Text(&text[last..m.start()]))?;
+            }
+            f(Segment::Special(m.pattern().as_usize()))?;
+            last = m.end();
+        }
+        if last < text.len() {
+            f(Segment::Text(&text[last..]))?;
+        }
+        Ok(())
+    }
+
+    /// (start, end) of every special token in `bytes`.
+    fn spans(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        match &self.automaton {
+            None => Vec::new(),
+            Some(ac) => ac.find_iter(bytes).map(|m| (m.start(), m.end())).collect(),
+        }
+    }
+}
+
+/// Where text may be cut so that pre-tokenizing (and encoding) the pieces separately gives exactly
+/// the pre-tokens of the whole: after a special token, and, for the GPT-2 pattern, after a newline that
+/// stands alone between two non-space characters (it is a pre-token of its own either way).
+pub struct Cutter {
+    specials: SpecialMatcher,
+    newline_cuts: bool,
+}
+
+impl Cutter {
+    pub fn new(specials: SpecialMatcher, pretokenizer: &Pretokenizer) -> Self {
+        Cutter { specials, newline_cuts: pretokenizer.is_gpt2() }
+    }
+
+    pub fn specials(&self) -> &SpecialMatcher {
+        &self.specials
+    }
+
+    /// The largest safe cut `p` with `0 < p < bytes.len()`, where `bytes` starts at a safe cut of a
+    /// longer text and `bytes[p..]` may still grow: no special token that could reach past the end of
+    /// `bytes` is looked at.
+    pub fn last_safe_cut(&self, bytes: &[u8]) -> Option<usize> {
+        let limit = bytes.len().checked_sub(self.specials.max_len.max(1))?;
+        let spans = self.specials.spans(bytes);
+        let after_special = spans.iter().rev().map(|s| s.1).find(|&e| e > 0 && e <= limit);
+        let inside_special = |p: usize| {
+            // First span ending after p; p is inside it when it starts before p.
+            let k = spans.partition_point(|s| s.1 <= p);
+            k < spans.len() && spans[k].0 < p
+        };
+        let mut after_newline = None;
+        if self.newline_cuts {
+            let table = class_table();
+            let floor = after_special.unwrap_or(0);
+            for nl in memchr::memrchr_iter(b'\n', &bytes[..limit]) {
+                let p = nl + 1;
+                if p <= floor {
+                    break;
+                }
+                let stands_alone = matches!(table.checked_before(bytes, nl), Some(c) if c != SPACE)
+                    && matches!(table.checked_at(bytes, p), Some(c) if c != SPACE);
+                if !stands_alone {
+                    continue;
+                }
+                if !inside_special(p) {
+                    after_newline = Some(p);
+                    break;
+                }
+            }
+        }
+        after_special.max(after_newline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner(text: &str) -> Vec<&str> {
+        Pretokenizer::Gpt2.pieces(text).unwrap()
+    }
+
+    fn reference(text: &str) -> Vec<&str> {
+        static REGEX: OnceLock<Pretokenizer> = OnceLock::new();
+        REGEX.get_or_init(|| Pretokenizer::regex(GPT2_PATTERN).unwrap()).pieces(text).unwrap()
+    }
+
+    /// A tiny deterministic generator, so the property test needs no extra crate.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    #[test]
+    fn scanner_matches_examples() {
+        assert_eq!(scanner("Hello, world!"), ["Hello", ",", " world", "!"]);
+        assert_eq!(scanner("I'll can't 'S"), ["I", "'ll", " can", "'t", " '", "S"]);
+        assert_eq!(scanner("a   b\n\n c  "), ["a", "  ", " b", "\n\n", " c", "  "]);
+        assert_eq!(scanner(" 123 4x"), [" 123", " 4", "x"]);
+        assert_eq!(scanner("\t\ta"), ["\t", "\t", "a"]);
+        assert_eq!(scanner("?'s"), ["?'", "s"]);
+    }
+
+    #[test]
+    fn scanner_equals_regex_on_random_unicode() {
+        let alphabet: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}"
+            .chars()
+            .collect();
+        let mut rng = Lcg(42);
+        for _ in 0..20_000 {
+            let len = (rng.next() % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    if rng.next() % 8 == 0 {
+                        // Any scalar value, to reach classes the alphabet misses.
+                        char::from_u32((rng.next() % 0x11_0000) as u32).unwrap_or('x')
+                    } else {
+                        alphabet[(rng.next() as usize) % alphabet.len()]
+                    }
+                })
+                .collect();
+            assert_eq!(scanner(&text), reference(&text), "text {text:?}");
+        }
+    }
+
+    #[test]
+    fn special_tokens_longest_match_wins() {
+        let m = SpecialMatcher::new(&["<|e|>".into(), "<|e|><|e|>".into()]).unwrap();
+        let mut seen = Vec::new();
+        m.for_each_segment("a<|e|><|e|><|e|>b", |s| {
+            seen.push(match s {
+                Segment::Text(t) => t.to_string(),
+                Segment::Special(i) => format!("#{i}"),
+            });
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a", "#1", "#0", "b"]);
+    }
+
+    #[test]
+    fn cuts_never_change_pretokens() {
+        let text = "One line.\nTwo  lines\n\nthree\n four<|e|>five\nsix's\n";
+        let specials = SpecialMatcher::new(&["<|e|>".into()]).unwrap();
+        let cutter = Cutter::new(specials.clone(), &Pretokenizer::Gpt2);
+        let whole = pieces_with_specials(text, &specials);
+        for end in 1..=text.len() {
+            if !text.is_char_boundary(end) {
+                continue;
+            }
+            if let Some(p) = cutter.last_safe_cut(&text.as_bytes()[..end]) {
+                let mut parts = pieces_with_specials(&text[..p], &specials);
+                parts.extend(pieces_with_specials(&text[p..], &specials));
+                assert_eq!(parts, whole, "cut at {p}");
+            }
+        }
+    }
+
+    fn pieces_with_specials(text: &str, specials: &SpecialMatcher) -> Vec<String> {
+        let mut out = Vec::new();
+        specials
+            .for_each_segment(text, |s| {
+                match s {
+                    Segment::Text(t) => {
+                        Pretokenizer::Gpt2.for_each_piece(t, |p| out.push(p.to_string()))?
+                    }
+                    Segment::Special(i) => out.push(format!("#{i}")),
+                }
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+}

@@ -1,0 +1,387 @@
+//! The only PyO3 file: converts Python inputs, releases the GIL for every heavy call, and maps the
+//! core's `Error` to Python exceptions in one place. Policy (defaults, file formats, messages) lives in
+//! the Python package.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError,
+    PyRuntimeError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+
+use crate::encode::Encoder as CoreEncoder;
+use crate::error::Error;
+use crate::npy::Dtype;
+use crate::pretokenize::{Pretokenizer, SpecialMatcher, GPT2_PATTERN};
+use crate::progress::{Phase, Progress};
+use crate::threads;
+use crate::train::{self, PretokenCounts};
+
+fn to_pyerr(err: Error) -> PyErr {
+    let msg = err.to_string();
+    match err {
+        Error::Io { path, source } => match source.raw_os_error() {
+            // OSError(errno, strerror, filename) picks the matching subclass (FileNotFoundError, ...).
+            Some(code) => {
+                let strerror = std::io::Error::from_raw_os_error(code).to_string();
+                let strerror = strerror.split(" (os error").next().unwrap_or(&strerror).to_string();
+                let filename = path.map(|p| p.display().to_string());
+                PyOSError::new_err((code, strerror, filename))
+            }
+            None => match source.kind() {
+                std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
+                std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
+                std::io::ErrorKind::IsADirectory => PyIsADirectoryError::new_err(msg),
+                _ => PyOSError::new_err(msg),
+            },
+        },
+        Error::InvalidUtf8 { .. }
+        | Error::InvalidArgument(_)
+        | Error::Pattern(_)
+        | Error::UnknownTokenId(_) => PyValueError::new_err(msg),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
+    }
+}
+
+/// Runs core work and turns a panic into a Python RuntimeError instead of letting it cross over.
+fn guarded<T>(work: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(result) => result.map_err(to_pyerr),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(PyRuntimeError::new_err(format!("bpe_lm internal error: {what}")))
+        }
+    }
+}
+
+/// Progress shared between the worker thread (writes) and the Python thread (reads, calls back).
+#[derive(Default)]
+struct SharedProgress {
+    phase: AtomicU8,
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+const PHASES: [Phase; 3] = [Phase::Read, Phase::Merge, Phase::Encode];
+
+impl Progress for SharedProgress {
+    fn update(&self, phase: Phase, done: u64, total: u64) -> bool {
+        self.phase.store(PHASES.iter().position(|&p| p == phase).unwrap_or(0) as u8, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(done, Ordering::Relaxed);
+        !self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs long work on a worker thread while the calling (Python) thread waits without the GIL, wakes
+/// ten times a second to check for Ctrl-C and to call `callback(phase, done, total)`. A signal or a
+/// callback error cancels the work and is raised once it has stopped.
+fn run_long<T: Send>(
+    py: Python<'_>,
+    callback: Option<&Bound<'_, PyAny>>,
+    work: impl FnOnce(&dyn Progress) -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    let state = SharedProgress::default();
+    let mut pending: Option<PyErr> = None;
+    let result = std::thread::scope(|scope| {
+        let (tx, mut rx) = std::sync::mpsc::channel();
+        let state_ref = &state;
+        scope.spawn(move || {
+            let _ = tx.send(guarded(|| work(state_ref)));
+        });
+        loop {
+            // The receiver travels into the GIL-free wait and back (it is Send but not Sync).
+            let (back, received) = py.detach(move || {
+                let r = rx.recv_timeout(Duration::from_millis(100));
+                (rx, r)
+            });
+            rx = back;
+            match received {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err("bpe_lm internal error: worker vanished"))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if pending.is_some() {
+                continue; // cancelled: wait for the worker to stop
+            }
+            let outcome = py.check_signals().and_then(|()| match callback {
+                Some(cb) => {
+                    let phase = PHASES[state.phase.load(Ordering::Relaxed) as usize].name();
+                    let done = state.done.load(Ordering::Relaxed);
+                    let total = state.total.load(Ordering::Relaxed);
+                    cb.call1((phase, done, total)).map(|_| ())
+                }
+                None => Ok(()),
+            });
+            if let Err(e) = outcome {
+                state.cancelled.store(true, Ordering::Relaxed);
+                pending = Some(e);
+            }
+        }
+    });
+    match pending {
+        Some(err) => Err(err),
+        None => {
+            if let Some(cb) = callback {
+                let phase = PHASES[state.phase.load(Ordering::Relaxed) as usize].name();
+                cb.call1((phase, state.done.load(Ordering::Relaxed), state.total.load(Ordering::Relaxed)))?;
+            }
+            result
+        }
+    }
+}
+
+fn bpe_to_py<'py>(py: Python<'py>, bpe: train::Bpe) -> (Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>) {
+    (bpe.vocab.iter().map(|t| PyBytes::new(py, t)).collect(), bpe.merges)
+}
+
+/// Pre-tokens of `text` (no special-token handling). `reference=True` runs fancy-regex even for the
+/// GPT-2 pattern, to check the scanner against it.
+#[pyfunction]
+#[pyo3(signature = (text, pattern=None, reference=false))]
+fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: bool) -> PyResult<Vec<String>> {
+    py.detach(|| {
+        guarded(|| {
+            let p = match (reference, pattern) {
+                (true, p) => Pretokenizer::regex(p.unwrap_or(GPT2_PATTERN))?,
+                (false, p) => Pretokenizer::new(p)?,
+            };
+            Ok(p.pieces(text)?.into_iter().map(String::from).collect())
+        })
+    })
+}
+
+/// Counts pre-tokens of text files in parallel: [(bytes, count)], in no particular order.
+#[pyfunction]
+#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None))]
+fn count_pretokens<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    special_tokens: Vec<String>,
+    pattern: Option<String>,
+    num_threads: Option<usize>,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+    let counts = run_long(py, progress.as_ref(), |p| {
+        let specials = SpecialMatcher::new(&special_tokens)?;
+        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
+        let pool = threads::pool(num_threads)?;
+        train::count_files(&paths, &specials, &pretokenizer, &pool, p)
+    })?;
+    Ok(counts.into_iter().map(|(k, v)| (PyBytes::new(py, &k), v)).collect())
+}
+
+/// Trains on text files: returns (vocab as a list of bytes indexed by id, merges as id pairs).
+#[pyfunction]
+#[pyo3(signature = (paths, vocab_size, special_tokens, pattern=None, num_threads=None, progress=None))]
+#[allow(clippy::type_complexity)]
+fn train_bpe<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    vocab_size: usize,
+    special_tokens: Vec<String>,
+    pattern: Option<String>,
+    num_threads: Option<usize>,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
+    let bpe = run_long(py, progress.as_ref(), |p| {
+        let specials = SpecialMatcher::new(&special_tokens)?;
+        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
+        if vocab_size < 256 + special_tokens.len() {
+            return train::train_from_counts(PretokenCounts::default(), vocab_size, &special_tokens, p);
+        }
+        let pool = threads::pool(num_threads)?;
+        let counts = train::count_files(&paths, &specials, &pretokenizer, &pool, p)?;
+        train::train_from_counts(counts, vocab_size, &special_tokens, p)
+    })?;
+    Ok(bpe_to_py(py, bpe))
+}
+
+/// Trains from pre-token counts, e.g. merged from shards: same result as `train_bpe` on the text.
+#[pyfunction]
+#[pyo3(signature = (counts, vocab_size, special_tokens, progress=None))]
+#[allow(clippy::type_complexity)]
+fn train_from_counts<'py>(
+    py: Python<'py>,
+    counts: Vec<(Bound<'py, PyBytes>, u64)>,
+    vocab_size: usize,
+    special_tokens: Vec<String>,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
+    let mut table = PretokenCounts::default();
+    for (k, v) in &counts {
+        *table.entry(k.as_bytes().into()).or_insert(0) += v;
+    }
+    drop(counts);
+    let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(table, vocab_size, &special_tokens, p))?;
+    Ok(bpe_to_py(py, bpe))
+}
+
+fn dtype_of(width: usize) -> PyResult<Dtype> {
+    match width {
+        2 => Ok(Dtype::U16),
+        4 => Ok(Dtype::U32),
+        _ => Err(PyValueError::new_err(format!("id width must be 2 or 4 bytes, not {width}"))),
+    }
+}
+
+/// The encoding engine behind `bpe_lm.Tokenizer`.
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct Encoder {
+    inner: CoreEncoder,
+}
+
+#[pymethods]
+impl Encoder {
+    #[new]
+    #[pyo3(signature = (vocab, merges, special_tokens, pattern=None))]
+    fn new(
+        py: Python<'_>,
+        vocab: Vec<Bound<'_, PyBytes>>,
+        merges: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)>,
+        special_tokens: Vec<String>,
+        pattern: Option<String>,
+    ) -> PyResult<Self> {
+        let vocab: Vec<Vec<u8>> = vocab.iter().map(|b| b.as_bytes().to_vec()).collect();
+        let merges: Vec<(Vec<u8>, Vec<u8>)> =
+            merges.iter().map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())).collect();
+        let inner = py.detach(|| guarded(|| CoreEncoder::new(vocab, &merges, &special_tokens, pattern.as_deref())))?;
+        Ok(Encoder { inner })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn special_ids(&self) -> Vec<u32> {
+        self.inner.special_ids().to_vec()
+    }
+
+    fn encode(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+        py.detach(|| guarded(|| self.inner.encode(text)))
+    }
+
+    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+        py.detach(|| {
+            guarded(|| {
+                let mut out = Vec::new();
+                self.inner.encode_ordinary_into(text, &mut out)?;
+                Ok(out)
+            })
+        })
+    }
+
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn encode_batch(&self, py: Python<'_>, texts: Vec<String>, num_threads: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
+        py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))
+    }
+
+    /// Encodes `text` (in parallel when large) straight into a bytearray of little-endian ids of
+    /// `width` bytes, for `numpy.frombuffer` without a Python list.
+    #[pyo3(signature = (text, width, num_threads=None))]
+    fn encode_to_buffer<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        width: usize,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let dtype = dtype_of(width)?;
+        if dtype == Dtype::U16 && self.inner.vocab_size() > 1 << 16 {
+            return Err(PyValueError::new_err(format!(
+                "uint16 cannot hold ids of a vocabulary of {} tokens",
+                self.inner.vocab_size()
+            )));
+        }
+        let parts = py.detach(|| guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?)))?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        PyByteArray::new_with(py, len * width, |buf| {
+            let mut at = 0;
+            for ids in &parts {
+                for &id in ids {
+                    match dtype {
+                        Dtype::U16 => buf[at..at + 2].copy_from_slice(&(id as u16).to_le_bytes()),
+                        Dtype::U32 => buf[at..at + 4].copy_from_slice(&id.to_le_bytes()),
+                    }
+                    at += width;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Byte offset in `text` (UTF-8) up to which it can be encoded now without knowing what follows,
+    /// given that `text` starts at such a place: 0 when no safe place is known yet.
+    fn safe_prefix_bytes(&self, text: &str) -> usize {
+        self.inner.cutter().last_safe_cut(text.as_bytes()).unwrap_or(0)
+    }
+
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<u64>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = py.detach(|| guarded(|| self.inner.decode_bytes(ids)))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Decodes little-endian ids of `width` bytes (e.g. a numpy array's buffer).
+    fn decode_buffer<'py>(&self, py: Python<'py>, buffer: &[u8], width: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let dtype = dtype_of(width)?;
+        if buffer.len() % width != 0 {
+            return Err(PyValueError::new_err("buffer length is not a multiple of the id width"));
+        }
+        let bytes = py.detach(|| {
+            guarded(|| match dtype {
+                Dtype::U16 => self
+                    .inner
+                    .decode_bytes(buffer.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u64)),
+                Dtype::U32 => self
+                    .inner
+                    .decode_bytes(buffer.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64)),
+            })
+        })?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Streams a text file into a `.npy` file of ids; returns the number of tokens.
+    #[pyo3(signature = (input, output, width, num_threads=None, errors_replace=false, progress=None))]
+    fn encode_file(
+        &self,
+        py: Python<'_>,
+        input: PathBuf,
+        output: PathBuf,
+        width: usize,
+        num_threads: Option<usize>,
+        errors_replace: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let dtype = dtype_of(width)?;
+        run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            self.inner.encode_file(&input, &output, dtype, &pool, errors_replace, p)
+        })
+    }
+}
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("GPT2_PATTERN", GPT2_PATTERN)?;
+    m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(count_pretokens, m)?)?;
+    m.add_function(wrap_pyfunction!(train_bpe, m)?)?;
+    m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
+    m.add_class::<Encoder>()?;
+    Ok(())
+}

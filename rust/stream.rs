@@ -1,0 +1,261 @@
+//! Streaming text files in bounded, safely cut, UTF-8-validated chunks.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::pretokenize::Cutter;
+
+/// Default chunk size: large enough to amortise per-chunk work, small enough that
+/// `threads × chunk` stays a few tens of MB.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Counts bytes read from the underlying file (compressed bytes for .gz), for progress.
+struct CountingReader<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Opens a text file, transparently decompressing gzip (detected by its magic bytes, not its name).
+/// Bytes read from disk are added to `counter`.
+pub fn open_text(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
+    let io_err = |e| Error::io(Some(path.to_path_buf()), e);
+    let mut file = File::open(path).map_err(io_err)?;
+    if file.metadata().map_err(io_err)?.is_dir() {
+        return Err(Error::io(
+            Some(path.to_path_buf()),
+            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+        ));
+    }
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let counted = CountingReader { inner: head.chain(file), counter };
+    let raw = BufReader::with_capacity(256 << 10, counted);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))))
+    } else {
+        Ok(Box::new(raw))
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// One piece of a text stream: valid UTF-8, cut where pre-tokenization is unaffected.
+pub struct Chunk {
+    pub text: String,
+    /// Byte offset of the chunk in its (decompressed) stream.
+    pub offset: u64,
+}
+
+/// Yields the chunks of one stream, in order. Memory stays near `target` bytes, except when a stream
+/// has no safe cut for a long stretch (then the chunk grows until one is found).
+pub struct ChunkReader<'c> {
+    source: Box<dyn Read + Send + 'c>,
+    path: Option<PathBuf>,
+    cutter: &'c Cutter,
+    buf: Vec<u8>,
+    offset: u64,
+    target: usize,
+    eof: bool,
+    lossy: bool,
+}
+
+impl<'c> ChunkReader<'c> {
+    pub fn new(
+        source: Box<dyn Read + Send + 'c>,
+        path: Option<PathBuf>,
+        cutter: &'c Cutter,
+        target: usize,
+    ) -> Self {
+        ChunkReader {
+            source,
+            path,
+            cutter,
+            buf: Vec::new(),
+            offset: 0,
+            target: target.max(1),
+            eof: false,
+            lossy: false,
+        }
+    }
+
+    /// Replace invalid UTF-8 with U+FFFD instead of failing.
+    pub fn lossy(mut self, lossy: bool) -> Self {
+        self.lossy = lossy;
+        self
+    }
+
+    /// Reads until `buf` holds at least `want` bytes or the stream ends.
+    fn fill(&mut self, want: usize) -> Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let start = self.buf.len();
+            self.buf.resize(want.max(start + 64 * 1024), 0);
+            loop {
+                match self.source.read(&mut self.buf[start..]) {
+                    Ok(0) => {
+                        self.eof = true;
+                        self.buf.truncate(start);
+                        break;
+                    }
+                    Ok(n) => {
+                        self.buf.truncate(start + n);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buf.truncate(start);
+                        return Err(Error::io(self.path.clone(), e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, len: usize) -> Result<Chunk> {
+        let rest = self.buf[len..].to_vec();
+        let mut bytes = std::mem::replace(&mut self.buf, rest);
+        bytes.truncate(len);
+        let offset = self.offset;
+        self.offset += len as u64;
+        if self.lossy {
+            let text = match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            return Ok(Chunk { text, offset });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
+            path: self.path.clone(),
+            offset: offset + e.utf8_error().valid_up_to() as u64,
+        })?;
+        Ok(Chunk { text, offset })
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        let mut want = self.target;
+        loop {
+            self.fill(want)?;
+            if self.eof {
+                return if self.buf.is_empty() { Ok(None) } else { self.emit(self.buf.len()).map(Some) };
+            }
+            if let Some(cut) = self.cutter.last_safe_cut(&self.buf) {
+                return self.emit(cut).map(Some);
+            }
+            want = self.buf.len() * 2;
+        }
+    }
+}
+
+impl Iterator for ChunkReader<'_> {
+    type Item = Result<Chunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_chunk() {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => None,
+            Err(e) => {
+                // After an error the stream is finished: no later chunk may be taken for valid text.
+                self.eof = true;
+                self.buf.clear();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Cuts an in-memory text into chunks of about `target` bytes at safe places.
+pub fn split_text<'t>(text: &'t str, cutter: &Cutter, target: usize) -> Vec<&'t str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > target {
+        // Look for a cut at or before `target`, else at the first one past it.
+        let mut window = target;
+        let cut = loop {
+            match cutter.last_safe_cut(&rest.as_bytes()[..window]) {
+                Some(c) => break Some(c),
+                None if window >= rest.len() => break None,
+                None => window = (window * 2).min(rest.len()),
+            }
+        };
+        match cut {
+            Some(c) => {
+                out.push(&rest[..c]);
+                rest = &rest[c..];
+            }
+            None => break,
+        }
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretokenize::{Pretokenizer, SpecialMatcher};
+
+    fn cutter() -> Cutter {
+        Cutter::new(SpecialMatcher::new(&["<|endoftext|>".into()]).unwrap(), &Pretokenizer::Gpt2)
+    }
+
+    #[test]
+    fn chunks_reassemble_the_stream() {
+        let text = "Once upon a time.\nThere was a cat.<|endoftext|>\nThe end.\n".repeat(50);
+        let cutter = cutter();
+        for target in [1, 7, 64, 1000] {
+            let reader = ChunkReader::new(Box::new(std::io::Cursor::new(text.clone())), None, &cutter, target);
+            let chunks: Vec<Chunk> = reader.collect::<Result<_>>().unwrap();
+            let joined: String = chunks.iter().map(|c| c.text.as_str()).collect();
+            assert_eq!(joined, text);
+            let mut offset = 0;
+            for c in &chunks {
+                assert_eq!(c.offset, offset);
+                offset += c.text.len() as u64;
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_reports_the_offset() {
+        let mut bytes = b"good text\nmore good text\n".repeat(10);
+        bytes.insert(137, 0xff);
+        let cutter = cutter();
+        let reader = ChunkReader::new(Box::new(std::io::Cursor::new(bytes)), None, &cutter, 16);
+        let err = reader.collect::<Result<Vec<_>>>().err().unwrap();
+        assert!(matches!(err, Error::InvalidUtf8 { offset: 137, .. }), "{err}");
+    }
+
+    #[test]
+    fn split_text_covers_the_text() {
+        let text = "ab\ncd\n\nef gh\nij".repeat(100);
+        let parts = split_text(&text, &cutter(), 10);
+        assert!(parts.len() > 10);
+        assert_eq!(parts.concat(), text);
+    }
+}

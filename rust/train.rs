@@ -1,0 +1,415 @@
+//! Byte-level BPE training with CS336 semantics.
+//!
+//! Phase 1 counts pre-tokens in parallel over safely cut chunks (memory grows with the number of
+//! distinct pre-tokens, not with the input). Phase 2 merges: pair counts are updated incrementally
+//! from the words that hold the merged pair, and a max-heap with lazy re-validation orders pairs by
+//! (count, left bytes, right bytes), greatest first.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::pretokenize::{Cutter, Pretokenizer, Segment, SpecialMatcher};
+use crate::progress::{Phase, Progress};
+use crate::stream::{open_text, ChunkReader, DEFAULT_CHUNK_BYTES};
+
+/// Distinct pre-tokens (as bytes) and how often each occurs.
+pub type PretokenCounts = FxHashMap<Box<[u8]>, u64>;
+
+/// Adds the pre-tokens of `text` (special tokens removed, never counted) to `counts`.
+pub fn count_text(
+    text: &str,
+    specials: &SpecialMatcher,
+    pretokenizer: &Pretokenizer,
+    counts: &mut PretokenCounts,
+) -> Result<()> {
+    specials.for_each_segment(text, |segment| {
+        if let Segment::Text(t) = segment {
+            pretokenizer.for_each_piece(t, |piece| {
+                let key = piece.as_bytes();
+                match counts.get_mut(key) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(key.into(), 1);
+                    }
+                }
+            })?;
+        }
+        Ok(())
+    })
+}
+
+fn merge_counts(mut a: PretokenCounts, mut b: PretokenCounts) -> PretokenCounts {
+    if a.len() < b.len() {
+        std::mem::swap(&mut a, &mut b);
+    }
+    for (k, v) in b {
+        *a.entry(k).or_insert(0) += v;
+    }
+    a
+}
+
+/// Counts the pre-tokens of text files (.txt or gzip), in parallel on `pool`. Each file is its own
+/// stream: no pre-token spans two files. Progress reports bytes read from disk.
+pub fn count_files(
+    paths: &[PathBuf],
+    specials: &SpecialMatcher,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<PretokenCounts> {
+    count_files_in_chunks(paths, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES)
+}
+
+/// `count_files` with a chosen chunk size; the counts do not depend on it.
+pub fn count_files_in_chunks(
+    paths: &[PathBuf],
+    specials: &SpecialMatcher,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+    chunk_bytes: usize,
+) -> Result<PretokenCounts> {
+    let mut total = 0u64;
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(Some(p.clone()), e))?;
+        total += meta.len();
+    }
+    let read = Arc::new(AtomicU64::new(0));
+    let cutter = Cutter::new(specials.clone(), pretokenizer);
+    let mut streams = Vec::with_capacity(paths.len());
+    for p in paths {
+        let source = open_text(p, read.clone())?;
+        streams.push(ChunkReader::new(source, Some(p.clone()), &cutter, chunk_bytes));
+    }
+    let chunks = streams.into_iter().flatten();
+    pool.install(|| {
+        chunks
+            .par_bridge()
+            .try_fold(PretokenCounts::default, |mut counts, chunk| {
+                count_text(&chunk?.text, specials, pretokenizer, &mut counts)?;
+                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                    return Err(Error::Interrupted);
+                }
+                Ok(counts)
+            })
+            .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
+    })
+}
+
+/// A trained tokenizer: `vocab[id]` is the token's bytes, `merges[i]` the ids merged at step i.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bpe {
+    pub vocab: Vec<Vec<u8>>,
+    pub merges: Vec<(u32, u32)>,
+}
+
+#[inline]
+fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+#[inline]
+fn split_key(key: u64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
+}
+
+/// A heap entry: valid while `count` equals the pair's current count.
+struct Candidate {
+    count: u64,
+    left: Rc<[u8]>,
+    right: Rc<[u8]>,
+    key: u64,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.count
+            .cmp(&other.count)
+            .then_with(|| self.left.cmp(&other.left))
+            .then_with(|| self.right.cmp(&other.right))
+            // Equal bytes under different ids (possible, rare): decide by ids so runs are repeatable.
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for Candidate {}
+
+/// Trains from pre-token counts. The vocabulary starts with the special tokens (ids 0..k-1), then the
+/// 256 bytes; each merge appends one token, until `vocab_size` or no pair is left.
+pub fn train_from_counts(
+    counts: PretokenCounts,
+    vocab_size: usize,
+    special_tokens: &[String],
+    progress: &dyn Progress,
+) -> Result<Bpe> {
+    let base = special_tokens.len() + 256;
+    if vocab_size < base {
+        return Err(Error::InvalidArgument(format!(
+            "vocab_size {vocab_size} is smaller than 256 bytes + {} special tokens = {base}",
+            special_tokens.len()
+        )));
+    }
+    let mut vocab: Vec<Vec<u8>> = special_tokens.iter().map(|s| s.as_bytes().to_vec()).collect();
+    vocab.extend((0..=255u8).map(|b| vec![b]));
+    let mut token_bytes: Vec<Rc<[u8]>> = vocab.iter().map(|v| Rc::from(v.as_slice())).collect();
+    let first_byte_id = special_tokens.len() as u32;
+
+    // Words of one token have no pairs and never change: leave them out.
+    let mut words: Vec<Vec<u32>> = Vec::new();
+    let mut freqs: Vec<u64> = Vec::new();
+    for (piece, count) in counts {
+        if piece.len() > 1 {
+            words.push(piece.iter().map(|&b| first_byte_id + b as u32).collect());
+            freqs.push(count);
+        }
+    }
+
+    let mut pair_counts: FxHashMap<u64, u64> = FxHashMap::default();
+    // Words that held the pair when it was added (some may no longer hold it; checked on use).
+    let mut pair_words: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+    let mut seen: Vec<u64> = Vec::new();
+    for (w, word) in words.iter().enumerate() {
+        seen.clear();
+        for pair in word.windows(2) {
+            let key = pair_key(pair[0], pair[1]);
+            *pair_counts.entry(key).or_insert(0) += freqs[w];
+            seen.push(key);
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        for &key in &seen {
+            pair_words.entry(key).or_default().push(w as u32);
+        }
+    }
+
+    let candidate = |key: u64, count: u64, token_bytes: &[Rc<[u8]>]| {
+        let (a, b) = split_key(key);
+        Candidate { count, left: token_bytes[a as usize].clone(), right: token_bytes[b as usize].clone(), key }
+    };
+    let mut heap: BinaryHeap<Candidate> =
+        pair_counts.iter().map(|(&k, &c)| candidate(k, c, &token_bytes)).collect();
+
+    let total_merges = (vocab_size - base) as u64;
+    let mut merges = Vec::new();
+    let mut deltas: FxHashMap<u64, i64> = FxHashMap::default();
+    let mut merged = Vec::new();
+    while vocab.len() < vocab_size {
+        let Some(top) = heap.pop() else { break };
+        // Entries hold an upper bound of their pair's count: counts only fall after a pair is pushed
+        // (a pair that gains occurrences is new, and pushed then). An entry above the current count
+        // goes back in with the true count; the first exact entry on top is the best pair.
+        match pair_counts.get(&top.key) {
+            None => continue,
+            Some(&count) if count != top.count => {
+                heap.push(candidate(top.key, count, &token_bytes));
+                continue;
+            }
+            Some(_) => {}
+        }
+        let (a, b) = split_key(top.key);
+        let new_id = vocab.len() as u32;
+        let mut bytes = vocab[a as usize].clone();
+        bytes.extend_from_slice(&vocab[b as usize]);
+        token_bytes.push(Rc::from(bytes.as_slice()));
+        vocab.push(bytes);
+        merges.push((a, b));
+        pair_counts.remove(&top.key);
+
+        deltas.clear();
+        for w in pair_words.remove(&top.key).unwrap_or_default() {
+            let word = &mut words[w as usize];
+            if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
+                continue;
+            }
+            let freq = freqs[w as usize] as i64;
+            merged.clear();
+            let mut touched_old = vec![false; word.len()];
+            let mut i = 0;
+            while i < word.len() {
+                if i + 1 < word.len() && word[i] == a && word[i + 1] == b {
+                    merged.push(new_id);
+                    touched_old[i] = true;
+                    touched_old[i + 1] = true;
+                    i += 2;
+                } else {
+                    merged.push(word[i]);
+                    i += 1;
+                }
+            }
+            // Pairs next to a merged occurrence disappear; pairs next to the new token appear.
+            for j in 0..word.len() - 1 {
+                if touched_old[j] || touched_old[j + 1] {
+                    *deltas.entry(pair_key(word[j], word[j + 1])).or_insert(0) -= freq;
+                }
+            }
+            seen.clear();
+            for j in 0..merged.len().saturating_sub(1) {
+                if merged[j] == new_id || merged[j + 1] == new_id {
+                    let key = pair_key(merged[j], merged[j + 1]);
+                    *deltas.entry(key).or_insert(0) += freq;
+                    seen.push(key);
+                }
+            }
+            seen.sort_unstable();
+            seen.dedup();
+            for &key in &seen {
+                pair_words.entry(key).or_default().push(w);
+            }
+            std::mem::swap(word, &mut merged);
+        }
+        for (&key, &delta) in &deltas {
+            if delta == 0 || key == top.key {
+                continue;
+            }
+            let count = pair_counts.entry(key).or_insert(0);
+            *count = (*count as i64 + delta) as u64;
+            if *count == 0 {
+                pair_counts.remove(&key);
+            } else if delta > 0 {
+                heap.push(candidate(key, *count, &token_bytes));
+            }
+        }
+        let done = merges.len() as u64;
+        if (done % 64 == 0 || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges) {
+            return Err(Error::Interrupted);
+        }
+    }
+    progress.update(Phase::Merge, total_merges, total_merges);
+    Ok(Bpe { vocab, merges })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    fn counts_of(text: &str, specials: &[String]) -> PretokenCounts {
+        let mut counts = PretokenCounts::default();
+        count_text(text, &SpecialMatcher::new(specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
+        counts
+    }
+
+    fn merge_strings(bpe: &Bpe) -> Vec<String> {
+        bpe.merges
+            .iter()
+            .map(|&(a, b)| {
+                let s = |id: u32| String::from_utf8_lossy(&bpe.vocab[id as usize]).into_owned();
+                format!("{} {}", s(a), s(b))
+            })
+            .collect()
+    }
+
+    /// The worked example of CS336 §2.4, pre-tokenized on white space there; here the words are given
+    /// as counts directly so the example's numbers carry over.
+    #[test]
+    fn handout_example() {
+        let mut counts = PretokenCounts::default();
+        for (w, c) in [("low", 5), ("lower", 2), ("widest", 3), ("newest", 6)] {
+            counts.insert(w.as_bytes().into(), c);
+        }
+        let bpe = train_from_counts(counts, 256 + 1 + 6, &["<|endoftext|>".into()], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["s t", "e st", "o w", "l ow", "w est", "n e"]);
+        assert_eq!(bpe.vocab[0], b"<|endoftext|>");
+        assert_eq!(bpe.vocab[1], [0u8]);
+        assert_eq!(bpe.vocab[257], b"st");
+    }
+
+    #[test]
+    fn ties_go_to_the_greater_pair() {
+        // "ab" and "cd" both occur twice: ("c", "d") > ("a", "b").
+        let bpe = train_from_counts(counts_of("ab ab cd cd", &[]), 257, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["c d"]);
+        // Equal left bytes: the greater right byte wins.
+        // ("a", "c") > ("a", "b") > (" ", "a"), all once.
+        let bpe = train_from_counts(counts_of("ab ac", &[]), 257, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["a c"]);
+        let bpe = train_from_counts(counts_of("xab xac", &[]), 258, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["x a", "xa c"]);
+    }
+
+    #[test]
+    fn overlapping_pairs_in_one_word() {
+        // "aaaa" holds (a, a) three times but only two merge; then (aa, aa).
+        let bpe = train_from_counts(counts_of("aaaa", &[]), 258, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["a a", "aa aa"]);
+        let bpe = train_from_counts(counts_of("aaa", &[]), 258, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["a a", "aa a"]);
+    }
+
+    #[test]
+    fn stops_when_no_pair_is_left() {
+        let bpe = train_from_counts(counts_of("ab", &[]), 1000, &[], &NoProgress).unwrap();
+        assert_eq!(bpe.vocab.len(), 257);
+    }
+
+    #[test]
+    fn special_tokens_are_never_merged() {
+        let specials = vec!["<|endoftext|>".to_string()];
+        let counts = counts_of("hi<|endoftext|>hi<|endoftext|>", &specials);
+        assert!(!counts.keys().any(|k| k.windows(2).any(|w| w == b"<|")));
+        let bpe = train_from_counts(counts, 300, &specials, &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["h i"]);
+    }
+
+    #[test]
+    fn counts_beyond_32_bits() {
+        let mut counts = PretokenCounts::default();
+        // Wrapped to 32 bits, ("a", "b") would count 5_032_704 and lose to ("c", "d").
+        counts.insert(b"ab".as_slice().into(), 4_300_000_000);
+        counts.insert(b"cd".as_slice().into(), 4_000_000_000);
+        let bpe = train_from_counts(counts, 257, &[], &NoProgress).unwrap();
+        assert_eq!(merge_strings(&bpe), ["a b"]);
+    }
+
+    #[test]
+    fn counts_do_not_depend_on_chunks_or_threads() {
+        let dir = std::env::temp_dir().join(format!("bpe-lm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("text.txt");
+        let text = "Once upon a time, there was a cat.\nIt's   here!<|endoftext|>\n\nZweite Geschichte: 123 äöü\n 中文 \t\n"
+            .repeat(300);
+        std::fs::write(&path, &text).unwrap();
+        let specials = SpecialMatcher::new(&["<|endoftext|>".to_string()]).unwrap();
+        let mut expected = PretokenCounts::default();
+        count_text(&text, &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = crate::threads::pool(Some(threads)).unwrap();
+            for chunk in [1, 5, 64, 1000, 1 << 20] {
+                let counts = count_files_in_chunks(
+                    &[path.clone()],
+                    &specials,
+                    &Pretokenizer::Gpt2,
+                    &pool,
+                    &NoProgress,
+                    chunk,
+                )
+                .unwrap();
+                assert_eq!(counts, expected, "threads {threads}, chunk {chunk}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn vocab_too_small_is_an_error() {
+        let err = train_from_counts(PretokenCounts::default(), 256, &["x".into()], &NoProgress);
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+    }
+}
