@@ -5,6 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pyo3::exceptions::{
@@ -12,7 +13,7 @@ use pyo3::exceptions::{
     PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::types::{PyByteArray, PyBytes, PyList};
 
 use crate::encode::Encoder as CoreEncoder;
 use crate::error::Error;
@@ -241,6 +242,18 @@ fn dtype_of(width: usize) -> PyResult<Dtype> {
 #[pyclass(frozen, module = "bpe_lm._core")]
 struct Encoder {
     inner: CoreEncoder,
+    /// One Python int per token id, made on first use: a list of ids then costs a reference count per
+    /// element instead of allocating an int for each (most ids are beyond CPython's small-int cache).
+    ints: OnceLock<Vec<Py<PyAny>>>,
+}
+
+impl Encoder {
+    fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let ints = self.ints.get_or_init(|| {
+            (0..self.inner.vocab_size() as u32).map(|i| i.into_pyobject(py).unwrap().into_any().unbind()).collect()
+        });
+        PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
+    }
 }
 
 #[pymethods]
@@ -258,7 +271,7 @@ impl Encoder {
         let merges: Vec<(Vec<u8>, Vec<u8>)> =
             merges.iter().map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())).collect();
         let inner = py.detach(|| guarded(|| CoreEncoder::new(vocab, &merges, &special_tokens, pattern.as_deref())))?;
-        Ok(Encoder { inner })
+        Ok(Encoder { inner, ints: OnceLock::new() })
     }
 
     #[getter]
@@ -271,23 +284,31 @@ impl Encoder {
         self.inner.special_ids().to_vec()
     }
 
-    fn encode(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
-        py.detach(|| guarded(|| self.inner.encode(text)))
+    fn encode<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
+        let ids = py.detach(|| guarded(|| self.inner.encode(text)))?;
+        self.to_list(py, &ids)
     }
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
-        py.detach(|| {
+    fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
+        let ids = py.detach(|| {
             guarded(|| {
                 let mut out = Vec::new();
                 self.inner.encode_ordinary_into(text, &mut out)?;
                 Ok(out)
             })
-        })
+        })?;
+        self.to_list(py, &ids)
     }
 
     #[pyo3(signature = (texts, num_threads=None))]
-    fn encode_batch(&self, py: Python<'_>, texts: Vec<String>, num_threads: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
-        py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Vec<Bound<'py, PyList>>> {
+        let batches = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
+        batches.iter().map(|ids| self.to_list(py, ids)).collect()
     }
 
     /// Encodes `text` (in parallel when large) straight into a bytearray of little-endian ids of

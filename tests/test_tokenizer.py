@@ -1,0 +1,221 @@
+"""`bpe_lm.Tokenizer`: CS336 §2.6 semantics against the reference, byte-exact GPT-2 parity with tiktoken,
+streaming, numpy output and error handling."""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bpe_lm
+import reference_bpe as ref
+from bpe_lm import Tokenizer
+from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data
+
+EOT = "<|endoftext|>"
+GPT2_DIR = SHARED_DATA / "gpt2"
+needs_gpt2 = pytest.mark.skipif(not (GPT2_DIR / "vocab.json").is_file(), reason=f"GPT-2 vocab/merges not found in {GPT2_DIR}")
+
+text_with_specials = st.lists(
+    st.one_of(
+        st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=20),
+        st.sampled_from([EOT, EOT + EOT, "<|end", "oftext|>", " ", "  ", "\n\n", "'ll", "'S", "123", "👩‍👩‍👧", "\u00a0"]),
+    ),
+    max_size=25,
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer() -> tuple[Tokenizer, dict[int, bytes], list[tuple[bytes, bytes]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.txt"
+        path.write_text(generated_corpus(400) + "ünïcödé 中文字 🙂🙂 ЖЖЖ 1234567 \t\t x\n" * 20, encoding="utf-8")
+        vocab, merges = bpe_lm.train_bpe(path, 600, [EOT])
+    return Tokenizer(vocab, merges, [EOT]), vocab, merges
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> Tokenizer:
+    return Tokenizer.from_files(GPT2_DIR / "vocab.json", GPT2_DIR / "merges.txt", [EOT])
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken not installed")
+    import tiktoken.load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe_file = Path(tmp) / "vocab.bpe"
+        bpe_file.write_text("#version: 0.2\n" + (GPT2_DIR / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json"))
+    return tiktoken.Encoding("gpt2-local", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+
+
+# ---------------------------------------------------------------------------------------------------- semantics
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_with_specials)
+def test_matches_reference_encoder(small_tokenizer, text):
+    tok, vocab, merges = small_tokenizer
+    assert tok.encode(text) == ref.encode(text, vocab, merges, [EOT])
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_long_pieces_match_reference(small_tokenizer):
+    tok, vocab, merges = small_tokenizer
+    for text in ["a" * 500, "the" * 200, "1" * 333 + "23" * 100, " " * 300 + "x", "ЖЖЖ" * 100]:
+        assert tok.encode(text) == ref.encode(text, vocab, merges, [EOT])
+
+
+def test_overlapping_special_tokens_longest_wins(small_tokenizer):
+    _, vocab, merges = small_tokenizer
+    tok = Tokenizer(vocab, merges, [EOT, EOT + EOT])
+    double = tok.token_to_id(EOT + EOT)
+    single = tok.token_to_id(EOT)
+    assert double == len(vocab) and single == 0  # the new special is appended
+    assert tok.encode(EOT * 3) == [double, single]
+    assert tok.decode(tok.encode(f"a{EOT * 2}b")) == f"a{EOT * 2}b"
+
+
+def test_special_tokens_added_when_absent(small_tokenizer):
+    _, vocab, merges = small_tokenizer
+    tok = Tokenizer(vocab, merges, ["<|pad|>"])
+    assert tok.vocab_size == len(vocab) + 1
+    assert tok.encode("x<|pad|>") [-1] == len(vocab)
+    assert tok.id_to_token(len(vocab)) == b"<|pad|>"
+    # Without being registered, a special token's text is plain text.
+    assert Tokenizer(vocab, merges).encode(EOT) != [0]
+
+
+def test_encode_batch_and_numpy(small_tokenizer):
+    tok, _, _ = small_tokenizer
+    texts = [generated_corpus(5, seed=s) for s in range(20)]
+    assert tok.encode_batch(texts, num_threads=2) == [tok.encode(t) for t in texts]
+    big = generated_corpus(3000, seed=1)  # > 1 MB, so it encodes in parallel parts
+    arr = tok.encode_to_numpy(big, num_threads=2)
+    assert arr.dtype == np.uint16 and arr.flags.writeable
+    assert arr.tolist() == tok.encode(big)
+    assert tok.encode_to_numpy("hello", dtype=np.uint32).dtype == np.uint32
+    with pytest.raises(ValueError, match="dtype must be uint16 or uint32"):
+        tok.encode_to_numpy("x", dtype=np.int64)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_with_specials, cuts=st.lists(st.integers(0, 400), max_size=8), flush=st.integers(1, 40))
+def test_encode_iterable_equals_encode(small_tokenizer, text, cuts, flush):
+    tok, _, _ = small_tokenizer
+    points = sorted({c for c in cuts if c <= len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    assert list(tok.encode_iterable(pieces, flush_chars=flush)) == tok.encode(text)
+
+
+def test_encode_iterable_is_lazy_over_a_file(tmp_path, small_tokenizer):
+    tok, _, _ = small_tokenizer
+    text = generated_corpus(3000, seed=2)
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding="utf-8")
+    lines_read = 0
+
+    def lines():
+        nonlocal lines_read
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                lines_read += 1
+                yield line
+
+    stream = tok.encode_iterable(lines())
+    first = next(stream)  # available before the file has been read to the end
+    assert lines_read < text.count("\n") / 2
+    assert [first, *stream] == tok.encode(text)
+
+
+def test_decode_replaces_invalid_utf8(small_tokenizer):
+    tok, _, _ = small_tokenizer
+    first_byte_of_e_acute = tok.token_to_id(b"\xc3")
+    assert tok.decode([first_byte_of_e_acute]) == "\ufffd"
+    assert tok.decode_bytes([first_byte_of_e_acute]) == b"\xc3"
+
+
+def test_unknown_ids_are_value_errors(small_tokenizer):
+    tok, _, _ = small_tokenizer
+    for bad in ([10**6], [-1], np.array([1, 70000], dtype=np.uint32), np.array([-3], dtype=np.int64)):
+        with pytest.raises(ValueError, match="unknown token id"):
+            tok.decode(bad)
+    with pytest.raises(ValueError, match="unknown token id 99999"):
+        tok.id_to_token(99999)
+    with pytest.raises(KeyError):
+        tok.token_to_id(b"\xff\xfe\xfd not a token")
+
+
+def test_save_load_round_trip(tmp_path, small_tokenizer):
+    tok, _, _ = small_tokenizer
+    tok.save(tmp_path / "t")
+    again = Tokenizer.load(tmp_path / "t")
+    assert again.vocab == tok.vocab and again.merges == tok.merges and again.special_tokens == tok.special_tokens
+    text = generated_corpus(20)
+    assert again.encode(text) == tok.encode(text)
+
+
+def test_bad_vocabularies(small_tokenizer):
+    _, vocab, merges = small_tokenizer
+    with pytest.raises(ValueError, match="without gaps"):
+        Tokenizer({0: b"a", 2: b"b"}, [])
+    with pytest.raises(ValueError, match="single byte"):
+        Tokenizer({i: bytes([i]) for i in range(255)}, [])
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        Tokenizer(vocab, [*merges, (b"zz", b"qq")])
+
+
+def test_custom_pattern(small_tokenizer):
+    _, vocab, merges = small_tokenizer
+    tok = Tokenizer(vocab, merges, [EOT], pattern=r"\S+|\s+")
+    text = "hello world, again"
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer directory not found"):
+        Tokenizer.load(tmp_path / "missing")
+    (tmp_path / "vocab.json").write_text('{"a": "zero"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="vocab.json: token 'a' has id 'zero'"):
+        bpe_lm.tokenizer.read_gpt2_vocab(tmp_path / "vocab.json")
+    (tmp_path / "vocab.json").write_text('{"a\\u0000": 3}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a GPT-2 byte character"):
+        bpe_lm.tokenizer.read_gpt2_vocab(tmp_path / "vocab.json")
+
+
+# ---------------------------------------------------------------------------------------------------- GPT-2 parity
+
+
+@needs_gpt2
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_with_specials)
+def test_gpt2_matches_tiktoken_on_generated_text(gpt2, tiktoken_gpt2, text):
+    assert gpt2.encode(text) == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+    assert gpt2.decode(gpt2.encode(text)) == text
+
+
+@needs_gpt2
+@needs_shared_data
+@pytest.mark.parametrize("name", SHARED_TEXT_FILES)
+def test_gpt2_matches_tiktoken_on_shared_files(gpt2, tiktoken_gpt2, name):
+    with gzip.open(SHARED_DATA / name, "rt", encoding="utf-8") as f:
+        text = f.read()
+    ours = gpt2.encode_to_numpy(text, num_threads=2)
+    theirs = tiktoken_gpt2.encode(text, allowed_special="all")
+    assert ours.tolist() == theirs
+    assert gpt2.decode(ours) == text
+
+
+@needs_gpt2
+def test_gpt2_known_ids(gpt2):
+    assert gpt2.encode("Hello world") == [15496, 995]
+    assert gpt2.encode(EOT) == [50256]
+    assert gpt2.vocab_size == 50257
