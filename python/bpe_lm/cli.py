@@ -223,8 +223,66 @@ def run_decode(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# accounting
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_tokenizer, add_encode, add_decode]
+
+def add_accounting(sub: argparse._SubParsersAction) -> None:
+    from bpe_lm.accounting import PEAK_FLOPS, PRESETS
+
+    p = sub.add_parser(
+        "accounting",
+        help="parameters, FLOPs, memory and training time of a model configuration",
+        description="Print parameters by component, forward FLOPs by matrix multiply, AdamW training memory and "
+        "training time for a token budget. Give a --preset, explicit dimensions, or both (dimensions override).",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a known configuration")
+    for name in ("vocab-size", "context-length", "num-layers", "d-model", "num-heads", "d-ff"):
+        p.add_argument(f"--{name}", type=positive_int, help=f"{name.replace('-', ' ')} (overrides the preset)")
+    p.add_argument("--ffn", choices=["swiglu", "silu"], default="swiglu", help="feed-forward type")
+    p.add_argument("--norm", choices=["pre", "post", "none"], default="pre")
+    p.add_argument("--tie-embeddings", action="store_true")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="sequences per step, for memory and FLOPs per step")
+    p.add_argument("--tokens", type=float, default=327.68e6, help="training token budget for the time estimate")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the time estimate")
+    p.add_argument("--peak", default="h100-bf16", help=f"peak FLOP/s: one of {', '.join(PEAK_FLOPS)}, or a number")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_accounting)
+
+
+def run_accounting(args: argparse.Namespace) -> None:
+    import json
+
+    from bpe_lm.accounting import PEAK_FLOPS, PRESETS, account, render
+    from bpe_lm.model import ModelConfig
+
+    dims = dict(PRESETS[args.preset]) if args.preset else {}
+    for name in ("vocab_size", "context_length", "num_layers", "d_model", "num_heads", "d_ff"):
+        if getattr(args, name) is not None:
+            dims[name] = getattr(args, name)
+    missing = [n for n in ("vocab_size", "context_length", "num_layers", "d_model", "num_heads") if n not in dims]
+    if missing:
+        raise UserError(f"give --preset or all of: {', '.join('--' + n.replace('_', '-') for n in missing)}")
+    if args.peak in PEAK_FLOPS:
+        peak_name, peak = args.peak, PEAK_FLOPS[args.peak]
+    else:
+        try:
+            peak_name, peak = f"{float(args.peak):g} FLOP/s", float(args.peak)
+        except ValueError:
+            raise UserError(f"--peak {args.peak!r}: expected one of {', '.join(PEAK_FLOPS)} or a number of FLOP/s") from None
+    if not 0 < args.mfu <= 1:
+        raise UserError(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    config = ModelConfig(**dims, ffn=args.ffn, norm=args.norm, tie_embeddings=args.tie_embeddings)
+    acc = account(config, args.batch_size)
+    if args.json:
+        print(json.dumps(acc.to_dict(args.tokens, peak, args.mfu), indent=2))
+    else:
+        print(render(acc, args.tokens, peak_name, peak, args.mfu))
+
+
+# ----------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_tokenizer, add_encode, add_decode, add_accounting]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,6 +193,12 @@ def train_bpe(
 # Files
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, force: bool) -> None:
     """Builds a directory in a temporary sibling, then moves it into place, so a failure or interruption
     never leaves a half-written `out_dir`."""
@@ -204,6 +210,7 @@ def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, for
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         build(tmp)
         if out.exists():
@@ -485,6 +492,7 @@ class Tokenizer:
         out = Path(output_path)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         bar, callback = _progress_callback(progress)
         try:
             count = self._core.encode_file(os.fspath(input_path), tmp, dt.itemsize, num_threads, errors == "replace", callback)

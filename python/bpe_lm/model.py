@@ -1,0 +1,350 @@
+"""A Transformer language model written from scratch (CS336 assignment 1, §3).
+
+The reference path uses only `nn.Parameter`, container modules and plain tensor ops: no `nn.Linear`,
+`nn.Embedding`, no `torch.nn.functional` softmax, attention or cross-entropy. The one fast path is
+attention through torch's fused `scaled_dot_product_attention` (`attention="fused"`, the default), which
+equals the reference within floating-point tolerance (tested).
+
+Read top to bottom: building blocks (Linear, Embedding, RMSNorm, feed-forward, RoPE), functions (softmax,
+silu, attention, cross-entropy), multi-head self-attention, the block, the model. Shapes use
+B = batch (any leading dims), T = sequence, D = d_model, H = heads, K = d_model / H, F = d_ff, V = vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int | None = None  # None: 8/3·d_model rounded up to a multiple of 64 (SwiGLU), 4·d_model (SiLU)
+    rope_theta: float = 10000.0
+    # Ablation switches (CS336 §7.3):
+    norm: Literal["pre", "post", "none"] = "pre"
+    position: Literal["rope", "none"] = "rope"
+    ffn: Literal["swiglu", "silu"] = "swiglu"
+    tie_embeddings: bool = False
+    # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch function below;
+    # "auto": fused (both agree within tolerance; fused is faster on every device).
+    attention: Literal["auto", "fused", "reference"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, not {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
+        checks = {"norm": ("pre", "post", "none"), "position": ("rope", "none"), "ffn": ("swiglu", "silu"), "attention": ("auto", "fused", "reference")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
+            raise ValueError(f"RoPE needs an even head dimension; d_model / num_heads = {self.d_model // self.num_heads}")
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model if self.ffn == "silu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+        if self.d_ff < 1:
+            raise ValueError(f"model.d_ff must be positive, not {self.d_ff}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _trunc_normal_(t: Tensor, std: float) -> Tensor:
+    return nn.init.trunc_normal_(t, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+class Linear(nn.Module):
+    """y = x Wᵀ, no bias; W ~ N(0, 2 / (in + out)) truncated at ±3σ (§3.4.1)."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))  # (out, in)
+        _trunc_normal_(self.weight, math.sqrt(2.0 / (in_features + out_features)))
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
+        return x @ self.weight.T
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """A lookup table of `num_embeddings` vectors; init N(0, 1) truncated at ±3."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))  # (V, D)
+        _trunc_normal_(self.weight, 1.0)
+
+    def forward(self, token_ids: Tensor) -> Tensor:  # (...) int -> (..., D)
+        return self.weight[token_ids]
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) · g, computed in float32 and cast back to the input dtype."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))  # (D,)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
+        in_dtype = x.dtype
+        x = x.to(torch.float32)
+        rms = torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
+        return (x / rms * self.weight).to(in_dtype)
+
+
+def silu(x: Tensor) -> Tensor:
+    return x * torch.sigmoid(x)
+
+
+class SwiGLU(nn.Module):
+    """w2(silu(w1 x) ⊙ w3 x)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # (D, F)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+class SiLUFeedForward(nn.Module):
+    """w2(silu(w1 x)): the ablation of SwiGLU's gate (two matrices; match parameters via d_ff)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # (D, F)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
+        return self.w2(silu(self.w1(x)))
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE: rotates each adjacent pair (x[2i], x[2i+1]) by angle pos · θ^(−2i/d_k)."""
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None) -> None:
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even dimension, not {d_k}")
+        inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float32) / d_k)  # (K/2,)
+        angles = torch.arange(max_seq_len, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T_max, K/2)
+        # Recomputable from the config, so not saved in checkpoints.
+        self.register_buffer("cos", torch.cos(angles), persistent=False)
+        self.register_buffer("sin", torch.sin(angles), persistent=False)
+
+    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:  # x (..., T, K), positions (..., T)
+        cos = self.cos[token_positions].to(x.dtype)  # (..., T, K/2)
+        sin = self.sin[token_positions].to(x.dtype)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., T, K/2) each
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., T, K/2, 2)
+        return rotated.flatten(-2)  # (..., T, K)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Functions
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """Numerically stable: the max is subtracted first, so large inputs never overflow."""
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    exp = torch.exp(shifted)
+    return exp / exp.sum(dim=dim, keepdim=True)
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ / √d_k) v. q (..., Tq, K), k (..., Tk, K), v (..., Tk, Kv); mask (Tq, Tk) bool, True =
+    may attend. A query whose keys are all masked gets zeros."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    if mask is not None:
+        weights = torch.nan_to_num(weights, nan=0.0)  # rows with every key masked
+    return weights @ v  # (..., Tq, Kv)
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean over all leading dims of −log softmax(logits)[target]; stable for large logits."""
+    logits = logits.float()
+    shift = logits.amax(dim=-1, keepdim=True)  # (..., 1)
+    log_sum_exp = torch.log(torch.exp(logits - shift).sum(dim=-1)) + shift.squeeze(-1)  # (...)
+    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (...)
+    return (log_sum_exp - target_logit).mean()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Attention
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, per layer, so each new token costs one position of
+    attention instead of a full forward pass."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+
+    @property
+    def length(self) -> int:
+        """Positions cached (by the last layer, which is filled last in a forward pass)."""
+        return self.layer_length(len(self.keys) - 1)
+
+    def layer_length(self, layer: int) -> int:
+        k = self.keys[layer]
+        return 0 if k is None else k.shape[-2]
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H, T_new, K) each
+        if self.keys[layer] is not None:
+            k = torch.cat((self.keys[layer], k), dim=-2)
+            v = torch.cat((self.values[layer], v), dim=-2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v  # (B, H, T_past + T_new, K)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention with optional RoPE on queries and keys."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        rope: RotaryEmbedding | None = None,
+        device=None,
+        dtype=None,
+        attention: str = "auto",
+        layer_index: int = 0,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.rope = rope
+        self.attention = attention
+        self.layer_index = layer_index
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+
+    def _heads(self, x: Tensor) -> Tensor:  # (..., T, D) -> (..., H, T, K)
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
+        T = x.shape[-2]
+        past = kv_cache.layer_length(self.layer_index) if kv_cache is not None else 0
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (..., H, T, K)
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(past, past + T, device=x.device)
+            positions = token_positions.unsqueeze(-2)  # (..., 1, T): the same for every head
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if kv_cache is not None:
+            k, v = kv_cache.append(self.layer_index, k, v)  # (..., H, past + T, K)
+        out = self._attend(q, k, v, past)  # (..., H, T, K)
+        return self.output_proj(out.transpose(-3, -2).flatten(-2))  # (..., T, D)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
+        T, total = q.shape[-2], k.shape[-2]
+        fused = self.attention in ("auto", "fused")
+        if past == 0:
+            if fused:
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            causal = torch.ones(T, total, dtype=torch.bool, device=q.device).tril()
+            return scaled_dot_product_attention(q, k, v, causal)
+        # With cached keys, query i sits at position past + i and sees keys 0..past + i.
+        mask = torch.ones(T, total, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        if fused:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return scaled_dot_product_attention(q, k, v, mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm by default: x + attn(ln1(x)), then + ffn(ln2(x)). Post-norm: ln(x + sublayer(x)).
+    No norm: x + sublayer(x)."""
+
+    def __init__(self, config: ModelConfig, rope: RotaryEmbedding | None = None, layer_index: int = 0, device=None, dtype=None) -> None:
+        super().__init__()
+        self.norm = config.norm
+        d, f = config.d_model, config.d_ff
+        assert f is not None
+        self.attn = MultiHeadSelfAttention(d, config.num_heads, rope, device=device, dtype=dtype, attention=config.attention, layer_index=layer_index)
+        make_norm = (lambda: RMSNorm(d, device=device, dtype=dtype)) if config.norm != "none" else nn.Identity
+        self.ln1 = make_norm()
+        self.ffn = SwiGLU(d, f, device=device, dtype=dtype) if config.ffn == "swiglu" else SiLUFeedForward(d, f, device=device, dtype=dtype)
+        self.ln2 = make_norm()
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:  # (B, T, D)
+        if self.norm == "post":
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(self.ln1(x), token_positions, kv_cache)
+        return x + self.ffn(self.ln2(x))
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embeddings = Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
+        # One RoPE table shared by every layer (its buffers are not parameters).
+        rope = RotaryEmbedding(config.rope_theta, config.d_head, config.context_length, device=device) if config.position == "rope" else None
+        self.layers = nn.ModuleList(TransformerBlock(config, rope, i, device=device, dtype=dtype) for i in range(config.num_layers))
+        self.ln_final = RMSNorm(config.d_model, device=device, dtype=dtype) if config.norm != "none" else nn.Identity()
+        self.lm_head = Linear(config.d_model, config.vocab_size, device=device, dtype=dtype)  # (V, D)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embeddings.weight
+
+    def forward(self, token_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:  # (B, T) -> (B, T, V)
+        T = token_ids.shape[-1]
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + T > self.config.context_length and self.config.position == "rope":
+            raise ValueError(f"sequence of {past + T} tokens is longer than the context length {self.config.context_length}")
+        positions = torch.arange(past, past + T, device=token_ids.device)  # (T,)
+        x = self.token_embeddings(token_ids)  # (B, T, D)
+        for layer in self.layers:
+            x = layer(x, positions, kv_cache)
+        return self.lm_head(self.ln_final(x))  # (B, T, V)
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied embedding counts once)."""
+        return sum(p.numel() for p in self.parameters())
