@@ -10,8 +10,10 @@ Tests check the parameter count against `sum(p.numel())` and the forward FLOPs a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bpe_lm.model import ModelConfig
+if TYPE_CHECKING:  # the formulas need only the config's numbers; importing the model would load torch
+    from bpe_lm.model import ModelConfig
 
 PRESETS: dict[str, dict[str, int]] = {
     # GPT-2 sizes as CS336 §3.6 uses them (d_ff = 4·d_model, three-matrix SwiGLU).

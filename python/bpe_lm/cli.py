@@ -281,8 +281,166 @@ def run_accounting(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# train / eval / generate / plot (need PyTorch)
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_tokenizer, add_encode, add_decode, add_accounting]
+
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("this command needs PyTorch: pip install 'bpe-lm[lm]' (or pip install torch)") from None
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a Transformer LM from a TOML config",
+        description="Train the Transformer LM described by a TOML config on .npy token files from `bpe-lm encode`. "
+        "Writes config.toml, metrics.jsonl and checkpoint.pt to training.out_dir. Ctrl-C saves a checkpoint; --resume continues.",
+        formatter_class=HelpFormatter,
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Shared by `bpe-lm train` and `python -m bpe_lm.train` (torchrun)."""
+    p.add_argument("--config", required=True, metavar="RUN.toml", help="run configuration (see the README's Training section)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting (repeatable), e.g. training.batch_size=64")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    require_torch()
+    from bpe_lm.train import run_from_args
+
+    summary = run_from_args(args)
+    if summary["interrupted"]:
+        raise SystemExit(130)
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="loss, perplexity and bits per byte of a model on a token file", formatter_class=HelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
+    p.add_argument("--data", required=True, metavar="valid.npy", help="token ids from `bpe-lm encode`")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
+    p.add_argument("--max-batches", type=positive_int, default=None, help="evaluate at most this many batches (default: the whole file)")
+    p.add_argument("--raw-text", metavar="FILE", help="the text the tokens came from, to report bits per byte")
+    p.add_argument("--text-bytes", type=positive_int, default=None, help="UTF-8 size of that text, instead of --raw-text")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    require_torch()
+    import json
+    import math
+
+    import torch
+
+    from bpe_lm.data import load_tokens, sequential_batches
+    from bpe_lm.generate import load_model
+    from bpe_lm.model import cross_entropy
+    from bpe_lm.train import check_data, resolve_device
+
+    device = resolve_device(args.device)
+    model, _ = load_model(args.run or args.checkpoint, device)
+    tokens = load_tokens(args.data)
+    check_data(tokens, args.data, model.config)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in sequential_batches(tokens, args.batch_size, model.config.context_length, device, args.max_batches):
+            total += cross_entropy(model(x), y).item() * y.numel()
+            count += y.numel()
+    loss = total / count
+    result = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens_evaluated": count}
+    text_bytes = args.text_bytes or (os.path.getsize(args.raw_text) if args.raw_text else None)
+    if args.raw_text and args.raw_text.endswith(".gz"):
+        raise UserError("--raw-text: give the uncompressed text (or its size with --text-bytes)")
+    if text_bytes:
+        # Bits per byte of the whole file, from the mean loss per token and the file's tokens per byte.
+        result["bits_per_byte"] = loss * len(tokens) / text_bytes / math.log(2)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"loss {loss:.4f}  perplexity {result['perplexity']:.2f}" + (f"  bits/byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else "") + f"  ({count:,} tokens)")
+
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample text from a trained model", formatter_class=HelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
+    p.add_argument("--prompt", default="Once upon a time", help="text to continue")
+    p.add_argument("--max-tokens", type=positive_int, default=256, help="most tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
+    p.add_argument("--seed", type=int, default=None, help="random seed, for repeatable samples")
+    p.add_argument("--num-samples", type=positive_int, default=1)
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    require_torch()
+    import torch
+
+    from bpe_lm.generate import EOT, generate, load_model
+    from bpe_lm.train import resolve_device
+
+    if args.temperature < 0:
+        raise UserError(f"--temperature {args.temperature}: must not be negative")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
+    tok = load_tokenizer(args.tokenizer)
+    device = resolve_device(args.device)
+    model, _ = load_model(args.run or args.checkpoint, device)
+    if tok.vocab_size > model.config.vocab_size:
+        raise UserError(f"{args.tokenizer}: {tok.vocab_size} tokens, but the model has {model.config.vocab_size}: not the tokenizer it was trained with")
+    prompt = tok.encode(args.prompt) if args.prompt else [tok.token_to_id(EOT)]
+    eos = tok.special_token_ids.get(EOT)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(args.seed if args.seed is not None else torch.seed())
+    for i in range(args.num_samples):
+        ids = generate(model, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       eos_id=eos, generator=generator, use_cache=not args.no_cache)
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        if i:
+            print("\n" + "-" * 40)
+        print(args.prompt + tok.decode(ids))
+
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="plot learning curves of runs", formatter_class=HelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
+    p.add_argument("-o", "--output", default="curves.png", help="output PNG")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from bpe_lm.plot import plot_runs
+
+    for run in args.runs:
+        if not (Path(run) / "metrics.jsonl").is_file():
+            raise UserError(f"{run}: no metrics.jsonl (is this a run directory from `bpe-lm train`?)")
+    out = plot_runs(args.runs, args.output, title=args.title)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_train_tokenizer, add_encode, add_decode, add_accounting, add_train, add_eval, add_generate, add_plot,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,9 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print(f"bpe-lm {args.command}: interrupted; nothing was written", file=sys.stderr)
+        print(f"bpe-lm {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, OSError, KeyError) as err:
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except (UserError, ValueError, OSError, KeyError, RuntimeError) as err:
         print(f"bpe-lm {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 1
     return 0

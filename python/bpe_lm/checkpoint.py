@@ -1,0 +1,107 @@
+"""Checkpoints that resume a run exactly: model, optimizer, iteration, config, RNG states and whatever the
+trainer adds (data sampler state, tokens seen, elapsed time). Written atomically; loaded with
+`weights_only=True`, so loading a checkpoint never runs code from it."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from torch import nn
+
+COMPILED_PREFIX = "_orig_mod."
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module itself, under torch.compile's and DDP's wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        while key.startswith(COMPILED_PREFIX) or key.startswith("module."):
+            key = key[len(COMPILED_PREFIX) :] if key.startswith(COMPILED_PREFIX) else key[len("module.") :]
+        out[key] = value
+    return out
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, out: str | os.PathLike[str] | BinaryIO, **extra: Any) -> None:
+    """Saves everything needed to resume. `out` is a path (written to a temporary file, then renamed) or
+    a binary file object."""
+    inner = _unwrap(model)
+    config = getattr(inner, "config", None)
+    state = {
+        "model": _strip_prefixes(inner.state_dict()),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "iteration": int(iteration),
+        "config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "rng": rng_states(),
+        **extra,
+    }
+    if not isinstance(out, (str, os.PathLike)):
+        torch.save(state, out)
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(src: str | os.PathLike[str] | BinaryIO, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded safely (`weights_only=True`)."""
+    if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
+        raise FileNotFoundError(f"{src}: checkpoint not found")
+    try:
+        return torch.load(src, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, io.UnsupportedOperation, ValueError) as e:
+        where = src if isinstance(src, (str, os.PathLike)) else "checkpoint"
+        raise ValueError(f"{where}: not a readable bpe-lm checkpoint ({e})") from None
+
+
+def load_checkpoint(src: str | os.PathLike[str] | BinaryIO, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Restores the model (and optimizer, when given) from `src`; returns the saved iteration. Works
+    whether the model, or the one saved, was wrapped by torch.compile or DDP."""
+    inner = _unwrap(model)
+    device = next(inner.parameters()).device
+    state = read_checkpoint(src, map_location=device)
+    inner.load_state_dict(_strip_prefixes(state["model"]))
+    if optimizer is not None:
+        if state.get("optimizer") is None:
+            raise ValueError("checkpoint has no optimizer state")
+        optimizer.load_state_dict(state["optimizer"])
+    return int(state["iteration"])

@@ -1,0 +1,213 @@
+"""Run configuration: one TOML file (stdlib `tomllib`), `--set section.key=value` overrides, validation
+with messages that name the setting, and a TOML writer for the resolved config saved in the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from bpe_lm.model import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A problem with the run configuration, named by its setting."""
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    valid: str = ""
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 32  # sequences per optimizer step, over all processes and micro-steps
+    grad_accum: int = 1
+    # The budget: exactly one of these is non-zero. The learning-rate schedule ends at it.
+    max_iters: int = 0
+    max_tokens: int = 0
+    max_minutes: float = 0.0
+    eval_interval: int = 100
+    eval_iters: int = 20
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    out_dir: str = "runs/run"
+    seed: int = 0
+    device: str = "auto"  # auto: cuda > mps > cpu
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
+    compile: bool = False
+
+
+@dataclass
+class LoggingConfig:
+    wandb_project: str = ""  # log to Weights & Biases when set and wandb is installed
+    tensorboard: bool = False  # write TensorBoard events to out_dir/tb when tensorboard is installed
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            "model": self.model.to_dict(),
+            "optimizer": asdict(self.optimizer),
+            "data": asdict(self.data),
+            "training": asdict(self.training),
+            "logging": asdict(self.logging),
+        }
+
+
+SECTIONS = {"optimizer": OptimizerConfig, "data": DataConfig, "training": TrainingConfig, "logging": LoggingConfig}
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (number, bool, string, array); a bare word is taken as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. training.batch_size")
+        raw.setdefault(parts[0], {})[parts[1]] = parse_value(value.strip())
+    return raw
+
+
+def _build_section(cls, name: str, values: dict[str, Any]):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key) if cls is not ModelConfig else None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{name}.{key} must be true or false, not {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name}.{key} must be a number, not {value!r}")
+            if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"{name}.{key} must be an integer, not {value!r}")
+                value = int(value)
+        if isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{name}]: {e}") from None
+
+
+def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = None) -> RunConfig:
+    unknown = sorted(set(raw) - {"model", *SECTIONS})
+    if unknown:
+        raise ConfigError(f"unknown section(s) [{'], ['.join(unknown)}] (known: model, {', '.join(SECTIONS)})")
+    if "model" not in raw:
+        raise ConfigError("the config has no [model] section")
+    model = _build_section(ModelConfig, "model", dict(raw["model"]))
+    sections = {name: _build_section(cls, name, dict(raw.get(name, {}))) for name, cls in SECTIONS.items()}
+    cfg = RunConfig(model=model, **sections)
+    if base_dir is not None:
+        for key in ("train", "valid"):
+            value = getattr(cfg.data, key)
+            if value and not os.path.isabs(value):
+                setattr(cfg.data, key, str(Path(base_dir) / value))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    t, o = cfg.training, cfg.optimizer
+    budgets = [name for name in ("max_iters", "max_tokens", "max_minutes") if getattr(t, name)]
+    if len(budgets) != 1:
+        raise ConfigError(f"set exactly one budget of training.max_iters, training.max_tokens, training.max_minutes (got {', '.join(budgets) or 'none'})")
+    for name in ("max_iters", "max_tokens", "max_minutes"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"training.{name} must not be negative")
+    for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"training.{name} must be at least 1, not {getattr(t, name)}")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})")
+    if t.device not in ("auto", "cpu", "mps") and not t.device.startswith("cuda"):
+        raise ConfigError(f"training.device must be auto, cpu, mps or cuda[:N], not {t.device!r}")
+    if t.dtype not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"training.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
+    if not (o.lr > 0 and 0 <= o.min_lr <= o.lr):
+        raise ConfigError(f"optimizer.lr must be positive and optimizer.min_lr in [0, lr] (lr {o.lr}, min_lr {o.min_lr})")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), not {list(o.betas)}")
+    if o.warmup_iters < 0 or o.grad_clip < 0 or o.weight_decay < 0 or not math.isfinite(o.lr):
+        raise ConfigError("optimizer.warmup_iters, grad_clip and weight_decay must not be negative")
+    for key in ("train", "valid"):
+        if not getattr(cfg.data, key):
+            raise ConfigError(f"data.{key} is not set (a .npy file from `bpe-lm encode`)")
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML ({e})") from None
+    return build_config(apply_overrides(raw, overrides or []), base_dir=p.parent)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        raise ValueError("TOML has no null")
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(data: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,580 @@
+"""The training loop behind `bpe-lm train`: budgeted cosine schedule, gradient accumulation, bf16 autocast,
+optional torch.compile, per-step metrics without per-step host syncs, fixed-subset evaluation, atomic
+checkpoints with exact resume, Ctrl-C that saves, and DDP under torchrun.
+
+    bpe-lm train --config run.toml [--set training.batch_size=64 ...] [--resume]
+    torchrun --nproc_per_node 4 -m bpe_lm.train --config run.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bpe_lm.accounting import PEAK_FLOPS, account
+from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
+from bpe_lm.config import ConfigError, RunConfig, build_config, load_config, to_toml
+from bpe_lm.data import get_batch, load_tokens
+from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy
+from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.toml"
+EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, out of memory, bad data): the message says what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Device, precision and distribution
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device = {name!r}, but CUDA is not available here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError(f"training.device = {name!r}, but MPS is not available here")
+    return device
+
+
+def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32."""
+    if name == "float32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "bfloat16" or device.type == "cuda":
+        return torch.bfloat16
+    return None
+
+
+def peak_flops(device: torch.device, autocast_dtype: torch.dtype | None) -> float | None:
+    """Dense peak FLOP/s of a known accelerator for the precision in use; None where unknown (no MFU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).upper()
+    precision = "bf16" if autocast_dtype == torch.bfloat16 else "tf32"
+    for card in ("H200", "H100", "A100"):
+        if card in name:
+            return PEAK_FLOPS.get(f"{card.lower()}-{precision}")
+    return None
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str) -> tuple[Dist, str]:
+    """Joins the process group torchrun describes (NCCL on GPUs, gloo on CPU); one process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device_name
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device_name = f"cuda:{local}"
+    elif device_name == "auto":
+        device_name = "cpu"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local), device_name
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data checks
+
+
+def check_data(tokens: np.ndarray, path: str, config: ModelConfig, sample: int = 1 << 20) -> None:
+    """Before any compute: enough tokens for one context, and ids below vocab_size (on a sample)."""
+    if len(tokens) <= config.context_length + 1:
+        raise TrainingError(f"{path}: {len(tokens):,} tokens, fewer than model.context_length + 1 = {config.context_length + 1}")
+    n = len(tokens)
+    if n <= 3 * sample:
+        probe = np.asarray(tokens)
+    else:
+        mid = n // 2
+        probe = np.concatenate([tokens[:sample], tokens[mid : mid + sample], tokens[-sample:]])
+    top = int(probe.max())
+    if top >= config.vocab_size:
+        raise TrainingError(f"{path}: holds token id {top}, but model.vocab_size is {config.vocab_size} (was it encoded with another tokenizer?)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Logging
+
+
+class MetricsLog:
+    """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for and installed."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, resume: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / METRICS_NAME
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        if not resume and self.path.exists():
+            self.path.unlink()
+        if cfg.logging.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                warnings.warn("logging.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
+        if cfg.logging.wandb_project:
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project=cfg.logging.wandb_project, config=cfg.to_dict(), dir=str(run_dir), resume="allow")
+            except ImportError:
+                warnings.warn("logging.wandb_project is set but wandb is not installed; skipping it", stacklevel=2)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled or not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        for row in rows:
+            step = row["step"]
+            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
+            if self.tb is not None:
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, step)
+            if self.wandb is not None:
+                self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_NAME} (is this a run directory from `bpe-lm train`?)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: ModelConfig, batch_size: int, iters: int, device: torch.device, autocast_dtype: torch.dtype | None, seed: int) -> float:
+    """Mean loss over a fixed subset of windows (the same `iters` batches every time)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), device=device)
+    for _ in range(iters):
+        x, y = get_batch(tokens, batch_size, config.context_length, device, generator)
+        with _autocast(device, autocast_dtype):
+            total += cross_entropy(model(x), y).float()
+    model.train(was_training)
+    return (total / iters).item()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (and save); a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading_main():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.show_progress = progress
+        self.dist, device_name = init_distributed(cfg.training.device)
+        self.device = resolve_device(device_name)
+        self.autocast_dtype = resolve_autocast_dtype(cfg.training.dtype, self.device)
+        self.run_dir = Path(cfg.training.out_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        t = cfg.training
+        if t.batch_size % (self.dist.world_size * t.grad_accum):
+            raise ConfigError(f"training.batch_size ({t.batch_size}) must be divisible by processes × grad_accum ({self.dist.world_size} × {t.grad_accum})")
+        self.micro_batch = t.batch_size // (self.dist.world_size * t.grad_accum)
+        self.tokens_per_step = t.batch_size * cfg.model.context_length
+
+    # -- setup
+
+    def _load_data(self) -> None:
+        self.train_tokens = load_tokens(self.cfg.data.train)
+        self.valid_tokens = load_tokens(self.cfg.data.valid)
+        check_data(self.train_tokens, self.cfg.data.train, self.cfg.model)
+        check_data(self.valid_tokens, self.cfg.data.valid, self.cfg.model)
+
+    def total_iters(self) -> int | None:
+        t = self.cfg.training
+        if t.max_iters:
+            return t.max_iters
+        if t.max_tokens:
+            return math.ceil(t.max_tokens / self.tokens_per_step)
+        return None  # a wall-clock budget
+
+    def lr_at(self, it: int, elapsed: float) -> float:
+        o, t = self.cfg.optimizer, self.cfg.training
+        total = self.total_iters()
+        if total is not None:
+            return cosine_lr(it, o.lr, o.min_lr, o.warmup_iters, total)
+        # Wall-clock budget: warm up by iterations, then decay by the fraction of the budget used, so the
+        # schedule reaches min_lr exactly when time runs out.
+        if it < o.warmup_iters:
+            return cosine_lr(it, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters)
+        budget = t.max_minutes * 60
+        if self.warmup_done_at is None:
+            self.warmup_done_at = elapsed
+        span = max(budget - self.warmup_done_at, 1e-9)
+        progress = min(max((elapsed - self.warmup_done_at) / span, 0.0), 1.0)
+        return o.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
+
+    def budget_reached(self, it: int, elapsed: float) -> bool:
+        total = self.total_iters()
+        if total is not None:
+            return it >= total
+        return elapsed >= self.cfg.training.max_minutes * 60
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.training.seed)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = TransformerLM(cfg.model, device=self.device)
+        o = cfg.optimizer
+        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        # Every process draws the same global batch starts and reads its own rows.
+        self.generator = torch.Generator().manual_seed(cfg.training.seed)
+        self.iteration = 0
+        self.tokens_seen = 0
+        self.elapsed_before = 0.0
+        self.warmup_done_at: float | None = None
+        self.best_valid: float | None = None
+        if self.resume:
+            self._restore()
+        self.step_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.step_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.compiled = False
+        if cfg.training.compile:
+            try:
+                self.step_model = torch.compile(self.step_model)
+                self.compiled = True
+            except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
+
+    def _restore(self) -> None:
+        if not self.checkpoint_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        state = read_checkpoint(self.checkpoint_path, map_location=self.device)
+        saved = state.get("config")
+        if saved is not None and saved != self.cfg.model.to_dict():
+            diff = [k for k in saved if saved.get(k) != self.cfg.model.to_dict().get(k)]
+            raise ConfigError(f"--resume: the checkpoint's model differs from the config in {', '.join(diff)}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.warmup_done_at = state.get("warmup_done_at")
+        self.best_valid = state.get("best_valid")
+        self.generator.set_state(state["data_generator"])
+        restore_rng_states(state.get("rng", {}))
+
+    def _save(self, generator_state: torch.Tensor, elapsed: float) -> None:
+        if not self.dist.is_main:
+            return
+        save_checkpoint(
+            self.model,
+            self.optimizer,
+            self.iteration,
+            self.checkpoint_path,
+            tokens_seen=self.tokens_seen,
+            elapsed=elapsed,
+            warmup_done_at=self.warmup_done_at,
+            best_valid=self.best_valid,
+            data_generator=generator_state,
+            run_config=json.dumps(self.cfg.to_dict()),
+        )
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of the next global micro-batch."""
+        x, y = get_batch(self.train_tokens, self.micro_batch * self.dist.world_size, self.cfg.model.context_length, "cpu", self.generator)
+        rows = slice(self.dist.rank * self.micro_batch, (self.dist.rank + 1) * self.micro_batch)
+        x, y = x[rows], y[rows]
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+    # -- the loop
+
+    def run(self) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.training
+        self._load_data()
+        self._build()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_NAME).write_text(to_toml(cfg.to_dict()), encoding="utf-8")
+        log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume)
+        peak = peak_flops(self.device, self.autocast_dtype)
+        flops_per_token = account(cfg.model).training_flops_per_token
+        total = self.total_iters()
+        bar = None
+        if self.show_progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total if total is not None else int(t.max_minutes * 60), initial=self.iteration if total is not None else int(self.elapsed_before),
+                       unit="step" if total is not None else "s", desc="training", dynamic_ncols=True)
+        pending: list[tuple[int, int, float, torch.Tensor, float, torch.Tensor]] = []
+        last_flush = (time.perf_counter(), self.tokens_seen)
+        start = time.perf_counter()
+        generator_state = self.generator.get_state()
+        last_good = (self.iteration, generator_state, self.elapsed_before)
+        summary: dict[str, Any] = {}
+        params = [p for p in self.model.parameters()]
+        interrupted = False
+
+        def flush() -> None:
+            """Reads the pending per-step values (one host sync) and writes their rows."""
+            nonlocal last_flush
+            if not pending:
+                return
+            losses = torch.stack([p[3] for p in pending])
+            norms = torch.stack([p[5] for p in pending])
+            if self.dist.enabled:
+                import torch.distributed as dist
+
+                dist.all_reduce(losses, op=dist.ReduceOp.AVG)
+            losses_l, norms_l = losses.float().tolist(), norms.float().tolist()
+            now = time.perf_counter()
+            tokens_per_s = (pending[-1][1] - last_flush[1]) / max(now - last_flush[0], 1e-9)
+            rows = []
+            for (step, tokens, wall, _, lr, _), loss, norm in zip(pending, losses_l, norms_l):
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss} at step {step}; the last good checkpoint is {self.checkpoint_path} "
+                        f"(step {last_good[0]}). Try a lower optimizer.lr, or a smaller optimizer.grad_clip."
+                    )
+                rows.append({"step": step, "tokens": tokens, "time": round(wall, 3), "train_loss": loss, "lr": lr, "grad_norm": norm,
+                             "tokens_per_s": round(tokens_per_s, 1), "mfu": round(tokens_per_s * flops_per_token / peak, 4) if peak else None})
+            log.write(rows)
+            summary["train_loss"] = losses_l[-1]
+            summary["tokens_per_s"] = tokens_per_s
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses_l[-1]:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            pending.clear()
+            last_flush = (now, self.tokens_seen)
+
+        def run_eval(elapsed: float) -> None:
+            loss = evaluate(self.step_model, self.valid_tokens, cfg.model, max(self.micro_batch, 1), t.eval_iters, self.device, self.autocast_dtype, t.seed + EVAL_SEED_OFFSET)
+            self.best_valid = loss if self.best_valid is None else min(self.best_valid, loss)
+            log.write([{"step": self.iteration, "tokens": self.tokens_seen, "time": round(elapsed, 3), "valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50))}])
+            summary["valid_loss"] = loss
+            if bar is not None:
+                bar.set_postfix(loss=summary.get("train_loss"), valid=f"{loss:.3f}")
+
+        try:
+            with _StopFlag() as stop:
+                self.step_model.train()
+                while not self.budget_reached(self.iteration, self.elapsed_before + time.perf_counter() - start):
+                    elapsed = self.elapsed_before + time.perf_counter() - start
+                    lr = self.lr_at(self.iteration, elapsed)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    step_loss = self._step(t.grad_accum)
+                    norm = clip_grad_norm(params, cfg.optimizer.grad_clip) if cfg.optimizer.grad_clip > 0 else _grad_norm(params)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.iteration += 1
+                    self.tokens_seen += self.tokens_per_step
+                    elapsed = self.elapsed_before + time.perf_counter() - start
+                    pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
+                    if bar is not None:
+                        bar.update(1 if total is not None else max(int(elapsed) - bar.n, 0))
+                    done = self.budget_reached(self.iteration, elapsed) or stop.requested
+                    if self.iteration % t.log_interval == 0 or done:
+                        flush()
+                    if self.iteration % t.eval_interval == 0 or done:
+                        flush()
+                        run_eval(elapsed)
+                    if self.iteration % t.checkpoint_interval == 0 or done:
+                        flush()
+                        generator_state = self.generator.get_state()
+                        self._save(generator_state, elapsed)
+                        last_good = (self.iteration, generator_state, elapsed)
+                    if last_flush[1] == self.tokens_seen:
+                        # Throughput is measured over training steps only, not evaluation or saving.
+                        last_flush = (time.perf_counter(), self.tokens_seen)
+                    if stop.requested:
+                        interrupted = True
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise TrainingError(
+                f"out of memory with {self.micro_batch} sequences of {cfg.model.context_length} tokens per micro-step: lower "
+                f"training.batch_size, or raise training.grad_accum (same tokens per step, less memory), or lower model.context_length"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+            log.close()
+            if self.dist.enabled:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+        summary.update(steps=self.iteration, tokens=self.tokens_seen, seconds=self.elapsed_before + time.perf_counter() - start,
+                       interrupted=interrupted, checkpoint=str(self.checkpoint_path), compiled=self.compiled, device=str(self.device))
+        return summary
+
+    def _step(self, accum: int) -> torch.Tensor:
+        """Forward and backward over `accum` micro-batches; returns the mean loss (a tensor, not read)."""
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            x, y = self._batch()
+            sync = contextlib.nullcontext() if (not self.dist.enabled or micro == accum - 1) else self.step_model.no_sync()
+            with sync:
+                try:
+                    with _autocast(self.device, self.autocast_dtype):
+                        loss = cross_entropy(self.step_model(x), y)
+                    (loss / accum).backward()
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    if not self.compiled:
+                        raise
+                    warnings.warn(f"torch.compile failed at the first step ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
+                    self.compiled = False
+                    self.step_model = getattr(self.step_model, "_orig_mod", self.step_model)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return self._step(accum)
+            total += loss.detach().float()
+        return total / accum
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
+
+
+def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    return Trainer(cfg, resume=resume, progress=progress).run()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line (also `torchrun -m bpe_lm.train`)
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = load_config(args.config, args.set)
+    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['seconds']:.1f} s"]
+        if "tokens_per_s" in summary:
+            parts.append(f"{summary['tokens_per_s']:,.0f} tokens/s")
+        if "valid_loss" in summary:
+            parts.append(f"valid loss {summary['valid_loss']:.4f}")
+        state = "interrupted; saved" if summary["interrupted"] else "done;"
+        print(f"{state} {', '.join(parts)}; checkpoint {summary['checkpoint']}", file=sys.stderr)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bpe_lm.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m bpe_lm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        summary = run_from_args(args)
+    except (ConfigError, TrainingError, ValueError, OSError) as e:
+        print(f"bpe-lm train: error: {e}", file=sys.stderr)
+        return 1
+    return 130 if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Trainer", "TrainingError", "build_config", "evaluate", "read_metrics", "train"]
