@@ -122,8 +122,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
         in_dtype = x.dtype
         x = x.to(torch.float32)
-        rms = torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
-        return (x / rms * self.weight).to(in_dtype)
+        inv_rms = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
+        return (x * inv_rms * self.weight).to(in_dtype)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -181,8 +181,9 @@ class RotaryEmbedding(nn.Module):
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:
-    """Numerically stable: the max is subtracted first, so large inputs never overflow."""
-    shifted = x - x.amax(dim=dim, keepdim=True)
+    """Numerically stable: the max is subtracted first, so large inputs never overflow. (Softmax does not
+    change under a shift, so no gradient flows through the max.)"""
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
     exp = torch.exp(shifted)
     return exp / exp.sum(dim=dim, keepdim=True)
 
@@ -199,13 +200,31 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
     return weights @ v  # (..., Tq, Kv)
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Mean of −log softmax(logits)[target] over rows, with the gradient written out by hand
+    (softmax − one-hot) so the (rows × vocab) tensor is walked a few times, not once per autograd node."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # (N, V) float32, (N,) int
+        shifted = logits - logits.amax(dim=-1, keepdim=True)  # (N, V); the max keeps exp() finite
+        log_sum_exp = torch.exp(shifted).sum(dim=-1, keepdim=True).log()  # (N, 1)
+        target = shifted.gather(-1, targets.unsqueeze(-1))  # (N, 1)
+        ctx.save_for_backward(shifted, log_sum_exp, targets)
+        return (log_sum_exp - target).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        shifted, log_sum_exp, targets = ctx.saved_tensors
+        probs = shifted.sub_(log_sum_exp).exp_()  # softmax, in place: `shifted` is not needed again
+        probs.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(log_sum_exp, -1.0))
+        return probs.mul_(grad / probs.shape[0]), None
+
+
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean over all leading dims of −log softmax(logits)[target]; stable for large logits."""
-    logits = logits.float()
-    shift = logits.amax(dim=-1, keepdim=True)  # (..., 1)
-    log_sum_exp = torch.log(torch.exp(logits - shift).sum(dim=-1)) + shift.squeeze(-1)  # (...)
-    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (...)
-    return (log_sum_exp - target_logit).mean()
+    """Mean over all leading dims of −log softmax(logits)[target]; stable for large logits (computed in
+    float32 after subtracting each row's max)."""
+    vocab = logits.shape[-1]
+    return _CrossEntropy.apply(logits.float().reshape(-1, vocab), targets.reshape(-1))
 
 
 # ----------------------------------------------------------------------------------------------------
