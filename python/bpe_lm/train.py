@@ -454,6 +454,9 @@ class Trainer:
 
         try:
             with _StopFlag() as stop:
+                if self.iteration == 0:
+                    run_eval(0.0)  # the starting point of the validation curve
+                    last_flush = (time.perf_counter(), self.tokens_seen)
                 self.step_model.train()
                 while not self.budget_reached(self.iteration, self.elapsed_before + time.perf_counter() - start):
                     elapsed = self.elapsed_before + time.perf_counter() - start
@@ -470,7 +473,8 @@ class Trainer:
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
                         bar.update(1 if total is not None else max(int(elapsed) - bar.n, 0))
-                    done = self.budget_reached(self.iteration, elapsed) or stop.requested
+                    stopping = stop.requested  # read once: a Ctrl-C landing later waits for the next step
+                    done = self.budget_reached(self.iteration, elapsed) or stopping
                     if self.iteration % t.log_interval == 0 or done:
                         flush()
                     if self.iteration % t.eval_interval == 0 or done:
@@ -484,7 +488,7 @@ class Trainer:
                     if last_flush[1] == self.tokens_seen:
                         # Throughput is measured over training steps only, not evaluation or saving.
                         last_flush = (time.perf_counter(), self.tokens_seen)
-                    if stop.requested:
+                    if stopping:
                         interrupted = True
                         break
         except KeyboardInterrupt:
