@@ -223,6 +223,107 @@ def run_decode(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# tokenizer-stats / export-tokenizer / import-tokenizer
+
+
+def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tokenizer-stats",
+        help="compare tokenizers on corpora: compression, throughput, vocabulary use and overlap",
+        description="For every tokenizer × corpus, on a seeded random sample of documents (split on <|endoftext|>): "
+        "bytes per token, tokens per document, share of the vocabulary used, encoding MB/s and the projected time "
+        "for --project bytes; longest tokens, id dtype, and pairwise vocabulary overlap.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("corpora", nargs="+", metavar="CORPUS", help="text files (.txt or .txt.gz)")
+    p.add_argument("--tokenizer", action="append", required=True, metavar="DIR", help="tokenizer directory (repeatable)")
+    p.add_argument("--docs", type=positive_int, default=1000, help="documents sampled per corpus")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--project", default="825GB", help="corpus size for the projected encoding time (825GB: the Pile)")
+    p.add_argument("--threads", type=positive_int, default=None, help="encoding threads (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_tokenizer_stats)
+
+
+def run_tokenizer_stats(args: argparse.Namespace) -> None:
+    import json
+
+    from bpe_lm.stats import compare, parse_size, render
+
+    try:
+        project = parse_size(args.project)
+    except ValueError as e:
+        raise UserError(f"--project: {e}") from None
+    for c in args.corpora:
+        check_text_input(c)
+    tokenizers = {}
+    for d in args.tokenizer:
+        name = Path(d).name or d
+        if name in tokenizers:
+            name = d
+        tokenizers[name] = load_tokenizer(d)
+    results = compare(tokenizers, args.corpora, args.docs, args.seed, project, args.threads)
+    print(json.dumps(results, indent=2) if args.json else render(results))
+
+
+def add_export_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-tokenizer", help="write a tokenizer for HF tokenizers or tiktoken", formatter_class=HelpFormatter)
+    p.add_argument("tokenizer", metavar="DIR", help="tokenizer directory")
+    p.add_argument("--format", required=True, choices=["hf", "tiktoken"], help="hf: tokenizer.json; tiktoken: a base64 rank file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=run_export_tokenizer)
+
+
+def run_export_tokenizer(args: argparse.Namespace) -> None:
+    from bpe_lm.interop import export_hf, export_tiktoken
+
+    tok = load_tokenizer(args.tokenizer)
+    if Path(args.output).is_dir():
+        raise UserError(f"{args.output}: is a directory, expected a file name")
+    if args.format == "hf":
+        export_hf(tok, args.output)
+        print(f"wrote {args.output}; load it with tokenizers.Tokenizer.from_file({args.output!r})", file=sys.stderr)
+    else:
+        snippet = export_tiktoken(tok, args.output)
+        print(f"wrote {args.output}; load it with:\n{snippet}", file=sys.stderr)
+
+
+def add_import_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-tokenizer", help="read an HF tokenizer.json or a tiktoken rank file into a tokenizer directory", formatter_class=HelpFormatter)
+    p.add_argument("input", metavar="FILE")
+    p.add_argument("--format", required=True, choices=["hf", "tiktoken"])
+    p.add_argument("--special-token", action="append", default=[], metavar="TOK=ID", help="tiktoken only: a special token and its id (repeatable)")
+    p.add_argument("--pattern", default=None, help="tiktoken only: the pre-tokenization regex (default: GPT-2's)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(func=run_import_tokenizer)
+
+
+def run_import_tokenizer(args: argparse.Namespace) -> None:
+    from bpe_lm.interop import from_hf, from_tiktoken
+    from bpe_lm.tokenizer import GPT2_PATTERN
+
+    if not Path(args.input).is_file():
+        raise UserError(f"{args.input}: no such file")
+    if Path(args.output).exists() and not args.force:
+        raise UserError(f"{args.output}: already exists (use --force to replace it)")
+    if args.format == "hf":
+        if args.special_token or args.pattern:
+            raise UserError("--special-token and --pattern are for --format tiktoken (tokenizer.json holds both)")
+        tok = from_hf(args.input)
+    else:
+        specials = {}
+        for item in args.special_token:
+            name, sep, value = item.rpartition("=")
+            if not sep or not name or not value.isdigit():
+                raise UserError(f"--special-token {item!r}: expected TOKEN=ID, e.g. '<|endoftext|>=50256'")
+            specials[name] = int(value)
+        tok = from_tiktoken(args.input, specials, pattern=args.pattern or GPT2_PATTERN)
+    tok.save(args.output, force=args.force)
+    print(f"wrote {args.output} ({tok.vocab_size} tokens, {len(tok.merges)} merges)", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
 # accounting
 
 
@@ -481,7 +582,8 @@ def run_demo_command(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_demo, add_train_tokenizer, add_encode, add_decode, add_accounting, add_train, add_eval, add_generate, add_plot,
+    add_demo, add_train_tokenizer, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
+    add_accounting, add_train, add_eval, add_generate, add_plot,
 ]
 
 

@@ -376,6 +376,20 @@ class Tokenizer:
                 raise ValueError(f"{d / CONFIG_FILE}: not valid JSON (line {e.lineno}: {e.msg})") from None
         return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, config.get("special_tokens", []), pattern=config.get("pattern"))
 
+    @classmethod
+    def from_hf(cls, path: PathLike) -> Tokenizer:
+        """Loads an HF tokenizers `tokenizer.json` of byte-level BPE type (others are refused)."""
+        from bpe_lm.interop import from_hf
+
+        return from_hf(path)
+
+    @classmethod
+    def from_tiktoken(cls, path: PathLike, special_tokens: dict[str, int] | None = None, *, pattern: str = GPT2_PATTERN) -> Tokenizer:
+        """Loads a tiktoken rank file (`base64(token) rank` lines), with special tokens at the given ids."""
+        from bpe_lm.interop import from_tiktoken
+
+        return from_tiktoken(path, special_tokens, pattern=pattern)
+
     def save(self, directory: PathLike, *, force: bool = False) -> None:
         """Writes vocab.json, merges.txt and tokenizer_config.json, atomically."""
         save_tokenizer_dir(directory, self.vocab, self._merges, self.special_tokens, self.pattern, force=force)

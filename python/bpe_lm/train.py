@@ -423,7 +423,8 @@ class Trainer:
             if self.dist.enabled:
                 import torch.distributed as dist
 
-                dist.all_reduce(losses, op=dist.ReduceOp.AVG)
+                dist.all_reduce(losses)  # SUM: gloo has no AVG
+                losses /= self.dist.world_size
             losses_l, norms_l = losses.float().tolist(), norms.float().tolist()
             now = time.perf_counter()
             tokens_per_s = (pending[-1][1] - last_flush[1]) / max(now - last_flush[0], 1e-9)
@@ -458,8 +459,8 @@ class Trainer:
                     run_eval(0.0)  # the starting point of the validation curve
                     last_flush = (time.perf_counter(), self.tokens_seen)
                 self.step_model.train()
-                while not self.budget_reached(self.iteration, self.elapsed_before + time.perf_counter() - start):
-                    elapsed = self.elapsed_before + time.perf_counter() - start
+                elapsed = self._clock(start)
+                while not self.budget_reached(self.iteration, elapsed):
                     lr = self.lr_at(self.iteration, elapsed)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
@@ -469,7 +470,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.iteration += 1
                     self.tokens_seen += self.tokens_per_step
-                    elapsed = self.elapsed_before + time.perf_counter() - start
+                    elapsed = self._clock(start)
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
                         bar.update(1 if total is not None else max(int(elapsed) - bar.n, 0))
@@ -510,6 +511,18 @@ class Trainer:
         summary.update(steps=self.iteration, tokens=self.tokens_seen, seconds=self.elapsed_before + time.perf_counter() - start,
                        interrupted=interrupted, checkpoint=str(self.checkpoint_path), compiled=self.compiled, device=str(self.device))
         return summary
+
+    def _clock(self, start: float) -> float:
+        """Seconds of training so far. Under DDP with a wall-clock budget every process takes rank 0's
+        clock, so all agree on the learning rate and on when to stop (one tiny broadcast per call)."""
+        elapsed = self.elapsed_before + time.perf_counter() - start
+        if self.dist.enabled and self.total_iters() is None:
+            import torch.distributed as dist
+
+            t = torch.tensor([elapsed], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+            dist.broadcast(t, src=0)
+            elapsed = float(t.item())
+        return elapsed
 
     def _step(self, accum: int) -> torch.Tensor:
         """Forward and backward over `accum` micro-batches; returns the mean loss (a tensor, not read)."""

@@ -1,0 +1,156 @@
+"""`bpe-lm tokenizer-stats`: compare tokenizers on corpora — compression, throughput, vocabulary use,
+longest tokens, vocabulary overlap and id dtype — on a seeded random sample of documents."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bpe_lm.tokenizer import Tokenizer
+
+SEPARATOR = "<|endoftext|>"
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> float:
+    """'825GB' -> bytes (decimal units, as dataset sizes are quoted)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"size {text!r}: expected a number with an optional K/M/G/T/P unit, e.g. 825GB")
+    return float(m.group(1)) * 1000 ** " KMGTP".index(m.group(2).upper() or " ")
+
+
+def documents(path: str | os.PathLike[str], chunk_chars: int = 1 << 20) -> Iterator[str]:
+    """The documents of a .txt or .txt.gz corpus, split on <|endoftext|>, streamed."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        rest = ""
+        while True:
+            chunk = f.read(chunk_chars)
+            if not chunk:
+                break
+            parts = (rest + chunk).split(SEPARATOR)
+            rest = parts.pop()
+            yield from (d.strip("\n") for d in parts if d.strip())
+        if rest.strip():
+            yield rest.strip("\n")
+
+
+def sample_documents(path: str | os.PathLike[str], k: int, seed: int) -> list[str]:
+    """A uniform sample of k documents (reservoir sampling: one pass, memory for k documents)."""
+    rng = random.Random(seed)
+    sample: list[str] = []
+    for n, doc in enumerate(documents(path)):
+        if n < k:
+            sample.append(doc)
+        else:
+            j = rng.randrange(n + 1)
+            if j < k:
+                sample[j] = doc
+    return sample
+
+
+def tokenizer_corpus_stats(tok: Tokenizer, docs: list[str], project_bytes: float, num_threads: int | None = None) -> dict[str, Any]:
+    import numpy as np
+
+    text = "".join(docs)
+    n_bytes = len(text.encode("utf-8"))
+    start = time.perf_counter()
+    per_doc = tok.encode_batch(docs, num_threads=num_threads)
+    seconds = time.perf_counter() - start
+    n_tokens = sum(len(ids) for ids in per_doc)
+    used = np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
+    mb_s = n_bytes / 1e6 / seconds if seconds > 0 else math.inf
+    return {
+        "documents": len(docs),
+        "bytes": n_bytes,
+        "tokens": n_tokens,
+        "bytes_per_token": n_bytes / n_tokens if n_tokens else math.nan,
+        "tokens_per_document": n_tokens / len(docs) if docs else math.nan,
+        "mb_per_s": mb_s,
+        "projected_seconds": project_bytes / (mb_s * 1e6) if project_bytes and mb_s > 0 else None,
+        "vocab_used": len(used) / tok.vocab_size,
+    }
+
+
+def tokenizer_summary(tok: Tokenizer, top: int = 5) -> dict[str, Any]:
+    specials = set(tok.special_token_ids.values())
+    longest = sorted((t for i, t in tok.vocab.items() if i not in specials), key=len, reverse=True)[:top]
+    return {
+        "vocab_size": tok.vocab_size,
+        "dtype": "uint16" if tok.vocab_size <= 1 << 16 else "uint32",
+        "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest],
+    }
+
+
+def vocab_overlap(a: Tokenizer, b: Tokenizer) -> dict[str, float]:
+    ta, tb = set(a.vocab.values()), set(b.vocab.values())
+    shared = len(ta & tb)
+    return {"shared_tokens": shared, "jaccard": shared / len(ta | tb), "share_of_first": shared / len(ta), "share_of_second": shared / len(tb)}
+
+
+def compare(tokenizers: dict[str, Tokenizer], corpora: list[str], docs: int, seed: int, project_bytes: float, num_threads: int | None = None) -> dict[str, Any]:
+    samples = {c: sample_documents(c, docs, seed) for c in corpora}
+    for c, s in samples.items():
+        if not s:
+            raise ValueError(f"{c}: no documents")
+    results = {
+        "tokenizers": {name: tokenizer_summary(tok) for name, tok in tokenizers.items()},
+        "pairs": [
+            {"tokenizer": name, "corpus": c, **tokenizer_corpus_stats(tok, samples[c], project_bytes, num_threads)}
+            for name, tok in tokenizers.items()
+            for c in corpora
+        ],
+        "overlap": [],
+        "docs": docs,
+        "seed": seed,
+        "project_bytes": project_bytes,
+    }
+    names = list(tokenizers)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            results["overlap"].append({"first": names[i], "second": names[j], **vocab_overlap(tokenizers[names[i]], tokenizers[names[j]])})
+    return results
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size * (2 if unit != "days" else 1):
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def render(results: dict[str, Any]) -> str:
+    proj = results["project_bytes"]
+    lines = [
+        f"sample: {results['docs']} documents per corpus (seed {results['seed']})",
+        "",
+        f"| tokenizer | corpus | bytes/token | tokens/doc | vocab used | MB/s | time for {proj / 1e9:g} GB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["pairs"]:
+        lines.append(
+            f"| {r['tokenizer']} | {Path(r['corpus']).name} | {r['bytes_per_token']:.2f} | {r['tokens_per_document']:.0f} | "
+            f"{100 * r['vocab_used']:.1f}% | {r['mb_per_s']:.1f} | {_duration(r['projected_seconds'])} |"
+        )
+    lines += ["", "| tokenizer | vocab | ids fit | longest tokens |", "|---|---|---|---|"]
+    for name, t in results["tokenizers"].items():
+        longest = ", ".join(repr(s) for s in t["longest_tokens"][:3])
+        lines.append(f"| {name} | {t['vocab_size']} | {t['dtype']} | {longest} |")
+    if results["overlap"]:
+        lines += ["", "| first | second | shared tokens | Jaccard |", "|---|---|---|---|"]
+        for o in results["overlap"]:
+            lines.append(f"| {o['first']} | {o['second']} | {o['shared_tokens']} | {o['jaccard']:.3f} |")
+    return "\n".join(lines)
