@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::npy::{self, Dtype};
 use crate::pretokenize::{Cutter, Pretokenizer, Segment, SpecialMatcher};
 use crate::progress::{Phase, Progress};
-use crate::stream::{open_text, Chunk, ChunkReader};
+use crate::stream::{Chunk, ChunkReader, TextSource};
 
 /// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
 const SHORT_PIECE: usize = 96;
@@ -79,14 +79,6 @@ impl<V> Default for PieceMap<V> {
 }
 
 impl<V> PieceMap<V> {
-    #[inline(always)]
-    fn get(&self, piece: &[u8]) -> Option<&V> {
-        match pack_short(piece) {
-            Some(key) => self.short.get(&key),
-            None => self.long.get(piece),
-        }
-    }
-
     fn insert_if_absent(&mut self, piece: &[u8], value: V) {
         match pack_short(piece) {
             Some(key) => {
@@ -550,7 +542,7 @@ impl Encoder {
     /// the whole text.
     pub fn encode_file(
         &self,
-        input: &Path,
+        input: &TextSource,
         output: &Path,
         dtype: Dtype,
         pool: &rayon::ThreadPool,
@@ -563,13 +555,13 @@ impl Encoder {
                 self.vocab_size()
             )));
         }
-        let in_err = |e| Error::io(Some(input.to_path_buf()), e);
         let out_err = |e| Error::io(Some(output.to_path_buf()), e);
-        let total = std::fs::metadata(input).map_err(in_err)?.len();
+        let total = input.disk_bytes()?;
         let read = Arc::new(AtomicU64::new(0));
-        let source = open_text(input, read.clone())?;
-        let reader =
-            ChunkReader::new(source, Some(input.to_path_buf()), &self.cutter, FILE_CHUNK_BYTES).lossy(lossy);
+        let source = input.open(read.clone())?;
+        let reader = ChunkReader::new(source, Some(input.path.clone()), &self.cutter, FILE_CHUNK_BYTES)
+            .lossy(lossy)
+            .starting_at(input.start());
         let mut out = BufWriter::with_capacity(1 << 20, File::create(output).map_err(out_err)?);
         out.write_all(&npy::header(dtype, 0)).map_err(out_err)?;
         let batch = pool.current_num_threads().max(1);

@@ -21,6 +21,7 @@ use crate::npy::Dtype;
 use crate::pretokenize::{Pretokenizer, SpecialMatcher, GPT2_PATTERN};
 use crate::progress::{Phase, Progress};
 use crate::threads;
+use crate::stream::TextSource;
 use crate::train::{self, PretokenCounts};
 
 fn to_pyerr(err: Error) -> PyErr {
@@ -166,7 +167,7 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: boo
 
 /// Counts pre-tokens of text files in parallel: [(bytes, count)], in no particular order.
 #[pyfunction]
-#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None))]
+#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None))]
 fn count_pretokens<'py>(
     py: Python<'py>,
     paths: Vec<PathBuf>,
@@ -174,12 +175,14 @@ fn count_pretokens<'py>(
     pattern: Option<String>,
     num_threads: Option<usize>,
     progress: Option<Bound<'py, PyAny>>,
+    ranges: Option<Vec<Option<(u64, u64)>>>,
 ) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+    let sources = text_sources(paths, ranges)?;
     let counts = run_long(py, progress.as_ref(), |p| {
         let specials = SpecialMatcher::new(&special_tokens)?;
         let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
         let pool = threads::pool(num_threads)?;
-        train::count_files(&paths, &specials, &pretokenizer, &pool, p)
+        train::count_files(&sources, &specials, &pretokenizer, &pool, p)
     })?;
     Ok(counts.into_iter().map(|(k, v)| (PyBytes::new(py, &k), v)).collect())
 }
@@ -204,7 +207,8 @@ fn train_bpe<'py>(
             return train::train_from_counts(PretokenCounts::default(), vocab_size, &special_tokens, p);
         }
         let pool = threads::pool(num_threads)?;
-        let counts = train::count_files(&paths, &specials, &pretokenizer, &pool, p)?;
+        let sources: Vec<TextSource> = paths.iter().map(TextSource::whole).collect();
+        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p)?;
         train::train_from_counts(counts, vocab_size, &special_tokens, p)
     })?;
     Ok(bpe_to_py(py, bpe))
@@ -228,6 +232,14 @@ fn train_from_counts<'py>(
     drop(counts);
     let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(table, vocab_size, &special_tokens, p))?;
     Ok(bpe_to_py(py, bpe))
+}
+
+fn text_sources(paths: Vec<PathBuf>, ranges: Option<Vec<Option<(u64, u64)>>>) -> PyResult<Vec<TextSource>> {
+    match ranges {
+        None => Ok(paths.into_iter().map(TextSource::whole).collect()),
+        Some(r) if r.len() == paths.len() => Ok(paths.into_iter().zip(r).map(|(path, range)| TextSource { path, range }).collect()),
+        Some(_) => Err(PyValueError::new_err("ranges must have one entry per path")),
+    }
 }
 
 fn dtype_of(width: usize) -> PyResult<Dtype> {
@@ -376,7 +388,8 @@ impl Encoder {
     }
 
     /// Streams a text file into a `.npy` file of ids; returns the number of tokens.
-    #[pyo3(signature = (input, output, width, num_threads=None, errors_replace=false, progress=None))]
+    #[pyo3(signature = (input, output, width, num_threads=None, errors_replace=false, progress=None, range=None))]
+    #[allow(clippy::too_many_arguments)]
     fn encode_file(
         &self,
         py: Python<'_>,
@@ -386,11 +399,13 @@ impl Encoder {
         num_threads: Option<usize>,
         errors_replace: bool,
         progress: Option<Bound<'_, PyAny>>,
+        range: Option<(u64, u64)>,
     ) -> PyResult<u64> {
         let dtype = dtype_of(width)?;
+        let source = TextSource { path: input, range };
         run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            self.inner.encode_file(&input, &output, dtype, &pool, errors_replace, p)
+            self.inner.encode_file(&source, &output, dtype, &pool, errors_replace, p)
         })
     }
 }

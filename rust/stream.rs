@@ -1,8 +1,8 @@
 //! Streaming text files in bounded, safely cut, UTF-8-validated chunks.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,26 +27,66 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Opens a text file, transparently decompressing gzip (detected by its magic bytes, not its name).
-/// Bytes read from disk are added to `counter`.
-pub fn open_text(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
-    let io_err = |e| Error::io(Some(path.to_path_buf()), e);
-    let mut file = File::open(path).map_err(io_err)?;
-    if file.metadata().map_err(io_err)?.is_dir() {
-        return Err(Error::io(
-            Some(path.to_path_buf()),
-            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
-        ));
+/// A text file, or a byte range of a plain (uncompressed) one, e.g. one shard of a corpus.
+#[derive(Debug, Clone)]
+pub struct TextSource {
+    pub path: PathBuf,
+    pub range: Option<(u64, u64)>,
+}
+
+impl TextSource {
+    pub fn whole(path: impl Into<PathBuf>) -> Self {
+        TextSource { path: path.into(), range: None }
     }
-    let mut magic = [0u8; 2];
-    let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
-    let head = std::io::Cursor::new(magic[..n].to_vec());
-    let counted = CountingReader { inner: head.chain(file), counter };
-    let raw = BufReader::with_capacity(256 << 10, counted);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))))
-    } else {
-        Ok(Box::new(raw))
+
+    /// Bytes this source covers on disk (for progress).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        match self.range {
+            Some((start, end)) => Ok(end.saturating_sub(start)),
+            None => Ok(std::fs::metadata(&self.path).map_err(|e| Error::io(Some(self.path.clone()), e))?.len()),
+        }
+    }
+
+    /// Opens the source, transparently decompressing gzip (detected by its magic bytes, not its name).
+    /// Bytes read from disk are added to `counter`. A range must be of an uncompressed file: a gzip
+    /// stream cannot be entered in the middle.
+    pub fn open(&self, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
+        let path = &self.path;
+        let io_err = |e| Error::io(Some(path.clone()), e);
+        let mut file = File::open(path).map_err(io_err)?;
+        if file.metadata().map_err(io_err)?.is_dir() {
+            return Err(Error::io(
+                Some(path.clone()),
+                std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+            ));
+        }
+        let mut magic = [0u8; 2];
+        let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
+        let gzip = n == 2 && magic == [0x1f, 0x8b];
+        if let Some((start, end)) = self.range {
+            if gzip {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: a byte range (shard) of a gzip file cannot be read; decompress it first",
+                    path.display()
+                )));
+            }
+            file.seek(SeekFrom::Start(start)).map_err(io_err)?;
+            let counted = CountingReader { inner: file.take(end.saturating_sub(start)), counter };
+            return Ok(Box::new(BufReader::with_capacity(256 << 10, counted)));
+        }
+        let head = std::io::Cursor::new(magic[..n].to_vec());
+        let counted = CountingReader { inner: head.chain(file), counter };
+        let raw = BufReader::with_capacity(256 << 10, counted);
+        if gzip {
+            Ok(Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))))
+        } else {
+            Ok(Box::new(raw))
+        }
+    }
+
+    /// Where the source starts in its file, for error offsets.
+    pub fn start(&self) -> u64 {
+        self.range.map_or(0, |r| r.0)
     }
 }
 
@@ -100,6 +140,12 @@ impl<'c> ChunkReader<'c> {
             eof: false,
             lossy: false,
         }
+    }
+
+    /// Byte offsets (in errors and chunks) count from `offset`: where this stream starts in its file.
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
     }
 
     /// Replace invalid UTF-8 with U+FFFD instead of failing.

@@ -7,7 +7,6 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, Result};
 use crate::pretokenize::{Cutter, Pretokenizer, Segment, SpecialMatcher};
 use crate::progress::{Phase, Progress};
-use crate::stream::{open_text, ChunkReader, DEFAULT_CHUNK_BYTES};
+use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
 /// Distinct pre-tokens (as bytes) and how often each occurs.
 pub type PretokenCounts = FxHashMap<Box<[u8]>, u64>;
@@ -59,18 +58,18 @@ fn merge_counts(mut a: PretokenCounts, mut b: PretokenCounts) -> PretokenCounts 
 /// Counts the pre-tokens of text files (.txt or gzip), in parallel on `pool`. Each file is its own
 /// stream: no pre-token spans two files. Progress reports bytes read from disk.
 pub fn count_files(
-    paths: &[PathBuf],
+    sources: &[TextSource],
     specials: &SpecialMatcher,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
 ) -> Result<PretokenCounts> {
-    count_files_in_chunks(paths, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES)
+    count_files_in_chunks(sources, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES)
 }
 
 /// `count_files` with a chosen chunk size; the counts do not depend on it.
 pub fn count_files_in_chunks(
-    paths: &[PathBuf],
+    sources: &[TextSource],
     specials: &SpecialMatcher,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
@@ -78,16 +77,15 @@ pub fn count_files_in_chunks(
     chunk_bytes: usize,
 ) -> Result<PretokenCounts> {
     let mut total = 0u64;
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| Error::io(Some(p.clone()), e))?;
-        total += meta.len();
+    for s in sources {
+        total += s.disk_bytes()?;
     }
     let read = Arc::new(AtomicU64::new(0));
     let cutter = Cutter::new(specials.clone(), pretokenizer);
-    let mut streams = Vec::with_capacity(paths.len());
-    for p in paths {
-        let source = open_text(p, read.clone())?;
-        streams.push(ChunkReader::new(source, Some(p.clone()), &cutter, chunk_bytes));
+    let mut streams = Vec::with_capacity(sources.len());
+    for s in sources {
+        let reader = s.open(read.clone())?;
+        streams.push(ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes).starting_at(s.start()));
     }
     let chunks = streams.into_iter().flatten();
     pool.install(|| {
@@ -393,7 +391,7 @@ mod tests {
             let pool = crate::threads::pool(Some(threads)).unwrap();
             for chunk in [1, 5, 64, 1000, 1 << 20] {
                 let counts = count_files_in_chunks(
-                    &[path.clone()],
+                    &[TextSource::whole(&path)],
                     &specials,
                     &Pretokenizer::Gpt2,
                     &pool,

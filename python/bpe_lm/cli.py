@@ -98,7 +98,8 @@ def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
         "DIR/vocab.json, DIR/merges.txt (GPT-2 format) and DIR/tokenizer_config.json.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files (.txt or .txt.gz)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="text files (.txt or .txt.gz)")
+    p.add_argument("--from-counts", nargs="+", metavar="COUNTS", help="train from count files of `bpe-lm count-pretokens` (e.g. one per shard) instead of text")
     p.add_argument("--vocab", type=positive_int, default=10000, help="vocabulary size, counting the 256 bytes and the special tokens")
     p.add_argument("--special-token", action="append", dest="special_tokens", metavar="TOK", help="special token (repeatable); default: <|endoftext|>")
     p.add_argument("--no-special-tokens", action="store_true", help="train without any special token")
@@ -112,6 +113,10 @@ def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
 def run_train_tokenizer(args: argparse.Namespace) -> None:
     from bpe_lm.tokenizer import GPT2_PATTERN, save_tokenizer_dir, train_bpe
 
+    if bool(args.inputs) == bool(args.from_counts):
+        raise UserError("give text INPUT files or --from-counts files (one of the two)")
+    if args.from_counts:
+        return train_tokenizer_from_counts(args)
     if args.no_special_tokens and args.special_tokens:
         raise UserError("--no-special-tokens and --special-token contradict each other")
     specials = [] if args.no_special_tokens else (args.special_tokens or ["<|endoftext|>"])
@@ -144,6 +149,67 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
     print(f"wrote {out}/vocab.json, merges.txt, tokenizer_config.json", file=sys.stderr)
 
 
+def train_tokenizer_from_counts(args: argparse.Namespace) -> None:
+    from bpe_lm import _core
+    from bpe_lm.shards import merge_count_files
+    from bpe_lm.tokenizer import _Progress, save_tokenizer_dir
+
+    if args.special_tokens or args.no_special_tokens:
+        raise UserError("with --from-counts, the special tokens are the ones the counts were made with")
+    for path in args.from_counts:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: already exists (use --force to replace it)")
+    counts, specials, pattern = merge_count_files(args.from_counts)
+    if args.vocab < 256 + len(specials):
+        raise UserError(f"--vocab {args.vocab} is smaller than 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
+    start = time.perf_counter()
+    with _Progress(not args.quiet) as bar:
+        vocab_list, merge_ids = _core.train_from_counts(counts, args.vocab, specials, bar if not args.quiet else None)
+    vocab = dict(enumerate(vocab_list))
+    merges = [(vocab_list[a], vocab_list[b]) for a, b in merge_ids]
+    save_tokenizer_dir(out, vocab, merges, specials, pattern, force=args.force, extra={"trained_on": [os.path.basename(p) for p in args.from_counts]})
+    print(f"trained {len(vocab)} tokens ({len(merges)} merges) from {len(counts):,} distinct pre-tokens in {format_seconds(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
+
+
+def add_count_pretokens(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "count-pretokens",
+        help="count pre-tokens of a text file (or one shard of it) for distributed tokenizer training",
+        description="Write the pre-token counts of INPUT (or of shard I of N) to a count file; "
+        "`bpe-lm train-tokenizer --from-counts` on all shards' files gives the same merges as training on the whole file.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files (.txt or .txt.gz; plain text for --shard)")
+    p.add_argument("-o", "--output", required=True, metavar="COUNTS", help="count file to write")
+    p.add_argument("--shard", metavar="I/N", help="count only shard I (from 0) of N of a single INPUT")
+    p.add_argument("--special-token", action="append", dest="special_tokens", metavar="TOK", help="special token (repeatable); default: <|endoftext|>")
+    p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_count_pretokens)
+
+
+def run_count_pretokens(args: argparse.Namespace) -> None:
+    from bpe_lm import _core
+    from bpe_lm.shards import parse_shard, shard_range, write_counts
+    from bpe_lm.tokenizer import GPT2_PATTERN, _Progress
+
+    specials = list(dict.fromkeys(args.special_tokens or ["<|endoftext|>"]))
+    for path in args.inputs:
+        check_text_input(path)
+    ranges = None
+    if args.shard:
+        if len(args.inputs) != 1:
+            raise UserError("--shard takes a single INPUT")
+        ranges = [shard_range(args.inputs[0], *parse_shard(args.shard), specials)]
+    with _Progress(not args.quiet) as bar:
+        counts = _core.count_pretokens(args.inputs, specials, None, args.threads, bar if not args.quiet else None, ranges)
+    write_counts(args.output, counts, specials, GPT2_PATTERN)
+    print(f"wrote {args.output}: {len(counts):,} distinct pre-tokens", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------------------------------
 # encode / decode
 
@@ -162,6 +228,7 @@ def add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
     p.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto", help="id type; auto is uint16 when the vocabulary fits")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD")
+    p.add_argument("--shard", metavar="I/N", help="encode only shard I (from 0) of N, cut at document boundaries; the N outputs concatenate to the whole")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_encode)
 
@@ -177,10 +244,15 @@ def run_encode(args: argparse.Namespace) -> None:
     dtype = None if args.dtype == "auto" else args.dtype
     if dtype == "uint16" and tok.vocab_size > 1 << 16:
         raise UserError(f"--dtype uint16 cannot hold ids of a vocabulary of {tok.vocab_size} tokens; use uint32 or auto")
+    byte_range = None
+    if args.shard:
+        from bpe_lm.shards import parse_shard, shard_range
+
+        byte_range = shard_range(args.input, *parse_shard(args.shard), tok.special_tokens)
     start = time.perf_counter()
-    count = tok.encode_file(args.input, out, dtype=dtype, num_threads=args.threads, errors=args.errors, progress=not args.quiet)
+    count = tok.encode_file(args.input, out, dtype=dtype, num_threads=args.threads, errors=args.errors, progress=not args.quiet, byte_range=byte_range)
     elapsed = time.perf_counter() - start
-    size = os.path.getsize(args.input)
+    size = byte_range[1] - byte_range[0] if byte_range else os.path.getsize(args.input)
     print(f"encoded {size / 1e6:.1f} MB into {count:,} tokens in {format_seconds(elapsed)} ({size / 1e6 / max(elapsed, 1e-9):.1f} MB/s); peak memory {peak_rss_mb():.0f} MB", file=sys.stderr)
     print(f"wrote {out} ({tok.default_dtype() if dtype is None else dtype})", file=sys.stderr)
 
@@ -582,7 +654,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_demo, add_train_tokenizer, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
+    add_demo, add_train_tokenizer, add_count_pretokens, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
     add_accounting, add_train, add_eval, add_generate, add_plot,
 ]
 

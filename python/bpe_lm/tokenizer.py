@@ -497,9 +497,11 @@ class Tokenizer:
         num_threads: int | None = None,
         errors: str = "strict",
         progress: bool | Callable[[str, int, int], None] = False,
+        byte_range: tuple[int, int] | None = None,
     ) -> int:
         """Streams a text file (.txt or gzip) into a `.npy` array of ids, written to a temporary file and
-        renamed, so a failed or interrupted run never leaves a partial output. Returns the token count."""
+        renamed, so a failed or interrupted run never leaves a partial output. Returns the token count.
+        `byte_range` (start, end) encodes only that part of a plain-text file (see `bpe_lm.shards`)."""
         if errors not in ("strict", "replace"):
             raise ValueError(f"errors must be 'strict' or 'replace', not {errors!r}")
         dt = self._resolve_dtype(dtype)
@@ -509,7 +511,7 @@ class Tokenizer:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         bar, callback = _progress_callback(progress)
         try:
-            count = self._core.encode_file(os.fspath(input_path), tmp, dt.itemsize, num_threads, errors == "replace", callback)
+            count = self._core.encode_file(os.fspath(input_path), tmp, dt.itemsize, num_threads, errors == "replace", callback, byte_range)
             os.replace(tmp, out)
         except BaseException:
             if os.path.exists(tmp):
