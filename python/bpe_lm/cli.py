@@ -610,6 +610,28 @@ def run_plot(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# download
+
+
+def add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch TinyStories (V2-GPT4) or the OpenWebText sample", formatter_class=HelpFormatter)
+    p.add_argument("dataset", choices=["tinystories", "owt"])
+    p.add_argument("-o", "--output", default="data", metavar="DIR", help="directory for the files")
+    p.add_argument("--split", choices=["train", "valid", "all"], default="all")
+    p.add_argument("--base-url", default=None, help="a mirror to fetch from instead of huggingface.co (same paths)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_download)
+
+
+def run_download(args: argparse.Namespace) -> None:
+    from bpe_lm.download import HF, download
+
+    splits = ["train", "valid"] if args.split == "all" else [args.split]
+    for path in download(args.dataset, args.output, splits, base_url=args.base_url or HF, progress=not args.quiet):
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB; sha256 in {path.name}.sha256)", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
 # demo
 
 
@@ -654,7 +676,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_demo, add_train_tokenizer, add_count_pretokens, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
+    add_demo, add_download, add_train_tokenizer, add_count_pretokens, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
     add_accounting, add_train, add_eval, add_generate, add_plot,
 ]
 
