@@ -1,0 +1,177 @@
+"""Experiment drivers: learning-rate sweep (with divergence detection), batch-size sweep at equal tokens,
+and the CS336 ablations (no RMSNorm, post-norm, NoPE, SiLU FFN vs SwiGLU at matched parameters).
+
+Each writes one config per variant, runs `bpe-lm train` on it, plots the runs with `bpe-lm plot` and prints
+a table of final validation losses.
+
+    python scripts/experiments.py lr-sweep   --preset cpu      # minutes on ../shared/data/fairytales.txt.gz
+    python scripts/experiments.py batch-sweep --preset cpu
+    python scripts/experiments.py ablations  --preset cpu
+    python scripts/experiments.py ablations  --preset tinystories --train data/train.npy --valid data/valid.npy
+
+Presets: `cpu` prepares its own data (tokenizer 4096 + encoded fairytales slice) and trains a 1.8M-parameter
+model for a few hundred steps per run; `tinystories` is CS336's 17M configuration (d_model 512, d_ff 1344,
+4 layers, 16 heads, context 256, vocab 10K) for 327.68M tokens per run, for a GPU, on data you encoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from bpe_lm.config import to_toml
+from bpe_lm.train import read_metrics
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+PRESETS = {
+    "cpu": {
+        "model": dict(vocab_size=4096, context_length=128, d_model=128, num_layers=4, num_heads=4, d_ff=344),
+        "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_iters=20, weight_decay=0.1, grad_clip=1.0),
+        "training": dict(batch_size=32, max_iters=250, eval_interval=50, eval_iters=10, log_interval=10, checkpoint_interval=1000, device="auto"),
+        "lrs": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        "batch_sizes": [8, 16, 32, 64],
+    },
+    "tinystories": {
+        "model": dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344),
+        "optimizer": dict(lr=1e-3, min_lr=1e-4, warmup_iters=200, weight_decay=0.1, grad_clip=1.0),
+        "training": dict(batch_size=128, max_tokens=327_680_000, eval_interval=500, eval_iters=50, log_interval=50,
+                         checkpoint_interval=2000, device="auto", compile=True),
+        "lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        "batch_sizes": [32, 64, 128, 256, 512],
+    },
+}
+
+
+def prepare_cpu_data(out: Path) -> tuple[Path, Path]:
+    """Tokenizer (4096) and encoded splits of a fairytales slice, made once and reused."""
+    import gzip
+
+    import bpe_lm
+
+    train, valid = out / "data" / "train.npy", out / "data" / "valid.npy"
+    if train.exists() and valid.exists():
+        return train, valid
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    source = SHARED / "fairytales.txt.gz"
+    if not source.exists():
+        raise SystemExit(f"{source}: not found; the cpu preset trains on the shared fairytales corpus")
+    with gzip.open(source, "rt", encoding="utf-8") as f:
+        text = f.read(12_000_000)
+    cut = text.rfind("<|endoftext|>", 0, int(len(text) * 0.95))
+    (out / "data" / "train.txt").write_text(text[:cut], encoding="utf-8")
+    (out / "data" / "valid.txt").write_text(text[cut:], encoding="utf-8")
+    vocab, merges = bpe_lm.train_bpe(out / "data" / "train.txt", 4096, ["<|endoftext|>"])
+    tok = bpe_lm.Tokenizer(vocab, merges, ["<|endoftext|>"])
+    tok.save(out / "data" / "tokenizer", force=True)
+    tok.encode_file(out / "data" / "train.txt", train)
+    tok.encode_file(out / "data" / "valid.txt", valid)
+    return train, valid
+
+
+def run_variant(out: Path, name: str, preset: dict, train: Path, valid: Path, model: dict | None = None, optimizer: dict | None = None, training: dict | None = None) -> dict:
+    run_dir = out / name
+    config = {
+        "model": {**preset["model"], **(model or {})},
+        "optimizer": {**preset["optimizer"], **(optimizer or {})},
+        "data": {"train": str(train.resolve()), "valid": str(valid.resolve())},
+        "training": {**preset["training"], **(training or {}), "out_dir": str(run_dir.resolve())},
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.toml").write_text(to_toml(config), encoding="utf-8")
+    print(f"== {name}", file=sys.stderr, flush=True)
+    proc = subprocess.run([sys.executable, "-m", "bpe_lm", "train", "--config", str(run_dir / "run.toml"), "--quiet"], capture_output=True, text=True)
+    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    valid_losses = [r["valid_loss"] for r in rows if "valid_loss" in r]
+    train_losses = [r["train_loss"] for r in rows if "train_loss" in r]
+    diverged = proc.returncode != 0 and "loss became" in proc.stderr
+    # Divergence also shows as a run that ends above where it started.
+    if valid_losses and (not math.isfinite(valid_losses[-1]) or valid_losses[-1] > valid_losses[0]):
+        diverged = True
+    if proc.returncode != 0 and not diverged:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    return {
+        "name": name,
+        "final_valid_loss": valid_losses[-1] if valid_losses and not diverged else None,
+        "best_valid_loss": min(valid_losses) if valid_losses else None,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "diverged": diverged,
+        "steps": max((r["step"] for r in rows), default=0),
+        "seconds": max((r.get("time", 0) for r in rows), default=0),
+        "run_dir": str(run_dir),
+    }
+
+
+def report(out: Path, title: str, results: list[dict]) -> None:
+    from bpe_lm.plot import plot_runs
+
+    finished = [r for r in results if r["steps"]]
+    if finished:
+        plot_runs([r["run_dir"] for r in finished], out / f"{title}.png", labels=[r["name"] for r in finished], title=title)
+    (out / f"{title}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(f"\n{title}\n\n| variant | final valid loss | best valid loss | steps | minutes |\n|---|---|---|---|---|")
+    for r in results:
+        final = "diverged" if r["diverged"] else (f"{r['final_valid_loss']:.3f}" if r["final_valid_loss"] is not None else "—")
+        best = f"{r['best_valid_loss']:.3f}" if r["best_valid_loss"] is not None and math.isfinite(r["best_valid_loss"]) else "—"
+        print(f"| {r['name']} | {final} | {best} | {r['steps']} | {r['seconds'] / 60:.1f} |")
+    print(f"\nplot: {out / (title + '.png')}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", choices=["lr-sweep", "batch-sweep", "ablations"])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--train", type=Path, help="train.npy (required for presets other than cpu)")
+    ap.add_argument("--valid", type=Path, help="valid.npy")
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    ap.add_argument("--max-iters", type=int, default=None, help="override the preset's budget (quick checks)")
+    args = ap.parse_args()
+    preset = PRESETS[args.preset]
+    if args.max_iters:
+        preset["training"] = {**{k: v for k, v in preset["training"].items() if k not in ("max_tokens",)}, "max_iters": args.max_iters, "eval_interval": max(1, args.max_iters // 2)}
+    out = args.out / args.preset
+    out.mkdir(parents=True, exist_ok=True)
+    if args.preset == "cpu":
+        train, valid = prepare_cpu_data(out)
+    elif args.train and args.valid:
+        train, valid = args.train, args.valid
+    else:
+        raise SystemExit("--train and --valid (.npy from `bpe-lm encode`) are required for this preset")
+    results = []
+    if args.experiment == "lr-sweep":
+        for lr in preset["lrs"]:
+            results.append(run_variant(out / "lr", f"lr={lr:g}", preset, train, valid, optimizer={"lr": lr, "min_lr": lr / 10}))
+        report(out, "lr-sweep", results)
+    elif args.experiment == "batch-sweep":
+        # Equal tokens: the base budget's tokens, spread over fewer or more steps.
+        t = preset["training"]
+        tokens = t.get("max_tokens") or t["max_iters"] * t["batch_size"] * preset["model"]["context_length"]
+        for b in preset["batch_sizes"]:
+            # A common heuristic: learning rate grows with the square root of the batch size.
+            lr = preset["optimizer"]["lr"] * math.sqrt(b / t["batch_size"])
+            results.append(run_variant(out / "batch", f"batch={b}", preset, train, valid, optimizer={"lr": lr, "min_lr": lr / 10},
+                                       training={"batch_size": b, "max_iters": 0, "max_tokens": tokens}))  # fmt: skip
+        report(out, "batch-sweep", results)
+    else:
+        d_ff = preset["model"]["d_ff"]
+        variants = [
+            ("baseline (pre-norm, RoPE, SwiGLU)", {}, {}),
+            ("no RMSNorm", {"norm": "none"}, {}),
+            ("no RMSNorm, lr/3", {"norm": "none"}, {"lr": preset["optimizer"]["lr"] / 3, "min_lr": preset["optimizer"]["min_lr"] / 3}),
+            ("post-norm", {"norm": "post"}, {}),
+            ("NoPE", {"position": "none"}, {}),
+            # Three d_ff-wide matrices vs two: d_ff × 3/2 matches the parameter count.
+            ("SiLU FFN (matched params)", {"ffn": "silu", "d_ff": d_ff * 3 // 2}, {}),
+        ]
+        for name, model, optimizer in variants:
+            results.append(run_variant(out / "ablations", name.replace(" ", "_").replace("/", "-").replace(",", ""), preset, train, valid, model=model, optimizer=optimizer))
+            results[-1]["name"] = name
+        report(out, "ablations", results)
+
+
+if __name__ == "__main__":
+    main()
