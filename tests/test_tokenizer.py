@@ -47,12 +47,12 @@ def gpt2() -> Tokenizer:
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
     tiktoken = pytest.importorskip("tiktoken", reason="tiktoken not installed")
-    import tiktoken.load
+    tiktoken_load = pytest.importorskip("tiktoken.load", reason="tiktoken not installed")
 
     with tempfile.TemporaryDirectory() as tmp:
         bpe_file = Path(tmp) / "vocab.bpe"
         bpe_file.write_text("#version: 0.2\n" + (GPT2_DIR / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
-        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json"))
+        ranks = tiktoken_load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json"))
     return tiktoken.Encoding("gpt2-local", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
 
 

@@ -14,6 +14,7 @@ def count_pretokens(
     pattern: str | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    ranges: Sequence[tuple[int, int] | None] | None = None,
 ) -> list[tuple[bytes, int]]: ...
 def train_bpe(
     paths: Sequence[str | PathLike[str]],
@@ -57,4 +58,5 @@ class Encoder:
         num_threads: int | None = None,
         errors_replace: bool = False,
         progress: ProgressCallback | None = None,
+        range: tuple[int, int] | None = None,
     ) -> int: ...

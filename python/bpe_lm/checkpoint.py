@@ -7,12 +7,13 @@ from __future__ import annotations
 import io
 import pickle
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import nn
+
+from bpe_lm._io import atomic_output
 
 COMPILED_PREFIX = "_orig_mod."
 
@@ -67,19 +68,10 @@ def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, i
     if not isinstance(out, (str, os.PathLike)):
         torch.save(state, out)
         return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_checkpoint(src: str | os.PathLike[str] | BinaryIO, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -152,7 +152,7 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
 def train_tokenizer_from_counts(args: argparse.Namespace) -> None:
     from bpe_lm import _core
     from bpe_lm.shards import merge_count_files
-    from bpe_lm.tokenizer import _Progress, save_tokenizer_dir
+    from bpe_lm.tokenizer import ProgressBars, save_tokenizer_dir
 
     if args.special_tokens or args.no_special_tokens:
         raise UserError("with --from-counts, the special tokens are the ones the counts were made with")
@@ -166,7 +166,7 @@ def train_tokenizer_from_counts(args: argparse.Namespace) -> None:
     if args.vocab < 256 + len(specials):
         raise UserError(f"--vocab {args.vocab} is smaller than 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
     start = time.perf_counter()
-    with _Progress(not args.quiet) as bar:
+    with ProgressBars(not args.quiet) as bar:
         vocab_list, merge_ids = _core.train_from_counts(counts, args.vocab, specials, bar if not args.quiet else None)
     vocab = dict(enumerate(vocab_list))
     merges = [(vocab_list[a], vocab_list[b]) for a, b in merge_ids]
@@ -194,7 +194,7 @@ def add_count_pretokens(sub: argparse._SubParsersAction) -> None:
 def run_count_pretokens(args: argparse.Namespace) -> None:
     from bpe_lm import _core
     from bpe_lm.shards import parse_shard, shard_range, write_counts
-    from bpe_lm.tokenizer import GPT2_PATTERN, _Progress
+    from bpe_lm.tokenizer import GPT2_PATTERN, ProgressBars
 
     specials = list(dict.fromkeys(args.special_tokens or ["<|endoftext|>"]))
     for path in args.inputs:
@@ -204,7 +204,7 @@ def run_count_pretokens(args: argparse.Namespace) -> None:
         if len(args.inputs) != 1:
             raise UserError("--shard takes a single INPUT")
         ranges = [shard_range(args.inputs[0], *parse_shard(args.shard), specials)]
-    with _Progress(not args.quiet) as bar:
+    with ProgressBars(not args.quiet) as bar:
         counts = _core.count_pretokens(args.inputs, specials, None, args.threads, bar if not args.quiet else None, ranges)
     write_counts(args.output, counts, specials, GPT2_PATTERN)
     print(f"wrote {args.output}: {len(counts):,} distinct pre-tokens", file=sys.stderr)
@@ -284,14 +284,9 @@ def run_decode(args: argparse.Namespace) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from bpe_lm._io import atomic_write
+
+    atomic_write(args.output, data)
 
 
 # ----------------------------------------------------------------------------------------------------

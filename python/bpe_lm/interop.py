@@ -14,23 +14,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpe_lm._io import atomic_write
 from bpe_lm.tokenizer import GPT2_PATTERN, text_to_token, token_to_text
 
 if TYPE_CHECKING:
     from bpe_lm.tokenizer import Tokenizer
 
 PathLike = str | os.PathLike[str]
-
-
-def _write_atomic(path: PathLike, text: str) -> None:
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _mergeable_tokens(tok: Tokenizer) -> dict[int, bytes]:
@@ -96,7 +86,7 @@ def to_hf_json(tok: Tokenizer) -> dict[str, Any]:
 
 
 def export_hf(tok: Tokenizer, path: PathLike) -> None:
-    _write_atomic(path, json.dumps(to_hf_json(tok), ensure_ascii=False))
+    atomic_write(path, json.dumps(to_hf_json(tok), ensure_ascii=False))
 
 
 def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
@@ -166,7 +156,7 @@ def from_hf(path: PathLike) -> Tokenizer:
 def export_tiktoken(tok: Tokenizer, path: PathLike) -> str:
     """Writes the rank file; returns the Python that builds the matching `tiktoken.Encoding`."""
     tokens = _mergeable_tokens(tok)
-    _write_atomic(path, "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in sorted(tokens.items())))
+    atomic_write(path, "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in sorted(tokens.items())))
     name = Path(path).stem
     return (
         "import tiktoken, tiktoken.load\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bpe_lm._io import atomic_output
 from bpe_lm.train import read_metrics
 
 
@@ -50,13 +51,9 @@ def plot_runs(runs: list[str | os.PathLike[str]], output: str | os.PathLike[str]
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -14,6 +14,8 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+from bpe_lm._io import atomic_output
+
 COUNTS_MAGIC = b"BPELMCNT"
 COUNTS_VERSION = 1
 
@@ -80,17 +82,10 @@ def shard_range(path: str | os.PathLike[str], index: int, count: int, special_to
 def write_counts(path: str | os.PathLike[str], counts: Sequence[tuple[bytes, int]], special_tokens: Sequence[str], pattern: str) -> None:
     """A count file: magic, a JSON header (special tokens, pattern), then (length, bytes, count) records."""
     header = json.dumps({"version": COUNTS_VERSION, "special_tokens": list(special_tokens), "pattern": pattern, "entries": len(counts)}).encode()
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(COUNTS_MAGIC + struct.pack("<I", len(header)) + header)
-            for token, n in counts:
-                f.write(struct.pack("<I", len(token)) + token + struct.pack("<Q", n))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(COUNTS_MAGIC + struct.pack("<I", len(header)) + header)
+        for token, n in counts:
+            f.write(struct.pack("<I", len(token)) + token + struct.pack("<Q", n))
 
 
 def read_counts(path: str | os.PathLike[str]) -> tuple[list[tuple[bytes, int]], dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bpe_lm import _core
+from bpe_lm._io import atomic_output, umask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +79,7 @@ def text_to_token(text: str, *, where: str = "") -> bytes:
 # Progress
 
 
-class _Progress:
+class ProgressBars:
     """Turns the core's (phase, done, total) callbacks into one tqdm bar per phase."""
 
     UNITS = {"read": ("pre-tokenizing", "B", True), "merge": ("merging", "merge", False), "encode": ("encoding", "B", True)}
@@ -108,7 +109,7 @@ class _Progress:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> ProgressBars:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,7 +119,7 @@ class _Progress:
 def _progress_callback(progress: bool | Callable[[str, int, int], None]) -> tuple[Any, Callable[[str, int, int], None] | None]:
     if callable(progress):
         return None, progress
-    bar = _Progress(bool(progress))
+    bar = ProgressBars(bool(progress))
     return bar, (bar if progress else None)
 
 
@@ -193,12 +194,6 @@ def train_bpe(
 # Files
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, force: bool) -> None:
     """Builds a directory in a temporary sibling, then moves it into place, so a failure or interruption
     never leaves a half-written `out_dir`."""
@@ -210,7 +205,7 @@ def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, for
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         build(tmp)
         if out.exists():
@@ -505,22 +500,13 @@ class Tokenizer:
         if errors not in ("strict", "replace"):
             raise ValueError(f"errors must be 'strict' or 'replace', not {errors!r}")
         dt = self._resolve_dtype(dtype)
-        out = Path(output_path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         bar, callback = _progress_callback(progress)
         try:
-            count = self._core.encode_file(os.fspath(input_path), tmp, dt.itemsize, num_threads, errors == "replace", callback, byte_range)
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            with atomic_output(output_path) as tmp:
+                return self._core.encode_file(os.fspath(input_path), os.fspath(tmp), dt.itemsize, num_threads, errors == "replace", callback, byte_range)
         finally:
             if bar is not None:
                 bar.close()
-        return count
 
     # -- decoding
 
