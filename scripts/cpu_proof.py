@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -119,6 +120,7 @@ def main() -> None:
 
     gens = {name: torch.Generator().manual_seed(0) for name in impls}  # the same batch sequence for both
     seconds = {name: 0.0 for name in impls}
+    chunk_seconds: dict[str, list[float]] = {name: [] for name in impls}
     logs: dict[str, list[dict]] = {name: [] for name in impls}
     step = 0
     while step < total_steps:
@@ -138,6 +140,8 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 rows.append((it + 1, loss.detach(), lr))
             seconds[name] += time.perf_counter() - t0
+            if len(steps_now) == chunk:
+                chunk_seconds[name].append(time.perf_counter() - t0)
             for it, loss, lr in rows:
                 logs[name].append({"step": it, "tokens": it * args.batch_size * args.context, "time": seconds[name], "train_loss": loss.item(), "lr": lr})
         step = steps_now[-1] + 1
@@ -165,6 +169,9 @@ def main() -> None:
         "unigram_entropy_nats": entropy,
         "tokens_per_s": {n: tokens / seconds[n] for n in impls},
         "throughput_ratio": seconds["plain-pytorch"] / seconds["bpe-lm"],
+        # Robust to bursts of load from other processes: the median over chunks of 10 steps.
+        "median_chunk_tokens_per_s": {n: chunk * args.batch_size * args.context / statistics.median(chunk_seconds[n]) for n in impls},
+        "median_chunk_throughput_ratio": statistics.median(chunk_seconds["plain-pytorch"]) / statistics.median(chunk_seconds["bpe-lm"]),
         "final_valid_loss": final,
         "valid_loss_gap": final["bpe-lm"] - final["plain-pytorch"],
         "sample": "Once upon a time" + tok.decode(sample_ids),
