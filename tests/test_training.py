@@ -280,6 +280,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, token_files):
     assert read_checkpoint(Path(cfg.training.out_dir) / "checkpoint.pt")["iteration"] == 10
 
 
+def test_compile_failure_falls_back_to_eager(tmp_path, token_files, monkeypatch):
+    def broken_compile(model, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here")
+
+        wrapper = torch.nn.Module()
+        wrapper._orig_mod = model
+        wrapper.forward = call
+        return wrapper
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = run_config(tmp_path, token_files, compile=True, max_iters=4)
+    with pytest.warns(UserWarning, match="torch.compile failed at the first step"):
+        summary = Trainer(cfg, progress=False).run()
+    assert summary["steps"] == 4 and summary["compiled"] is False
+
+
 def test_data_errors_before_training(tmp_path, token_files):
     with pytest.raises(FileNotFoundError, match="missing.npy: token file not found"):
         Trainer(run_config(tmp_path, (tmp_path / "missing.npy", token_files[1])), progress=False).run()

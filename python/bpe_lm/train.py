@@ -446,7 +446,8 @@ class Trainer:
             last_flush = (now, self.tokens_seen)
 
         def run_eval(elapsed: float) -> None:
-            loss = evaluate(self.step_model, self.valid_tokens, cfg.model, max(self.micro_batch, 1), t.eval_iters, self.device, self.autocast_dtype, t.seed + EVAL_SEED_OFFSET)
+            # The eager module: evaluation is rare, and needs neither compilation for eval mode nor DDP.
+            loss = evaluate(self.model, self.valid_tokens, cfg.model, max(self.micro_batch, 1), t.eval_iters, self.device, self.autocast_dtype, t.seed + EVAL_SEED_OFFSET)
             self.best_valid = loss if self.best_valid is None else min(self.best_valid, loss)
             log.write([{"step": self.iteration, "tokens": self.tokens_seen, "time": round(elapsed, 3), "valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50))}])
             summary["valid_loss"] = loss
