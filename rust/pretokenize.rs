@@ -294,16 +294,16 @@ impl SpecialMatcher {
 }
 
 /// Where text may be cut so that pre-tokenizing (and encoding) the pieces separately gives exactly
-/// the pre-tokens of the whole: after a special token, and, for the GPT-2 pattern, after a newline that
-/// stands alone between two non-space characters (it is a pre-token of its own either way).
+/// the pre-tokens of the whole: after a special token, and, for the GPT-2 pattern, before the last
+/// character (a space, newline or tab) of a white-space run that text follows.
 pub struct Cutter {
     specials: SpecialMatcher,
-    newline_cuts: bool,
+    space_cuts: bool,
 }
 
 impl Cutter {
     pub fn new(specials: SpecialMatcher, pretokenizer: &Pretokenizer) -> Self {
-        Cutter { specials, newline_cuts: pretokenizer.is_gpt2() }
+        Cutter { specials, space_cuts: pretokenizer.is_gpt2() }
     }
 
     pub fn specials(&self) -> &SpecialMatcher {
@@ -322,27 +322,27 @@ impl Cutter {
             let k = spans.partition_point(|s| s.1 <= p);
             k < spans.len() && spans[k].0 < p
         };
-        let mut after_newline = None;
-        if self.newline_cuts {
+        let mut before_space = None;
+        if self.space_cuts {
             let table = class_table();
             let floor = after_special.unwrap_or(0);
-            for nl in memchr::memrchr_iter(b'\n', &bytes[..limit]) {
-                let p = nl + 1;
+            // Cut before the last character of a white-space run that is followed by text (not by a
+            // special token): whether the text goes on or not, the rest of the run is one pre-token,
+            // and that last character starts the next one (joined to the word for a space, alone
+            // otherwise).
+            for p in memchr::memrchr3_iter(b' ', b'\n', b'\t', &bytes[..limit]) {
                 if p <= floor {
                     break;
                 }
-                let stands_alone = matches!(table.checked_before(bytes, nl), Some(c) if c != SPACE)
-                    && matches!(table.checked_at(bytes, p), Some(c) if c != SPACE);
-                if !stands_alone {
-                    continue;
-                }
-                if !inside_special(p) {
-                    after_newline = Some(p);
+                // The text after the run must not be a special token: then the run ends its segment.
+                let special_follows = spans.binary_search_by_key(&(p + 1), |s| s.0).is_ok();
+                if matches!(table.checked_at(bytes, p + 1), Some(c) if c != SPACE) && !special_follows && !inside_special(p) {
+                    before_space = Some(p);
                     break;
                 }
             }
         }
-        after_special.max(after_newline)
+        after_special.max(before_space)
     }
 }
 
@@ -429,6 +429,29 @@ mod tests {
                 let mut parts = pieces_with_specials(&text[..p], &specials);
                 parts.extend(pieces_with_specials(&text[p..], &specials));
                 assert_eq!(parts, whole, "cut at {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_never_change_pretokens_on_random_text() {
+        let alphabet: Vec<char> = " \t\n\r\u{a0}\u{3000}a'sbZ9.!é中😀<|e>".chars().collect();
+        let specials = SpecialMatcher::new(&["<|e|>".into(), "<|".into()]).unwrap();
+        let cutter = Cutter::new(specials.clone(), &Pretokenizer::Gpt2);
+        let mut rng = Lcg(7);
+        for _ in 0..3000 {
+            let len = (rng.next() % 30) as usize;
+            let text: String = (0..len).map(|_| alphabet[(rng.next() as usize) % alphabet.len()]).collect();
+            let whole = pieces_with_specials(&text, &specials);
+            for end in 1..=text.len() {
+                if !text.is_char_boundary(end) {
+                    continue;
+                }
+                if let Some(p) = cutter.last_safe_cut(&text.as_bytes()[..end]) {
+                    let mut parts = pieces_with_specials(&text[..p], &specials);
+                    parts.extend(pieces_with_specials(&text[p..], &specials));
+                    assert_eq!(parts, whole, "text {text:?} cut at {p}");
+                }
             }
         }
     }
