@@ -420,15 +420,21 @@ mod tests {
         let text = "One line.\nTwo  lines\n\nthree\n four<|e|>five\nsix's\n";
         let specials = SpecialMatcher::new(&["<|e|>".into()]).unwrap();
         let cutter = Cutter::new(specials.clone(), &Pretokenizer::Gpt2);
-        let whole = pieces_with_specials(text, &specials);
+        assert_cuts_preserve_pieces(&cutter, &specials, text);
+    }
+
+    /// Every cut the cutter offers on every prefix of `text` splits it into parts whose pre-tokens
+    /// (and special tokens) concatenate to those of the whole.
+    fn assert_cuts_preserve_pieces(cutter: &Cutter, specials: &SpecialMatcher, text: &str) {
+        let whole = pieces_with_specials(text, specials);
         for end in 1..=text.len() {
             if !text.is_char_boundary(end) {
                 continue;
             }
             if let Some(p) = cutter.last_safe_cut(&text.as_bytes()[..end]) {
-                let mut parts = pieces_with_specials(&text[..p], &specials);
-                parts.extend(pieces_with_specials(&text[p..], &specials));
-                assert_eq!(parts, whole, "cut at {p}");
+                let mut parts = pieces_with_specials(&text[..p], specials);
+                parts.extend(pieces_with_specials(&text[p..], specials));
+                assert_eq!(parts, whole, "text {text:?} cut at {p}");
             }
         }
     }
@@ -442,17 +448,7 @@ mod tests {
         for _ in 0..3000 {
             let len = (rng.next() % 30) as usize;
             let text: String = (0..len).map(|_| alphabet[(rng.next() as usize) % alphabet.len()]).collect();
-            let whole = pieces_with_specials(&text, &specials);
-            for end in 1..=text.len() {
-                if !text.is_char_boundary(end) {
-                    continue;
-                }
-                if let Some(p) = cutter.last_safe_cut(&text.as_bytes()[..end]) {
-                    let mut parts = pieces_with_specials(&text[..p], &specials);
-                    parts.extend(pieces_with_specials(&text[p..], &specials));
-                    assert_eq!(parts, whole, "text {text:?} cut at {p}");
-                }
-            }
+            assert_cuts_preserve_pieces(&cutter, &specials, &text);
         }
     }
 
