@@ -96,17 +96,6 @@ impl ClassTable {
         let ch = std::str::from_utf8(bytes.get(i..i + len)?).ok()?.chars().next()?;
         Some(self.classes[ch as usize])
     }
-
-    /// Class of the character that ends just before byte `end`, checked like `checked_at`.
-    fn checked_before(&self, bytes: &[u8], end: usize) -> Option<u8> {
-        let lowest = end.saturating_sub(4);
-        let mut start = end.checked_sub(1)?;
-        while start > lowest && bytes[start] & 0xC0 == 0x80 {
-            start -= 1;
-        }
-        let ch = std::str::from_utf8(&bytes[start..end]).ok()?.chars().next()?;
-        Some(self.classes[ch as usize])
-    }
 }
 
 /// Length of a contraction (`'s 'd 'm 't 'll 've 're`) at `bytes[i]`, which holds an apostrophe.

@@ -242,8 +242,6 @@ def run_encode(args: argparse.Namespace) -> None:
         raise UserError(f"{out.parent}: output directory does not exist")
     tok = load_tokenizer(args.tokenizer)
     dtype = None if args.dtype == "auto" else args.dtype
-    if dtype == "uint16" and tok.vocab_size > 1 << 16:
-        raise UserError(f"--dtype uint16 cannot hold ids of a vocabulary of {tok.vocab_size} tokens; use uint32 or auto")
     byte_range = None
     if args.shard:
         from bpe_lm.shards import parse_shard, shard_range

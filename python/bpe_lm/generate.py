@@ -3,7 +3,6 @@ cache so each new token costs one position of attention rather than a full forwa
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -31,11 +30,6 @@ def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
-
-
-def run_config_of(state: dict) -> dict:
-    raw = state.get("run_config")
-    return json.loads(raw) if isinstance(raw, str) else {}
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> Tensor:
