@@ -1,11 +1,16 @@
-"""Training-step throughput: bpe-lm's model, AdamW and loss vs a plain-PyTorch reference of the same model
-(nn.Linear, F.scaled_dot_product_attention, F.cross_entropy, torch.optim.AdamW — fused on CUDA), side by
-side in one run, with the same weights, batches, dtype and compile setting.
+"""Training-step throughput as a 2 × 2 ablation: (bpe-lm's model | a plain-PyTorch model of the same
+architecture) × (bpe-lm's AdamW | torch.optim.AdamW, fused where torch has the kernel), so every ratio can
+be attributed to the model side or the optimizer side.
 
-Reports tokens/s per implementation, the ratio, and MFU where the device's peak is known.
+Equal work in every arm: the same initial weights, the same batches, dtype and compile setting; the loss is
+computed inside the model's forward on both sides (ours: the fused chunked linear + cross-entropy; plain:
+nn.Linear head + F.cross_entropy), so with --compile it sits inside the compiled graph on both sides. Each
+arm's first-step loss is cross-checked against the others before anything is timed. Prints tokens/s, MFU
+(where the device's peak is known), peak device memory, and each arm's speed relative to plain + torch.
 
-    python benches/train_throughput.py                              # CPU: the small config
-    python benches/train_throughput.py --config tinystories-17m --config gpt2-small --compile --batch-size 64
+    python benches/train_throughput.py                                   # CPU: the small config, eager
+    python benches/train_throughput.py --compile                         # CUDA: tinystories-17m:128, gpt2-small:32
+    python benches/train_throughput.py --compile --cuda-graphs --check-sync --config tinystories-17m:128
 """
 
 from __future__ import annotations
@@ -15,111 +20,158 @@ import contextlib
 import time
 
 import torch
-import torch.nn.functional as F
 
 from bpe_lm.accounting import PRESETS, account
 from bpe_lm.baseline import PlainTransformerLM
-from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy
+from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm
-from bpe_lm.train import peak_flops, resolve_autocast_dtype, resolve_device
+from bpe_lm.train import model_flops_utilization, peak_flops, resolve_autocast_dtype, resolve_device
 
 CONFIGS = {
     "cpu-small": dict(vocab_size=4096, context_length=128, num_layers=4, d_model=128, num_heads=4, d_ff=344),
     **PRESETS,
 }
+ARMS = [("bpe-lm", "bpe-lm"), ("bpe-lm", "torch"), ("plain", "bpe-lm"), ("plain", "torch")]
 
 
-def make_step(model, optimizer, loss_fn, clip_fn, autocast_dtype, device):
+def parse_config(text: str) -> tuple[str, int | None]:
+    name, _, batch = text.partition(":")
+    if name not in CONFIGS:
+        raise argparse.ArgumentTypeError(f"unknown config {name!r} (known: {', '.join(sorted(CONFIGS))})")
+    return name, int(batch) if batch else None
+
+
+def make_optimizer(kind: str, model: torch.nn.Module, compiled: bool, on_cuda: bool):
+    """(optimizer, clip function) of one arm; the same hyperparameters on both sides."""
+    if kind == "bpe-lm":
+        return AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, compiled=compiled), clip_grad_norm
+    try:  # torch's fused kernel: CUDA always, CPU in recent releases
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+    except RuntimeError:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, foreach=True)
+    return opt, lambda params, limit: torch.nn.utils.clip_grad_norm_(params, limit, foreach=True)
+
+
+def make_step(model, optimizer, clip_fn, autocast_dtype, device, cuda_graphs: bool):
+    params = [p for p in model.parameters()]
+
     def step(x, y):
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
-            loss = loss_fn(model(x), y)
+            loss = model(x, targets=y)
         loss.backward()
-        clip_fn(model.parameters(), 1.0)
+        clip_fn(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach().clone()
 
     return step
 
 
-def time_steps(step, batches, warmup: int, device) -> float:
-    for x, y in batches[:warmup]:
+def time_steps(step, batches, warmup: int, device, check_sync: bool) -> tuple[float, float]:
+    """Seconds for the timed steps (after `warmup` untimed ones) and the first step's loss."""
+    first = step(*batches[0]).item()
+    for x, y in batches[1:warmup]:
         step(x, y)
     if device.type == "cuda":
         torch.cuda.synchronize()
+        if check_sync:
+            torch.cuda.set_sync_debug_mode("error")  # any host sync inside a step raises
     start = time.perf_counter()
     for x, y in batches[warmup:]:
         last = step(x, y)
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("default")
     last.item()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, first
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", action="append", choices=sorted(CONFIGS), help="default: cpu-small (CPU) or tinystories-17m and gpt2-small (CUDA)")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: 16 on CPU, 64 on CUDA")
+    ap.add_argument("--config", action="append", type=parse_config, metavar="NAME[:BATCH]",
+                    help=f"one of {', '.join(sorted(CONFIGS))}, optionally with its batch size; "
+                    "default: cpu-small:16 (CPU) or tinystories-17m:128 and gpt2-small:32 (CUDA)")  # fmt: skip
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size for configs given without one (default: 16 CPU, 64 CUDA)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 CPU, 50 CUDA)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 CPU, 15 CUDA)")
-    ap.add_argument("--repeat", type=int, default=2, help="alternating rounds; the best is kept")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first, compilation included (default: 3 CPU, 15 CUDA)")
+    ap.add_argument("--repeat", type=int, default=2, help="alternating rounds over the arms; the best is kept")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models (and bpe-lm's AdamW update)")
+    ap.add_argument("--cuda-graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs) for both models")
+    ap.add_argument("--check-sync", action="store_true", help="CUDA: fail if a timed step synchronises with the host")
     args = ap.parse_args()
+    if args.cuda_graphs and not args.compile:
+        ap.error("--cuda-graphs needs --compile")
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"
     autocast_dtype = resolve_autocast_dtype(args.dtype, device)
     if on_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    names = args.config or (["tinystories-17m", "gpt2-small"] if on_cuda else ["cpu-small"])
-    batch = args.batch_size or (64 if on_cuda else 16)
+    configs = args.config or ([("tinystories-17m", 128), ("gpt2-small", 32)] if on_cuda else [("cpu-small", 16)])
     steps = args.steps or (50 if on_cuda else 10)
-    warmup = args.warmup or (15 if on_cuda else 3)
+    warmup = max(args.warmup or (15 if on_cuda else 3), 1)
     peak = peak_flops(device, autocast_dtype)
     device_name = torch.cuda.get_device_name(device) if on_cuda else f"CPU ({torch.get_num_threads()} threads)"
+    mode = "reduce-overhead" if args.cuda_graphs else None
     rows = []
-    for name in names:
+    for name, batch_size in configs:
+        batch = batch_size or args.batch_size or (64 if on_cuda else 16)
         config = ModelConfig(**CONFIGS[name])
         torch.manual_seed(0)
         ours = TransformerLM(config, device=device)
         plain = PlainTransformerLM(config).to(device).load_from(ours)
-        ours_opt = AdamW(ours.parameters(), lr=1e-4, weight_decay=0.1)
-        plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-4, weight_decay=0.1, fused=on_cuda, foreach=None if on_cuda else True)
-        if args.compile:
-            ours_run, plain_run = torch.compile(ours), torch.compile(plain)
-        else:
-            ours_run, plain_run = ours, plain
-        ours_step = make_step(ours_run, ours_opt, cross_entropy, clip_grad_norm, autocast_dtype, device)
-        plain_step = make_step(plain_run, plain_opt, lambda logits, y: F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()),
-                               torch.nn.utils.clip_grad_norm_, autocast_dtype, device)
+        models = {"bpe-lm": ours, "plain": plain}
+        initial = {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in models.items()}
+        runners = {k: torch.compile(m, mode=mode) if args.compile else m for k, m in models.items()}
         g = torch.Generator().manual_seed(1)
         batches = []
         for _ in range(warmup + steps):
             ids = torch.randint(0, config.vocab_size, (batch, config.context_length + 1), generator=g).to(device)
             batches.append((ids[:, :-1], ids[:, 1:]))
-        best = {"bpe-lm": float("inf"), "plain PyTorch": float("inf")}
-        for _ in range(args.repeat):
-            best["bpe-lm"] = min(best["bpe-lm"], time_steps(ours_step, batches, warmup, device))
-            best["plain PyTorch"] = min(best["plain PyTorch"], time_steps(plain_step, batches, warmup, device))
+        best = {arm: float("inf") for arm in ARMS}
+        first_loss, memory = {}, {}
+        for round_ in range(args.repeat):
+            for arm in ARMS:
+                model_kind, opt_kind = arm
+                models[model_kind].load_state_dict(initial[model_kind])  # in place: compiled code stays valid
+                opt, clip = make_optimizer(opt_kind, models[model_kind], args.compile, on_cuda)
+                step = make_step(runners[model_kind], opt, clip, autocast_dtype, device, args.cuda_graphs)
+                if on_cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                seconds, loss = time_steps(step, batches, warmup, device, args.check_sync)
+                best[arm] = min(best[arm], seconds)
+                if round_ == 0:
+                    first_loss[arm] = loss
+                    memory[arm] = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None
+                del opt, step
+        # Same weights and batch: every arm's first loss must agree (bf16 arithmetic differs in rounding only).
+        reference = first_loss[("plain", "torch")]
+        tolerance = 2e-2 if autocast_dtype is not None else 1e-4
+        for arm, loss in first_loss.items():
+            if abs(loss - reference) > tolerance * max(abs(reference), 1.0):
+                raise SystemExit(f"{name}: first-step loss of {arm} is {loss:.6f}, plain + torch gives {reference:.6f}: not the same work")
+        acc = account(config)
         tokens = steps * batch * config.context_length
-        flops_per_token = account(config).training_flops_per_token
-        params = account(config).total_parameters
-        for impl, seconds in best.items():
-            tps = tokens / seconds
-            mfu = f"{100 * tps * flops_per_token / peak:.1f}%" if peak else "—"
-            ratio = best["plain PyTorch"] / best["bpe-lm"]
-            rows.append((name, f"{params / 1e6:.1f}M", impl, tps, mfu, f"{ratio:.2f}" if impl == "bpe-lm" else "—"))
-        del ours, plain, ours_opt, plain_opt, batches
+        for arm in ARMS:
+            tps = tokens / best[arm]
+            mfu = model_flops_utilization(tps, acc.training_flops_per_token, peak)
+            rows.append((name, batch, f"{acc.total_parameters / 1e6:.1f}M", *arm, tps, f"{100 * mfu:.1f}%" if mfu else "—",
+                         f"{memory[arm]:.2f}" if memory[arm] is not None else "—", best[("plain", "torch")] / best[arm], first_loss[arm]))  # fmt: skip
+        del ours, plain, models, runners, initial, batches
         if on_cuda:
             torch.cuda.empty_cache()
-    print(f"\ndevice: {device_name}; dtype: {autocast_dtype or torch.float32}; compile: {args.compile}; batch {batch}; {steps} timed steps, best of {args.repeat}\n")
-    print("| config | params | implementation | tokens/s | MFU | bpe-lm / plain |")
-    print("|---|---|---|---|---|---|")
+    print(f"\ndevice: {device_name}; dtype: {autocast_dtype or torch.float32}; compile: {args.compile}"
+          f"{' (CUDA graphs)' if args.cuda_graphs else ''}; {steps} timed steps after {warmup} warm-up steps, best of {args.repeat}\n")  # fmt: skip
+    print("| config | batch | params | model | optimizer | tokens/s | MFU | peak GiB | vs plain + torch | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:,.0f} | {r[4]} | {r[5]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:,.0f} | {r[6]} | {r[7]} | {r[8]:.2f} | {r[9]:.4f} |")
 
 
 if __name__ == "__main__":

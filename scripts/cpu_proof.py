@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import bpe_lm
 from bpe_lm.baseline import PlainTransformerLM
 from bpe_lm.data import get_batch, load_tokens
 from bpe_lm.generate import generate
-from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy
+from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
 from bpe_lm.plot import plot_runs
 
@@ -60,13 +59,13 @@ def unigram_entropy(tokens: np.ndarray, vocab: int) -> float:
 
 
 @torch.no_grad()
-def eval_loss(model, loss_fn, valid, batch: int, ctx: int, iters: int) -> float:
+def eval_loss(model, valid, batch: int, ctx: int, iters: int) -> float:
     model.eval()
     g = torch.Generator().manual_seed(12345)
     total = 0.0
     for _ in range(iters):
         x, y = get_batch(valid, batch, ctx, "cpu", g)
-        total += loss_fn(model(x), y).item()
+        total += model(x, targets=y).item()
     model.train()
     return total / iters
 
@@ -93,12 +92,9 @@ def main() -> None:
     ours_opt = AdamW(ours.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
 
-    def plain_loss(logits, y):
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
-
     impls = {
-        "bpe-lm": (ours, ours_opt, cross_entropy, clip_grad_norm),
-        "plain-pytorch": (plain, plain_opt, plain_loss, torch.nn.utils.clip_grad_norm_),
+        "bpe-lm": (ours, ours_opt, clip_grad_norm),
+        "plain-pytorch": (plain, plain_opt, torch.nn.utils.clip_grad_norm_),
     }
     # Calibrate the step count to the time budget with a few of our steps (on copies, then discarded).
     probe = TransformerLM(config)
@@ -107,7 +103,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(10):
         x, y = get_batch(train, args.batch_size, args.context, "cpu", g)
-        cross_entropy(probe(x), y).backward()
+        probe(x, targets=y).backward()
         probe_opt.step()
         probe_opt.zero_grad()
     per_step = (time.perf_counter() - start) / 10
@@ -125,7 +121,7 @@ def main() -> None:
     step = 0
     while step < total_steps:
         steps_now = range(step, min(step + chunk, total_steps))
-        for name, (model, opt, loss_fn, clip) in impls.items():
+        for name, (model, opt, clip) in impls.items():
             t0 = time.perf_counter()
             rows = []
             for it in steps_now:
@@ -133,7 +129,7 @@ def main() -> None:
                 for group in opt.param_groups:
                     group["lr"] = lr
                 x, y = get_batch(train, args.batch_size, args.context, "cpu", gens[name])
-                loss = loss_fn(model(x), y)
+                loss = model(x, targets=y)  # the loss is computed in forward on both sides
                 loss.backward()
                 clip(model.parameters(), 1.0)
                 opt.step()
@@ -146,8 +142,8 @@ def main() -> None:
                 logs[name].append({"step": it, "tokens": it * args.batch_size * args.context, "time": seconds[name], "train_loss": loss.item(), "lr": lr})
         step = steps_now[-1] + 1
         if step % eval_every < chunk or step == total_steps:
-            for name, (model, _, loss_fn, _) in impls.items():
-                v = eval_loss(model, loss_fn, valid, args.batch_size, args.context, 10)
+            for name, (model, _, _) in impls.items():
+                v = eval_loss(model, valid, args.batch_size, args.context, 10)
                 logs[name].append({"step": step, "tokens": step * args.batch_size * args.context, "time": seconds[name], "valid_loss": v})
             print(f"step {step}/{total_steps}: valid bpe-lm {logs['bpe-lm'][-1]['valid_loss']:.3f}, plain {logs['plain-pytorch'][-1]['valid_loss']:.3f}", file=sys.stderr)
 

@@ -268,11 +268,11 @@ def test_wall_clock_budget(tmp_path, token_files):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, token_files):
     class Poisoned(Trainer):
-        def _step(self, accum):
+        def _forward_backward(self, accum):
             if self.iteration == 12:
                 with torch.no_grad():
                     self.model.lm_head.weight.fill_(float("nan"))
-            return super()._step(accum)
+            return super()._forward_backward(accum)
 
     cfg = run_config(tmp_path, token_files, log_interval=1)
     with pytest.raises(TrainingError, match=r"loss became nan at step 13.*step 10"):
@@ -283,7 +283,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, token_files):
 def test_compile_failure_falls_back_to_eager(tmp_path, token_files, monkeypatch):
     def broken_compile(model, *args, **kwargs):
         def call(*a, **k):
-            raise RuntimeError("no compiler here")
+            raise torch._dynamo.exc.TorchDynamoException("no compiler here")
 
         wrapper = torch.nn.Module()
         wrapper._orig_mod = model
@@ -295,6 +295,36 @@ def test_compile_failure_falls_back_to_eager(tmp_path, token_files, monkeypatch)
     with pytest.warns(UserWarning, match="torch.compile failed at the first step"):
         summary = Trainer(cfg, progress=False).run()
     assert summary["steps"] == 4 and summary["compiled"] is False
+    # The eager redo of the first step used the same batch: the run equals one that never compiled.
+    eager = run_config(tmp_path / "eager", token_files, max_iters=4)
+    Trainer(eager, progress=False).run()
+    compiled_losses = [r["train_loss"] for r in read_metrics(cfg.training.out_dir) if "train_loss" in r]
+    eager_losses = [r["train_loss"] for r in read_metrics(eager.training.out_dir) if "train_loss" in r]
+    assert compiled_losses == eager_losses
+
+
+def test_compiled_run_raises_errors_that_are_not_compilation_failures(tmp_path, token_files, monkeypatch):
+    """Only a compilation error at the first step falls back to eager; a later error is the user's to see."""
+
+    def compile_that_fails_later(model, *args, **kwargs):
+        calls = []
+
+        def call(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                raise ValueError("a bug at the third step")
+            return model(*a, **k)
+
+        wrapper = torch.nn.Module()
+        wrapper._orig_mod = model
+        wrapper.forward = call
+        return wrapper
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails_later)
+    monkeypatch.setattr(optim, "_compiled_adamw_update", optim._adamw_update)  # the optimizer's update, uncompiled
+    cfg = run_config(tmp_path, token_files, compile=True, max_iters=6)
+    with pytest.raises(ValueError, match="third step"):
+        Trainer(cfg, progress=False).run()
 
 
 def test_data_errors_before_training(tmp_path, token_files):

@@ -76,13 +76,14 @@ class PlainTransformerLM(nn.Module):
         if config.tie_embeddings:
             self.head.weight = self.embed.weight
 
-    def forward(self, token_ids: Tensor) -> Tensor:  # (B, T) -> (B, T, V)
+    def forward(self, token_ids: Tensor, targets: Tensor | None = None) -> Tensor:  # (B, T) -> (B, T, V), or the loss
         x = self.embed(token_ids)
         for block in self.blocks:
             x = block(x)
         if self.config.norm != "none":
             x = F.rms_norm(x.float(), (x.shape[-1],), self.norm.float(), eps=1e-5).to(x.dtype)
-        return self.head(x)
+        logits = self.head(x)
+        return logits if targets is None else plain_loss(logits, targets)
 
     @torch.no_grad()
     def load_from(self, model: TransformerLM) -> PlainTransformerLM:

@@ -510,7 +510,6 @@ def run_eval(args: argparse.Namespace) -> None:
 
     from bpe_lm.data import load_tokens, sequential_batches
     from bpe_lm.generate import load_model
-    from bpe_lm.model import cross_entropy
     from bpe_lm.train import check_data, resolve_device
 
     device = resolve_device(args.device)
@@ -520,7 +519,7 @@ def run_eval(args: argparse.Namespace) -> None:
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in sequential_batches(tokens, args.batch_size, model.config.context_length, device, args.max_batches):
-            total += cross_entropy(model(x), y).item() * y.numel()
+            total += model(x, targets=y).item() * y.numel()
             count += y.numel()
     loss = total / count
     result = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens_evaluated": count}

@@ -56,7 +56,8 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda > mps > cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (loss included) and the optimizer step
+    cuda_graphs: bool = False  # with compile on CUDA: replay each step as CUDA graphs (mode "reduce-overhead"); best for small models
 
 
 @dataclass
@@ -165,6 +166,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})")
     if t.device not in ("auto", "cpu", "mps") and not t.device.startswith("cuda"):
         raise ConfigError(f"training.device must be auto, cpu, mps or cuda[:N], not {t.device!r}")
+    if t.cuda_graphs and not t.compile:
+        raise ConfigError("training.cuda_graphs needs training.compile = true (the graphs are recorded by torch.compile)")
     if t.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"training.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
     if not (o.lr > 0 and 0 <= o.min_lr <= o.lr):

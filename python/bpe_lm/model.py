@@ -140,7 +140,9 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
-        return self.w2(silu(self.w1(x)) * self.w3(x))
+        # w1 x and w3 x as one GEMM over the stacked weights: one kernel instead of two, same parameters.
+        gate, up = (x @ torch.cat((self.w1.weight, self.w3.weight)).T).chunk(2, dim=-1)  # (..., F) each
+        return self.w2(silu(gate) * up)
 
 
 class SiLUFeedForward(nn.Module):
@@ -168,12 +170,21 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", torch.cos(angles), persistent=False)
         self.register_buffer("sin", torch.sin(angles), persistent=False)
 
-    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:  # x (..., T, K), positions (..., T)
-        cos = self.cos[token_positions].to(x.dtype)  # (..., T, K/2)
-        sin = self.sin[token_positions].to(x.dtype)
+    def tables(self, token_positions: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """cos and sin at these positions, (..., T, K/2) each. The model gathers them once per forward and
+        hands them to every layer, instead of each layer gathering them twice (for q and for k)."""
+        cos, sin = self.cos[token_positions], self.sin[token_positions]
+        return (cos, sin) if dtype is None else (cos.to(dtype), sin.to(dtype))
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # x (..., T, K), cos/sin broadcastable to (..., T, K/2)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., T, K/2) each
         rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., T, K/2, 2)
         return rotated.flatten(-2)  # (..., T, K)
+
+    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:  # x (..., T, K), positions (..., T)
+        return self.rotate(x, *self.tables(token_positions))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -215,7 +226,7 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         shifted, log_sum_exp, targets = ctx.saved_tensors
-        probs = shifted.sub_(log_sum_exp).exp_()  # softmax, in place: `shifted` is not needed again
+        probs = (shifted - log_sum_exp).exp_()  # softmax; `shifted` stays intact for a repeated backward
         probs.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(log_sum_exp, -1.0))
         return probs.mul_(grad / probs.shape[0]), None
 
@@ -225,6 +236,86 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     float32 after subtracting each row's max)."""
     vocab = logits.shape[-1]
     return _CrossEntropy.apply(logits.float().reshape(-1, vocab), targets.reshape(-1))
+
+
+# Rows of logits per chunk in `linear_cross_entropy`: about this many bytes of float32 logits at a time.
+LOSS_CHUNK_BYTES = 256 << 20
+
+
+def _loss_chunk_rows(vocab: int) -> int:
+    return max(64, (LOSS_CHUNK_BYTES // (4 * vocab)) // 64 * 64)
+
+
+def _reduction_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision matmuls, and float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _chunk_softmax_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """For a chunk of float32 logits (n, V), overwritten in place with softmax − one-hot (the gradient of
+    the summed loss): returns (that gradient, summed loss)."""
+    logits.sub_(logits.amax(dim=-1, keepdim=True))  # the max keeps exp() finite
+    target = logits.gather(-1, targets.unsqueeze(-1))  # (n, 1)
+    exp = logits.exp_()
+    total = exp.sum(dim=-1, keepdim=True)  # (n, 1)
+    loss = (total.log() - target).sum()
+    probs = exp.div_(total)
+    probs.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(total, -1.0))
+    return probs, loss
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean(−log softmax(h Wᵀ)[target]) over rows, in row chunks. Each chunk's logits exist only while
+    that chunk is processed, and the gradients for h and W are computed in the same pass (the loss ends
+    the graph, so its upstream gradient is one scalar, applied in `backward`): three GEMMs per chunk as in
+    an unfused head, and no (N × V) tensor in any dtype. Liger-Kernel's fused linear cross-entropy works
+    the same way."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int) -> Tensor:  # (N, D), (V, D), (N,)
+        n = hidden.shape[0]
+        acc = _reduction_dtype(hidden.dtype)
+        grad_hidden = torch.empty_like(hidden)  # (N, D)
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)  # (V, D), summed over chunks
+        loss = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, n, chunk_rows):
+            h = hidden[start : start + chunk_rows]  # (n_c, D)
+            grad_logits, chunk_loss = _chunk_softmax_loss((h @ weight.T).to(acc), targets[start : start + chunk_rows])
+            grad_logits = grad_logits.to(h.dtype)  # (n_c, V)
+            grad_hidden[start : start + chunk_rows] = grad_logits @ weight
+            grad_weight += (grad_logits.T @ h).to(acc)
+            loss += chunk_loss
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad / grad_hidden.shape[0]
+        return grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int | None = None) -> Tensor:
+    """cross_entropy(hidden @ weightᵀ, targets) without materialising the (N × V) logits: hidden (N, D),
+    weight (V, D), targets (N,). Each chunk's logits are computed in the matmul dtype (the autocast dtype
+    under autocast) and reduced in float32 (float64 for float64 inputs), `chunk_rows` rows at a time
+    (default: ~256 MB of float32)."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        # What autocast does for a matmul, made explicit, so the chunks' GEMMs run in that dtype.
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    elif weight.dtype != hidden.dtype:
+        weight = weight.to(hidden.dtype)
+    rows = chunk_rows or _loss_chunk_rows(weight.shape[0])
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
+    acc = _reduction_dtype(hidden.dtype)
+    loss = torch.zeros((), dtype=acc, device=hidden.device)
+    for start in range(0, hidden.shape[0], rows):
+        loss += _chunk_softmax_loss((hidden[start : start + rows] @ weight.T).to(acc), targets[start : start + rows])[1]
+    return loss / hidden.shape[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -284,15 +375,21 @@ class MultiHeadSelfAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:  # (..., T, D) -> (..., H, T, K)
         return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None, rope_tables: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:  # (..., T, D) -> (..., T, D); rope_tables: (cos, sin) at these positions, from RotaryEmbedding.tables
         T = x.shape[-2]
         past = kv_cache.layer_length(self.layer_index) if kv_cache is not None else 0
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (..., H, T, K)
+        # q, k and v as one GEMM over the stacked weights (the saved parameters stay q_proj/k_proj/v_proj).
+        w_qkv = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3D, D)
+        q, k, v = (self._heads(t) for t in (x @ w_qkv.T).chunk(3, dim=-1))  # (..., H, T, K) each
         if self.rope is not None:
-            if token_positions is None:
-                token_positions = torch.arange(past, past + T, device=x.device)
-            positions = token_positions.unsqueeze(-2)  # (..., 1, T): the same for every head
-            q, k = self.rope(q, positions), self.rope(k, positions)
+            if rope_tables is None:
+                if token_positions is None:
+                    token_positions = torch.arange(past, past + T, device=x.device)
+                rope_tables = self.rope.tables(token_positions)
+            cos, sin = (t.unsqueeze(-3) for t in rope_tables)  # (..., 1, T, K/2): the same for every head
+            q, k = RotaryEmbedding.rotate(q, cos, sin), RotaryEmbedding.rotate(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.append(self.layer_index, k, v)  # (..., H, past + T, K)
         out = self._attend(q, k, v, past)  # (..., H, T, K)
@@ -332,11 +429,13 @@ class TransformerBlock(nn.Module):
         self.ffn = SwiGLU(d, f, device=device, dtype=dtype) if config.ffn == "swiglu" else SiLUFeedForward(d, f, device=device, dtype=dtype)
         self.ln2 = make_norm()
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:  # (B, T, D)
+    def forward(
+        self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None, rope_tables: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:  # (B, T, D)
         if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache, rope_tables))
             return self.ln2(x + self.ffn(x))
-        x = x + self.attn(self.ln1(x), token_positions, kv_cache)
+        x = x + self.attn(self.ln1(x), token_positions, kv_cache, rope_tables)
         return x + self.ffn(self.ln2(x))
 
 
@@ -347,22 +446,29 @@ class TransformerLM(nn.Module):
         self.token_embeddings = Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer (its buffers are not parameters).
         rope = RotaryEmbedding(config.rope_theta, config.d_head, config.context_length, device=device) if config.position == "rope" else None
+        self.rope = rope  # its buffers are not persistent: no state-dict key
         self.layers = nn.ModuleList(TransformerBlock(config, rope, i, device=device, dtype=dtype) for i in range(config.num_layers))
         self.ln_final = RMSNorm(config.d_model, device=device, dtype=dtype) if config.norm != "none" else nn.Identity()
         self.lm_head = Linear(config.d_model, config.vocab_size, device=device, dtype=dtype)  # (V, D)
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embeddings.weight
 
-    def forward(self, token_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:  # (B, T) -> (B, T, V)
+    def forward(self, token_ids: Tensor, targets: Tensor | None = None, *, kv_cache: KVCache | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, V) logits; with targets (B, T), the mean cross-entropy loss instead, computed
+        by `linear_cross_entropy` so the training step never holds the (B·T × V) logits."""
         T = token_ids.shape[-1]
         past = kv_cache.length if kv_cache is not None else 0
         if past + T > self.config.context_length and self.config.position == "rope":
             raise ValueError(f"sequence of {past + T} tokens is longer than the context length {self.config.context_length}")
         positions = torch.arange(past, past + T, device=token_ids.device)  # (T,)
+        rope_tables = self.rope.tables(positions) if self.rope is not None else None  # (T, K/2) each, shared by every layer
         x = self.token_embeddings(token_ids)  # (B, T, D)
         for layer in self.layers:
-            x = layer(x, positions, kv_cache)
-        return self.lm_head(self.ln_final(x))  # (B, T, V)
+            x = layer(x, positions, kv_cache, rope_tables)
+        x = self.ln_final(x)
+        if targets is None:
+            return self.lm_head(x)  # (B, T, V)
+        return linear_cross_entropy(x.flatten(0, -2), self.lm_head.weight, targets.flatten())  # scalar
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counts once)."""

@@ -15,8 +15,13 @@ class AdamW(torch.optim.Optimizer):
     `torch.optim.AdamW`: decay θ ← θ(1 − αλ); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     θ ← θ − α/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
 
-    With `foreach` (the default where supported), each group's tensors update in a few multi-tensor
-    kernels (`torch._foreach_*`) instead of a loop of small ones.
+    Three paths with the same arithmetic (tested against each other and against torch's):
+    - `foreach=False`: the reference, a loop of plain tensor ops per parameter;
+    - default: each group's tensors update in a few multi-tensor kernels (`torch._foreach_*`);
+    - `compiled=True`: the update of each bucket is one `torch.compile`d function, so each parameter's
+      update is one fused kernel. The learning rate and step count enter it as 0-d tensors on the
+      parameters' device, set with `fill_` (a kernel argument, not a host-to-device copy): changing them
+      never recompiles and never waits for the device, so the step can sit inside a CUDA graph's loop.
     """
 
     def __init__(
@@ -28,6 +33,7 @@ class AdamW(torch.optim.Optimizer):
         weight_decay: float = 0.01,
         *,
         foreach: bool | None = None,
+        compiled: bool = False,
     ) -> None:
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
@@ -38,6 +44,8 @@ class AdamW(torch.optim.Optimizer):
         if weight_decay < 0:
             raise ValueError(f"invalid weight_decay {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach))
+        self.compiled = compiled
+        self._scalars: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (lr, step) for the compiled path
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,10 +70,18 @@ class AdamW(torch.optim.Optimizer):
                 state["step"] += 1
                 buckets[(p.device, p.dtype, state["step"])].append(p)
             use_foreach = group["foreach"]
-            for (_, _, step), params in buckets.items():
+            for (device, _, step), params in buckets.items():
                 grads = [p.grad for p in params]
                 exp_avgs = [self.state[p]["exp_avg"] for p in params]
                 exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+                if self.compiled:
+                    if device not in self._scalars:
+                        self._scalars[device] = (torch.zeros((), dtype=torch.float32, device=device), torch.zeros((), dtype=torch.float32, device=device))
+                    lr_t, step_t = self._scalars[device]
+                    lr_t.fill_(lr)
+                    step_t.fill_(step)
+                    _compiled_update()(params, grads, exp_avgs, exp_avg_sqs, lr_t, step_t, beta1, beta2, eps, wd)
+                    continue
                 bias_correction1 = 1 - beta1**step
                 bias_correction2_sqrt = math.sqrt(1 - beta2**step)
                 step_size = lr / bias_correction1
@@ -87,6 +103,30 @@ class AdamW(torch.optim.Optimizer):
                 torch._foreach_add_(denom, eps)
                 torch._foreach_addcdiv_(params, exp_avgs, denom, -step_size)
         return loss
+
+
+def _adamw_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                  lr: Tensor, step: Tensor, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """The AdamW arithmetic of `AdamW.step` with lr and step as 0-d tensors (for `torch.compile`)."""
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step).sqrt()
+    step_size = lr / bias_correction1
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        p.mul_(1 - lr * weight_decay)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
+
+
+_compiled_adamw_update = None
+
+
+def _compiled_update():
+    """`_adamw_update` compiled once per process (on first use, so importing this module stays cheap)."""
+    global _compiled_adamw_update
+    if _compiled_adamw_update is None:
+        _compiled_adamw_update = torch.compile(_adamw_update, fullgraph=True, dynamic=False)
+    return _compiled_adamw_update
 
 
 def cosine_lr(it: float, max_lr: float, min_lr: float, warmup_iters: float, cosine_cycle_iters: float) -> float:

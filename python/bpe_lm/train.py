@@ -28,7 +28,7 @@ from bpe_lm.accounting import PEAK_FLOPS, account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, build_config, load_config, to_toml
 from bpe_lm.data import get_batch, load_tokens
-from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy
+from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -69,8 +69,15 @@ def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_per_device: float | None, world_size: int = 1) -> float | None:
+    """MFU of a run whose `tokens_per_s` counts the tokens of all `world_size` devices."""
+    if not peak_per_device:
+        return None
+    return tokens_per_s * flops_per_token / (peak_per_device * world_size)
+
+
 def peak_flops(device: torch.device, autocast_dtype: torch.dtype | None) -> float | None:
-    """Dense peak FLOP/s of a known accelerator for the precision in use; None where unknown (no MFU)."""
+    """Dense peak FLOP/s of one known accelerator for the precision in use; None where unknown (no MFU)."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device).upper()
@@ -213,7 +220,7 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: ModelConfig, ba
     for _ in range(iters):
         x, y = get_batch(tokens, batch_size, config.context_length, device, generator)
         with _autocast(device, autocast_dtype):
-            total += cross_entropy(model(x), y).float()
+            total += model(x, targets=y).float()
     model.train(was_training)
     return (total / iters).item()
 
@@ -319,9 +326,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.model = TransformerLM(cfg.model, device=self.device)
         o = cfg.optimizer
-        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        t = cfg.training
+        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile)
         # Every process draws the same global batch starts and reads its own rows.
-        self.generator = torch.Generator().manual_seed(cfg.training.seed)
+        self.generator = torch.Generator().manual_seed(t.seed)
         self.iteration = 0
         self.tokens_seen = 0
         self.elapsed_before = 0.0
@@ -334,18 +342,20 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.step_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.compiled = False
-        if cfg.training.compile:
-            try:
-                self.step_model = torch.compile(self.step_model)
-                self.compiled = True
-            except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
-                warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
+        self.compiled = t.compile
+        self._compile_checked = False
+        # CUDA graphs only exist on CUDA; elsewhere "reduce-overhead" would compile the same kernels.
+        self.cuda_graphs = t.cuda_graphs and self.device.type == "cuda"
+        if t.compile:
+            # Compilation itself happens at the first step; `_first_step` falls back to eager if it fails.
+            self.step_model = torch.compile(self.step_model, mode="reduce-overhead" if self.cuda_graphs else None)
 
     def _restore(self) -> None:
         if not self.checkpoint_path.is_file():
             raise ConfigError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        state = read_checkpoint(self.checkpoint_path, map_location=self.device)
+        # Read onto the CPU: the RNG states must be CPU tensors, and load_state_dict copies the weights and the
+        # optimizer state to the parameters' device.
+        state = read_checkpoint(self.checkpoint_path, map_location="cpu")
         saved = state.get("config")
         if saved is not None and saved != self.cfg.model.to_dict():
             diff = [k for k in saved if saved.get(k) != self.cfg.model.to_dict().get(k)]
@@ -435,8 +445,9 @@ class Trainer:
                         f"loss became {loss} at step {step}; the last good checkpoint is {self.checkpoint_path} "
                         f"(step {last_good[0]}). Try a lower optimizer.lr, or a smaller optimizer.grad_clip."
                     )
+                mfu = model_flops_utilization(tokens_per_s, flops_per_token, peak, self.dist.world_size)
                 rows.append({"step": step, "tokens": tokens, "time": round(wall, 3), "train_loss": loss, "lr": lr, "grad_norm": norm,
-                             "tokens_per_s": round(tokens_per_s, 1), "mfu": round(tokens_per_s * flops_per_token / peak, 4) if peak else None})
+                             "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None})
             log.write(rows)
             summary["train_loss"] = losses_l[-1]
             summary["tokens_per_s"] = tokens_per_s
@@ -460,22 +471,20 @@ class Trainer:
                     run_eval(0.0)  # the starting point of the validation curve
                     last_flush = (time.perf_counter(), self.tokens_seen)
                 self.step_model.train()
-                elapsed = self._clock(start)
+                clock = _RunClock(self.dist, self.device, start, self.elapsed_before, agree_every=t.log_interval)
+                elapsed = self.elapsed_before
                 while not self.budget_reached(self.iteration, elapsed):
                     lr = self.lr_at(self.iteration, elapsed)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    step_loss = self._step(t.grad_accum)
-                    norm = clip_grad_norm(params, cfg.optimizer.grad_clip) if cfg.optimizer.grad_clip > 0 else _grad_norm(params)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    step_loss, norm = self._train_step(params)
                     self.iteration += 1
                     self.tokens_seen += self.tokens_per_step
-                    elapsed = self._clock(start)
+                    # The ranks of a DDP run agree on the time and on a Ctrl-C every log_interval steps.
+                    elapsed, stopping = clock.read(self.iteration, stop.requested)
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
                         bar.update(1 if total is not None else max(int(elapsed) - bar.n, 0))
-                    stopping = stop.requested  # read once: a Ctrl-C landing later waits for the next step
                     done = self.budget_reached(self.iteration, elapsed) or stopping
                     if self.iteration % t.log_interval == 0 or done:
                         flush()
@@ -513,41 +522,84 @@ class Trainer:
                        interrupted=interrupted, checkpoint=str(self.checkpoint_path), compiled=self.compiled, device=str(self.device))
         return summary
 
-    def _clock(self, start: float) -> float:
-        """Seconds of training so far. Under DDP with a wall-clock budget every process takes rank 0's
-        clock, so all agree on the learning rate and on when to stop (one tiny broadcast per call)."""
-        elapsed = self.elapsed_before + time.perf_counter() - start
-        if self.dist.enabled and self.total_iters() is None:
-            import torch.distributed as dist
+    def _train_step(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (mean loss, gradient norm before clipping) as tensors, not read, so
+        the host never waits for the device inside a step."""
+        if self.compiled and not self._compile_checked:
+            # Compilation runs at the first step. If it fails (no C compiler, an unsupported op...), redo
+            # that step eagerly on the same batch; any later error, or a non-compilation one, is raised.
+            sampler = self.generator.get_state()
+            try:
+                result = self._step_once(params)
+            except torch._dynamo.exc.TorchDynamoException as e:
+                warnings.warn(f"torch.compile failed at the first step ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
+                self.compiled = self.cuda_graphs = False
+                self.step_model = getattr(self.step_model, "_orig_mod", self.step_model)
+                self.optimizer.compiled = False
+                self.optimizer.zero_grad(set_to_none=True)
+                self.generator.set_state(sampler)
+                result = self._step_once(params)
+            self._compile_checked = True
+            return result
+        return self._step_once(params)
 
-            t = torch.tensor([elapsed], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-            dist.broadcast(t, src=0)
-            elapsed = float(t.item())
-        return elapsed
+    def _step_once(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = self._forward_backward(self.cfg.training.grad_accum)
+        clip = self.cfg.optimizer.grad_clip
+        norm = clip_grad_norm(params, clip) if clip > 0 else _grad_norm(params)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, norm
 
-    def _step(self, accum: int) -> torch.Tensor:
+    def _forward_backward(self, accum: int) -> torch.Tensor:
         """Forward and backward over `accum` micro-batches; returns the mean loss (a tensor, not read)."""
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
             x, y = self._batch()
             sync = contextlib.nullcontext() if (not self.dist.enabled or micro == accum - 1) else self.step_model.no_sync()
             with sync:
-                try:
-                    with _autocast(self.device, self.autocast_dtype):
-                        loss = cross_entropy(self.step_model(x), y)
-                    (loss / accum).backward()
-                except torch.cuda.OutOfMemoryError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    if not self.compiled:
-                        raise
-                    warnings.warn(f"torch.compile failed at the first step ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
-                    self.compiled = False
-                    self.step_model = getattr(self.step_model, "_orig_mod", self.step_model)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return self._step(accum)
-            total += loss.detach().float()
+                if self.cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # each micro-step is a new replay of the graphs
+                with _autocast(self.device, self.autocast_dtype):
+                    loss = self.step_model(x, targets=y)  # the loss is computed inside the (compiled) model
+                (loss / accum).backward()
+            total += loss.detach().float()  # read before the next replay can reuse the graph's output memory
         return total / accum
+
+
+class _RunClock:
+    """Seconds of training so far, and whether a Ctrl-C asks to stop.
+
+    One process reads its own clock and flag at every step. Under DDP, each rank's clock and Ctrl-C are its
+    own, yet all ranks must use the same learning rate and stop at the same step (a rank that stops alone
+    leaves the others waiting in all_reduce forever). So every `agree_every` steps the ranks exchange
+    [stop requested anywhere, rank 0's clock] in one all_reduce (one host sync, where metrics are read
+    anyway); between agreements elapsed time is extrapolated from the agreed seconds per step, the same
+    arithmetic on every rank, and a Ctrl-C waits for the next agreement."""
+
+    def __init__(self, dist_info: Dist, device: torch.device, start: float, elapsed_before: float, agree_every: int) -> None:
+        self.dist, self.start, self.elapsed_before, self.every = dist_info, start, elapsed_before, max(agree_every, 1)
+        self.device = device if device.type == "cuda" else torch.device("cpu")  # NCCL reduces CUDA tensors, gloo CPU ones
+        self.agreed: tuple[int, float] | None = None  # (iteration, elapsed) at the last agreement
+        self.seconds_per_step = 0.0
+
+    def local(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def read(self, iteration: int, stop_requested: bool) -> tuple[float, bool]:
+        if not self.dist.enabled:
+            return self.local(), stop_requested
+        if self.agreed is None or iteration % self.every == 0:
+            import torch.distributed as dist
+
+            both = torch.tensor([float(stop_requested), self.local() if self.dist.is_main else 0.0], dtype=torch.float64, device=self.device)
+            dist.all_reduce(both)  # SUM: the stop flags add up; only rank 0 contributes a clock
+            stop, elapsed = bool(both[0].item() > 0), float(both[1].item())
+            if self.agreed is not None and iteration > self.agreed[0]:
+                self.seconds_per_step = (elapsed - self.agreed[1]) / (iteration - self.agreed[0])
+            self.agreed = (iteration, elapsed)
+            return elapsed, stop
+        return self.agreed[1] + (iteration - self.agreed[0]) * self.seconds_per_step, False
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
