@@ -583,6 +583,46 @@ def run_generate(args: argparse.Namespace) -> None:
         print(args.prompt + tok.decode(ids))
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained model and its tokenizer as a Hugging Face Llama checkpoint",
+        description="Write OUT/config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json and "
+        "special_tokens_map.json, loadable with transformers' AutoModelForCausalLM and AutoTokenizer (same logits, same ids). "
+        "Models that Llama cannot express (post-norm, no norm, NoPE, SiLU feed-forward) are refused.",
+        formatter_class=HelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers' LlamaForCausalLM layout with safetensors weights")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the saved weights")
+    p.add_argument("--force", action="store_true", help="replace the export's files in an existing OUT (other files are kept)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    require_torch()
+    from bpe_lm.export import DTYPES, llama_incompatibility, to_hf
+    from bpe_lm.generate import load_model
+
+    tok = load_tokenizer(args.tokenizer)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out}: already exists and is not empty (use --force to replace the export's files in it)")
+    model, _ = load_model(args.run or args.checkpoint, "cpu")
+    problem = llama_incompatibility(model.config)
+    if problem:
+        raise UserError(f"{args.run or args.checkpoint}: {problem}")
+    to_hf(model, tok, out, force=args.force, dtype=DTYPES[args.dtype])
+    print(f"wrote {out}/ (config.json, model.safetensors, tokenizer files); load it with "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained({str(out)!r})", file=sys.stderr)
+
+
 def add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="plot learning curves of runs", formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
@@ -669,7 +709,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo, add_download, add_train_tokenizer, add_count_pretokens, add_encode, add_decode, add_tokenizer_stats, add_export_tokenizer, add_import_tokenizer,
-    add_accounting, add_train, add_eval, add_generate, add_plot,
+    add_accounting, add_train, add_eval, add_generate, add_export, add_plot,
 ]
 
 

@@ -1,0 +1,180 @@
+"""`bpe-lm export --format hf` and `bpe_lm.export`: transformers loads the result with the same logits, the
+same greedy continuation and the same token ids; from_hf(to_hf(m)) is m bit for bit."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[lm]')")
+transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install '.[test]')")
+
+from safetensors.torch import load_file  # noqa: E402
+
+import bpe_lm  # noqa: E402
+from bpe_lm.checkpoint import save_checkpoint  # noqa: E402
+from bpe_lm.cli import main  # noqa: E402
+from bpe_lm.export import ExportError, from_hf, halves_to_pairs, pairs_to_halves, to_hf  # noqa: E402
+from bpe_lm.model import ModelConfig, TransformerLM  # noqa: E402
+from bpe_lm.tokenizer import Tokenizer  # noqa: E402
+from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data, shared_slice  # noqa: E402
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.txt"
+        path.write_text(generated_corpus(400) + "ünïcödé 中文 🙂 ЖЖ\n" * 20, encoding="utf-8")
+        vocab, merges = bpe_lm.train_bpe(path, 600, [EOT])
+    return Tokenizer(vocab, merges, [EOT])
+
+
+def tiny_model(vocab_size: int, tie: bool = False, seed: int = 0, **kw) -> TransformerLM:
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=vocab_size, context_length=48, d_model=64, num_layers=2, num_heads=4, tie_embeddings=tie, **kw)
+    return TransformerLM(config).eval()
+
+
+def load_hf(out: Path):
+    return transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+
+
+def test_rope_permutation_round_trips_and_matches_rotate_half():
+    w = torch.randn(4 * 8, 5)
+    assert torch.equal(halves_to_pairs(pairs_to_halves(w, 4), 4), w)
+    # Pair i of a head (rows 2i, 2i+1) becomes rows i and i + K/2 of that head.
+    halves = pairs_to_halves(w, 4)
+    for head in range(4):
+        for i in range(4):
+            assert torch.equal(halves[head * 8 + i], w[head * 8 + 2 * i])
+            assert torch.equal(halves[head * 8 + 4 + i], w[head * 8 + 2 * i + 1])
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_transformers_logits_equal_ours(tmp_path, tok, tie):
+    model = tiny_model(tok.vocab_size, tie)
+    to_hf(model, tok, tmp_path / "hf")
+    hf = load_hf(tmp_path / "hf")
+    assert type(hf).__name__ == "LlamaForCausalLM" and hf.config.tie_word_embeddings == tie
+    ids = torch.randint(0, tok.vocab_size, (3, model.config.context_length), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["eos_token_id"] == tok.special_token_ids[EOT] and config["max_position_embeddings"] == 48
+    assert ("lm_head.weight" in load_file(tmp_path / "hf" / "model.safetensors")) == (not tie)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_round_trip_is_bit_identical(tmp_path, tok, tie):
+    model = tiny_model(tok.vocab_size, tie, seed=3)
+    back = from_hf(to_hf(model, tok, tmp_path / "hf"))
+    assert back.config == model.config
+    ours, theirs = model.state_dict(), back.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_greedy_generation_equals_bpe_lm_generate(tmp_path, tok, capsys):
+    model = tiny_model(tok.vocab_size, seed=5)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(model, None, 0, ckpt)
+    tok.save(tmp_path / "tok")
+    assert main(["export", "--checkpoint", str(ckpt), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "hf")]) == 0
+    prompt = "Once upon a time there was"
+    assert main(["generate", "--checkpoint", str(ckpt), "--tokenizer", str(tmp_path / "tok"), "--prompt", prompt,
+                 "--temperature", "0", "--max-tokens", "40", "--device", "cpu"]) == 0  # fmt: skip
+    ours = capsys.readouterr().out.rstrip("\n")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf = load_hf(tmp_path / "hf")
+    ids = hf_tok(prompt, return_tensors="pt")["input_ids"]
+    assert ids[0].tolist() == tok.encode(prompt)
+    out = hf.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=tok.special_token_ids[EOT])
+    new = out[0, ids.shape[1] :].tolist()
+    assert len(new) >= 10
+    eos = tok.special_token_ids[EOT]
+    if eos in new:
+        new = new[: new.index(eos)]
+    assert prompt + hf_tok.decode(new) == ours
+    # And the pipeline a user reaches for first.
+    pipe = transformers.pipeline("text-generation", model=hf, tokenizer=hf_tok, device="cpu")
+    assert pipe(prompt, max_new_tokens=40, do_sample=False)[0]["generated_text"] == ours
+
+
+def test_autotokenizer_ids_equal_ours(tmp_path, tok):
+    to_hf(tiny_model(tok.vocab_size), tok, tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = generated_corpus(50, seed=9) + f" ünïcödé 中文 🙂 {EOT}{EOT} tail  \n\n x'S 123"
+    assert hf_tok(text)["input_ids"] == tok.encode(text)
+    assert hf_tok.decode(tok.encode(text)) == text
+    assert hf_tok.eos_token == EOT and hf_tok.eos_token_id == tok.special_token_ids[EOT]
+
+
+@needs_shared_data
+def test_autotokenizer_ids_equal_ours_on_shared_files(tmp_path):
+    """GPT-2's vocabulary and merges with <|endoftext|>, 1 MB of every shared text file (their documents are
+    separated by <|endoftext|>, so special tokens are in the text)."""
+    gpt2 = Tokenizer.from_files(SHARED_DATA / "gpt2" / "vocab.json", SHARED_DATA / "gpt2" / "merges.txt", [EOT])
+    torch.manual_seed(0)
+    small = TransformerLM(ModelConfig(vocab_size=gpt2.vocab_size, context_length=16, d_model=8, num_layers=1, num_heads=2))
+    to_hf(small, gpt2, tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    separators = 0
+    for name in SHARED_TEXT_FILES:
+        text = shared_slice(name, 1_000_000)
+        separators += text.count(EOT)
+        assert hf_tok(text)["input_ids"] == gpt2.encode(text), name
+    assert separators > 100
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [({"norm": "post"}, "model.norm = 'post'"), ({"norm": "none"}, "model.norm = 'none'"), ({"position": "none"}, "model.position = 'none'"),
+     ({"ffn": "silu"}, "model.ffn = 'silu'")],
+)  # fmt: skip
+def test_models_llama_cannot_express_are_refused(tmp_path, tok, capsys, setting, message):
+    model = tiny_model(tok.vocab_size, **setting)
+    with pytest.raises(ExportError, match=message):
+        to_hf(model, tok, tmp_path / "hf")
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    tok.save(tmp_path / "tok")
+    assert main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "hf")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_never_clobbers(tmp_path, tok, capsys):
+    model = tiny_model(tok.vocab_size)
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    tok.save(tmp_path / "tok")
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "-o", str(out)]
+    assert main(args) == 1
+    assert "already exists" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main([*args, "--force"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.tmp")]
+    # A tokenizer bigger than the model's vocabulary is not the one it was trained with.
+    big = tiny_model(tok.vocab_size - 10)
+    with pytest.raises(ExportError, match="not the tokenizer it was trained with"):
+        to_hf(big, tok, tmp_path / "other")
+
+
+def test_from_hf_refuses_what_it_cannot_express(tmp_path, tok):
+    to_hf(tiny_model(tok.vocab_size), tok, tmp_path / "hf")
+    config_path = tmp_path / "hf" / "config.json"
+    config = json.loads(config_path.read_text())
+    for key, value, message in [("num_key_value_heads", 2, "grouped-query"), ("rms_norm_eps", 1e-6, "rms_norm_eps"), ("model_type", "gpt2", "Llama checkpoints only")]:
+        config_path.write_text(json.dumps({**config, key: value}))
+        with pytest.raises(ExportError, match=message):
+            from_hf(tmp_path / "hf")
+    with pytest.raises(ExportError, match="config.json: not found"):
+        from_hf(tmp_path)
