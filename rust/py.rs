@@ -167,7 +167,8 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: boo
 
 /// Counts pre-tokens of text files in parallel: [(bytes, count)], in no particular order.
 #[pyfunction]
-#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None))]
+#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None, errors_replace=false))]
+#[allow(clippy::too_many_arguments)]
 fn count_pretokens<'py>(
     py: Python<'py>,
     paths: Vec<PathBuf>,
@@ -176,21 +177,22 @@ fn count_pretokens<'py>(
     num_threads: Option<usize>,
     progress: Option<Bound<'py, PyAny>>,
     ranges: Option<Vec<Option<(u64, u64)>>>,
+    errors_replace: bool,
 ) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
     let sources = text_sources(paths, ranges)?;
     let counts = run_long(py, progress.as_ref(), |p| {
         let specials = SpecialMatcher::new(&special_tokens)?;
         let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
         let pool = threads::pool(num_threads)?;
-        train::count_files(&sources, &specials, &pretokenizer, &pool, p)
+        train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)
     })?;
     Ok(counts.into_iter().map(|(k, v)| (PyBytes::new(py, &k), v)).collect())
 }
 
 /// Trains on text files: returns (vocab as a list of bytes indexed by id, merges as id pairs).
 #[pyfunction]
-#[pyo3(signature = (paths, vocab_size, special_tokens, pattern=None, num_threads=None, progress=None))]
-#[allow(clippy::type_complexity)]
+#[pyo3(signature = (paths, vocab_size, special_tokens, pattern=None, num_threads=None, progress=None, errors_replace=false))]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn train_bpe<'py>(
     py: Python<'py>,
     paths: Vec<PathBuf>,
@@ -199,6 +201,7 @@ fn train_bpe<'py>(
     pattern: Option<String>,
     num_threads: Option<usize>,
     progress: Option<Bound<'py, PyAny>>,
+    errors_replace: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
     let bpe = run_long(py, progress.as_ref(), |p| {
         let specials = SpecialMatcher::new(&special_tokens)?;
@@ -208,7 +211,7 @@ fn train_bpe<'py>(
         }
         let pool = threads::pool(num_threads)?;
         let sources: Vec<TextSource> = paths.iter().map(TextSource::whole).collect();
-        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p)?;
+        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)?;
         train::train_from_counts(counts, vocab_size, &special_tokens, p)
     })?;
     Ok(bpe_to_py(py, bpe))

@@ -56,15 +56,17 @@ fn merge_counts(mut a: PretokenCounts, mut b: PretokenCounts) -> PretokenCounts 
 }
 
 /// Counts the pre-tokens of text files (.txt or gzip), in parallel on `pool`. Each file is its own
-/// stream: no pre-token spans two files. Progress reports bytes read from disk.
+/// stream: no pre-token spans two files. Progress reports bytes read from disk. Invalid UTF-8 is an
+/// error naming its byte offset, or with `lossy` becomes U+FFFD.
 pub fn count_files(
     sources: &[TextSource],
     specials: &SpecialMatcher,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
+    lossy: bool,
 ) -> Result<PretokenCounts> {
-    count_files_in_chunks(sources, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES)
+    count_files_in_chunks(sources, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES, lossy)
 }
 
 /// `count_files` with a chosen chunk size; the counts do not depend on it.
@@ -75,6 +77,7 @@ pub fn count_files_in_chunks(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
     chunk_bytes: usize,
+    lossy: bool,
 ) -> Result<PretokenCounts> {
     let mut total = 0u64;
     for s in sources {
@@ -85,7 +88,7 @@ pub fn count_files_in_chunks(
     let mut streams = Vec::with_capacity(sources.len());
     for s in sources {
         let reader = s.open(read.clone())?;
-        streams.push(ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes).starting_at(s.start()));
+        streams.push(ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes).starting_at(s.start()).lossy(lossy));
     }
     let chunks = streams.into_iter().flatten();
     pool.install(|| {
@@ -397,6 +400,7 @@ mod tests {
                     &pool,
                     &NoProgress,
                     chunk,
+                    false,
                 )
                 .unwrap();
                 assert_eq!(counts, expected, "threads {threads}, chunk {chunk}");

@@ -95,11 +95,12 @@ def test_existing_output_needs_force(tmp_path, corpus_file, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("old")
     code, err = run(capsys, "train-tokenizer", corpus_file, "--vocab", "300", "-o", out, "--quiet")
-    assert code == 1 and "already exists (use --force" in err
+    assert code == 1 and "already exists and is not empty (use --force" in err
     assert (out / "keep.txt").exists()
     code, err = run(capsys, "train-tokenizer", corpus_file, "--vocab", "300", "-o", out, "--quiet", "--force")
     assert code == 0, err
-    assert not (out / "keep.txt").exists() and (out / "vocab.json").exists()
+    # --force replaces the tokenizer's own files only: a user's file beside them stays.
+    assert (out / "keep.txt").read_text() == "old" and (out / "vocab.json").exists()
 
 
 def test_console_script_help():

@@ -178,3 +178,30 @@ def test_from_hf_refuses_what_it_cannot_express(tmp_path, tok):
             from_hf(tmp_path / "hf")
     with pytest.raises(ExportError, match="config.json: not found"):
         from_hf(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- GGUF
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_gguf_logits_and_ids_equal_ours_in_llama_cpp(tmp_path, tok, tie, capsys):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install '.[test]')")
+    model = tiny_model(tok.vocab_size, tie, seed=2)
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    tok.save(tmp_path / "tok")
+    out = tmp_path / "m.gguf"
+    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "--format", "gguf", "-o", str(out)]
+    assert main(args) == 0
+    assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced unasked
+    ctx = model.config.context_length
+    # float32 key/value cache (llama.cpp's default is float16), so the comparison is of float32 arithmetic.
+    llm = llama_cpp.Llama(str(out), n_ctx=ctx, logits_all=True, verbose=False, n_threads=2, type_k=0, type_v=0)
+    ids = torch.randint(0, tok.vocab_size, (ctx,), generator=torch.Generator().manual_seed(4)).tolist()
+    llm.eval(ids)
+    theirs = torch.tensor(llm.scores[:ctx])
+    with torch.no_grad():
+        ours = model(torch.tensor([ids]))[0]
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    text = generated_corpus(40, seed=3) + f" ünïcödé 中文 🙂 {EOT}{EOT} tail  \n\n x'S 123"
+    assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == tok.encode(text)
+    assert llm.token_eos() == tok.special_token_ids[EOT]

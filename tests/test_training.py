@@ -334,7 +334,7 @@ def test_data_errors_before_training(tmp_path, token_files):
     with pytest.raises(TrainingError, match="fewer than model.context_length"):
         Trainer(run_config(tmp_path, (tmp_path / "short.npy", token_files[1])), progress=False).run()
     np.save(tmp_path / "wide.npy", np.full(1000, 64, dtype=np.uint16))
-    with pytest.raises(TrainingError, match="token id 64, but model.vocab_size is 64"):
+    with pytest.raises(TrainingError, match=r"token id 64 at position 0 is outside the model.s vocabulary 0..63"):
         Trainer(run_config(tmp_path, (tmp_path / "wide.npy", token_files[1])), progress=False).run()
     assert not (tmp_path / "run").exists()
 

@@ -15,6 +15,7 @@ def count_pretokens(
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
     ranges: Sequence[tuple[int, int] | None] | None = None,
+    errors_replace: bool = False,
 ) -> list[tuple[bytes, int]]: ...
 def train_bpe(
     paths: Sequence[str | PathLike[str]],
@@ -23,6 +24,7 @@ def train_bpe(
     pattern: str | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    errors_replace: bool = False,
 ) -> tuple[list[bytes], list[tuple[int, int]]]: ...
 def train_from_counts(
     counts: Sequence[tuple[bytes, int]],

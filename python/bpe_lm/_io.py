@@ -1,12 +1,19 @@
-"""Writing outputs so that a failure or an interruption never leaves a half-written file behind."""
+"""Writing outputs so that a failure or an interruption never leaves a half-written file behind, and an
+existing output is replaced only when the caller says so."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class OutputExistsError(FileExistsError):
+    """An output that is already there and was not to be replaced."""
 
 
 def umask() -> int:
@@ -15,14 +22,96 @@ def umask() -> int:
     return mask
 
 
+def text_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of text in a .txt or gzip file (detected by content): the decompressed size for gzip."""
+    import gzip
+
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return os.fstat(f.fileno()).st_size
+    total = 0
+    with gzip.open(path, "rb") as g:
+        while block := g.read(1 << 22):
+            total += len(block)
+    return total
+
+
+def check_new_output(path: str | os.PathLike[str], force: bool) -> None:
+    """The one policy of every command that writes a file: an existing output is replaced only with
+    --force (missing parent directories are created when writing)."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a directory, expected a file name")
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
+
+
+def check_new_directory(path: str | os.PathLike[str], force: bool) -> bool:
+    """The same policy for an output directory: a non-empty one only with --force, and then only the
+    output's own files are replaced. Returns whether the directory holds files already."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a directory")
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and not force:
+        raise OutputExistsError(f"{out}: already exists and is not empty (use --force to replace its files)")
+    return occupied
+
+
+def _temp_prefix(out: Path) -> str:
+    # The writer's pid in the name tells a later run whether the file is an orphan of a killed process.
+    return f".{out.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Deletes temporary files of `path` left by a writer that no longer runs (killed with -9, say), and
+    warns about each. Temporaries of a writer still running are left alone."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    removed = []
+    if not parent.is_dir():
+        return removed
+    prefix = f".{out.name}."
+    for entry in parent.iterdir():
+        name = entry.name
+        if not (name.startswith(prefix) and (name.endswith(".tmp") or ".tmp-" in name)):
+            continue
+        pid_text = name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else entry.stat().st_size
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+        warnings.warn(f"removed {entry} ({size / 1e6:.1f} MB), a temporary file of {out} left by an interrupted run", stacklevel=3)
+    return removed
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it is renamed to `path` (with ordinary
-    permissions), on any exception it is removed."""
+    permissions), on any exception it is removed. Temporaries of `path` orphaned by a killed run are
+    removed first."""
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise type(e)(e.errno, f"{out}: cannot write here ({e.strerror})") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the result is an ordinary file
     try:
@@ -40,3 +129,34 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
+
+
+def atomic_directory(out_dir: str | os.PathLike[str], build: Callable[[Path], list[str]], *, force: bool) -> None:
+    """Writes a directory of files: `build(tmp)` writes them into a temporary sibling and returns their
+    names. A new (or empty) `out_dir` then appears whole, by one rename. An existing one is refused unless
+    `force`, and then only the built files are replaced, each by a rename: whatever else the directory
+    holds is left alone, and `out_dir` itself is never moved (so `-o .` works)."""
+    out = Path(out_dir)
+    occupied = check_new_directory(out, force)
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out.resolve())
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.{os.getpid()}.tmp-", dir=parent))
+    except OSError as e:
+        raise type(e)(e.errno, f"{out}: cannot write here ({e.strerror})") from None
+    try:
+        names = build(tmp)
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
+        for name in names:
+            os.chmod(tmp / name, 0o666 & ~umask())
+        if occupied:
+            for name in names:
+                os.replace(tmp / name, out / name)
+        else:
+            if out.is_dir():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,6 @@ trainer adds (data sampler state, tokens seen, elapsed time). Written atomically
 
 from __future__ import annotations
 
-import io
 import pickle
 import os
 from pathlib import Path
@@ -78,11 +77,25 @@ def read_checkpoint(src: str | os.PathLike[str] | BinaryIO, map_location: str | 
     """The checkpoint's contents, loaded safely (`weights_only=True`)."""
     if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
         raise FileNotFoundError(f"{src}: checkpoint not found")
+    where = src if isinstance(src, (str, os.PathLike)) else "checkpoint"
     try:
-        return torch.load(src, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, io.UnsupportedOperation, ValueError) as e:
-        where = src if isinstance(src, (str, os.PathLike)) else "checkpoint"
-        raise ValueError(f"{where}: not a readable bpe-lm checkpoint ({e})") from None
+        state = torch.load(src, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to parse the file is a problem with the file
+        raise ValueError(f"{where}: not a readable bpe-lm checkpoint ({_why_unreadable(e)})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{where}: not a bpe-lm checkpoint (no model state in it)")
+    return state
+
+
+def _why_unreadable(e: BaseException) -> str:
+    """A short reason in place of torch's text, which can run to paragraphs and suggests
+    `weights_only=False` (loading with it would run code from the file: never done here)."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) and "weights_only" in text:
+        return "it holds objects a safe load refuses; bpe-lm checkpoints hold only tensors and plain values"
+    if isinstance(e, (EOFError, OSError)) or "zip archive" in text or "central directory" in text or "file_offset" in text:
+        return "truncated or damaged: the file ends early or its archive index is broken"
+    return "not a PyTorch file"
 
 
 def load_checkpoint(src: str | os.PathLike[str] | BinaryIO, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:

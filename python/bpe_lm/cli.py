@@ -7,8 +7,11 @@ import argparse
 import gzip
 import os
 import resource
+import shutil
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -61,6 +64,25 @@ def check_text_input(path: str) -> None:
             raise UserError(f"{path}: is empty (after decompression)")
 
 
+def check_output_file(path: str | os.PathLike[str], force: bool) -> None:
+    from bpe_lm._io import check_new_output
+
+    check_new_output(path, force)
+    check_writable_directory(Path(path).parent)
+
+
+def check_writable_directory(path: str | os.PathLike[str]) -> None:
+    """Before heavy work: the nearest existing ancestor of `path` is a directory we may create files in
+    (missing directories are created when writing)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{p}: is not a directory, so {path} cannot be created")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{p}: permission denied (cannot write {path})")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -105,12 +127,14 @@ def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-special-tokens", action="store_true", help="train without any special token")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD")
+    p.add_argument("--force", action="store_true", help="write into an existing DIR, replacing the tokenizer's three files (other files are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train_tokenizer)
 
 
 def run_train_tokenizer(args: argparse.Namespace) -> None:
+    from bpe_lm._io import check_new_directory, text_size
     from bpe_lm.tokenizer import GPT2_PATTERN, save_tokenizer_dir, train_bpe
 
     if bool(args.inputs) == bool(args.from_counts):
@@ -128,21 +152,23 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
         raise UserError(f"--vocab {args.vocab} is smaller than 256 bytes + {len(specials)} special tokens = {minimum}")
     for path in args.inputs:
         check_text_input(path)
+    for token in specials:
+        if len(token.encode("utf-8")) == 1:
+            raise UserError(f"--special-token {token!r}: a single byte is already one of the 256 byte tokens; a special token needs two or more bytes")
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise UserError(f"{out}: already exists (use --force to replace it)")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
+    check_new_directory(out, args.force)
+    check_writable_directory(out)
 
     start = time.perf_counter()
-    vocab, merges = train_bpe(args.inputs, args.vocab, specials, num_threads=args.threads, progress=not args.quiet)
+    vocab, merges = train_bpe(args.inputs, args.vocab, specials, num_threads=args.threads, progress=not args.quiet, errors=args.errors)
     elapsed = time.perf_counter() - start
-    input_bytes = sum(os.path.getsize(p) for p in args.inputs)
+    input_bytes = sum(text_size(p) for p in args.inputs)
     save_tokenizer_dir(out, vocab, merges, specials, GPT2_PATTERN, force=args.force, extra={"trained_on": [os.path.basename(p) for p in args.inputs]})
 
     longest = max(vocab.values(), key=len)
     files = f"{len(args.inputs)} file{'s' if len(args.inputs) > 1 else ''}"
-    print(f"trained {len(vocab)} tokens ({len(merges)} merges) on {files} ({input_bytes / 1e6:.1f} MB on disk) in {format_seconds(elapsed)}", file=sys.stderr)
+    print(f"trained {len(vocab)} tokens ({len(merges)} merges) on {files} ({input_bytes / 1e6:.1f} MB of text, {input_bytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s) "
+          f"in {format_seconds(elapsed)}", file=sys.stderr)  # fmt: skip
     print(f"peak memory {peak_rss_mb():.0f} MB; longest token ({len(longest)} bytes): {longest.decode('utf-8', errors='replace')!r}", file=sys.stderr)
     if len(vocab) < args.vocab:
         print(f"note: stopped at {len(vocab)} tokens: no pair of tokens was left to merge", file=sys.stderr)
@@ -151,6 +177,7 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
 
 def train_tokenizer_from_counts(args: argparse.Namespace) -> None:
     from bpe_lm import _core
+    from bpe_lm._io import check_new_directory
     from bpe_lm.shards import merge_count_files
     from bpe_lm.tokenizer import ProgressBars, save_tokenizer_dir
 
@@ -160,8 +187,8 @@ def train_tokenizer_from_counts(args: argparse.Namespace) -> None:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise UserError(f"{out}: already exists (use --force to replace it)")
+    check_new_directory(out, args.force)
+    check_writable_directory(out)
     counts, specials, pattern = merge_count_files(args.from_counts)
     if args.vocab < 256 + len(specials):
         raise UserError(f"--vocab {args.vocab} is smaller than 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
@@ -187,6 +214,8 @@ def add_count_pretokens(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="I/N", help="count only shard I (from 0) of N of a single INPUT")
     p.add_argument("--special-token", action="append", dest="special_tokens", metavar="TOK", help="special token (repeatable); default: <|endoftext|>")
     p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD")
+    p.add_argument("--force", action="store_true", help="replace COUNTS if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_count_pretokens)
 
@@ -199,13 +228,14 @@ def run_count_pretokens(args: argparse.Namespace) -> None:
     specials = list(dict.fromkeys(args.special_tokens or ["<|endoftext|>"]))
     for path in args.inputs:
         check_text_input(path)
+    check_output_file(args.output, args.force)
     ranges = None
     if args.shard:
         if len(args.inputs) != 1:
             raise UserError("--shard takes a single INPUT")
         ranges = [shard_range(args.inputs[0], *parse_shard(args.shard), specials)]
     with ProgressBars(not args.quiet) as bar:
-        counts = _core.count_pretokens(args.inputs, specials, None, args.threads, bar if not args.quiet else None, ranges)
+        counts = _core.count_pretokens(args.inputs, specials, None, args.threads, bar if not args.quiet else None, ranges, args.errors == "replace")
     write_counts(args.output, counts, specials, GPT2_PATTERN)
     print(f"wrote {args.output}: {len(counts):,} distinct pre-tokens", file=sys.stderr)
 
@@ -229,17 +259,17 @@ def add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto", help="id type; auto is uint16 when the vocabulary fits")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD")
     p.add_argument("--shard", metavar="I/N", help="encode only shard I (from 0) of N, cut at document boundaries; the N outputs concatenate to the whole")
+    p.add_argument("--force", action="store_true", help="replace OUT.npy if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_encode)
 
 
 def run_encode(args: argparse.Namespace) -> None:
+    from bpe_lm._io import text_size
+
     check_text_input(args.input)
     out = Path(args.output)
-    if out.is_dir():
-        raise UserError(f"{out}: is a directory, expected a .npy file name")
-    if not out.parent.exists() and str(out.parent):
-        raise UserError(f"{out.parent}: output directory does not exist")
+    check_output_file(out, args.force)
     tok = load_tokenizer(args.tokenizer)
     dtype = None if args.dtype == "auto" else args.dtype
     byte_range = None
@@ -250,8 +280,8 @@ def run_encode(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     count = tok.encode_file(args.input, out, dtype=dtype, num_threads=args.threads, errors=args.errors, progress=not args.quiet, byte_range=byte_range)
     elapsed = time.perf_counter() - start
-    size = byte_range[1] - byte_range[0] if byte_range else os.path.getsize(args.input)
-    print(f"encoded {size / 1e6:.1f} MB into {count:,} tokens in {format_seconds(elapsed)} ({size / 1e6 / max(elapsed, 1e-9):.1f} MB/s); peak memory {peak_rss_mb():.0f} MB", file=sys.stderr)
+    size = byte_range[1] - byte_range[0] if byte_range else text_size(args.input)  # text, decompressed
+    print(f"encoded {size / 1e6:.1f} MB of text into {count:,} tokens in {format_seconds(elapsed)} ({size / 1e6 / max(elapsed, 1e-9):.1f} MB/s); peak memory {peak_rss_mb():.0f} MB", file=sys.stderr)
     print(f"wrote {out} ({tok.default_dtype() if dtype is None else dtype})", file=sys.stderr)
 
 
@@ -264,6 +294,7 @@ def add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT.npy", help="token ids (.npy)")
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory")
     p.add_argument("-o", "--output", default="-", metavar="OUT", help="output text file, - for stdout")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=run_decode)
 
 
@@ -272,6 +303,8 @@ def run_decode(args: argparse.Namespace) -> None:
 
     if not Path(args.input).is_file():
         raise UserError(f"{args.input}: no such file")
+    if args.output != "-":
+        check_output_file(args.output, args.force)
     tok = load_tokenizer(args.tokenizer)
     try:
         ids = np.load(args.input, mmap_mode="r")
@@ -336,15 +369,15 @@ def add_export_tokenizer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tokenizer", metavar="DIR", help="tokenizer directory")
     p.add_argument("--format", required=True, choices=["hf", "tiktoken"], help="hf: tokenizer.json; tiktoken: a base64 rank file")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=run_export_tokenizer)
 
 
 def run_export_tokenizer(args: argparse.Namespace) -> None:
     from bpe_lm.interop import export_hf, export_tiktoken
 
+    check_output_file(args.output, args.force)
     tok = load_tokenizer(args.tokenizer)
-    if Path(args.output).is_dir():
-        raise UserError(f"{args.output}: is a directory, expected a file name")
     if args.format == "hf":
         export_hf(tok, args.output)
         print(f"wrote {args.output}; load it with tokenizers.Tokenizer.from_file({args.output!r})", file=sys.stderr)
@@ -360,18 +393,18 @@ def add_import_tokenizer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--special-token", action="append", default=[], metavar="TOK=ID", help="tiktoken only: a special token and its id (repeatable)")
     p.add_argument("--pattern", default=None, help="tiktoken only: the pre-tokenization regex (default: GPT-2's)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--force", action="store_true", help="write into an existing DIR, replacing the tokenizer's three files (other files are kept)")
     p.set_defaults(func=run_import_tokenizer)
 
 
 def run_import_tokenizer(args: argparse.Namespace) -> None:
+    from bpe_lm._io import check_new_directory
     from bpe_lm.interop import from_hf, from_tiktoken
     from bpe_lm.tokenizer import GPT2_PATTERN
 
     if not Path(args.input).is_file():
         raise UserError(f"{args.input}: no such file")
-    if Path(args.output).exists() and not args.force:
-        raise UserError(f"{args.output}: already exists (use --force to replace it)")
+    check_new_directory(args.output, args.force)
     if args.format == "hf":
         if args.special_token or args.pattern:
             raise UserError("--special-token and --pattern are for --format tiktoken (tokenizer.json holds both)")
@@ -474,6 +507,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="RUN.toml", help="run configuration (see the README's Training section)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting (repeatable), e.g. training.batch_size=64")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--force", action="store_true", help="start over in an OUT_DIR that holds an earlier run (replaces its checkpoint and metrics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -494,7 +528,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="valid.npy", help="token ids from `bpe-lm encode`")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
     p.add_argument("--max-batches", type=positive_int, default=None, help="evaluate at most this many batches (default: the whole file)")
-    p.add_argument("--raw-text", metavar="FILE", help="the text the tokens came from, to report bits per byte")
+    p.add_argument("--raw-text", metavar="FILE", help="the text (.txt or .txt.gz) the tokens came from, to report bits per byte; checked against the tokens")
+    p.add_argument("--tokenizer", metavar="DIR", help="the tokenizer the tokens came from (needed with --raw-text)")
     p.add_argument("--text-bytes", type=positive_int, default=None, help="UTF-8 size of that text, instead of --raw-text")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--json", action="store_true")
@@ -508,13 +543,29 @@ def run_eval(args: argparse.Namespace) -> None:
 
     import torch
 
+    from bpe_lm._io import text_size
     from bpe_lm.data import load_tokens, sequential_batches
     from bpe_lm.generate import load_model
     from bpe_lm.train import check_data, resolve_device
 
-    device = resolve_device(args.device)
-    model, _ = load_model(args.run or args.checkpoint, device)
+    if args.raw_text and args.text_bytes:
+        raise UserError("give --raw-text or --text-bytes, not both")
+    if args.raw_text and not args.tokenizer:
+        raise UserError("--raw-text needs --tokenizer DIR: the text is encoded to check that the tokens came from it")
+    if args.raw_text:
+        check_text_input(args.raw_text)
+    device = resolve_device(args.device, "--device")
     tokens = load_tokens(args.data)
+    text_bytes = args.text_bytes
+    if args.raw_text:
+        # A wrong text file would give a wrong bits per byte without any sign: check it encodes to these tokens.
+        tok = load_tokenizer(args.tokenizer)
+        encoded = tok.count_file(args.raw_text)
+        if encoded != len(tokens):
+            raise UserError(f"--raw-text {args.raw_text}: encodes to {encoded:,} tokens with {args.tokenizer}, but {args.data} holds {len(tokens):,}; "
+                            "give the text these tokens were encoded from (and its tokenizer)")  # fmt: skip
+        text_bytes = text_size(args.raw_text)
+    model, _ = load_model(args.run or args.checkpoint, device)
     check_data(tokens, args.data, model.config)
     total, count = 0.0, 0
     with torch.no_grad():
@@ -523,9 +574,6 @@ def run_eval(args: argparse.Namespace) -> None:
             count += y.numel()
     loss = total / count
     result = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens_evaluated": count}
-    text_bytes = args.text_bytes or (os.path.getsize(args.raw_text) if args.raw_text else None)
-    if args.raw_text and args.raw_text.endswith(".gz"):
-        raise UserError("--raw-text: give the uncompressed text (or its size with --text-bytes)")
     if text_bytes:
         # Bits per byte of the whole file, from the mean loss per token and the file's tokens per byte.
         result["bits_per_byte"] = loss * len(tokens) / text_bytes / math.log(2)
@@ -557,7 +605,7 @@ def run_generate(args: argparse.Namespace) -> None:
     require_torch()
     import torch
 
-    from bpe_lm.generate import EOT, generate, load_model
+    from bpe_lm.generate import EOT, check_vocabularies_match, generate, load_model
     from bpe_lm.train import resolve_device
 
     if args.temperature < 0:
@@ -565,10 +613,11 @@ def run_generate(args: argparse.Namespace) -> None:
     if not 0 < args.top_p <= 1:
         raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
     tok = load_tokenizer(args.tokenizer)
-    device = resolve_device(args.device)
+    if not args.prompt and EOT not in tok.special_token_ids:
+        raise UserError(f"--prompt is empty and {args.tokenizer} has no {EOT} token to start from; give a prompt")
+    device = resolve_device(args.device, "--device")
     model, _ = load_model(args.run or args.checkpoint, device)
-    if tok.vocab_size > model.config.vocab_size:
-        raise UserError(f"{args.tokenizer}: {tok.vocab_size} tokens, but the model has {model.config.vocab_size}: not the tokenizer it was trained with")
+    check_vocabularies_match(tok.vocab_size, model.config, args.tokenizer)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.token_to_id(EOT)]
     eos = tok.special_token_ids.get(EOT)
     generator = torch.Generator(device=device)
@@ -596,28 +645,37 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--run", metavar="RUN", help="run directory (uses its checkpoint.pt)")
     src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
-    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers' LlamaForCausalLM layout with safetensors weights")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the saved weights")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: a directory in transformers' LlamaForCausalLM layout with safetensors weights; gguf: one file for llama.cpp")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (hf) or file (gguf)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the saved weights (gguf: float32 or float16)")
     p.add_argument("--force", action="store_true", help="replace the export's files in an existing OUT (other files are kept)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
     require_torch()
-    from bpe_lm.export import DTYPES, llama_incompatibility, to_hf
+    from bpe_lm.export import DTYPES, llama_incompatibility, to_gguf, to_hf
     from bpe_lm.generate import load_model
+
+    from bpe_lm._io import check_new_directory
 
     tok = load_tokenizer(args.tokenizer)
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out}: already exists and is not empty (use --force to replace the export's files in it)")
+    if args.format == "gguf":
+        if args.dtype == "bfloat16":
+            raise UserError("--dtype bfloat16: GGUF export writes float32 or float16")
+        check_output_file(out, args.force)
+    else:
+        check_new_directory(out, args.force)
     model, _ = load_model(args.run or args.checkpoint, "cpu")
     problem = llama_incompatibility(model.config)
     if problem:
         raise UserError(f"{args.run or args.checkpoint}: {problem}")
+    if args.format == "gguf":
+        to_gguf(model, tok, out, force=args.force, dtype=DTYPES[args.dtype])
+        print(f"wrote {out}; run it with llama.cpp (llama-cli -m {out}) or llama_cpp.Llama({str(out)!r})", file=sys.stderr)
+        return
     to_hf(model, tok, out, force=args.force, dtype=DTYPES[args.dtype])
     print(f"wrote {out}/ (config.json, model.safetensors, tokenizer files); load it with "
           f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained({str(out)!r})", file=sys.stderr)
@@ -628,12 +686,14 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
     p.add_argument("-o", "--output", default="curves.png", help="output PNG")
     p.add_argument("--title", default=None)
+    p.add_argument("--force", action="store_true", help="replace the output PNG if it exists")
     p.set_defaults(func=run_plot)
 
 
 def run_plot(args: argparse.Namespace) -> None:
     from bpe_lm.plot import plot_runs
 
+    check_output_file(args.output, args.force)
     for run in args.runs:
         if not (Path(run) / "metrics.jsonl").is_file():
             raise UserError(f"{run}: no metrics.jsonl (is this a run directory from `bpe-lm train`?)")
@@ -699,10 +759,26 @@ def run_demo_command(args: argparse.Namespace) -> None:
     out = Path(args.output) if args.output else default_out_dir()
     if out.exists():
         raise UserError(f"{out}: already exists; choose another --output")
-    report = run_demo(out, Path(args.data) if args.data else None, args.minutes, args.vocab, args.threads, args.max_mb, args.seed)
+    check_writable_directory(out)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        plot = False
+        print("bpe-lm demo: note: matplotlib is not installed, so the demo skips its plot (pip install matplotlib)", file=sys.stderr)
+    else:
+        plot = True
+    try:
+        report = run_demo(out, Path(args.data) if args.data else None, args.minutes, args.vocab, args.threads, args.max_mb, args.seed, plot=plot)
+    except BaseException:
+        # Everything in `out` is this run's (it did not exist before): leave nothing half-made behind.
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"bpe-lm demo: removed the unfinished run directory {out}", file=sys.stderr)
+        raise
     print("\n".join(["", *[f"sample: {s!r}" for s in report["samples"]], ""]))
+    curve = f"curve {out / 'curves.png'}, " if plot else ""
     print(f"validation loss {report['first_valid_loss']:.3f} -> {report['final_valid_loss']:.3f}; "
-          f"report {out / 'report.md'}, curve {out / 'curves.png'}, checkpoint {out / 'run' / 'checkpoint.pt'}")
+          f"report {out / 'report.md'}, {curve}checkpoint {out / 'run' / 'checkpoint.pt'}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -716,6 +792,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpe-lm", description="Raw text to a trained language model: BPE tokenizer training and encoding, and a Transformer LM.")
     parser.add_argument("--version", action="version", version=f"bpe-lm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error (also: BPE_LM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(sub)
@@ -725,22 +802,47 @@ def build_parser() -> argparse.ArgumentParser:
 def describe_error(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename and err.strerror:
         return f"{err.filename}: {err.strerror}"
-    if isinstance(err, KeyError) and err.args:
-        return str(err.args[0])
-    return str(err)
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that are about the user's input, files or settings: one line, exit status 1. Anything else
+    (KeyError, a RuntimeError from inside torch or the core, ...) is a bug and shows its traceback."""
+    types: list[type[BaseException]] = [UserError, ValueError, OSError]
+    if "bpe_lm.train" in sys.modules:
+        types.append(sys.modules["bpe_lm.train"].TrainingError)
+    return tuple(types)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings.showwarning's signature
+    print(f"bpe-lm: warning: {message}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("BPE_LM_DEBUG", "") not in ("", "0")
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         print(f"bpe-lm {args.command}: interrupted", file=sys.stderr)
         return 130
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    except (UserError, ValueError, OSError, KeyError, RuntimeError) as err:
+    except BrokenPipeError:
+        # The reader went away (`bpe-lm accounting --json | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs below
+        if debug or not isinstance(err, user_error_types()):
+            traceback.print_exc()
+            if not isinstance(err, user_error_types()):
+                print(f"bpe-lm {args.command}: internal error ({type(err).__name__}); this is a bug, please report it with the traceback above", file=sys.stderr)
+                return 2
         print(f"bpe-lm {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 1
     return 0

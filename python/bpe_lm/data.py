@@ -28,25 +28,21 @@ def load_tokens(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 class _FileReader:
-    """Reads windows of a file-backed memmap with `pread` instead of through the mapping: pages read
-    through a mapping stay in the process's resident set, so random batches over a large file would make
-    RSS climb for the whole run. Copies made by `pread` are freed with each batch."""
+    """Reads windows of a file with `pread` instead of through a memory mapping: pages read through a
+    mapping stay in the process's resident set, so random batches over a large file would make RSS climb
+    for the whole run. Copies made by `pread` are freed with each batch. One open file per path."""
 
-    def __init__(self, arr: np.memmap) -> None:
-        base = np.frombuffer(arr._mmap, dtype=np.uint8).ctypes.data  # type: ignore[attr-defined]
-        map_start = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY
-        self.data_offset = arr.ctypes.data - base + map_start
-        self.dtype = arr.dtype
-        self.path = arr.filename
-        self.fd = os.open(arr.filename, os.O_RDONLY)
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
         self.pid = os.getpid()
 
-    def read(self, start: int, count: int) -> np.ndarray:
-        size = count * self.dtype.itemsize
-        data = os.pread(self.fd, size, self.data_offset + start * self.dtype.itemsize)
+    def read(self, offset: int, dtype: np.dtype, start: int, count: int) -> np.ndarray:
+        size = count * dtype.itemsize
+        data = os.pread(self.fd, size, offset + start * dtype.itemsize)
         if len(data) != size:
             raise OSError(f"{self.path}: file shorter than its header says")
-        return np.frombuffer(data, dtype=self.dtype)
+        return np.frombuffer(data, dtype=dtype)
 
     def __del__(self) -> None:
         try:
@@ -55,20 +51,46 @@ class _FileReader:
             pass
 
 
-_readers: dict[int, _FileReader] = {}
+_readers: dict[str, _FileReader] = {}
+
+
+def _file_offset(arr: np.memmap) -> int:
+    """Where `arr`'s first element lies in its file. (`arr.offset` is not it for a slice of a memmap:
+    numpy copies the parent's offset attribute to the slice.)"""
+    base = np.frombuffer(arr._mmap, dtype=np.uint8).ctypes.data  # type: ignore[attr-defined]
+    map_start = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY
+    return arr.ctypes.data - base + map_start
 
 
 def _window_reader(dataset: np.ndarray):
-    """A function (start, count) -> array for `dataset`, via pread when it is a file-backed memmap."""
+    """A function (start, count) -> array for `dataset`, via pread when it is a file-backed memmap. The
+    file is found from the array itself on every call, so a reader can never serve another array's data
+    (an earlier cache keyed on id(dataset) did, once a freed memmap's id was reused)."""
     if isinstance(dataset, np.memmap) and getattr(dataset, "_mmap", None) is not None and dataset.filename and dataset.flags.c_contiguous:
-        key = id(dataset)
-        reader = _readers.get(key)
-        if reader is None or reader.pid != os.getpid() or reader.path != dataset.filename:
+        path = os.fspath(dataset.filename)
+        reader = _readers.get(path)
+        if reader is None or reader.pid != os.getpid():
             if len(_readers) >= 8:
-                _readers.clear()  # a few memmaps (train, valid) is the common case; never let this grow
-            reader = _readers[key] = _FileReader(dataset)
-        return reader.read
+                _readers.clear()  # a few files (train, valid) is the common case; never let this grow
+            reader = _readers[path] = _FileReader(path)
+        offset, dtype = _file_offset(dataset), dataset.dtype
+        return lambda start, count: reader.read(offset, dtype, start, count)
     return lambda start, count: dataset[start : start + count]
+
+
+def check_token_ids(tokens: np.ndarray, path: str | os.PathLike[str], vocab_size: int, chunk: int = 1 << 24) -> None:
+    """Every id of the file in [0, vocab_size), checked in chunks before any compute (a few hundred MB/s,
+    memory bounded by one chunk). The error names the file, the first bad id and its position."""
+    read = _window_reader(tokens)
+    signed = tokens.dtype.kind == "i"
+    for start in range(0, len(tokens), chunk):
+        part = np.asarray(read(start, min(chunk, len(tokens) - start)))
+        if part.max() >= vocab_size or (signed and part.min() < 0):
+            where = int(np.flatnonzero((part >= vocab_size) | (part < 0))[0])
+            raise ValueError(
+                f"{path}: token id {int(part[where])} at position {start + where:,} is outside the model's vocabulary "
+                f"0..{vocab_size - 1} (model.vocab_size = {vocab_size}); was the file encoded with another tokenizer?"
+            )
 
 
 def get_batch(

@@ -49,13 +49,12 @@ def read_user_text(path: Path, max_mb: float) -> str:
     return text
 
 
-def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, threads: int | None, max_mb: float, seed: int) -> dict[str, Any]:
+def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, threads: int | None, max_mb: float, seed: int, *, plot: bool = True) -> dict[str, Any]:
     import torch
 
     from bpe_lm.config import build_config, to_toml
     from bpe_lm.corpus import write_default_corpus
     from bpe_lm.generate import generate
-    from bpe_lm.plot import plot_runs
     from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
     from bpe_lm.train import Trainer, read_metrics
 
@@ -112,7 +111,10 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
 
     metrics = read_metrics(out / "run")
     valid_rows = [r for r in metrics if "valid_loss" in r]
-    plot_runs([out / "run"], out / "curves.png", labels=["demo"], title=f"bpe-lm demo: {params / 1e6:.2f}M parameters, {minutes:g} min on CPU")
+    if plot:
+        from bpe_lm.plot import plot_runs
+
+        plot_runs([out / "run"], out / "curves.png", labels=["demo"], title=f"bpe-lm demo: {params / 1e6:.2f}M parameters, {minutes:g} min on CPU")
 
     from bpe_lm.generate import load_model
 
@@ -159,7 +161,7 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
         "## Samples",
         "",
         *[f"```\n{s}\n```\n" for s in samples],
-        "![learning curve](curves.png)",
+        "![learning curve](curves.png)" if plot else "(no learning-curve plot: matplotlib is not installed; `bpe-lm plot run` draws it later)",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")

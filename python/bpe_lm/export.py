@@ -17,20 +17,24 @@ one to one:
     lm_head                     -> lm_head (absent when tied: HF ties it to embed_tokens)
 
 Needs `safetensors` (in the `lm` extra); loading the result needs `transformers`, which bpe-lm does not.
+
+`to_gguf` writes the same model as one GGUF file for llama.cpp (and the tools built on it: Ollama, LM
+Studio, llama-cpp-python). llama.cpp's Llama rotates adjacent pairs, as we do, so q and k go unpermuted;
+the tokenizer goes in as llama.cpp's "gpt2" byte-level BPE with the GPT-2 pre-tokenizer. Needs the `gguf`
+package.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bpe_lm._io import umask
+from bpe_lm._io import atomic_directory
+from bpe_lm.generate import check_vocabularies_match
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
 
 if TYPE_CHECKING:
@@ -176,6 +180,7 @@ def to_hf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: b
     """Writes `out/` for `transformers`: config.json, generation_config.json, model.safetensors and the
     tokenizer files. All files are written in a temporary directory first; a new `out` appears whole. With
     `force`, an existing `out` keeps its other files and gets each of ours replaced atomically."""
+    out = Path(out)
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -184,37 +189,108 @@ def to_hf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: b
     problem = llama_incompatibility(c)
     if problem:
         raise ExportError(problem)
-    if tokenizer.vocab_size > c.vocab_size:
-        raise ExportError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {c.vocab_size}: not the tokenizer it was trained with")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out}: already exists and is not empty (use --force to replace the export's files in it)")
+    try:
+        check_vocabularies_match(tokenizer.vocab_size, c)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     eos = eos_token(tokenizer)
     eos_id = tokenizer.special_token_ids[eos] if eos else None
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
-    try:
+
+    def build(tmp: Path) -> list[str]:
         save_file(hf_state_dict(model, dtype), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         files = {"config.json": hf_config(c, eos_id, dtype), "generation_config.json": {"bos_token_id": eos_id, "eos_token_id": eos_id}}
         files.update(hf_tokenizer_files(tokenizer, c.context_length))
         for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in HF_FILES:
-            os.chmod(tmp / name, 0o666 & ~umask())
-        if out.exists() and any(out.iterdir()):  # --force: replace our files only, each atomically
-            for name in HF_FILES:
-                os.replace(tmp / name, out / name)
-        else:
-            if out.exists():
-                out.rmdir()  # empty
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return list(HF_FILES)
+
+    try:
+        atomic_directory(out, build, force=force)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ExportError(str(e)) from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- GGUF
+
+
+def to_gguf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: bool = False, dtype: torch.dtype = torch.float32) -> Path:
+    """Writes one GGUF file (architecture "llama") with the weights and the tokenizer, atomically."""
+    try:
+        import gguf
+    except ImportError:
+        raise ExportError("--format gguf needs the gguf package: pip install gguf") from None
+    from bpe_lm._io import atomic_output, check_new_output
+    from bpe_lm.tokenizer import GPT2_PATTERN, token_to_text
+
+    c = model.config
+    problem = llama_incompatibility(c)
+    if problem:
+        raise ExportError(problem)
+    if tokenizer.pattern != GPT2_PATTERN:
+        raise ExportError("the tokenizer's pre-tokenization pattern is not GPT-2's; llama.cpp's gpt2 tokenizer would split text differently")
+    try:
+        check_vocabularies_match(tokenizer.vocab_size, c)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    file_types = {torch.float32: (gguf.LlamaFileType.ALL_F32, "float32"), torch.float16: (gguf.LlamaFileType.MOSTLY_F16, "float16")}
+    if dtype not in file_types:
+        raise ExportError(f"GGUF export writes float32 or float16 weights, not {str(dtype).removeprefix('torch.')}")
+    file_type, np_dtype = file_types[dtype]
+    out = Path(out)
+    try:
+        check_new_output(out, force)
+    except FileExistsError as e:
+        raise ExportError(str(e)) from None
+    eos = eos_token(tokenizer)
+    specials = set(tokenizer.special_token_ids.values())
+
+    def array(t: torch.Tensor, keep_fp32: bool = False):
+        # Norm gains stay float32 in every llama.cpp file type.
+        return t.detach().to("cpu", torch.float32).numpy().astype("float32" if keep_fp32 else np_dtype)
+
+    with atomic_output(out) as tmp:
+        w = gguf.GGUFWriter(str(tmp), arch="llama")
+        w.add_name(out.stem)
+        w.add_context_length(c.context_length)
+        w.add_embedding_length(c.d_model)
+        w.add_block_count(c.num_layers)
+        w.add_feed_forward_length(c.d_ff)
+        w.add_head_count(c.num_heads)
+        w.add_head_count_kv(c.num_heads)
+        w.add_rope_dimension_count(c.d_head)
+        w.add_rope_freq_base(c.rope_theta)
+        w.add_layer_norm_rms_eps(RMS_NORM_EPS)
+        w.add_vocab_size(c.vocab_size)
+        w.add_file_type(file_type)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
+        w.add_token_list([tokenizer.id_to_token(i).decode("utf-8") if i in specials else token_to_text(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)])
+        w.add_token_types([gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL for i in range(tokenizer.vocab_size)])
+        w.add_token_merges([f"{token_to_text(a)} {token_to_text(b)}" for a, b in tokenizer.merges])
+        if eos is not None:
+            w.add_bos_token_id(tokenizer.special_token_ids[eos])
+            w.add_eos_token_id(tokenizer.special_token_ids[eos])
+        w.add_add_bos_token(False)
+        w.add_tensor("token_embd.weight", array(model.token_embeddings.weight))
+        for i, layer in enumerate(model.layers):
+            b = f"blk.{i}."
+            w.add_tensor(b + "attn_norm.weight", array(layer.ln1.weight, True))
+            w.add_tensor(b + "attn_q.weight", array(layer.attn.q_proj.weight))  # adjacent pairs: llama.cpp's own layout
+            w.add_tensor(b + "attn_k.weight", array(layer.attn.k_proj.weight))
+            w.add_tensor(b + "attn_v.weight", array(layer.attn.v_proj.weight))
+            w.add_tensor(b + "attn_output.weight", array(layer.attn.output_proj.weight))
+            w.add_tensor(b + "ffn_norm.weight", array(layer.ln2.weight, True))
+            w.add_tensor(b + "ffn_gate.weight", array(layer.ffn.w1.weight))
+            w.add_tensor(b + "ffn_up.weight", array(layer.ffn.w3.weight))
+            w.add_tensor(b + "ffn_down.weight", array(layer.ffn.w2.weight))
+        w.add_tensor("output_norm.weight", array(model.ln_final.weight, True))
+        if not c.tie_embeddings:  # without it llama.cpp uses token_embd, as a tied head does
+            w.add_tensor("output.weight", array(model.lm_head.weight))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
     return out
 
 

@@ -32,6 +32,13 @@ def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu
     return model, state
 
 
+def check_vocabularies_match(tokenizer_size: int, config: ModelConfig, tokenizer_name: str = "the tokenizer") -> None:
+    """A model samples ids below its vocab_size and a tokenizer decodes ids below its own size: they must
+    be equal, or sampling prints wrong text or stops on an unknown id."""
+    if tokenizer_size != config.vocab_size:
+        raise ValueError(f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with")
+
+
 def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> Tensor:
     """One token id per row of `logits` (B, V). Temperature 0 is greedy."""
     if temperature <= 0:

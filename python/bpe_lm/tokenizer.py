@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_output, umask
+from bpe_lm._io import atomic_directory, atomic_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,8 +83,9 @@ class ProgressBars:
 
     UNITS = {"read": ("pre-tokenizing", "B", True), "merge": ("merging", "merge", False), "encode": ("encoding", "B", True)}
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, names: dict[str, str] | None = None) -> None:
         self.enabled = enabled
+        self.names = names or {}  # phase -> bar description, where a caller's work calls a phase otherwise
         self.bar: Any = None
         self.phase: str | None = None
 
@@ -97,7 +97,8 @@ class ProgressBars:
         if phase != self.phase:
             self.close()
             desc, unit, scale = self.UNITS.get(phase, (phase, "it", False))
-            self.bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000, leave=True)
+            # Decimal units (MB, not MiB), as in every summary line.
+            self.bar = tqdm(total=total or None, desc=self.names.get(phase, desc), unit=unit, unit_scale=scale, unit_divisor=1000, leave=True)
             self.phase = phase
         if total and self.bar.total != total:
             self.bar.total = total
@@ -116,10 +117,10 @@ class ProgressBars:
         self.close()
 
 
-def _progress_callback(progress: bool | Callable[[str, int, int], None]) -> tuple[Any, Callable[[str, int, int], None] | None]:
+def _progress_callback(progress: bool | Callable[[str, int, int], None], names: dict[str, str] | None = None) -> tuple[Any, Callable[[str, int, int], None] | None]:
     if callable(progress):
         return None, progress
-    bar = ProgressBars(bool(progress))
+    bar = ProgressBars(bool(progress), names)
     return bar, (bar if progress else None)
 
 
@@ -143,6 +144,11 @@ def _check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
     return out
 
 
+def _check_errors(errors: str) -> None:
+    if errors not in ("strict", "replace"):
+        raise ValueError(f"errors must be 'strict' or 'replace', not {errors!r}")
+
+
 def _input_paths(input_path: PathLike | Sequence[PathLike]) -> list[str]:
     if isinstance(input_path, (str, os.PathLike)):
         return [os.fspath(input_path)]
@@ -160,6 +166,7 @@ def train_bpe(
     num_threads: int | None = None,
     progress: bool | Callable[[str, int, int], None] = False,
     pattern: str | None = None,
+    errors: str = "strict",
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Trains a byte-level BPE tokenizer on a text file (or several; `.txt` or gzip) with CS336 semantics.
 
@@ -168,10 +175,14 @@ def train_bpe(
     tokens (longest match first; they never take part in merges), then pre-tokenized with the GPT-2 pattern
     (or `pattern`). Each step merges the most frequent pair; ties go to the lexicographically greater
     (left bytes, right bytes). The result does not depend on `num_threads` (default: all cores).
+    Invalid UTF-8 is an error naming its byte offset, or with `errors="replace"` becomes U+FFFD.
 
     Returns (vocab: id -> bytes, merges in creation order).
     """
     specials = _check_special_tokens(special_tokens)
+    for tok in specials:
+        if len(tok.encode("utf-8")) == 1:
+            raise ValueError(f"special token {tok!r} is a single byte, already one of the 256 byte tokens; a special token needs two or more bytes")
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
     minimum = 256 + len(specials)
@@ -179,9 +190,10 @@ def train_bpe(
         raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens = {minimum}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, not {num_threads}")
+    _check_errors(errors)
     bar, callback = _progress_callback(progress)
     try:
-        vocab_list, merge_ids = _core.train_bpe(_input_paths(input_path), vocab_size, specials, pattern, num_threads, callback)
+        vocab_list, merge_ids = _core.train_bpe(_input_paths(input_path), vocab_size, specials, pattern, num_threads, callback, errors == "replace")
     finally:
         if bar is not None:
             bar.close()
@@ -192,32 +204,6 @@ def train_bpe(
 
 # ----------------------------------------------------------------------------------------------------
 # Files
-
-
-def _atomic_replace_dir(build: Callable[[Path], None], out_dir: PathLike, *, force: bool) -> None:
-    """Builds a directory in a temporary sibling, then moves it into place, so a failure or interruption
-    never leaves a half-written `out_dir`."""
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists (use --force / force=True to replace it)")
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: exists and is not a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
-    try:
-        build(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_gpt2_files(vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]], vocab_path: PathLike, merges_path: PathLike) -> None:
@@ -259,8 +245,14 @@ def read_gpt2_vocab(vocab_path: PathLike) -> dict[int, bytes]:
 
 
 def read_gpt2_merges(merges_path: PathLike) -> list[tuple[bytes, bytes]]:
+    return _read_gpt2_merges_with_lines(merges_path)[0]
+
+
+def _read_gpt2_merges_with_lines(merges_path: PathLike) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """The merges and the line number of each, for messages about a merge."""
     path = os.fspath(merges_path)
     merges: list[tuple[bytes, bytes]] = []
+    lines: list[int] = []
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
@@ -272,9 +264,10 @@ def read_gpt2_merges(merges_path: PathLike) -> list[tuple[bytes, bytes]]:
                     raise ValueError(f"{path}: line {lineno}: expected two tokens separated by one space, got {line!r}")
                 where = f"{path}: line {lineno}: token "
                 merges.append((text_to_token(parts[0], where=where), text_to_token(parts[1], where=where)))
+                lines.append(lineno)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-    return merges
+    return merges, lines
 
 
 def save_tokenizer_dir(
@@ -287,9 +280,10 @@ def save_tokenizer_dir(
     force: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Writes a tokenizer directory atomically."""
+    """Writes a tokenizer directory atomically; with `force`, an existing directory keeps its other files
+    and gets these three replaced."""
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> list[str]:
         write_gpt2_files(vocab, merges, tmp / VOCAB_FILE, tmp / MERGES_FILE)
         config = {
             "format": CONFIG_FORMAT,
@@ -303,8 +297,9 @@ def save_tokenizer_dir(
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as f:
             json.dump(config, f, ensure_ascii=False, indent=2)
             f.write("\n")
+        return [VOCAB_FILE, MERGES_FILE, CONFIG_FILE]
 
-    _atomic_replace_dir(build, out_dir, force=force)
+    atomic_directory(out_dir, build, force=force)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -352,7 +347,14 @@ class Tokenizer:
     @classmethod
     def from_files(cls, vocab_filepath: PathLike, merges_filepath: PathLike, special_tokens: Sequence[str] | None = None, *, pattern: str | None = None) -> Tokenizer:
         """Loads GPT-2 format `vocab.json` and `merges.txt` (as `train-tokenizer` writes them)."""
-        return cls(read_gpt2_vocab(vocab_filepath), read_gpt2_merges(merges_filepath), special_tokens, pattern=pattern)
+        merges, lines = _read_gpt2_merges_with_lines(merges_filepath)
+        try:
+            return cls(read_gpt2_vocab(vocab_filepath), merges, special_tokens, pattern=pattern)
+        except ValueError as e:
+            bad_merge = re.match(r"merge (\d+) ", str(e))
+            if bad_merge and int(bad_merge.group(1)) < len(lines):  # the core names the merge by rank: name the file and line
+                raise ValueError(f"{os.fspath(merges_filepath)}: line {lines[int(bad_merge.group(1))]}: {e}") from None
+            raise
 
     @classmethod
     def load(cls, directory: PathLike) -> Tokenizer:
@@ -363,13 +365,28 @@ class Tokenizer:
         for name in (VOCAB_FILE, MERGES_FILE):
             if not (d / name).is_file():
                 raise FileNotFoundError(f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)")
-        config: dict[str, Any] = {}
-        if (d / CONFIG_FILE).is_file():
-            try:
-                config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{d / CONFIG_FILE}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, config.get("special_tokens", []), pattern=config.get("pattern"))
+        config_path = d / CONFIG_FILE
+        if not config_path.is_file():
+            # Without it the special tokens are unknown, and "<|endoftext|>" would encode as plain bytes.
+            raise FileNotFoundError(
+                f"{config_path}: not found; it lists the special tokens (for a tokenizer without any, write "
+                '{"special_tokens": []} to it)'
+            )
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{config_path}: not UTF-8 (byte offset {e.start})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
+        specials = config.get("special_tokens", [])
+        if not isinstance(specials, list) or not all(isinstance(t, str) and t for t in specials):
+            raise ValueError(f"{config_path}: special_tokens must be a list of non-empty strings, not {json.dumps(specials)[:100]}")
+        pattern = config.get("pattern")
+        if pattern is not None and (not isinstance(pattern, str) or not pattern):
+            raise ValueError(f"{config_path}: pattern must be a non-empty string (a regular expression)")
+        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
 
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
@@ -461,25 +478,44 @@ class Tokenizer:
         buf = self._core.encode_to_buffer(text, dt.itemsize, num_threads)
         return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
 
-    def encode_iterable(self, iterable: Iterable[str], *, flush_chars: int = 1 << 16) -> Iterator[int]:
-        """Lazily encodes a stream of strings (e.g. a file's lines) in constant memory. The ids equal
-        `encode` of the concatenation, even where a pre-token or special token spans two strings."""
+    def encode_iterable(self, iterable: Iterable[str], *, flush_chars: int = 1 << 16, max_chars: int = 1 << 24) -> Iterator[int]:
+        """Lazily encodes a stream of strings (e.g. a file's lines) in bounded memory and linear time. The
+        ids equal `encode` of the concatenation, even where a pre-token or special token spans two strings.
+
+        Text is held until at least `flush_chars` characters are pending, then encoded up to the last point
+        where cutting cannot change the ids. Where no such point exists (text without white space), more is
+        read and the search repeats only when the pending text has doubled, so the work stays linear. The
+        pending text never exceeds `max_chars` (16M characters by default): a stretch that long without any
+        safe point is cut there, with a warning, and only ids around that cut can differ from `encode`."""
         pending: list[str] = []
         size = 0
+        next_try = flush_chars  # pending size at which to look for a safe cut again
         for piece in iterable:
+            if not isinstance(piece, str):
+                kind = type(piece).__name__
+                hint = ": open the file in text mode, e.g. open(path, encoding='utf-8')" if isinstance(piece, (bytes, bytearray)) else ""
+                raise TypeError(f"encode_iterable needs str pieces, got {kind}{hint}")
             pending.append(piece)
             size += len(piece)
-            if size < flush_chars:
+            if size < next_try:
                 continue
             text = "".join(pending)
             cut = self._core.safe_prefix_bytes(text)
-            if cut == 0:
+            if cut == 0 and len(text) < max_chars:
                 pending, size = [text], len(text)
+                next_try = min(2 * len(text), max_chars)
                 continue
-            raw = text.encode("utf-8")
-            head, tail = raw[:cut].decode("utf-8"), raw[cut:].decode("utf-8")
+            if cut == 0:
+                import warnings
+
+                warnings.warn(f"encode_iterable: no safe cut in {len(text):,} characters; cutting there, ids near the cut may differ from encode()", stacklevel=2)
+                head, tail = text[:max_chars], text[max_chars:]
+            else:
+                raw = text.encode("utf-8")
+                head, tail = raw[:cut].decode("utf-8"), raw[cut:].decode("utf-8")
             yield from self._core.encode(head)
             pending, size = [tail], len(tail)
+            next_try = min(max(flush_chars, 2 * size), max_chars)
         if pending:
             yield from self._core.encode("".join(pending))
 
@@ -497,16 +533,22 @@ class Tokenizer:
         """Streams a text file (.txt or gzip) into a `.npy` array of ids, written to a temporary file and
         renamed, so a failed or interrupted run never leaves a partial output. Returns the token count.
         `byte_range` (start, end) encodes only that part of a plain-text file (see `bpe_lm.shards`)."""
-        if errors not in ("strict", "replace"):
-            raise ValueError(f"errors must be 'strict' or 'replace', not {errors!r}")
+        _check_errors(errors)
         dt = self._resolve_dtype(dtype)
-        bar, callback = _progress_callback(progress)
+        bar, callback = _progress_callback(progress, {"read": "encoding"})  # the core reports reading the file
         try:
             with atomic_output(output_path) as tmp:
                 return self._core.encode_file(os.fspath(input_path), os.fspath(tmp), dt.itemsize, num_threads, errors == "replace", callback, byte_range)
         finally:
             if bar is not None:
                 bar.close()
+
+    def count_file(self, input_path: PathLike, *, num_threads: int | None = None) -> int:
+        """Tokens of a text file (.txt or gzip), as `encode_file` would write them."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bpe-lm-count-") as tmp:
+            return self.encode_file(input_path, Path(tmp) / "ids.npy", dtype="uint32", num_threads=num_threads)
 
     # -- decoding
 

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bpe_lm._io import atomic_write
 from bpe_lm.accounting import PEAK_FLOPS, account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, build_config, load_config, to_toml
-from bpe_lm.data import get_batch, load_tokens
+from bpe_lm.data import check_token_ids, get_batch, load_tokens
 from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
 
@@ -45,18 +46,27 @@ class TrainingError(RuntimeError):
 # Device, precision and distribution
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "training.device") -> torch.device:
+    """The torch device for a device name (auto: cuda > mps > cpu). `setting` is how the user gave it
+    (training.device, --device), for the messages."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{setting} {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{setting} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"training.device = {name!r}, but CUDA is not available here")
+        raise ConfigError(f"{setting} {name!r}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{setting} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError(f"training.device = {name!r}, but MPS is not available here")
+        raise ConfigError(f"{setting} {name!r}: MPS is not available here")
     return device
 
 
@@ -125,19 +135,14 @@ def init_distributed(device_name: str) -> tuple[Dist, str]:
 # Data checks
 
 
-def check_data(tokens: np.ndarray, path: str, config: ModelConfig, sample: int = 1 << 20) -> None:
-    """Before any compute: enough tokens for one context, and ids below vocab_size (on a sample)."""
+def check_data(tokens: np.ndarray, path: str, config: ModelConfig) -> None:
+    """Before any compute: enough tokens for one context, and every id of the file in [0, vocab_size)."""
     if len(tokens) <= config.context_length + 1:
         raise TrainingError(f"{path}: {len(tokens):,} tokens, fewer than model.context_length + 1 = {config.context_length + 1}")
-    n = len(tokens)
-    if n <= 3 * sample:
-        probe = np.asarray(tokens)
-    else:
-        mid = n // 2
-        probe = np.concatenate([tokens[:sample], tokens[mid : mid + sample], tokens[-sample:]])
-    top = int(probe.max())
-    if top >= config.vocab_size:
-        raise TrainingError(f"{path}: holds token id {top}, but model.vocab_size is {config.vocab_size} (was it encoded with another tokenizer?)")
+    try:
+        check_token_ids(tokens, path, config.vocab_size)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -147,7 +152,7 @@ def check_data(tokens: np.ndarray, path: str, config: ModelConfig, sample: int =
 class MetricsLog:
     """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for and installed."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, resume: bool) -> None:
+    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, resume: bool, resumed_at: int = 0) -> None:
         self.enabled = enabled
         self.path = run_dir / METRICS_NAME
         self.tb = None
@@ -156,6 +161,8 @@ class MetricsLog:
             return
         if not resume and self.path.exists():
             self.path.unlink()
+        if resume and self.path.exists():
+            self._drop_rows_after(resumed_at)
         if cfg.logging.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -170,6 +177,14 @@ class MetricsLog:
                 self.wandb = wandb.init(project=cfg.logging.wandb_project, config=cfg.to_dict(), dir=str(run_dir), resume="allow")
             except ImportError:
                 warnings.warn("logging.wandb_project is set but wandb is not installed; skipping it", stacklevel=2)
+
+    def _drop_rows_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps that the resumed run will log again: keep
+        the rows up to the checkpoint's step only (the file is rewritten atomically)."""
+        rows = read_metrics(self.path.parent)
+        kept = [row for row in rows if row.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not self.enabled or not rows:
@@ -265,9 +280,10 @@ def threading_main() -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
         self.resume = resume
+        self.force = force
         self.show_progress = progress
         self.dist, device_name = init_distributed(cfg.training.device)
         self.device = resolve_device(device_name)
@@ -397,14 +413,28 @@ class Trainer:
 
     # -- the loop
 
+    def _check_run_dir(self) -> None:
+        """An earlier run's files are continued (--resume) or replaced (--force), never overwritten unasked."""
+        earlier = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (self.run_dir / name).exists()]
+        if self.resume and self.force:
+            raise ConfigError("--resume and --force contradict each other (continue the run, or start it over)")
+        if earlier and not self.resume and not self.force:
+            raise ConfigError(
+                f"{self.run_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume, start it over with "
+                f"--force (replaces those files), or set another training.out_dir"
+            )
+
     def run(self) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.training
+        self._check_run_dir()
         self._load_data()
         self._build()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / CONFIG_NAME).write_text(to_toml(cfg.to_dict()), encoding="utf-8")
-        log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume)
+        if self.force and self.dist.is_main:
+            (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume, self.iteration)
         peak = peak_flops(self.device, self.autocast_dtype)
         flops_per_token = account(cfg.model).training_flops_per_token
         total = self.total_iters()
@@ -412,14 +442,18 @@ class Trainer:
         if self.show_progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total if total is not None else int(t.max_minutes * 60), initial=self.iteration if total is not None else int(self.elapsed_before),
-                       unit="step" if total is not None else "s", desc="training", dynamic_ncols=True)
+            if total is not None:
+                bar = tqdm(total=total, initial=self.iteration, unit="step", desc="training", dynamic_ncols=True)
+            else:  # a wall-clock budget: minutes of training done out of the budget, and the time left
+                bar = tqdm(total=round(t.max_minutes, 2), initial=round(self.elapsed_before / 60, 2), desc="training", dynamic_ncols=True,
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} min [{remaining} left{postfix}]")  # fmt: skip
         pending: list[tuple[int, int, float, torch.Tensor, float, torch.Tensor]] = []
         last_flush = (time.perf_counter(), self.tokens_seen)
         start = time.perf_counter()
         generator_state = self.generator.get_state()
         last_good = (self.iteration, generator_state, self.elapsed_before)
         summary: dict[str, Any] = {}
+        throughput = [0, 0.0]  # tokens trained and seconds spent in training steps (not evaluating or saving)
         params = [p for p in self.model.parameters()]
         interrupted = False
 
@@ -438,6 +472,8 @@ class Trainer:
             losses_l, norms_l = losses.float().tolist(), norms.float().tolist()
             now = time.perf_counter()
             tokens_per_s = (pending[-1][1] - last_flush[1]) / max(now - last_flush[0], 1e-9)
+            throughput[0] += pending[-1][1] - last_flush[1]
+            throughput[1] += now - last_flush[0]
             rows = []
             for (step, tokens, wall, _, lr, _), loss, norm in zip(pending, losses_l, norms_l):
                 if not math.isfinite(loss):
@@ -450,7 +486,7 @@ class Trainer:
                              "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None})
             log.write(rows)
             summary["train_loss"] = losses_l[-1]
-            summary["tokens_per_s"] = tokens_per_s
+            summary["tokens_per_s"] = throughput[0] / max(throughput[1], 1e-9)  # the run's average, steps only
             if bar is not None:
                 bar.set_postfix(loss=f"{losses_l[-1]:.3f}", tok_s=f"{tokens_per_s:,.0f}")
             pending.clear()
@@ -463,7 +499,8 @@ class Trainer:
             log.write([{"step": self.iteration, "tokens": self.tokens_seen, "time": round(elapsed, 3), "valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50))}])
             summary["valid_loss"] = loss
             if bar is not None:
-                bar.set_postfix(loss=summary.get("train_loss"), valid=f"{loss:.3f}")
+                shown = {"loss": f"{summary['train_loss']:.3f}"} if "train_loss" in summary else {}
+                bar.set_postfix(**shown, valid=f"{loss:.3f}")
 
         try:
             with _StopFlag() as stop:
@@ -484,7 +521,7 @@ class Trainer:
                     elapsed, stopping = clock.read(self.iteration, stop.requested)
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
-                        bar.update(1 if total is not None else max(int(elapsed) - bar.n, 0))
+                        bar.update(1 if total is not None else max(round(min(elapsed / 60, t.max_minutes), 2) - bar.n, 0))
                     done = self.budget_reached(self.iteration, elapsed) or stopping
                     if self.iteration % t.log_interval == 0 or done:
                         flush()
@@ -607,8 +644,8 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    return Trainer(cfg, resume=resume, progress=progress).run()
+def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    return Trainer(cfg, resume=resume, force=force, progress=progress).run()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -617,7 +654,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, args.set)
-    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    summary = train(cfg, resume=args.resume, force=args.force, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['seconds']:.1f} s"]
         if "tokens_per_s" in summary:

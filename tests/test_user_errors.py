@@ -1,0 +1,468 @@
+"""Bad inputs a new user gives, one test per case of docs/errors.md: nothing of theirs is lost or silently
+wrong, and each problem is one line naming the file or setting (exit status 1), before any heavy work."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[lm]')")
+
+import bpe_lm  # noqa: E402
+from bpe_lm.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+from bpe_lm.cli import main  # noqa: E402
+from bpe_lm.config import build_config  # noqa: E402
+from bpe_lm.data import get_batch  # noqa: E402
+from bpe_lm.model import ModelConfig, TransformerLM  # noqa: E402
+from bpe_lm.tokenizer import ProgressBars, Tokenizer  # noqa: E402
+from bpe_lm.train import Trainer, TrainingError, read_metrics  # noqa: E402
+from conftest import generated_corpus  # noqa: E402
+
+EOT = "<|endoftext|>"
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("bpe-lm: warning:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(generated_corpus(300), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tok_dir(tmp_path, corpus) -> Path:
+    out = tmp_path / "tok"
+    assert main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture
+def token_files(tmp_path):
+    rng = np.random.default_rng(0)
+    data = np.where(rng.random(18000) < 0.1, rng.integers(0, 64, 18000), np.tile(np.arange(40), 450)).astype(np.uint16)
+    np.save(tmp_path / "train.npy", data[:16000])
+    np.save(tmp_path / "valid.npy", data[16000:])
+    return tmp_path / "train.npy", tmp_path / "valid.npy"
+
+
+def raw_config(tmp_path, train, valid, **training) -> dict:
+    return {
+        "model": dict(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64),
+        "optimizer": {"lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 2},
+        "data": {"train": str(train), "valid": str(valid)},
+        "training": {"batch_size": 8, "max_iters": 20, "eval_interval": 10, "eval_iters": 2, "log_interval": 5,
+                     "checkpoint_interval": 10, "out_dir": str(tmp_path / "run"), "device": "cpu", **training},
+    }  # fmt: skip
+
+
+def write_config(tmp_path, train, valid, **training) -> Path:
+    from bpe_lm.config import to_toml
+
+    path = tmp_path / "run.toml"
+    path.write_text(to_toml(raw_config(tmp_path, train, valid, **training)))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- 1. runs
+
+
+def test_train_never_replaces_an_earlier_run_unasked(tmp_path, token_files, capsys):
+    config = write_config(tmp_path, *token_files)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+    assert main(["train", "--config", str(config), "--quiet", "--set", "training.max_iters=5"]) == 1
+    one_line_error(capsys, str(run), "--resume", "--force")
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert main(["train", "--config", str(config), "--quiet", "--set", "training.max_iters=5", "--force"]) == 0
+    assert read_checkpoint(run / "checkpoint.pt")["iteration"] == 5
+    assert max(r["step"] for r in read_metrics(run)) == 5
+
+
+# ---------------------------------------------------------------------------------------------------- 2. tokenizer dirs
+
+
+def test_train_tokenizer_force_replaces_only_its_own_files(tmp_path, corpus, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "important.txt").write_text("keep me")
+    args = ["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(out), "--quiet"]
+    assert main(args) == 1
+    one_line_error(capsys, str(out), "--force")
+    assert main([*args, "--force"]) == 0
+    assert (out / "important.txt").read_text() == "keep me"
+    assert Tokenizer.load(out).vocab_size == 300
+    # `-o .` from inside the directory works and leaves no temporary behind.
+    cwd = os.getcwd()
+    try:
+        os.chdir(out)
+        assert main(["train-tokenizer", str(corpus), "--vocab", "280", "-o", ".", "--quiet", "--force"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert Tokenizer.load(out).vocab_size == 280 and (out / "important.txt").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["important.txt", "merges.txt", "tokenizer_config.json", "vocab.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_tokenizer_without_its_config_is_an_error(tok_dir, capsys):
+    (tok_dir / "tokenizer_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"tokenizer_config.json: not found; it lists the special tokens .*\"special_tokens\": \[\]"):
+        Tokenizer.load(tok_dir)
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({"special_tokens": []}))
+    assert Tokenizer.load(tok_dir).special_tokens == []  # no special tokens, on purpose
+    for bad in ("<|endoftext|>", [1, 2], [""], {"a": 1}):
+        (tok_dir / "tokenizer_config.json").write_text(json.dumps({"special_tokens": bad}))
+        assert main(["encode", str(tok_dir / "vocab.json"), "-o", str(tok_dir / "x.npy"), "--tokenizer", str(tok_dir)]) == 1
+        one_line_error(capsys, "tokenizer_config.json", "special_tokens must be a list of non-empty strings")
+
+
+# ---------------------------------------------------------------------------------------------------- 4. token ids
+
+
+@pytest.mark.parametrize("values", [[-1], [-7] * 5])
+def test_out_of_range_ids_anywhere_in_the_file_are_refused_before_training(tmp_path, token_files, values, capsys):
+    data = np.load(token_files[0]).astype(np.int64)
+    data[len(data) // 2 : len(data) // 2 + len(values)] = values  # far from the ends a sample would see
+    np.save(tmp_path / "bad.npy", data)
+    config = write_config(tmp_path, tmp_path / "bad.npy", token_files[1])
+    assert main(["train", "--config", str(config), "--quiet"]) == 1
+    one_line_error(capsys, "bad.npy", f"token id {values[0]} at position {len(data) // 2:,}", "model.vocab_size = 64")
+    assert not (tmp_path / "run").exists()
+    big = np.load(token_files[0]).copy()
+    big[12345] = 64
+    np.save(tmp_path / "big.npy", big)
+    with pytest.raises(TrainingError, match="token id 64 at position 12,345"):
+        Trainer(build_config(raw_config(tmp_path, tmp_path / "big.npy", token_files[1])), progress=False).run()
+
+
+def test_eval_checks_the_whole_file(tmp_path, token_files, capsys):
+    model = TransformerLM(ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=4))
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    data = np.load(token_files[1]).astype(np.int32)
+    data[-3] = -1
+    np.save(tmp_path / "v.npy", data)
+    assert main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "v.npy"), "--device", "cpu"]) == 1
+    one_line_error(capsys, "v.npy", "token id -1")
+
+
+# ---------------------------------------------------------------------------------------------------- 5, 6. generate, eval
+
+
+def test_generate_refuses_a_tokenizer_of_another_size(tmp_path, tok_dir, capsys):
+    tok = Tokenizer.load(tok_dir)
+    for vocab in (tok.vocab_size + 10, tok.vocab_size - 10):
+        model = TransformerLM(ModelConfig(vocab_size=vocab, context_length=16, d_model=16, num_layers=1, num_heads=2))
+        save_checkpoint(model, None, 0, tmp_path / "m.pt")
+        assert main(["generate", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir), "--device", "cpu"]) == 1
+        one_line_error(capsys, str(tok_dir), f"{tok.vocab_size:,} tokens", f"{vocab:,}", "not the tokenizer it was trained with")
+
+
+def test_eval_raw_text_must_be_the_text_of_the_tokens(tmp_path, tok_dir, corpus, capsys):
+    tok = Tokenizer.load(tok_dir)
+    tok.encode_file(corpus, tmp_path / "valid.npy")
+    torch.manual_seed(0)
+    model = TransformerLM(ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=32, num_layers=1, num_heads=4))
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    other = tmp_path / "other.txt"
+    other.write_text(generated_corpus(100, seed=7), encoding="utf-8")
+    base = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "valid.npy"), "--device", "cpu", "--json"]
+    assert main([*base, "--raw-text", str(other), "--tokenizer", str(tok_dir)]) == 1
+    one_line_error(capsys, "--raw-text", "other.txt", "encodes to")
+    assert main([*base, "--raw-text", str(corpus)]) == 1
+    one_line_error(capsys, "--raw-text needs --tokenizer")
+    # The right text, gzip-compressed: bits per byte from the decompressed size, computed here independently.
+    gz = tmp_path / "corpus.txt.gz"
+    gz.write_bytes(gzip.compress(corpus.read_bytes()))
+    assert main([*base, "--raw-text", str(gz), "--tokenizer", str(tok_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    tokens = np.load(tmp_path / "valid.npy")
+    expected = result["loss"] * len(tokens) / len(corpus.read_bytes()) / np.log(2)
+    assert result["bits_per_byte"] == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------- 7. metrics on resume
+
+
+def test_resume_drops_metrics_rows_past_the_checkpoint(tmp_path, token_files):
+    cfg = build_config(raw_config(tmp_path, *token_files, log_interval=1))
+    saved = {}
+
+    class KeepTen(Trainer):
+        def _save(self, generator_state, elapsed):
+            super()._save(generator_state, elapsed)
+            if self.iteration == 10:
+                saved["ten"] = (self.run_dir / "checkpoint.pt").read_bytes()
+
+    KeepTen(cfg, progress=False).run()
+    # As if killed with -9 after step 20 was logged but before its checkpoint: the file holds step 10's.
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(saved["ten"])
+    Trainer(cfg, resume=True, progress=False).run()
+    steps = [r["step"] for r in read_metrics(tmp_path / "run") if "train_loss" in r]
+    assert steps == list(range(1, 21))
+
+
+# ---------------------------------------------------------------------------------------------------- 8. temporaries
+
+
+def test_stale_temporaries_of_a_killed_encode_are_removed(tmp_path, tok_dir, corpus, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".big.npy.{dead.pid}.abc123.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    live = tmp_path / f".big.npy.{os.getpid()}.def456.tmp"  # a writer still running (this process): kept
+    live.write_bytes(b"\0" * 10)
+    assert main(["encode", str(corpus), "-o", str(tmp_path / "big.npy"), "--tokenizer", str(tok_dir), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert not stale.exists() and live.exists()
+    assert f"bpe-lm: warning: removed {stale}" in err and "interrupted run" in err
+    assert len(np.load(tmp_path / "big.npy")) > 0
+
+
+# ---------------------------------------------------------------------------------------------------- 9. batches
+
+
+def test_batches_from_temporary_memmap_slices_are_right(tmp_path):
+    data = np.arange(5000, dtype=np.uint16)
+    np.save(tmp_path / "d.npy", data)
+    wrong = 0
+    for k in range(50):
+        window = np.load(tmp_path / "d.npy", mmap_mode="r")[k * 7 :]  # a fresh temporary slice each time
+        x, y = get_batch(window, 4, 16, "cpu", torch.Generator().manual_seed(k))
+        ref_x, ref_y = get_batch(np.asarray(window), 4, 16, "cpu", torch.Generator().manual_seed(k))
+        wrong += int(not (torch.equal(x, ref_x) and torch.equal(y, ref_y)))
+        del window
+    assert wrong == 0
+
+
+# ---------------------------------------------------------------------------------------------------- 10. encode_iterable
+
+
+class CountingCore:
+    """Wraps the core encoder to count the characters `encode_iterable` scans for safe cuts."""
+
+    def __init__(self, core) -> None:
+        self.core, self.scanned, self.longest = core, 0, 0
+
+    def safe_prefix_bytes(self, text: str) -> int:
+        self.scanned += len(text)
+        self.longest = max(self.longest, len(text))
+        return self.core.safe_prefix_bytes(text)
+
+    def __getattr__(self, name):
+        return getattr(self.core, name)
+
+
+def test_encode_iterable_is_linear_and_bounded_without_white_space(tok_dir):
+    tok = Tokenizer.load(tok_dir)
+    text = "abcdefghij" * 50_000  # 500K characters, no safe cut anywhere
+    pieces = [text[i : i + 1000] for i in range(0, len(text), 1000)]
+    tok._core = counting = CountingCore(tok._core)
+    assert list(tok.encode_iterable(pieces, flush_chars=4096)) == tok.encode(text)
+    assert counting.scanned <= 4 * len(text)  # the old code re-scanned everything: ~60M characters here
+    counting.scanned = counting.longest = 0
+    with pytest.warns(UserWarning, match="no safe cut in"):
+        ids = list(tok.encode_iterable(pieces, flush_chars=4096, max_chars=100_000))
+    assert counting.longest <= 100_000 + 1000
+    assert tok.decode(ids) == text  # cut, but no text lost
+
+
+def test_encode_iterable_over_bytes_says_open_in_text_mode(tok_dir):
+    tok = Tokenizer.load(tok_dir)
+    with pytest.raises(TypeError, match="open the file in text mode"):
+        list(tok.encode_iterable(io.BytesIO(b"hello\nworld\n")))
+
+
+# ---------------------------------------------------------------------------------------------------- messages
+
+
+def test_bad_checkpoints_are_one_line_and_never_advise_unsafe_loading(tmp_path, token_files, capsys):
+    model = TransformerLM(ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=4))
+    save_checkpoint(model, None, 0, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_text("this is a text file\n")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    for name in ("truncated.pt", "text.pt", "evil.pt"):
+        assert main(["eval", "--checkpoint", str(tmp_path / name), "--data", str(token_files[1]), "--device", "cpu"]) == 1
+        line = one_line_error(capsys, name, "not a readable bpe-lm checkpoint")
+        assert "weights_only" not in line
+
+
+def test_merges_errors_name_the_file_and_line(tok_dir):
+    vocab = json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8"))
+    merges = (tok_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
+    left, right = merges[4].split(" ")
+    del vocab[left + right]  # the 4th merge's result is missing from the vocabulary
+    vocab = {t: i for i, (t, _) in enumerate(sorted(vocab.items(), key=lambda kv: kv[1]))}
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"merges.txt: line 5: merge 3 "):
+        Tokenizer.load(tok_dir)
+
+
+def test_device_messages_name_the_option(tmp_path, tok_dir, capsys):
+    tok = Tokenizer.load(tok_dir)
+    save_checkpoint(TransformerLM(ModelConfig(vocab_size=tok.vocab_size, context_length=16, d_model=16, num_layers=1, num_heads=2)), None, 0, tmp_path / "m.pt")
+    base = ["generate", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir)]
+    assert main([*base, "--device", "tpu"]) == 1
+    one_line_error(capsys, "--device 'tpu'", "expected auto, cpu, cuda")
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 1
+        line = one_line_error(capsys, "--device 'cuda'", "CUDA is not available")
+        assert "training.device" not in line
+
+
+def test_outputs_are_checked_before_heavy_work(tmp_path, corpus, capsys, monkeypatch):
+    import bpe_lm.tokenizer as tokenizer_module
+
+    def never(*a, **k):
+        raise AssertionError("trained before checking its output")
+
+    monkeypatch.setattr(tokenizer_module, "train_bpe", never)
+    (tmp_path / "file").write_text("x")
+    assert main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(tmp_path / "file" / "tok")]) == 1
+    one_line_error(capsys, "is not a directory")
+    assert main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(tmp_path / "t"), "--special-token", "e"]) == 1
+    one_line_error(capsys, "--special-token 'e'", "single byte")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="single byte"):  # the library refuses it too, before reading any text
+        bpe_lm.train_bpe(tmp_path / "no-such-file.txt", 300, ["e"])
+
+
+def test_one_policy_for_outputs(tmp_path, tok_dir, corpus, capsys):
+    out = tmp_path / "ids.npy"
+    args = ["encode", str(corpus), "-o", str(out), "--tokenizer", str(tok_dir), "--quiet"]
+    assert main(args) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(args) == 1
+    one_line_error(capsys, str(out), "already exists", "--force")
+    assert out.read_bytes() == before
+    assert main([*args, "--force"]) == 0
+    # Missing parent directories are created, as train-tokenizer does.
+    assert main(["encode", str(corpus), "-o", str(tmp_path / "new" / "dir" / "ids.npy"), "--tokenizer", str(tok_dir), "--quiet"]) == 0
+    decoded = tmp_path / "back.txt"
+    assert main(["decode", str(out), "--tokenizer", str(tok_dir), "-o", str(decoded)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(out), "--tokenizer", str(tok_dir), "-o", str(decoded)]) == 1
+    one_line_error(capsys, "back.txt", "already exists")
+    assert main(["export-tokenizer", str(tok_dir), "--format", "hf", "-o", str(decoded)]) == 1
+    one_line_error(capsys, "back.txt", "already exists")
+
+
+def test_train_tokenizer_errors_replace(tmp_path, corpus, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(corpus.read_bytes()[:500] + b"\xff\xfe broken \xc3" + corpus.read_bytes()[500:])
+    assert main(["train-tokenizer", str(bad), "--vocab", "300", "-o", str(tmp_path / "a"), "--quiet"]) == 1
+    one_line_error(capsys, "bad.txt", "UTF-8")
+    assert main(["train-tokenizer", str(bad), "--vocab", "300", "-o", str(tmp_path / "b"), "--quiet", "--errors", "replace"]) == 0
+
+
+def test_failed_demo_leaves_nothing_and_missing_matplotlib_only_skips_the_plot(tmp_path, corpus, capsys, monkeypatch):
+    import bpe_lm.tokenizer as tokenizer_module
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "demo"))
+
+    out = tmp_path / "demo"
+    with monkeypatch.context() as m:
+        m.setattr(tokenizer_module, "train_bpe", disk_full)
+        assert main(["demo", "--data", str(corpus), "--minutes", "0.02", "-o", str(out)]) == 1
+    assert not out.exists()
+    assert "removed the unfinished run directory" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["demo", "--data", str(corpus), "--minutes", "0.02", "--vocab", "300", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "matplotlib is not installed, so the demo skips its plot" in err
+    assert not (out / "curves.png").exists() and "no learning-curve plot" in (out / "report.md").read_text()
+
+
+def test_broken_pipe_is_quiet(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "bpe_lm", "accounting", "--preset", "gpt2-small", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Broken pipe" not in err and "Traceback" not in err
+
+
+def test_bugs_show_a_traceback_and_user_errors_one_line(monkeypatch, capsys, tmp_path):
+    import bpe_lm.cli as cli
+
+    def buggy(args):
+        return {}["missing"]
+
+    parser = cli.build_parser
+
+    def patched():
+        p = parser()
+        for action in p._subparsers._group_actions[0].choices.values():
+            if action.prog.endswith(" decode"):
+                action.set_defaults(func=buggy)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    assert main(["decode", "x.npy", "--tokenizer", "t"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError" in err and "this is a bug" in err
+    monkeypatch.undo()
+    assert main(["--debug", "decode", str(tmp_path / "missing.npy"), "--tokenizer", "t"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].endswith("missing.npy: no such file")
+    monkeypatch.setenv("BPE_LM_DEBUG", "1")
+    assert main(["decode", str(tmp_path / "missing.npy"), "--tokenizer", "t"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+
+
+def test_encode_summary_counts_decompressed_text(tmp_path, tok_dir, corpus, capsys):
+    gz = tmp_path / "c.txt.gz"
+    gz.write_bytes(gzip.compress(corpus.read_bytes() * 3))
+    assert main(["encode", str(gz), "-o", str(tmp_path / "ids.npy"), "--tokenizer", str(tok_dir), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"encoded {len(corpus.read_bytes()) * 3 / 1e6:.1f} MB of text" in err
+
+
+def test_progress_bars_use_decimal_units_and_say_encoding(capsys):
+    with ProgressBars(True, {"read": "encoding"}) as bar:
+        bar("read", 5_000_000, 10_000_000)
+    err = capsys.readouterr().err
+    # 10,000,000 bytes read as 10.0M (decimal, like the summaries), not 9.54M (binary).
+    assert "encoding" in err and "/10.0M" in err and "9.54M" not in err and "pre-tokenizing" not in err
+
+
+def test_time_budget_bar_shows_minutes_and_summary_averages_the_run(tmp_path, token_files, capsys):
+    cfg = build_config(raw_config(tmp_path, *token_files, max_iters=0, max_minutes=0.01, log_interval=2))
+    summary = Trainer(cfg, progress=True).run()
+    err = capsys.readouterr().err
+    assert " min [" in err and "s/s" not in err and "loss=None" not in err
+    rows = [r for r in read_metrics(tmp_path / "run") if "train_loss" in r]
+    intervals, previous = [], 0
+    for r in rows:
+        if r["tokens"] != previous and (r is rows[-1] or r["step"] % 2 == 0):
+            intervals.append((r["tokens"] - previous) / r["tokens_per_s"])
+            previous = r["tokens"]
+    assert summary["tokens_per_s"] == pytest.approx(summary["tokens"] / sum(intervals), rel=1e-3)
