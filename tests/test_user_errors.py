@@ -306,7 +306,7 @@ def test_bad_checkpoints_are_one_line_and_never_advise_unsafe_loading(tmp_path, 
     torch.save({"model": Evil()}, tmp_path / "evil.pt")
     for name in ("truncated.pt", "text.pt", "evil.pt"):
         assert main(["eval", "--checkpoint", str(tmp_path / name), "--data", str(token_files[1]), "--device", "cpu"]) == 1
-        line = one_line_error(capsys, name, "not a readable bpe-lm checkpoint")
+        line = one_line_error(capsys, name, "bpe-lm checkpoint")
         assert "weights_only" not in line
 
 
@@ -399,12 +399,12 @@ def test_failed_demo_leaves_nothing_and_missing_matplotlib_only_skips_the_plot(t
 
 
 def test_broken_pipe_is_quiet(tmp_path):
+    # The reader is gone before the first write (as `| head` is once it has its lines): writing fails with EPIPE.
     proc = subprocess.Popen([sys.executable, "-m", "bpe_lm", "accounting", "--preset", "gpt2-small", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.readline()
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
-    assert "Broken pipe" not in err and "Traceback" not in err
+    assert err == "" and proc.returncode == 141
 
 
 def test_bugs_show_a_traceback_and_user_errors_one_line(monkeypatch, capsys, tmp_path):

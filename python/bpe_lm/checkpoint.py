@@ -78,6 +78,12 @@ def read_checkpoint(src: str | os.PathLike[str] | BinaryIO, map_location: str | 
     if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
         raise FileNotFoundError(f"{src}: checkpoint not found")
     where = src if isinstance(src, (str, os.PathLike)) else "checkpoint"
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as f:
+            magic = f.read(4)
+        # torch.save writes a zip archive (PK..); files of torch before 1.6 are a pickle (protocol byte 0x80).
+        if magic[:2] != b"PK" and magic[:1] != b"\x80":
+            raise ValueError(f"{where}: not a bpe-lm checkpoint (not a PyTorch file at all{': it is empty' if not magic else ''})")
     try:
         state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse the file is a problem with the file
