@@ -21,8 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bpe_lm.pipeline import shared_data_dir
+
 THREADS_DEFAULT = 2
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = shared_data_dir()
 EOT = "<|endoftext|>"
 
 
@@ -73,13 +75,19 @@ def trained_tokenizers(corpus: Path, tmp: Path, vocab_size: int):
     out = tmp / f"tok-{corpus.stem}"
     ours.save(out, force=True)
     ranks = {token: i for i, token in vocab.items() if i != 0}
-    tk = tiktoken.Encoding(f"bpe-lm-{vocab_size}", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 0})
+    tk = tiktoken.Encoding(
+        f"bpe-lm-{vocab_size}", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 0}
+    )
     return ours, tk, hf_from_files(out / "vocab.json", out / "merges.txt")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", action="append", help="corpus files (default: imdb.txt.gz and fairytales.txt.gz from ../shared/data)")
+    ap.add_argument(
+        "--corpus",
+        action="append",
+        help="corpus files (default: imdb.txt.gz and fairytales.txt.gz from ../shared/data)",
+    )
     ap.add_argument("--mb", type=float, default=None, help="use only the first MB of each corpus")
     ap.add_argument("--threads", type=int, default=THREADS_DEFAULT)
     ap.add_argument("--repeat", type=int, default=3)
@@ -92,20 +100,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for corpus in corpora:
-            with (gzip.open(corpus, "rt", encoding="utf-8") if corpus.suffix == ".gz" else open(corpus, encoding="utf-8")) as f:
+            with (
+                gzip.open(corpus, "rt", encoding="utf-8") if corpus.suffix == ".gz" else open(corpus, encoding="utf-8")
+            ) as f:
                 text = f.read(int(args.mb * 1e6)) if args.mb else f.read()
             plain = tmp / corpus.name.removesuffix(".gz")
             plain.write_text(text, encoding="utf-8")
             mb = len(text.encode("utf-8")) / 1e6
             docs = [d for d in text.split(EOT)]
             ordinary_text = "".join(docs)  # tiktoken's encode_ordinary does not split on specials
-            for vocab_name, (ours, tk, hf) in (("gpt2", gpt2_tokenizers(tmp)), (f"ours-{args.vocab // 1000}K", trained_tokenizers(plain, tmp, args.vocab))):
+            for vocab_name, (ours, tk, hf) in (
+                ("gpt2", gpt2_tokenizers(tmp)),
+                (f"ours-{args.vocab // 1000}K", trained_tokenizers(plain, tmp, args.vocab)),
+            ):
                 name = corpus.name.removesuffix(".txt.gz")
 
                 def add(mode: str, impl: str, seconds: float, same: bool | None) -> None:
                     check = "—" if same is None else ("yes" if same else "NO")
                     rows.append((name, vocab_name, mode, impl, mb / seconds, check))
-                    print(f"  {name} {vocab_name} {mode} {impl}: {mb / seconds:.1f} MB/s (same ids: {check})", file=sys.stderr)
+                    print(
+                        f"  {name} {vocab_name} {mode} {impl}: {mb / seconds:.1f} MB/s (same ids: {check})",
+                        file=sys.stderr,
+                    )
 
                 t, ref = best_time(lambda: ours.encode(ordinary_text), args.repeat)
                 add("1 thread", "bpe-lm encode", t, None)
@@ -120,10 +136,20 @@ def main() -> None:
                 t, arr = best_time(lambda: ours.encode_to_numpy(ordinary_text, num_threads=args.threads), args.repeat)
                 add(f"{args.threads} threads", "bpe-lm encode_to_numpy", t, arr.tolist() == ref)
                 t, batch = best_time(lambda: tk.encode_ordinary_batch(docs, num_threads=args.threads), args.repeat)
-                add(f"{args.threads} threads", "tiktoken encode_ordinary_batch", t, [i for d in batch for i in d] == flat_ref)
+                add(
+                    f"{args.threads} threads",
+                    "tiktoken encode_ordinary_batch",
+                    t,
+                    [i for d in batch for i in d] == flat_ref,
+                )
                 if hf is not None:
                     t, enc = best_time(lambda: hf.encode_batch(docs, add_special_tokens=False), args.repeat)
-                    add(f"{args.threads} threads", "HF tokenizers encode_batch", t, [i for e in enc for i in e.ids] == flat_ref)
+                    add(
+                        f"{args.threads} threads",
+                        "HF tokenizers encode_batch",
+                        t,
+                        [i for e in enc for i in e.ids] == flat_ref,
+                    )
 
         print(f"\n## Throughput (MB/s of UTF-8 text, best of {args.repeat})\n")
         print("| corpus | vocab | threads | encoder | MB/s | ids equal bpe-lm |")

@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from bpe_lm.pipeline import shared_data_dir
+
+SHARED = shared_data_dir()
 EOT = "<|endoftext|>"
 
 TIKTOKEN_WORKER = r"""
@@ -100,7 +102,20 @@ def main() -> None:
             vocab_name = "bpe-lm 32K"
         rows = []
         out = tmp / "ids.npy"
-        cmd = [sys.executable, "-m", "bpe_lm", "encode", str(text), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", str(args.threads), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bpe_lm",
+            "encode",
+            str(text),
+            "-o",
+            str(out),
+            "--tokenizer",
+            str(tok_dir),
+            "--threads",
+            str(args.threads),
+            "--quiet",
+        ]
         seconds, rss, code = run_measured(cmd)
         rows.append(("bpe-lm encode", seconds, rss, code))
         out.unlink(missing_ok=True)
@@ -108,7 +123,15 @@ def main() -> None:
             try:
                 import tiktoken  # noqa: F401
 
-                cmd = [sys.executable, "-c", TIKTOKEN_WORKER, str(text), str(tmp / "tk.bin"), str(gpt2), str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    TIKTOKEN_WORKER,
+                    str(text),
+                    str(tmp / "tk.bin"),
+                    str(gpt2),
+                    str(args.threads),
+                ]
                 seconds, rss, code = run_measured(cmd)
                 rows.append(("tiktoken encode_batch loop", seconds, rss, code))
             except ImportError:

@@ -67,7 +67,20 @@ def main() -> None:
         return
     results = []
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--one", method, "--rows", str(args.rows), "--vocab", str(args.vocab), "--dim", str(args.dim), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            method,
+            "--rows",
+            str(args.rows),
+            "--vocab",
+            str(args.vocab),
+            "--dim",
+            str(args.dim),
+            "--threads",
+            str(args.threads),
+        ]
         results.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     ref = results[-1]
     for r in results:
@@ -75,11 +88,17 @@ def main() -> None:
             if abs(r[key] - ref[key]) > 1e-4 * abs(ref[key]):
                 raise SystemExit(f"{r['method']}: {key} {r[key]} differs from torch's {ref[key]}")
     logits_mb = args.rows * args.vocab * 4 / 1e6
-    print(f"\nN = {args.rows}, V = {args.vocab}, D = {args.dim}, float32, {args.threads} threads; one (N × V) float32 tensor is {logits_mb:,.0f} MB")
+    print(
+        f"\nN = {args.rows}, V = {args.vocab}, D = {args.dim}, float32, {args.threads} threads; one (N × V) float32 tensor is {logits_mb:,.0f} MB"
+    )
     print("losses and gradient sums agree to 1e-4 across methods\n")
     print("| method | peak memory above inputs (MB) | forward + backward (s) |")
     print("|---|---|---|")
-    names = {"fused": "bpe-lm linear_cross_entropy (fused, chunked)", "unfused": "bpe-lm h Wᵀ + cross_entropy", "torch": "torch F.linear + F.cross_entropy"}
+    names = {
+        "fused": "bpe-lm linear_cross_entropy (fused, chunked)",
+        "unfused": "bpe-lm h Wᵀ + cross_entropy",
+        "torch": "torch F.linear + F.cross_entropy",
+    }
     for r in results:
         print(f"| {names[r['method']]} | {r['peak_mb']:,.0f} | {r['seconds']:.2f} |")
 

@@ -25,7 +25,7 @@ from bpe_lm.accounting import PRESETS, account
 from bpe_lm.baseline import PlainTransformerLM
 from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm
-from bpe_lm.train import model_flops_utilization, peak_flops, resolve_autocast_dtype, resolve_device
+from bpe_lm.runtime import model_flops_utilization, peak_flops, resolve_autocast_dtype, resolve_device
 
 CONFIGS = {
     "cpu-small": dict(vocab_size=4096, context_length=128, num_layers=4, d_model=128, num_heads=4, d_ff=344),
@@ -95,14 +95,23 @@ def main() -> None:
     ap.add_argument("--config", action="append", type=parse_config, metavar="NAME[:BATCH]",
                     help=f"one of {', '.join(sorted(CONFIGS))}, optionally with its batch size; "
                     "default: cpu-small:16 (CPU) or tinystories-17m:128 and gpt2-small:32 (CUDA)")  # fmt: skip
-    ap.add_argument("--batch-size", type=int, default=None, help="batch size for configs given without one (default: 16 CPU, 64 CUDA)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size for configs given without one (default: 16 CPU, 64 CUDA)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 CPU, 50 CUDA)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first, compilation included (default: 3 CPU, 15 CUDA)")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first, compilation included (default: 3 CPU, 15 CUDA)"
+    )
     ap.add_argument("--repeat", type=int, default=2, help="alternating rounds over the arms; the best is kept")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile both models (and bpe-lm's AdamW update)")
-    ap.add_argument("--cuda-graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs) for both models")
+    ap.add_argument(
+        "--cuda-graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs) for both models"
+    )
     ap.add_argument("--check-sync", action="store_true", help="CUDA: fail if a timed step synchronises with the host")
     args = ap.parse_args()
     if args.cuda_graphs and not args.compile:
@@ -155,7 +164,9 @@ def main() -> None:
         tolerance = 2e-2 if autocast_dtype is not None else 1e-4
         for arm, loss in first_loss.items():
             if abs(loss - reference) > tolerance * max(abs(reference), 1.0):
-                raise SystemExit(f"{name}: first-step loss of {arm} is {loss:.6f}, plain + torch gives {reference:.6f}: not the same work")
+                raise SystemExit(
+                    f"{name}: first-step loss of {arm} is {loss:.6f}, plain + torch gives {reference:.6f}: not the same work"
+                )
         acc = account(config)
         tokens = steps * batch * config.context_length
         for arm in ARMS:
@@ -171,7 +182,9 @@ def main() -> None:
     print("| config | batch | params | model | optimizer | tokens/s | MFU | peak GiB | vs plain + torch | first loss |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:,.0f} | {r[6]} | {r[7]} | {r[8]:.2f} | {r[9]:.4f} |")
+        print(
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:,.0f} | {r[6]} | {r[7]} | {r[8]:.2f} | {r[9]:.4f} |"
+        )
 
 
 if __name__ == "__main__":

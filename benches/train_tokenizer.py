@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from bpe_lm.pipeline import shared_data_dir
+
+SHARED = shared_data_dir()
 SPECIAL = "<|endoftext|>"
 
 
@@ -74,7 +76,9 @@ def worker(name: str, path: str, vocab: int, threads: int) -> dict:
 
 
 def run_one(name: str, path: str, vocab: int, threads: int) -> dict | None:
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads), TOKENIZERS_PARALLELISM="true")
+    env = dict(
+        os.environ, RAYON_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads), TOKENIZERS_PARALLELISM="true"
+    )
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", name, path, str(vocab), str(threads)],
         capture_output=True,
@@ -115,7 +119,12 @@ def main() -> None:
         print(json.dumps(worker(name, path, vocab, threads)))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", action="append", metavar="FILE:VOCAB", help="corpus and vocab size (repeatable); default fairytales.txt.gz:10000 and imdb.txt.gz:32000")
+    ap.add_argument(
+        "--corpus",
+        action="append",
+        metavar="FILE:VOCAB",
+        help="corpus and vocab size (repeatable); default fairytales.txt.gz:10000 and imdb.txt.gz:32000",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="runs per trainer; the best time is reported")
     ap.add_argument("--scale-mb", type=float, default=None, help="repeat the corpus up to this many MB")
@@ -131,11 +140,16 @@ def main() -> None:
             mb = path.stat().st_size / 1e6
             results = {}
             for name in trainers:
-                runs = [r for r in (run_one(name, str(path), int(vocab), args.threads) for _ in range(args.repeat)) if r]
+                runs = [
+                    r for r in (run_one(name, str(path), int(vocab), args.threads) for _ in range(args.repeat)) if r
+                ]
                 if runs:
                     results[name] = min(runs, key=lambda r: r["seconds"])
                     r = results[name]
-                    print(f"  {path.name} -> {vocab}: {name} {r['seconds']:.2f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                    print(
+                        f"  {path.name} -> {vocab}: {name} {r['seconds']:.2f} s, {r['peak_rss_mb']:.0f} MB",
+                        file=sys.stderr,
+                    )
             rows.append((path.name, mb, vocab, results))
             path.unlink()
     print(f"\nthreads: {args.threads}, best of {args.repeat}\n")
@@ -145,7 +159,9 @@ def main() -> None:
         ours = results.get("bpe-lm")
         for trainer, r in results.items():
             ratio = f"{r['seconds'] / ours['seconds']:.1f}×" if ours and trainer != "bpe-lm" else "—"
-            print(f"| {name} | {mb:.0f} | {vocab} | {trainer} | {r['seconds']:.2f} | {mb / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {ratio} |")
+            print(
+                f"| {name} | {mb:.0f} | {vocab} | {trainer} | {r['seconds']:.2f} | {mb / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {ratio} |"
+            )
 
 
 if __name__ == "__main__":

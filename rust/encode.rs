@@ -1,182 +1,25 @@
-//! Encoding text to token ids and back, with CS336 §2.6 semantics: within each pre-token, merges apply
-//! in merge-rank order (equivalently, the lowest-ranked adjacent pair first, leftmost on ties).
+//! Encoding text to token ids, with CS336 §2.6 semantics: within each pre-token, merges apply in
+//! merge-rank order (equivalently, the lowest-ranked adjacent pair first, leftmost on ties).
 //!
 //! Fast paths, each exact: a whole pre-token that is a token BPE leaves intact maps straight to its id;
-//! a per-call cache holds multi-token pieces; long pieces merge with a heap (O(n log n), never
-//! quadratic); big inputs split at safe cuts and encode in parallel.
+//! a per-thread cache (cache.rs) holds multi-token pieces; long pieces merge through rank buckets
+//! (merge.rs, O(n log n), never quadratic); big inputs split at safe cuts and encode in parallel.
+//! Whole files stream to `.npy` in encode_file.rs; ids go back to bytes in decode.rs.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::cache::{ThreadCache, SINGLE, THREAD_CACHE};
 use crate::error::{Error, Result};
-use crate::npy::{self, Dtype};
-use crate::pretokenize::{Cutter, Pretokenizer, Segment, SpecialMatcher};
-use crate::progress::{Phase, Progress};
-use crate::stream::{Chunk, ChunkReader, TextSource};
+use crate::keys::{pack_short, pair_key, PieceMap};
+use crate::cuts::{split_at_safe_cuts, Cutter};
+use crate::pretokenize::Pretokenizer;
+use crate::specials::{Segment, SpecialMatcher};
 
-/// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
-const SHORT_PIECE: usize = 96;
-/// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
-const CACHE_LIMIT: usize = 1 << 17;
-/// Slots of the direct-mapped cache of recent pieces (a power of two; 32 bytes each, 1 MB a thread).
-/// One probe with no control bytes, for single- and multi-token pieces alike; measured on English text
-/// with the GPT-2 vocabulary, 2^15 beat both 2^14 and 2^16 by 10-15%.
-const HOT_SLOTS: usize = 1 << 15;
-/// Marks a hot-cache value that is a single token id rather than a span of the arena.
-const SINGLE: u64 = 1 << 63;
 /// Inputs larger than this are split and encoded in parallel.
 pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
-/// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
-const FILE_CHUNK_BYTES: usize = 2 << 20;
-
-#[inline]
-fn pair_key(a: u32, b: u32) -> u64 {
-    ((a as u64) << 32) | b as u64
-}
-
-/// Pieces of up to 15 bytes (nearly all of them) are keyed by their bytes and length packed into one
-/// integer: hashing and comparing it is far cheaper than hashing and `memcmp`-ing a byte slice. Bytes
-/// are read with whole-word loads (the tail through an overlapping load, shifted), not one by one:
-/// bits 0..64 hold bytes 0..8, bits 64..120 bytes 8..15, bits 120..128 the length.
-#[inline(always)]
-fn pack_short(piece: &[u8]) -> Option<u128> {
-    let n = piece.len();
-    if n > 15 {
-        return None;
-    }
-    let (lo, hi) = if n >= 8 {
-        let lo = u64::from_le_bytes(piece[..8].try_into().unwrap());
-        let hi = if n == 8 { 0 } else { u64::from_le_bytes(piece[n - 8..].try_into().unwrap()) >> (8 * (16 - n)) };
-        (lo, hi)
-    } else if n >= 4 {
-        let first = u32::from_le_bytes(piece[..4].try_into().unwrap()) as u64;
-        let rest = if n == 4 { 0 } else { (u32::from_le_bytes(piece[n - 4..].try_into().unwrap()) >> (8 * (8 - n))) as u64 };
-        (first | rest << 32, 0)
-    } else {
-        (piece.iter().enumerate().fold(0u64, |acc, (i, &b)| acc | (b as u64) << (8 * i)), 0)
-    };
-    Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
-}
-
-/// Byte string → value, with the packed fast path for short keys.
-struct PieceMap<V> {
-    short: FxHashMap<u128, V>,
-    long: FxHashMap<Box<[u8]>, V>,
-}
-
-impl<V> Default for PieceMap<V> {
-    fn default() -> Self {
-        PieceMap { short: FxHashMap::default(), long: FxHashMap::default() }
-    }
-}
-
-impl<V> PieceMap<V> {
-    fn insert_if_absent(&mut self, piece: &[u8], value: V) {
-        match pack_short(piece) {
-            Some(key) => {
-                self.short.entry(key).or_insert(value);
-            }
-            None => {
-                if !self.long.contains_key(piece) {
-                    self.long.insert(piece.into(), value);
-                }
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.short.len() + self.long.len()
-    }
-
-    fn clear(&mut self) {
-        self.short.clear();
-        self.long.clear();
-    }
-}
-
-/// What one thread remembers between calls for one encoder: a direct-mapped cache of recent short
-/// pieces (hit in a single probe, mostly from L1/L2), and the ids of pieces already merged, stored as
-/// (start, len) spans of one arena so an entry costs no allocation of its own.
-struct ThreadCache {
-    owner: u64,
-    hot: Vec<(u128, u64)>,
-    spans: PieceMap<(u32, u32)>,
-    arena: Vec<u32>,
-}
-
-impl ThreadCache {
-    fn new(owner: u64) -> Self {
-        ThreadCache { owner, hot: vec![(0, 0); HOT_SLOTS], spans: PieceMap::default(), arena: Vec::new() }
-    }
-
-    #[inline(always)]
-    fn hot_slot(key: u128) -> usize {
-        let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> (64 - HOT_SLOTS.trailing_zeros())) as usize
-    }
-
-    #[inline(always)]
-    fn span(&self, span: (u32, u32)) -> &[u32] {
-        &self.arena[span.0 as usize..(span.0 + span.1) as usize]
-    }
-
-    /// Stores the ids of a merged piece; returns its span. Clearing the arena also clears the hot
-    /// slots, which may point into it.
-    fn insert(&mut self, piece: &[u8], ids: &[u32]) -> (u32, u32) {
-        if self.spans.len() >= CACHE_LIMIT || self.arena.len() + ids.len() > u32::MAX as usize {
-            self.spans.clear();
-            self.arena.clear();
-            self.hot.fill((0, 0));
-        }
-        let span = (self.arena.len() as u32, ids.len() as u32);
-        self.spans.insert_if_absent(piece, span);
-        self.arena.extend_from_slice(ids);
-        span
-    }
-}
-
-thread_local! {
-    static THREAD_CACHE: std::cell::RefCell<Option<ThreadCache>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Positions of pending pairs, one bucket per merge rank, taken lowest rank first.
-#[derive(Default)]
-struct RankBuckets {
-    positions: FxHashMap<u32, Vec<u32>>,
-    ranks: BinaryHeap<Reverse<u32>>,
-}
-
-impl RankBuckets {
-    #[inline]
-    fn push(&mut self, rank: u32, position: u32) {
-        let ranks = &mut self.ranks;
-        self.positions
-            .entry(rank)
-            .or_insert_with(|| {
-                ranks.push(Reverse(rank));
-                Vec::new()
-            })
-            .push(position);
-    }
-
-    /// The lowest rank and its positions, sorted.
-    fn pop(&mut self) -> Option<(u32, Vec<u32>)> {
-        let Reverse(rank) = self.ranks.pop()?;
-        let mut positions = self.positions.remove(&rank).unwrap_or_default();
-        if !positions.is_sorted() {
-            positions.sort_unstable();
-        }
-        Some((rank, positions))
-    }
-}
 
 /// Identifies encoders so a thread's cache is never used with another encoder's vocabulary.
 static NEXT_ENCODER_ID: AtomicU64 = AtomicU64::new(1);
@@ -186,9 +29,9 @@ pub struct Encoder {
     /// id → bytes, flattened: token `i` is `bytes[offsets[i]..offsets[i + 1]]`.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
-    byte_ids: [u32; 256],
+    pub(crate) byte_ids: [u32; 256],
     /// (left id, right id) → (rank, merged id).
-    merges: FxHashMap<u64, (u32, u32)>,
+    pub(crate) merges: FxHashMap<u64, (u32, u32)>,
     /// Pre-tokens that encode to exactly one token.
     whole: PieceMap<u32>,
     specials: SpecialMatcher,
@@ -324,122 +167,8 @@ impl Encoder {
     }
 
     #[inline]
-    fn rank(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+    pub(crate) fn rank(&self, a: u32, b: u32) -> Option<(u32, u32)> {
         self.merges.get(&pair_key(a, b)).copied()
-    }
-
-    /// Applies the merges to one pre-token, appending its ids to `out`.
-    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let start = out.len();
-        out.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
-        if piece.len() <= SHORT_PIECE {
-            self.merge_short(out, start);
-        } else {
-            self.merge_long(out, start);
-        }
-    }
-
-    /// Repeatedly merges the lowest-ranked pair (leftmost on ties) of `ids[start..]`. Pair ranks are
-    /// looked up once each and refreshed only next to a merge.
-    fn merge_short(&self, ids: &mut Vec<u32>, start: usize) {
-        const NO_MERGE: u64 = u64::MAX;
-        let n = ids.len() - start;
-        if n < 2 {
-            return;
-        }
-        // ranks[i]: (rank << 32 | merged id) of the pair at i, or NO_MERGE.
-        let mut ranks = [NO_MERGE; SHORT_PIECE];
-        let pair_rank = |a: u32, b: u32| match self.rank(a, b) {
-            Some((rank, merged)) => (rank as u64) << 32 | merged as u64,
-            None => NO_MERGE,
-        };
-        for i in 0..n - 1 {
-            ranks[i] = pair_rank(ids[start + i], ids[start + i + 1]);
-        }
-        let mut len = n;
-        loop {
-            let mut best = 0;
-            for i in 1..len - 1 {
-                if ranks[i] < ranks[best] {
-                    best = i;
-                }
-            }
-            if ranks[best] == NO_MERGE {
-                break;
-            }
-            ids[start + best] = ranks[best] as u32;
-            ids.remove(start + best + 1);
-            ranks.copy_within(best + 1..len - 1, best);
-            len -= 1;
-            if len < 2 {
-                break;
-            }
-            if best + 1 < len {
-                ranks[best] = pair_rank(ids[start + best], ids[start + best + 1]);
-            }
-            if best > 0 {
-                ranks[best - 1] = pair_rank(ids[start + best - 1], ids[start + best]);
-            }
-        }
-    }
-
-    /// The same merges for long pieces, in time that grows linearly on real and pathological input
-    /// alike. Symbols form a linked list; pending pairs wait in one bucket per rank. Ranks are
-    /// processed in increasing order, which is safe because a merge only creates pairs containing the
-    /// new token, and those rank after the merge that made it. Within a rank, positions are processed
-    /// left to right, each re-checked first, which is exactly "merge every occurrence, leftmost first".
-    /// Positions arrive nearly sorted and memory is touched in order, unlike with one big heap.
-    fn merge_long(&self, ids: &mut Vec<u32>, start: usize) {
-        const NONE: u32 = u32::MAX;
-        let n = ids.len() - start;
-        let mut sym: Vec<u32> = ids[start..].to_vec();
-        let mut next: Vec<u32> = (1..=n as u32).map(|i| if i as usize == n { NONE } else { i }).collect();
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        prev[0] = NONE;
-        let mut buckets = RankBuckets::default();
-        let push = |buckets: &mut RankBuckets, sym: &[u32], next: &[u32], i: u32| {
-            let j = next[i as usize];
-            if j != NONE {
-                if let Some((rank, _)) = self.rank(sym[i as usize], sym[j as usize]) {
-                    buckets.push(rank, i);
-                }
-            }
-        };
-        for i in 0..n as u32 - 1 {
-            push(&mut buckets, &sym, &next, i);
-        }
-        let mut alive = vec![true; n];
-        while let Some((rank, positions)) = buckets.pop() {
-            for &i in &positions {
-                let j = next[i as usize];
-                if !alive[i as usize] || j == NONE {
-                    continue;
-                }
-                match self.rank(sym[i as usize], sym[j as usize]) {
-                    Some((r, merged)) if r == rank => {
-                        sym[i as usize] = merged;
-                        alive[j as usize] = false;
-                        let after = next[j as usize];
-                        next[i as usize] = after;
-                        if after != NONE {
-                            prev[after as usize] = i;
-                        }
-                        let before = prev[i as usize];
-                        if before != NONE {
-                            push(&mut buckets, &sym, &next, before);
-                        }
-                        push(&mut buckets, &sym, &next, i);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        ids.truncate(start);
-        let mut i = 0u32;
-        while i != NONE {
-            ids.push(sym[i as usize]);
-            i = next[i as usize];
-        }
     }
 
     /// Encodes one pre-token: the hot slot, then the single-token table, then merged pieces, and only
@@ -529,93 +258,12 @@ impl Encoder {
         if text.len() <= PARALLEL_CHUNK_BYTES || pool.current_num_threads() == 1 {
             return Ok(vec![self.encode(text)?]);
         }
-        let parts = crate::stream::split_text(text, &self.cutter, PARALLEL_CHUNK_BYTES);
+        let parts = split_at_safe_cuts(text, &self.cutter, PARALLEL_CHUNK_BYTES);
         pool.install(|| parts.par_iter().map(|p| self.encode(p)).collect())
     }
 
     pub fn encode_batch(&self, texts: &[String], pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
         pool.install(|| texts.par_iter().map(|t| self.encode(t)).collect())
-    }
-
-    /// Streams a text file (.txt or gzip) into a `.npy` array of ids at `output`, encoding chunks in
-    /// parallel while the next ones are read. Returns the number of tokens. The ids equal `encode` of
-    /// the whole text.
-    pub fn encode_file(
-        &self,
-        input: &TextSource,
-        output: &Path,
-        dtype: Dtype,
-        pool: &rayon::ThreadPool,
-        lossy: bool,
-        progress: &dyn Progress,
-    ) -> Result<u64> {
-        if dtype == Dtype::U16 && self.vocab_size() > 1 << 16 {
-            return Err(Error::InvalidArgument(format!(
-                "uint16 cannot hold ids of a vocabulary of {} tokens; use uint32",
-                self.vocab_size()
-            )));
-        }
-        let out_err = |e| Error::io(Some(output.to_path_buf()), e);
-        let total = input.disk_bytes()?;
-        let read = Arc::new(AtomicU64::new(0));
-        let source = input.open(read.clone())?;
-        let reader = ChunkReader::new(source, Some(input.path.clone()), &self.cutter, FILE_CHUNK_BYTES)
-            .lossy(lossy)
-            .starting_at(input.start());
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(output).map_err(out_err)?);
-        out.write_all(&npy::header(dtype, 0)).map_err(out_err)?;
-        let batch = pool.current_num_threads().max(1);
-        let mut count = 0u64;
-        let mut scratch = Vec::new();
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(batch);
-            scope.spawn(move || {
-                for chunk in reader {
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-            loop {
-                let mut chunks = Vec::with_capacity(batch);
-                while chunks.len() < batch {
-                    match rx.recv() {
-                        Ok(chunk) => chunks.push(chunk?),
-                        Err(_) => break,
-                    }
-                }
-                if chunks.is_empty() {
-                    return Ok(());
-                }
-                let encoded: Vec<Vec<u32>> =
-                    pool.install(|| chunks.par_iter().map(|c| self.encode(&c.text)).collect::<Result<_>>())?;
-                drop(chunks);
-                for ids in &encoded {
-                    npy::write_ids(&mut out, ids, dtype, &mut scratch).map_err(out_err)?;
-                    count += ids.len() as u64;
-                }
-                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                    return Err(Error::Interrupted);
-                }
-            }
-        })?;
-        let mut file = out.into_inner().map_err(|e| out_err(e.into_error()))?;
-        npy::finish(&mut file, dtype, count).map_err(out_err)?;
-        file.sync_all().map_err(out_err)?;
-        Ok(count)
-    }
-
-    /// The bytes of `ids`, concatenated. Unknown ids are an error naming the id.
-    pub fn decode_bytes(&self, ids: impl IntoIterator<Item = u64>) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        for id in ids {
-            if id >= self.vocab_size() as u64 {
-                return Err(Error::UnknownTokenId(id));
-            }
-            out.extend_from_slice(self.token(id as u32));
-        }
-        Ok(out)
     }
 }
 

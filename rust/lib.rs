@@ -1,11 +1,19 @@
 //! bpe-lm's core: byte-level BPE training and encoding. Pure Rust; the PyO3 bindings live in `py.rs`
 //! behind the `python` feature.
 
+mod cache;
+pub mod counts;
+pub mod cuts;
+mod decode;
 pub mod encode;
+mod encode_file;
 pub mod error;
+mod keys;
+mod merge;
 pub mod npy;
 pub mod pretokenize;
 pub mod progress;
+pub mod specials;
 pub mod stream;
 pub mod threads;
 pub mod train;

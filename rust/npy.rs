@@ -12,6 +12,25 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// The narrowest id type for a vocabulary: uint16 holds the ids of up to 65,536 tokens.
+    pub fn for_vocab(vocab_size: usize) -> Dtype {
+        if vocab_size <= 1 << 16 {
+            Dtype::U16
+        } else {
+            Dtype::U32
+        }
+    }
+
+    /// The one definition of which vocabularies an id type can hold.
+    pub fn check_holds(self, vocab_size: usize) -> crate::Result<()> {
+        if self == Dtype::U16 && Dtype::for_vocab(vocab_size) != Dtype::U16 {
+            return Err(crate::Error::InvalidArgument(format!(
+                "uint16 cannot hold ids of a vocabulary of {vocab_size} tokens; use uint32"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn width(self) -> usize {
         match self {
             Dtype::U16 => 2,

@@ -1,12 +1,10 @@
-//! Pre-tokenization: splitting text on special tokens, then into pre-tokens.
+//! Pre-tokenization: splitting text (between special tokens, see specials.rs) into pre-tokens.
 //!
 //! The GPT-2 pattern runs through a hand-written scanner (no backtracking, an ASCII class table and one
 //! Unicode table built from the same data the regex engine uses); any other pattern falls back to
 //! fancy-regex. Tests prove the scanner equal to fancy-regex on arbitrary Unicode.
 
 use std::sync::OnceLock;
-
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::error::{Error, Result};
 
@@ -17,14 +15,14 @@ pub const GPT2_PATTERN: &str =
 const OTHER: u8 = 0;
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
-const SPACE: u8 = 3;
+pub(crate) const SPACE: u8 = 3;
 
 /// Class of every code point: letter (`\p{L}`), number (`\p{N}`), white space (`\s`) or other.
-struct ClassTable {
+pub(crate) struct ClassTable {
     classes: Vec<u8>,
 }
 
-fn class_table() -> &'static ClassTable {
+pub(crate) fn class_table() -> &'static ClassTable {
     static TABLE: OnceLock<ClassTable> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut classes = vec![OTHER; 0x11_0000];
@@ -85,7 +83,7 @@ impl ClassTable {
 
     /// Class of the whole character at `bytes[i..]`, or None where the bytes there are not one
     /// complete UTF-8 character (the cut finder runs before validation, on buffers that end anywhere).
-    fn checked_at(&self, bytes: &[u8], i: usize) -> Option<u8> {
+    pub(crate) fn checked_at(&self, bytes: &[u8], i: usize) -> Option<u8> {
         let len = match bytes[i] {
             0x00..=0x7F => 1,
             0xC0..=0xDF => 2,
@@ -206,138 +204,11 @@ impl Pretokenizer {
     }
 }
 
-/// A piece of text between special tokens, or the index of the special token found.
-pub enum Segment<'t> {
-    Text(&'t str),
-    Special(usize),
-}
-
-/// Finds special tokens: leftmost match first, the longest where several start at one place.
-#[derive(Clone)]
-pub struct SpecialMatcher {
-    tokens: Vec<String>,
-    automaton: Option<AhoCorasick>,
-    max_len: usize,
-}
-
-impl SpecialMatcher {
-    pub fn new(tokens: &[String]) -> Result<Self> {
-        if tokens.iter().any(|t| t.is_empty()) {
-            return Err(Error::InvalidArgument("special tokens must not be empty".into()));
-        }
-        let automaton = if tokens.is_empty() {
-            None
-        } else {
-            let ac = AhoCorasickBuilder::new()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(tokens)
-                .map_err(|e| Error::InvalidArgument(format!("special tokens: {e}")))?;
-            Some(ac)
-        };
-        Ok(SpecialMatcher {
-            tokens: tokens.to_vec(),
-            automaton,
-            max_len: tokens.iter().map(|t| t.len()).max().unwrap_or(0),
-        })
-    }
-
-    pub fn tokens(&self) -> &[String] {
-        &self.tokens
-    }
-
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-
-    /// Calls `f` with the text segments and special tokens of `text`, in order (empty text skipped).
-    #[inline]
-    pub fn for_each_segment<'t>(
-        &self,
-        text: &'t str,
-        mut f: impl FnMut(Segment<'t>) -> Result<()>,
-    ) -> Result<()> {
-        let Some(ac) = &self.automaton else {
-            return if text.is_empty() { Ok(()) } else { f(Segment::Text(text)) };
-        };
-        let mut last = 0;
-        for m in ac.find_iter(text) {
-            if m.start() > last {
-                f(Segment::Text(&text[last..m.start()]))?;
-            }
-            f(Segment::Special(m.pattern().as_usize()))?;
-            last = m.end();
-        }
-        if last < text.len() {
-            f(Segment::Text(&text[last..]))?;
-        }
-        Ok(())
-    }
-
-    /// (start, end) of every special token in `bytes`.
-    fn spans(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
-        match &self.automaton {
-            None => Vec::new(),
-            Some(ac) => ac.find_iter(bytes).map(|m| (m.start(), m.end())).collect(),
-        }
-    }
-}
-
-/// Where text may be cut so that pre-tokenizing (and encoding) the pieces separately gives exactly
-/// the pre-tokens of the whole: after a special token, and, for the GPT-2 pattern, before the last
-/// character (a space, newline or tab) of a white-space run that text follows.
-pub struct Cutter {
-    specials: SpecialMatcher,
-    space_cuts: bool,
-}
-
-impl Cutter {
-    pub fn new(specials: SpecialMatcher, pretokenizer: &Pretokenizer) -> Self {
-        Cutter { specials, space_cuts: pretokenizer.is_gpt2() }
-    }
-
-    pub fn specials(&self) -> &SpecialMatcher {
-        &self.specials
-    }
-
-    /// The largest safe cut `p` with `0 < p < bytes.len()`, where `bytes` starts at a safe cut of a
-    /// longer text and `bytes[p..]` may still grow: no special token that could reach past the end of
-    /// `bytes` is looked at.
-    pub fn last_safe_cut(&self, bytes: &[u8]) -> Option<usize> {
-        let limit = bytes.len().checked_sub(self.specials.max_len.max(1))?;
-        let spans = self.specials.spans(bytes);
-        let after_special = spans.iter().rev().map(|s| s.1).find(|&e| e > 0 && e <= limit);
-        let inside_special = |p: usize| {
-            // First span ending after p; p is inside it when it starts before p.
-            let k = spans.partition_point(|s| s.1 <= p);
-            k < spans.len() && spans[k].0 < p
-        };
-        let mut before_space = None;
-        if self.space_cuts {
-            let table = class_table();
-            let floor = after_special.unwrap_or(0);
-            // Cut before the last character of a white-space run that is followed by text (not by a
-            // special token): whether the text goes on or not, the rest of the run is one pre-token,
-            // and that last character starts the next one (joined to the word for a space, alone
-            // otherwise).
-            for p in memchr::memrchr3_iter(b' ', b'\n', b'\t', &bytes[..limit]) {
-                if p <= floor {
-                    break;
-                }
-                // The text after the run must not be a special token: then the run ends its segment.
-                let special_follows = spans.binary_search_by_key(&(p + 1), |s| s.0).is_ok();
-                if matches!(table.checked_at(bytes, p + 1), Some(c) if c != SPACE) && !special_follows && !inside_special(p) {
-                    before_space = Some(p);
-                    break;
-                }
-            }
-        }
-        after_special.max(before_space)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuts::Cutter;
+    use crate::specials::{Segment, SpecialMatcher};
 
     fn scanner(text: &str) -> Vec<&str> {
         Pretokenizer::Gpt2.pieces(text).unwrap()

@@ -18,8 +18,10 @@ use pyo3::types::{PyByteArray, PyBytes, PyList};
 use crate::encode::Encoder as CoreEncoder;
 use crate::error::Error;
 use crate::npy::Dtype;
-use crate::pretokenize::{Pretokenizer, SpecialMatcher, GPT2_PATTERN};
+use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
+use crate::specials::SpecialMatcher;
 use crate::progress::{Phase, Progress};
+use crate::counts;
 use crate::threads;
 use crate::stream::TextSource;
 use crate::train::{self, PretokenCounts};
@@ -165,30 +167,6 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: boo
     })
 }
 
-/// Counts pre-tokens of text files in parallel: [(bytes, count)], in no particular order.
-#[pyfunction]
-#[pyo3(signature = (paths, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None, errors_replace=false))]
-#[allow(clippy::too_many_arguments)]
-fn count_pretokens<'py>(
-    py: Python<'py>,
-    paths: Vec<PathBuf>,
-    special_tokens: Vec<String>,
-    pattern: Option<String>,
-    num_threads: Option<usize>,
-    progress: Option<Bound<'py, PyAny>>,
-    ranges: Option<Vec<Option<(u64, u64)>>>,
-    errors_replace: bool,
-) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
-    let sources = text_sources(paths, ranges)?;
-    let counts = run_long(py, progress.as_ref(), |p| {
-        let specials = SpecialMatcher::new(&special_tokens)?;
-        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
-        let pool = threads::pool(num_threads)?;
-        train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)
-    })?;
-    Ok(counts.into_iter().map(|(k, v)| (PyBytes::new(py, &k), v)).collect())
-}
-
 /// Trains on text files: returns (vocab as a list of bytes indexed by id, merges as id pairs).
 #[pyfunction]
 #[pyo3(signature = (paths, vocab_size, special_tokens, pattern=None, num_threads=None, progress=None, errors_replace=false))]
@@ -206,9 +184,7 @@ fn train_bpe<'py>(
     let bpe = run_long(py, progress.as_ref(), |p| {
         let specials = SpecialMatcher::new(&special_tokens)?;
         let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
-        if vocab_size < 256 + special_tokens.len() {
-            return train::train_from_counts(PretokenCounts::default(), vocab_size, &special_tokens, p);
-        }
+        train::check_vocab_size(vocab_size, special_tokens.len())?; // before reading any file
         let pool = threads::pool(num_threads)?;
         let sources: Vec<TextSource> = paths.iter().map(TextSource::whole).collect();
         let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)?;
@@ -237,6 +213,60 @@ fn train_from_counts<'py>(
     Ok(bpe_to_py(py, bpe))
 }
 
+/// Raises ValueError when a vocabulary of `vocab_size` cannot hold the 256 bytes and the special tokens.
+#[pyfunction]
+fn check_vocab_size(vocab_size: usize, num_special_tokens: usize) -> PyResult<()> {
+    guarded(|| train::check_vocab_size(vocab_size, num_special_tokens))
+}
+
+/// Counts the pre-tokens of text files and writes them to a count file at `output`; returns how many
+/// distinct pre-tokens there are. The counts never cross into Python.
+#[pyfunction]
+#[pyo3(signature = (paths, output, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None, errors_replace=false))]
+#[allow(clippy::too_many_arguments)]
+fn count_pretokens_to_file(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    output: PathBuf,
+    special_tokens: Vec<String>,
+    pattern: Option<String>,
+    num_threads: Option<usize>,
+    progress: Option<Bound<'_, PyAny>>,
+    ranges: Option<Vec<Option<(u64, u64)>>>,
+    errors_replace: bool,
+) -> PyResult<usize> {
+    let sources = text_sources(paths, ranges)?;
+    run_long(py, progress.as_ref(), |p| {
+        let specials = SpecialMatcher::new(&special_tokens)?;
+        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
+        let pool = threads::pool(num_threads)?;
+        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)?;
+        let header = counts::CountHeader { special_tokens: special_tokens.clone(), pattern: pattern.clone().unwrap_or_else(|| GPT2_PATTERN.to_string()) };
+        counts::write_count_file(&output, &counts, &header)?;
+        Ok(counts.len())
+    })
+}
+
+/// Sums count files (same special tokens and pattern) and trains on the sum: (vocab, merges, special
+/// tokens, pattern, distinct pre-tokens).
+#[pyfunction]
+#[pyo3(signature = (paths, vocab_size, progress=None))]
+#[allow(clippy::type_complexity)]
+fn train_from_count_files<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    vocab_size: usize,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>, Vec<String>, String, usize)> {
+    let (bpe, header, distinct) = run_long(py, progress.as_ref(), |p| {
+        let (counts, header) = counts::merge_count_files(&paths)?;
+        let distinct = counts.len();
+        Ok((train::train_from_counts(counts, vocab_size, &header.special_tokens, p)?, header, distinct))
+    })?;
+    let (vocab, merges) = bpe_to_py(py, bpe);
+    Ok((vocab, merges, header.special_tokens, header.pattern, distinct))
+}
+
 fn text_sources(paths: Vec<PathBuf>, ranges: Option<Vec<Option<(u64, u64)>>>) -> PyResult<Vec<TextSource>> {
     match ranges {
         None => Ok(paths.into_iter().map(TextSource::whole).collect()),
@@ -245,12 +275,16 @@ fn text_sources(paths: Vec<PathBuf>, ranges: Option<Vec<Option<(u64, u64)>>>) ->
     }
 }
 
-fn dtype_of(width: usize) -> PyResult<Dtype> {
+fn dtype_of_width(width: usize) -> crate::Result<Dtype> {
     match width {
         2 => Ok(Dtype::U16),
         4 => Ok(Dtype::U32),
-        _ => Err(PyValueError::new_err(format!("id width must be 2 or 4 bytes, not {width}"))),
+        _ => Err(Error::InvalidArgument(format!("id width must be 2 or 4 bytes, not {width}"))),
     }
+}
+
+fn dtype_of(width: usize) -> PyResult<Dtype> {
+    dtype_of_width(width).map_err(to_pyerr)
 }
 
 /// The encoding engine behind `bpe_lm.Tokenizer`.
@@ -337,12 +371,7 @@ impl Encoder {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let dtype = dtype_of(width)?;
-        if dtype == Dtype::U16 && self.inner.vocab_size() > 1 << 16 {
-            return Err(PyValueError::new_err(format!(
-                "uint16 cannot hold ids of a vocabulary of {} tokens",
-                self.inner.vocab_size()
-            )));
-        }
+        guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         let parts = py.detach(|| guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?)))?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
         PyByteArray::new_with(py, len * width, |buf| {
@@ -391,6 +420,16 @@ impl Encoder {
     }
 
     /// Streams a text file into a `.npy` file of ids; returns the number of tokens.
+    /// Bytes per id of the narrowest id type for this vocabulary (2: uint16, 4: uint32).
+    fn default_width(&self) -> usize {
+        Dtype::for_vocab(self.inner.vocab_size()).width()
+    }
+
+    /// Raises ValueError when ids of `width` bytes cannot hold this vocabulary.
+    fn check_width(&self, width: usize) -> PyResult<()> {
+        guarded(|| dtype_of_width(width)?.check_holds(self.inner.vocab_size()))
+    }
+
     #[pyo3(signature = (input, output, width, num_threads=None, errors_replace=false, progress=None, range=None))]
     #[allow(clippy::too_many_arguments)]
     fn encode_file(
@@ -418,9 +457,11 @@ impl Encoder {
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GPT2_PATTERN", GPT2_PATTERN)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
-    m.add_function(wrap_pyfunction!(count_pretokens, m)?)?;
     m.add_function(wrap_pyfunction!(train_bpe, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;
+    m.add_function(wrap_pyfunction!(count_pretokens_to_file, m)?)?;
+    m.add_function(wrap_pyfunction!(train_from_count_files, m)?)?;
     m.add_class::<Encoder>()?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::pretokenize::Cutter;
+use crate::cuts::Cutter;
 
 /// Default chunk size: large enough to amortise per-chunk work, small enough that
 /// `threads × chunk` stays a few tens of MB.
@@ -233,38 +233,12 @@ impl Iterator for ChunkReader<'_> {
     }
 }
 
-/// Cuts an in-memory text into chunks of about `target` bytes at safe places.
-pub fn split_text<'t>(text: &'t str, cutter: &Cutter, target: usize) -> Vec<&'t str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while rest.len() > target {
-        // Look for a cut at or before `target`, else at the first one past it.
-        let mut window = target;
-        let cut = loop {
-            match cutter.last_safe_cut(&rest.as_bytes()[..window]) {
-                Some(c) => break Some(c),
-                None if window >= rest.len() => break None,
-                None => window = (window * 2).min(rest.len()),
-            }
-        };
-        match cut {
-            Some(c) => {
-                out.push(&rest[..c]);
-                rest = &rest[c..];
-            }
-            None => break,
-        }
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretokenize::{Pretokenizer, SpecialMatcher};
+    use crate::cuts::split_at_safe_cuts;
+    use crate::pretokenize::Pretokenizer;
+    use crate::specials::SpecialMatcher;
 
     fn cutter() -> Cutter {
         Cutter::new(SpecialMatcher::new(&["<|endoftext|>".into()]).unwrap(), &Pretokenizer::Gpt2)
@@ -298,9 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn split_text_covers_the_text() {
+    fn split_at_safe_cuts_covers_the_text() {
         let text = "ab\ncd\n\nef gh\nij".repeat(100);
-        let parts = split_text(&text, &cutter(), 10);
+        let parts = split_at_safe_cuts(&text, &cutter(), 10);
         assert!(parts.len() > 10);
         assert_eq!(parts.concat(), text);
     }

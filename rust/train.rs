@@ -15,7 +15,10 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::pretokenize::{Cutter, Pretokenizer, Segment, SpecialMatcher};
+use crate::keys::{pair_key, split_key};
+use crate::cuts::Cutter;
+use crate::pretokenize::Pretokenizer;
+use crate::specials::{Segment, SpecialMatcher};
 use crate::progress::{Phase, Progress};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -112,16 +115,6 @@ pub struct Bpe {
     pub merges: Vec<(u32, u32)>,
 }
 
-#[inline]
-fn pair_key(a: u32, b: u32) -> u64 {
-    ((a as u64) << 32) | b as u64
-}
-
-#[inline]
-fn split_key(key: u64) -> (u32, u32) {
-    ((key >> 32) as u32, key as u32)
-}
-
 /// A heap entry: valid while `count` equals the pair's current count.
 struct Candidate {
     count: u64,
@@ -152,6 +145,17 @@ impl PartialEq for Candidate {
 }
 impl Eq for Candidate {}
 
+/// The one definition of the smallest vocabulary: the special tokens and the 256 bytes.
+pub fn check_vocab_size(vocab_size: usize, num_special_tokens: usize) -> Result<()> {
+    let base = num_special_tokens + 256;
+    if vocab_size < base {
+        return Err(Error::InvalidArgument(format!(
+            "vocabulary size {vocab_size} is smaller than 256 bytes + {num_special_tokens} special tokens = {base}"
+        )));
+    }
+    Ok(())
+}
+
 /// Trains from pre-token counts. The vocabulary starts with the special tokens (ids 0..k-1), then the
 /// 256 bytes; each merge appends one token, until `vocab_size` or no pair is left.
 pub fn train_from_counts(
@@ -160,13 +164,8 @@ pub fn train_from_counts(
     special_tokens: &[String],
     progress: &dyn Progress,
 ) -> Result<Bpe> {
+    check_vocab_size(vocab_size, special_tokens.len())?;
     let base = special_tokens.len() + 256;
-    if vocab_size < base {
-        return Err(Error::InvalidArgument(format!(
-            "vocab_size {vocab_size} is smaller than 256 bytes + {} special tokens = {base}",
-            special_tokens.len()
-        )));
-    }
     let mut vocab: Vec<Vec<u8>> = special_tokens.iter().map(|s| s.as_bytes().to_vec()).collect();
     vocab.extend((0..=255u8).map(|b| vec![b]));
     let mut token_bytes: Vec<Rc<[u8]>> = vocab.iter().map(|v| Rc::from(v.as_slice())).collect();

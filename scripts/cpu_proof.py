@@ -13,7 +13,6 @@ validation curves against the unigram entropy of the data, a sample, and writes 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
@@ -29,27 +28,19 @@ from bpe_lm.data import get_batch, load_tokens
 from bpe_lm.generate import generate
 from bpe_lm.model import ModelConfig, TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
+from bpe_lm.pipeline import prepare_data, read_text, shared_data_dir, split_train_valid
 from bpe_lm.plot import plot_runs
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = shared_data_dir()
 
 
 def prepare(corpus: Path, out: Path, mb: float, vocab: int) -> tuple[bpe_lm.Tokenizer, Path, Path]:
-    opener = gzip.open if corpus.suffix == ".gz" else open
-    with opener(corpus, "rt", encoding="utf-8") as f:
-        text = f.read(int(mb * 1e6))
-    cut = text.rfind("<|endoftext|>", 0, int(len(text) * 0.95))
-    cut = cut if cut > 0 else int(len(text) * 0.95)
-    (out / "train.txt").write_text(text[:cut], encoding="utf-8")
-    (out / "valid.txt").write_text(text[cut:], encoding="utf-8")
-    start = time.perf_counter()
-    vocab_map, merges = bpe_lm.train_bpe(out / "train.txt", vocab, ["<|endoftext|>"])
-    tok = bpe_lm.Tokenizer(vocab_map, merges, ["<|endoftext|>"])
-    tok.save(out / "tokenizer", force=True)
-    for split in ("train", "valid"):
-        tok.encode_file(out / f"{split}.txt", out / f"{split}.npy")
-    print(f"tokenizer ({vocab} tokens) and encoding: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    return tok, out / "train.npy", out / "valid.npy"
+    data = prepare_data(*split_train_valid(read_text(corpus, int(mb * 1e6))), out, vocab)
+    print(
+        f"tokenizer ({vocab} tokens) and encoding: {data.tokenizer_seconds + data.encode_seconds:.1f} s",
+        file=sys.stderr,
+    )
+    return data.tokenizer, data.train, data.valid
 
 
 def unigram_entropy(tokens: np.ndarray, vocab: int) -> float:
@@ -75,7 +66,12 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=SHARED / "fairytales.txt.gz")
     ap.add_argument("--mb", type=float, default=12.0, help="MB of the corpus to use")
     ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--minutes", type=float, default=10.0, help="training time for bpe-lm's model (the reference runs the same steps)")
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="training time for bpe-lm's model (the reference runs the same steps)",
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -85,7 +81,9 @@ def main() -> None:
     tok, train_path, valid_path = prepare(args.corpus, args.out, args.mb, args.vocab)
     train, valid = load_tokens(train_path), load_tokens(valid_path)
     entropy = unigram_entropy(train, tok.vocab_size)
-    config = ModelConfig(vocab_size=tok.vocab_size, context_length=args.context, d_model=128, num_layers=4, num_heads=4, d_ff=344)
+    config = ModelConfig(
+        vocab_size=tok.vocab_size, context_length=args.context, d_model=128, num_layers=4, num_heads=4, d_ff=344
+    )
     torch.manual_seed(0)
     ours = TransformerLM(config)
     plain = PlainTransformerLM(config).load_from(ours)
@@ -111,8 +109,11 @@ def main() -> None:
     warmup = max(1, total_steps // 50)
     eval_every = max(1, total_steps // 20)
     chunk = 10
-    print(f"model: {ours.num_parameters():,} parameters; {total_steps} steps of {args.batch_size}×{args.context} tokens; "
-          f"unigram entropy of the data {entropy:.3f} nats", file=sys.stderr)
+    print(
+        f"model: {ours.num_parameters():,} parameters; {total_steps} steps of {args.batch_size}×{args.context} tokens; "
+        f"unigram entropy of the data {entropy:.3f} nats",
+        file=sys.stderr,
+    )
 
     gens = {name: torch.Generator().manual_seed(0) for name in impls}  # the same batch sequence for both
     seconds = {name: 0.0 for name in impls}
@@ -139,13 +140,31 @@ def main() -> None:
             if len(steps_now) == chunk:
                 chunk_seconds[name].append(time.perf_counter() - t0)
             for it, loss, lr in rows:
-                logs[name].append({"step": it, "tokens": it * args.batch_size * args.context, "time": seconds[name], "train_loss": loss.item(), "lr": lr})
+                logs[name].append(
+                    {
+                        "step": it,
+                        "tokens": it * args.batch_size * args.context,
+                        "time": seconds[name],
+                        "train_loss": loss.item(),
+                        "lr": lr,
+                    }
+                )
         step = steps_now[-1] + 1
         if step % eval_every < chunk or step == total_steps:
             for name, (model, _, _) in impls.items():
                 v = eval_loss(model, valid, args.batch_size, args.context, 10)
-                logs[name].append({"step": step, "tokens": step * args.batch_size * args.context, "time": seconds[name], "valid_loss": v})
-            print(f"step {step}/{total_steps}: valid bpe-lm {logs['bpe-lm'][-1]['valid_loss']:.3f}, plain {logs['plain-pytorch'][-1]['valid_loss']:.3f}", file=sys.stderr)
+                logs[name].append(
+                    {
+                        "step": step,
+                        "tokens": step * args.batch_size * args.context,
+                        "time": seconds[name],
+                        "valid_loss": v,
+                    }
+                )
+            print(
+                f"step {step}/{total_steps}: valid bpe-lm {logs['bpe-lm'][-1]['valid_loss']:.3f}, plain {logs['plain-pytorch'][-1]['valid_loss']:.3f}",
+                file=sys.stderr,
+            )
 
     for name in impls:
         run = args.out / name
@@ -153,11 +172,22 @@ def main() -> None:
         with open(run / "metrics.jsonl", "w", encoding="utf-8") as f:
             for row in logs[name]:
                 f.write(json.dumps(row) + "\n")
-    plot_runs([args.out / n for n in impls], args.out / "curves.png", title=f"{ours.num_parameters() / 1e6:.1f}M-parameter LM on CPU")
+    plot_runs(
+        [args.out / n for n in impls],
+        args.out / "curves.png",
+        title=f"{ours.num_parameters() / 1e6:.1f}M-parameter LM on CPU",
+    )
     tokens = total_steps * args.batch_size * args.context
     final = {n: [r for r in logs[n] if "valid_loss" in r][-1]["valid_loss"] for n in impls}
-    sample_ids = generate(ours.eval(), tok.encode("Once upon a time"), 60, temperature=0.8, top_p=0.9,
-                          eos_id=tok.special_token_ids["<|endoftext|>"], generator=torch.Generator().manual_seed(0))
+    sample_ids = generate(
+        ours.eval(),
+        tok.encode("Once upon a time"),
+        60,
+        temperature=0.8,
+        top_p=0.9,
+        eos_id=tok.special_token_ids["<|endoftext|>"],
+        generator=torch.Generator().manual_seed(0),
+    )
     report = {
         "parameters": ours.num_parameters(),
         "steps": total_steps,
@@ -166,8 +196,11 @@ def main() -> None:
         "tokens_per_s": {n: tokens / seconds[n] for n in impls},
         "throughput_ratio": seconds["plain-pytorch"] / seconds["bpe-lm"],
         # Robust to bursts of load from other processes: the median over chunks of 10 steps.
-        "median_chunk_tokens_per_s": {n: chunk * args.batch_size * args.context / statistics.median(chunk_seconds[n]) for n in impls},
-        "median_chunk_throughput_ratio": statistics.median(chunk_seconds["plain-pytorch"]) / statistics.median(chunk_seconds["bpe-lm"]),
+        "median_chunk_tokens_per_s": {
+            n: chunk * args.batch_size * args.context / statistics.median(chunk_seconds[n]) for n in impls
+        },
+        "median_chunk_throughput_ratio": statistics.median(chunk_seconds["plain-pytorch"])
+        / statistics.median(chunk_seconds["bpe-lm"]),
         "final_valid_loss": final,
         "valid_loss_gap": final["bpe-lm"] - final["plain-pytorch"],
         "sample": "Once upon a time" + tok.decode(sample_ids),

@@ -24,23 +24,40 @@ import sys
 from pathlib import Path
 
 from bpe_lm.config import to_toml
-from bpe_lm.train import read_metrics
+from bpe_lm.metrics import read_metrics
+from bpe_lm.pipeline import prepare_data, read_text, shared_data_dir, split_train_valid
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = shared_data_dir()
 
 PRESETS = {
     "cpu": {
         "model": dict(vocab_size=4096, context_length=128, d_model=128, num_layers=4, num_heads=4, d_ff=344),
         "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_iters=20, weight_decay=0.1, grad_clip=1.0),
-        "training": dict(batch_size=32, max_iters=250, eval_interval=50, eval_iters=10, log_interval=10, checkpoint_interval=1000, device="auto"),
+        "training": dict(
+            batch_size=32,
+            max_iters=250,
+            eval_interval=50,
+            eval_iters=10,
+            log_interval=10,
+            checkpoint_interval=1000,
+            device="auto",
+        ),
         "lrs": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
         "batch_sizes": [8, 16, 32, 64],
     },
     "tinystories": {
         "model": dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344),
         "optimizer": dict(lr=1e-3, min_lr=1e-4, warmup_iters=200, weight_decay=0.1, grad_clip=1.0),
-        "training": dict(batch_size=128, max_tokens=327_680_000, eval_interval=500, eval_iters=50, log_interval=50,
-                         checkpoint_interval=2000, device="auto", compile=True),
+        "training": dict(
+            batch_size=128,
+            max_tokens=327_680_000,
+            eval_interval=500,
+            eval_iters=50,
+            log_interval=50,
+            checkpoint_interval=2000,
+            device="auto",
+            compile=True,
+        ),
         "lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
         "batch_sizes": [32, 64, 128, 256, 512],
     },
@@ -49,10 +66,6 @@ PRESETS = {
 
 def prepare_cpu_data(out: Path) -> tuple[Path, Path]:
     """Tokenizer (4096) and encoded splits of a fairytales slice, made once and reused."""
-    import gzip
-
-    import bpe_lm
-
     train, valid = out / "data" / "train.npy", out / "data" / "valid.npy"
     if train.exists() and valid.exists():
         return train, valid
@@ -60,20 +73,20 @@ def prepare_cpu_data(out: Path) -> tuple[Path, Path]:
     source = SHARED / "fairytales.txt.gz"
     if not source.exists():
         raise SystemExit(f"{source}: not found; the cpu preset trains on the shared fairytales corpus")
-    with gzip.open(source, "rt", encoding="utf-8") as f:
-        text = f.read(12_000_000)
-    cut = text.rfind("<|endoftext|>", 0, int(len(text) * 0.95))
-    (out / "data" / "train.txt").write_text(text[:cut], encoding="utf-8")
-    (out / "data" / "valid.txt").write_text(text[cut:], encoding="utf-8")
-    vocab, merges = bpe_lm.train_bpe(out / "data" / "train.txt", 4096, ["<|endoftext|>"])
-    tok = bpe_lm.Tokenizer(vocab, merges, ["<|endoftext|>"])
-    tok.save(out / "data" / "tokenizer", force=True)
-    tok.encode_file(out / "data" / "train.txt", train)
-    tok.encode_file(out / "data" / "valid.txt", valid)
-    return train, valid
+    data = prepare_data(*split_train_valid(read_text(source, 12_000_000)), out / "data", 4096)
+    return data.train, data.valid
 
 
-def run_variant(out: Path, name: str, preset: dict, train: Path, valid: Path, model: dict | None = None, optimizer: dict | None = None, training: dict | None = None) -> dict:
+def run_variant(
+    out: Path,
+    name: str,
+    preset: dict,
+    train: Path,
+    valid: Path,
+    model: dict | None = None,
+    optimizer: dict | None = None,
+    training: dict | None = None,
+) -> dict:
     run_dir = out / name
     config = {
         "model": {**preset["model"], **(model or {})},
@@ -84,7 +97,11 @@ def run_variant(out: Path, name: str, preset: dict, train: Path, valid: Path, mo
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.toml").write_text(to_toml(config), encoding="utf-8")
     print(f"== {name}", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "bpe_lm", "train", "--config", str(run_dir / "run.toml"), "--quiet"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpe_lm", "train", "--config", str(run_dir / "run.toml"), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     valid_losses = [r["valid_loss"] for r in rows if "valid_loss" in r]
     train_losses = [r["train_loss"] for r in rows if "train_loss" in r]
@@ -111,12 +128,22 @@ def report(out: Path, title: str, results: list[dict]) -> None:
 
     finished = [r for r in results if r["steps"]]
     if finished:
-        plot_runs([r["run_dir"] for r in finished], out / f"{title}.png", labels=[r["name"] for r in finished], title=title)
+        plot_runs(
+            [r["run_dir"] for r in finished], out / f"{title}.png", labels=[r["name"] for r in finished], title=title
+        )
     (out / f"{title}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"\n{title}\n\n| variant | final valid loss | best valid loss | steps | minutes |\n|---|---|---|---|---|")
     for r in results:
-        final = "diverged" if r["diverged"] else (f"{r['final_valid_loss']:.3f}" if r["final_valid_loss"] is not None else "—")
-        best = f"{r['best_valid_loss']:.3f}" if r["best_valid_loss"] is not None and math.isfinite(r["best_valid_loss"]) else "—"
+        final = (
+            "diverged"
+            if r["diverged"]
+            else (f"{r['final_valid_loss']:.3f}" if r["final_valid_loss"] is not None else "—")
+        )
+        best = (
+            f"{r['best_valid_loss']:.3f}"
+            if r["best_valid_loss"] is not None and math.isfinite(r["best_valid_loss"])
+            else "—"
+        )
         print(f"| {r['name']} | {final} | {best} | {r['steps']} | {r['seconds'] / 60:.1f} |")
     print(f"\nplot: {out / (title + '.png')}")
 
@@ -132,7 +159,11 @@ def main() -> None:
     args = ap.parse_args()
     preset = PRESETS[args.preset]
     if args.max_iters:
-        preset["training"] = {**{k: v for k, v in preset["training"].items() if k not in ("max_tokens",)}, "max_iters": args.max_iters, "eval_interval": max(1, args.max_iters // 2)}
+        preset["training"] = {
+            **{k: v for k, v in preset["training"].items() if k not in ("max_tokens",)},
+            "max_iters": args.max_iters,
+            "eval_interval": max(1, args.max_iters // 2),
+        }
     out = args.out / args.preset
     out.mkdir(parents=True, exist_ok=True)
     if args.preset == "cpu":
@@ -144,7 +175,9 @@ def main() -> None:
     results = []
     if args.experiment == "lr-sweep":
         for lr in preset["lrs"]:
-            results.append(run_variant(out / "lr", f"lr={lr:g}", preset, train, valid, optimizer={"lr": lr, "min_lr": lr / 10}))
+            results.append(
+                run_variant(out / "lr", f"lr={lr:g}", preset, train, valid, optimizer={"lr": lr, "min_lr": lr / 10})
+            )
         report(out, "lr-sweep", results)
     elif args.experiment == "batch-sweep":
         # Equal tokens: the base budget's tokens, spread over fewer or more steps.
@@ -161,14 +194,28 @@ def main() -> None:
         variants = [
             ("baseline (pre-norm, RoPE, SwiGLU)", {}, {}),
             ("no RMSNorm", {"norm": "none"}, {}),
-            ("no RMSNorm, lr/3", {"norm": "none"}, {"lr": preset["optimizer"]["lr"] / 3, "min_lr": preset["optimizer"]["min_lr"] / 3}),
+            (
+                "no RMSNorm, lr/3",
+                {"norm": "none"},
+                {"lr": preset["optimizer"]["lr"] / 3, "min_lr": preset["optimizer"]["min_lr"] / 3},
+            ),
             ("post-norm", {"norm": "post"}, {}),
             ("NoPE", {"position": "none"}, {}),
             # Three d_ff-wide matrices vs two: d_ff × 3/2 matches the parameter count.
             ("SiLU FFN (matched params)", {"ffn": "silu", "d_ff": d_ff * 3 // 2}, {}),
         ]
         for name, model, optimizer in variants:
-            results.append(run_variant(out / "ablations", name.replace(" ", "_").replace("/", "-").replace(",", ""), preset, train, valid, model=model, optimizer=optimizer))
+            results.append(
+                run_variant(
+                    out / "ablations",
+                    name.replace(" ", "_").replace("/", "-").replace(",", ""),
+                    preset,
+                    train,
+                    valid,
+                    model=model,
+                    optimizer=optimizer,
+                )
+            )
             results[-1]["name"] = name
         report(out, "ablations", results)
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import sys
 from pathlib import Path
 
@@ -10,7 +9,9 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # for reference_bpe
 
-SHARED_DATA = Path(os.environ.get("BPE_LM_SHARED_DATA", TESTS.parent.parent / "shared" / "data"))
+from bpe_lm.pipeline import shared_data_dir  # noqa: E402
+
+SHARED_DATA = shared_data_dir()
 SHARED_TEXT_FILES = [
     "fairytales.txt.gz",
     "imdb.txt.gz",

@@ -64,7 +64,9 @@ def merge_word(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[byte
     return tuple(out)
 
 
-def encode(text: str, vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: list[str]) -> list[int]:
+def encode(
+    text: str, vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: list[str]
+) -> list[int]:
     """CS336 §2.6: split on specials (kept), pre-tokenize, apply each merge in order to each pre-token."""
     ids = {b: i for i, b in sorted(vocab.items(), reverse=True)}  # lowest id wins for equal bytes
     out: list[int] = []

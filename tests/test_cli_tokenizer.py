@@ -42,7 +42,20 @@ def test_train_tokenizer_writes_directory(tmp_path, corpus_file, capsys):
 
 def test_custom_special_tokens(tmp_path, corpus_file, capsys):
     out = tmp_path / "tok"
-    code, err = run(capsys, "train-tokenizer", corpus_file, "--vocab", "400", "-o", out, "--special-token", "<s>", "--special-token", "</s>", "--quiet")
+    code, err = run(
+        capsys,
+        "train-tokenizer",
+        corpus_file,
+        "--vocab",
+        "400",
+        "-o",
+        out,
+        "--special-token",
+        "<s>",
+        "--special-token",
+        "</s>",
+        "--quiet",
+    )
     assert code == 0, err
     assert bpe_lm.Tokenizer.load(out).special_tokens == ["<s>", "</s>"]
 
@@ -57,7 +70,12 @@ def expect_error(capsys, tmp_path, argv, message):
 
 
 def test_missing_input(tmp_path, capsys):
-    expect_error(capsys, tmp_path, ["train-tokenizer", tmp_path / "missing.txt", "-o", tmp_path / "out"], "missing.txt: no such file")
+    expect_error(
+        capsys,
+        tmp_path,
+        ["train-tokenizer", tmp_path / "missing.txt", "-o", tmp_path / "out"],
+        "missing.txt: no such file",
+    )
 
 
 def test_directory_input(tmp_path, capsys):
@@ -71,13 +89,23 @@ def test_unreadable_input(tmp_path, corpus_file, capsys):
 
 
 def test_vocab_too_small(tmp_path, corpus_file, capsys):
-    expect_error(capsys, tmp_path, ["train-tokenizer", corpus_file, "--vocab", "256", "-o", tmp_path / "out"], "--vocab 256 is smaller than 256 bytes + 1 special tokens = 257")
+    expect_error(
+        capsys,
+        tmp_path,
+        ["train-tokenizer", corpus_file, "--vocab", "256", "-o", tmp_path / "out"],
+        "--vocab: vocabulary size 256 is smaller than 256 bytes + 1 special tokens = 257",
+    )
 
 
 def test_invalid_utf8_names_offset(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"good line\n" * 5000 + b"caf\xe9\n")
-    expect_error(capsys, tmp_path, ["train-tokenizer", bad, "-o", tmp_path / "out", "--quiet"], "bad.txt: invalid UTF-8 at byte offset 50003")
+    expect_error(
+        capsys,
+        tmp_path,
+        ["train-tokenizer", bad, "-o", tmp_path / "out", "--quiet"],
+        "bad.txt: invalid UTF-8 at byte offset 50003",
+    )
 
 
 def test_empty_input(tmp_path, capsys):
@@ -87,7 +115,9 @@ def test_empty_input(tmp_path, capsys):
     empty_gz = tmp_path / "empty.txt.gz"
     with gzip.open(empty_gz, "wb"):
         pass
-    expect_error(capsys, tmp_path, ["train-tokenizer", empty_gz, "-o", tmp_path / "out"], "is empty (after decompression)")
+    expect_error(
+        capsys, tmp_path, ["train-tokenizer", empty_gz, "-o", tmp_path / "out"], "is empty (after decompression)"
+    )
 
 
 def test_existing_output_needs_force(tmp_path, corpus_file, capsys):

@@ -14,9 +14,11 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install 
 import torch.distributed as dist  # noqa: E402
 
 from bpe_lm.config import to_toml  # noqa: E402
-from bpe_lm.train import read_metrics  # noqa: E402
+from bpe_lm.metrics import read_metrics  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
+)
 
 
 def write_config(tmp_path, out: str, **training) -> str:
@@ -45,10 +47,12 @@ def losses(run_dir) -> list[float]:
 def test_two_processes_match_one(tmp_path, grad_accum):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = write_config(tmp_path, "single", grad_accum=grad_accum)
-    subprocess.run([sys.executable, "-m", "bpe_lm.train", "--config", single, "--quiet"], check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "bpe_lm", "train", "--config", single, "--quiet"], check=True, env=env, timeout=300
+    )
     double = write_config(tmp_path, "double", grad_accum=grad_accum)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bpe_lm.train", "--config", double, "--quiet"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bpe_lm", "train", "--config", double, "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,6 +20,7 @@ from bpe_lm.cli import main  # noqa: E402
 from bpe_lm.export import ExportError, from_hf, halves_to_pairs, pairs_to_halves, to_hf  # noqa: E402
 from bpe_lm.model import ModelConfig, TransformerLM  # noqa: E402
 from bpe_lm.tokenizer import Tokenizer  # noqa: E402
+
 from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data, shared_slice  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -36,7 +37,9 @@ def tok() -> Tokenizer:
 
 def tiny_model(vocab_size: int, tie: bool = False, seed: int = 0, **kw) -> TransformerLM:
     torch.manual_seed(seed)
-    config = ModelConfig(vocab_size=vocab_size, context_length=48, d_model=64, num_layers=2, num_heads=4, tie_embeddings=tie, **kw)
+    config = ModelConfig(
+        vocab_size=vocab_size, context_length=48, d_model=64, num_layers=2, num_heads=4, tie_embeddings=tie, **kw
+    )
     return TransformerLM(config).eval()
 
 
@@ -85,7 +88,10 @@ def test_greedy_generation_equals_bpe_lm_generate(tmp_path, tok, capsys):
     ckpt = tmp_path / "model.pt"
     save_checkpoint(model, None, 0, ckpt)
     tok.save(tmp_path / "tok")
-    assert main(["export", "--checkpoint", str(ckpt), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "hf")]) == 0
+    assert (
+        main(["export", "--checkpoint", str(ckpt), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "hf")])
+        == 0
+    )
     prompt = "Once upon a time there was"
     assert main(["generate", "--checkpoint", str(ckpt), "--tokenizer", str(tmp_path / "tok"), "--prompt", prompt,
                  "--temperature", "0", "--max-tokens", "40", "--device", "cpu"]) == 0  # fmt: skip
@@ -121,7 +127,9 @@ def test_autotokenizer_ids_equal_ours_on_shared_files(tmp_path):
     separated by <|endoftext|>, so special tokens are in the text)."""
     gpt2 = Tokenizer.from_files(SHARED_DATA / "gpt2" / "vocab.json", SHARED_DATA / "gpt2" / "merges.txt", [EOT])
     torch.manual_seed(0)
-    small = TransformerLM(ModelConfig(vocab_size=gpt2.vocab_size, context_length=16, d_model=8, num_layers=1, num_heads=2))
+    small = TransformerLM(
+        ModelConfig(vocab_size=gpt2.vocab_size, context_length=16, d_model=8, num_layers=1, num_heads=2)
+    )
     to_hf(small, gpt2, tmp_path / "hf")
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     separators = 0
@@ -143,7 +151,20 @@ def test_models_llama_cannot_express_are_refused(tmp_path, tok, capsys, setting,
         to_hf(model, tok, tmp_path / "hf")
     save_checkpoint(model, None, 0, tmp_path / "m.pt")
     tok.save(tmp_path / "tok")
-    assert main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "hf")]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "m.pt"),
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "-o",
+                str(tmp_path / "hf"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "hf").exists()
@@ -172,7 +193,11 @@ def test_from_hf_refuses_what_it_cannot_express(tmp_path, tok):
     to_hf(tiny_model(tok.vocab_size), tok, tmp_path / "hf")
     config_path = tmp_path / "hf" / "config.json"
     config = json.loads(config_path.read_text())
-    for key, value, message in [("num_key_value_heads", 2, "grouped-query"), ("rms_norm_eps", 1e-6, "rms_norm_eps"), ("model_type", "gpt2", "Llama checkpoints only")]:
+    for key, value, message in [
+        ("num_key_value_heads", 2, "grouped-query"),
+        ("rms_norm_eps", 1e-6, "rms_norm_eps"),
+        ("model_type", "gpt2", "Llama checkpoints only"),
+    ]:
         config_path.write_text(json.dumps({**config, key: value}))
         with pytest.raises(ExportError, match=message):
             from_hf(tmp_path / "hf")
@@ -190,7 +215,17 @@ def test_gguf_logits_and_ids_equal_ours_in_llama_cpp(tmp_path, tok, tie, capsys)
     save_checkpoint(model, None, 0, tmp_path / "m.pt")
     tok.save(tmp_path / "tok")
     out = tmp_path / "m.gguf"
-    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "--format", "gguf", "-o", str(out)]
+    args = [
+        "export",
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--format",
+        "gguf",
+        "-o",
+        str(out),
+    ]
     assert main(args) == 0
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced unasked
     ctx = model.config.context_length

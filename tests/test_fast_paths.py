@@ -19,12 +19,16 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install 
 from bpe_lm import optim  # noqa: E402
 from bpe_lm import train as train_module  # noqa: E402
 from bpe_lm.config import ConfigError, build_config, to_toml  # noqa: E402
+from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy, linear_cross_entropy  # noqa: E402
-from bpe_lm.train import Trainer, model_flops_utilization, read_metrics  # noqa: E402
+from bpe_lm.runtime import model_flops_utilization  # noqa: E402
+from bpe_lm.train import Trainer  # noqa: E402
 
 
 def tiny(tie: bool = False, **kw) -> ModelConfig:
-    return ModelConfig(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64, tie_embeddings=tie, **kw)
+    return ModelConfig(
+        vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64, tie_embeddings=tie, **kw
+    )
 
 
 def batch(config: ModelConfig, size: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +54,9 @@ def test_linear_cross_entropy_equals_reference_fp32(chunk_rows):
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # the no-grad path (evaluation) gives the same value
-        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, chunk_rows=chunk_rows), ref.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            linear_cross_entropy(hidden, weight, targets, chunk_rows=chunk_rows), ref.detach(), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_linear_cross_entropy_gradcheck_fp64():
@@ -250,7 +256,9 @@ def test_compiled_training_matches_eager(tmp_path, token_files):
     Trainer(eager, progress=False).run()
     summary = Trainer(compiled, progress=False).run()
     assert summary["compiled"] is True
-    np.testing.assert_allclose(train_losses(tmp_path / "compiled"), train_losses(tmp_path / "eager"), rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(
+        train_losses(tmp_path / "compiled"), train_losses(tmp_path / "eager"), rtol=2e-4, atol=2e-4
+    )
 
 
 def test_cuda_graphs_need_compile(tmp_path, token_files):
@@ -297,11 +305,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is not available",
+)
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, token_files):
     """Under DDP a Ctrl-C reaches one process (here: only rank 1). Both must stop at the same step and
     save, instead of rank 0 waiting forever in all_reduce for a rank that has left."""
-    raw = run_raw(tmp_path, token_files, max_iters=100_000, log_interval=2, eval_interval=1000, checkpoint_interval=1000)
+    raw = run_raw(
+        tmp_path, token_files, max_iters=100_000, log_interval=2, eval_interval=1000, checkpoint_interval=1000
+    )
     config = tmp_path / "ddp.toml"
     config.write_text(to_toml(raw))
     port = _free_port()
@@ -309,7 +322,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, token_fi
     for rank in range(2):
         env = dict(os.environ, OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, "-m", "bpe_lm.train", "--config", str(config), "--quiet"], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "bpe_lm", "train", "--config", str(config), "--quiet"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:

@@ -12,8 +12,9 @@ import pytest
 import bpe_lm
 from bpe_lm import Tokenizer
 from bpe_lm.cli import main
-from bpe_lm.interop import export_hf, export_tiktoken, from_hf, from_tiktoken, to_hf_json
+from bpe_lm.interop import export_hf, export_tiktoken, to_hf_json
 from bpe_lm.stats import compare, parse_size, sample_documents
+
 from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data
 
 EOT = "<|endoftext|>"
@@ -73,7 +74,7 @@ def test_hf_export_on_shared_files(tmp_path, shared_tok):
 
 def test_hf_round_trip(tmp_path, tok):
     export_hf(tok, tmp_path / "tokenizer.json")
-    back = from_hf(tmp_path / "tokenizer.json")
+    back = Tokenizer.from_hf(tmp_path / "tokenizer.json")
     assert back.vocab == tok.vocab and back.merges == tok.merges and back.special_tokens == tok.special_tokens
     assert back.encode(TEXT) == tok.encode(TEXT)
 
@@ -82,7 +83,7 @@ def test_hf_gpt2_style_byte_level_loads(tmp_path, tok):
     data = to_hf_json(tok)
     data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     (tmp_path / "t.json").write_text(json.dumps(data))
-    assert from_hf(tmp_path / "t.json").encode(TEXT) == tok.encode(TEXT)
+    assert Tokenizer.from_hf(tmp_path / "t.json").encode(TEXT) == tok.encode(TEXT)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_hf_unsupported_types_are_refused(tmp_path, tok, change, message):
     change(data)
     (tmp_path / "t.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message):
-        from_hf(tmp_path / "t.json")
+        Tokenizer.from_hf(tmp_path / "t.json")
 
 
 # ---------------------------------------------------------------------------------------------------- tiktoken
@@ -112,7 +113,12 @@ def test_tiktoken_export_gives_identical_ids(tmp_path, tok):
     import tiktoken
 
     export_tiktoken(tok, tmp_path / "ours.tiktoken")
-    enc = tiktoken.Encoding("ours", pat_str=tok.pattern, mergeable_ranks=tiktoken_load.load_tiktoken_bpe(str(tmp_path / "ours.tiktoken")), special_tokens=tok.special_token_ids)
+    enc = tiktoken.Encoding(
+        "ours",
+        pat_str=tok.pattern,
+        mergeable_ranks=tiktoken_load.load_tiktoken_bpe(str(tmp_path / "ours.tiktoken")),
+        special_tokens=tok.special_token_ids,
+    )
     assert enc.encode(TEXT, allowed_special="all") == tok.encode(TEXT)
 
 
@@ -122,14 +128,19 @@ def test_tiktoken_export_on_shared_files(tmp_path, shared_tok):
     import tiktoken
 
     export_tiktoken(shared_tok, tmp_path / "ours.tiktoken")
-    enc = tiktoken.Encoding("ours", pat_str=shared_tok.pattern, mergeable_ranks=tiktoken_load.load_tiktoken_bpe(str(tmp_path / "ours.tiktoken")), special_tokens=shared_tok.special_token_ids)
+    enc = tiktoken.Encoding(
+        "ours",
+        pat_str=shared_tok.pattern,
+        mergeable_ranks=tiktoken_load.load_tiktoken_bpe(str(tmp_path / "ours.tiktoken")),
+        special_tokens=shared_tok.special_token_ids,
+    )
     for text in shared_texts():
         assert enc.encode(text, allowed_special="all") == shared_tok.encode(text)
 
 
 def test_tiktoken_round_trip(tmp_path, tok):
     export_tiktoken(tok, tmp_path / "ours.tiktoken")
-    back = from_tiktoken(tmp_path / "ours.tiktoken", tok.special_token_ids)
+    back = Tokenizer.from_tiktoken(tmp_path / "ours.tiktoken", tok.special_token_ids)
     assert back.vocab == tok.vocab and back.merges == tok.merges
     assert back.encode(TEXT) == tok.encode(TEXT)
 
@@ -146,7 +157,7 @@ def test_gpt2_from_tiktoken_ranks_equals_gpt2_files(tmp_path):
 def test_tiktoken_bad_file(tmp_path):
     (tmp_path / "bad.tiktoken").write_text("not-base64!! x\n")
     with pytest.raises(ValueError, match="line 1: expected 'base64-token rank'"):
-        from_tiktoken(tmp_path / "bad.tiktoken")
+        Tokenizer.from_tiktoken(tmp_path / "bad.tiktoken")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI and stats
@@ -155,7 +166,10 @@ def test_tiktoken_bad_file(tmp_path):
 def test_export_import_commands(tmp_path, tok, capsys):
     tok.save(tmp_path / "tok")
     assert main(["export-tokenizer", str(tmp_path / "tok"), "--format", "hf", "-o", str(tmp_path / "t.json")]) == 0
-    assert main(["export-tokenizer", str(tmp_path / "tok"), "--format", "tiktoken", "-o", str(tmp_path / "t.tiktoken")]) == 0
+    assert (
+        main(["export-tokenizer", str(tmp_path / "tok"), "--format", "tiktoken", "-o", str(tmp_path / "t.tiktoken")])
+        == 0
+    )
     assert "load_tiktoken_bpe" in capsys.readouterr().err
     assert main(["import-tokenizer", str(tmp_path / "t.json"), "--format", "hf", "-o", str(tmp_path / "from_hf")]) == 0
     assert main(["import-tokenizer", str(tmp_path / "t.tiktoken"), "--format", "tiktoken", "--special-token", f"{EOT}=0",
@@ -173,7 +187,9 @@ def test_stats_compare(tmp_path, tok, capsys):
     assert len(docs) == 50 and docs == sample_documents(corpus, 50, seed=1)
     results = compare({"a": tok, "b": tok}, [str(corpus)], 50, 1, parse_size("825GB"))
     pair = results["pairs"][0]
-    assert pair["bytes_per_token"] == pytest.approx(sum(len(d.encode()) for d in docs) / sum(len(tok.encode(d)) for d in docs))
+    assert pair["bytes_per_token"] == pytest.approx(
+        sum(len(d.encode()) for d in docs) / sum(len(tok.encode(d)) for d in docs)
+    )
     assert 0 < pair["vocab_used"] <= 1 and pair["projected_seconds"] > 0
     assert results["overlap"][0]["jaccard"] == 1.0
     assert results["tokenizers"]["a"]["dtype"] == "uint16"

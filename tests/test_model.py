@@ -56,7 +56,9 @@ def test_rmsnorm_computes_in_float32():
     half = x.to(torch.bfloat16)
     out = norm.to(torch.bfloat16)(half)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), F.rms_norm(half.float(), (16,), norm.weight.float(), eps=1e-5), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(
+        out.float(), F.rms_norm(half.float(), (16,), norm.weight.float(), eps=1e-5), atol=2e-2, rtol=2e-2
+    )
 
 
 def test_feed_forwards():
@@ -84,7 +86,9 @@ def test_attention_function_with_mask():
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 6)
     mask = torch.rand(5, 7) > 0.3
     mask[:, 0] = True
-    torch.testing.assert_close(m.scaled_dot_product_attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask), **TOL)
+    torch.testing.assert_close(
+        m.scaled_dot_product_attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask), **TOL
+    )
     torch.testing.assert_close(m.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), **TOL)
 
 
@@ -109,10 +113,16 @@ def test_multihead_attention_matches_plain_torch(rope):
     r = m.RotaryEmbedding(10000.0, d // h, 16) if rope else None
     attn = m.MultiHeadSelfAttention(d, h, r, attention="reference")
     x = torch.randn(2, T, d)
-    q, k, v = (F.linear(x, w).view(2, T, h, d // h).transpose(1, 2) for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+    q, k, v = (
+        F.linear(x, w).view(2, T, h, d // h).transpose(1, 2)
+        for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)
+    )
     if rope:
         q, k = rope_complex(q, torch.arange(T), 10000.0), rope_complex(k, torch.arange(T), 10000.0)
-    expected = F.linear(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, T, d), attn.output_proj.weight)
+    expected = F.linear(
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, T, d),
+        attn.output_proj.weight,
+    )
     torch.testing.assert_close(attn(x), expected, **TOL)
     attn.attention = "fused"
     torch.testing.assert_close(attn(x), expected, **TOL)
@@ -193,7 +203,12 @@ def test_extra_leading_batch_dims():
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 3), seq=st.integers(1, 12), heads=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([2, 4, 8]))
+@given(
+    batch=st.integers(1, 3),
+    seq=st.integers(1, 12),
+    heads=st.sampled_from([1, 2, 4]),
+    head_dim=st.sampled_from([2, 4, 8]),
+)
 def test_shapes(batch, seq, heads, head_dim):
     config = m.ModelConfig(vocab_size=31, context_length=12, d_model=heads * head_dim, num_layers=1, num_heads=heads)
     model = m.TransformerLM(config)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpe_lm import _core
+
 from reference_bpe import GPT2_PATTERN
 
 TRICKY = " \t\n\r\x0b\x0c\x85\xa0\u2000\u3000\u2028'sdmtlvreSDMTLVRE0123456789.,!?-_\"éÀ中文Ж٣Ⅻ½😀\u200d\u0301\ufe0f"
@@ -28,7 +29,17 @@ def test_pattern_constant_is_gpt2():
 
 
 def test_examples():
-    assert _core.pretokenize("Hello, world! I'll  go\n\n") == ["Hello", ",", " world", "!", " I", "'ll", " ", " go", "\n\n"]
+    assert _core.pretokenize("Hello, world! I'll  go\n\n") == [
+        "Hello",
+        ",",
+        " world",
+        "!",
+        " I",
+        "'ll",
+        " ",
+        " go",
+        "\n\n",
+    ]
     assert _core.pretokenize("'S 's  123abc") == ["'", "S", " '", "s", " ", " 123", "abc"]
 
 

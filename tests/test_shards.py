@@ -10,6 +10,7 @@ import pytest
 import bpe_lm
 from bpe_lm.cli import main
 from bpe_lm.shards import parse_shard, shard_range
+
 from conftest import generated_corpus
 
 EOT = "<|endoftext|>"
@@ -34,20 +35,44 @@ def test_shard_ranges_tile_the_file(corpus, n):
 
 def test_sharded_encoding_concatenates_to_the_whole(tmp_path, corpus, capsys):
     assert main(["train-tokenizer", str(corpus), "--vocab", "400", "-o", str(tmp_path / "tok"), "--quiet"]) == 0
-    assert main(["encode", str(corpus), "-o", str(tmp_path / "all.npy"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
+    assert (
+        main(["encode", str(corpus), "-o", str(tmp_path / "all.npy"), "--tokenizer", str(tmp_path / "tok"), "--quiet"])
+        == 0
+    )
     parts = []
     for i in range(5):
         out = tmp_path / f"part{i}.npy"
-        assert main(["encode", str(corpus), "-o", str(out), "--tokenizer", str(tmp_path / "tok"), "--shard", f"{i}/5", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "encode",
+                    str(corpus),
+                    "-o",
+                    str(out),
+                    "--tokenizer",
+                    str(tmp_path / "tok"),
+                    "--shard",
+                    f"{i}/5",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         parts.append(np.load(out))
     assert np.array_equal(np.concatenate(parts), np.load(tmp_path / "all.npy"))
 
 
 def test_sharded_counts_train_the_same_merges(tmp_path, corpus):
     for i in range(4):
-        assert main(["count-pretokens", str(corpus), "--shard", f"{i}/4", "-o", str(tmp_path / f"c{i}.bin"), "--quiet"]) == 0
+        assert (
+            main(["count-pretokens", str(corpus), "--shard", f"{i}/4", "-o", str(tmp_path / f"c{i}.bin"), "--quiet"])
+            == 0
+        )
     files = [str(tmp_path / f"c{i}.bin") for i in range(4)]
-    assert main(["train-tokenizer", "--from-counts", *files, "--vocab", "500", "-o", str(tmp_path / "sharded"), "--quiet"]) == 0
+    assert (
+        main(["train-tokenizer", "--from-counts", *files, "--vocab", "500", "-o", str(tmp_path / "sharded"), "--quiet"])
+        == 0
+    )
     assert main(["train-tokenizer", str(corpus), "--vocab", "500", "-o", str(tmp_path / "whole"), "--quiet"]) == 0
     a, b = bpe_lm.Tokenizer.load(tmp_path / "sharded"), bpe_lm.Tokenizer.load(tmp_path / "whole")
     assert a.vocab == b.vocab and a.merges == b.merges and a.special_tokens == b.special_tokens

@@ -13,18 +13,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bpe_lm
-import reference_bpe as ref
+import bpe_lm.formats
 from bpe_lm import Tokenizer
+
+import reference_bpe as ref
 from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data
 
 EOT = "<|endoftext|>"
 GPT2_DIR = SHARED_DATA / "gpt2"
-needs_gpt2 = pytest.mark.skipif(not (GPT2_DIR / "vocab.json").is_file(), reason=f"GPT-2 vocab/merges not found in {GPT2_DIR}")
+needs_gpt2 = pytest.mark.skipif(
+    not (GPT2_DIR / "vocab.json").is_file(), reason=f"GPT-2 vocab/merges not found in {GPT2_DIR}"
+)
 
 text_with_specials = st.lists(
     st.one_of(
         st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=20),
-        st.sampled_from([EOT, EOT + EOT, "<|end", "oftext|>", " ", "  ", "\n\n", "'ll", "'S", "123", "👩‍👩‍👧", "\u00a0"]),
+        st.sampled_from(
+            [EOT, EOT + EOT, "<|end", "oftext|>", " ", "  ", "\n\n", "'ll", "'S", "123", "👩‍👩‍👧", "\u00a0"]
+        ),
     ),
     max_size=25,
 ).map("".join)
@@ -52,8 +58,12 @@ def tiktoken_gpt2():
     with tempfile.TemporaryDirectory() as tmp:
         bpe_file = Path(tmp) / "vocab.bpe"
         bpe_file.write_text("#version: 0.2\n" + (GPT2_DIR / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
-        ranks = tiktoken_load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json"))
-    return tiktoken.Encoding("gpt2-local", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+        ranks = tiktoken_load.data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json")
+        )
+    return tiktoken.Encoding(
+        "gpt2-local", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- semantics
@@ -87,7 +97,7 @@ def test_special_tokens_added_when_absent(small_tokenizer):
     _, vocab, merges = small_tokenizer
     tok = Tokenizer(vocab, merges, ["<|pad|>"])
     assert tok.vocab_size == len(vocab) + 1
-    assert tok.encode("x<|pad|>") [-1] == len(vocab)
+    assert tok.encode("x<|pad|>")[-1] == len(vocab)
     assert tok.id_to_token(len(vocab)) == b"<|pad|>"
     # Without being registered, a special token's text is plain text.
     assert Tokenizer(vocab, merges).encode(EOT) != [0]
@@ -184,10 +194,10 @@ def test_loading_errors(tmp_path):
         Tokenizer.load(tmp_path / "missing")
     (tmp_path / "vocab.json").write_text('{"a": "zero"}', encoding="utf-8")
     with pytest.raises(ValueError, match="vocab.json: token 'a' has id 'zero'"):
-        bpe_lm.tokenizer.read_gpt2_vocab(tmp_path / "vocab.json")
+        bpe_lm.formats.read_gpt2_vocab(tmp_path / "vocab.json")
     (tmp_path / "vocab.json").write_text('{"a\\u0000": 3}', encoding="utf-8")
     with pytest.raises(ValueError, match="not a GPT-2 byte character"):
-        bpe_lm.tokenizer.read_gpt2_vocab(tmp_path / "vocab.json")
+        bpe_lm.formats.read_gpt2_vocab(tmp_path / "vocab.json")
 
 
 # ---------------------------------------------------------------------------------------------------- GPT-2 parity

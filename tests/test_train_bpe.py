@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bpe_lm
-import reference_bpe as ref
 from bpe_lm import _core
-from bpe_lm.tokenizer import read_gpt2_merges, read_gpt2_vocab, save_tokenizer_dir
+from bpe_lm.formats import read_gpt2_merges, read_gpt2_vocab, save_tokenizer_dir
+
+import reference_bpe as ref
 from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data, shared_slice
 
 EOT = "<|endoftext|>"
@@ -38,11 +39,15 @@ def test_generated_corpus_matches_reference(tmp_path):
 
 
 unicode_words = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), min_size=0, max_size=12)
-sprinkled = st.lists(st.one_of(unicode_words, st.sampled_from([EOT, "<|pad|>", " ", "\n", "  ", "'s", "ab", "ba"])), max_size=40).map("".join)
+sprinkled = st.lists(
+    st.one_of(unicode_words, st.sampled_from([EOT, "<|pad|>", " ", "\n", "  ", "'s", "ab", "ba"])), max_size=40
+).map("".join)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=sprinkled, extra=st.integers(0, 40), specials=st.sampled_from([[], [EOT], [EOT, "<|pad|>"], ["<|pad|>", EOT]]))
+@given(
+    text=sprinkled, extra=st.integers(0, 40), specials=st.sampled_from([[], [EOT], [EOT, "<|pad|>"], ["<|pad|>", EOT]])
+)
 def test_random_unicode_matches_reference(tmp_path, text, extra, specials):
     vocab_size = 256 + len(specials) + extra
     assert train_text(tmp_path, text, vocab_size, specials) == ref.train(text, vocab_size, specials)
@@ -78,7 +83,7 @@ def test_gzip_and_several_files(tmp_path):
 
 
 def test_special_tokens_never_merged(tmp_path):
-    text = (f"a story{EOT}another story{EOT}{EOT}<|pad|>more<|pad|>" * 50)
+    text = f"a story{EOT}another story{EOT}{EOT}<|pad|>more<|pad|>" * 50
     vocab, merges = train_text(tmp_path, text, 400, [EOT, "<|pad|>"])
     assert vocab[0] == EOT.encode() and vocab[1] == b"<|pad|>"
     for token in list(vocab.values())[2:]:
@@ -103,12 +108,19 @@ def test_counts_beyond_32_bits():
     assert [(vocab[a], vocab[b]) for a, b in merges] == [(b"a", b"b")]
 
 
-def test_train_from_counts_equals_train_bpe(corpus_file):
-    counts = _core.count_pretokens([str(corpus_file)], [EOT])
-    vocab_list, merge_ids = _core.train_from_counts(counts, 500, [EOT])
+def test_train_from_count_files_equals_train_bpe(tmp_path, corpus_file):
+    from bpe_lm.tokenizer import count_pretokens, train_from_count_files
+
+    distinct = count_pretokens([corpus_file], tmp_path / "c.bin", [EOT])
+    from_counts, merges_from_counts, specials, pattern, distinct_again = train_from_count_files(
+        [tmp_path / "c.bin"], 500
+    )
     vocab, merges = bpe_lm.train_bpe(corpus_file, 500, [EOT])
-    assert dict(enumerate(vocab_list)) == vocab
-    assert [(vocab_list[a], vocab_list[b]) for a, b in merge_ids] == merges
+    assert (from_counts, merges_from_counts, specials, pattern) == (vocab, merges, [EOT], bpe_lm.GPT2_PATTERN)
+    assert distinct == distinct_again > 0
+    with pytest.raises(ValueError, match="not a valid count file"):
+        (tmp_path / "bad.bin").write_bytes((tmp_path / "c.bin").read_bytes()[:-3])
+        train_from_count_files([tmp_path / "bad.bin"], 500)
 
 
 def test_progress_reports_reading_and_merging(corpus_file):

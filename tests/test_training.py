@@ -23,8 +23,9 @@ from bpe_lm.cli import main  # noqa: E402
 from bpe_lm.config import ConfigError, build_config, load_config, to_toml  # noqa: E402
 from bpe_lm.data import get_batch, load_tokens  # noqa: E402
 from bpe_lm.generate import generate, sample_next  # noqa: E402
+from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy  # noqa: E402
-from bpe_lm.train import Trainer, TrainingError, read_metrics  # noqa: E402
+from bpe_lm.train import Trainer, TrainingError  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------- optim
 
@@ -153,7 +154,9 @@ def test_memmap_batches_keep_rss_flat(tmp_path):
 
 
 def tiny_config(**kw) -> ModelConfig:
-    return ModelConfig(**{**dict(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64), **kw})
+    return ModelConfig(
+        **{**dict(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64), **kw}
+    )
 
 
 def test_checkpoint_round_trip_and_compiled_prefix(tmp_path):
@@ -222,12 +225,16 @@ def test_resume_is_bit_identical(tmp_path, token_files):
             if self.iteration == 10:
                 shutil.copy(self.checkpoint_path, saved_at_10)
 
-    full = KeepTen(run_config(tmp_path, token_files, log_interval=1, out_dir=str(tmp_path / "full")), progress=False).run()
+    full = KeepTen(
+        run_config(tmp_path, token_files, log_interval=1, out_dir=str(tmp_path / "full")), progress=False
+    ).run()
     assert full["steps"] == 20
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     shutil.copy(saved_at_10, resumed_dir / "checkpoint.pt")
-    Trainer(run_config(tmp_path, token_files, log_interval=1, out_dir=str(resumed_dir)), resume=True, progress=False).run()
+    Trainer(
+        run_config(tmp_path, token_files, log_interval=1, out_dir=str(resumed_dir)), resume=True, progress=False
+    ).run()
     losses = lambda run: {r["step"]: r["train_loss"] for r in read_metrics(run) if "train_loss" in r}  # noqa: E731
     a, b = losses(tmp_path / "full"), losses(resumed_dir)
     assert sorted(b) == list(range(11, 21))
@@ -235,8 +242,13 @@ def test_resume_is_bit_identical(tmp_path, token_files):
 
 
 def test_grad_accumulation_matches_one_big_batch(tmp_path, token_files):
-    one = Trainer(run_config(tmp_path, token_files, max_iters=3, log_interval=1, out_dir=str(tmp_path / "a")), progress=False).run()
-    two = Trainer(run_config(tmp_path, token_files, max_iters=3, log_interval=1, grad_accum=2, out_dir=str(tmp_path / "b")), progress=False).run()
+    one = Trainer(
+        run_config(tmp_path, token_files, max_iters=3, log_interval=1, out_dir=str(tmp_path / "a")), progress=False
+    ).run()
+    two = Trainer(
+        run_config(tmp_path, token_files, max_iters=3, log_interval=1, grad_accum=2, out_dir=str(tmp_path / "b")),
+        progress=False,
+    ).run()
     la = [r["train_loss"] for r in read_metrics(tmp_path / "a") if "train_loss" in r]
     lb = [r["train_loss"] for r in read_metrics(tmp_path / "b") if "train_loss" in r]
     np.testing.assert_allclose(la, lb, rtol=1e-4)
@@ -331,10 +343,10 @@ def test_data_errors_before_training(tmp_path, token_files):
     with pytest.raises(FileNotFoundError, match="missing.npy: token file not found"):
         Trainer(run_config(tmp_path, (tmp_path / "missing.npy", token_files[1])), progress=False).run()
     np.save(tmp_path / "short.npy", np.arange(10, dtype=np.uint16))
-    with pytest.raises(TrainingError, match="fewer than model.context_length"):
+    with pytest.raises(ValueError, match="fewer than model.context_length"):
         Trainer(run_config(tmp_path, (tmp_path / "short.npy", token_files[1])), progress=False).run()
     np.save(tmp_path / "wide.npy", np.full(1000, 64, dtype=np.uint16))
-    with pytest.raises(TrainingError, match=r"token id 64 at position 0 is outside the model.s vocabulary 0..63"):
+    with pytest.raises(ValueError, match=r"token id 64 at position 0 is outside the model.s vocabulary 0..63"):
         Trainer(run_config(tmp_path, (tmp_path / "wide.npy", token_files[1])), progress=False).run()
     assert not (tmp_path / "run").exists()
 
@@ -410,8 +422,29 @@ def test_train_eval_generate_plot_commands(tmp_path, token_files, capsys, corpus
     run = config["training"]["out_dir"]
     assert main(["eval", "--run", run, "--data", str(tmp_path / "v.npy"), "--text-bytes", "1000", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["loss"] > 0 and math.isclose(result["perplexity"], math.exp(result["loss"]), rel_tol=1e-9) and "bits_per_byte" in result
-    assert main(["generate", "--run", run, "--tokenizer", str(tmp_path / "tok"), "--prompt", "Once upon", "--max-tokens", "10", "--seed", "3"]) == 0
+    assert (
+        result["loss"] > 0
+        and math.isclose(result["perplexity"], math.exp(result["loss"]), rel_tol=1e-9)
+        and "bits_per_byte" in result
+    )
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                run,
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "--prompt",
+                "Once upon",
+                "--max-tokens",
+                "10",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("Once upon")
     assert main(["plot", run, "-o", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 1000
@@ -422,7 +455,11 @@ def test_train_eval_generate_plot_commands(tmp_path, token_files, capsys, corpus
 def test_ctrl_c_saves_a_checkpoint(tmp_path, token_files):
     cfg = run_config(tmp_path, token_files, max_iters=100_000, checkpoint_interval=100_000, log_interval=1).to_dict()
     (tmp_path / "run.toml").write_text(to_toml(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "bpe_lm", "train", "--config", str(tmp_path / "run.toml"), "--quiet"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpe_lm", "train", "--config", str(tmp_path / "run.toml"), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = Path(cfg["training"]["out_dir"]) / "metrics.jsonl"
     deadline = time.time() + 60
     while not (metrics.exists() and metrics.stat().st_size > 0) and time.time() < deadline:

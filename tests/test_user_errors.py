@@ -21,9 +21,12 @@ from bpe_lm.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from bpe_lm.cli import main  # noqa: E402
 from bpe_lm.config import build_config  # noqa: E402
 from bpe_lm.data import get_batch  # noqa: E402
+from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.model import ModelConfig, TransformerLM  # noqa: E402
-from bpe_lm.tokenizer import ProgressBars, Tokenizer  # noqa: E402
-from bpe_lm.train import Trainer, TrainingError, read_metrics  # noqa: E402
+from bpe_lm.progress import ProgressBars  # noqa: E402
+from bpe_lm.tokenizer import Tokenizer  # noqa: E402
+from bpe_lm.train import Trainer  # noqa: E402
+
 from conftest import generated_corpus  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -117,19 +120,30 @@ def test_train_tokenizer_force_replaces_only_its_own_files(tmp_path, corpus, cap
     finally:
         os.chdir(cwd)
     assert Tokenizer.load(out).vocab_size == 280 and (out / "important.txt").is_file()
-    assert sorted(p.name for p in out.iterdir()) == ["important.txt", "merges.txt", "tokenizer_config.json", "vocab.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "important.txt",
+        "merges.txt",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_tokenizer_without_its_config_is_an_error(tok_dir, capsys):
     (tok_dir / "tokenizer_config.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"tokenizer_config.json: not found; it lists the special tokens .*\"special_tokens\": \[\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"tokenizer_config.json: not found; it lists the special tokens .*\"special_tokens\": \[\]",
+    ):
         Tokenizer.load(tok_dir)
     (tok_dir / "tokenizer_config.json").write_text(json.dumps({"special_tokens": []}))
     assert Tokenizer.load(tok_dir).special_tokens == []  # no special tokens, on purpose
     for bad in ("<|endoftext|>", [1, 2], [""], {"a": 1}):
         (tok_dir / "tokenizer_config.json").write_text(json.dumps({"special_tokens": bad}))
-        assert main(["encode", str(tok_dir / "vocab.json"), "-o", str(tok_dir / "x.npy"), "--tokenizer", str(tok_dir)]) == 1
+        assert (
+            main(["encode", str(tok_dir / "vocab.json"), "-o", str(tok_dir / "x.npy"), "--tokenizer", str(tok_dir)])
+            == 1
+        )
         one_line_error(capsys, "tokenizer_config.json", "special_tokens must be a list of non-empty strings")
 
 
@@ -148,7 +162,7 @@ def test_out_of_range_ids_anywhere_in_the_file_are_refused_before_training(tmp_p
     big = np.load(token_files[0]).copy()
     big[12345] = 64
     np.save(tmp_path / "big.npy", big)
-    with pytest.raises(TrainingError, match="token id 64 at position 12,345"):
+    with pytest.raises(ValueError, match="token id 64 at position 12,345"):
         Trainer(build_config(raw_config(tmp_path, tmp_path / "big.npy", token_files[1])), progress=False).run()
 
 
@@ -158,7 +172,10 @@ def test_eval_checks_the_whole_file(tmp_path, token_files, capsys):
     data = np.load(token_files[1]).astype(np.int32)
     data[-3] = -1
     np.save(tmp_path / "v.npy", data)
-    assert main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "v.npy"), "--device", "cpu"]) == 1
+    assert (
+        main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "v.npy"), "--device", "cpu"])
+        == 1
+    )
     one_line_error(capsys, "v.npy", "token id -1")
 
 
@@ -170,19 +187,35 @@ def test_generate_refuses_a_tokenizer_of_another_size(tmp_path, tok_dir, capsys)
     for vocab in (tok.vocab_size + 10, tok.vocab_size - 10):
         model = TransformerLM(ModelConfig(vocab_size=vocab, context_length=16, d_model=16, num_layers=1, num_heads=2))
         save_checkpoint(model, None, 0, tmp_path / "m.pt")
-        assert main(["generate", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir), "--device", "cpu"]) == 1
-        one_line_error(capsys, str(tok_dir), f"{tok.vocab_size:,} tokens", f"{vocab:,}", "not the tokenizer it was trained with")
+        assert (
+            main(["generate", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir), "--device", "cpu"])
+            == 1
+        )
+        one_line_error(
+            capsys, str(tok_dir), f"{tok.vocab_size:,} tokens", f"{vocab:,}", "not the tokenizer it was trained with"
+        )
 
 
 def test_eval_raw_text_must_be_the_text_of_the_tokens(tmp_path, tok_dir, corpus, capsys):
     tok = Tokenizer.load(tok_dir)
     tok.encode_file(corpus, tmp_path / "valid.npy")
     torch.manual_seed(0)
-    model = TransformerLM(ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=32, num_layers=1, num_heads=4))
+    model = TransformerLM(
+        ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=32, num_layers=1, num_heads=4)
+    )
     save_checkpoint(model, None, 0, tmp_path / "m.pt")
     other = tmp_path / "other.txt"
     other.write_text(generated_corpus(100, seed=7), encoding="utf-8")
-    base = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "valid.npy"), "--device", "cpu", "--json"]
+    base = [
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        "--data",
+        str(tmp_path / "valid.npy"),
+        "--device",
+        "cpu",
+        "--json",
+    ]
     assert main([*base, "--raw-text", str(other), "--tokenizer", str(tok_dir)]) == 1
     one_line_error(capsys, "--raw-text", "other.txt", "encodes to")
     assert main([*base, "--raw-text", str(corpus)]) == 1
@@ -305,7 +338,9 @@ def test_bad_checkpoints_are_one_line_and_never_advise_unsafe_loading(tmp_path, 
 
     torch.save({"model": Evil()}, tmp_path / "evil.pt")
     for name in ("truncated.pt", "text.pt", "evil.pt"):
-        assert main(["eval", "--checkpoint", str(tmp_path / name), "--data", str(token_files[1]), "--device", "cpu"]) == 1
+        assert (
+            main(["eval", "--checkpoint", str(tmp_path / name), "--data", str(token_files[1]), "--device", "cpu"]) == 1
+        )
         line = one_line_error(capsys, name, "bpe-lm checkpoint")
         assert "weights_only" not in line
 
@@ -323,7 +358,12 @@ def test_merges_errors_name_the_file_and_line(tok_dir):
 
 def test_device_messages_name_the_option(tmp_path, tok_dir, capsys):
     tok = Tokenizer.load(tok_dir)
-    save_checkpoint(TransformerLM(ModelConfig(vocab_size=tok.vocab_size, context_length=16, d_model=16, num_layers=1, num_heads=2)), None, 0, tmp_path / "m.pt")
+    save_checkpoint(
+        TransformerLM(ModelConfig(vocab_size=tok.vocab_size, context_length=16, d_model=16, num_layers=1, num_heads=2)),
+        None,
+        0,
+        tmp_path / "m.pt",
+    )
     base = ["generate", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir)]
     assert main([*base, "--device", "tpu"]) == 1
     one_line_error(capsys, "--device 'tpu'", "expected auto, cpu, cuda")
@@ -343,7 +383,9 @@ def test_outputs_are_checked_before_heavy_work(tmp_path, corpus, capsys, monkeyp
     (tmp_path / "file").write_text("x")
     assert main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(tmp_path / "file" / "tok")]) == 1
     one_line_error(capsys, "is not a directory")
-    assert main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(tmp_path / "t"), "--special-token", "e"]) == 1
+    assert (
+        main(["train-tokenizer", str(corpus), "--vocab", "300", "-o", str(tmp_path / "t"), "--special-token", "e"]) == 1
+    )
     one_line_error(capsys, "--special-token 'e'", "single byte")
     monkeypatch.undo()
     with pytest.raises(ValueError, match="single byte"):  # the library refuses it too, before reading any text
@@ -361,7 +403,20 @@ def test_one_policy_for_outputs(tmp_path, tok_dir, corpus, capsys):
     assert out.read_bytes() == before
     assert main([*args, "--force"]) == 0
     # Missing parent directories are created, as train-tokenizer does.
-    assert main(["encode", str(corpus), "-o", str(tmp_path / "new" / "dir" / "ids.npy"), "--tokenizer", str(tok_dir), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(corpus),
+                "-o",
+                str(tmp_path / "new" / "dir" / "ids.npy"),
+                "--tokenizer",
+                str(tok_dir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     decoded = tmp_path / "back.txt"
     assert main(["decode", str(out), "--tokenizer", str(tok_dir), "-o", str(decoded)]) == 0
     capsys.readouterr()
@@ -376,18 +431,23 @@ def test_train_tokenizer_errors_replace(tmp_path, corpus, capsys):
     bad.write_bytes(corpus.read_bytes()[:500] + b"\xff\xfe broken \xc3" + corpus.read_bytes()[500:])
     assert main(["train-tokenizer", str(bad), "--vocab", "300", "-o", str(tmp_path / "a"), "--quiet"]) == 1
     one_line_error(capsys, "bad.txt", "UTF-8")
-    assert main(["train-tokenizer", str(bad), "--vocab", "300", "-o", str(tmp_path / "b"), "--quiet", "--errors", "replace"]) == 0
+    assert (
+        main(
+            ["train-tokenizer", str(bad), "--vocab", "300", "-o", str(tmp_path / "b"), "--quiet", "--errors", "replace"]
+        )
+        == 0
+    )
 
 
 def test_failed_demo_leaves_nothing_and_missing_matplotlib_only_skips_the_plot(tmp_path, corpus, capsys, monkeypatch):
-    import bpe_lm.tokenizer as tokenizer_module
+    import bpe_lm.pipeline as pipeline_module
 
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tmp_path / "demo"))
 
     out = tmp_path / "demo"
     with monkeypatch.context() as m:
-        m.setattr(tokenizer_module, "train_bpe", disk_full)
+        m.setattr(pipeline_module, "train_bpe", disk_full)
         assert main(["demo", "--data", str(corpus), "--minutes", "0.02", "-o", str(out)]) == 1
     assert not out.exists()
     assert "removed the unfinished run directory" in capsys.readouterr().err
@@ -400,7 +460,11 @@ def test_failed_demo_leaves_nothing_and_missing_matplotlib_only_skips_the_plot(t
 
 def test_broken_pipe_is_quiet(tmp_path):
     # The reader is gone before the first write (as `| head` is once it has its lines): writing fails with EPIPE.
-    proc = subprocess.Popen([sys.executable, "-m", "bpe_lm", "accounting", "--preset", "gpt2-small", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpe_lm", "accounting", "--preset", "gpt2-small", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)

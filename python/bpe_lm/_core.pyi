@@ -8,15 +8,6 @@ GPT2_PATTERN: str
 ProgressCallback = Callable[[str, int, int], object]
 
 def pretokenize(text: str, pattern: str | None = None, reference: bool = False) -> list[str]: ...
-def count_pretokens(
-    paths: Sequence[str | PathLike[str]],
-    special_tokens: Sequence[str],
-    pattern: str | None = None,
-    num_threads: int | None = None,
-    progress: ProgressCallback | None = None,
-    ranges: Sequence[tuple[int, int] | None] | None = None,
-    errors_replace: bool = False,
-) -> list[tuple[bytes, int]]: ...
 def train_bpe(
     paths: Sequence[str | PathLike[str]],
     vocab_size: int,
@@ -26,6 +17,22 @@ def train_bpe(
     progress: ProgressCallback | None = None,
     errors_replace: bool = False,
 ) -> tuple[list[bytes], list[tuple[int, int]]]: ...
+def check_vocab_size(vocab_size: int, num_special_tokens: int) -> None: ...
+def count_pretokens_to_file(
+    paths: Sequence[str | PathLike[str]],
+    output: str | PathLike[str],
+    special_tokens: Sequence[str],
+    pattern: str | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+    ranges: Sequence[tuple[int, int] | None] | None = None,
+    errors_replace: bool = False,
+) -> int: ...
+def train_from_count_files(
+    paths: Sequence[str | PathLike[str]],
+    vocab_size: int,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[bytes], list[tuple[int, int]], list[str], str, int]: ...
 def train_from_counts(
     counts: Sequence[tuple[bytes, int]],
     vocab_size: int,
@@ -52,6 +59,8 @@ class Encoder:
     def safe_prefix_bytes(self, text: str) -> int: ...
     def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
     def decode_buffer(self, buffer: bytes, width: int) -> bytes: ...
+    def default_width(self) -> int: ...
+    def check_width(self, width: int) -> None: ...
     def encode_file(
         self,
         input: str | PathLike[str],

@@ -78,7 +78,7 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     warns about each. Temporaries of a writer still running are left alone."""
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
-    removed = []
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
     prefix = f".{out.name}."
@@ -90,12 +90,18 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
         try:
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else entry.stat().st_size
+            size = (
+                sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                if entry.is_dir()
+                else entry.stat().st_size
+            )
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         except OSError:
             continue
         removed.append(entry)
-        warnings.warn(f"removed {entry} ({size / 1e6:.1f} MB), a temporary file of {out} left by an interrupted run", stacklevel=3)
+        warnings.warn(
+            f"removed {entry} ({size / 1e6:.1f} MB), a temporary file of {out} left by an interrupted run", stacklevel=3
+        )
     return removed
 
 

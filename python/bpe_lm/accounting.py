@@ -10,10 +10,9 @@ Tests check the parameter count against `sum(p.numel())` and the forward FLOPs a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the formulas need only the config's numbers; importing the model would load torch
-    from bpe_lm.model import ModelConfig
+from bpe_lm.config import ModelConfig
+from bpe_lm.units import format_duration, format_quantity
 
 PRESETS: dict[str, dict[str, int]] = {
     # GPT-2 sizes as CS336 §3.6 uses them (d_ff = 4·d_model, three-matrix SwiGLU).
@@ -91,7 +90,12 @@ class Accounting:
             "total_memory_bytes": sum(self.memory_bytes().values()),
         }
         if tokens is not None and peak_flops is not None and mfu is not None:
-            out["training_time"] = {"tokens": tokens, "peak_flops": peak_flops, "mfu": mfu, "seconds": self.training_seconds(tokens, peak_flops, mfu)}
+            out["training_time"] = {
+                "tokens": tokens,
+                "peak_flops": peak_flops,
+                "mfu": mfu,
+                "seconds": self.training_seconds(tokens, peak_flops, mfu),
+            }
         return out
 
 
@@ -147,52 +151,40 @@ def account(config: ModelConfig, batch_size: int = 1) -> Accounting:
     return Accounting(config, parameter_counts(config), forward_flops(config), batch_size)
 
 
-def _human(n: float, unit: str = "") -> str:
-    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {suffix}{unit}"
-    return f"{n:.0f} {unit}".rstrip()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 3 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def render(acc: Accounting, tokens: float, peak_name: str, peak_flops: float, mfu: float) -> str:
     c = acc.config
     lines = [
         f"model: vocab {c.vocab_size}, context {c.context_length}, {c.num_layers} layers, d_model {c.d_model}, "
-        f"{c.num_heads} heads, d_ff {c.d_ff}, {c.ffn}, norm {c.norm}, position {c.position}" + (", tied embeddings" if c.tie_embeddings else ""),
+        f"{c.num_heads} heads, d_ff {c.d_ff}, {c.ffn}, norm {c.norm}, position {c.position}"
+        + (", tied embeddings" if c.tie_embeddings else ""),
         "",
         "Parameters",
     ]
     total = acc.total_parameters
     for name, n in acc.parameters.items():
         lines.append(f"  {name:<32} {n:>16,}  {100 * n / total:5.1f}%")
-    lines.append(f"  {'total':<32} {total:>16,}  ({_human(total)})")
+    lines.append(f"  {'total':<32} {total:>16,}  ({format_quantity(total)})")
     lines += ["", f"Forward FLOPs, one sequence of {c.context_length} tokens"]
     fwd = acc.total_forward_flops
     for name, n in acc.forward_flops.items():
-        lines.append(f"  {name:<32} {_human(n, 'FLOP'):>16}  {100 * n / fwd:5.1f}%")
-    lines.append(f"  {'total':<32} {_human(fwd, 'FLOP'):>16}  ({_human(acc.forward_flops_per_token, 'FLOP')} per token)")
+        lines.append(f"  {name:<32} {format_quantity(n, 'FLOP'):>16}  {100 * n / fwd:5.1f}%")
+    lines.append(
+        f"  {'total':<32} {format_quantity(fwd, 'FLOP'):>16}  ({format_quantity(acc.forward_flops_per_token, 'FLOP')} per token)"
+    )
     lines += ["", f"Training memory, fp32 AdamW, batch {acc.batch_size}"]
     mem = acc.memory_bytes()
     for name, n in mem.items():
         lines.append(f"  {name:<32} {n / 2**30:>13.2f} GiB")
     per_seq = activation_elements(c, 1) * FLOAT_BYTES
-    lines.append(f"  {'total':<32} {sum(mem.values()) / 2**30:>13.2f} GiB  (activations: {per_seq / 2**30:.3f} GiB per sequence in the batch)")
+    lines.append(
+        f"  {'total':<32} {sum(mem.values()) / 2**30:>13.2f} GiB  (activations: {per_seq / 2**30:.3f} GiB per sequence in the batch)"
+    )
     seconds = acc.training_seconds(tokens, peak_flops, mfu)
     lines += [
         "",
         "Training compute",
-        f"  FLOPs per step (batch {acc.batch_size})     {_human(acc.training_flops_per_step, 'FLOP')}",
-        f"  FLOPs per token                  {_human(acc.training_flops_per_token, 'FLOP')}",
-        f"  {_human(tokens)} tokens at {mfu:.0%} MFU of {peak_name} ({_human(peak_flops, 'FLOP/s')}): {_duration(seconds)}",
+        f"  FLOPs per step (batch {acc.batch_size})     {format_quantity(acc.training_flops_per_step, 'FLOP')}",
+        f"  FLOPs per token                  {format_quantity(acc.training_flops_per_token, 'FLOP')}",
+        f"  {format_quantity(tokens)} tokens at {mfu:.0%} MFU of {peak_name} ({format_quantity(peak_flops, 'FLOP/s')}): {format_duration(seconds)}",
     ]
     return "\n".join(lines)

@@ -4,8 +4,8 @@ trainer adds (data sampler state, tokens seen, elapsed time). Written atomically
 
 from __future__ import annotations
 
-import pickle
 import os
+import pickle
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,7 +51,13 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, out: str | os.PathLike[str] | BinaryIO, **extra: Any) -> None:
+def save_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    iteration: int,
+    out: str | os.PathLike[str] | BinaryIO,
+    **extra: Any,
+) -> None:
     """Saves everything needed to resume. `out` is a path (written to a temporary file, then renamed) or
     a binary file object."""
     inner = _unwrap(model)
@@ -60,7 +66,7 @@ def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, i
         "model": _strip_prefixes(inner.state_dict()),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "iteration": int(iteration),
-        "config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
         "rng": rng_states(),
         **extra,
     }
@@ -83,7 +89,9 @@ def read_checkpoint(src: str | os.PathLike[str] | BinaryIO, map_location: str | 
             magic = f.read(4)
         # torch.save writes a zip archive (PK..); files of torch before 1.6 are a pickle (protocol byte 0x80).
         if magic[:2] != b"PK" and magic[:1] != b"\x80":
-            raise ValueError(f"{where}: not a bpe-lm checkpoint (not a PyTorch file at all{': it is empty' if not magic else ''})")
+            raise ValueError(
+                f"{where}: not a bpe-lm checkpoint (not a PyTorch file at all{': it is empty' if not magic else ''})"
+            )
     try:
         state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse the file is a problem with the file
@@ -99,12 +107,19 @@ def _why_unreadable(e: BaseException) -> str:
     text = str(e)
     if isinstance(e, pickle.UnpicklingError) and "weights_only" in text:
         return "it holds objects a safe load refuses; bpe-lm checkpoints hold only tensors and plain values"
-    if isinstance(e, (EOFError, OSError)) or "zip archive" in text or "central directory" in text or "file_offset" in text:
+    if (
+        isinstance(e, (EOFError, OSError))
+        or "zip archive" in text
+        or "central directory" in text
+        or "file_offset" in text
+    ):
         return "truncated or damaged: the file ends early or its archive index is broken"
     return "not a PyTorch file"
 
 
-def load_checkpoint(src: str | os.PathLike[str] | BinaryIO, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+def load_checkpoint(
+    src: str | os.PathLike[str] | BinaryIO, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> int:
     """Restores the model (and optimizer, when given) from `src`; returns the saved iteration. Works
     whether the model, or the one saved, was wrapped by torch.compile or DDP."""
     inner = _unwrap(model)

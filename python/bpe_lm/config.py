@@ -1,5 +1,7 @@
-"""Run configuration: one TOML file (stdlib `tomllib`), `--set section.key=value` overrides, validation
-with messages that name the setting, and a TOML writer for the resolved config saved in the run directory.
+"""Configuration, without PyTorch: the model's shape and switches (`ModelConfig`, also what checkpoints
+record), and the run configuration: one TOML file (stdlib `tomllib`), `--set section.key=value` overrides,
+validation with messages that name the setting, and a TOML writer for the resolved config saved in the run
+directory.
 """
 
 from __future__ import annotations
@@ -9,14 +11,73 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from bpe_lm.model import ModelConfig
+
+@dataclass
+class ModelConfig:
+    """The model's shape and ablation switches; `bpe_lm.model.TransformerLM` builds from it."""
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int | None = None  # None: 8/3·d_model rounded up to a multiple of 64 (SwiGLU), 4·d_model (SiLU)
+    rope_theta: float = 10000.0
+    # Ablation switches (CS336 §7.3):
+    norm: Literal["pre", "post", "none"] = "pre"
+    position: Literal["rope", "none"] = "rope"
+    ffn: Literal["swiglu", "silu"] = "swiglu"
+    tie_embeddings: bool = False
+    # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch one in bpe_lm.model;
+    # "auto": fused (both agree within tolerance; fused is faster on every device).
+    attention: Literal["auto", "fused", "reference"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, not {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
+        checks = {
+            "norm": ("pre", "post", "none"),
+            "position": ("rope", "none"),
+            "ffn": ("swiglu", "silu"),
+            "attention": ("auto", "fused", "reference"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
+            raise ValueError(
+                f"RoPE needs an even head dimension; d_model / num_heads = {self.d_model // self.num_heads}"
+            )
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model if self.ffn == "silu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+        if self.d_ff < 1:
+            raise ValueError(f"model.d_ff must be positive, not {self.d_ff}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**d)
 
 
 class ConfigError(ValueError):
@@ -57,7 +118,9 @@ class TrainingConfig:
     device: str = "auto"  # auto: cuda > mps > cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
     compile: bool = False  # torch.compile the model (loss included) and the optimizer step
-    cuda_graphs: bool = False  # with compile on CUDA: replay each step as CUDA graphs (mode "reduce-overhead"); best for small models
+    cuda_graphs: bool = (
+        False  # with compile on CUDA: replay each step as CUDA graphs (mode "reduce-overhead"); best for small models
+    )
 
 
 @dataclass
@@ -155,7 +218,9 @@ def validate(cfg: RunConfig) -> None:
     t, o = cfg.training, cfg.optimizer
     budgets = [name for name in ("max_iters", "max_tokens", "max_minutes") if getattr(t, name)]
     if len(budgets) != 1:
-        raise ConfigError(f"set exactly one budget of training.max_iters, training.max_tokens, training.max_minutes (got {', '.join(budgets) or 'none'})")
+        raise ConfigError(
+            f"set exactly one budget of training.max_iters, training.max_tokens, training.max_minutes (got {', '.join(budgets) or 'none'})"
+        )
     for name in ("max_iters", "max_tokens", "max_minutes"):
         if getattr(t, name) < 0:
             raise ConfigError(f"training.{name} must not be negative")
@@ -163,15 +228,21 @@ def validate(cfg: RunConfig) -> None:
         if getattr(t, name) < 1:
             raise ConfigError(f"training.{name} must be at least 1, not {getattr(t, name)}")
     if t.batch_size % t.grad_accum:
-        raise ConfigError(f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})")
+        raise ConfigError(
+            f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})"
+        )
     if t.device not in ("auto", "cpu", "mps") and not t.device.startswith("cuda"):
         raise ConfigError(f"training.device must be auto, cpu, mps or cuda[:N], not {t.device!r}")
     if t.cuda_graphs and not t.compile:
-        raise ConfigError("training.cuda_graphs needs training.compile = true (the graphs are recorded by torch.compile)")
+        raise ConfigError(
+            "training.cuda_graphs needs training.compile = true (the graphs are recorded by torch.compile)"
+        )
     if t.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"training.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
     if not (o.lr > 0 and 0 <= o.min_lr <= o.lr):
-        raise ConfigError(f"optimizer.lr must be positive and optimizer.min_lr in [0, lr] (lr {o.lr}, min_lr {o.min_lr})")
+        raise ConfigError(
+            f"optimizer.lr must be positive and optimizer.min_lr in [0, lr] (lr {o.lr}, min_lr {o.min_lr})"
+        )
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), not {list(o.betas)}")
     if o.warmup_iters < 0 or o.grad_clip < 0 or o.weight_decay < 0 or not math.isfinite(o.lr):

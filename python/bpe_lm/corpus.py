@@ -14,7 +14,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-SEPARATOR = "\n<|endoftext|>\n"
+DOCUMENT_JOINER = "\n<|endoftext|>\n"  # between documents, as in TinyStories and OpenWebText dumps
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__", "lib2to3", "turtledemo"}
 MIN_CHARS = 40
 
@@ -42,6 +42,6 @@ def write_default_corpus(path: str | os.PathLike[str]) -> tuple[int, int]:
     docs = list(stdlib_docstrings())
     if not docs:
         raise OSError(f"no Python standard library sources found under {sysconfig.get_paths()['stdlib']}")
-    text = SEPARATOR.join(docs) + "\n"
+    text = DOCUMENT_JOINER.join(docs) + "\n"
     Path(path).write_text(text, encoding="utf-8")
     return len(docs), len(text.encode("utf-8"))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bpe_lm.config import ModelConfig
+
 TOKEN_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -23,7 +25,9 @@ def load_tokens(path: str | os.PathLike[str]) -> np.ndarray:
     except ValueError as e:
         raise ValueError(f"{p}: not a .npy array ({e})") from None
     if arr.ndim != 1 or arr.dtype not in TOKEN_DTYPES:
-        raise ValueError(f"{p}: expected a 1-D array of uint16/uint32 token ids, got shape {arr.shape} dtype {arr.dtype}")
+        raise ValueError(
+            f"{p}: expected a 1-D array of uint16/uint32 token ids, got shape {arr.shape} dtype {arr.dtype}"
+        )
     return arr
 
 
@@ -66,7 +70,12 @@ def _window_reader(dataset: np.ndarray):
     """A function (start, count) -> array for `dataset`, via pread when it is a file-backed memmap. The
     file is found from the array itself on every call, so a reader can never serve another array's data
     (an earlier cache keyed on id(dataset) did, once a freed memmap's id was reused)."""
-    if isinstance(dataset, np.memmap) and getattr(dataset, "_mmap", None) is not None and dataset.filename and dataset.flags.c_contiguous:
+    if (
+        isinstance(dataset, np.memmap)
+        and getattr(dataset, "_mmap", None) is not None
+        and dataset.filename
+        and dataset.flags.c_contiguous
+    ):
         path = os.fspath(dataset.filename)
         reader = _readers.get(path)
         if reader is None or reader.pid != os.getpid():
@@ -120,7 +129,13 @@ def get_batch(
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def sequential_batches(dataset: np.ndarray, batch_size: int, context_length: int, device: str | torch.device, max_batches: int | None = None):
+def sequential_batches(
+    dataset: np.ndarray,
+    batch_size: int,
+    context_length: int,
+    device: str | torch.device,
+    max_batches: int | None = None,
+):
     """Non-overlapping windows from the start of `dataset`, for evaluation over a whole file."""
     read = _window_reader(dataset)
     n_windows = (len(dataset) - 1) // context_length
@@ -131,3 +146,12 @@ def sequential_batches(dataset: np.ndarray, batch_size: int, context_length: int
         windows = np.stack([np.asarray(read(r * context_length, context_length + 1), dtype=np.int64) for r in rows])
         tokens = torch.from_numpy(windows).to(device)
         yield tokens[:, :-1], tokens[:, 1:]
+
+
+def check_data(tokens: np.ndarray, path: str | os.PathLike[str], config: ModelConfig) -> None:
+    """Before any compute: enough tokens for one context, and every id of the file in [0, vocab_size)."""
+    if len(tokens) <= config.context_length + 1:
+        raise ValueError(
+            f"{path}: {len(tokens):,} tokens, fewer than model.context_length + 1 = {config.context_length + 1}"
+        )
+    check_token_ids(tokens, path, config.vocab_size)

@@ -7,16 +7,13 @@ a report (report.md) in a fresh run directory.
 
 from __future__ import annotations
 
-import gzip
 import json
-import math
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-SEPARATOR = "<|endoftext|>"
 PROMPTS = ("Return the", "This module", "If the")
 
 
@@ -24,39 +21,25 @@ def _log(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def split_text(text: str, valid_fraction: float = 0.05) -> tuple[str, str]:
-    """Train and valid parts, cut at a document separator (or a line) near the end."""
-    target = int(len(text) * (1 - valid_fraction))
-    cut = text.rfind(SEPARATOR, 0, target)
-    if cut <= 0:
-        cut = text.rfind("\n", 0, target)
-    if cut <= 0:
-        cut = target
-    return text[:cut], text[cut:]
-
-
-def read_user_text(path: Path, max_mb: float) -> str:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read(int(max_mb * 1e6))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of the part read)") from None
-    if len(text.strip()) == 0:
-        raise ValueError(f"{path}: is empty")
-    return text
-
-
-def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, threads: int | None, max_mb: float, seed: int, *, plot: bool = True) -> dict[str, Any]:
+def run_demo(
+    out: Path,
+    data: Path | None,
+    minutes: float,
+    vocab_size: int,
+    threads: int | None,
+    max_mb: float,
+    seed: int,
+    *,
+    plot: bool = True,
+) -> dict[str, Any]:
     import torch
 
     from bpe_lm.config import build_config, to_toml
     from bpe_lm.corpus import write_default_corpus
     from bpe_lm.generate import generate
-    from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
-    from bpe_lm.train import Trainer, read_metrics
+    from bpe_lm.metrics import read_metrics
+    from bpe_lm.pipeline import EOT, prepare_data, read_text, split_train_valid
+    from bpe_lm.train import Trainer
 
     if threads:
         torch.set_num_threads(threads)
@@ -66,33 +49,32 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
     corpus = out / "corpus.txt"
     if data is None:
         docs, size = write_default_corpus(corpus)
-        source = f"Python {sys.version_info.major}.{sys.version_info.minor} standard-library docstrings ({docs:,} documents)"
+        source = (
+            f"Python {sys.version_info.major}.{sys.version_info.minor} standard-library docstrings ({docs:,} documents)"
+        )
         text = corpus.read_text(encoding="utf-8")
+        corpus.unlink()
     else:
-        text = read_user_text(data, max_mb)
+        text = read_text(data, int(max_mb * 1e6))
         source = f"{data} (first {max_mb:g} MB at most)"
-    train_text, valid_text = split_text(text)
-    (out / "train.txt").write_text(train_text, encoding="utf-8")
-    (out / "valid.txt").write_text(valid_text, encoding="utf-8")
-    corpus.unlink(missing_ok=True)
+    train_text, valid_text = split_train_valid(text)
     times["corpus"] = time.perf_counter() - t0
-    _log(f"corpus: {source}; train {len(train_text.encode()) / 1e6:.2f} MB, valid {len(valid_text.encode()) / 1e6:.2f} MB")
+    _log(
+        f"corpus: {source}; train {len(train_text.encode()) / 1e6:.2f} MB, valid {len(valid_text.encode()) / 1e6:.2f} MB"
+    )
 
-    t0 = time.perf_counter()
-    vocab, merges = train_bpe(out / "train.txt", vocab_size, [SEPARATOR], num_threads=threads)
-    save_tokenizer_dir(out / "tokenizer", vocab, merges, [SEPARATOR])
-    times["tokenizer"] = time.perf_counter() - t0
-    tok = Tokenizer.load(out / "tokenizer")
+    prepared = prepare_data(train_text, valid_text, out, vocab_size, num_threads=threads)
+    tok = prepared.tokenizer
+    times["tokenizer"], times["encode"] = prepared.tokenizer_seconds, prepared.encode_seconds
+    counts = {"train": prepared.train_tokens, "valid": prepared.valid_tokens}
     _log(f"tokenizer: {tok.vocab_size} tokens in {times['tokenizer']:.1f} s")
-
-    t0 = time.perf_counter()
-    counts = {split: tok.encode_file(out / f"{split}.txt", out / f"{split}.npy", num_threads=threads) for split in ("train", "valid")}
-    times["encode"] = time.perf_counter() - t0
     ratio = len(train_text.encode()) / max(counts["train"], 1)
-    _log(f"encoded: {counts['train']:,} train and {counts['valid']:,} valid tokens ({ratio:.2f} bytes/token) in {times['encode']:.1f} s")
+    _log(
+        f"encoded: {counts['train']:,} train and {counts['valid']:,} valid tokens ({ratio:.2f} bytes/token) in {times['encode']:.1f} s"
+    )
 
     context = 128 if counts["valid"] > 2 * 128 + 1 else max(8, counts["valid"] // 4)
-    raw = {
+    raw: dict[str, dict[str, Any]] = {
         "model": dict(vocab_size=tok.vocab_size, context_length=context, d_model=128, num_layers=4, num_heads=4, d_ff=344),
         "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_iters=50, weight_decay=0.1, grad_clip=1.0),
         "data": dict(train=str((out / "train.npy").resolve()), valid=str((out / "valid.npy").resolve())),
@@ -104,7 +86,9 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
     from bpe_lm.model import TransformerLM
 
     params = sum(p.numel() for p in TransformerLM(cfg.model).parameters())
-    _log(f"training a {params / 1e6:.2f}M-parameter model for {minutes:g} min on CPU ({torch.get_num_threads()} threads)")
+    _log(
+        f"training a {params / 1e6:.2f}M-parameter model for {minutes:g} min on CPU ({torch.get_num_threads()} threads)"
+    )
     t0 = time.perf_counter()
     summary = Trainer(cfg, progress=True).run()
     times["train"] = time.perf_counter() - t0
@@ -114,16 +98,30 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
     if plot:
         from bpe_lm.plot import plot_runs
 
-        plot_runs([out / "run"], out / "curves.png", labels=["demo"], title=f"bpe-lm demo: {params / 1e6:.2f}M parameters, {minutes:g} min on CPU")
+        plot_runs(
+            [out / "run"],
+            out / "curves.png",
+            labels=["demo"],
+            title=f"bpe-lm demo: {params / 1e6:.2f}M parameters, {minutes:g} min on CPU",
+        )
 
+    from bpe_lm.evaluation import bits_per_byte
     from bpe_lm.generate import load_model
 
     model, _ = load_model(out / "run")
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for prompt in PROMPTS:
-        ids = generate(model, tok.encode(prompt), 60, temperature=0.8, top_p=0.9, eos_id=tok.special_token_ids[SEPARATOR], generator=generator)
-        samples.append(prompt + tok.decode([i for i in ids if i != tok.special_token_ids[SEPARATOR]]))
+        ids = generate(
+            model,
+            tok.encode(prompt),
+            60,
+            temperature=0.8,
+            top_p=0.9,
+            eos_id=tok.special_token_ids[EOT],
+            generator=generator,
+        )
+        samples.append(prompt + tok.decode([i for i in ids if i != tok.special_token_ids[EOT]]))
 
     first_valid = valid_rows[0]["valid_loss"] if valid_rows else float("nan")
     final_valid = valid_rows[-1]["valid_loss"] if valid_rows else float("nan")
@@ -140,7 +138,7 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
         "tokens_per_s": summary.get("tokens_per_s"),
         "first_valid_loss": first_valid,
         "final_valid_loss": final_valid,
-        "final_valid_bits_per_byte": final_valid * counts["valid"] / max(len(valid_text.encode()), 1) / math.log(2),
+        "final_valid_bits_per_byte": bits_per_byte(final_valid, counts["valid"], max(len(valid_text.encode()), 1)),
         "seconds": times,
         "samples": samples,
     }
@@ -161,7 +159,9 @@ def run_demo(out: Path, data: Path | None, minutes: float, vocab_size: int, thre
         "## Samples",
         "",
         *[f"```\n{s}\n```\n" for s in samples],
-        "![learning curve](curves.png)" if plot else "(no learning-curve plot: matplotlib is not installed; `bpe-lm plot run` draws it later)",
+        "![learning curve](curves.png)"
+        if plot
+        else "(no learning-curve plot: matplotlib is not installed; `bpe-lm plot run` draws it later)",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")

@@ -23,8 +23,12 @@ class Remote:
 
 DATASETS: dict[str, dict[str, Remote]] = {
     "tinystories": {
-        "train": Remote("TinyStoriesV2-GPT4-train.txt", "roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"),
-        "valid": Remote("TinyStoriesV2-GPT4-valid.txt", "roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"),
+        "train": Remote(
+            "TinyStoriesV2-GPT4-train.txt", "roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"
+        ),
+        "valid": Remote(
+            "TinyStoriesV2-GPT4-valid.txt", "roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"
+        ),
     },
     "owt": {
         "train": Remote("owt_train.txt.gz", "stanford-cs336/owt-sample/resolve/main/owt_train.txt.gz"),
@@ -38,7 +42,9 @@ class DownloadError(OSError):
 
 
 def _open(url: str, start: int, timeout: float):
-    request = urllib.request.Request(url, headers={"User-Agent": "bpe-lm", **({"Range": f"bytes={start}-"} if start else {})})
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "bpe-lm", **({"Range": f"bytes={start}-"} if start else {})}
+    )
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -47,8 +53,10 @@ def _open(url: str, start: int, timeout: float):
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason}); are you offline? "
-                            f"Partial downloads resume when you run the command again.") from None
+        raise DownloadError(
+            f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason}); are you offline? "
+            f"Partial downloads resume when you run the command again."
+        ) from None
 
 
 def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0, chunk: int = 1 << 20) -> Path:
@@ -58,6 +66,7 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0,
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     response = _open(url, start, timeout)
+    total: int | None
     if response is None:
         total = start
     else:
@@ -97,9 +106,14 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0,
     return dest
 
 
-def download(dataset: str, out_dir: str | os.PathLike[str], splits: list[str], *, base_url: str = HF, progress: bool = True) -> list[Path]:
+def download(
+    dataset: str, out_dir: str | os.PathLike[str], splits: list[str], *, base_url: str = HF, progress: bool = True
+) -> list[Path]:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [fetch(f"{base_url.rstrip('/')}/{DATASETS[dataset][s].path}", out / DATASETS[dataset][s].name, progress=progress) for s in splits]
+    return [
+        fetch(f"{base_url.rstrip('/')}/{DATASETS[dataset][s].path}", out / DATASETS[dataset][s].name, progress=progress)
+        for s in splits
+    ]

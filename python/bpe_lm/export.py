@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bpe_lm._io import atomic_directory
+from bpe_lm.formats import read_json_object
 from bpe_lm.generate import check_vocabularies_match
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
 
@@ -43,7 +44,14 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 EOT = "<|endoftext|>"
 WEIGHTS_NAME = "model.safetensors"
-HF_FILES = ("config.json", "generation_config.json", WEIGHTS_NAME, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+HF_FILES = (
+    "config.json",
+    "generation_config.json",
+    WEIGHTS_NAME,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RMS_NORM_EPS = RMSNorm(1).eps  # the eps every RMSNorm of TransformerLM uses
 
@@ -61,6 +69,17 @@ def llama_incompatibility(config: ModelConfig) -> str | None:
     if config.ffn != "swiglu":
         return f"model.ffn = {config.ffn!r}: Llama's feed-forward is SwiGLU (gate, up, down), so only ffn = 'swiglu' exports"
     return None
+
+
+def check_exportable(model: TransformerLM, tokenizer: Tokenizer) -> None:
+    """A Llama can express the model, and the tokenizer is the one it was trained with."""
+    problem = llama_incompatibility(model.config)
+    if problem:
+        raise ExportError(problem)
+    try:
+        check_vocabularies_match(tokenizer.vocab_size, model.config)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------- RoPE layout
@@ -157,7 +176,14 @@ def hf_tokenizer_files(tokenizer: Tokenizer, context_length: int) -> dict[str, A
     eos = eos_token(tokenizer)
     others = [s for s in tokenizer.special_token_ids if s != eos]
     added = {
-        str(i): {"content": s, "lstrip": False, "rstrip": False, "normalized": False, "single_word": False, "special": True}
+        str(i): {
+            "content": s,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "single_word": False,
+            "special": True,
+        }
         for s, i in tokenizer.special_token_ids.items()
     }
     specials_map: dict[str, Any] = {"bos_token": eos, "eos_token": eos} if eos else {}
@@ -173,10 +199,21 @@ def hf_tokenizer_files(tokenizer: Tokenizer, context_length: int) -> dict[str, A
         "added_tokens_decoder": added,
         **specials_map,
     }
-    return {"tokenizer.json": to_hf_json(tokenizer), "tokenizer_config.json": tokenizer_config, "special_tokens_map.json": specials_map}
+    return {
+        "tokenizer.json": to_hf_json(tokenizer),
+        "tokenizer_config.json": tokenizer_config,
+        "special_tokens_map.json": specials_map,
+    }
 
 
-def to_hf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: bool = False, dtype: torch.dtype = torch.float32) -> Path:
+def to_hf(
+    model: TransformerLM,
+    tokenizer: Tokenizer,
+    out: PathLike,
+    *,
+    force: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """Writes `out/` for `transformers`: config.json, generation_config.json, model.safetensors and the
     tokenizer files. All files are written in a temporary directory first; a new `out` appears whole. With
     `force`, an existing `out` keeps its other files and gets each of ours replaced atomically."""
@@ -184,21 +221,20 @@ def to_hf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: b
     try:
         from safetensors.torch import save_file
     except ImportError:
-        raise ExportError("exporting needs the safetensors package: pip install safetensors (or pip install 'bpe-lm[lm]')") from None
+        raise ExportError(
+            "exporting needs the safetensors package: pip install safetensors (or pip install 'bpe-lm[lm]')"
+        ) from None
     c = model.config
-    problem = llama_incompatibility(c)
-    if problem:
-        raise ExportError(problem)
-    try:
-        check_vocabularies_match(tokenizer.vocab_size, c)
-    except ValueError as e:
-        raise ExportError(str(e)) from None
+    check_exportable(model, tokenizer)
     eos = eos_token(tokenizer)
     eos_id = tokenizer.special_token_ids[eos] if eos else None
 
     def build(tmp: Path) -> list[str]:
         save_file(hf_state_dict(model, dtype), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        files = {"config.json": hf_config(c, eos_id, dtype), "generation_config.json": {"bos_token_id": eos_id, "eos_token_id": eos_id}}
+        files = {
+            "config.json": hf_config(c, eos_id, dtype),
+            "generation_config.json": {"bos_token_id": eos_id, "eos_token_id": eos_id},
+        }
         files.update(hf_tokenizer_files(tokenizer, c.context_length))
         for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -214,26 +250,32 @@ def to_hf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: b
 # ---------------------------------------------------------------------------------------------------- GGUF
 
 
-def to_gguf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force: bool = False, dtype: torch.dtype = torch.float32) -> Path:
+def to_gguf(
+    model: TransformerLM,
+    tokenizer: Tokenizer,
+    out: PathLike,
+    *,
+    force: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """Writes one GGUF file (architecture "llama") with the weights and the tokenizer, atomically."""
     try:
         import gguf
     except ImportError:
         raise ExportError("--format gguf needs the gguf package: pip install gguf") from None
     from bpe_lm._io import atomic_output, check_new_output
-    from bpe_lm.tokenizer import GPT2_PATTERN, token_to_text
+    from bpe_lm.formats import GPT2_PATTERN, token_to_text
 
     c = model.config
-    problem = llama_incompatibility(c)
-    if problem:
-        raise ExportError(problem)
+    check_exportable(model, tokenizer)
     if tokenizer.pattern != GPT2_PATTERN:
-        raise ExportError("the tokenizer's pre-tokenization pattern is not GPT-2's; llama.cpp's gpt2 tokenizer would split text differently")
-    try:
-        check_vocabularies_match(tokenizer.vocab_size, c)
-    except ValueError as e:
-        raise ExportError(str(e)) from None
-    file_types = {torch.float32: (gguf.LlamaFileType.ALL_F32, "float32"), torch.float16: (gguf.LlamaFileType.MOSTLY_F16, "float16")}
+        raise ExportError(
+            "the tokenizer's pre-tokenization pattern is not GPT-2's; llama.cpp's gpt2 tokenizer would split text differently"
+        )
+    file_types = {
+        torch.float32: (gguf.LlamaFileType.ALL_F32, "float32"),
+        torch.float16: (gguf.LlamaFileType.MOSTLY_F16, "float16"),
+    }
     if dtype not in file_types:
         raise ExportError(f"GGUF export writes float32 or float16 weights, not {str(dtype).removeprefix('torch.')}")
     file_type, np_dtype = file_types[dtype]
@@ -265,8 +307,15 @@ def to_gguf(model: TransformerLM, tokenizer: Tokenizer, out: PathLike, *, force:
         w.add_file_type(file_type)
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("gpt-2")
-        w.add_token_list([tokenizer.id_to_token(i).decode("utf-8") if i in specials else token_to_text(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)])
-        w.add_token_types([gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL for i in range(tokenizer.vocab_size)])
+        w.add_token_list(
+            [
+                tokenizer.id_to_token(i).decode("utf-8") if i in specials else token_to_text(tokenizer.id_to_token(i))
+                for i in range(tokenizer.vocab_size)
+            ]
+        )
+        w.add_token_types(
+            [gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL for i in range(tokenizer.vocab_size)]
+        )
         w.add_token_merges([f"{token_to_text(a)} {token_to_text(b)}" for a, b in tokenizer.merges])
         if eos is not None:
             w.add_bos_token_id(tokenizer.special_token_ids[eos])
@@ -301,12 +350,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"{path}: not found (is {path.parent} a Hugging Face model directory?)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object")
-    return data
+        return read_json_object(path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:
@@ -317,12 +363,24 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
         heads = int(hf["num_attention_heads"])
         d_model = int(hf["hidden_size"])
         needs = {
-            "num_key_value_heads": (hf.get("num_key_value_heads", heads), heads, "grouped-query attention is not supported"),
-            "head_dim": (hf.get("head_dim") or d_model // heads, d_model // heads, "head_dim must be hidden_size / num_attention_heads"),
+            "num_key_value_heads": (
+                hf.get("num_key_value_heads", heads),
+                heads,
+                "grouped-query attention is not supported",
+            ),
+            "head_dim": (
+                hf.get("head_dim") or d_model // heads,
+                d_model // heads,
+                "head_dim must be hidden_size / num_attention_heads",
+            ),
             "hidden_act": (hf.get("hidden_act", "silu"), "silu", "the feed-forward must be SwiGLU"),
             "attention_bias": (bool(hf.get("attention_bias", False)), False, "projections have no bias"),
             "mlp_bias": (bool(hf.get("mlp_bias", False)), False, "projections have no bias"),
-            "rms_norm_eps": (float(hf.get("rms_norm_eps", RMS_NORM_EPS)), RMS_NORM_EPS, "bpe-lm's RMSNorm uses this eps"),
+            "rms_norm_eps": (
+                float(hf.get("rms_norm_eps", RMS_NORM_EPS)),
+                RMS_NORM_EPS,
+                "bpe-lm's RMSNorm uses this eps",
+            ),
         }
         for key, (value, expected, why) in needs.items():
             if value != expected:
@@ -382,9 +440,13 @@ def from_hf(directory: PathLike, device: str | torch.device = "cpu") -> Transfor
     state["lm_head.weight"] = state["token_embeddings.weight"] if config.tie_embeddings else w("lm_head.weight")
     unused = sorted(set(weights) - taken)
     if unused:
-        raise ExportError(f"{weights_path}: tensors bpe-lm's model has no place for: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+        raise ExportError(
+            f"{weights_path}: tensors bpe-lm's model has no place for: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ExportError(f"{weights_path}: shapes do not match config.json ({str(e).splitlines()[-1].strip()})") from None
+        raise ExportError(
+            f"{weights_path}: shapes do not match config.json ({str(e).splitlines()[-1].strip()})"
+        ) from None
     return model.to(device).eval()

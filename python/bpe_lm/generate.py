@@ -22,7 +22,9 @@ def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu
     if path.is_dir():
         path = path / "checkpoint.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{source}: no checkpoint.pt in this run directory (has `bpe-lm train` saved one yet?)")
+            raise FileNotFoundError(
+                f"{source}: no checkpoint.pt in this run directory (has `bpe-lm train` saved one yet?)"
+            )
     state = read_checkpoint(path, map_location=device)
     if not state.get("config"):
         raise ValueError(f"{path}: the checkpoint has no model config")
@@ -36,10 +38,14 @@ def check_vocabularies_match(tokenizer_size: int, config: ModelConfig, tokenizer
     """A model samples ids below its vocab_size and a tokenizer decodes ids below its own size: they must
     be equal, or sampling prints wrong text or stops on an unknown id."""
     if tokenizer_size != config.vocab_size:
-        raise ValueError(f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with")
+        raise ValueError(
+            f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with"
+        )
 
 
-def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> Tensor:
+def sample_next(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> Tensor:
     """One token id per row of `logits` (B, V). Temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)

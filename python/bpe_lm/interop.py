@@ -12,18 +12,39 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
+from bpe_lm._core import GPT2_PATTERN
 from bpe_lm._io import atomic_write
-from bpe_lm.tokenizer import GPT2_PATTERN, text_to_token, token_to_text
-
-if TYPE_CHECKING:
-    from bpe_lm.tokenizer import Tokenizer
+from bpe_lm.formats import text_to_token, token_to_text
 
 PathLike = str | os.PathLike[str]
 
 
-def _mergeable_tokens(tok: Tokenizer) -> dict[int, bytes]:
+class Vocabulary(Protocol):
+    """What an export reads of a tokenizer (`bpe_lm.Tokenizer` has it); this module never builds one, so
+    the tokenizer module can depend on it and not the other way round."""
+
+    @property
+    def vocab(self) -> dict[int, bytes]: ...
+    @property
+    def merges(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def special_token_ids(self) -> dict[str, int]: ...
+
+    pattern: str
+
+
+class TokenizerParts(NamedTuple):
+    """What a file in another library's format holds: `Tokenizer(*parts[:3], pattern=parts.pattern)`."""
+
+    vocab: dict[int, bytes]
+    merges: list[tuple[bytes, bytes]]
+    special_tokens: list[str]
+    pattern: str
+
+
+def _mergeable_tokens(tok: Vocabulary) -> dict[int, bytes]:
     """Every id except special tokens', checked for duplicate bytes (no format can hold two ids for one
     byte string)."""
     specials = set(tok.special_token_ids.values())
@@ -42,7 +63,7 @@ def _mergeable_tokens(tok: Tokenizer) -> dict[int, bytes]:
 # ---------------------------------------------------------------------------------------------------- HF
 
 
-def to_hf_json(tok: Tokenizer) -> dict[str, Any]:
+def to_hf_json(tok: Vocabulary) -> dict[str, Any]:
     """An HF `tokenizers` tokenizer.json that encodes exactly as `tok` does."""
     tokens = _mergeable_tokens(tok)
     vocab = {token_to_text(t): i for i, t in tokens.items()}
@@ -50,14 +71,24 @@ def to_hf_json(tok: Tokenizer) -> dict[str, Any]:
     # it renumbers it after the vocabulary. So special tokens go in both, under their plain text.
     for special, i in tok.special_token_ids.items():
         if special in vocab:
-            raise ValueError(f"special token {special!r} reads like the byte-level form of token {vocab[special]}; tokenizer.json cannot hold both")
+            raise ValueError(
+                f"special token {special!r} reads like the byte-level form of token {vocab[special]}; tokenizer.json cannot hold both"
+            )
         vocab[special] = i
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+            {
+                "id": i,
+                "content": s,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for s, i in tok.special_token_ids.items()
         ],
         "normalizer": None,
@@ -85,7 +116,7 @@ def to_hf_json(tok: Tokenizer) -> dict[str, Any]:
     }
 
 
-def export_hf(tok: Tokenizer, path: PathLike) -> None:
+def export_hf(tok: Vocabulary, path: PathLike) -> None:
     atomic_write(path, json.dumps(to_hf_json(tok), ensure_ascii=False))
 
 
@@ -108,17 +139,17 @@ def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
             if "Regex" not in pattern or split.get("behavior") != "Isolated" or split.get("invert"):
                 raise ValueError(f"{where}: only Split(Regex, behavior=Isolated) before ByteLevel is supported")
             if byte_level.get("use_regex") or byte_level.get("add_prefix_space"):
-                raise ValueError(f"{where}: after a Split, ByteLevel must have use_regex=false and add_prefix_space=false")
+                raise ValueError(
+                    f"{where}: after a Split, ByteLevel must have use_regex=false and add_prefix_space=false"
+                )
             return pattern["Regex"]
         if len(steps) == 1:
             return _hf_pattern(steps[0], where)
     raise ValueError(f"{where}: pre_tokenizer {kind!r} is not supported (bpe-lm reads byte-level BPE only)")
 
 
-def from_hf(path: PathLike) -> Tokenizer:
-    """Loads an HF tokenizer.json of byte-level BPE type."""
-    from bpe_lm.tokenizer import Tokenizer
-
+def read_hf(path: PathLike) -> TokenizerParts:
+    """Reads an HF tokenizer.json of byte-level BPE type."""
     where = os.fspath(path)
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -128,7 +159,9 @@ def from_hf(path: PathLike) -> Tokenizer:
         raise ValueError(f"{where}: not valid JSON (line {e.lineno}: {e.msg})") from None
     model = data.get("model") or {}
     if model.get("type") != "BPE":
-        raise ValueError(f"{where}: model type {model.get('type')!r} is not supported (bpe-lm reads byte-level BPE only)")
+        raise ValueError(
+            f"{where}: model type {model.get('type')!r} is not supported (bpe-lm reads byte-level BPE only)"
+        )
     if data.get("normalizer") is not None:
         raise ValueError(f"{where}: normalizer {data['normalizer'].get('type')!r} is not supported; ids would differ")
     for key in ("byte_fallback", "continuing_subword_prefix", "end_of_word_suffix", "dropout", "ignore_merges"):
@@ -136,24 +169,30 @@ def from_hf(path: PathLike) -> Tokenizer:
             raise ValueError(f"{where}: BPE option {key}={model[key]!r} is not supported")
     pattern = _hf_pattern(data.get("pre_tokenizer"), where)
     added_ids = {int(a["id"]) for a in data.get("added_tokens", [])}
-    vocab = {int(i): text_to_token(t, where=f"{where}: vocab token ") for t, i in model["vocab"].items() if int(i) not in added_ids}
+    vocab = {
+        int(i): text_to_token(t, where=f"{where}: vocab token ")
+        for t, i in model["vocab"].items()
+        if int(i) not in added_ids
+    }
     merges = []
     for k, m in enumerate(model.get("merges", [])):
         left, right = m if isinstance(m, list) else m.split(" ")
-        merges.append((text_to_token(left, where=f"{where}: merge {k}: "), text_to_token(right, where=f"{where}: merge {k}: ")))
+        merges.append(
+            (text_to_token(left, where=f"{where}: merge {k}: "), text_to_token(right, where=f"{where}: merge {k}: "))
+        )
     specials = []
     for added in data.get("added_tokens", []):
         if not added.get("special"):
             raise ValueError(f"{where}: non-special added token {added.get('content')!r} is not supported")
         vocab[int(added["id"])] = added["content"].encode("utf-8")
         specials.append(added["content"])
-    return Tokenizer(vocab, merges, specials, pattern=pattern)
+    return TokenizerParts(vocab, merges, specials, pattern)
 
 
 # ---------------------------------------------------------------------------------------------------- tiktoken
 
 
-def export_tiktoken(tok: Tokenizer, path: PathLike) -> str:
+def export_tiktoken(tok: Vocabulary, path: PathLike) -> str:
     """Writes the rank file; returns the Python that builds the matching `tiktoken.Encoding`."""
     tokens = _mergeable_tokens(tok)
     atomic_write(path, "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in sorted(tokens.items())))
@@ -166,11 +205,11 @@ def export_tiktoken(tok: Tokenizer, path: PathLike) -> str:
     )
 
 
-def from_tiktoken(path: PathLike, special_tokens: dict[str, int] | None = None, *, pattern: str = GPT2_PATTERN) -> Tokenizer:
-    """Loads a tiktoken rank file. The merges are recovered from the ranks: each token's merge is the pair
+def read_tiktoken(
+    path: PathLike, special_tokens: dict[str, int] | None = None, *, pattern: str = GPT2_PATTERN
+) -> TokenizerParts:
+    """Reads a tiktoken rank file. The merges are recovered from the ranks: each token's merge is the pair
     that tiktoken's own procedure (lowest-ranked concatenation first, among lower ranks) leaves it as."""
-    from bpe_lm.tokenizer import Tokenizer
-
     where = os.fspath(path)
     ranks: dict[bytes, int] = {}
     try:
@@ -193,22 +232,22 @@ def from_tiktoken(path: PathLike, special_tokens: dict[str, int] | None = None, 
         if i in vocab:
             raise ValueError(f"{where}: special token {s!r} has id {i}, which a mergeable token already uses")
         vocab[i] = s.encode("utf-8")
-    merges = []
+    merges: list[tuple[bytes, bytes]] = []
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(token) < 2:
             continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
+        pieces = [bytes([b]) for b in token]
+        while len(pieces) > 2:
             best = None
-            for k in range(len(parts) - 1):
-                r = ranks.get(parts[k] + parts[k + 1])
+            for k in range(len(pieces) - 1):
+                r = ranks.get(pieces[k] + pieces[k + 1])
                 if r is not None and r < rank and (best is None or r < best[0]):
                     best = (r, k)
             if best is None:
                 break
             k = best[1]
-            parts[k : k + 2] = [parts[k] + parts[k + 1]]
-        if len(parts) != 2 or parts[0] not in ranks or parts[1] not in ranks:
+            pieces[k : k + 2] = [pieces[k] + pieces[k + 1]]
+        if len(pieces) != 2 or pieces[0] not in ranks or pieces[1] not in ranks:
             raise ValueError(f"{where}: token {token!r} (rank {rank}) cannot be built from lower-ranked tokens")
-        merges.append((parts[0], parts[1]))
-    return Tokenizer(vocab, merges, list((special_tokens or {}).keys()), pattern=pattern)
+        merges.append((pieces[0], pieces[1]))
+    return TokenizerParts(vocab, merges, list((special_tokens or {}).keys()), pattern)

@@ -13,67 +13,11 @@ B = batch (any leading dims), T = sequence, D = d_model, H = heads, K = d_model 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-# ----------------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int | None = None  # None: 8/3·d_model rounded up to a multiple of 64 (SwiGLU), 4·d_model (SiLU)
-    rope_theta: float = 10000.0
-    # Ablation switches (CS336 §7.3):
-    norm: Literal["pre", "post", "none"] = "pre"
-    position: Literal["rope", "none"] = "rope"
-    ffn: Literal["swiglu", "silu"] = "swiglu"
-    tie_embeddings: bool = False
-    # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch function below;
-    # "auto": fused (both agree within tolerance; fused is faster on every device).
-    attention: Literal["auto", "fused", "reference"] = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name} must be a positive integer, not {value!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
-        checks = {"norm": ("pre", "post", "none"), "position": ("rope", "none"), "ffn": ("swiglu", "silu"), "attention": ("auto", "fused", "reference")}
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"RoPE needs an even head dimension; d_model / num_heads = {self.d_model // self.num_heads}")
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model if self.ffn == "silu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
-        if self.d_ff < 1:
-            raise ValueError(f"model.d_ff must be positive, not {self.d_ff}")
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
+from bpe_lm.config import ModelConfig
 
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
@@ -159,6 +103,9 @@ class SiLUFeedForward(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """RoPE: rotates each adjacent pair (x[2i], x[2i+1]) by angle pos · θ^(−2i/d_k)."""
+
+    cos: Tensor  # (T_max, K/2), a buffer
+    sin: Tensor
 
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None) -> None:
         super().__init__()
@@ -272,7 +219,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     the same way."""
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int) -> Tensor:  # (N, D), (V, D), (N,)
+    def forward(
+        ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int
+    ) -> Tensor:  # (N, D), (V, D), (N,)
         n = hidden.shape[0]
         acc = _reduction_dtype(hidden.dtype)
         grad_hidden = torch.empty_like(hidden)  # (N, D)
@@ -340,9 +289,10 @@ class KVCache:
         return 0 if k is None else k.shape[-2]
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H, T_new, K) each
-        if self.keys[layer] is not None:
-            k = torch.cat((self.keys[layer], k), dim=-2)
-            v = torch.cat((self.values[layer], v), dim=-2)
+        past_k, past_v = self.keys[layer], self.values[layer]
+        if past_k is not None and past_v is not None:
+            k = torch.cat((past_k, k), dim=-2)
+            v = torch.cat((past_v, v), dim=-2)
         self.keys[layer], self.values[layer] = k, v
         return k, v  # (B, H, T_past + T_new, K)
 
@@ -376,7 +326,11 @@ class MultiHeadSelfAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
 
     def forward(
-        self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None, rope_tables: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        token_positions: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        rope_tables: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:  # (..., T, D) -> (..., T, D); rope_tables: (cos, sin) at these positions, from RotaryEmbedding.tables
         T = x.shape[-2]
         past = kv_cache.layer_length(self.layer_index) if kv_cache is not None else 0
@@ -418,19 +372,31 @@ class TransformerBlock(nn.Module):
     """Pre-norm by default: x + attn(ln1(x)), then + ffn(ln2(x)). Post-norm: ln(x + sublayer(x)).
     No norm: x + sublayer(x)."""
 
-    def __init__(self, config: ModelConfig, rope: RotaryEmbedding | None = None, layer_index: int = 0, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: ModelConfig, rope: RotaryEmbedding | None = None, layer_index: int = 0, device=None, dtype=None
+    ) -> None:
         super().__init__()
         self.norm = config.norm
         d, f = config.d_model, config.d_ff
         assert f is not None
-        self.attn = MultiHeadSelfAttention(d, config.num_heads, rope, device=device, dtype=dtype, attention=config.attention, layer_index=layer_index)
+        self.attn = MultiHeadSelfAttention(
+            d, config.num_heads, rope, device=device, dtype=dtype, attention=config.attention, layer_index=layer_index
+        )
         make_norm = (lambda: RMSNorm(d, device=device, dtype=dtype)) if config.norm != "none" else nn.Identity
         self.ln1 = make_norm()
-        self.ffn = SwiGLU(d, f, device=device, dtype=dtype) if config.ffn == "swiglu" else SiLUFeedForward(d, f, device=device, dtype=dtype)
+        self.ffn = (
+            SwiGLU(d, f, device=device, dtype=dtype)
+            if config.ffn == "swiglu"
+            else SiLUFeedForward(d, f, device=device, dtype=dtype)
+        )
         self.ln2 = make_norm()
 
     def forward(
-        self, x: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None, rope_tables: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        token_positions: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        rope_tables: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:  # (B, T, D)
         if self.norm == "post":
             x = self.ln1(x + self.attn(x, token_positions, kv_cache, rope_tables))
@@ -445,9 +411,15 @@ class TransformerLM(nn.Module):
         self.config = config
         self.token_embeddings = Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer (its buffers are not parameters).
-        rope = RotaryEmbedding(config.rope_theta, config.d_head, config.context_length, device=device) if config.position == "rope" else None
+        rope = (
+            RotaryEmbedding(config.rope_theta, config.d_head, config.context_length, device=device)
+            if config.position == "rope"
+            else None
+        )
         self.rope = rope  # its buffers are not persistent: no state-dict key
-        self.layers = nn.ModuleList(TransformerBlock(config, rope, i, device=device, dtype=dtype) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(
+            TransformerBlock(config, rope, i, device=device, dtype=dtype) for i in range(config.num_layers)
+        )
         self.ln_final = RMSNorm(config.d_model, device=device, dtype=dtype) if config.norm != "none" else nn.Identity()
         self.lm_head = Linear(config.d_model, config.vocab_size, device=device, dtype=dtype)  # (V, D)
         if config.tie_embeddings:
@@ -459,9 +431,13 @@ class TransformerLM(nn.Module):
         T = token_ids.shape[-1]
         past = kv_cache.length if kv_cache is not None else 0
         if past + T > self.config.context_length and self.config.position == "rope":
-            raise ValueError(f"sequence of {past + T} tokens is longer than the context length {self.config.context_length}")
+            raise ValueError(
+                f"sequence of {past + T} tokens is longer than the context length {self.config.context_length}"
+            )
         positions = torch.arange(past, past + T, device=token_ids.device)  # (T,)
-        rope_tables = self.rope.tables(positions) if self.rope is not None else None  # (T, K/2) each, shared by every layer
+        rope_tables = (
+            self.rope.tables(positions) if self.rope is not None else None
+        )  # (T, K/2) each, shared by every layer
         x = self.token_embeddings(token_ids)  # (B, T, D)
         for layer in self.layers:
             x = layer(x, positions, kv_cache, rope_tables)

@@ -76,7 +76,10 @@ class AdamW(torch.optim.Optimizer):
                 exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
                 if self.compiled:
                     if device not in self._scalars:
-                        self._scalars[device] = (torch.zeros((), dtype=torch.float32, device=device), torch.zeros((), dtype=torch.float32, device=device))
+                        self._scalars[device] = (
+                            torch.zeros((), dtype=torch.float32, device=device),
+                            torch.zeros((), dtype=torch.float32, device=device),
+                        )
                     lr_t, step_t = self._scalars[device]
                     lr_t.fill_(lr)
                     step_t.fill_(step)
@@ -105,8 +108,18 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
-def _adamw_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                  lr: Tensor, step: Tensor, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+def _adamw_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    lr: Tensor,
+    step: Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """The AdamW arithmetic of `AdamW.step` with lr and step as 0-d tensors (for `torch.compile`)."""
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step).sqrt()

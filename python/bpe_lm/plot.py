@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from bpe_lm._io import atomic_output
-from bpe_lm.train import read_metrics
+from bpe_lm.metrics import read_metrics
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -19,7 +19,13 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_runs(runs: list[str | os.PathLike[str]], output: str | os.PathLike[str], *, labels: list[str] | None = None, title: str | None = None) -> Path:
+def plot_runs(
+    runs: list[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """Writes a PNG with validation (solid) and smoothed training (faint) loss per run, against steps
     (left) and wall-clock minutes (right). The file is written to a temporary name and renamed."""
     import matplotlib
@@ -39,8 +45,22 @@ def plot_runs(runs: list[str | os.PathLike[str]], output: str | os.PathLike[str]
             by_step.plot([r["step"] for r in train], smooth, color=color, alpha=0.35, linewidth=1)
             by_time.plot([r["time"] / 60 for r in train], smooth, color=color, alpha=0.35, linewidth=1)
         if valid:
-            by_step.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], color=color, marker="o", markersize=3, label=label)
-            by_time.plot([r["time"] / 60 for r in valid], [r["valid_loss"] for r in valid], color=color, marker="o", markersize=3, label=label)
+            by_step.plot(
+                [r["step"] for r in valid],
+                [r["valid_loss"] for r in valid],
+                color=color,
+                marker="o",
+                markersize=3,
+                label=label,
+            )
+            by_time.plot(
+                [r["time"] / 60 for r in valid],
+                [r["valid_loss"] for r in valid],
+                color=color,
+                marker="o",
+                markersize=3,
+                label=label,
+            )
     by_step.set_xlabel("step")
     by_time.set_xlabel("wall-clock (minutes)")
     by_step.set_ylabel("loss (valid: points; train: faint)")

@@ -3,21 +3,15 @@
 Shard I of N is a byte range of a plain-text corpus whose ends sit just after a special token (a document
 boundary), found deterministically from the file alone: every job computes the same ranges. Encoding the
 shards and concatenating the arrays gives exactly the single-machine output; counting pre-tokens per shard
-and merging the count files gives exactly the single-machine merges.
+(`bpe_lm.tokenizer.count_pretokens`) and training on all count files (`train_from_count_files`, summed in
+the Rust core) gives exactly the single-machine merges.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
-
-from bpe_lm._io import atomic_output
-
-COUNTS_MAGIC = b"BPELMCNT"
-COUNTS_VERSION = 1
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -41,7 +35,9 @@ def _check_separators(special_tokens: Sequence[str]) -> list[bytes]:
                 continue
             overlapping = a in b or any(a.endswith(b[:k]) for k in range(1, min(len(a), len(b))))
             if overlapping:
-                raise ValueError(f"special tokens {a!r} and {b!r} overlap, so their occurrences are not unambiguous shard boundaries")
+                raise ValueError(
+                    f"special tokens {a!r} and {b!r} overlap, so their occurrences are not unambiguous shard boundaries"
+                )
     return seps
 
 
@@ -70,57 +66,12 @@ def shard_range(path: str | os.PathLike[str], index: int, count: int, special_to
     """The byte range [start, end) of shard `index` of `count`."""
     p = Path(path)
     if _is_gzip(p):
-        raise ValueError(f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first")
+        raise ValueError(
+            f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first"
+        )
     seps = _check_separators(special_tokens)
     size = p.stat().st_size
     with open(p, "rb") as f:
         start = 0 if index == 0 else _boundary_after(f, size * index // count, size, seps)
         end = size if index == count - 1 else _boundary_after(f, size * (index + 1) // count, size, seps)
     return start, max(start, end)
-
-
-def write_counts(path: str | os.PathLike[str], counts: Sequence[tuple[bytes, int]], special_tokens: Sequence[str], pattern: str) -> None:
-    """A count file: magic, a JSON header (special tokens, pattern), then (length, bytes, count) records."""
-    header = json.dumps({"version": COUNTS_VERSION, "special_tokens": list(special_tokens), "pattern": pattern, "entries": len(counts)}).encode()
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        f.write(COUNTS_MAGIC + struct.pack("<I", len(header)) + header)
-        for token, n in counts:
-            f.write(struct.pack("<I", len(token)) + token + struct.pack("<Q", n))
-
-
-def read_counts(path: str | os.PathLike[str]) -> tuple[list[tuple[bytes, int]], dict]:
-    data = Path(path).read_bytes()
-    if not data.startswith(COUNTS_MAGIC):
-        raise ValueError(f"{path}: not a pre-token count file from `bpe-lm count-pretokens`")
-    try:
-        (hlen,) = struct.unpack_from("<I", data, len(COUNTS_MAGIC))
-        at = len(COUNTS_MAGIC) + 4
-        header = json.loads(data[at : at + hlen])
-        at += hlen
-        counts = []
-        for _ in range(header["entries"]):
-            (n,) = struct.unpack_from("<I", data, at)
-            token = data[at + 4 : at + 4 + n]
-            (c,) = struct.unpack_from("<Q", data, at + 4 + n)
-            counts.append((token, c))
-            at += 12 + n
-    except (struct.error, KeyError, ValueError):
-        raise ValueError(f"{path}: truncated or corrupt count file") from None
-    return counts, header
-
-
-def merge_count_files(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple[bytes, int]], list[str], str]:
-    """Sums count files made with the same special tokens and pattern."""
-    total: dict[bytes, int] = {}
-    first: dict | None = None
-    for path in paths:
-        counts, header = read_counts(path)
-        if first is None:
-            first = header
-        elif (header["special_tokens"], header["pattern"]) != (first["special_tokens"], first["pattern"]):
-            raise ValueError(f"{path}: counted with other special tokens or pattern than {paths[0]}")
-        for token, c in counts:
-            total[token] = total.get(token, 0) + c
-    if first is None:
-        raise ValueError("no count files given")
-    return list(total.items()), first["special_tokens"], first["pattern"]

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm.tokenizer import Tokenizer
+from bpe_lm.units import format_duration
 
-SEPARATOR = "<|endoftext|>"
+EOT = "<|endoftext|>"  # the document separator of the corpora
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)B?\s*$", re.IGNORECASE)
 
 
@@ -39,7 +40,7 @@ def documents(path: str | os.PathLike[str], chunk_chars: int = 1 << 20) -> Itera
             chunk = f.read(chunk_chars)
             if not chunk:
                 break
-            parts = (rest + chunk).split(SEPARATOR)
+            parts = (rest + chunk).split(EOT)
             rest = parts.pop()
             yield from (d.strip("\n") for d in parts if d.strip())
         if rest.strip():
@@ -60,7 +61,9 @@ def sample_documents(path: str | os.PathLike[str], k: int, seed: int) -> list[st
     return sample
 
 
-def tokenizer_corpus_stats(tok: Tokenizer, docs: list[str], project_bytes: float, num_threads: int | None = None) -> dict[str, Any]:
+def tokenizer_corpus_stats(
+    tok: Tokenizer, docs: list[str], project_bytes: float, num_threads: int | None = None
+) -> dict[str, Any]:
     import numpy as np
 
     text = "".join(docs)
@@ -69,7 +72,9 @@ def tokenizer_corpus_stats(tok: Tokenizer, docs: list[str], project_bytes: float
     per_doc = tok.encode_batch(docs, num_threads=num_threads)
     seconds = time.perf_counter() - start
     n_tokens = sum(len(ids) for ids in per_doc)
-    used = np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
+    used: Any = (
+        np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
+    )
     mb_s = n_bytes / 1e6 / seconds if seconds > 0 else math.inf
     return {
         "documents": len(docs),
@@ -96,15 +101,27 @@ def tokenizer_summary(tok: Tokenizer, top: int = 5) -> dict[str, Any]:
 def vocab_overlap(a: Tokenizer, b: Tokenizer) -> dict[str, float]:
     ta, tb = set(a.vocab.values()), set(b.vocab.values())
     shared = len(ta & tb)
-    return {"shared_tokens": shared, "jaccard": shared / len(ta | tb), "share_of_first": shared / len(ta), "share_of_second": shared / len(tb)}
+    return {
+        "shared_tokens": shared,
+        "jaccard": shared / len(ta | tb),
+        "share_of_first": shared / len(ta),
+        "share_of_second": shared / len(tb),
+    }
 
 
-def compare(tokenizers: dict[str, Tokenizer], corpora: list[str], docs: int, seed: int, project_bytes: float, num_threads: int | None = None) -> dict[str, Any]:
+def compare(
+    tokenizers: dict[str, Tokenizer],
+    corpora: list[str],
+    docs: int,
+    seed: int,
+    project_bytes: float,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
     samples = {c: sample_documents(c, docs, seed) for c in corpora}
     for c, s in samples.items():
         if not s:
             raise ValueError(f"{c}: no documents")
-    results = {
+    results: dict[str, Any] = {
         "tokenizers": {name: tokenizer_summary(tok) for name, tok in tokenizers.items()},
         "pairs": [
             {"tokenizer": name, "corpus": c, **tokenizer_corpus_stats(tok, samples[c], project_bytes, num_threads)}
@@ -119,17 +136,10 @@ def compare(tokenizers: dict[str, Tokenizer], corpora: list[str], docs: int, see
     names = list(tokenizers)
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            results["overlap"].append({"first": names[i], "second": names[j], **vocab_overlap(tokenizers[names[i]], tokenizers[names[j]])})
+            results["overlap"].append(
+                {"first": names[i], "second": names[j], **vocab_overlap(tokenizers[names[i]], tokenizers[names[j]])}
+            )
     return results
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size * (2 if unit != "days" else 1):
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -143,7 +153,7 @@ def render(results: dict[str, Any]) -> str:
     for r in results["pairs"]:
         lines.append(
             f"| {r['tokenizer']} | {Path(r['corpus']).name} | {r['bytes_per_token']:.2f} | {r['tokens_per_document']:.0f} | "
-            f"{100 * r['vocab_used']:.1f}% | {r['mb_per_s']:.1f} | {_duration(r['projected_seconds'])} |"
+            f"{100 * r['vocab_used']:.1f}% | {r['mb_per_s']:.1f} | {format_duration(r['projected_seconds'])} |"
         )
     lines += ["", "| tokenizer | vocab | ids fit | longest tokens |", "|---|---|---|---|"]
     for name, t in results["tokenizers"].items():

@@ -1,26 +1,32 @@
-"""Byte-level BPE: training (`train_bpe`), encoding and decoding (`Tokenizer`), and the on-disk formats.
+"""Byte-level BPE: training (`train_bpe`, from text or from count files of shards) and encoding and
+decoding (`Tokenizer`).
 
 The byte work runs in the Rust core (`bpe_lm._core`) with the GIL released; this module holds the policy:
-argument checks, special-token rules, file formats and progress display.
-
-A tokenizer directory, as `bpe-lm train-tokenizer` and `Tokenizer.save` write it, holds
-``vocab.json`` and ``merges.txt`` in the GPT-2 format (tokens as byte-to-unicode mapped strings) and
-``tokenizer_config.json`` with the special tokens and the pre-tokenization pattern.
+argument checks and special-token rules. File formats are in `formats` (tokenizer directories) and
+`interop` (HF tokenizers, tiktoken); progress bars in `progress`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_directory, atomic_output
+from bpe_lm._io import atomic_output
+from bpe_lm.formats import (
+    CONFIG_FILE,
+    MERGES_FILE,
+    VOCAB_FILE,
+    _read_gpt2_merges_with_lines,
+    read_gpt2_vocab,
+    read_tokenizer_config,
+    save_tokenizer_dir,
+)
+from bpe_lm.progress import progress_callback
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,98 +36,8 @@ if TYPE_CHECKING:
 
 GPT2_PATTERN: str = _core.GPT2_PATTERN
 DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
-VOCAB_FILE = "vocab.json"
-MERGES_FILE = "merges.txt"
-CONFIG_FILE = "tokenizer_config.json"
-CONFIG_FORMAT = "bpe-lm/byte-level-bpe"
-MERGES_HEADER = "#version: 0.2"
 
 PathLike = str | os.PathLike[str]
-
-
-# ----------------------------------------------------------------------------------------------------
-# GPT-2 byte <-> printable-character mapping
-
-
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 bytes to printable characters (so files hold no raw bytes)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-@lru_cache(maxsize=1)
-def unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
-def token_to_text(token: bytes) -> str:
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
-
-
-def text_to_token(text: str, *, where: str = "") -> bytes:
-    table = unicode_to_bytes()
-    try:
-        return bytes(table[c] for c in text)
-    except KeyError as e:
-        raise ValueError(f"{where}{text!r} holds {e.args[0]!r}, which is not a GPT-2 byte character") from None
-
-
-# ----------------------------------------------------------------------------------------------------
-# Progress
-
-
-class ProgressBars:
-    """Turns the core's (phase, done, total) callbacks into one tqdm bar per phase."""
-
-    UNITS = {"read": ("pre-tokenizing", "B", True), "merge": ("merging", "merge", False), "encode": ("encoding", "B", True)}
-
-    def __init__(self, enabled: bool, names: dict[str, str] | None = None) -> None:
-        self.enabled = enabled
-        self.names = names or {}  # phase -> bar description, where a caller's work calls a phase otherwise
-        self.bar: Any = None
-        self.phase: str | None = None
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm.auto import tqdm
-
-        if phase != self.phase:
-            self.close()
-            desc, unit, scale = self.UNITS.get(phase, (phase, "it", False))
-            # Decimal units (MB, not MiB), as in every summary line.
-            self.bar = tqdm(total=total or None, desc=self.names.get(phase, desc), unit=unit, unit_scale=scale, unit_divisor=1000, leave=True)
-            self.phase = phase
-        if total and self.bar.total != total:
-            self.bar.total = total
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self) -> ProgressBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _progress_callback(progress: bool | Callable[[str, int, int], None], names: dict[str, str] | None = None) -> tuple[Any, Callable[[str, int, int], None] | None]:
-    if callable(progress):
-        return None, progress
-    bar = ProgressBars(bool(progress), names)
-    return bar, (bar if progress else None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,6 +58,60 @@ def _check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
         if tok not in out:
             out.append(tok)
     return out
+
+
+def check_vocab_size(vocab_size: int, num_special_tokens: int) -> None:
+    """ValueError when the vocabulary cannot hold the 256 bytes and the special tokens (the core's rule)."""
+    _core.check_vocab_size(vocab_size, num_special_tokens)
+
+
+def count_pretokens(
+    input_paths: Sequence[PathLike],
+    output_path: PathLike,
+    special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
+    *,
+    byte_ranges: Sequence[tuple[int, int] | None] | None = None,
+    num_threads: int | None = None,
+    progress: bool | Callable[[str, int, int], None] = False,
+    errors: str = "strict",
+) -> int:
+    """Counts the pre-tokens of text files (or of byte ranges of them, see `bpe_lm.shards`) into a count
+    file, written atomically; returns the number of distinct pre-tokens. `train_from_count_files` on the
+    count files of all shards gives the merges of `train_bpe` on the whole text."""
+    specials = _check_special_tokens(special_tokens)
+    _check_errors(errors)
+    bar, callback = progress_callback(progress)
+    try:
+        with atomic_output(output_path) as tmp:
+            return _core.count_pretokens_to_file(_input_paths(input_paths), os.fspath(tmp), specials, None, num_threads, callback,
+                                                 list(byte_ranges) if byte_ranges is not None else None, errors == "replace")  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def train_from_count_files(
+    count_paths: Sequence[PathLike], vocab_size: int, *, progress: bool | Callable[[str, int, int], None] = False
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], str, int]:
+    """Sums count files (made with the same special tokens and pattern) and trains on the sum, in the
+    core. Returns (vocab, merges, special tokens, pattern, distinct pre-tokens)."""
+    bar, callback = progress_callback(progress)
+    try:
+        vocab_list, merge_ids, specials, pattern, distinct = _core.train_from_count_files(
+            _input_paths(count_paths), vocab_size, callback
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    vocab, merges = _vocab_and_merges(vocab_list, merge_ids)
+    return vocab, merges, specials, pattern, distinct
+
+
+def _vocab_and_merges(
+    vocab_list: list[bytes], merge_ids: list[tuple[int, int]]
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """The core's (bytes by id, merges as id pairs) as the public (id -> bytes, merges as byte pairs)."""
+    return dict(enumerate(vocab_list)), [(vocab_list[a], vocab_list[b]) for a, b in merge_ids]
 
 
 def _check_errors(errors: str) -> None:
@@ -182,124 +152,23 @@ def train_bpe(
     specials = _check_special_tokens(special_tokens)
     for tok in specials:
         if len(tok.encode("utf-8")) == 1:
-            raise ValueError(f"special token {tok!r} is a single byte, already one of the 256 byte tokens; a special token needs two or more bytes")
+            raise ValueError(
+                f"special token {tok!r} is a single byte, already one of the 256 byte tokens; a special token needs two or more bytes"
+            )
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
-    minimum = 256 + len(specials)
-    if vocab_size < minimum:
-        raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens = {minimum}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, not {num_threads}")
     _check_errors(errors)
-    bar, callback = _progress_callback(progress)
+    bar, callback = progress_callback(progress)
     try:
-        vocab_list, merge_ids = _core.train_bpe(_input_paths(input_path), vocab_size, specials, pattern, num_threads, callback, errors == "replace")
+        vocab_list, merge_ids = _core.train_bpe(
+            _input_paths(input_path), vocab_size, specials, pattern, num_threads, callback, errors == "replace"
+        )
     finally:
         if bar is not None:
             bar.close()
-    vocab = dict(enumerate(vocab_list))
-    merges = [(vocab_list[a], vocab_list[b]) for a, b in merge_ids]
-    return vocab, merges
-
-
-# ----------------------------------------------------------------------------------------------------
-# Files
-
-
-def write_gpt2_files(vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]], vocab_path: PathLike, merges_path: PathLike) -> None:
-    """Writes `vocab.json` ({mapped token: id}) and `merges.txt` (a header line, then `left right`)."""
-    mapped: dict[str, int] = {}
-    for i in sorted(vocab):
-        key = token_to_text(vocab[i])
-        if key in mapped:
-            raise ValueError(f"tokens {mapped[key]} and {i} have the same bytes {vocab[i]!r}; the GPT-2 vocab.json format cannot hold both")
-        mapped[key] = i
-    with open(vocab_path, "w", encoding="utf-8") as f:
-        json.dump(mapped, f, ensure_ascii=False, indent=0)
-        f.write("\n")
-    with open(merges_path, "w", encoding="utf-8") as f:
-        f.write(MERGES_HEADER + "\n")
-        for left, right in merges:
-            f.write(f"{token_to_text(left)} {token_to_text(right)}\n")
-
-
-def read_gpt2_vocab(vocab_path: PathLike) -> dict[int, bytes]:
-    path = os.fspath(vocab_path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping tokens to ids")
-    vocab: dict[int, bytes] = {}
-    for text, idx in raw.items():
-        if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-            raise ValueError(f"{path}: token {text!r} has id {idx!r}, expected a non-negative integer")
-        if idx in vocab:
-            raise ValueError(f"{path}: id {idx} is used twice")
-        vocab[idx] = text_to_token(text, where=f"{path}: token ")
-    return vocab
-
-
-def read_gpt2_merges(merges_path: PathLike) -> list[tuple[bytes, bytes]]:
-    return _read_gpt2_merges_with_lines(merges_path)[0]
-
-
-def _read_gpt2_merges_with_lines(merges_path: PathLike) -> tuple[list[tuple[bytes, bytes]], list[int]]:
-    """The merges and the line number of each, for messages about a merge."""
-    path = os.fspath(merges_path)
-    merges: list[tuple[bytes, bytes]] = []
-    lines: list[int] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\r\n")
-                if not line or (lineno == 1 and line.startswith("#version")):
-                    continue
-                parts = line.split(" ")
-                if len(parts) != 2 or not parts[0] or not parts[1]:
-                    raise ValueError(f"{path}: line {lineno}: expected two tokens separated by one space, got {line!r}")
-                where = f"{path}: line {lineno}: token "
-                merges.append((text_to_token(parts[0], where=where), text_to_token(parts[1], where=where)))
-                lines.append(lineno)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-    return merges, lines
-
-
-def save_tokenizer_dir(
-    out_dir: PathLike,
-    vocab: dict[int, bytes],
-    merges: Sequence[tuple[bytes, bytes]],
-    special_tokens: Sequence[str],
-    pattern: str = GPT2_PATTERN,
-    *,
-    force: bool = False,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Writes a tokenizer directory atomically; with `force`, an existing directory keeps its other files
-    and gets these three replaced."""
-
-    def build(tmp: Path) -> list[str]:
-        write_gpt2_files(vocab, merges, tmp / VOCAB_FILE, tmp / MERGES_FILE)
-        config = {
-            "format": CONFIG_FORMAT,
-            "version": 1,
-            "vocab_size": len(vocab),
-            "num_merges": len(merges),
-            "special_tokens": list(special_tokens),
-            "pattern": pattern,
-            **(extra or {}),
-        }
-        with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as f:
-            json.dump(config, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        return [VOCAB_FILE, MERGES_FILE, CONFIG_FILE]
-
-    atomic_directory(out_dir, build, force=force)
+    return _vocab_and_merges(vocab_list, merge_ids)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -325,12 +194,17 @@ class Tokenizer:
         ids = sorted(vocab)
         if ids != list(range(len(ids))):
             missing = next(i for i, v in enumerate(ids) if i != v) if ids and ids[-1] >= len(ids) else None
-            raise ValueError(f"vocab ids must be 0..{len(ids) - 1} without gaps" + (f" (id {missing} is missing)" if missing is not None else ""))
+            raise ValueError(
+                f"vocab ids must be 0..{len(ids) - 1} without gaps"
+                + (f" (id {missing} is missing)" if missing is not None else "")
+            )
         self.special_tokens: list[str] = _check_special_tokens(special_tokens)
         self.pattern: str = pattern or GPT2_PATTERN
         tokens = [bytes(vocab[i]) for i in ids]
         merge_list = [(bytes(a), bytes(b)) for a, b in merges]
-        self._core = _core.Encoder(tokens, merge_list, self.special_tokens, None if self.pattern == GPT2_PATTERN else self.pattern)
+        self._core = _core.Encoder(
+            tokens, merge_list, self.special_tokens, None if self.pattern == GPT2_PATTERN else self.pattern
+        )
         # Specials missing from `vocab` were appended by the core, in order: mirror that here.
         known = set(tokens)
         for tok in self.special_tokens:
@@ -345,14 +219,23 @@ class Tokenizer:
     # -- construction from files
 
     @classmethod
-    def from_files(cls, vocab_filepath: PathLike, merges_filepath: PathLike, special_tokens: Sequence[str] | None = None, *, pattern: str | None = None) -> Tokenizer:
+    def from_files(
+        cls,
+        vocab_filepath: PathLike,
+        merges_filepath: PathLike,
+        special_tokens: Sequence[str] | None = None,
+        *,
+        pattern: str | None = None,
+    ) -> Tokenizer:
         """Loads GPT-2 format `vocab.json` and `merges.txt` (as `train-tokenizer` writes them)."""
         merges, lines = _read_gpt2_merges_with_lines(merges_filepath)
         try:
             return cls(read_gpt2_vocab(vocab_filepath), merges, special_tokens, pattern=pattern)
         except ValueError as e:
             bad_merge = re.match(r"merge (\d+) ", str(e))
-            if bad_merge and int(bad_merge.group(1)) < len(lines):  # the core names the merge by rank: name the file and line
+            if bad_merge and int(bad_merge.group(1)) < len(
+                lines
+            ):  # the core names the merge by rank: name the file and line
                 raise ValueError(f"{os.fspath(merges_filepath)}: line {lines[int(bad_merge.group(1))]}: {e}") from None
             raise
 
@@ -364,43 +247,29 @@ class Tokenizer:
             raise FileNotFoundError(f"{d}: tokenizer directory not found")
         for name in (VOCAB_FILE, MERGES_FILE):
             if not (d / name).is_file():
-                raise FileNotFoundError(f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)")
-        config_path = d / CONFIG_FILE
-        if not config_path.is_file():
-            # Without it the special tokens are unknown, and "<|endoftext|>" would encode as plain bytes.
-            raise FileNotFoundError(
-                f"{config_path}: not found; it lists the special tokens (for a tokenizer without any, write "
-                '{"special_tokens": []} to it)'
-            )
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{config_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{config_path}: not UTF-8 (byte offset {e.start})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{config_path}: expected a JSON object")
-        specials = config.get("special_tokens", [])
-        if not isinstance(specials, list) or not all(isinstance(t, str) and t for t in specials):
-            raise ValueError(f"{config_path}: special_tokens must be a list of non-empty strings, not {json.dumps(specials)[:100]}")
-        pattern = config.get("pattern")
-        if pattern is not None and (not isinstance(pattern, str) or not pattern):
-            raise ValueError(f"{config_path}: pattern must be a non-empty string (a regular expression)")
+                raise FileNotFoundError(
+                    f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)"
+                )
+        specials, pattern = read_tokenizer_config(d / CONFIG_FILE)
         return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
 
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
         """Loads an HF tokenizers `tokenizer.json` of byte-level BPE type (others are refused)."""
-        from bpe_lm.interop import from_hf
+        from bpe_lm.interop import read_hf
 
-        return from_hf(path)
+        vocab, merges, specials, pattern = read_hf(path)
+        return cls(vocab, merges, specials, pattern=pattern)
 
     @classmethod
-    def from_tiktoken(cls, path: PathLike, special_tokens: dict[str, int] | None = None, *, pattern: str = GPT2_PATTERN) -> Tokenizer:
+    def from_tiktoken(
+        cls, path: PathLike, special_tokens: dict[str, int] | None = None, *, pattern: str = GPT2_PATTERN
+    ) -> Tokenizer:
         """Loads a tiktoken rank file (`base64(token) rank` lines), with special tokens at the given ids."""
-        from bpe_lm.interop import from_tiktoken
+        from bpe_lm.interop import read_tiktoken
 
-        return from_tiktoken(path, special_tokens, pattern=pattern)
+        vocab, merges, specials, pattern = read_tiktoken(path, special_tokens, pattern=pattern)
+        return cls(vocab, merges, specials, pattern=pattern)
 
     def save(self, directory: PathLike, *, force: bool = False) -> None:
         """Writes vocab.json, merges.txt and tokenizer_config.json, atomically."""
@@ -442,10 +311,10 @@ class Tokenizer:
         return dict(zip(self.special_tokens, self._core.special_ids))
 
     def default_dtype(self) -> np.dtype:
-        """uint16 when every id fits, else uint32."""
+        """uint16 when every id fits, else uint32 (the rule is the core's)."""
         import numpy as np
 
-        return np.dtype(np.uint16) if self.vocab_size <= 1 << 16 else np.dtype(np.uint32)
+        return np.dtype(f"<u{self._core.default_width()}")
 
     def _resolve_dtype(self, dtype: Any) -> np.dtype:
         import numpy as np
@@ -453,8 +322,7 @@ class Tokenizer:
         dt = self.default_dtype() if dtype is None else np.dtype(dtype)
         if dt not in (np.dtype(np.uint16), np.dtype(np.uint32)):
             raise ValueError(f"dtype must be uint16 or uint32, not {dt}")
-        if dt == np.uint16 and self.vocab_size > 1 << 16:
-            raise ValueError(f"uint16 cannot hold ids of a vocabulary of {self.vocab_size} tokens; use uint32")
+        self._core.check_width(dt.itemsize)
         return dt
 
     # -- encoding
@@ -478,7 +346,9 @@ class Tokenizer:
         buf = self._core.encode_to_buffer(text, dt.itemsize, num_threads)
         return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
 
-    def encode_iterable(self, iterable: Iterable[str], *, flush_chars: int = 1 << 16, max_chars: int = 1 << 24) -> Iterator[int]:
+    def encode_iterable(
+        self, iterable: Iterable[str], *, flush_chars: int = 1 << 16, max_chars: int = 1 << 24
+    ) -> Iterator[int]:
         """Lazily encodes a stream of strings (e.g. a file's lines) in bounded memory and linear time. The
         ids equal `encode` of the concatenation, even where a pre-token or special token spans two strings.
 
@@ -493,7 +363,11 @@ class Tokenizer:
         for piece in iterable:
             if not isinstance(piece, str):
                 kind = type(piece).__name__
-                hint = ": open the file in text mode, e.g. open(path, encoding='utf-8')" if isinstance(piece, (bytes, bytearray)) else ""
+                hint = (
+                    ": open the file in text mode, e.g. open(path, encoding='utf-8')"
+                    if isinstance(piece, (bytes, bytearray))
+                    else ""
+                )
                 raise TypeError(f"encode_iterable needs str pieces, got {kind}{hint}")
             pending.append(piece)
             size += len(piece)
@@ -508,7 +382,10 @@ class Tokenizer:
             if cut == 0:
                 import warnings
 
-                warnings.warn(f"encode_iterable: no safe cut in {len(text):,} characters; cutting there, ids near the cut may differ from encode()", stacklevel=2)
+                warnings.warn(
+                    f"encode_iterable: no safe cut in {len(text):,} characters; cutting there, ids near the cut may differ from encode()",
+                    stacklevel=2,
+                )
                 head, tail = text[:max_chars], text[max_chars:]
             else:
                 raw = text.encode("utf-8")
@@ -535,10 +412,18 @@ class Tokenizer:
         `byte_range` (start, end) encodes only that part of a plain-text file (see `bpe_lm.shards`)."""
         _check_errors(errors)
         dt = self._resolve_dtype(dtype)
-        bar, callback = _progress_callback(progress, {"read": "encoding"})  # the core reports reading the file
+        bar, callback = progress_callback(progress, {"read": "encoding"})  # the core reports reading the file
         try:
             with atomic_output(output_path) as tmp:
-                return self._core.encode_file(os.fspath(input_path), os.fspath(tmp), dt.itemsize, num_threads, errors == "replace", callback, byte_range)
+                return self._core.encode_file(
+                    os.fspath(input_path),
+                    os.fspath(tmp),
+                    dt.itemsize,
+                    num_threads,
+                    errors == "replace",
+                    callback,
+                    byte_range,
+                )
         finally:
             if bar is not None:
                 bar.close()

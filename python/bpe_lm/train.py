@@ -1,249 +1,50 @@
-"""The training loop behind `bpe-lm train`: budgeted cosine schedule, gradient accumulation, bf16 autocast,
-optional torch.compile, per-step metrics without per-step host syncs, fixed-subset evaluation, atomic
-checkpoints with exact resume, Ctrl-C that saves, and DDP under torchrun.
-
-    bpe-lm train --config run.toml [--set training.batch_size=64 ...] [--resume]
-    torchrun --nproc_per_node 4 -m bpe_lm.train --config run.toml
+"""The trainer behind `bpe-lm train`: budgeted cosine schedule, gradient accumulation, bf16 autocast,
+optional torch.compile and CUDA graphs, per-step metrics without per-step host syncs, fixed-subset
+evaluation, atomic checkpoints with exact resume, Ctrl-C that saves, and DDP under torchrun
+(`torchrun --nproc_per_node 4 -m bpe_lm train --config run.toml`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from bpe_lm._io import atomic_write
-from bpe_lm.accounting import PEAK_FLOPS, account
+from bpe_lm.accounting import account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
-from bpe_lm.config import ConfigError, RunConfig, build_config, load_config, to_toml
-from bpe_lm.data import check_token_ids, get_batch, load_tokens
-from bpe_lm.model import ModelConfig, TransformerLM
+from bpe_lm.config import ConfigError, RunConfig, to_toml
+from bpe_lm.data import check_data, get_batch, load_tokens
+from bpe_lm.evaluation import evaluate
+from bpe_lm.metrics import METRICS_NAME, MetricsLog
+from bpe_lm.model import TransformerLM
 from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
+from bpe_lm.runtime import (
+    Dist,
+    autocast,
+    init_distributed,
+    model_flops_utilization,
+    peak_flops,
+    resolve_autocast_dtype,
+    resolve_device,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.toml"
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, out of memory, bad data): the message says what to do."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Device, precision and distribution
-
-
-def resolve_device(name: str, setting: str = "training.device") -> torch.device:
-    """The torch device for a device name (auto: cuda > mps > cpu). `setting` is how the user gave it
-    (training.device, --device), for the messages."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{setting} {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{setting} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{setting} {name!r}: CUDA is not available here")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"{setting} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError(f"{setting} {name!r}: MPS is not available here")
-    return device
-
-
-def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain float32."""
-    if name == "float32" or (name == "auto" and device.type != "cuda"):
-        return None
-    if name == "bfloat16" or device.type == "cuda":
-        return torch.bfloat16
-    return None
-
-
-def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_per_device: float | None, world_size: int = 1) -> float | None:
-    """MFU of a run whose `tokens_per_s` counts the tokens of all `world_size` devices."""
-    if not peak_per_device:
-        return None
-    return tokens_per_s * flops_per_token / (peak_per_device * world_size)
-
-
-def peak_flops(device: torch.device, autocast_dtype: torch.dtype | None) -> float | None:
-    """Dense peak FLOP/s of one known accelerator for the precision in use; None where unknown (no MFU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device).upper()
-    precision = "bf16" if autocast_dtype == torch.bfloat16 else "tf32"
-    for card in ("H200", "H100", "A100"):
-        if card in name:
-            return PEAK_FLOPS.get(f"{card.lower()}-{precision}")
-    return None
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_name: str) -> tuple[Dist, str]:
-    """Joins the process group torchrun describes (NCCL on GPUs, gloo on CPU); one process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), device_name
-    import torch.distributed as dist
-
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
-    if use_cuda:
-        torch.cuda.set_device(local)
-        device_name = f"cuda:{local}"
-    elif device_name == "auto":
-        device_name = "cpu"
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(rank, world, local), device_name
-
-
-# ----------------------------------------------------------------------------------------------------
-# Data checks
-
-
-def check_data(tokens: np.ndarray, path: str, config: ModelConfig) -> None:
-    """Before any compute: enough tokens for one context, and every id of the file in [0, vocab_size)."""
-    if len(tokens) <= config.context_length + 1:
-        raise TrainingError(f"{path}: {len(tokens):,} tokens, fewer than model.context_length + 1 = {config.context_length + 1}")
-    try:
-        check_token_ids(tokens, path, config.vocab_size)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-
-
-# ----------------------------------------------------------------------------------------------------
-# Logging
-
-
-class MetricsLog:
-    """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for and installed."""
-
-    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, resume: bool, resumed_at: int = 0) -> None:
-        self.enabled = enabled
-        self.path = run_dir / METRICS_NAME
-        self.tb = None
-        self.wandb = None
-        if not enabled:
-            return
-        if not resume and self.path.exists():
-            self.path.unlink()
-        if resume and self.path.exists():
-            self._drop_rows_after(resumed_at)
-        if cfg.logging.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:
-                warnings.warn("logging.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
-        if cfg.logging.wandb_project:
-            try:
-                import wandb
-
-                self.wandb = wandb.init(project=cfg.logging.wandb_project, config=cfg.to_dict(), dir=str(run_dir), resume="allow")
-            except ImportError:
-                warnings.warn("logging.wandb_project is set but wandb is not installed; skipping it", stacklevel=2)
-
-    def _drop_rows_after(self, step: int) -> None:
-        """A run killed after its last checkpoint logged steps that the resumed run will log again: keep
-        the rows up to the checkpoint's step only (the file is rewritten atomically)."""
-        rows = read_metrics(self.path.parent)
-        kept = [row for row in rows if row.get("step", 0) <= step]
-        if len(kept) != len(rows):
-            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if not self.enabled or not rows:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        for row in rows:
-            step = row["step"]
-            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
-            if self.tb is not None:
-                for k, v in scalars.items():
-                    self.tb.add_scalar(k, v, step)
-            if self.wandb is not None:
-                self.wandb.log(scalars, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {METRICS_NAME} (is this a run directory from `bpe-lm train`?)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: ModelConfig, batch_size: int, iters: int, device: torch.device, autocast_dtype: torch.dtype | None, seed: int) -> float:
-    """Mean loss over a fixed subset of windows (the same `iters` batches every time)."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    total = torch.zeros((), device=device)
-    for _ in range(iters):
-        x, y = get_batch(tokens, batch_size, config.context_length, device, generator)
-        with _autocast(device, autocast_dtype):
-            total += model(x, targets=y).float()
-    model.train(was_training)
-    return (total / iters).item()
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,7 +56,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Any = None
 
     def __enter__(self) -> _StopFlag:
         if threading_main():
@@ -266,7 +67,9 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)", file=sys.stderr)
+        print(
+            "\nstopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)", file=sys.stderr
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
@@ -274,8 +77,6 @@ class _StopFlag:
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -292,8 +93,12 @@ class Trainer:
         self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
         t = cfg.training
         if t.batch_size % (self.dist.world_size * t.grad_accum):
-            raise ConfigError(f"training.batch_size ({t.batch_size}) must be divisible by processes × grad_accum ({self.dist.world_size} × {t.grad_accum})")
+            raise ConfigError(
+                f"training.batch_size ({t.batch_size}) must be divisible by processes × grad_accum ({self.dist.world_size} × {t.grad_accum})"
+            )
         self.micro_batch = t.batch_size // (self.dist.world_size * t.grad_accum)
+        self.warmup_done_at: float | None = None  # wall-clock budget: when the warmup ended (saved in checkpoints)
+        self.best_valid: float | None = None
         self.tokens_per_step = t.batch_size * cfg.model.context_length
 
     # -- setup
@@ -343,17 +148,19 @@ class Trainer:
         self.model = TransformerLM(cfg.model, device=self.device)
         o = cfg.optimizer
         t = cfg.training
-        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile)
+        self.optimizer = AdamW(
+            self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile
+        )
         # Every process draws the same global batch starts and reads its own rows.
         self.generator = torch.Generator().manual_seed(t.seed)
         self.iteration = 0
         self.tokens_seen = 0
         self.elapsed_before = 0.0
-        self.warmup_done_at: float | None = None
-        self.best_valid: float | None = None
+        self.warmup_done_at = None
+        self.best_valid = None
         if self.resume:
             self._restore()
-        self.step_model: torch.nn.Module = self.model
+        self.step_model: Any = self.model  # the module as called: maybe wrapped by DDP and torch.compile
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -363,7 +170,7 @@ class Trainer:
         # CUDA graphs only exist on CUDA; elsewhere "reduce-overhead" would compile the same kernels.
         self.cuda_graphs = t.cuda_graphs and self.device.type == "cuda"
         if t.compile:
-            # Compilation itself happens at the first step; `_first_step` falls back to eager if it fails.
+            # Compilation itself happens at the first step; `_train_step` falls back to eager if it fails.
             self.step_model = torch.compile(self.step_model, mode="reduce-overhead" if self.cuda_graphs else None)
 
     def _restore(self) -> None:
@@ -404,7 +211,13 @@ class Trainer:
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of the next global micro-batch."""
-        x, y = get_batch(self.train_tokens, self.micro_batch * self.dist.world_size, self.cfg.model.context_length, "cpu", self.generator)
+        x, y = get_batch(
+            self.train_tokens,
+            self.micro_batch * self.dist.world_size,
+            self.cfg.model.context_length,
+            "cpu",
+            self.generator,
+        )
         rows = slice(self.dist.rank * self.micro_batch, (self.dist.rank + 1) * self.micro_batch)
         x, y = x[rows], y[rows]
         if self.device.type == "cuda":
@@ -482,8 +295,18 @@ class Trainer:
                         f"(step {last_good[0]}). Try a lower optimizer.lr, or a smaller optimizer.grad_clip."
                     )
                 mfu = model_flops_utilization(tokens_per_s, flops_per_token, peak, self.dist.world_size)
-                rows.append({"step": step, "tokens": tokens, "time": round(wall, 3), "train_loss": loss, "lr": lr, "grad_norm": norm,
-                             "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None})
+                rows.append(
+                    {
+                        "step": step,
+                        "tokens": tokens,
+                        "time": round(wall, 3),
+                        "train_loss": loss,
+                        "lr": lr,
+                        "grad_norm": norm,
+                        "tokens_per_s": round(tokens_per_s, 1),
+                        "mfu": round(mfu, 4) if mfu is not None else None,
+                    }
+                )
             log.write(rows)
             summary["train_loss"] = losses_l[-1]
             summary["tokens_per_s"] = throughput[0] / max(throughput[1], 1e-9)  # the run's average, steps only
@@ -494,9 +317,28 @@ class Trainer:
 
         def run_eval(elapsed: float) -> None:
             # The eager module: evaluation is rare, and needs neither compilation for eval mode nor DDP.
-            loss = evaluate(self.model, self.valid_tokens, cfg.model, max(self.micro_batch, 1), t.eval_iters, self.device, self.autocast_dtype, t.seed + EVAL_SEED_OFFSET)
+            loss = evaluate(
+                self.model,
+                self.valid_tokens,
+                cfg.model,
+                max(self.micro_batch, 1),
+                t.eval_iters,
+                self.device,
+                self.autocast_dtype,
+                t.seed + EVAL_SEED_OFFSET,
+            )
             self.best_valid = loss if self.best_valid is None else min(self.best_valid, loss)
-            log.write([{"step": self.iteration, "tokens": self.tokens_seen, "time": round(elapsed, 3), "valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50))}])
+            log.write(
+                [
+                    {
+                        "step": self.iteration,
+                        "tokens": self.tokens_seen,
+                        "time": round(elapsed, 3),
+                        "valid_loss": loss,
+                        "valid_perplexity": math.exp(min(loss, 50)),
+                    }
+                ]
+            )
             summary["valid_loss"] = loss
             if bar is not None:
                 shown = {"loss": f"{summary['train_loss']:.3f}"} if "train_loss" in summary else {}
@@ -521,7 +363,9 @@ class Trainer:
                     elapsed, stopping = clock.read(self.iteration, stop.requested)
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
-                        bar.update(1 if total is not None else max(round(min(elapsed / 60, t.max_minutes), 2) - bar.n, 0))
+                        bar.update(
+                            1 if total is not None else max(round(min(elapsed / 60, t.max_minutes), 2) - bar.n, 0)
+                        )
                     done = self.budget_reached(self.iteration, elapsed) or stopping
                     if self.iteration % t.log_interval == 0 or done:
                         flush()
@@ -555,11 +399,18 @@ class Trainer:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
-        summary.update(steps=self.iteration, tokens=self.tokens_seen, seconds=self.elapsed_before + time.perf_counter() - start,
-                       interrupted=interrupted, checkpoint=str(self.checkpoint_path), compiled=self.compiled, device=str(self.device))
+        summary.update(
+            steps=self.iteration,
+            tokens=self.tokens_seen,
+            seconds=self.elapsed_before + time.perf_counter() - start,
+            interrupted=interrupted,
+            checkpoint=str(self.checkpoint_path),
+            compiled=self.compiled,
+            device=str(self.device),
+        )
         return summary
 
-    def _train_step(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _train_step(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (mean loss, gradient norm before clipping) as tensors, not read, so
         the host never waits for the device inside a step."""
         if self.compiled and not self._compile_checked:
@@ -569,7 +420,10 @@ class Trainer:
             try:
                 result = self._step_once(params)
             except torch._dynamo.exc.TorchDynamoException as e:
-                warnings.warn(f"torch.compile failed at the first step ({type(e).__name__}: {e}); training without compilation", stacklevel=2)
+                warnings.warn(
+                    f"torch.compile failed at the first step ({type(e).__name__}: {e}); training without compilation",
+                    stacklevel=2,
+                )
                 self.compiled = self.cuda_graphs = False
                 self.step_model = getattr(self.step_model, "_orig_mod", self.step_model)
                 self.optimizer.compiled = False
@@ -580,7 +434,7 @@ class Trainer:
             return result
         return self._step_once(params)
 
-    def _step_once(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step_once(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         loss = self._forward_backward(self.cfg.training.grad_accum)
         clip = self.cfg.optimizer.grad_clip
         norm = clip_grad_norm(params, clip) if clip > 0 else _grad_norm(params)
@@ -593,11 +447,13 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
             x, y = self._batch()
-            sync = contextlib.nullcontext() if (not self.dist.enabled or micro == accum - 1) else self.step_model.no_sync()
+            sync = (
+                contextlib.nullcontext() if (not self.dist.enabled or micro == accum - 1) else self.step_model.no_sync()
+            )
             with sync:
                 if self.cuda_graphs:
                     torch.compiler.cudagraph_mark_step_begin()  # each micro-step is a new replay of the graphs
-                with _autocast(self.device, self.autocast_dtype):
+                with autocast(self.device, self.autocast_dtype):
                     loss = self.step_model(x, targets=y)  # the loss is computed inside the (compiled) model
                 (loss / accum).backward()
             total += loss.detach().float()  # read before the next replay can reuse the graph's output memory
@@ -614,9 +470,13 @@ class _RunClock:
     anyway); between agreements elapsed time is extrapolated from the agreed seconds per step, the same
     arithmetic on every rank, and a Ctrl-C waits for the next agreement."""
 
-    def __init__(self, dist_info: Dist, device: torch.device, start: float, elapsed_before: float, agree_every: int) -> None:
+    def __init__(
+        self, dist_info: Dist, device: torch.device, start: float, elapsed_before: float, agree_every: int
+    ) -> None:
         self.dist, self.start, self.elapsed_before, self.every = dist_info, start, elapsed_before, max(agree_every, 1)
-        self.device = device if device.type == "cuda" else torch.device("cpu")  # NCCL reduces CUDA tensors, gloo CPU ones
+        self.device = (
+            device if device.type == "cuda" else torch.device("cpu")
+        )  # NCCL reduces CUDA tensors, gloo CPU ones
         self.agreed: tuple[int, float] | None = None  # (iteration, elapsed) at the last agreement
         self.seconds_per_step = 0.0
 
@@ -629,7 +489,11 @@ class _RunClock:
         if self.agreed is None or iteration % self.every == 0:
             import torch.distributed as dist
 
-            both = torch.tensor([float(stop_requested), self.local() if self.dist.is_main else 0.0], dtype=torch.float64, device=self.device)
+            both = torch.tensor(
+                [float(stop_requested), self.local() if self.dist.is_main else 0.0],
+                dtype=torch.float64,
+                device=self.device,
+            )
             dist.all_reduce(both)  # SUM: the stop flags add up; only rank 0 contributes a clock
             stop, elapsed = bool(both[0].item() > 0), float(both[1].item())
             if self.agreed is not None and iteration > self.agreed[0]:
@@ -639,7 +503,7 @@ class _RunClock:
         return self.agreed[1] + (iteration - self.agreed[0]) * self.seconds_per_step, False
 
 
-def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+def _grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
 
@@ -650,38 +514,3 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, progress
 
 # ----------------------------------------------------------------------------------------------------
 # Command line (also `torchrun -m bpe_lm.train`)
-
-
-def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = load_config(args.config, args.set)
-    summary = train(cfg, resume=args.resume, force=args.force, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['seconds']:.1f} s"]
-        if "tokens_per_s" in summary:
-            parts.append(f"{summary['tokens_per_s']:,.0f} tokens/s")
-        if "valid_loss" in summary:
-            parts.append(f"valid loss {summary['valid_loss']:.4f}")
-        state = "interrupted; saved" if summary["interrupted"] else "done;"
-        print(f"{state} {', '.join(parts)}; checkpoint {summary['checkpoint']}", file=sys.stderr)
-    return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bpe_lm.cli import add_train_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m bpe_lm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        summary = run_from_args(args)
-    except (ConfigError, TrainingError, ValueError, OSError) as e:
-        print(f"bpe-lm train: error: {e}", file=sys.stderr)
-        return 1
-    return 130 if summary["interrupted"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["Trainer", "TrainingError", "build_config", "evaluate", "read_metrics", "train"]

@@ -1,0 +1,113 @@
+"""What every command shares: the user-error type, argument types, checks of inputs and outputs made
+before any heavy work, and loading a tokenizer directory."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import resource
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 1."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults only: not for flags, nor where the help text already explains the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+def check_text_input(path: str) -> None:
+    """A readable, non-empty text file (.txt, or gzip whose content is not empty)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such file")
+    if p.is_dir():
+        raise UserError(f"{path}: is a directory, expected a text file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{path}: permission denied")
+    if p.stat().st_size == 0:
+        raise UserError(f"{path}: is empty")
+    with open(p, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if gz:
+        try:
+            with gzip.open(p, "rb") as f:
+                empty = f.read(1) == b""
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: not a valid gzip file ({e})") from None
+        if empty:
+            raise UserError(f"{path}: is empty (after decompression)")
+
+
+def check_output_file(path: str | os.PathLike[str], force: bool) -> None:
+    from bpe_lm._io import check_new_output
+
+    check_new_output(path, force)
+    check_writable_directory(Path(path).parent)
+
+
+def check_writable_directory(path: str | os.PathLike[str]) -> None:
+    """Before heavy work: the nearest existing ancestor of `path` is a directory we may create files in
+    (missing directories are created when writing)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{p}: is not a directory, so {path} cannot be created")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{p}: permission denied (cannot write {path})")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def load_tokenizer(directory: str):
+    from bpe_lm.tokenizer import Tokenizer
+
+    if not Path(directory).is_dir():
+        raise UserError(f"{directory}: tokenizer directory not found (train one with `bpe-lm train-tokenizer`)")
+    return Tokenizer.load(directory)
+
+
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("this command needs PyTorch: pip install 'bpe-lm[lm]' (or pip install torch)") from None
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    """--run RUN | --checkpoint CKPT, one of them required."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
+
+
+def add_errors_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD",
+    )

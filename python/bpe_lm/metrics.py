@@ -1,0 +1,90 @@
+"""metrics.jsonl: the per-step record of a training run (written by the trainer, read by `plot`, the demo
+and the experiment scripts), plus TensorBoard / W&B when asked for and installed. No PyTorch needed to
+read it."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bpe_lm._io import atomic_write
+from bpe_lm.config import RunConfig
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class MetricsLog:
+    """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for and installed."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, resume: bool, resumed_at: int = 0) -> None:
+        self.enabled = enabled
+        self.path = run_dir / METRICS_NAME
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        if not resume and self.path.exists():
+            self.path.unlink()
+        if resume and self.path.exists():
+            self._drop_rows_after(resumed_at)
+        if cfg.logging.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                warnings.warn("logging.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
+        if cfg.logging.wandb_project:
+            try:
+                import wandb
+
+                self.wandb = wandb.init(
+                    project=cfg.logging.wandb_project, config=cfg.to_dict(), dir=str(run_dir), resume="allow"
+                )
+            except ImportError:
+                warnings.warn("logging.wandb_project is set but wandb is not installed; skipping it", stacklevel=2)
+
+    def _drop_rows_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps that the resumed run will log again: keep
+        the rows up to the checkpoint's step only (the file is rewritten atomically)."""
+        rows = read_metrics(self.path.parent)
+        kept = [row for row in rows if row.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled or not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        for row in rows:
+            step = row["step"]
+            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
+            if self.tb is not None:
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, step)
+            if self.wandb is not None:
+                self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_NAME} (is this a run directory from `bpe-lm train`?)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows

@@ -1,0 +1,96 @@
+"""Text to training data in one call: read a corpus, split it into train and valid at a document boundary,
+train a tokenizer on the train part, encode both parts to .npy. Used by `bpe-lm demo`, the experiment
+scripts and the benchmarks, so they all prepare data the same way. No PyTorch needed."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
+
+EOT = "<|endoftext|>"
+
+
+def shared_data_dir() -> Path:
+    """The project's shared real-text corpora: $BPE_LM_SHARED_DATA, else ../shared/data from the working
+    directory (the repository root, where scripts and benchmarks run)."""
+    return Path(os.environ.get("BPE_LM_SHARED_DATA") or Path.cwd().parent / "shared" / "data")
+
+
+def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> str:
+    """The text of a .txt or gzip file (detected by content), at most `max_chars` characters."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    with open(p, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    try:
+        with gzip.open(p, "rt", encoding="utf-8") if gz else open(p, encoding="utf-8") as f:
+            text = f.read(max_chars if max_chars is not None else -1)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text (byte {e.start} of the part read)") from None
+    if not text.strip():
+        raise ValueError(f"{p}: is empty")
+    return text
+
+
+def split_train_valid(text: str, valid_fraction: float = 0.05, separator: str = EOT) -> tuple[str, str]:
+    """Train and valid parts, cut at the last document separator (else line break) before the valid part,
+    so no document is in both."""
+    target = int(len(text) * (1 - valid_fraction))
+    cut = text.rfind(separator, 0, target)
+    if cut <= 0:
+        cut = text.rfind("\n", 0, target)
+    if cut <= 0:
+        cut = target
+    return text[:cut], text[cut:]
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: Path  # .npy of token ids
+    valid: Path
+    train_tokens: int
+    valid_tokens: int
+    tokenizer_seconds: float
+    encode_seconds: float
+
+
+def prepare_data(
+    train_text: str,
+    valid_text: str,
+    out_dir: str | os.PathLike[str],
+    vocab_size: int,
+    special_tokens: tuple[str, ...] = (EOT,),
+    *,
+    num_threads: int | None = None,
+) -> PreparedData:
+    """Writes out_dir/{train,valid}.txt, a tokenizer trained on the train part (out_dir/tokenizer), and
+    out_dir/{train,valid}.npy."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.txt").write_text(train_text, encoding="utf-8")
+    (out / "valid.txt").write_text(valid_text, encoding="utf-8")
+    start = time.perf_counter()
+    vocab, merges = train_bpe(out / "train.txt", vocab_size, list(special_tokens), num_threads=num_threads)
+    save_tokenizer_dir(out / "tokenizer", vocab, merges, list(special_tokens), force=True)
+    tok = Tokenizer.load(out / "tokenizer")
+    trained = time.perf_counter()
+    counts = {
+        split: tok.encode_file(out / f"{split}.txt", out / f"{split}.npy", num_threads=num_threads)
+        for split in ("train", "valid")
+    }
+    return PreparedData(
+        tok,
+        out / "train.npy",
+        out / "valid.npy",
+        counts["train"],
+        counts["valid"],
+        trained - start,
+        time.perf_counter() - trained,
+    )

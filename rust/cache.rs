@@ -1,0 +1,57 @@
+//! Each thread's memory of pieces it has encoded, per encoder.
+
+use crate::keys::PieceMap;
+
+/// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
+pub(crate) const CACHE_LIMIT: usize = 1 << 17;
+/// Slots of the direct-mapped cache of recent pieces (a power of two; 32 bytes each, 1 MB a thread).
+/// One probe with no control bytes, for single- and multi-token pieces alike; measured on English text
+/// with the GPT-2 vocabulary, 2^15 beat both 2^14 and 2^16 by 10-15%.
+pub(crate) const HOT_SLOTS: usize = 1 << 15;
+/// Marks a hot-cache value that is a single token id rather than a span of the arena.
+pub(crate) const SINGLE: u64 = 1 << 63;
+
+/// What one thread remembers between calls for one encoder: a direct-mapped cache of recent short
+/// pieces (hit in a single probe, mostly from L1/L2), and the ids of pieces already merged, stored as
+/// (start, len) spans of one arena so an entry costs no allocation of its own.
+pub(crate) struct ThreadCache {
+    pub(crate) owner: u64,
+    pub(crate) hot: Vec<(u128, u64)>,
+    pub(crate) spans: PieceMap<(u32, u32)>,
+    arena: Vec<u32>,
+}
+
+impl ThreadCache {
+    pub(crate) fn new(owner: u64) -> Self {
+        ThreadCache { owner, hot: vec![(0, 0); HOT_SLOTS], spans: PieceMap::default(), arena: Vec::new() }
+    }
+
+    #[inline(always)]
+    pub(crate) fn hot_slot(key: u128) -> usize {
+        let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - HOT_SLOTS.trailing_zeros())) as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn span(&self, span: (u32, u32)) -> &[u32] {
+        &self.arena[span.0 as usize..(span.0 + span.1) as usize]
+    }
+
+    /// Stores the ids of a merged piece; returns its span. Clearing the arena also clears the hot
+    /// slots, which may point into it.
+    pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) -> (u32, u32) {
+        if self.spans.len() >= CACHE_LIMIT || self.arena.len() + ids.len() > u32::MAX as usize {
+            self.spans.clear();
+            self.arena.clear();
+            self.hot.fill((0, 0));
+        }
+        let span = (self.arena.len() as u32, ids.len() as u32);
+        self.spans.insert_if_absent(piece, span);
+        self.arena.extend_from_slice(ids);
+        span
+    }
+}
+
+thread_local! {
+    pub(crate) static THREAD_CACHE: std::cell::RefCell<Option<ThreadCache>> = const { std::cell::RefCell::new(None) };
+}

@@ -1,0 +1,160 @@
+//! Applying the merges to one pre-token: a scan for short pieces, rank buckets for long ones. Both give
+//! exactly CS336 §2.6's result (the lowest-ranked adjacent pair first, leftmost on ties).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
+
+use crate::encode::Encoder;
+
+/// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
+pub(crate) const SHORT_PIECE: usize = 96;
+
+/// Positions of pending pairs, one bucket per merge rank, taken lowest rank first.
+#[derive(Default)]
+struct RankBuckets {
+    positions: FxHashMap<u32, Vec<u32>>,
+    ranks: BinaryHeap<Reverse<u32>>,
+}
+
+impl RankBuckets {
+    #[inline]
+    fn push(&mut self, rank: u32, position: u32) {
+        let ranks = &mut self.ranks;
+        self.positions
+            .entry(rank)
+            .or_insert_with(|| {
+                ranks.push(Reverse(rank));
+                Vec::new()
+            })
+            .push(position);
+    }
+
+    /// The lowest rank and its positions, sorted.
+    fn pop(&mut self) -> Option<(u32, Vec<u32>)> {
+        let Reverse(rank) = self.ranks.pop()?;
+        let mut positions = self.positions.remove(&rank).unwrap_or_default();
+        if !positions.is_sorted() {
+            positions.sort_unstable();
+        }
+        Some((rank, positions))
+    }
+}
+
+impl Encoder {
+    /// Applies the merges to one pre-token, appending its ids to `out`.
+    pub(crate) fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let start = out.len();
+        out.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+        if piece.len() <= SHORT_PIECE {
+            self.merge_short(out, start);
+        } else {
+            self.merge_long(out, start);
+        }
+    }
+
+    /// Repeatedly merges the lowest-ranked pair (leftmost on ties) of `ids[start..]`. Pair ranks are
+    /// looked up once each and refreshed only next to a merge.
+    pub(crate) fn merge_short(&self, ids: &mut Vec<u32>, start: usize) {
+        const NO_MERGE: u64 = u64::MAX;
+        let n = ids.len() - start;
+        if n < 2 {
+            return;
+        }
+        // ranks[i]: (rank << 32 | merged id) of the pair at i, or NO_MERGE.
+        let mut ranks = [NO_MERGE; SHORT_PIECE];
+        let pair_rank = |a: u32, b: u32| match self.rank(a, b) {
+            Some((rank, merged)) => (rank as u64) << 32 | merged as u64,
+            None => NO_MERGE,
+        };
+        for i in 0..n - 1 {
+            ranks[i] = pair_rank(ids[start + i], ids[start + i + 1]);
+        }
+        let mut len = n;
+        loop {
+            let mut best = 0;
+            for i in 1..len - 1 {
+                if ranks[i] < ranks[best] {
+                    best = i;
+                }
+            }
+            if ranks[best] == NO_MERGE {
+                break;
+            }
+            ids[start + best] = ranks[best] as u32;
+            ids.remove(start + best + 1);
+            ranks.copy_within(best + 1..len - 1, best);
+            len -= 1;
+            if len < 2 {
+                break;
+            }
+            if best + 1 < len {
+                ranks[best] = pair_rank(ids[start + best], ids[start + best + 1]);
+            }
+            if best > 0 {
+                ranks[best - 1] = pair_rank(ids[start + best - 1], ids[start + best]);
+            }
+        }
+    }
+
+    /// The same merges for long pieces, in O(n log n) time on real and pathological input alike (a heap
+    /// orders the distinct pending ranks; never quadratic). Symbols form a linked list; pending pairs wait in one bucket per rank. Ranks are
+    /// processed in increasing order, which is safe because a merge only creates pairs containing the
+    /// new token, and those rank after the merge that made it. Within a rank, positions are processed
+    /// left to right, each re-checked first, which is exactly "merge every occurrence, leftmost first".
+    /// Positions arrive nearly sorted and memory is touched in order, unlike with one big heap.
+    pub(crate) fn merge_long(&self, ids: &mut Vec<u32>, start: usize) {
+        const NONE: u32 = u32::MAX;
+        let n = ids.len() - start;
+        let mut sym: Vec<u32> = ids[start..].to_vec();
+        let mut next: Vec<u32> = (1..=n as u32).map(|i| if i as usize == n { NONE } else { i }).collect();
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        prev[0] = NONE;
+        let mut buckets = RankBuckets::default();
+        let push = |buckets: &mut RankBuckets, sym: &[u32], next: &[u32], i: u32| {
+            let j = next[i as usize];
+            if j != NONE {
+                if let Some((rank, _)) = self.rank(sym[i as usize], sym[j as usize]) {
+                    buckets.push(rank, i);
+                }
+            }
+        };
+        for i in 0..n as u32 - 1 {
+            push(&mut buckets, &sym, &next, i);
+        }
+        let mut alive = vec![true; n];
+        while let Some((rank, positions)) = buckets.pop() {
+            for &i in &positions {
+                let j = next[i as usize];
+                if !alive[i as usize] || j == NONE {
+                    continue;
+                }
+                match self.rank(sym[i as usize], sym[j as usize]) {
+                    Some((r, merged)) if r == rank => {
+                        sym[i as usize] = merged;
+                        alive[j as usize] = false;
+                        let after = next[j as usize];
+                        next[i as usize] = after;
+                        if after != NONE {
+                            prev[after as usize] = i;
+                        }
+                        let before = prev[i as usize];
+                        if before != NONE {
+                            push(&mut buckets, &sym, &next, before);
+                        }
+                        push(&mut buckets, &sym, &next, i);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ids.truncate(start);
+        let mut i = 0u32;
+        while i != NONE {
+            ids.push(sym[i as usize]);
+            i = next[i as usize];
+        }
+    }
+
+}
