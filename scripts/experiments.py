@@ -98,7 +98,7 @@ def run_variant(
     (run_dir / "run.toml").write_text(to_toml(config), encoding="utf-8")
     print(f"== {name}", file=sys.stderr, flush=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "bpe_lm", "train", "--config", str(run_dir / "run.toml"), "--quiet"],
+        [sys.executable, "-m", "bpe_lm", "train", "--config", str(run_dir / "run.toml"), "--quiet", "--force"],
         capture_output=True,
         text=True,
     )
@@ -148,14 +148,108 @@ def report(out: Path, title: str, results: list[dict]) -> None:
     print(f"\nplot: {out / (title + '.png')}")
 
 
+# The `modern` experiment: the CS336 baseline, each switch beyond it alone, and all of them (the recipe), at
+# equal tokens. Every arm's learning rate is tuned on seed 0 over a small grid (for Muon arms, Muon's own
+# rate, with AdamW's part at the baseline's best), then the best rate runs again on the other seeds.
+MODERN_ARMS: list[tuple[str, dict, dict]] = [
+    ("baseline", {}, {}),
+    ("Muon", {}, {"name": "muon"}),
+    ("QK-norm", {"qk_norm": True}, {}),
+    ("ReLU²", {"ffn": "relu2"}, {}),
+    ("zero-init projections", {"zero_init_output": True}, {}),
+    ("logit soft-cap 15", {"logit_softcap": 15.0}, {}),
+    ("head lr = lr/3", {}, {"head_lr": "lr/3"}),
+    ("modern (all)", {"recipe": "modern"}, {"recipe": "modern"}),
+]
+LR_GRID = {"adamw": [3e-3, 1e-2, 2e-2], "muon": [0.01, 0.02, 0.04]}
+
+
+def _arm_optimizer(optimizer: dict, lr: float, adam_lr: float) -> dict:
+    """The [optimizer] settings of an arm at grid rate `lr` (Muon's own rate for Muon arms)."""
+    muon = optimizer.get("name") == "muon" or optimizer.get("recipe") == "modern"
+    base = adam_lr if muon else lr
+    out = {k: v for k, v in optimizer.items() if k != "head_lr"}
+    out.update(lr=base, min_lr=base / 10)
+    if muon:
+        out["muon_lr"] = lr
+    if optimizer.get("head_lr") == "lr/3":
+        out["head_lr"] = base / 3
+    return out
+
+
+def modern(out: Path, preset: dict, train: Path, valid: Path, seeds: int) -> None:
+    out = out / "modern"
+    results: dict[str, dict] = {}
+    adam_lr = None
+    t = preset["training"]
+    evals = {"eval_interval": max(1, (t.get("max_iters") or 1000) // 10)}  # ten points per validation curve
+    for name, model, optimizer in MODERN_ARMS:
+        muon = optimizer.get("name") == "muon" or optimizer.get("recipe") == "modern"
+        slug = name.split(" (")[0].replace(" ", "_").replace("/", "-").replace("²", "2").replace("=", "")
+        sweep = []
+        for lr in LR_GRID["muon" if muon else "adamw"]:
+            r = run_variant(out, f"{slug}-lr{lr:g}-s0", preset, train, valid, model=model,
+                            optimizer=_arm_optimizer(optimizer, lr, adam_lr or lr), training={"seed": 0, **evals})  # fmt: skip
+            sweep.append((lr, r))
+        finished = [(lr, r) for lr, r in sweep if r["final_valid_loss"] is not None]
+        best_lr, best = min(finished, key=lambda x: x[1]["final_valid_loss"])
+        if name == "baseline":
+            adam_lr = best_lr
+        runs = [best]
+        for seed in range(1, seeds):
+            runs.append(run_variant(out, f"{slug}-lr{best_lr:g}-s{seed}", preset, train, valid, model=model,
+                                    optimizer=_arm_optimizer(optimizer, best_lr, adam_lr), training={"seed": seed, **evals}))  # fmt: skip
+        losses = [r["final_valid_loss"] for r in runs if r["final_valid_loss"] is not None]
+        results[name] = {"best_lr": best_lr, "sweep": {f"{lr:g}": r["final_valid_loss"] for lr, r in sweep},
+                         "final_valid_losses": losses, "mean": sum(losses) / len(losses), "run_dirs": [r["run_dir"] for r in runs]}  # fmt: skip
+    (out / "modern.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    _plot_modern(out / "modern.png", results, preset)
+    base = results["baseline"]["mean"]
+    print("\n| arm | lr grid (final valid loss, seed 0) | best lr | final valid loss, per seed | mean | vs baseline |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        grid = ", ".join(f"{lr}: {v:.3f}" if v is not None else f"{lr}: diverged" for lr, v in r["sweep"].items())
+        seeds_text = " / ".join(f"{v:.3f}" for v in r["final_valid_losses"])
+        print(f"| {name} | {grid} | {r['best_lr']:g} | {seeds_text} | {r['mean']:.3f} | {r['mean'] - base:+.3f} |")
+    print(f"\nplot: {out / 'modern.png'}; data: {out / 'modern.json'}")
+
+
+def _plot_modern(path: Path, results: dict[str, dict], preset: dict) -> None:
+    """Validation loss against tokens, the mean over seeds of each arm at its best learning rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, r) in enumerate(results.items()):
+        curves = [
+            [(row["tokens"], row["valid_loss"]) for row in read_metrics(d) if "valid_loss" in row]
+            for d in r["run_dirs"]
+        ]
+        n = min(len(c) for c in curves)
+        tokens = [curves[0][k][0] / 1e6 for k in range(n)]
+        mean = [sum(c[k][1] for c in curves) / len(curves) for k in range(n)]
+        ax.plot(tokens, mean, marker="o", markersize=3, color=f"C{i % 10}", label=f"{name} ({r['mean']:.3f})")
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel(f"validation loss (mean of {len(next(iter(results.values()))['run_dirs'])} seeds)")
+    ax.set_title("modern switches at equal tokens, each at its best learning rate")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 8.5))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment", choices=["lr-sweep", "batch-sweep", "ablations"])
+    ap.add_argument("experiment", choices=["lr-sweep", "batch-sweep", "ablations", "modern"])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--train", type=Path, help="train.npy (required for presets other than cpu)")
     ap.add_argument("--valid", type=Path, help="valid.npy")
     ap.add_argument("--out", type=Path, default=Path("runs/experiments"))
     ap.add_argument("--max-iters", type=int, default=None, help="override the preset's budget (quick checks)")
+    ap.add_argument("--seeds", type=int, default=2, help="modern: seeds per arm at its best learning rate")
     args = ap.parse_args()
     preset = PRESETS[args.preset]
     if args.max_iters:
@@ -173,6 +267,9 @@ def main() -> None:
     else:
         raise SystemExit("--train and --valid (.npy from `bpe-lm encode`) are required for this preset")
     results = []
+    if args.experiment == "modern":
+        modern(out, preset, train, valid, args.seeds)
+        return
     if args.experiment == "lr-sweep":
         for lr in preset["lrs"]:
             results.append(

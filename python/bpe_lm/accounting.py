@@ -111,11 +111,14 @@ def parameter_counts(c: ModelConfig) -> dict[str, int]:
         "RMSNorm gains": (L * 2 * d + d) if norms else 0,
         "LM head": 0 if c.tie_embeddings else V * d,
     }
+    if c.qk_norm:  # one gain per head dimension for queries and one for keys, per layer
+        counts["QK-norm gains"] = L * 2 * c.d_head
     return counts
 
 
 def forward_flops(c: ModelConfig) -> dict[str, int]:
-    """FLOPs of the matrix multiplies of one forward pass over a full context (batch 1)."""
+    """FLOPs of the matrix multiplies of one forward pass over a full context (batch 1), plus the
+    element-wise work of QK-norm and the logit soft-cap when they are on."""
     T, d, f, L, V = c.context_length, c.d_model, c.d_ff, c.num_layers, c.vocab_size
     assert f is not None
     flops = {
@@ -131,6 +134,11 @@ def forward_flops(c: ModelConfig) -> dict[str, int]:
     if c.ffn == "swiglu":
         flops["FFN w3"] = L * 2 * T * d * f
     flops["LM head"] = 2 * T * d * V
+    # The switches beyond CS336 add element-wise work (not matrix multiplies; counted so MFU stays honest):
+    if c.qk_norm:  # square, mean, scale and gain: ~4 FLOPs per query and key value
+        flops["QK-norm (element-wise)"] = L * 2 * 4 * T * d
+    if c.logit_softcap:  # divide, tanh, multiply: ~3 FLOPs per logit
+        flops["logit soft-cap (element-wise)"] = 3 * T * V
     return flops
 
 

@@ -1,5 +1,5 @@
-"""The same architecture in plain PyTorch (nn.Linear, nn.Embedding, F.rms_norm, F.silu,
-F.scaled_dot_product_attention, complex-number RoPE, F.cross_entropy).
+"""The same architecture in plain PyTorch (nn.Linear, nn.Embedding, F.rms_norm, F.silu, F.relu,
+F.scaled_dot_product_attention, complex-number RoPE, torch.tanh soft-capping, F.cross_entropy).
 
 It is the independent implementation that `bpe_lm.model` is tested against (weights copied across with
 `load_from`), and the reference that the training benchmarks time ours against.
@@ -37,6 +37,9 @@ class PlainBlock(nn.Module):
         self.w1 = nn.Linear(d, f, bias=False)
         self.w2 = nn.Linear(f, d, bias=False)
         self.w3 = nn.Linear(d, f, bias=False) if c.ffn == "swiglu" else None
+        if c.qk_norm:
+            self.q_gain = nn.Parameter(torch.ones(d // c.num_heads))
+            self.k_gain = nn.Parameter(torch.ones(d // c.num_heads))
 
     def _norm(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.c.norm == "none":
@@ -47,6 +50,9 @@ class PlainBlock(nn.Module):
         B, T, D = x.shape
         H = self.c.num_heads
         q, k, v = (proj(x).view(B, T, H, D // H).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        if self.c.qk_norm:
+            q = F.rms_norm(q.float(), (D // H,), self.q_gain.float(), eps=1e-5).to(q.dtype)
+            k = F.rms_norm(k.float(), (D // H,), self.k_gain.float(), eps=1e-5).to(k.dtype)
         if self.c.position == "rope":
             pos = torch.arange(T, device=x.device)
             q, k = rope_complex(q, pos, self.c.rope_theta), rope_complex(k, pos, self.c.rope_theta)
@@ -54,6 +60,8 @@ class PlainBlock(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, T, D))
 
     def _ffn(self, x: Tensor) -> Tensor:
+        if self.c.ffn == "relu2":
+            return self.w2(F.relu(self.w1(x)) ** 2)
         h = F.silu(self.w1(x))
         return self.w2(h * self.w3(x) if self.w3 is not None else h)
 
@@ -83,6 +91,8 @@ class PlainTransformerLM(nn.Module):
         if self.config.norm != "none":
             x = F.rms_norm(x.float(), (x.shape[-1],), self.norm.float(), eps=1e-5).to(x.dtype)
         logits = self.head(x)
+        if self.config.logit_softcap:
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         return logits if targets is None else plain_loss(logits, targets)
 
     @torch.no_grad()
@@ -98,6 +108,9 @@ class PlainTransformerLM(nn.Module):
             plain.w2.weight.copy_(ours.ffn.w2.weight)
             if plain.w3 is not None:
                 plain.w3.weight.copy_(ours.ffn.w3.weight)
+            if self.config.qk_norm:
+                plain.q_gain.copy_(ours.attn.q_norm.weight)
+                plain.k_gain.copy_(ours.attn.k_norm.weight)
             if self.config.norm != "none":
                 plain.norm1.copy_(ours.ln1.weight)
                 plain.norm2.copy_(ours.ln2.weight)

@@ -33,8 +33,12 @@ class ModelConfig:
     # Ablation switches (CS336 §7.3):
     norm: Literal["pre", "post", "none"] = "pre"
     position: Literal["rope", "none"] = "rope"
-    ffn: Literal["swiglu", "silu"] = "swiglu"
+    ffn: Literal["swiglu", "silu", "relu2"] = "swiglu"
     tie_embeddings: bool = False
+    # Beyond the CS336 baseline (all off by default; `recipe = "modern"` in [model] turns them on):
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
+    zero_init_output: bool = False  # attention output_proj and feed-forward w2 start at zero
+    logit_softcap: float = 0.0  # logits -> c·tanh(logits / c) with c = this; 0 = off
     # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch one in bpe_lm.model;
     # "auto": fused (both agree within tolerance; fused is faster on every device).
     attention: Literal["auto", "fused", "reference"] = "auto"
@@ -49,7 +53,7 @@ class ModelConfig:
         checks = {
             "norm": ("pre", "post", "none"),
             "position": ("rope", "none"),
-            "ffn": ("swiglu", "silu"),
+            "ffn": ("swiglu", "silu", "relu2"),
             "attention": ("auto", "fused", "reference"),
         }
         for name, allowed in checks.items():
@@ -59,8 +63,10 @@ class ModelConfig:
             raise ValueError(
                 f"RoPE needs an even head dimension; d_model / num_heads = {self.d_model // self.num_heads}"
             )
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model if self.ffn == "silu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+        if self.d_ff is None:  # two matrices (silu, relu2): 4·d_model; three (swiglu): 8/3·d_model, to 64
+            self.d_ff = 4 * self.d_model if self.ffn != "swiglu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+        if not (isinstance(self.logit_softcap, (int, float)) and self.logit_softcap >= 0):
+            raise ValueError(f"model.logit_softcap must be 0 (off) or positive, not {self.logit_softcap!r}")
         if self.d_ff < 1:
             raise ValueError(f"model.d_ff must be positive, not {self.d_ff}")
 
@@ -93,6 +99,10 @@ class OptimizerConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # 0 disables clipping
+    name: str = "adamw"  # "muon": Muon for the hidden 2-D matrices, AdamW (lr) for embeddings, head and gains
+    muon_lr: float = 0.02  # peak learning rate of the Muon groups (the schedule scales it like lr)
+    muon_momentum: float = 0.95
+    head_lr: float = 0.0  # an untied LM head's own peak learning rate; 0: lr
 
 
 @dataclass
@@ -196,14 +206,34 @@ def _build_section(cls, name: str, values: dict[str, Any]):
         raise ConfigError(f"[{name}]: {e}") from None
 
 
+# Shorthands for [model] and [optimizer]: `recipe = "modern"` stands for these settings (any of them given
+# explicitly wins). The resolved config.toml of a run holds the expanded settings, not the shorthand.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "model": {"modern": {"qk_norm": True, "ffn": "relu2", "zero_init_output": True, "logit_softcap": 15.0}},
+    "optimizer": {"modern": {"name": "muon"}},
+}
+
+
+def expand_recipe(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    recipe = values.pop("recipe", None)
+    if recipe is None:
+        return values
+    known = RECIPES.get(section, {})
+    if recipe not in known:
+        raise ConfigError(f"{section}.recipe must be one of {', '.join(known) or '(none)'}, not {recipe!r}")
+    return {**known[recipe], **values}
+
+
 def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = None) -> RunConfig:
     unknown = sorted(set(raw) - {"model", *SECTIONS})
     if unknown:
         raise ConfigError(f"unknown section(s) [{'], ['.join(unknown)}] (known: model, {', '.join(SECTIONS)})")
     if "model" not in raw:
         raise ConfigError("the config has no [model] section")
-    model = _build_section(ModelConfig, "model", dict(raw["model"]))
-    sections = {name: _build_section(cls, name, dict(raw.get(name, {}))) for name, cls in SECTIONS.items()}
+    model = _build_section(ModelConfig, "model", expand_recipe("model", dict(raw["model"])))
+    sections = {
+        name: _build_section(cls, name, expand_recipe(name, dict(raw.get(name, {})))) for name, cls in SECTIONS.items()
+    }
     cfg = RunConfig(model=model, **sections)
     if base_dir is not None:
         for key in ("train", "valid"):
@@ -243,6 +273,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"optimizer.lr must be positive and optimizer.min_lr in [0, lr] (lr {o.lr}, min_lr {o.min_lr})"
         )
+    if o.name not in ("adamw", "muon"):
+        raise ConfigError(f"optimizer.name must be adamw or muon, not {o.name!r}")
+    if o.muon_lr <= 0 or o.head_lr < 0 or not 0 <= o.muon_momentum < 1:
+        raise ConfigError("optimizer.muon_lr must be positive, head_lr not negative, muon_momentum in [0, 1)")
+    if o.head_lr and cfg.model.tie_embeddings:
+        raise ConfigError("optimizer.head_lr needs an untied head (model.tie_embeddings = false)")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), not {list(o.betas)}")
     if o.warmup_iters < 0 or o.grad_clip < 0 or o.weight_decay < 0 or not math.isfinite(o.lr):

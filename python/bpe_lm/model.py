@@ -101,6 +101,18 @@ class SiLUFeedForward(nn.Module):
         return self.w2(silu(self.w1(x)))
 
 
+class ReLUSquaredFeedForward(nn.Module):
+    """w2(relu(w1 x)²): the feed-forward of the modded-nanogpt speedrun (two matrices, like SiLU's)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # (D, F)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
+        return self.w2(torch.relu(self.w1(x)).square())
+
+
 class RotaryEmbedding(nn.Module):
     """RoPE: rotates each adjacent pair (x[2i], x[2i+1]) by angle pos · θ^(−2i/d_k)."""
 
@@ -198,9 +210,14 @@ def _reduction_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _chunk_softmax_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """For a chunk of float32 logits (n, V), overwritten in place with softmax − one-hot (the gradient of
-    the summed loss): returns (that gradient, summed loss)."""
+def _chunk_softmax_loss(logits: Tensor, targets: Tensor, softcap: float = 0.0) -> tuple[Tensor, Tensor]:
+    """For a chunk of float32 logits (n, V), overwritten in place with the gradient of the summed loss with
+    respect to them: softmax − one-hot, times the soft-cap's derivative 1 − tanh²(z/c) when capped.
+    Returns (that gradient, summed loss)."""
+    tanh = None
+    if softcap:
+        tanh = logits.div_(softcap).tanh_()  # (n, V)
+        logits = tanh * softcap  # the capped logits, c·tanh(z/c)
     logits.sub_(logits.amax(dim=-1, keepdim=True))  # the max keeps exp() finite
     target = logits.gather(-1, targets.unsqueeze(-1))  # (n, 1)
     exp = logits.exp_()
@@ -208,6 +225,8 @@ def _chunk_softmax_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor
     loss = (total.log() - target).sum()
     probs = exp.div_(total)
     probs.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(total, -1.0))
+    if tanh is not None:
+        probs.mul_(1 - tanh.square_())
     return probs, loss
 
 
@@ -220,7 +239,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int
+        ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int, softcap: float
     ) -> Tensor:  # (N, D), (V, D), (N,)
         n = hidden.shape[0]
         acc = _reduction_dtype(hidden.dtype)
@@ -229,7 +248,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, n, chunk_rows):
             h = hidden[start : start + chunk_rows]  # (n_c, D)
-            grad_logits, chunk_loss = _chunk_softmax_loss((h @ weight.T).to(acc), targets[start : start + chunk_rows])
+            grad_logits, chunk_loss = _chunk_softmax_loss(
+                (h @ weight.T).to(acc), targets[start : start + chunk_rows], softcap
+            )
             grad_logits = grad_logits.to(h.dtype)  # (n_c, V)
             grad_hidden[start : start + chunk_rows] = grad_logits @ weight
             grad_weight += (grad_logits.T @ h).to(acc)
@@ -242,14 +263,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad / grad_hidden.shape[0]
-        return grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None
+        return grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None
 
 
-def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int | None = None) -> Tensor:
+def linear_cross_entropy(
+    hidden: Tensor, weight: Tensor, targets: Tensor, chunk_rows: int | None = None, softcap: float = 0.0
+) -> Tensor:
     """cross_entropy(hidden @ weightᵀ, targets) without materialising the (N × V) logits: hidden (N, D),
     weight (V, D), targets (N,). Each chunk's logits are computed in the matmul dtype (the autocast dtype
     under autocast) and reduced in float32 (float64 for float64 inputs), `chunk_rows` rows at a time
-    (default: ~256 MB of float32)."""
+    (default: ~256 MB of float32). With `softcap` c > 0 the logits z are first capped to c·tanh(z/c)."""
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         # What autocast does for a matmul, made explicit, so the chunks' GEMMs run in that dtype.
@@ -259,11 +282,12 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_
         weight = weight.to(hidden.dtype)
     rows = chunk_rows or _loss_chunk_rows(weight.shape[0])
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, rows, softcap)
     acc = _reduction_dtype(hidden.dtype)
     loss = torch.zeros((), dtype=acc, device=hidden.device)
     for start in range(0, hidden.shape[0], rows):
-        loss += _chunk_softmax_loss((hidden[start : start + rows] @ weight.T).to(acc), targets[start : start + rows])[1]
+        logits = (hidden[start : start + rows] @ weight.T).to(acc)
+        loss += _chunk_softmax_loss(logits, targets[start : start + rows], softcap)[1]
     return loss / hidden.shape[0]
 
 
@@ -309,6 +333,7 @@ class MultiHeadSelfAttention(nn.Module):
         dtype=None,
         attention: str = "auto",
         layer_index: int = 0,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
@@ -321,6 +346,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        if qk_norm:  # one gain per head dimension, shared by the heads; keys exist only when on
+            self.q_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype)
+            self.k_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype)
+        self.qk_norm = qk_norm
 
     def _heads(self, x: Tensor) -> Tensor:  # (..., T, D) -> (..., H, T, K)
         return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
@@ -337,6 +366,8 @@ class MultiHeadSelfAttention(nn.Module):
         # q, k and v as one GEMM over the stacked weights (the saved parameters stay q_proj/k_proj/v_proj).
         w_qkv = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3D, D)
         q, k, v = (self._heads(t) for t in (x @ w_qkv.T).chunk(3, dim=-1))  # (..., H, T, K) each
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             if rope_tables is None:
                 if token_positions is None:
@@ -380,16 +411,29 @@ class TransformerBlock(nn.Module):
         d, f = config.d_model, config.d_ff
         assert f is not None
         self.attn = MultiHeadSelfAttention(
-            d, config.num_heads, rope, device=device, dtype=dtype, attention=config.attention, layer_index=layer_index
+            d,
+            config.num_heads,
+            rope,
+            device=device,
+            dtype=dtype,
+            attention=config.attention,
+            layer_index=layer_index,
+            qk_norm=config.qk_norm,
         )
         make_norm = (lambda: RMSNorm(d, device=device, dtype=dtype)) if config.norm != "none" else nn.Identity
         self.ln1 = make_norm()
-        self.ffn = (
-            SwiGLU(d, f, device=device, dtype=dtype)
-            if config.ffn == "swiglu"
-            else SiLUFeedForward(d, f, device=device, dtype=dtype)
-        )
+        self.ffn: SwiGLU | SiLUFeedForward | ReLUSquaredFeedForward
+        if config.ffn == "swiglu":
+            self.ffn = SwiGLU(d, f, device=device, dtype=dtype)
+        elif config.ffn == "silu":
+            self.ffn = SiLUFeedForward(d, f, device=device, dtype=dtype)
+        else:
+            self.ffn = ReLUSquaredFeedForward(d, f, device=device, dtype=dtype)
         self.ln2 = make_norm()
+        if config.zero_init_output:  # each block starts as the identity on the residual stream
+            with torch.no_grad():
+                self.attn.output_proj.weight.zero_()
+                self.ffn.w2.weight.zero_()
 
     def forward(
         self,
@@ -442,9 +486,11 @@ class TransformerLM(nn.Module):
         for layer in self.layers:
             x = layer(x, positions, kv_cache, rope_tables)
         x = self.ln_final(x)
+        cap = self.config.logit_softcap
         if targets is None:
-            return self.lm_head(x)  # (B, T, V)
-        return linear_cross_entropy(x.flatten(0, -2), self.lm_head.weight, targets.flatten())  # scalar
+            logits = self.lm_head(x)  # (B, T, V)
+            return cap * torch.tanh(logits / cap) if cap else logits
+        return linear_cross_entropy(x.flatten(0, -2), self.lm_head.weight, targets.flatten(), softcap=cap)  # scalar
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counts once)."""

@@ -54,58 +54,159 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            # Tensors that share device, dtype and step count update together.
-            buckets: dict[tuple, list[Tensor]] = defaultdict(list)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                buckets[(p.device, p.dtype, state["step"])].append(p)
-            use_foreach = group["foreach"]
-            for (device, _, step), params in buckets.items():
-                grads = [p.grad for p in params]
-                exp_avgs = [self.state[p]["exp_avg"] for p in params]
-                exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
-                if self.compiled:
-                    if device not in self._scalars:
-                        self._scalars[device] = (
-                            torch.zeros((), dtype=torch.float32, device=device),
-                            torch.zeros((), dtype=torch.float32, device=device),
-                        )
-                    lr_t, step_t = self._scalars[device]
-                    lr_t.fill_(lr)
-                    step_t.fill_(step)
-                    _compiled_update()(params, grads, exp_avgs, exp_avg_sqs, lr_t, step_t, beta1, beta2, eps, wd)
-                    continue
-                bias_correction1 = 1 - beta1**step
-                bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-                step_size = lr / bias_correction1
-                if use_foreach is False:
-                    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
-                        p.mul_(1 - lr * wd)
-                        m.lerp_(g, 1 - beta1)
-                        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                        denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-                        p.addcdiv_(m, denom, value=-step_size)
-                    continue
-                if wd != 0:
-                    torch._foreach_mul_(params, 1 - lr * wd)
-                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-                torch._foreach_mul_(exp_avg_sqs, beta2)
-                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-                denom = torch._foreach_sqrt(exp_avg_sqs)
-                torch._foreach_div_(denom, bias_correction2_sqrt)
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(params, exp_avgs, denom, -step_size)
+            self._adamw_group(group)
         return loss
+
+    def _adamw_group(self, group: dict) -> None:
+        """One AdamW step for the parameters of `group`."""
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        # Tensors that share device, dtype and step count update together.
+        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("AdamW does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            buckets[(p.device, p.dtype, state["step"])].append(p)
+        use_foreach = group["foreach"]
+        for (device, _, step), params in buckets.items():
+            grads = [p.grad for p in params if p.grad is not None]  # all of them: bucketed above
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+            if self.compiled:
+                if device not in self._scalars:
+                    self._scalars[device] = (
+                        torch.zeros((), dtype=torch.float32, device=device),
+                        torch.zeros((), dtype=torch.float32, device=device),
+                    )
+                lr_t, step_t = self._scalars[device]
+                lr_t.fill_(lr)
+                step_t.fill_(step)
+                _compiled_update()(params, grads, exp_avgs, exp_avg_sqs, lr_t, step_t, beta1, beta2, eps, wd)
+                continue
+            bias_correction1 = 1 - beta1**step
+            bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+            step_size = lr / bias_correction1
+            if use_foreach is False:
+                for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+                    p.mul_(1 - lr * wd)
+                    m.lerp_(g, 1 - beta1)
+                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+                    p.addcdiv_(m, denom, value=-step_size)
+                continue
+            if wd != 0:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denom, bias_correction2_sqrt)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, exp_avgs, denom, -step_size)
+
+
+# Newton–Schulz coefficients of Muon (Keller Jordan, 2024): the quintic p(x) = a·x + b·x³ + c·x⁵ applied to
+# the singular values of X. (3.4445, -4.7750, 2.0315) maximise the slope at zero, so small singular values
+# grow fast, while p keeps every value within about [0.7, 1.2] after five steps: an approximate
+# orthogonalisation U Vᵀ of G = U S Vᵀ, much cheaper than an SVD and stable in low precision.
+NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NEWTON_SCHULZ_STEPS = 5
+
+
+def newton_schulz(g: Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float = 1e-7) -> Tensor:
+    """Approximately the nearest semi-orthogonal matrix to the 2-D `g` (its U Vᵀ), in float32."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    x = g.float()
+    tall = x.shape[0] > x.shape[1]
+    if tall:  # iterate on the wide orientation: X Xᵀ is the smaller Gram matrix
+        x = x.T
+    x = x / (x.norm() + eps)  # spectral norm ≤ Frobenius norm ≤ 1: inside p's basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(AdamW):
+    """Muon for the 2-D hidden matrices, AdamW for everything else, as one optimizer with one state dict.
+
+    Groups whose "kind" is "muon" take the Muon step: momentum m ← μ·m + g; the Nesterov update
+    u = g + μ·m; its orthogonalisation O = newton_schulz(u), scaled by √max(1, rows / cols) so that every
+    shape takes steps of about the same size; decoupled weight decay θ ← θ(1 − αλ); θ ← θ − α·O. Other groups
+    take `AdamW`'s step. `param_groups_for` splits a model's parameters by shape and name.
+    """
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, **adamw) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum {momentum}: must be in [0, 1)")
+        super().__init__(params, lr=lr, **adamw)
+        for group in self.param_groups:
+            group.setdefault("kind", "adamw")
+            group.setdefault("momentum", momentum)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["kind"] == "muon":
+                self._muon_group(group)
+            else:
+                self._adamw_group(group)
+        return loss
+
+    def _muon_group(self, group: dict) -> None:
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.ndim != 2:
+                raise ValueError(f"Muon updates 2-D matrices; a parameter of shape {tuple(p.shape)} is in a muon group")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["momentum_buffer"] = torch.zeros_like(p)
+            state["step"] += 1
+            buf = state["momentum_buffer"]
+            buf.mul_(mu).add_(p.grad)
+            update = p.grad.add(buf, alpha=mu)  # Nesterov
+            scale = max(1.0, p.shape[0] / p.shape[1]) ** 0.5
+            p.mul_(1 - lr * wd)
+            p.add_(newton_schulz(update), alpha=-lr * scale)
+
+
+def param_groups_for(model: torch.nn.Module, lr: float, muon_lr: float, head_lr: float = 0.0) -> list[dict]:
+    """Muon for the hidden 2-D weight matrices; AdamW for the token embeddings, the LM head (at `head_lr`
+    when set and the head is untied) and every gain and other non-matrix parameter. Each group carries
+    "lr_scale", its learning rate relative to the schedule's `lr`, so one schedule drives them all."""
+    muon, adamw, head = [], [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:  # a tied head is the embedding: one parameter, one group
+            continue
+        seen.add(id(p))
+        if name.endswith("lm_head.weight") and head_lr:
+            head.append(p)
+        elif p.ndim == 2 and not name.endswith(("token_embeddings.weight", "lm_head.weight")):
+            muon.append(p)
+        else:
+            adamw.append(p)
+    groups = [
+        {"params": muon, "kind": "muon", "lr": muon_lr, "lr_scale": muon_lr / lr},
+        {"params": adamw, "kind": "adamw", "lr": lr, "lr_scale": 1.0},
+    ]
+    if head:
+        groups.append({"params": head, "kind": "adamw", "lr": head_lr, "lr_scale": head_lr / lr})
+    return [g for g in groups if g["params"]]
 
 
 def _adamw_update(

@@ -27,7 +27,7 @@ from bpe_lm.data import check_data, get_batch, load_tokens
 from bpe_lm.evaluation import evaluate
 from bpe_lm.metrics import METRICS_NAME, MetricsLog
 from bpe_lm.model import TransformerLM
-from bpe_lm.optim import AdamW, clip_grad_norm, cosine_lr
+from bpe_lm.optim import AdamW, Muon, clip_grad_norm, cosine_lr, param_groups_for
 from bpe_lm.runtime import (
     Dist,
     autocast,
@@ -148,9 +148,15 @@ class Trainer:
         self.model = TransformerLM(cfg.model, device=self.device)
         o = cfg.optimizer
         t = cfg.training
-        self.optimizer = AdamW(
-            self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile
-        )
+        adamw: dict[str, Any] = dict(betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile)
+        if o.name == "muon":
+            groups = param_groups_for(self.model, o.lr, o.muon_lr, o.head_lr)
+            self.optimizer: AdamW = Muon(groups, lr=o.lr, momentum=o.muon_momentum, **adamw)
+        elif o.head_lr:
+            groups = [g for g in param_groups_for(self.model, o.lr, o.lr, o.head_lr) if g["params"]]
+            self.optimizer = AdamW(groups, lr=o.lr, **adamw)
+        else:
+            self.optimizer = AdamW(self.model.parameters(), lr=o.lr, **adamw)
         # Every process draws the same global batch starts and reads its own rows.
         self.generator = torch.Generator().manual_seed(t.seed)
         self.iteration = 0
@@ -355,7 +361,7 @@ class Trainer:
                 while not self.budget_reached(self.iteration, elapsed):
                     lr = self.lr_at(self.iteration, elapsed)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     step_loss, norm = self._train_step(params)
                     self.iteration += 1
                     self.tokens_seen += self.tokens_per_step

@@ -34,7 +34,9 @@ def add_accounting(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a known configuration")
     for name in ("vocab-size", "context-length", "num-layers", "d-model", "num-heads", "d-ff"):
         p.add_argument(f"--{name}", type=positive_int, help=f"{name.replace('-', ' ')} (overrides the preset)")
-    p.add_argument("--ffn", choices=["swiglu", "silu"], default="swiglu", help="feed-forward type")
+    p.add_argument("--ffn", choices=["swiglu", "silu", "relu2"], default="swiglu", help="feed-forward type")
+    p.add_argument("--qk-norm", action="store_true", help="RMSNorm on queries and keys per head")
+    p.add_argument("--logit-softcap", type=float, default=0.0, help="tanh soft-cap of the logits (0: off)")
     p.add_argument("--norm", choices=["pre", "post", "none"], default="pre")
     p.add_argument("--tie-embeddings", action="store_true")
     p.add_argument(
@@ -71,7 +73,14 @@ def run_accounting(args: argparse.Namespace) -> None:
             ) from None
     if not 0 < args.mfu <= 1:
         raise UserError(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
-    config = ModelConfig(**dims, ffn=args.ffn, norm=args.norm, tie_embeddings=args.tie_embeddings)
+    config = ModelConfig(
+        **dims,
+        ffn=args.ffn,
+        norm=args.norm,
+        tie_embeddings=args.tie_embeddings,
+        qk_norm=args.qk_norm,
+        logit_softcap=args.logit_softcap,
+    )
     acc = account(config, args.batch_size)
     if args.json:
         print(json.dumps(acc.to_dict(args.tokens, peak, args.mfu), indent=2))
