@@ -101,13 +101,8 @@ class SiLUFeedForward(nn.Module):
         return self.w2(silu(self.w1(x)))
 
 
-class ReLUSquaredFeedForward(nn.Module):
-    """w2(relu(w1 x)²): the feed-forward of the modded-nanogpt speedrun (two matrices, like SiLU's)."""
-
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None) -> None:
-        super().__init__()
-        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (F, D)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # (D, F)
+class ReLUSquaredFeedForward(SiLUFeedForward):
+    """w2(relu(w1 x)²): the feed-forward of the modded-nanogpt speedrun (SiLU's two matrices, ReLU²)."""
 
     def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
         return self.w2(torch.relu(self.w1(x)).square())

@@ -54,8 +54,11 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            self._adamw_group(group)
+            self._group_step(group)
         return loss
+
+    def _group_step(self, group: dict) -> None:
+        self._adamw_group(group)
 
     def _adamw_group(self, group: dict) -> None:
         """One AdamW step for the parameters of `group`."""
@@ -151,18 +154,11 @@ class Muon(AdamW):
             group.setdefault("kind", "adamw")
             group.setdefault("momentum", momentum)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if group["kind"] == "muon":
-                self._muon_group(group)
-            else:
-                self._adamw_group(group)
-        return loss
+    def _group_step(self, group: dict) -> None:
+        if group["kind"] == "muon":
+            self._muon_group(group)
+        else:
+            self._adamw_group(group)
 
     def _muon_group(self, group: dict) -> None:
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
