@@ -63,3 +63,16 @@ def corpus_file(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text(generated_corpus(), encoding="utf-8")
     return path
+
+
+def write_token_files(directory: Path, vocab_size: int) -> tuple[Path, Path]:
+    """train.npy (16,000 ids) and valid.npy (2,000): a repeating pattern of 40 ids with 10% noise below
+    `vocab_size`, learnable in a few steps."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noisy = rng.random(18000) < 0.1
+    data = np.where(noisy, rng.integers(0, vocab_size, 18000), np.tile(np.arange(40), 450)).astype(np.uint16)
+    np.save(directory / "train.npy", data[:16000])
+    np.save(directory / "valid.npy", data[16000:])
+    return directory / "train.npy", directory / "valid.npy"

@@ -4,7 +4,6 @@ plain-PyTorch formulation, and off by default so the CS336 model is unchanged.""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[lm]')")
@@ -17,6 +16,8 @@ from bpe_lm.config import ConfigError, ModelConfig, build_config, to_toml  # noq
 from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.model import TransformerLM, cross_entropy, linear_cross_entropy  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
+
+from conftest import write_token_files  # noqa: E402
 
 SWITCHES = [
     dict(qk_norm=True),
@@ -157,11 +158,7 @@ def test_param_groups_by_shape_and_name():
 
 @pytest.fixture
 def token_files(tmp_path):
-    rng = np.random.default_rng(0)
-    data = np.where(rng.random(18000) < 0.1, rng.integers(0, 97, 18000), np.tile(np.arange(40), 450)).astype(np.uint16)
-    np.save(tmp_path / "train.npy", data[:16000])
-    np.save(tmp_path / "valid.npy", data[16000:])
-    return tmp_path / "train.npy", tmp_path / "valid.npy"
+    return write_token_files(tmp_path, 97)
 
 
 def raw(tmp_path, token_files, out="run", **training) -> dict:

@@ -27,7 +27,7 @@ from bpe_lm.progress import ProgressBars  # noqa: E402
 from bpe_lm.tokenizer import Tokenizer  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
 
-from conftest import generated_corpus  # noqa: E402
+from conftest import generated_corpus, write_token_files  # noqa: E402
 
 EOT = "<|endoftext|>"
 
@@ -57,11 +57,7 @@ def tok_dir(tmp_path, corpus) -> Path:
 
 @pytest.fixture
 def token_files(tmp_path):
-    rng = np.random.default_rng(0)
-    data = np.where(rng.random(18000) < 0.1, rng.integers(0, 64, 18000), np.tile(np.arange(40), 450)).astype(np.uint16)
-    np.save(tmp_path / "train.npy", data[:16000])
-    np.save(tmp_path / "valid.npy", data[16000:])
-    return tmp_path / "train.npy", tmp_path / "valid.npy"
+    return write_token_files(tmp_path, 64)
 
 
 def raw_config(tmp_path, train, valid, **training) -> dict:

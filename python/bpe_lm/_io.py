@@ -22,13 +22,18 @@ def umask() -> int:
     return mask
 
 
+def is_gzip(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is gzip-compressed, by its magic bytes (not its name): the one test every reader uses."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def text_size(path: str | os.PathLike[str]) -> int:
     """Bytes of text in a .txt or gzip file (detected by content): the decompressed size for gzip."""
     import gzip
 
-    with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b":
-            return os.fstat(f.fileno()).st_size
+    if not is_gzip(path):
+        return os.path.getsize(path)
     total = 0
     with gzip.open(path, "rb") as g:
         while block := g.read(1 << 22):

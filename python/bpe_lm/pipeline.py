@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpe_lm._io import is_gzip
 from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
 
 EOT = "<|endoftext|>"
@@ -26,10 +27,8 @@ def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> str
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
-    with open(p, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
     try:
-        with gzip.open(p, "rt", encoding="utf-8") if gz else open(p, encoding="utf-8") as f:
+        with gzip.open(p, "rt", encoding="utf-8") if is_gzip(p) else open(p, encoding="utf-8") as f:
             text = f.read(max_chars if max_chars is not None else -1)
     except UnicodeDecodeError as e:
         raise ValueError(f"{p}: not UTF-8 text (byte {e.start} of the part read)") from None

@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from bpe_lm._io import is_gzip
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' (I counts from 0) -> (I, N)."""
@@ -41,11 +43,6 @@ def _check_separators(special_tokens: Sequence[str]) -> list[bytes]:
     return seps
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
 def _boundary_after(f, offset: int, size: int, seps: list[bytes], block: int = 1 << 20) -> int:
     """End of the first separator that starts at or after `offset` (the file's end if none)."""
     longest = max(len(s) for s in seps)
@@ -65,7 +62,7 @@ def _boundary_after(f, offset: int, size: int, seps: list[bytes], block: int = 1
 def shard_range(path: str | os.PathLike[str], index: int, count: int, special_tokens: Sequence[str]) -> tuple[int, int]:
     """The byte range [start, end) of shard `index` of `count`."""
     p = Path(path)
-    if _is_gzip(p):
+    if is_gzip(p):
         raise ValueError(
             f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first"
         )

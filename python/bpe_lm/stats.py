@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bpe_lm._io import is_gzip
 from bpe_lm.tokenizer import Tokenizer
 from bpe_lm.units import format_duration
 
@@ -31,9 +32,7 @@ def parse_size(text: str) -> float:
 def documents(path: str | os.PathLike[str], chunk_chars: int = 1 << 20) -> Iterator[str]:
     """The documents of a .txt or .txt.gz corpus, split on <|endoftext|>, streamed."""
     p = Path(path)
-    with open(p, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
+    opener = gzip.open if is_gzip(p) else open
     with opener(p, "rt", encoding="utf-8") as f:
         rest = ""
         while True:

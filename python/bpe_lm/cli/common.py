@@ -10,6 +10,8 @@ import resource
 import sys
 from pathlib import Path
 
+from bpe_lm._io import is_gzip
+
 
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 1."""
@@ -41,9 +43,7 @@ def check_text_input(path: str) -> None:
         raise UserError(f"{path}: permission denied")
     if p.stat().st_size == 0:
         raise UserError(f"{path}: is empty")
-    with open(p, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    if gz:
+    if is_gzip(p):
         try:
             with gzip.open(p, "rb") as f:
                 empty = f.read(1) == b""
