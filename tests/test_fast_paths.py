@@ -291,14 +291,6 @@ def test_resume_reads_the_checkpoint_onto_the_cpu(tmp_path, token_files, monkeyp
     assert seen == ["cpu"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_resume_on_cuda(tmp_path, token_files):
-    cfg = build_config(run_raw(tmp_path, token_files, device="cuda"))
-    Trainer(cfg, progress=False).run()
-    more = build_config(run_raw(tmp_path, token_files, device="cuda", max_iters=9))
-    assert Trainer(more, resume=True, progress=False).run()["steps"] == 9
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

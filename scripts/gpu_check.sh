@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA device, in one run for a lent GPU machine (on an H200: about 10 minutes on a
+# fresh machine, where gpt2-small's first compilation alone takes over 3 minutes; less once compiled): the tests
+# marked `gpu`, then the training-throughput benchmark (compiled, the 2 × 2 ablation of model and
+# optimizer) on the tinystories-17m and gpt2-small configs, then the CUDA-graph path with the host-sync check.
+# Each step's output goes to OUT_DIR (default gpu_check/); a step that fails does not stop the ones after it,
+# and the exit status says whether any failed.
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]
+# bpe_lm must be importable (pip install ".[lm,test]", or the abi3 wheel on PYTHONPATH).
+set -uo pipefail
+out=${1:-gpu_check}
+mkdir -p "$out"
+status=0
+step() {  # step NAME SECONDS COMMAND...: runs COMMAND with a time limit, output to OUT_DIR/NAME.txt
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    local start=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+    local rc=$?
+    echo "   exit $rc after $((SECONDS - start)) s"
+    tail -n 25 "$out/$name.txt"
+    [ "$rc" -eq 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.txt" 2>&1
+python -c "import torch, bpe_lm; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" >>"$out/device.txt" 2>&1
+cat "$out/device.txt"
+step pytest_gpu 110 python -m pytest -q -m gpu -p no:cacheprovider tests
+step throughput_17m 150 python benches/train_throughput.py --compile --config tinystories-17m:128
+step throughput_gpt2_small 300 python benches/train_throughput.py --compile --config gpt2-small:32 --steps 15 --warmup 6 --repeat 1
+step cuda_graphs_17m 110 python benches/train_throughput.py --compile --cuda-graphs --check-sync --config tinystories-17m:128
+exit $status
