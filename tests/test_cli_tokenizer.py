@@ -82,10 +82,34 @@ def test_directory_input(tmp_path, capsys):
     expect_error(capsys, tmp_path, ["train-tokenizer", tmp_path, "-o", tmp_path / "out"], "is a directory")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read any file")
+def _drop_root_file_access() -> None:
+    """In a child process run by root: give up the capabilities that let root read any file (dac_override,
+    dac_read_search), so file permissions apply to it as to anyone."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_unreadable_input(tmp_path, corpus_file, capsys):
     corpus_file.chmod(0)
-    expect_error(capsys, tmp_path, ["train-tokenizer", corpus_file, "-o", tmp_path / "out"], "permission denied")
+    argv = ["train-tokenizer", corpus_file, "-o", tmp_path / "out"]
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        expect_error(capsys, tmp_path, argv, "permission denied")
+        return
+    # Root reads any file: run the command in a child process without that power (Linux capabilities).
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpe_lm", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_drop_root_file_access,
+    )
+    assert proc.returncode == 1 and "permission denied" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 def test_vocab_too_small(tmp_path, corpus_file, capsys):

@@ -10,13 +10,20 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[lm]')")
 
+from test_fast_paths import run_raw, tiny, train_losses  # noqa: E402
+
 from bpe_lm.config import build_config  # noqa: E402
 from bpe_lm.model import TransformerLM, cross_entropy, linear_cross_entropy  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
 
-from test_fast_paths import run_raw, tiny, token_files, train_losses  # noqa: E402, F401  (token_files: fixture)
+from conftest import write_token_files  # noqa: E402
 
 pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture()
+def token_files(tmp_path):
+    return write_token_files(tmp_path, tiny().vocab_size)
 
 
 @pytest.fixture()
@@ -41,7 +48,9 @@ def test_compiled_cuda_graph_training_matches_eager_on_cuda(tmp_path, token_file
     graphs = build_config(run_raw(tmp_path, token_files, "graphs", compile=True, cuda_graphs=True, **common))
     Trainer(eager, progress=False).run()
     assert Trainer(graphs, progress=False).run()["compiled"] is True
-    np.testing.assert_allclose(train_losses(tmp_path / "graphs"), train_losses(tmp_path / "eager"), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        train_losses(tmp_path / "graphs"), train_losses(tmp_path / "eager"), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_bf16_training_on_cuda_learns(tmp_path, token_files):

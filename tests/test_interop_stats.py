@@ -13,7 +13,7 @@ import bpe_lm
 from bpe_lm import Tokenizer
 from bpe_lm.cli import main
 from bpe_lm.interop import export_hf, export_tiktoken, to_hf_json
-from bpe_lm.stats import compare, parse_size, sample_documents
+from bpe_lm.stats import compare, documents, parse_size, sample_documents, timing_documents
 
 from conftest import SHARED_DATA, SHARED_TEXT_FILES, generated_corpus, needs_shared_data
 
@@ -185,13 +185,29 @@ def test_stats_compare(tmp_path, tok, capsys):
     corpus.write_text(generated_corpus(300, seed=9), encoding="utf-8")
     docs = sample_documents(corpus, 50, seed=1)
     assert len(docs) == 50 and docs == sample_documents(corpus, 50, seed=1)
-    results = compare({"a": tok, "b": tok}, [str(corpus)], 50, 1, parse_size("825GB"))
+    # A second tokenizer trained on different text: the vocabularies share the 256 bytes, the special token
+    # and some merges, but not all.
+    other_text = tmp_path / "other.txt"
+    other_text.write_text("the quick brown fox jumps over the lazy dog, again and again\n" * 300, encoding="utf-8")
+    other = Tokenizer(*bpe_lm.train_bpe(other_text, 300, [EOT]), [EOT])
+    results = compare({"a": tok, "b": other}, [str(corpus)], 50, 1, parse_size("825GB"))
     pair = results["pairs"][0]
     assert pair["bytes_per_token"] == pytest.approx(
         sum(len(d.encode()) for d in docs) / sum(len(tok.encode(d)) for d in docs)
     )
-    assert 0 < pair["vocab_used"] <= 1 and pair["projected_seconds"] > 0
-    assert results["overlap"][0]["jaccard"] == 1.0
+    used = {i for d in docs for i in tok.encode(d)}
+    assert pair["vocab_used"] == pytest.approx(len(used) / tok.vocab_size)
+    # Speed: timed on documents other than the warm-up's; a corpus this small is split a fifth / four fifths.
+    warm, timed = timing_documents(corpus)
+    all_docs = list(documents(corpus))
+    assert warm + timed == all_docs and warm and timed
+    assert len("".join(warm).encode()) == pytest.approx(len("".join(all_docs).encode()) / 5, rel=0.05)
+    assert pair["timed_bytes"] == len("".join(timed).encode())
+    assert pair["projected_seconds"] == pytest.approx(825e9 / (pair["mb_per_s"] * 1e6))
+    a, b = set(tok.vocab.values()), set(other.vocab.values())
+    overlap = results["overlap"][0]
+    assert overlap["shared_tokens"] == len(a & b) and 257 <= len(a & b) < len(b)
+    assert overlap["jaccard"] == pytest.approx(len(a & b) / len(a | b)) and overlap["jaccard"] < 1
     assert results["tokenizers"]["a"]["dtype"] == "uint16"
     tok.save(tmp_path / "tok")
     assert main(["tokenizer-stats", "--tokenizer", str(tmp_path / "tok"), str(corpus), "--docs", "20"]) == 0

@@ -53,12 +53,16 @@ def test_rmsnorm_computes_in_float32():
         norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(3, 5, 16)
     torch.testing.assert_close(norm(x), F.rms_norm(x, (16,), norm.weight, eps=1e-5), **TOL)
-    half = x.to(torch.bfloat16)
-    out = norm.to(torch.bfloat16)(half)
+    # bf16 in and out, float32 inside: exactly the float32 result rounded once to bf16 ...
+    half = (torch.randn(64, 16) * 50).to(torch.bfloat16)
+    norm = norm.to(torch.bfloat16)
+    out = norm(half)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(
-        out.float(), F.rms_norm(half.float(), (16,), norm.weight.float(), eps=1e-5), atol=2e-2, rtol=2e-2
-    )
+    in_fp32 = F.rms_norm(half.float(), (16,), norm.weight.float(), eps=1e-5).to(torch.bfloat16)
+    assert torch.equal(out, in_fp32)
+    # ... which bf16 arithmetic would not give (so the test can tell the two apart).
+    in_bf16 = half * torch.rsqrt(half.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    assert not torch.equal(in_bf16, in_fp32)
 
 
 def test_feed_forwards():
@@ -130,20 +134,38 @@ def test_multihead_attention_matches_plain_torch(rope):
 
 ABLATIONS = [
     dict(norm=n, position=p, ffn=f, tie_embeddings=t)
-    for n, p, f, t in itertools.product(["pre", "post", "none"], ["rope", "none"], ["swiglu", "silu"], [False, True])
+    for n, p, f, t in itertools.product(
+        ["pre", "post", "none"], ["rope", "none"], ["swiglu", "silu", "relu2"], [False, True]
+    )
 ]
 
 
 @pytest.mark.parametrize("variant", ABLATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_model_matches_plain_pytorch(variant):
+    """Logits, loss and the gradient of every parameter equal an independent plain-PyTorch model's, with both
+    attention implementations, for every combination of the ablation switches."""
     config = small_config(**variant, d_ff=None)
+    torch.manual_seed(0)
     ours = m.TransformerLM(config)
     plain = PlainTransformerLM(config).load_from(ours)
-    ids = torch.randint(0, config.vocab_size, (3, 20))
+    pairs = plain.parameter_pairs(ours)
+    assert sorted(name for name, _, _ in pairs) == sorted(name for name, _ in ours.named_parameters())
+    ids = torch.randint(0, config.vocab_size, (3, 21), generator=torch.Generator().manual_seed(1))
+    x, y = ids[:, :-1], ids[:, 1:]
     for attention in ("reference", "fused"):
         for layer in ours.layers:
             layer.attn.attention = attention
-        torch.testing.assert_close(ours(ids), plain(ids), atol=1e-4, rtol=1e-4)
+        ours.zero_grad(set_to_none=True)
+        plain.zero_grad(set_to_none=True)
+        torch.testing.assert_close(ours(x), plain(x), atol=1e-4, rtol=1e-4)
+        loss, ref = ours(x, targets=y), plain(x, targets=y)
+        torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+        loss.backward()
+        ref.backward()
+        for name, a, b in pairs:
+            assert a.grad is not None and b.grad is not None, name
+            assert a.grad.abs().sum() > 0, name
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("variant", ABLATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))

@@ -50,14 +50,8 @@ def test_switches_match_plain_pytorch_in_values_and_gradients(switches):
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     loss.backward()
     ref.backward()
-    torch.testing.assert_close(ours.token_embeddings.weight.grad, plain.embed.weight.grad, atol=1e-5, rtol=1e-4)
-    for a, b in zip(ours.layers, plain.blocks):
-        torch.testing.assert_close(a.attn.q_proj.weight.grad, b.q.weight.grad, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(a.ffn.w1.weight.grad, b.w1.weight.grad, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(a.ffn.w2.weight.grad, b.w2.weight.grad, atol=1e-5, rtol=1e-4)
-        if switches.get("qk_norm"):
-            torch.testing.assert_close(a.attn.q_norm.weight.grad, b.q_gain.grad, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(a.attn.k_norm.weight.grad, b.k_gain.grad, atol=1e-5, rtol=1e-4)
+    for name, a, b in plain.parameter_pairs(ours):  # every parameter, gains included
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_switches_are_off_by_default_and_keys_appear_only_when_on():

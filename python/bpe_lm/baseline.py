@@ -95,29 +95,39 @@ class PlainTransformerLM(nn.Module):
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         return logits if targets is None else plain_loss(logits, targets)
 
+    def parameter_pairs(self, model: TransformerLM) -> list[tuple[str, nn.Parameter, nn.Parameter]]:
+        """(name in `model`, its parameter, the matching parameter here) for every parameter of a
+        `bpe_lm.model.TransformerLM` with the same config: the one map between the two implementations, used
+        to copy weights across and to compare gradients."""
+        c = self.config
+        named: list[tuple[str, nn.Parameter]] = [("token_embeddings.weight", self.embed.weight)]
+        for i, block in enumerate(self.blocks):
+            layer = [
+                ("attn.q_proj.weight", block.q.weight),
+                ("attn.k_proj.weight", block.k.weight),
+                ("attn.v_proj.weight", block.v.weight),
+                ("attn.output_proj.weight", block.o.weight),
+                ("ffn.w1.weight", block.w1.weight),
+                ("ffn.w2.weight", block.w2.weight),
+            ]
+            if block.w3 is not None:
+                layer.append(("ffn.w3.weight", block.w3.weight))
+            if c.qk_norm:
+                layer += [("attn.q_norm.weight", block.q_gain), ("attn.k_norm.weight", block.k_gain)]
+            if c.norm != "none":
+                layer += [("ln1.weight", block.norm1), ("ln2.weight", block.norm2)]
+            named += [(f"layers.{i}.{name}", p) for name, p in layer]
+        if c.norm != "none":
+            named.append(("ln_final.weight", self.norm))
+        if not c.tie_embeddings:
+            named.append(("lm_head.weight", self.head.weight))
+        return [(name, model.get_parameter(name), p) for name, p in named]
+
     @torch.no_grad()
     def load_from(self, model: TransformerLM) -> PlainTransformerLM:
         """Copies the weights of a `bpe_lm.model.TransformerLM` with the same config."""
-        self.embed.weight.copy_(model.token_embeddings.weight)
-        for plain, ours in zip(self.blocks, model.layers):
-            plain.q.weight.copy_(ours.attn.q_proj.weight)
-            plain.k.weight.copy_(ours.attn.k_proj.weight)
-            plain.v.weight.copy_(ours.attn.v_proj.weight)
-            plain.o.weight.copy_(ours.attn.output_proj.weight)
-            plain.w1.weight.copy_(ours.ffn.w1.weight)
-            plain.w2.weight.copy_(ours.ffn.w2.weight)
-            if plain.w3 is not None:
-                plain.w3.weight.copy_(ours.ffn.w3.weight)
-            if self.config.qk_norm:
-                plain.q_gain.copy_(ours.attn.q_norm.weight)
-                plain.k_gain.copy_(ours.attn.k_norm.weight)
-            if self.config.norm != "none":
-                plain.norm1.copy_(ours.ln1.weight)
-                plain.norm2.copy_(ours.ln2.weight)
-        if self.config.norm != "none":
-            self.norm.copy_(model.ln_final.weight)
-        if not self.config.tie_embeddings:
-            self.head.weight.copy_(model.lm_head.weight)
+        for _, ours, plain in self.parameter_pairs(model):
+            plain.copy_(ours)
         return self
 
 

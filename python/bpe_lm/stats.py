@@ -60,21 +60,67 @@ def sample_documents(path: str | os.PathLike[str], k: int, seed: int) -> list[st
     return sample
 
 
+# Throughput is measured the way a long `bpe-lm encode` runs: warm (thread pool started, per-thread piece caches
+# filled by WARM_BYTES of text) and on text it has not seen (the next TIMED_BYTES), never on the sample used for
+# compression, which a warm cache would have memorised.
+WARM_BYTES = 1_000_000
+TIMED_BYTES = 4_000_000
+
+
+def timing_documents(
+    path: str | os.PathLike[str], warm_bytes: int = WARM_BYTES, timed_bytes: int = TIMED_BYTES
+) -> tuple[list[str], list[str]]:
+    """The corpus's first documents: about `warm_bytes` of them to warm up on, then about `timed_bytes` to
+    time. A smaller corpus is split in the same proportion (a fifth to warm up on, by default)."""
+    docs: list[str] = []
+    sizes: list[int] = []
+    total = 0
+    for doc in documents(path):
+        docs.append(doc)
+        sizes.append(len(doc.encode("utf-8")))
+        total += sizes[-1]
+        if total >= warm_bytes + timed_bytes:
+            break
+    warm_share = min(warm_bytes, total * warm_bytes // (warm_bytes + timed_bytes))
+    split, size = 0, 0
+    while split < len(docs) - 1 and size < warm_share:
+        size += sizes[split]
+        split += 1
+    return docs[:split], docs[split:]
+
+
+def encoding_speed(
+    tok: Tokenizer, warm: list[str], timed: list[str], num_threads: int | None = None
+) -> tuple[float, int]:
+    """(MB/s, bytes timed): encodes `warm` untimed, then times `timed`."""
+    if warm:
+        tok.encode_batch(warm, num_threads=num_threads)
+    n_bytes = sum(len(d.encode("utf-8")) for d in timed)
+    start = time.perf_counter()
+    tok.encode_batch(timed, num_threads=num_threads)
+    seconds = time.perf_counter() - start
+    return (n_bytes / 1e6 / seconds if seconds > 0 else math.inf), n_bytes
+
+
 def tokenizer_corpus_stats(
-    tok: Tokenizer, docs: list[str], project_bytes: float, num_threads: int | None = None
+    tok: Tokenizer,
+    docs: list[str],
+    project_bytes: float,
+    num_threads: int | None = None,
+    timing: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
+    """Compression and vocabulary use on the sampled `docs`; speed on `timing` (warm-up, timed documents),
+    by default the sample itself, warmed on itself."""
     import numpy as np
 
     text = "".join(docs)
     n_bytes = len(text.encode("utf-8"))
-    start = time.perf_counter()
     per_doc = tok.encode_batch(docs, num_threads=num_threads)
-    seconds = time.perf_counter() - start
     n_tokens = sum(len(ids) for ids in per_doc)
     used: Any = (
         np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
     )
-    mb_s = n_bytes / 1e6 / seconds if seconds > 0 else math.inf
+    mb_s, timed_bytes = encoding_speed(tok, *(timing or (docs, docs)), num_threads=num_threads)
     return {
         "documents": len(docs),
         "bytes": n_bytes,
@@ -82,6 +128,7 @@ def tokenizer_corpus_stats(
         "bytes_per_token": n_bytes / n_tokens if n_tokens else math.nan,
         "tokens_per_document": n_tokens / len(docs) if docs else math.nan,
         "mb_per_s": mb_s,
+        "timed_bytes": timed_bytes,
         "projected_seconds": project_bytes / (mb_s * 1e6) if project_bytes and mb_s > 0 else None,
         "vocab_used": len(used) / tok.vocab_size,
     }
@@ -120,10 +167,15 @@ def compare(
     for c, s in samples.items():
         if not s:
             raise ValueError(f"{c}: no documents")
+    timing = {c: timing_documents(c) for c in corpora}
     results: dict[str, Any] = {
         "tokenizers": {name: tokenizer_summary(tok) for name, tok in tokenizers.items()},
         "pairs": [
-            {"tokenizer": name, "corpus": c, **tokenizer_corpus_stats(tok, samples[c], project_bytes, num_threads)}
+            {
+                "tokenizer": name,
+                "corpus": c,
+                **tokenizer_corpus_stats(tok, samples[c], project_bytes, num_threads, timing[c]),
+            }
             for name, tok in tokenizers.items()
             for c in corpora
         ],
@@ -143,8 +195,10 @@ def compare(
 
 def render(results: dict[str, Any]) -> str:
     proj = results["project_bytes"]
+    timed = ", ".join(sorted({f"{r['timed_bytes'] / 1e6:.1f} MB" for r in results["pairs"]}))
     lines = [
-        f"sample: {results['docs']} documents per corpus (seed {results['seed']})",
+        f"sample: {results['docs']} documents per corpus (seed {results['seed']}); MB/s: warm, timed on the corpus's "
+        f"first {timed} after {WARM_BYTES / 1e6:g} MB of warm-up",
         "",
         f"| tokenizer | corpus | bytes/token | tokens/doc | vocab used | MB/s | time for {proj / 1e9:g} GB |",
         "|---|---|---|---|---|---|---|",
