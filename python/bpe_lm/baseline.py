@@ -95,14 +95,15 @@ class PlainTransformerLM(nn.Module):
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         return logits if targets is None else plain_loss(logits, targets)
 
-    def parameter_pairs(self, model: TransformerLM) -> list[tuple[str, nn.Parameter, nn.Parameter]]:
+    def parameter_pairs(self, model: TransformerLM) -> list[tuple[str, Tensor, Tensor]]:
         """(name in `model`, its parameter, the matching parameter here) for every parameter of a
         `bpe_lm.model.TransformerLM` with the same config: the one map between the two implementations, used
         to copy weights across and to compare gradients."""
         c = self.config
-        named: list[tuple[str, nn.Parameter]] = [("token_embeddings.weight", self.embed.weight)]
-        for i, block in enumerate(self.blocks):
-            layer = [
+        named: list[tuple[str, Tensor]] = [("token_embeddings.weight", self.embed.weight)]
+        blocks: list[PlainBlock] = list(self.blocks)  # typed, so the attributes below are known
+        for i, block in enumerate(blocks):
+            layer: list[tuple[str, Tensor]] = [
                 ("attn.q_proj.weight", block.q.weight),
                 ("attn.k_proj.weight", block.k.weight),
                 ("attn.v_proj.weight", block.v.weight),
