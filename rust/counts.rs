@@ -150,7 +150,7 @@ mod tests {
         a.insert(b"\xff\x00".as_slice().into(), u64::MAX - 10);
         let path = temp("rt");
         write_count_file(&path, &a, &header).unwrap();
-        let (twice, h) = merge_count_files(&[path.clone()]).unwrap();
+        let (twice, h) = merge_count_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!((twice, h), (a.clone(), header.clone()));
         let err = merge_count_files(&[path.clone(), path.clone()]).unwrap_err();
         assert!(err.to_string().contains("past 2^64"), "{err}");
@@ -182,7 +182,7 @@ mod tests {
             }
             std::fs::write(&path, &bytes).unwrap();
             // Either a clean error or (a flipped count byte) other counts: never a panic.
-            let _ = merge_count_files(&[path.clone()]);
+            let _ = merge_count_files(std::slice::from_ref(&path));
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{ThreadCache, SINGLE, THREAD_CACHE};
+use crate::cache::{cache_for, ThreadCache, SINGLE, THREAD_CACHES};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short, pair_key, PieceMap};
 use crate::cuts::{split_at_safe_cuts, Cutter};
@@ -212,13 +212,8 @@ impl Encoder {
 
     /// Runs `f` with this thread's cache for this encoder.
     fn with_cache<T>(&self, f: impl FnOnce(&mut ThreadCache) -> T) -> T {
-        THREAD_CACHE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut slot) => {
-                if slot.as_ref().is_none_or(|c| c.owner != self.id) {
-                    *slot = Some(ThreadCache::new(self.id));
-                }
-                f(slot.as_mut().unwrap())
-            }
+        THREAD_CACHES.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut caches) => f(cache_for(&mut caches, self.id)),
             // Only re-entrancy could get here; a private cache keeps it correct.
             Err(_) => f(&mut ThreadCache::new(self.id)),
         })
@@ -341,8 +336,11 @@ mod tests {
                 .map(|k| if (rng >> (k % 61)) & 1 == 1 || k % 7 == 3 { b'a' } else { b'b' })
                 .collect();
             let mut long: Vec<u32> = piece.iter().map(|&b| enc.byte_ids[b as usize]).collect();
+            let mut wide = long.clone(); // the 64-bit positions used for pieces of 4 GiB and more
             enc.merge_long(&mut long, 0);
+            enc.merge_long_with::<u64>(&mut wide, 0);
             assert_eq!(long, reference_piece(&enc, &piece), "{}", String::from_utf8_lossy(&piece));
+            assert_eq!(wide, long);
         }
     }
 

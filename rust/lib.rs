@@ -1,6 +1,9 @@
 //! bpe-lm's core: byte-level BPE training and encoding. Pure Rust; the PyO3 bindings live in `py.rs`
 //! behind the `python` feature.
 
+// The core has no unsafe code (the PyO3 bindings' macros expand to some, so the rule stops there).
+#![cfg_attr(not(feature = "python"), forbid(unsafe_code))]
+
 mod cache;
 pub mod counts;
 pub mod cuts;

@@ -11,16 +11,51 @@ use crate::encode::Encoder;
 /// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
 pub(crate) const SHORT_PIECE: usize = 96;
 
+/// A symbol's index within one pre-token: `u32` (half the memory) unless the piece has 2^32 − 1 bytes or more.
+trait Position: Copy + Eq + Ord + std::hash::Hash {
+    const NONE: Self;
+    fn at(i: usize) -> Self;
+    fn index(self) -> usize;
+}
+
+impl Position for u32 {
+    const NONE: Self = u32::MAX;
+    #[inline(always)]
+    fn at(i: usize) -> Self {
+        debug_assert!(i < u32::MAX as usize);
+        i as u32
+    }
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Position for u64 {
+    const NONE: Self = u64::MAX;
+    #[inline(always)]
+    fn at(i: usize) -> Self {
+        i as u64
+    }
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Positions of pending pairs, one bucket per merge rank, taken lowest rank first.
-#[derive(Default)]
-struct RankBuckets {
-    positions: FxHashMap<u32, Vec<u32>>,
+struct RankBuckets<P> {
+    positions: FxHashMap<u32, Vec<P>>,
     ranks: BinaryHeap<Reverse<u32>>,
 }
 
-impl RankBuckets {
+impl<P: Position> RankBuckets<P> {
+    fn new() -> Self {
+        RankBuckets { positions: FxHashMap::default(), ranks: BinaryHeap::new() }
+    }
+
     #[inline]
-    fn push(&mut self, rank: u32, position: u32) {
+    fn push(&mut self, rank: u32, position: P) {
         let ranks = &mut self.ranks;
         self.positions
             .entry(rank)
@@ -32,7 +67,7 @@ impl RankBuckets {
     }
 
     /// The lowest rank and its positions, sorted.
-    fn pop(&mut self) -> Option<(u32, Vec<u32>)> {
+    fn pop(&mut self) -> Option<(u32, Vec<P>)> {
         let Reverse(rank) = self.ranks.pop()?;
         let mut positions = self.positions.remove(&rank).unwrap_or_default();
         if !positions.is_sorted() {
@@ -105,42 +140,52 @@ impl Encoder {
     /// left to right, each re-checked first, which is exactly "merge every occurrence, leftmost first".
     /// Positions arrive nearly sorted and memory is touched in order, unlike with one big heap.
     pub(crate) fn merge_long(&self, ids: &mut Vec<u32>, start: usize) {
-        const NONE: u32 = u32::MAX;
+        if ids.len() - start < u32::MAX as usize {
+            self.merge_long_with::<u32>(ids, start)
+        } else {
+            self.merge_long_with::<u64>(ids, start) // a single pre-token of 4 GiB or more
+        }
+    }
+
+    #[allow(private_bounds)]
+    pub(crate) fn merge_long_with<P: Position>(&self, ids: &mut Vec<u32>, start: usize) {
         let n = ids.len() - start;
+        if n < 2 {
+            return;
+        }
         let mut sym: Vec<u32> = ids[start..].to_vec();
-        let mut next: Vec<u32> = (1..=n as u32).map(|i| if i as usize == n { NONE } else { i }).collect();
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        prev[0] = NONE;
-        let mut buckets = RankBuckets::default();
-        let push = |buckets: &mut RankBuckets, sym: &[u32], next: &[u32], i: u32| {
-            let j = next[i as usize];
-            if j != NONE {
-                if let Some((rank, _)) = self.rank(sym[i as usize], sym[j as usize]) {
+        let mut next: Vec<P> = (1..=n).map(|i| if i == n { P::NONE } else { P::at(i) }).collect();
+        let mut prev: Vec<P> = (0..n).map(|i| if i == 0 { P::NONE } else { P::at(i - 1) }).collect();
+        let mut buckets = RankBuckets::<P>::new();
+        let push = |buckets: &mut RankBuckets<P>, sym: &[u32], next: &[P], i: P| {
+            let j = next[i.index()];
+            if j != P::NONE {
+                if let Some((rank, _)) = self.rank(sym[i.index()], sym[j.index()]) {
                     buckets.push(rank, i);
                 }
             }
         };
-        for i in 0..n as u32 - 1 {
-            push(&mut buckets, &sym, &next, i);
+        for i in 0..n - 1 {
+            push(&mut buckets, &sym, &next, P::at(i));
         }
         let mut alive = vec![true; n];
         while let Some((rank, positions)) = buckets.pop() {
             for &i in &positions {
-                let j = next[i as usize];
-                if !alive[i as usize] || j == NONE {
+                let j = next[i.index()];
+                if !alive[i.index()] || j == P::NONE {
                     continue;
                 }
-                match self.rank(sym[i as usize], sym[j as usize]) {
+                match self.rank(sym[i.index()], sym[j.index()]) {
                     Some((r, merged)) if r == rank => {
-                        sym[i as usize] = merged;
-                        alive[j as usize] = false;
-                        let after = next[j as usize];
-                        next[i as usize] = after;
-                        if after != NONE {
-                            prev[after as usize] = i;
+                        sym[i.index()] = merged;
+                        alive[j.index()] = false;
+                        let after = next[j.index()];
+                        next[i.index()] = after;
+                        if after != P::NONE {
+                            prev[after.index()] = i;
                         }
-                        let before = prev[i as usize];
-                        if before != NONE {
+                        let before = prev[i.index()];
+                        if before != P::NONE {
                             push(&mut buckets, &sym, &next, before);
                         }
                         push(&mut buckets, &sym, &next, i);
@@ -150,11 +195,10 @@ impl Encoder {
             }
         }
         ids.truncate(start);
-        let mut i = 0u32;
-        while i != NONE {
-            ids.push(sym[i as usize]);
-            i = next[i as usize];
+        let mut i = P::at(0);
+        while i != P::NONE {
+            ids.push(sym[i.index()]);
+            i = next[i.index()];
         }
     }
-
 }

@@ -12,6 +12,16 @@ use crate::error::{Error, Result};
 pub const GPT2_PATTERN: &str =
     r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// Other spellings of the GPT-2 pattern in use, equal to it in meaning, so a tokenizer read from elsewhere
+/// keeps the scanner (the tests run each through fancy-regex against the scanner): GPT-2's encoder.py and
+/// HF tokenizers' ByteLevel (contractions as separate alternatives), and tiktoken's r50k_base today
+/// (possessive quantifiers, which change nothing here as nothing follows them, and `\s++$|...|\s`, which
+/// splits white space as `\s+(?!\S)|\s+` does).
+pub const GPT2_EQUIVALENT_PATTERNS: [&str; 2] = [
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",
+];
+
 const OTHER: u8 = 0;
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
@@ -35,9 +45,7 @@ pub(crate) fn class_table() -> &'static ClassTable {
                 unreachable!("{pattern} parses to a Unicode class")
             };
             for range in set.ranges() {
-                for cp in range.start() as usize..=range.end() as usize {
-                    classes[cp] = class;
-                }
+                classes[range.start() as usize..=range.end() as usize].fill(class);
             }
         }
         ClassTable { classes }
@@ -153,7 +161,7 @@ impl Pretokenizer {
     pub fn new(pattern: Option<&str>) -> Result<Self> {
         match pattern {
             None => Ok(Pretokenizer::Gpt2),
-            Some(p) if p == GPT2_PATTERN => Ok(Pretokenizer::Gpt2),
+            Some(p) if p == GPT2_PATTERN || GPT2_EQUIVALENT_PATTERNS.contains(&p) => Ok(Pretokenizer::Gpt2),
             Some(p) => fancy_regex::Regex::new(p)
                 .map(|re| Pretokenizer::Regex(Box::new(re)))
                 .map_err(|e| Error::Pattern(e.to_string())),
@@ -181,8 +189,8 @@ impl Pretokenizer {
                 let mut i = 0;
                 while i < bytes.len() {
                     let end = gpt2_piece_end(table, bytes, i);
-                    // The scanner only stops on character boundaries.
-                    f(unsafe { text.get_unchecked(i..end) });
+                    // The scanner only stops on character boundaries; slicing checks it (two byte tests).
+                    f(&text[i..end]);
                     i = end;
                 }
                 Ok(())
@@ -219,6 +227,29 @@ mod tests {
         REGEX.get_or_init(|| Pretokenizer::regex(GPT2_PATTERN).unwrap()).pieces(text).unwrap()
     }
 
+    /// Random text over an alphabet of the pattern's edge cases, with any scalar value now and then.
+    fn random_texts(seed: u64, count: usize) -> Vec<String> {
+        let alphabet: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}"
+            .chars()
+            .collect();
+        let mut rng = Lcg(seed);
+        (0..count)
+            .map(|_| {
+                let len = (rng.next() % 24) as usize;
+                (0..len)
+                    .map(|_| {
+                        if rng.next().is_multiple_of(8) {
+                            // Any scalar value, to reach classes the alphabet misses.
+                            char::from_u32((rng.next() % 0x11_0000) as u32).unwrap_or('x')
+                        } else {
+                            alphabet[(rng.next() as usize) % alphabet.len()]
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A tiny deterministic generator, so the property test needs no extra crate.
     struct Lcg(u64);
     impl Lcg {
@@ -240,24 +271,22 @@ mod tests {
 
     #[test]
     fn scanner_equals_regex_on_random_unicode() {
-        let alphabet: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}"
-            .chars()
-            .collect();
-        let mut rng = Lcg(42);
-        for _ in 0..20_000 {
-            let len = (rng.next() % 24) as usize;
-            let text: String = (0..len)
-                .map(|_| {
-                    if rng.next() % 8 == 0 {
-                        // Any scalar value, to reach classes the alphabet misses.
-                        char::from_u32((rng.next() % 0x11_0000) as u32).unwrap_or('x')
-                    } else {
-                        alphabet[(rng.next() as usize) % alphabet.len()]
-                    }
-                })
-                .collect();
+        for text in random_texts(42, 20_000) {
             assert_eq!(scanner(&text), reference(&text), "text {text:?}");
         }
+    }
+
+    #[test]
+    fn other_spellings_of_the_gpt2_pattern_mean_the_same_and_use_the_scanner() {
+        for spelling in GPT2_EQUIVALENT_PATTERNS {
+            assert!(Pretokenizer::new(Some(spelling)).unwrap().is_gpt2(), "{spelling}");
+            let regex = Pretokenizer::regex(spelling).unwrap();
+            for text in random_texts(7, 20_000).iter().chain(["a  b  \n\n", "x \t\n y's", "  "].map(String::from).iter()) {
+                assert_eq!(regex.pieces(text).unwrap(), scanner(text), "{spelling} on {text:?}");
+            }
+        }
+        // A different pattern keeps the regex engine.
+        assert!(!Pretokenizer::new(Some(r"\p{L}+|\s+|.")).unwrap().is_gpt2());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pyo3::exceptions::{
@@ -13,6 +12,7 @@ use pyo3::exceptions::{
     PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyList};
 
 use crate::encode::Encoder as CoreEncoder;
@@ -206,7 +206,10 @@ fn train_from_counts<'py>(
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
     let mut table = PretokenCounts::default();
     for (k, v) in &counts {
-        *table.entry(k.as_bytes().into()).or_insert(0) += v;
+        let count = table.entry(k.as_bytes().into()).or_insert(0);
+        *count = count.checked_add(*v).ok_or_else(|| {
+            PyValueError::new_err(format!("count of pre-token {:?} overflows 64 bits when repeated entries are added", k.as_bytes()))
+        })?;
     }
     drop(counts);
     let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(table, vocab_size, &special_tokens, p))?;
@@ -293,12 +296,14 @@ struct Encoder {
     inner: CoreEncoder,
     /// One Python int per token id, made on first use: a list of ids then costs a reference count per
     /// element instead of allocating an int for each (most ids are beyond CPython's small-int cache).
-    ints: OnceLock<Vec<Py<PyAny>>>,
+    /// A `PyOnceLock`, not `std::sync::OnceLock`: it is filled while attached to the interpreter, and a thread
+    /// blocked on a plain `OnceLock` there could hold what the filling thread needs (PyO3's deadlock warning).
+    ints: PyOnceLock<Vec<Py<PyAny>>>,
 }
 
 impl Encoder {
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
-        let ints = self.ints.get_or_init(|| {
+        let ints = self.ints.get_or_init(py, || {
             (0..self.inner.vocab_size() as u32).map(|i| i.into_pyobject(py).unwrap().into_any().unbind()).collect()
         });
         PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
@@ -320,7 +325,7 @@ impl Encoder {
         let merges: Vec<(Vec<u8>, Vec<u8>)> =
             merges.iter().map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())).collect();
         let inner = py.detach(|| guarded(|| CoreEncoder::new(vocab, &merges, &special_tokens, pattern.as_deref())))?;
-        Ok(Encoder { inner, ints: OnceLock::new() })
+        Ok(Encoder { inner, ints: PyOnceLock::new() })
     }
 
     #[getter]
@@ -403,7 +408,7 @@ impl Encoder {
     /// Decodes little-endian ids of `width` bytes (e.g. a numpy array's buffer).
     fn decode_buffer<'py>(&self, py: Python<'py>, buffer: &[u8], width: usize) -> PyResult<Bound<'py, PyBytes>> {
         let dtype = dtype_of(width)?;
-        if buffer.len() % width != 0 {
+        if !buffer.len().is_multiple_of(width) {
             return Err(PyValueError::new_err("buffer length is not a multiple of the id width"));
         }
         let bytes = py.detach(|| {

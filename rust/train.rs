@@ -48,6 +48,7 @@ pub fn count_text(
     })
 }
 
+/// Adds two tables counted in this process (no sum can overflow: each count is at most the bytes read).
 fn merge_counts(mut a: PretokenCounts, mut b: PretokenCounts) -> PretokenCounts {
     if a.len() < b.len() {
         std::mem::swap(&mut a, &mut b);
@@ -93,16 +94,23 @@ pub fn count_files_in_chunks(
         let reader = s.open(read.clone())?;
         streams.push(ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes).starting_at(s.start()).lossy(lossy));
     }
-    let chunks = streams.into_iter().flatten();
+    // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
+    // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
+    // thread's work.
     pool.install(|| {
-        chunks
-            .par_bridge()
-            .try_fold(PretokenCounts::default, |mut counts, chunk| {
-                count_text(&chunk?.text, specials, pretokenizer, &mut counts)?;
-                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                    return Err(Error::Interrupted);
-                }
-                Ok(counts)
+        streams
+            .into_par_iter()
+            .map(|stream| {
+                stream
+                    .par_bridge()
+                    .try_fold(PretokenCounts::default, |mut counts, chunk| {
+                        count_text(&chunk?.text, specials, pretokenizer, &mut counts)?;
+                        if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                            return Err(Error::Interrupted);
+                        }
+                        Ok(counts)
+                    })
+                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
     })
@@ -174,11 +182,32 @@ pub fn train_from_counts(
     // Words of one token have no pairs and never change: leave them out.
     let mut words: Vec<Vec<u32>> = Vec::new();
     let mut freqs: Vec<u64> = Vec::new();
+    // Every pair count, and every change to one, is at most the number of pair occurrences in all (merges
+    // only lower it). Counts come from Python or count files and can be anything: if that total fits in an
+    // i64, so does all the arithmetic below, which can then use plain `+`, `-` and `as i64`.
+    let mut occurrences: u64 = 0;
     for (piece, count) in counts {
         if piece.len() > 1 {
+            occurrences = (piece.len() as u64 - 1)
+                .checked_mul(count)
+                .and_then(|n| occurrences.checked_add(n))
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "pre-token counts too large: the pairs they hold occur more than {} times in all",
+                        i64::MAX
+                    ))
+                })?;
             words.push(piece.iter().map(|&b| first_byte_id + b as u32).collect());
             freqs.push(count);
         }
+    }
+    if words.len() > u32::MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "{} distinct pre-tokens of two bytes or more: at most {} are supported",
+            words.len(),
+            u32::MAX
+        )));
     }
 
     let mut pair_counts: FxHashMap<u64, u64> = FxHashMap::default();
@@ -238,7 +267,7 @@ pub fn train_from_counts(
             if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
                 continue;
             }
-            let freq = freqs[w as usize] as i64;
+            let freq = freqs[w as usize] as i64; // ≤ occurrences ≤ i64::MAX (checked above)
             merged.clear();
             let mut touched_old = vec![false; word.len()];
             let mut i = 0;
@@ -279,7 +308,7 @@ pub fn train_from_counts(
                 continue;
             }
             let count = pair_counts.entry(key).or_insert(0);
-            *count = (*count as i64 + delta) as u64;
+            *count = (*count as i64 + delta) as u64; // stays within [0, occurrences] (checked above)
             if *count == 0 {
                 pair_counts.remove(&key);
             } else if delta > 0 {
@@ -287,7 +316,7 @@ pub fn train_from_counts(
             }
         }
         let done = merges.len() as u64;
-        if (done % 64 == 0 || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges) {
+        if (done.is_multiple_of(64) || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges) {
             return Err(Error::Interrupted);
         }
     }
@@ -404,8 +433,33 @@ mod tests {
                 .unwrap();
                 assert_eq!(counts, expected, "threads {threads}, chunk {chunk}");
             }
+            // Several files, read in parallel: the sum of their counts (no pre-token spans two files).
+            let other = dir.join("other.txt");
+            std::fs::write(&other, "tail without newline").unwrap();
+            let mut both = expected.clone();
+            count_text("tail without newline", &specials, &Pretokenizer::Gpt2, &mut both).unwrap();
+            let sources = [TextSource::whole(&path), TextSource::whole(&other), TextSource::whole(&path)];
+            let counts =
+                count_files_in_chunks(&sources, &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, 64, false).unwrap();
+            let mut thrice = both.clone();
+            count_text(&text, &specials, &Pretokenizer::Gpt2, &mut thrice).unwrap();
+            assert_eq!(counts, thrice, "threads {threads}, three files");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn counts_too_large_for_the_arithmetic_are_an_error() {
+        // Each count alone fits in a u64, but the pairs they hold occur more than i64::MAX times in all:
+        // in wrapping arithmetic this trained on garbage counts.
+        let mut counts = PretokenCounts::default();
+        counts.insert(b"abc".as_slice().into(), u64::MAX / 3);
+        counts.insert(b"cd".as_slice().into(), 7);
+        let err = train_from_counts(counts, 260, &[], &NoProgress);
+        assert!(matches!(err, Err(Error::InvalidArgument(ref m)) if m.contains("too large")), "{err:?}");
+        let mut counts = PretokenCounts::default();
+        counts.insert(b"ab".as_slice().into(), i64::MAX as u64);
+        assert_eq!(merge_strings(&train_from_counts(counts, 257, &[], &NoProgress).unwrap()), ["a b"]);
     }
 
     #[test]

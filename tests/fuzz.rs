@@ -1,0 +1,302 @@
+//! The fuzz harness of the core: property tests on generated inputs (proptest, stable Rust), each run for a
+//! time budget rather than a fixed number of cases, shrinking any failure to a smallest input.
+//!
+//! `cargo test --release --test fuzz` runs every target for `BPE_LM_FUZZ_SECONDS` seconds (default 1: the
+//! slice CI runs); `python benches/fuzz.py --minutes N` runs longer and tabulates the report lines
+//! ("fuzz TARGET: N executions, F failures"). A panic inside a target counts as a failure: the properties
+//! call the same functions the Python bindings call, so a panic here is one that `guarded` would have had
+//! to turn into an "internal error" in Python.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+use _core::counts::{add_count_file, write_count_file, CountHeader};
+use _core::cuts::{split_at_safe_cuts, Cutter};
+use _core::encode::Encoder;
+use _core::pretokenize::{Pretokenizer, GPT2_PATTERN};
+use _core::progress::NoProgress;
+use _core::specials::SpecialMatcher;
+use _core::stream::TextSource;
+use _core::train::{count_files_in_chunks, count_text, train_from_counts, PretokenCounts};
+use _core::Error;
+
+const SPECIALS: [&str; 2] = ["<|endoftext|>", "<|endoftext|><|endoftext|>"];
+
+fn budget() -> Duration {
+    let seconds = std::env::var("BPE_LM_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(1.0);
+    Duration::from_secs_f64(seconds)
+}
+
+/// Runs `property` on values of `strategy` in batches of fresh random cases until the budget is spent, then
+/// prints the report line; panics with the shrunk input on the first failure.
+fn fuzz<S: Strategy>(target: &str, strategy: S, property: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S::Value: std::fmt::Debug,
+{
+    const BATCH: u32 = 64;
+    let start = Instant::now();
+    let executions = AtomicU64::new(0); // calls of `property`, shrinking steps included
+    let counted = |value: S::Value| {
+        executions.fetch_add(1, Ordering::Relaxed);
+        property(value)
+    };
+    let mut seed = 0u64;
+    let mut failure = None;
+    while start.elapsed() < budget() || executions.load(Ordering::Relaxed) == 0 {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        bytes[8..16].copy_from_slice(&(target.len() as u64).to_le_bytes());
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+        let config = Config { cases: BATCH, failure_persistence: None, ..Config::default() };
+        let mut runner = TestRunner::new_with_rng(config, rng);
+        match runner.run(&strategy, counted) {
+            Ok(()) => {}
+            Err(TestError::Fail(reason, value)) => {
+                failure = Some(format!("{reason}\nsmallest failing input: {value:?}"));
+                break;
+            }
+            Err(TestError::Abort(reason)) => {
+                failure = Some(format!("aborted: {reason}"));
+                break;
+            }
+        }
+        seed += 1;
+    }
+    let failures = failure.is_some() as u32;
+    let executions = executions.load(Ordering::Relaxed);
+    println!("fuzz {target}: {executions} executions, {failures} failures, {:.1} s", start.elapsed().as_secs_f64());
+    if let Some(f) = failure {
+        panic!("fuzz {target} failed: {f}");
+    }
+}
+
+/// Text that reaches the pattern's and the scanner's edge cases often, and any scalar value now and then.
+fn text(max_chars: usize) -> impl Strategy<Value = String> {
+    let edge: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}\u{b}\u{c}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}<|>"
+        .chars()
+        .collect();
+    proptest::collection::vec(prop_oneof![4 => proptest::sample::select(edge), 1 => any::<char>()], 0..max_chars)
+        .prop_map(String::from_iter)
+}
+
+/// One small encoder for every target: trained on varied text, with two overlapping special tokens.
+fn encoder() -> &'static Encoder {
+    static ENCODER: OnceLock<Encoder> = OnceLock::new();
+    ENCODER.get_or_init(|| {
+        let specials: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
+        let corpus = "Once upon a time, there was a cat. It's   here!\n\nZweite Geschichte: 123 äöü 中文文 😀😀\t\n\
+                      aaaa aaaaaaaa the the then there 3.14159 it'll we've they're"
+            .repeat(20);
+        let mut counts = PretokenCounts::default();
+        count_text(&corpus, &SpecialMatcher::new(&specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
+        let bpe = train_from_counts(counts, 400, &specials, &NoProgress).unwrap();
+        let merges: Vec<(Vec<u8>, Vec<u8>)> = bpe
+            .merges
+            .iter()
+            .map(|&(a, b)| (bpe.vocab[a as usize].clone(), bpe.vocab[b as usize].clone()))
+            .collect();
+        Encoder::new(bpe.vocab, &merges, &specials, None).unwrap()
+    })
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("bpe-lm-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+#[test]
+fn pretokenizer_matches_fancy_regex() {
+    let regex = Pretokenizer::regex(GPT2_PATTERN).unwrap();
+    fuzz("pretokenizer_matches_fancy_regex", text(64), |t| {
+        prop_assert_eq!(Pretokenizer::Gpt2.pieces(&t).unwrap(), regex.pieces(&t).unwrap());
+        Ok(())
+    });
+}
+
+#[test]
+fn encode_decode_round_trip() {
+    let enc = encoder();
+    fuzz("encode_decode_round_trip", text(200), |t| {
+        let ids = enc.encode(&t).unwrap();
+        prop_assert_eq!(enc.decode_bytes(ids.iter().map(|&i| i as u64)).unwrap(), t.as_bytes());
+        let mut ordinary = Vec::new();
+        enc.encode_ordinary_into(&t, &mut ordinary).unwrap();
+        prop_assert_eq!(enc.decode_bytes(ordinary.iter().map(|&i| i as u64)).unwrap(), t.as_bytes());
+        Ok(())
+    });
+}
+
+#[test]
+fn special_tokens_split_the_text() {
+    // Non-empty text pieces without '<' (so no special token appears by chance), each followed by a special
+    // token: the ids are each piece's ordinary ids with the special's id after it. Two specials in a row
+    // would make the longer one; the non-empty pieces keep them apart, and the longer one is tested alone.
+    let enc = encoder();
+    let piece = text(30).prop_map(|t| t.replace('<', "(") + "x");
+    let parts = proptest::collection::vec((piece, 0usize..2), 0..6);
+    fuzz("special_tokens_split_the_text", parts, |parts| {
+        let mut whole = String::new();
+        let mut expected = Vec::new();
+        for (text, special) in &parts {
+            whole.push_str(text);
+            enc.encode_ordinary_into(text, &mut expected).unwrap();
+            whole.push_str(SPECIALS[*special]);
+            expected.push(enc.special_ids()[*special]);
+        }
+        prop_assert_eq!(enc.encode(&whole).unwrap(), expected);
+        Ok(())
+    });
+    let two = enc.encode(&SPECIALS[0].repeat(3)).unwrap();
+    assert_eq!(two, [enc.special_ids()[1], enc.special_ids()[0]], "the longest special token wins, left to right");
+}
+
+#[test]
+fn chunk_boundaries_change_nothing() {
+    // Encoding and counting text cut at the cutter's safe places, at any target size, equal doing it whole.
+    let enc = encoder();
+    let specials = SpecialMatcher::new(&SPECIALS.map(String::from)).unwrap();
+    let cutter = Cutter::new(specials.clone(), &Pretokenizer::Gpt2);
+    let with_specials = (text(300), proptest::collection::vec(0usize..300, 0..4)).prop_map(|(mut t, at)| {
+        for a in at {
+            let mut a = a.min(t.len());
+            while !t.is_char_boundary(a) {
+                a -= 1;
+            }
+            t.insert_str(a, SPECIALS[0]);
+        }
+        t
+    });
+    fuzz("chunk_boundaries_change_nothing", (with_specials, 1usize..64), |(t, target)| {
+        let parts = split_at_safe_cuts(&t, &cutter, target);
+        prop_assert_eq!(parts.concat(), t.clone());
+        let mut joined = Vec::new();
+        for p in &parts {
+            enc.encode_into(p, &mut joined).unwrap();
+        }
+        prop_assert_eq!(joined, enc.encode(&t).unwrap());
+        let mut whole = PretokenCounts::default();
+        count_text(&t, &specials, &Pretokenizer::Gpt2, &mut whole).unwrap();
+        let mut summed = PretokenCounts::default();
+        for p in &parts {
+            count_text(p, &specials, &Pretokenizer::Gpt2, &mut summed).unwrap();
+        }
+        prop_assert_eq!(&summed, &whole);
+        // The file reader cuts chunks the same way, at any chunk size.
+        let path = temp_path("chunks.txt");
+        std::fs::write(&path, &t).unwrap();
+        let pool = _core::threads::pool(Some(2)).unwrap();
+        let counted = count_files_in_chunks(
+            &[TextSource::whole(&path)],
+            &specials,
+            &Pretokenizer::Gpt2,
+            &pool,
+            &NoProgress,
+            target,
+            false,
+        );
+        std::fs::remove_file(&path).unwrap();
+        prop_assert_eq!(counted.unwrap(), whole);
+        Ok(())
+    });
+}
+
+#[test]
+fn count_file_reader_on_corrupted_bytes() {
+    // A valid count file with bytes changed, removed or appended: read back, or refused with the error that
+    // names the file, never a panic, never counts that silently differ when the damage is in the records.
+    let mut counts = PretokenCounts::default();
+    count_text("the cat sat on the mat, the end 123 héllo", &SpecialMatcher::new(&[]).unwrap(), &Pretokenizer::Gpt2, &mut counts)
+        .unwrap();
+    let header = CountHeader { special_tokens: vec!["<|endoftext|>".into()], pattern: GPT2_PATTERN.into() };
+    let valid_path = temp_path("valid.cnt");
+    write_count_file(&valid_path, &counts, &header).unwrap();
+    let valid = std::fs::read(&valid_path).unwrap();
+    std::fs::remove_file(&valid_path).unwrap();
+    let n = valid.len();
+    let edits = proptest::collection::vec((0..n + 8, any::<u8>(), 0u8..3), 1..6);
+    fuzz("count_file_reader_on_corrupted_bytes", edits, |edits| {
+        let mut bytes = valid.clone();
+        for (at, byte, kind) in edits {
+            match kind {
+                0 if at < bytes.len() => bytes[at] ^= byte.max(1),
+                1 => bytes.truncate(at.min(bytes.len())),
+                _ => bytes.insert(at.min(bytes.len()), byte),
+            }
+        }
+        let path = temp_path("corrupt.cnt");
+        std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
+        let mut total = PretokenCounts::default();
+        let read = add_count_file(&path, &mut total);
+        std::fs::remove_file(&path).unwrap();
+        match read {
+            Ok(_) => {}
+            Err(Error::InvalidArgument(m)) => prop_assert!(m.contains("corrupt.cnt"), "{}", m),
+            Err(e) => return Err(TestCaseError::fail(format!("unexpected error kind: {e:?}"))),
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn text_reader_on_arbitrary_bytes() {
+    // Any bytes as a text file, plain or behind a gzip magic number: counted, or refused with an error
+    // (invalid UTF-8 at an offset, a broken gzip stream); with errors="replace", plain files always count.
+    let specials = SpecialMatcher::new(&SPECIALS.map(String::from)).unwrap();
+    let pool = _core::threads::pool(Some(2)).unwrap();
+    let bytes = (proptest::collection::vec(any::<u8>(), 0..400), any::<bool>(), 1usize..64);
+    fuzz("text_reader_on_arbitrary_bytes", bytes, |(mut bytes, gzip_magic, chunk)| {
+        if gzip_magic {
+            bytes.splice(0..0, [0x1f, 0x8b, 0x08, 0x00]);
+        }
+        let path = temp_path("bytes.txt");
+        std::fs::write(&path, &bytes).unwrap();
+        let count = |lossy| {
+            count_files_in_chunks(&[TextSource::whole(&path)], &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, chunk, lossy)
+        };
+        let strict = count(false);
+        let lossy = count(true);
+        std::fs::remove_file(&path).unwrap();
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if !gzip_magic {
+                let mut expected = PretokenCounts::default();
+                count_text(text, &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
+                prop_assert_eq!(strict.unwrap(), expected);
+            }
+        } else if !gzip_magic {
+            prop_assert!(matches!(strict, Err(Error::InvalidUtf8 { .. })), "{:?}", strict.err());
+        }
+        if !gzip_magic {
+            let mut expected = PretokenCounts::default();
+            count_text(&String::from_utf8_lossy(&bytes), &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
+            prop_assert_eq!(lossy.unwrap(), expected);
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn decode_of_arbitrary_ids() {
+    let enc = encoder();
+    let size = enc.vocab_size() as u64;
+    let ids = proptest::collection::vec(prop_oneof![4 => 0..size, 1 => any::<u64>()], 0..50);
+    fuzz("decode_of_arbitrary_ids", ids, |ids| {
+        match enc.decode_bytes(ids.iter().copied()) {
+            Ok(bytes) => {
+                prop_assert!(ids.iter().all(|&i| i < size));
+                let expected: Vec<u8> = ids.iter().flat_map(|&i| enc.token(i as u32).to_vec()).collect();
+                prop_assert_eq!(bytes, expected);
+            }
+            Err(Error::UnknownTokenId(id)) => prop_assert!(id >= size && ids.contains(&id)),
+            Err(e) => return Err(TestCaseError::fail(format!("unexpected error: {e:?}"))),
+        }
+        Ok(())
+    });
+}
