@@ -22,8 +22,12 @@ def load_tokens(path: str | os.PathLike[str]) -> np.ndarray:
         raise FileNotFoundError(f"{p}: token file not found (make one with `bpe-lm encode`)")
     try:
         arr = np.load(p, mmap_mode="r")
-    except ValueError as e:
-        raise ValueError(f"{p}: not a .npy array ({e})") from None
+    except OSError as e:
+        if str(p) in str(e):
+            raise
+        raise OSError(f"{p}: cannot read ({e})") from None
+    except Exception as e:  # a damaged header fails inside numpy's parser with one of many types
+        raise ValueError(f"{p}: not a .npy array ({type(e).__name__}: {e})") from None
     if arr.ndim != 1 or arr.dtype not in TOKEN_DTYPES:
         raise ValueError(
             f"{p}: expected a 1-D array of uint16/uint32 token ids, got shape {arr.shape} dtype {arr.dtype}"

@@ -237,7 +237,15 @@ class Tokenizer:
                 lines
             ):  # the core names the merge by rank: name the file and line
                 raise ValueError(f"{os.fspath(merges_filepath)}: line {lines[int(bad_merge.group(1))]}: {e}") from None
-            raise
+            if str(e).startswith("pre-tokenization pattern"):
+                raise
+            # Which file is at fault: the vocabulary's ids, or the pair of files together.
+            where = (
+                os.fspath(vocab_filepath)
+                if "vocab" in str(e)
+                else f"{os.fspath(vocab_filepath)} with {os.fspath(merges_filepath)}"
+            )
+            raise ValueError(f"{where}: {e}") from None
 
     @classmethod
     def load(cls, directory: PathLike) -> Tokenizer:
@@ -251,7 +259,12 @@ class Tokenizer:
                     f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)"
                 )
         specials, pattern = read_tokenizer_config(d / CONFIG_FILE)
-        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
+        try:
+            return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
+        except ValueError as e:
+            if str(e).startswith("pre-tokenization pattern"):
+                raise ValueError(f"{d / CONFIG_FILE}: {e}") from None
+            raise
 
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
