@@ -142,10 +142,30 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
             tmp.write_bytes(data)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two directories in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or the file system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def atomic_directory(out_dir: str | os.PathLike[str], build: Callable[[Path], list[str]], *, force: bool) -> None:
     """Writes a directory of files: `build(tmp)` writes them into a temporary sibling and returns their
     names. A new (or empty) `out_dir` then appears whole, by one rename. An existing one is refused unless
-    `force`, and then only the built files are replaced, each by a rename: whatever else the directory
+    `force`. With `force`, a directory that holds only files being replaced is swapped with the new one in
+    one atomic step where the system allows (Linux), so an interruption leaves the old files or the new,
+    never a mix. Otherwise only the built files are replaced, each by a rename: whatever else the directory
     holds is left alone, and `out_dir` itself is never moved (so `-o .` works)."""
     out = Path(out_dir)
     occupied = check_new_directory(out, force)
@@ -161,7 +181,12 @@ def atomic_directory(out_dir: str | os.PathLike[str], build: Callable[[Path], li
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
         for name in names:
             os.chmod(tmp / name, 0o666 & ~umask())
-        if occupied:
+        resolved = out.resolve()
+        only_ours = occupied and {e.name for e in out.iterdir()} <= set(names)
+        in_use = resolved == Path.cwd() or resolved in Path.cwd().parents  # swapping would move our own cwd
+        if only_ours and not in_use and _exchange(tmp, resolved):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old files; a kill here leaves a stale temporary
+        elif occupied:
             for name in names:
                 os.replace(tmp / name, out / name)
         else:
