@@ -1,11 +1,18 @@
 """Whole-file encoding to a uint16 .npy on disk: `bpe-lm encode` vs a tiktoken streaming loop.
 
-Builds a large text file (default 2 GB, the shared corpora repeated; generated text when they are
-absent), then runs each encoder in its own process and reports wall time, MB/s and that process's peak
-RSS (from wait4). bpe-lm's memory must stay bounded (≤ 300 MB) whatever the file size.
+The input is every shared corpus file decompressed and concatenated once (about 117 MB of distinct text in
+seven languages and styles; generated text when they are absent): no repetition that a memo would turn into
+cache hits. Each encoder runs in its own process; reported: the process's wall time (start-up and vocabulary
+loading included, for both), MB/s and its peak RSS
+(from wait4), and the two outputs are compared id for id. bpe-lm also runs on the first quarter of the
+input, to show its memory does not grow with the file.
 
-    python benches/encode_file.py                 # 2 GB, 2 threads
-    python benches/encode_file.py --gb 0.3 --threads 2
+The tiktoken loop does only what streaming needs: read 8 MB blocks, cut each after a newline with text on
+both sides (so no pre-token is split), cut the block into 4 × threads slices the same way, encode them with
+`encode_batch` on the threads, write the ids.
+
+    python benches/encode_file.py                 # 2 threads
+    python benches/encode_file.py --threads 1 --skip-tiktoken
 """
 
 from __future__ import annotations
@@ -19,129 +26,175 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bpe_lm.pipeline import shared_data_dir
 
 SHARED = shared_data_dir()
 EOT = "<|endoftext|>"
+SHARED_FILES = [
+    "fairytales.txt.gz",
+    "imdb.txt.gz",
+    "multilingual/stories_ru.txt.gz",
+    "multilingual/poems_zh.txt.gz",
+    "multilingual/quotes_de.txt.gz",
+    "multilingual/sentences_mixed_en.txt.gz",
+    "multilingual/emoji_test.txt.gz",
+]
 
 TIKTOKEN_WORKER = r"""
-import sys, numpy as np, tiktoken, tiktoken.load, bpe_lm
+import sys, pathlib, tempfile, numpy as np, tiktoken, tiktoken.load, bpe_lm
 path, out, gpt2_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-import tempfile, pathlib
 tmp = pathlib.Path(tempfile.mkdtemp()) / "vocab.bpe"
 tmp.write_text("#version: 0.2\n" + (pathlib.Path(gpt2_dir) / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
 ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(tmp), encoder_json_file=str(pathlib.Path(gpt2_dir) / "vocab.json"))
 enc = tiktoken.Encoding("gpt2", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+
+def cut(text, end):
+    # The last place before `end` just after a lone newline, between two non-space characters: no pre-token
+    # spans it (white space next to it would be split differently at the end of a part).
+    i = text.rfind("\n", 0, end)
+    while i >= 0 and (i == 0 or i + 1 >= len(text) or text[i - 1].isspace() or text[i + 1].isspace()):
+        i = text.rfind("\n", 0, i)
+    return i + 1 if i >= 0 else 0
+
 with open(path, encoding="utf-8") as f, open(out, "wb") as g:
+    rest = ""
     while True:
-        lines = f.readlines(8 << 20)
-        if not lines:
+        block = f.read(8 << 20)
+        text = rest + block
+        if not text:
             break
-        # one batch item per thread-sized slice of lines
-        step = max(1, len(lines) // (4 * threads))
-        batch = ["".join(lines[i:i + step]) for i in range(0, len(lines), step)]
-        for ids in enc.encode_batch(batch, num_threads=threads, allowed_special="all"):
+        end = len(text) if not block else cut(text, len(text))
+        if end == 0:
+            end = len(text)
+        rest = text[end:]
+        body = text[:end]
+        parts, start = [], 0
+        step = max(1, len(body) // (4 * threads))
+        while start < len(body):
+            stop = len(body) if len(body) - start <= step else cut(body, start + step)
+            if stop <= start:
+                stop = len(body)
+            parts.append(body[start:stop])
+            start = stop
+        for ids in enc.encode_batch(parts, num_threads=threads, allowed_special="all"):
             g.write(np.asarray(ids, dtype=np.uint16).tobytes())
+        if not block:
+            break
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, int]:
+# Peak RSS as the child's own high-water mark (VmHWM, read at exit): wait4's ru_maxrss would also count the
+# memory this parent process had when it forked the child (Linux carries it over into the child's figure).
+HWM_HOOK = """
+import atexit, os
+def _report_hwm():
+    with open("/proc/self/status") as f, open(os.environ["BENCH_HWM_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in f if line.startswith("VmHWM")))
+atexit.register(_report_hwm)
+"""
+BPE_LM_MAIN = "import runpy; runpy.run_module('bpe_lm', run_name='__main__', alter_sys=True)"
+
+
+def run_measured(code: str, args: list[str], tmp: Path) -> tuple[float, float, int]:
+    """Runs `python -c code args...`; returns (wall seconds, peak RSS in MB, exit status)."""
+    hwm = tmp / "hwm.txt"
+    hwm.unlink(missing_ok=True)
+    env = dict(os.environ, BENCH_HWM_FILE=str(hwm))
+    hook = HWM_HOOK if Path("/proc/self/status").exists() else ""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hook + code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code != 0:
         print(err, file=sys.stderr)
-    return seconds, usage.ru_maxrss / 1024, code
+    rss = int(hwm.read_text()) / 1024 if hwm.exists() else usage.ru_maxrss / 1024
+    return seconds, rss, exit_code
 
 
-def build_input(path: Path, gb: float) -> None:
-    sources = [SHARED / "fairytales.txt.gz", SHARED / "imdb.txt.gz"]
-    if all(s.exists() for s in sources):
-        parts = [gzip.open(s, "rt", encoding="utf-8").read() for s in sources]
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from conftest import generated_corpus
+def build_input(path: Path) -> None:
+    """Every shared corpus file once, documents separated by <|endoftext|> (generated text without them).
+    Streamed, so this process stays small."""
+    import shutil
 
-        parts = [generated_corpus(20000, seed=s) for s in range(2)]
-    target = int(gb * 1e9)
-    with open(path, "w", encoding="utf-8") as f:
-        written = 0
-        while written < target:
-            for p in parts:
-                f.write(p)
-                f.write(f"\n{EOT}\n")
-                written += len(p.encode("utf-8"))
+    sources = [SHARED / name for name in SHARED_FILES]
+    with open(path, "wb") as f:
+        if all(s.exists() for s in sources):
+            for s in sources:
+                with gzip.open(s, "rb") as g:
+                    shutil.copyfileobj(g, f, 1 << 22)
+                f.write(f"\n{EOT}\n".encode())
+        else:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            from conftest import generated_corpus
+
+            for seed in range(20):
+                f.write(generated_corpus(20000, seed=seed).encode())
+
+
+def prefix_file(src: Path, dst: Path, fraction: float) -> None:
+    """The first `fraction` of `src`, ending after a newline (so it stays valid UTF-8), streamed."""
+    target = int(src.stat().st_size * fraction)
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        copied = 0
+        while copied < target:
+            line = f.readline()
+            if not line:
+                break
+            g.write(line)
+            copied += len(line)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-tiktoken", action="store_true")
     args = ap.parse_args()
+    import bpe_lm
+
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmpdir:
         tmp = Path(tmpdir)
-        text = tmp / "big.txt"
-        build_input(text, args.gb)
-        size_mb = text.stat().st_size / 1e6
+        text = tmp / "all.txt"
+        build_input(text)
+        quarter = tmp / "quarter.txt"
+        prefix_file(text, quarter, 0.25)
         gpt2 = SHARED / "gpt2"
         tok_dir = tmp / "tok"
-        import bpe_lm
-
         if (gpt2 / "vocab.json").exists():
             bpe_lm.Tokenizer.from_files(gpt2 / "vocab.json", gpt2 / "merges.txt", [EOT]).save(tok_dir)
             vocab_name = "gpt2"
         else:
-            sample = tmp / "sample.txt"
-            with open(text, encoding="utf-8") as f:
-                sample.write_text(f.read(20_000_000), encoding="utf-8")
-            bpe_lm.Tokenizer(*bpe_lm.train_bpe(sample, 32000), [EOT]).save(tok_dir)
+            bpe_lm.Tokenizer(*bpe_lm.train_bpe(quarter, 32000, [EOT]), [EOT]).save(tok_dir)
             vocab_name = "bpe-lm 32K"
         rows = []
-        out = tmp / "ids.npy"
-        cmd = [
-            sys.executable,
-            "-m",
-            "bpe_lm",
-            "encode",
-            str(text),
-            "-o",
-            str(out),
-            "--tokenizer",
-            str(tok_dir),
-            "--threads",
-            str(args.threads),
-            "--quiet",
-        ]
-        seconds, rss, code = run_measured(cmd)
-        rows.append(("bpe-lm encode", seconds, rss, code))
-        out.unlink(missing_ok=True)
+        for src in (quarter, text):
+            out = tmp / f"{src.stem}.npy"
+            cli = ["encode", str(src), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", str(args.threads)]
+            seconds, rss, code = run_measured(BPE_LM_MAIN, [*cli, "--quiet"], tmp)
+            rows.append((f"bpe-lm encode ({src.stem})", src.stat().st_size / 1e6, seconds, rss, code, "—"))
+        ours = np.load(tmp / "all.npy")
         if not args.skip_tiktoken and vocab_name == "gpt2":
             try:
                 import tiktoken  # noqa: F401
-
-                cmd = [
-                    sys.executable,
-                    "-c",
-                    TIKTOKEN_WORKER,
-                    str(text),
-                    str(tmp / "tk.bin"),
-                    str(gpt2),
-                    str(args.threads),
-                ]
-                seconds, rss, code = run_measured(cmd)
-                rows.append(("tiktoken encode_batch loop", seconds, rss, code))
             except ImportError:
-                pass
-    print(f"\n{size_mb / 1000:.2f} GB of text, vocab {vocab_name}, {args.threads} threads\n")
-    print("| encoder | seconds | MB/s | peak RSS MB |")
-    print("|---|---|---|---|")
-    for name, seconds, rss, code in rows:
+                print("tiktoken is not installed: its row is skipped", file=sys.stderr)
+            else:
+                worker_args = [str(text), str(tmp / "tk.bin"), str(gpt2), str(args.threads)]
+                seconds, rss, code = run_measured(TIKTOKEN_WORKER, worker_args, tmp)
+                theirs = np.fromfile(tmp / "tk.bin", dtype=np.uint16) if code == 0 else None
+                same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
+                rows.append(("tiktoken encode_batch loop (all)", text.stat().st_size / 1e6, seconds, rss, code, same))
+    print(f"\nvocab {vocab_name}, {args.threads} threads, {len(ours):,} tokens in all\n")
+    print("| encoder (input) | MB | seconds | MB/s | peak RSS MB | ids equal bpe-lm |")
+    print("|---|---|---|---|---|---|")
+    for name, mb, seconds, rss, code, same in rows:
         status = "" if code == 0 else f" (exit {code})"
-        print(f"| {name}{status} | {seconds:.1f} | {size_mb / seconds:.1f} | {rss:.0f} |")
+        print(f"| {name}{status} | {mb:.0f} | {seconds:.1f} | {mb / seconds:.1f} | {rss:.0f} | {same} |")
 
 
 if __name__ == "__main__":

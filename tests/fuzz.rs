@@ -105,11 +105,26 @@ fn encoder() -> &'static Encoder {
     })
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("bpe-lm-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
+/// A directory of its own for one target's files, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(target: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("bpe-lm-fuzz-{}-{target}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        self.0.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -164,6 +179,7 @@ fn chunk_boundaries_change_nothing() {
     let enc = encoder();
     let specials = SpecialMatcher::new(&SPECIALS.map(String::from)).unwrap();
     let cutter = Cutter::new(specials.clone(), &Pretokenizer::Gpt2);
+    let dir = TempDir::new("chunks");
     let with_specials = (text(300), proptest::collection::vec(0usize..300, 0..4)).prop_map(|(mut t, at)| {
         for a in at {
             let mut a = a.min(t.len());
@@ -190,7 +206,7 @@ fn chunk_boundaries_change_nothing() {
         }
         prop_assert_eq!(&summed, &whole);
         // The file reader cuts chunks the same way, at any chunk size.
-        let path = temp_path("chunks.txt");
+        let path = dir.path("chunks.txt");
         std::fs::write(&path, &t).unwrap();
         let pool = _core::threads::pool(Some(2)).unwrap();
         let counted = count_files_in_chunks(
@@ -216,7 +232,8 @@ fn count_file_reader_on_corrupted_bytes() {
     count_text("the cat sat on the mat, the end 123 héllo", &SpecialMatcher::new(&[]).unwrap(), &Pretokenizer::Gpt2, &mut counts)
         .unwrap();
     let header = CountHeader { special_tokens: vec!["<|endoftext|>".into()], pattern: GPT2_PATTERN.into() };
-    let valid_path = temp_path("valid.cnt");
+    let dir = TempDir::new("counts");
+    let valid_path = dir.path("valid.cnt");
     write_count_file(&valid_path, &counts, &header).unwrap();
     let valid = std::fs::read(&valid_path).unwrap();
     std::fs::remove_file(&valid_path).unwrap();
@@ -231,7 +248,7 @@ fn count_file_reader_on_corrupted_bytes() {
                 _ => bytes.insert(at.min(bytes.len()), byte),
             }
         }
-        let path = temp_path("corrupt.cnt");
+        let path = dir.path("corrupt.cnt");
         std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
         let mut total = PretokenCounts::default();
         let read = add_count_file(&path, &mut total);
@@ -251,12 +268,13 @@ fn text_reader_on_arbitrary_bytes() {
     // (invalid UTF-8 at an offset, a broken gzip stream); with errors="replace", plain files always count.
     let specials = SpecialMatcher::new(&SPECIALS.map(String::from)).unwrap();
     let pool = _core::threads::pool(Some(2)).unwrap();
+    let dir = TempDir::new("bytes");
     let bytes = (proptest::collection::vec(any::<u8>(), 0..400), any::<bool>(), 1usize..64);
     fuzz("text_reader_on_arbitrary_bytes", bytes, |(mut bytes, gzip_magic, chunk)| {
         if gzip_magic {
             bytes.splice(0..0, [0x1f, 0x8b, 0x08, 0x00]);
         }
-        let path = temp_path("bytes.txt");
+        let path = dir.path("bytes.txt");
         std::fs::write(&path, &bytes).unwrap();
         let count = |lossy| {
             count_files_in_chunks(&[TextSource::whole(&path)], &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, chunk, lossy)

@@ -195,10 +195,11 @@ def compare(
 
 def render(results: dict[str, Any]) -> str:
     proj = results["project_bytes"]
-    timed = ", ".join(sorted({f"{r['timed_bytes'] / 1e6:.1f} MB" for r in results["pairs"]}))
+    sizes = sorted({round(r["timed_bytes"] / 1e6, 1) for r in results["pairs"]})
+    timed = f"{sizes[0]:g}" if len(sizes) == 1 else f"{sizes[0]:g}–{sizes[-1]:g}"
     lines = [
-        f"sample: {results['docs']} documents per corpus (seed {results['seed']}); MB/s: warm, timed on the corpus's "
-        f"first {timed} after {WARM_BYTES / 1e6:g} MB of warm-up",
+        f"sample: {results['docs']} documents per corpus (seed {results['seed']}); MB/s: warm, timed on {timed} MB of "
+        f"each corpus that follow its first {WARM_BYTES / 1e6:g} MB (the warm-up)",
         "",
         f"| tokenizer | corpus | bytes/token | tokens/doc | vocab used | MB/s | time for {proj / 1e9:g} GB |",
         "|---|---|---|---|---|---|---|",
