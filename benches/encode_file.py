@@ -28,19 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bpe_lm.pipeline import shared_data_dir
+from bpe_lm.pipeline import SHARED_TEXT_FILES, shared_data_dir
 
 SHARED = shared_data_dir()
 EOT = "<|endoftext|>"
-SHARED_FILES = [
-    "fairytales.txt.gz",
-    "imdb.txt.gz",
-    "multilingual/stories_ru.txt.gz",
-    "multilingual/poems_zh.txt.gz",
-    "multilingual/quotes_de.txt.gz",
-    "multilingual/sentences_mixed_en.txt.gz",
-    "multilingual/emoji_test.txt.gz",
-]
 
 TIKTOKEN_WORKER = r"""
 import sys, pathlib, tempfile, numpy as np, tiktoken, tiktoken.load, bpe_lm
@@ -122,7 +113,7 @@ def build_input(path: Path) -> None:
     Streamed, so this process stays small."""
     import shutil
 
-    sources = [SHARED / name for name in SHARED_FILES]
+    sources = [SHARED / name for name in SHARED_TEXT_FILES]
     with open(path, "wb") as f:
         if all(s.exists() for s in sources):
             for s in sources:

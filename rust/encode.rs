@@ -17,6 +17,7 @@ use crate::keys::{pack_short, pair_key, PieceMap};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::pretokenize::Pretokenizer;
 use crate::specials::{Segment, SpecialMatcher};
+use crate::train::Bpe;
 
 /// Inputs larger than this are split and encoded in parallel.
 pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
@@ -149,6 +150,16 @@ impl Encoder {
         whole
     }
 
+    /// The encoder of a tokenizer as the trainer returns it (merges as pairs of ids).
+    pub fn from_bpe(bpe: Bpe, special_tokens: &[String], pattern: Option<&str>) -> Result<Self> {
+        let merges: Vec<(Vec<u8>, Vec<u8>)> = bpe
+            .merges
+            .iter()
+            .map(|&(a, b)| (bpe.vocab[a as usize].clone(), bpe.vocab[b as usize].clone()))
+            .collect();
+        Encoder::new(bpe.vocab, &merges, special_tokens, pattern)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.offsets.len() - 1
     }
@@ -273,12 +284,7 @@ mod tests {
         let mut counts = PretokenCounts::default();
         count_text(text, &SpecialMatcher::new(&specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
         let bpe = train_from_counts(counts, vocab_size, &specials, &NoProgress).unwrap();
-        let merges: Vec<(Vec<u8>, Vec<u8>)> = bpe
-            .merges
-            .iter()
-            .map(|&(a, b)| (bpe.vocab[a as usize].clone(), bpe.vocab[b as usize].clone()))
-            .collect();
-        Encoder::new(bpe.vocab, &merges, &specials, None).unwrap()
+        Encoder::from_bpe(bpe, &specials, None).unwrap()
     }
 
     /// Sequential merging straight from the definition: for each merge in order, replace every

@@ -10,18 +10,9 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # for reference_bpe
 
-from bpe_lm.pipeline import shared_data_dir  # noqa: E402
+from bpe_lm.pipeline import SHARED_TEXT_FILES, shared_data_dir  # noqa: E402, F401  (SHARED_TEXT_FILES: for the tests)
 
 SHARED_DATA = shared_data_dir()
-SHARED_TEXT_FILES = [
-    "fairytales.txt.gz",
-    "imdb.txt.gz",
-    "multilingual/stories_ru.txt.gz",
-    "multilingual/poems_zh.txt.gz",
-    "multilingual/quotes_de.txt.gz",
-    "multilingual/sentences_mixed_en.txt.gz",
-    "multilingual/emoji_test.txt.gz",
-]
 
 # ---------------------------------------------------------------------------------------------------- CI policy
 # Under CI (the `CI` variable set, as by .ci/run's callers) nothing may skip: a parity test that skips because

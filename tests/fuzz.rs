@@ -95,13 +95,7 @@ fn encoder() -> &'static Encoder {
             .repeat(20);
         let mut counts = PretokenCounts::default();
         count_text(&corpus, &SpecialMatcher::new(&specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
-        let bpe = train_from_counts(counts, 400, &specials, &NoProgress).unwrap();
-        let merges: Vec<(Vec<u8>, Vec<u8>)> = bpe
-            .merges
-            .iter()
-            .map(|&(a, b)| (bpe.vocab[a as usize].clone(), bpe.vocab[b as usize].clone()))
-            .collect();
-        Encoder::new(bpe.vocab, &merges, &specials, None).unwrap()
+        Encoder::from_bpe(train_from_counts(counts, 400, &specials, &NoProgress).unwrap(), &specials, None).unwrap()
     })
 }
 

@@ -16,6 +16,18 @@ from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
 EOT = "<|endoftext|>"
 
 
+# The text corpora of the shared data directory (besides gpt2/, the GPT-2 vocabulary and merges).
+SHARED_TEXT_FILES = [
+    "fairytales.txt.gz",
+    "imdb.txt.gz",
+    "multilingual/stories_ru.txt.gz",
+    "multilingual/poems_zh.txt.gz",
+    "multilingual/quotes_de.txt.gz",
+    "multilingual/sentences_mixed_en.txt.gz",
+    "multilingual/emoji_test.txt.gz",
+]
+
+
 def shared_data_dir() -> Path:
     """The project's shared real-text corpora: $BPE_LM_SHARED_DATA, else ../shared/data from the working
     directory (the repository root, where scripts and benchmarks run)."""
