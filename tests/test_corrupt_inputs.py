@@ -113,3 +113,19 @@ def test_damaged_tokenizer_files_load_or_are_refused_by_name(tmp_path, tok, edit
         again.decode(again.encode("Once upon a time"))
     finally:
         (out / which).write_bytes(original)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=EDITS)
+def test_decode_command_on_a_damaged_token_file(tmp_path, tok, npy_bytes, edits, capsys):
+    from bpe_lm.cli import main
+
+    if not (tmp_path / "tok").exists():
+        tok.save(tmp_path / "tok")
+    path = tmp_path / "ids.npy"
+    path.write_bytes(damaged(npy_bytes, edits))
+    code = main(["decode", str(path), "--tokenizer", str(tmp_path / "tok"), "-o", str(tmp_path / "out.txt"), "--force"])
+    err = capsys.readouterr().err
+    assert code in (0, 1), err  # 2 would be a bug
+    if code == 1:
+        assert "ids.npy" in err and "Traceback" not in err, err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,27 +11,8 @@ from torch import Tensor
 
 from bpe_lm.config import ModelConfig
 
-TOKEN_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int32), np.dtype(np.int64))
-
-
-def load_tokens(path: str | os.PathLike[str]) -> np.ndarray:
-    """Opens a `.npy` token array as a read-only memmap, with errors that name the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: token file not found (make one with `bpe-lm encode`)")
-    try:
-        arr = np.load(p, mmap_mode="r")
-    except OSError as e:
-        if str(p) in str(e):
-            raise
-        raise OSError(f"{p}: cannot read ({e})") from None
-    except Exception as e:  # a damaged header fails inside numpy's parser with one of many types
-        raise ValueError(f"{p}: not a .npy array ({type(e).__name__}: {e})") from None
-    if arr.ndim != 1 or arr.dtype not in TOKEN_DTYPES:
-        raise ValueError(
-            f"{p}: expected a 1-D array of uint16/uint32 token ids, got shape {arr.shape} dtype {arr.dtype}"
-        )
-    return arr
+# The token files' reader lives with the other file formats (torch-free, for `bpe-lm decode`); re-exported here.
+from bpe_lm.formats import TOKEN_DTYPES, load_tokens  # noqa: F401
 
 
 class _FileReader:

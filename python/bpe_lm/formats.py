@@ -1,7 +1,7 @@
 """The files of a tokenizer directory, as `bpe-lm train-tokenizer` and `Tokenizer.save` write it:
 ``vocab.json`` and ``merges.txt`` in the GPT-2 format (tokens as byte-to-unicode mapped strings) and
-``tokenizer_config.json`` with the special tokens and the pre-tokenization pattern. Errors name the file
-(and the line, for merges.txt)."""
+``tokenizer_config.json`` with the special tokens and the pre-tokenization pattern; and the token files
+(`.npy` arrays of ids) that `bpe-lm encode` writes. Errors name the file (and the line, for merges.txt)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bpe_lm._core import GPT2_PATTERN
 from bpe_lm._io import atomic_directory
@@ -181,3 +183,26 @@ def read_tokenizer_config(config_path: Path) -> tuple[list[str], str | None]:
     if pattern is not None and (not isinstance(pattern, str) or not pattern):
         raise ValueError(f"{config_path}: pattern must be a non-empty string (a regular expression)")
     return specials, pattern
+
+
+TOKEN_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int32), np.dtype(np.int64))
+
+
+def load_tokens(path: PathLike) -> np.ndarray:
+    """Opens a `.npy` token array as a read-only memmap, with errors that name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: token file not found (make one with `bpe-lm encode`)")
+    try:
+        arr = np.load(p, mmap_mode="r")
+    except OSError as e:
+        if str(p) in str(e):
+            raise
+        raise OSError(f"{p}: cannot read ({e})") from None
+    except Exception as e:  # a damaged header fails inside numpy's parser with one of many types
+        raise ValueError(f"{p}: not a .npy array ({type(e).__name__}: {e})") from None
+    if arr.ndim != 1 or arr.dtype not in TOKEN_DTYPES:
+        raise ValueError(
+            f"{p}: expected a 1-D array of uint16/uint32 token ids, got shape {arr.shape} dtype {arr.dtype}"
+        )
+    return arr

@@ -280,16 +280,21 @@ def add_decode(sub: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from bpe_lm.formats import load_tokens
+
     if not Path(args.input).is_file():
         raise UserError(f"{args.input}: no such file")
     if args.output != "-":
         check_output_file(args.output, args.force)
     tok = load_tokenizer(args.tokenizer)
     try:
-        ids = np.load(args.input, mmap_mode="r")
+        ids = load_tokens(args.input)
     except ValueError as e:
-        raise UserError(f"{args.input}: not a .npy array of token ids ({e})") from None
-    data = tok.decode_bytes(np.asarray(ids))
+        raise UserError(str(e)) from None
+    try:
+        data = tok.decode_bytes(np.asarray(ids))
+    except ValueError as e:  # an id beyond the vocabulary: say which file holds it
+        raise UserError(f"{args.input}: {e}") from None
     if args.output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
