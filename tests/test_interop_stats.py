@@ -202,7 +202,7 @@ def test_stats_compare(tmp_path, tok, capsys):
     all_docs = list(documents(corpus))
     assert warm + timed == all_docs and warm and timed
     assert len("".join(warm).encode()) == pytest.approx(len("".join(all_docs).encode()) / 5, rel=0.05)
-    assert pair["timed_bytes"] == len("".join(timed).encode())
+    assert pair["timed_bytes"] == len(EOT.join(timed).encode())
     assert pair["projected_seconds"] == pytest.approx(825e9 / (pair["mb_per_s"] * 1e6))
     a, b = set(tok.vocab.values()), set(other.vocab.values())
     overlap = results["overlap"][0]
