@@ -311,7 +311,7 @@ def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
         description="For every tokenizer × corpus, on a seeded random sample of documents (split on <|endoftext|>): "
         "bytes per token, tokens per document, share of the vocabulary used, encoding MB/s and the projected time "
         "for --project bytes; longest tokens, id dtype, and pairwise vocabulary overlap. Speed is measured warm, "
-        "on text not seen before: the corpus's first 4 MB after 1 MB of warm-up.",
+        "on text not seen before: the 4 MB that follow the corpus's first 1 MB (the warm-up).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("corpora", nargs="+", metavar="CORPUS", help="text files (.txt or .txt.gz)")
