@@ -160,6 +160,11 @@ impl Encoder {
         Encoder::new(bpe.vocab, &merges, special_tokens, pattern)
     }
 
+    /// Whether pre-tokenization runs on the built-in GPT-2 scanner (else on the general regex engine).
+    pub fn uses_gpt2_scanner(&self) -> bool {
+        self.pretokenizer.is_gpt2()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.offsets.len() - 1
     }

@@ -333,6 +333,12 @@ impl Encoder {
         self.inner.vocab_size()
     }
 
+    /// True when pre-tokenization runs on the GPT-2 scanner (the GPT-2 pattern or a spelling of it).
+    #[getter]
+    fn gpt2_scanner(&self) -> bool {
+        self.inner.uses_gpt2_scanner()
+    }
+
     #[getter]
     fn special_ids(&self) -> Vec<u32> {
         self.inner.special_ids().to_vec()

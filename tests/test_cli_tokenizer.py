@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +230,16 @@ def test_decode_unknown_id(tmp_path, tokenizer_dir, capsys):
     np.save(tmp_path / "ids.npy", np.array([1, 2, 60000], dtype=np.uint16))
     code, err = run(capsys, "decode", tmp_path / "ids.npy", "--tokenizer", tokenizer_dir)
     assert code == 1 and "unknown token id 60000" in err
+
+
+def test_encode_notes_a_pattern_that_runs_on_the_regex_engine(tmp_path, corpus_file, capsys):
+    out = tmp_path / "tok"
+    code, err = run(capsys, "train-tokenizer", corpus_file, "--vocab", "300", "-o", out, "--quiet")
+    assert code == 0, err
+    code, err = run(capsys, "encode", corpus_file, "--tokenizer", out, "-o", tmp_path / "a.npy", "--quiet")
+    assert code == 0 and "regex engine" not in err
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config["pattern"] = r"\p{L}+|\p{N}+|\s+|[^\s\p{L}\p{N}]+"
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    code, err = run(capsys, "encode", corpus_file, "--tokenizer", out, "-o", tmp_path / "b.npy", "--quiet")
+    assert code == 0 and "general regex engine" in err and "tok" in err

@@ -189,6 +189,24 @@ def test_custom_pattern(small_tokenizer):
     assert tok.decode(tok.encode(text)) == text
 
 
+GPT2_SPELLINGS = [
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",  # encoder.py, HF ByteLevel
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",  # tiktoken r50k_base
+]
+
+
+@pytest.mark.parametrize("spelling", GPT2_SPELLINGS)
+def test_other_spellings_of_the_gpt2_pattern_keep_the_scanner(small_tokenizer, spelling):
+    tok, vocab, merges = small_tokenizer
+    same = Tokenizer(vocab, merges, [EOT], pattern=spelling)
+    assert tok.fast_pretokenizer and same.fast_pretokenizer
+    text = generated_corpus(50, seed=3) + " a  b\t\n\n c's   \n x"
+    assert same.encode(text) == tok.encode(text)
+    # One alternative more (meaning the same, spelled differently again): the regex engine, same ids.
+    other = Tokenizer(vocab, merges, [EOT], pattern=bpe_lm.GPT2_PATTERN.replace("|re)", "|re|re)"))
+    assert not other.fast_pretokenizer and other.encode(text) == tok.encode(text)
+
+
 def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer directory not found"):
         Tokenizer.load(tmp_path / "missing")

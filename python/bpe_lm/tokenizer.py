@@ -320,6 +320,13 @@ class Tokenizer:
             raise KeyError(f"{token!r} is not a token of this vocabulary") from None
 
     @property
+    def fast_pretokenizer(self) -> bool:
+        """Whether the pattern runs on the built-in GPT-2 scanner (the GPT-2 pattern, or one of its other
+        spellings in use: GPT-2's encoder.py, HF ByteLevel, tiktoken's r50k_base); any other pattern runs on
+        the general regex engine, which is slower."""
+        return bool(self._core.gpt2_scanner)
+
+    @property
     def special_token_ids(self) -> dict[str, int]:
         return dict(zip(self.special_tokens, self._core.special_ids))
 

@@ -245,6 +245,12 @@ def run_encode(args: argparse.Namespace) -> None:
         from bpe_lm.shards import parse_shard, shard_range
 
         byte_range = shard_range(args.input, *parse_shard(args.shard), tok.special_tokens)
+    if not tok.fast_pretokenizer:
+        print(
+            f"note: {args.tokenizer}'s pattern is not GPT-2's (nor a known spelling of it), so it runs on the "
+            "general regex engine, several times slower than the built-in scanner",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     count = tok.encode_file(
         args.input,
