@@ -76,14 +76,15 @@ with open(path, encoding="utf-8") as f, open(out, "wb") as g:
 """
 
 
-# Peak RSS as the child's own high-water mark (VmHWM, read at exit): wait4's ru_maxrss would also count the
-# memory this parent process had when it forked the child (Linux carries it over into the child's figure).
+# Peak RSS as the child reports it at exit (`peak_rss_mb`: its own high-water mark); wait4's ru_maxrss would
+# also count the memory this parent process had when it started the child.
 HWM_HOOK = """
 import atexit, os
-def _report_hwm():
-    with open("/proc/self/status") as f, open(os.environ["BENCH_HWM_FILE"], "w") as out:
-        out.write(next(line.split()[1] for line in f if line.startswith("VmHWM")))
-atexit.register(_report_hwm)
+def _report_peak():  # imported at exit, so the import adds nothing to the peak
+    from bpe_lm.cli.common import peak_rss_mb
+    with open(os.environ["BENCH_HWM_FILE"], "w") as f:
+        f.write(str(peak_rss_mb()))
+atexit.register(_report_peak)
 """
 BPE_LM_MAIN = "import runpy; runpy.run_module('bpe_lm', run_name='__main__', alter_sys=True)"
 
@@ -93,10 +94,9 @@ def run_measured(code: str, args: list[str], tmp: Path) -> tuple[float, float, i
     hwm = tmp / "hwm.txt"
     hwm.unlink(missing_ok=True)
     env = dict(os.environ, BENCH_HWM_FILE=str(hwm))
-    hook = HWM_HOOK if Path("/proc/self/status").exists() else ""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", hook + code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        [sys.executable, "-c", HWM_HOOK + code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
@@ -104,7 +104,7 @@ def run_measured(code: str, args: list[str], tmp: Path) -> tuple[float, float, i
     exit_code = os.waitstatus_to_exitcode(status)
     if exit_code != 0:
         print(err, file=sys.stderr)
-    rss = int(hwm.read_text()) / 1024 if hwm.exists() else usage.ru_maxrss / 1024
+    rss = float(hwm.read_text()) if hwm.exists() else usage.ru_maxrss / 1024
     return seconds, rss, exit_code
 
 

@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bpe_lm.cli.common import peak_rss_mb  # the process's own peak (VmHWM), not its parent's
 from bpe_lm.pipeline import shared_data_dir
 
 SHARED = shared_data_dir()
@@ -47,16 +47,6 @@ def documents(path: str, block_chars: int = 1 << 20):
             rest = parts.pop()
             yield from parts
         yield rest
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS: VmHWM where /proc has it. (ru_maxrss would include the parent's memory at
-    the fork that started this process, which Linux carries over.)"""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(name: str, path: str, vocab: int, threads: int) -> dict:

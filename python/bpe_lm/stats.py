@@ -107,23 +107,17 @@ def encoding_speed(
 def tokenizer_corpus_stats(
     tok: Tokenizer,
     docs: list[str],
+    timing: tuple[list[str], list[str]],
     project_bytes: float,
     num_threads: int | None = None,
-    timing: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Compression and vocabulary use on the sampled `docs`; speed on `timing` (warm-up, timed documents),
-    or without it, from encoding the sample itself (once, before anything else)."""
+    """Compression and vocabulary use on the sampled `docs`; speed on `timing` (warm-up, timed documents,
+    from `timing_documents`), measured first, so the sample's pieces are not in the caches yet."""
     import numpy as np
 
-    text = "".join(docs)
-    n_bytes = len(text.encode("utf-8"))
-    if timing is not None:  # first, so the sample's pieces are not in the caches yet
-        mb_s, timed_bytes = encoding_speed(tok, *timing, num_threads=num_threads)
-    start = time.perf_counter()
+    mb_s, timed_bytes = encoding_speed(tok, *timing, num_threads=num_threads)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     per_doc = tok.encode_batch(docs, num_threads=num_threads)
-    seconds = time.perf_counter() - start
-    if timing is None:
-        mb_s, timed_bytes = (n_bytes / 1e6 / seconds if seconds > 0 else math.inf), n_bytes
     n_tokens = sum(len(ids) for ids in per_doc)
     used: Any = (
         np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
@@ -181,7 +175,7 @@ def compare(
             {
                 "tokenizer": name,
                 "corpus": c,
-                **tokenizer_corpus_stats(tok, samples[c], project_bytes, num_threads, timing[c]),
+                **tokenizer_corpus_stats(tok, samples[c], timing[c], project_bytes, num_threads),
             }
             for name, tok in tokenizers.items()
             for c in corpora

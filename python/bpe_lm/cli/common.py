@@ -27,7 +27,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process, in MB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process, in MB: its own high-water mark (VmHWM) where /proc has it, since
+    Linux's ru_maxrss also counts the memory the parent held when it started this process; else ru_maxrss
+    (Linux reports KiB, macOS bytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
