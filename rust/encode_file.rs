@@ -1,8 +1,7 @@
-//! Encoding a whole text file to a `.npy` array in bounded memory: chunks are read on one thread and
-//! encoded in parallel while the next ones are read.
+//! Encoding whole inputs to `.npy` arrays in bounded memory: chunks are read on one thread and encoded
+//! in parallel while the next ones are read. Text files keep the separator convention (special-token
+//! strings become their ids); record corpora give `encode_ordinary(text) + [end of text]` per record.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,17 +10,64 @@ use rayon::prelude::*;
 
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
-use crate::npy::{self, Dtype};
+use crate::npy::{Dtype, IdWriter};
 use crate::progress::{Phase, Progress};
-use crate::stream::{Chunk, ChunkReader, TextSource};
+use crate::records::{self, LineChunker, RecordStats, RECORD_CHUNK_BYTES};
+use crate::stream::{ChunkReader, TextSource};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
 
+/// Bytes of documents per unit of parallel work when encoding a batch of records.
+const DOCUMENT_RUN_BYTES: usize = 256 << 10;
+
+/// Reads items on a thread of its own and hands them over in batches of `batch`, each batch processed
+/// by `work` (in parallel on `pool`) and its results consumed in order by `sink`, while the reader goes on.
+/// At most two batches are held in memory.
+fn pipelined<I, O>(
+    items: impl Iterator<Item = Result<I>> + Send,
+    batch: usize,
+    pool: &rayon::ThreadPool,
+    work: impl Fn(&I) -> Result<O> + Sync,
+    mut sink: impl FnMut(O) -> Result<()>,
+) -> Result<()>
+where
+    I: Send + Sync,
+    O: Send,
+{
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<I>>(batch);
+        scope.spawn(move || {
+            for item in items {
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        loop {
+            let mut got = Vec::with_capacity(batch);
+            while got.len() < batch {
+                match rx.recv() {
+                    Ok(item) => got.push(item?),
+                    Err(_) => break,
+                }
+            }
+            if got.is_empty() {
+                return Ok(());
+            }
+            let done: Vec<O> = pool.install(|| got.par_iter().map(&work).collect::<Result<_>>())?;
+            drop(got);
+            for o in done {
+                sink(o)?;
+            }
+        }
+    })
+}
+
 impl Encoder {
-    /// Streams a text file (.txt or gzip) into a `.npy` array of ids at `output`, encoding chunks in
-    /// parallel while the next ones are read. Returns the number of tokens. The ids equal `encode` of
-    /// the whole text.
+    /// Streams a text file (plain, gzip or zstd) into `.npy` ids at `output`; returns the number of
+    /// tokens. The ids equal `encode` of the whole text.
     pub fn encode_file(
         &self,
         input: &TextSource,
@@ -32,55 +78,104 @@ impl Encoder {
         progress: &dyn Progress,
     ) -> Result<u64> {
         dtype.check_holds(self.vocab_size())?;
-        let out_err = |e| Error::io(Some(output.to_path_buf()), e);
+        let mut writer = IdWriter::create(output, dtype)?;
+        self.encode_text_into(input, &mut writer, pool, lossy, progress)?;
+        writer.finish()
+    }
+
+    /// Appends the ids of a text file to `writer`; returns (ids written, bytes of text read).
+    pub fn encode_text_into(
+        &self,
+        input: &TextSource,
+        writer: &mut IdWriter,
+        pool: &rayon::ThreadPool,
+        lossy: bool,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u64)> {
+        writer.dtype().check_holds(self.vocab_size())?;
         let total = input.disk_bytes()?;
         let read = Arc::new(AtomicU64::new(0));
         let source = input.open(read.clone())?;
         let reader = ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
             .lossy(lossy)
             .starting_at(input.start());
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(output).map_err(out_err)?);
-        out.write_all(&npy::header(dtype, 0)).map_err(out_err)?;
-        let batch = pool.current_num_threads().max(1);
-        let mut count = 0u64;
-        let mut scratch = Vec::new();
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(batch);
-            scope.spawn(move || {
-                for chunk in reader {
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).is_err() || failed {
-                        break;
-                    }
+        let before = writer.count();
+        let mut text_bytes = 0u64;
+        let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
+        pipelined(reader, pool.current_num_threads().max(1), pool, work, |(ids, len)| {
+            writer.write(&ids)?;
+            text_bytes += len;
+            if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                return Err(Error::Interrupted);
+            }
+            Ok(())
+        })?;
+        Ok((writer.count() - before, text_bytes))
+    }
+
+    /// Appends the ids of a JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that
+    /// starts at a line) to `writer`: per record, `encode_ordinary` of its `field` and then `end_id`.
+    pub fn encode_jsonl_into(
+        &self,
+        input: &TextSource,
+        field: &str,
+        end_id: Option<u32>,
+        writer: &mut IdWriter,
+        pool: &rayon::ThreadPool,
+        progress: &dyn Progress,
+    ) -> Result<RecordStats> {
+        writer.dtype().check_holds(self.vocab_size())?;
+        let total = input.disk_bytes()?;
+        let read = Arc::new(AtomicU64::new(0));
+        let chunks = LineChunker::new(input.open(read.clone())?, input.path.clone(), input.start(), RECORD_CHUNK_BYTES);
+        let whole = input.range.is_none();
+        let mut stats = RecordStats::default();
+        pipelined(
+            chunks,
+            pool.current_num_threads().max(1),
+            pool,
+            |chunk| {
+                let docs = records::parse_jsonl(chunk, field, &input.path, whole)?;
+                let texts: Vec<&str> = docs.texts.iter().map(String::as_str).collect();
+                let mut ids = Vec::with_capacity(chunk.bytes.len() / 4);
+                for t in &texts {
+                    self.encode_document_into(t, end_id, &mut ids)?;
                 }
-            });
-            loop {
-                let mut chunks = Vec::with_capacity(batch);
-                while chunks.len() < batch {
-                    match rx.recv() {
-                        Ok(chunk) => chunks.push(chunk?),
-                        Err(_) => break,
-                    }
-                }
-                if chunks.is_empty() {
-                    return Ok(());
-                }
-                let encoded: Vec<Vec<u32>> =
-                    pool.install(|| chunks.par_iter().map(|c| self.encode(&c.text)).collect::<Result<_>>())?;
-                drop(chunks);
-                for ids in &encoded {
-                    npy::write_ids(&mut out, ids, dtype, &mut scratch).map_err(out_err)?;
-                    count += ids.len() as u64;
-                }
+                Ok((ids, RecordStats::of(&texts, docs.skipped)))
+            },
+            |(ids, s)| {
+                writer.write(&ids)?;
+                stats.add(s);
                 if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                     return Err(Error::Interrupted);
                 }
-            }
-        })?;
-        let mut file = out.into_inner().map_err(|e| out_err(e.into_error()))?;
-        npy::finish(&mut file, dtype, count).map_err(out_err)?;
-        file.sync_all().map_err(out_err)?;
-        Ok(count)
+                Ok(())
+            },
+        )?;
+        Ok(stats)
     }
 
+    /// One record: its text as ordinary text, then the end-of-document id (when there is one).
+    fn encode_document_into(&self, text: &str, end_id: Option<u32>, out: &mut Vec<u32>) -> Result<()> {
+        self.encode_ordinary_into(text, out)?;
+        out.extend(end_id);
+        Ok(())
+    }
+
+    /// Encodes documents in parallel on `pool`: per document `encode_ordinary` then `end_id`, in order.
+    /// Ids come back in parts (one per run of documents) so the caller can write them without a copy.
+    pub fn encode_documents(&self, docs: &[&str], end_id: Option<u32>, pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
+        let runs = records::runs(docs, DOCUMENT_RUN_BYTES);
+        pool.install(|| {
+            runs.par_iter()
+                .map(|run| {
+                    let mut ids = Vec::with_capacity(run.iter().map(|d| d.len()).sum::<usize>() / 4 + run.len());
+                    for d in run.iter() {
+                        self.encode_document_into(d, end_id, &mut ids)?;
+                    }
+                    Ok(ids)
+                })
+                .collect()
+        })
+    }
 }

@@ -16,6 +16,7 @@ mod merge;
 pub mod npy;
 pub mod pretokenize;
 pub mod progress;
+pub mod records;
 pub mod specials;
 pub mod stream;
 pub mod threads;

@@ -68,6 +68,50 @@ pub fn write_ids(out: &mut impl Write, ids: &[u32], dtype: Dtype, scratch: &mut 
     out.write_all(scratch)
 }
 
+/// Writes ids to a new `.npy` file as they come, from any number of inputs; `finish` writes the length
+/// into the header. Every id must fit `dtype` (checked against the vocabulary by the caller).
+pub struct IdWriter {
+    out: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    dtype: Dtype,
+    count: u64,
+    scratch: Vec<u8>,
+}
+
+impl IdWriter {
+    pub fn create(path: &std::path::Path, dtype: Dtype) -> crate::Result<Self> {
+        let err = |e| crate::Error::io(Some(path.to_path_buf()), e);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(err)?);
+        out.write_all(&header(dtype, 0)).map_err(err)?;
+        Ok(IdWriter { out, path: path.to_path_buf(), dtype, count: 0, scratch: Vec::new() })
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Ids written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn write(&mut self, ids: &[u32]) -> crate::Result<()> {
+        write_ids(&mut self.out, ids, self.dtype, &mut self.scratch).map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
+        self.count += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the final length into the header and syncs the file to disk; returns the ids written.
+    pub fn finish(self) -> crate::Result<u64> {
+        let path = self.path;
+        let err = |e| crate::Error::io(Some(path.clone()), e);
+        let mut file = self.out.into_inner().map_err(|e| err(e.into_error()))?;
+        finish(&mut file, self.dtype, self.count).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        Ok(self.count)
+    }
+}
+
 /// Rewrites the header of a finished file with its final length.
 pub fn finish<W: Write + Seek>(out: &mut W, dtype: Dtype, len: u64) -> std::io::Result<()> {
     out.seek(SeekFrom::Start(0))?;

@@ -5,6 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::{
@@ -17,13 +18,14 @@ use pyo3::types::{PyByteArray, PyBytes, PyList};
 
 use crate::encode::Encoder as CoreEncoder;
 use crate::error::Error;
-use crate::npy::Dtype;
+use crate::npy::{Dtype, IdWriter};
+use crate::records;
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::specials::SpecialMatcher;
 use crate::progress::{Phase, Progress};
 use crate::counts;
 use crate::threads;
-use crate::stream::TextSource;
+use crate::stream::{TextSource, DEFAULT_CHUNK_BYTES};
 use crate::train::{self, PretokenCounts};
 
 fn to_pyerr(err: Error) -> PyErr {
@@ -45,6 +47,7 @@ fn to_pyerr(err: Error) -> PyErr {
             },
         },
         Error::InvalidUtf8 { .. }
+        | Error::InvalidRecord { .. }
         | Error::InvalidArgument(_)
         | Error::Pattern(_)
         | Error::UnknownTokenId(_) => PyValueError::new_err(msg),
@@ -167,32 +170,6 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: boo
     })
 }
 
-/// Trains on text files: returns (vocab as a list of bytes indexed by id, merges as id pairs).
-#[pyfunction]
-#[pyo3(signature = (paths, vocab_size, special_tokens, pattern=None, num_threads=None, progress=None, errors_replace=false))]
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
-fn train_bpe<'py>(
-    py: Python<'py>,
-    paths: Vec<PathBuf>,
-    vocab_size: usize,
-    special_tokens: Vec<String>,
-    pattern: Option<String>,
-    num_threads: Option<usize>,
-    progress: Option<Bound<'py, PyAny>>,
-    errors_replace: bool,
-) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
-    let bpe = run_long(py, progress.as_ref(), |p| {
-        let specials = SpecialMatcher::new(&special_tokens)?;
-        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
-        train::check_vocab_size(vocab_size, special_tokens.len())?; // before reading any file
-        let pool = threads::pool(num_threads)?;
-        let sources: Vec<TextSource> = paths.iter().map(TextSource::whole).collect();
-        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)?;
-        train::train_from_counts(counts, vocab_size, &special_tokens, p)
-    })?;
-    Ok(bpe_to_py(py, bpe))
-}
-
 /// Trains from pre-token counts, e.g. merged from shards: same result as `train_bpe` on the text.
 #[pyfunction]
 #[pyo3(signature = (counts, vocab_size, special_tokens, progress=None))]
@@ -220,34 +197,6 @@ fn train_from_counts<'py>(
 #[pyfunction]
 fn check_vocab_size(vocab_size: usize, num_special_tokens: usize) -> PyResult<()> {
     guarded(|| train::check_vocab_size(vocab_size, num_special_tokens))
-}
-
-/// Counts the pre-tokens of text files and writes them to a count file at `output`; returns how many
-/// distinct pre-tokens there are. The counts never cross into Python.
-#[pyfunction]
-#[pyo3(signature = (paths, output, special_tokens, pattern=None, num_threads=None, progress=None, ranges=None, errors_replace=false))]
-#[allow(clippy::too_many_arguments)]
-fn count_pretokens_to_file(
-    py: Python<'_>,
-    paths: Vec<PathBuf>,
-    output: PathBuf,
-    special_tokens: Vec<String>,
-    pattern: Option<String>,
-    num_threads: Option<usize>,
-    progress: Option<Bound<'_, PyAny>>,
-    ranges: Option<Vec<Option<(u64, u64)>>>,
-    errors_replace: bool,
-) -> PyResult<usize> {
-    let sources = text_sources(paths, ranges)?;
-    run_long(py, progress.as_ref(), |p| {
-        let specials = SpecialMatcher::new(&special_tokens)?;
-        let pretokenizer = Pretokenizer::new(pattern.as_deref())?;
-        let pool = threads::pool(num_threads)?;
-        let counts = train::count_files(&sources, &specials, &pretokenizer, &pool, p, errors_replace)?;
-        let header = counts::CountHeader { special_tokens: special_tokens.clone(), pattern: pattern.clone().unwrap_or_else(|| GPT2_PATTERN.to_string()) };
-        counts::write_count_file(&output, &counts, &header)?;
-        Ok(counts.len())
-    })
 }
 
 /// Sums count files (same special tokens and pattern) and trains on the sum: (vocab, merges, special
@@ -430,7 +379,6 @@ impl Encoder {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// Streams a text file into a `.npy` file of ids; returns the number of tokens.
     /// Bytes per id of the narrowest id type for this vocabulary (2: uint16, 4: uint32).
     fn default_width(&self) -> usize {
         Dtype::for_vocab(self.inner.vocab_size()).width()
@@ -441,25 +389,358 @@ impl Encoder {
         guarded(|| dtype_of_width(width)?.check_holds(self.inner.vocab_size()))
     }
 
-    #[pyo3(signature = (input, output, width, num_threads=None, errors_replace=false, progress=None, range=None))]
+    /// Appends the ids of a text file (plain, gzip or zstd; `range`: a byte range of a plain one) to
+    /// `writer`; returns (ids written, bytes of text read).
+    #[pyo3(signature = (input, writer, num_threads=None, errors_replace=false, progress=None, range=None))]
     #[allow(clippy::too_many_arguments)]
-    fn encode_file(
+    fn encode_text_into(
         &self,
         py: Python<'_>,
         input: PathBuf,
-        output: PathBuf,
-        width: usize,
+        writer: &TokenWriter,
         num_threads: Option<usize>,
         errors_replace: bool,
         progress: Option<Bound<'_, PyAny>>,
         range: Option<(u64, u64)>,
-    ) -> PyResult<u64> {
-        let dtype = dtype_of(width)?;
+    ) -> PyResult<(u64, u64)> {
         let source = TextSource { path: input, range };
         run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            self.inner.encode_file(&source, &output, dtype, &pool, errors_replace, p)
+            writer.with(|w| self.inner.encode_text_into(&source, w, &pool, errors_replace, p))
         })
+    }
+
+    /// Appends the ids of a JSON-lines file's records to `writer` (per record: `encode_ordinary` of
+    /// `field`, then `end_id`); returns (documents, skipped records, text bytes, tokens).
+    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, range=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_jsonl_into(
+        &self,
+        py: Python<'_>,
+        input: PathBuf,
+        field: String,
+        end_id: Option<u32>,
+        writer: &TokenWriter,
+        num_threads: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+        range: Option<(u64, u64)>,
+    ) -> PyResult<(u64, u64, u64, u64)> {
+        let source = TextSource { path: input, range };
+        run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            writer.with(|w| {
+                let before = w.count();
+                let s = self.inner.encode_jsonl_into(&source, &field, end_id, w, &pool, p)?;
+                Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
+            })
+        })
+    }
+
+    /// Appends the ids of a batch of documents held as Arrow holds a string column (`data`: their UTF-8
+    /// bytes from the first document's start; `offsets`: `len + 1` little-endian offsets of
+    /// `offset_width` bytes, counted from anywhere before it) to `writer`: per document
+    /// `encode_ordinary`, then `end_id`. Returns (documents, skipped empty ones, text bytes, tokens).
+    #[pyo3(signature = (data, offsets, end_id, writer, num_threads=None, row0=0, path=None, offset_width=8))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_documents_into(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        offsets: &[u8],
+        end_id: Option<u32>,
+        writer: &TokenWriter,
+        num_threads: Option<usize>,
+        row0: u64,
+        path: Option<PathBuf>,
+        offset_width: usize,
+    ) -> PyResult<(u64, u64, u64, u64)> {
+        py.detach(|| {
+            guarded(|| {
+                let offsets = arrow_offsets(offsets, offset_width)?;
+                let (docs, skipped) = records::documents_of_buffer(data, &offsets, path.as_deref(), row0)?;
+                writer.dtype_holds(self.inner.vocab_size())?;
+                let parts = self.inner.encode_documents(&docs, end_id, &*threads::pool(num_threads)?)?;
+                let stats = records::RecordStats::of(&docs, skipped);
+                writer.with(|w| {
+                    let before = w.count();
+                    for ids in &parts {
+                        w.write(ids)?;
+                    }
+                    Ok((stats.documents, stats.skipped, stats.text_bytes, w.count() - before))
+                })
+            })
+        })
+    }
+}
+
+/// Arrow's offsets of a string column (little-endian int32, or int64 for large strings), made relative to
+/// the first: `data` then starts at the first document.
+fn arrow_offsets(bytes: &[u8], width: usize) -> crate::Result<Vec<i64>> {
+    let offsets: Vec<i64> = match width {
+        4 if bytes.len().is_multiple_of(4) => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+        8 if bytes.len().is_multiple_of(8) => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+        _ => return Err(Error::InvalidArgument(format!("document offsets must be whole little-endian ints of 4 or 8 bytes (got {} bytes of width {width})", bytes.len()))),
+    };
+    let first = *offsets.first().ok_or_else(|| Error::InvalidArgument("document offsets must hold at least one offset".into()))?;
+    Ok(offsets.into_iter().map(|o| o - first).collect())
+}
+
+/// A `.npy` file of ids being written (`bpe_lm._io`'s temporary output), filled by the encoding methods
+/// from any number of inputs; `finish` writes its length and syncs it.
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct TokenWriter {
+    inner: Mutex<Option<IdWriter>>,
+}
+
+impl TokenWriter {
+    fn with<T>(&self, f: impl FnOnce(&mut IdWriter) -> crate::Result<T>) -> crate::Result<T> {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(w) => f(w),
+            None => Err(Error::InvalidArgument("this token file is finished already".into())),
+        }
+    }
+
+    fn dtype_holds(&self, vocab_size: usize) -> crate::Result<()> {
+        self.with(|w| w.dtype().check_holds(vocab_size))
+    }
+}
+
+#[pymethods]
+impl TokenWriter {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf, width: usize) -> PyResult<Self> {
+        let dtype = dtype_of(width)?;
+        let w = py.detach(|| guarded(|| IdWriter::create(&path, dtype)))?;
+        Ok(TokenWriter { inner: Mutex::new(Some(w)) })
+    }
+
+    /// Appends ids already encoded (little-endian, of this file's width), e.g. from another process.
+    fn append(&self, py: Python<'_>, ids: &[u8]) -> PyResult<()> {
+        py.detach(|| {
+            guarded(|| {
+                self.with(|w| {
+                    let width = w.dtype().width();
+                    if !ids.len().is_multiple_of(width) {
+                        return Err(Error::InvalidArgument(format!("{} bytes are not a whole number of {width}-byte ids", ids.len())));
+                    }
+                    let decoded: Vec<u32> = match w.dtype() {
+                        Dtype::U16 => ids.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect(),
+                        Dtype::U32 => ids.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    };
+                    w.write(&decoded)
+                })
+            })
+        })
+    }
+
+    /// Ids written so far.
+    #[getter]
+    fn count(&self) -> PyResult<u64> {
+        guarded(|| self.with(|w| Ok(w.count())))
+    }
+
+    /// Writes the length into the header and syncs the file; returns the number of ids.
+    fn finish(&self, py: Python<'_>) -> PyResult<u64> {
+        let w = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match w {
+            Some(w) => py.detach(|| guarded(|| w.finish())),
+            None => Err(PyValueError::new_err("this token file is finished already")),
+        }
+    }
+}
+
+/// Pre-token counts gathered from any mix of inputs (text files, JSON-lines files, batches of
+/// documents, count files), then written to a count file or trained on. Counts stay in the core.
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct PretokenCounter {
+    special_tokens: Vec<String>,
+    pattern: Option<String>,
+    specials: SpecialMatcher,
+    pretokenizer: Pretokenizer,
+    counts: Mutex<PretokenCounts>,
+}
+
+impl PretokenCounter {
+    fn add(&self, more: PretokenCounts) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        train::add_counts(&mut counts, more);
+    }
+
+    fn header(&self) -> counts::CountHeader {
+        counts::CountHeader {
+            special_tokens: self.special_tokens.clone(),
+            pattern: self.pattern.clone().unwrap_or_else(|| GPT2_PATTERN.to_string()),
+        }
+    }
+}
+
+#[pymethods]
+impl PretokenCounter {
+    #[new]
+    #[pyo3(signature = (special_tokens, pattern=None))]
+    fn new(special_tokens: Vec<String>, pattern: Option<String>) -> PyResult<Self> {
+        let specials = guarded(|| SpecialMatcher::new(&special_tokens))?;
+        let pretokenizer = guarded(|| Pretokenizer::new(pattern.as_deref()))?;
+        Ok(PretokenCounter { special_tokens, pattern, specials, pretokenizer, counts: Mutex::new(PretokenCounts::default()) })
+    }
+
+    /// Distinct pre-tokens counted so far.
+    #[getter]
+    fn distinct(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Counts text files (split on the special tokens, which are never counted); `ranges`: one byte
+    /// range (or None) per path. Returns the bytes of text read.
+    #[pyo3(signature = (paths, ranges=None, num_threads=None, errors_replace=false, progress=None))]
+    fn add_text(
+        &self,
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        ranges: Option<Vec<Option<(u64, u64)>>>,
+        num_threads: Option<usize>,
+        errors_replace: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let sources = text_sources(paths, ranges)?;
+        let text_bytes = AtomicU64::new(0);
+        let counted = run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            let (specials, pre) = (&self.specials, &self.pretokenizer);
+            train::count_files_measured(&sources, specials, pre, &pool, p, DEFAULT_CHUNK_BYTES, errors_replace, &text_bytes)
+        })?;
+        py.detach(|| self.add(counted));
+        Ok(text_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Counts the records of a JSON-lines file, one document each; returns (documents, skipped, text bytes).
+    #[pyo3(signature = (path, field, range=None, num_threads=None, progress=None))]
+    fn add_jsonl(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        field: String,
+        range: Option<(u64, u64)>,
+        num_threads: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<(u64, u64, u64)> {
+        let source = TextSource { path, range };
+        let (counted, stats) = run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            train::count_jsonl(&source, &field, &self.pretokenizer, &pool, p)
+        })?;
+        py.detach(|| self.add(counted));
+        Ok((stats.documents, stats.skipped, stats.text_bytes))
+    }
+
+    /// Counts a batch of documents held as Arrow holds a string column (see
+    /// `Encoder.encode_documents_into`); returns (documents, skipped empty ones, text bytes).
+    #[pyo3(signature = (data, offsets, num_threads=None, row0=0, path=None, offset_width=8))]
+    fn add_documents(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        offsets: &[u8],
+        num_threads: Option<usize>,
+        row0: u64,
+        path: Option<PathBuf>,
+        offset_width: usize,
+    ) -> PyResult<(u64, u64, u64)> {
+        py.detach(|| {
+            guarded(|| {
+                let offsets = arrow_offsets(offsets, offset_width)?;
+                let (docs, skipped) = records::documents_of_buffer(data, &offsets, path.as_deref(), row0)?;
+                let counted = train::count_documents(&docs, &self.pretokenizer, &*threads::pool(num_threads)?)?;
+                self.add(counted);
+                let s = records::RecordStats::of(&docs, skipped);
+                Ok((s.documents, s.skipped, s.text_bytes))
+            })
+        })
+    }
+
+    /// Adds a count file made with the same special tokens and pattern (sums checked for overflow).
+    fn add_count_file(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| {
+            guarded(|| {
+                let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                let header = counts::add_count_file(&path, &mut counts)?;
+                if header != self.header() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: counted with other special tokens or another pattern than this count",
+                        path.display()
+                    )));
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Writes the counts to a count file at `path`; returns the number of distinct pre-tokens.
+    fn write(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
+        py.detach(|| {
+            guarded(|| {
+                let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                counts::write_count_file(&path, &counts, &self.header())?;
+                Ok(counts.len())
+            })
+        })
+    }
+
+    /// Trains on the counts (which are used up: the counter is empty afterwards); returns (vocab as bytes
+    /// by id, merges as id pairs).
+    #[pyo3(signature = (vocab_size, progress=None))]
+    #[allow(clippy::type_complexity)]
+    fn train<'py>(
+        &self,
+        py: Python<'py>,
+        vocab_size: usize,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
+        guarded(|| train::check_vocab_size(vocab_size, self.special_tokens.len()))?;
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+        let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(counts, vocab_size, &self.special_tokens, p))?;
+        Ok(bpe_to_py(py, bpe))
+    }
+}
+
+/// A file's bytes, decompressed when it is gzip or zstd (by its magic bytes): the reader every input
+/// goes through, for Python code that reads small amounts of a corpus itself.
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct DecompressedReader {
+    inner: Mutex<Box<dyn std::io::Read + Send>>,
+    path: PathBuf,
+}
+
+#[pymethods]
+impl DecompressedReader {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let source = TextSource::whole(&path);
+        let inner = guarded(|| source.open(std::sync::Arc::new(AtomicU64::new(0))))?;
+        Ok(DecompressedReader { inner: Mutex::new(inner), path })
+    }
+
+    /// Up to `size` bytes (fewer only at the end of the stream; empty there).
+    fn read<'py>(&self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let data = py.detach(|| {
+            guarded(|| {
+                let mut reader = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let mut buf = vec![0u8; size];
+                let mut n = 0;
+                while n < size {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io(Some(self.path.clone()), e)),
+                    }
+                }
+                buf.truncate(n);
+                Ok(buf)
+            })
+        })?;
+        Ok(PyBytes::new(py, &data))
     }
 }
 
@@ -467,12 +748,14 @@ impl Encoder {
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GPT2_PATTERN", GPT2_PATTERN)?;
+    m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
-    m.add_function(wrap_pyfunction!(train_bpe, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;
-    m.add_function(wrap_pyfunction!(count_pretokens_to_file, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_count_files, m)?)?;
     m.add_class::<Encoder>()?;
+    m.add_class::<TokenWriter>()?;
+    m.add_class::<PretokenCounter>()?;
+    m.add_class::<DecompressedReader>()?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::cuts::Cutter;
 /// `threads × chunk` stays a few tens of MB.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Counts bytes read from the underlying file (compressed bytes for .gz), for progress.
+/// Counts bytes read from the underlying file (compressed bytes for .gz and .zst), for progress.
 struct CountingReader<R> {
     inner: R,
     counter: Arc<AtomicU64>,
@@ -47,9 +47,9 @@ impl TextSource {
         }
     }
 
-    /// Opens the source, transparently decompressing gzip (detected by its magic bytes, not its name).
-    /// Bytes read from disk are added to `counter`. A range must be of an uncompressed file: a gzip
-    /// stream cannot be entered in the middle.
+    /// Opens the source, transparently decompressing gzip and zstd (detected by their magic bytes, not
+    /// the name). Bytes read from disk are added to `counter`. A range must be of an uncompressed file: a
+    /// compressed stream cannot be entered in the middle.
     pub fn open(&self, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
         let path = &self.path;
         let io_err = |e| Error::io(Some(path.clone()), e);
@@ -60,13 +60,13 @@ impl TextSource {
                 std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
             ));
         }
-        let mut magic = [0u8; 2];
+        let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
-        let gzip = n == 2 && magic == [0x1f, 0x8b];
+        let compression = Compression::of(&magic[..n]);
         if let Some((start, end)) = self.range {
-            if gzip {
+            if compression != Compression::None {
                 return Err(Error::InvalidArgument(format!(
-                    "{}: a byte range (shard) of a gzip file cannot be read; decompress it first",
+                    "{}: a byte range (shard) of a compressed file cannot be read; decompress it first",
                     path.display()
                 )));
             }
@@ -77,16 +77,40 @@ impl TextSource {
         let head = std::io::Cursor::new(magic[..n].to_vec());
         let counted = CountingReader { inner: head.chain(file), counter };
         let raw = BufReader::with_capacity(256 << 10, counted);
-        if gzip {
-            Ok(Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))))
-        } else {
-            Ok(Box::new(raw))
-        }
+        Ok(match compression {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))),
+            // Reads every frame of a multi-frame file (zstd's streaming decoder does by default).
+            Compression::Zstd => Box::new(BufReader::with_capacity(
+                256 << 10,
+                zstd::stream::read::Decoder::with_buffer(raw).map_err(io_err)?,
+            )),
+        })
     }
 
     /// Where the source starts in its file, for error offsets.
     pub fn start(&self) -> u64 {
         self.range.map_or(0, |r| r.0)
+    }
+}
+
+/// How a file is compressed, told by its first bytes: the one test every reader uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn of(magic: &[u8]) -> Self {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
     }
 }
 

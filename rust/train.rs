@@ -20,6 +20,7 @@ use crate::cuts::Cutter;
 use crate::pretokenize::Pretokenizer;
 use crate::specials::{Segment, SpecialMatcher};
 use crate::progress::{Phase, Progress};
+use crate::records::{self, LineChunker, RecordStats};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
 /// Distinct pre-tokens (as bytes) and how often each occurs.
@@ -83,6 +84,22 @@ pub fn count_files_in_chunks(
     chunk_bytes: usize,
     lossy: bool,
 ) -> Result<PretokenCounts> {
+    let text_bytes = AtomicU64::new(0);
+    count_files_measured(sources, specials, pretokenizer, pool, progress, chunk_bytes, lossy, &text_bytes)
+}
+
+/// `count_files_in_chunks` that also adds the bytes of text read (decompressed) to `text_bytes`.
+#[allow(clippy::too_many_arguments)]
+pub fn count_files_measured(
+    sources: &[TextSource],
+    specials: &SpecialMatcher,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+    chunk_bytes: usize,
+    lossy: bool,
+    text_bytes: &AtomicU64,
+) -> Result<PretokenCounts> {
     let mut total = 0u64;
     for s in sources {
         total += s.disk_bytes()?;
@@ -104,7 +121,9 @@ pub fn count_files_in_chunks(
                 stream
                     .par_bridge()
                     .try_fold(PretokenCounts::default, |mut counts, chunk| {
-                        count_text(&chunk?.text, specials, pretokenizer, &mut counts)?;
+                        let chunk = chunk?;
+                        text_bytes.fetch_add(chunk.text.len() as u64, Ordering::Relaxed);
+                        count_text(&chunk.text, specials, pretokenizer, &mut counts)?;
                         if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                             return Err(Error::Interrupted);
                         }
@@ -114,6 +133,82 @@ pub fn count_files_in_chunks(
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
     })
+}
+
+/// Adds the pre-tokens of one document of a record corpus: all of it is text (special-token strings too).
+fn count_document(text: &str, pretokenizer: &Pretokenizer, counts: &mut PretokenCounts) -> Result<()> {
+    pretokenizer.for_each_piece(text, |piece| {
+        let key = piece.as_bytes();
+        match counts.get_mut(key) {
+            Some(c) => *c += 1,
+            None => {
+                counts.insert(key.into(), 1);
+            }
+        }
+    })
+}
+
+/// Counts the pre-tokens of documents in parallel on `pool`; no pre-token crosses two documents.
+pub fn count_documents(docs: &[&str], pretokenizer: &Pretokenizer, pool: &rayon::ThreadPool) -> Result<PretokenCounts> {
+    let runs = records::runs(docs, 256 << 10);
+    pool.install(|| {
+        runs.par_iter()
+            .try_fold(PretokenCounts::default, |mut counts, run| {
+                for d in run.iter() {
+                    count_document(d, pretokenizer, &mut counts)?;
+                }
+                Ok(counts)
+            })
+            .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
+    })
+}
+
+/// Counts the pre-tokens of the records of a JSON-lines file (plain, gzip or zstd; or a byte range of
+/// a plain one starting at a line), one document per record, in parallel on `pool`.
+pub fn count_jsonl(
+    source: &TextSource,
+    field: &str,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<(PretokenCounts, RecordStats)> {
+    let total = source.disk_bytes()?;
+    let read = Arc::new(AtomicU64::new(0));
+    let chunks = LineChunker::new(source.open(read.clone())?, source.path.clone(), source.start(), records::RECORD_CHUNK_BYTES);
+    let whole = source.range.is_none();
+    pool.install(|| {
+        chunks
+            .par_bridge()
+            .try_fold(
+                || (PretokenCounts::default(), RecordStats::default()),
+                |(mut counts, mut stats), chunk| {
+                    let docs = records::parse_jsonl(&chunk?, field, &source.path, whole)?;
+                    for t in &docs.texts {
+                        count_document(t, pretokenizer, &mut counts)?;
+                    }
+                    let texts: Vec<&str> = docs.texts.iter().map(String::as_str).collect();
+                    stats.add(RecordStats::of(&texts, docs.skipped));
+                    if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                        return Err(Error::Interrupted);
+                    }
+                    Ok((counts, stats))
+                },
+            )
+            .try_reduce(
+                || (PretokenCounts::default(), RecordStats::default()),
+                |(a, mut sa), (b, sb)| {
+                    sa.add(sb);
+                    Ok((merge_counts(a, b), sa))
+                },
+            )
+    })
+}
+
+/// Adds `more` into `total` (counts made in this process: no sum can overflow, each count being at most
+/// the bytes read).
+pub fn add_counts(total: &mut PretokenCounts, more: PretokenCounts) {
+    let merged = merge_counts(std::mem::take(total), more);
+    *total = merged;
 }
 
 /// A trained tokenizer: `vocab[id]` is the token's bytes, `merges[i]` the ids merged at step i.

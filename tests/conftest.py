@@ -19,6 +19,8 @@ SHARED_DATA = shared_data_dir()
 # tiktoken is missing, or a shared-data test that skips because ../shared/data is not there, would let CI go
 # green without checking what it claims. Tests that need a CUDA device carry the `gpu` mark instead: they are
 # deselected (not skipped) where there is no device, and run by the plain test command where there is one.
+# The llama.cpp cross-check carries the `llama` mark: llama-cpp-python builds from source for many minutes,
+# so it is an opt-in extra (`bash scripts/llama_check.sh`), deselected where it is not installed.
 
 STRICT = bool(os.environ.get("CI"))
 
@@ -33,13 +35,23 @@ def _has_cuda() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device; deselected where there is none")
+    config.addinivalue_line(
+        "markers", "llama: needs llama-cpp-python (the `llama` extra); deselected where it is not installed"
+    )
+
+
+def _has_llama_cpp() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu and not _has_cuda():
-        config.hook.pytest_deselected(items=gpu)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    for mark, available in (("gpu", _has_cuda), ("llama", _has_llama_cpp)):
+        marked = [item for item in items if item.get_closest_marker(mark)]
+        if marked and not available():
+            config.hook.pytest_deselected(items=marked)
+            items[:] = [item for item in items if not item.get_closest_marker(mark)]
 
 
 def _fail_skip(report) -> None:

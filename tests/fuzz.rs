@@ -23,7 +23,7 @@ use _core::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use _core::progress::NoProgress;
 use _core::specials::SpecialMatcher;
 use _core::stream::TextSource;
-use _core::train::{count_files_in_chunks, count_text, train_from_counts, PretokenCounts};
+use _core::train::{count_files_in_chunks, count_jsonl, count_text, train_from_counts, PretokenCounts};
 use _core::Error;
 
 const SPECIALS: [&str; 2] = ["<|endoftext|>", "<|endoftext|><|endoftext|>"];
@@ -309,6 +309,81 @@ fn decode_of_arbitrary_ids() {
             Err(Error::UnknownTokenId(id)) => prop_assert!(id >= size && ids.contains(&id)),
             Err(e) => return Err(TestCaseError::fail(format!("unexpected error: {e:?}"))),
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn jsonl_reader_on_arbitrary_bytes() {
+    // Any bytes as a JSON-lines file, plain or behind a zstd or gzip magic number: counted, or refused with an
+    // error naming the file (a bad line, a missing field, a broken stream); never a panic.
+    let pool = _core::threads::pool(Some(2)).unwrap();
+    let dir = TempDir::new("jsonl-bytes");
+    let lines = proptest::collection::vec(
+        prop_oneof![
+            text(40).prop_map(|t| serde_json::json!({ "text": t }).to_string()),
+            Just("{\"text\": null}".to_string()),
+            Just("{\"text\": 5}".to_string()),
+            Just("{\"other\": \"x\"}".to_string()),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ],
+        0..12,
+    );
+    fuzz("jsonl_reader_on_arbitrary_bytes", (lines, 0u8..3), |(lines, magic)| {
+        let mut bytes = lines.join("\n").into_bytes();
+        if magic == 1 {
+            bytes.splice(0..0, [0x28, 0xb5, 0x2f, 0xfd]);
+        } else if magic == 2 {
+            bytes.splice(0..0, [0x1f, 0x8b, 0x08, 0x00]);
+        }
+        let path = dir.path("c.jsonl");
+        std::fs::write(&path, &bytes).unwrap();
+        let got = count_jsonl(&TextSource::whole(&path), "text", &Pretokenizer::Gpt2, &pool, &NoProgress);
+        std::fs::remove_file(&path).unwrap();
+        if let Err(e) = &got {
+            prop_assert!(e.to_string().contains("c.jsonl"), "{e}");
+        }
+        if magic == 0 {
+            // Plain: the counts are those of each good record's text, counted on its own.
+            let mut expected = PretokenCounts::default();
+            let mut all_good = true;
+            for line in lines.iter().filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace())) {
+                match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(serde_json::Value::Object(m)) => match m.get("text") {
+                        Some(serde_json::Value::String(t)) => {
+                            count_text(t, &SpecialMatcher::new(&[]).unwrap(), &Pretokenizer::Gpt2, &mut expected).unwrap()
+                        }
+                        Some(serde_json::Value::Null) => {}
+                        _ => all_good = false,
+                    },
+                    _ => all_good = false,
+                }
+            }
+            if lines.iter().all(|l| !l.contains('\n')) {
+                match all_good {
+                    true => prop_assert_eq!(got.unwrap().0, expected),
+                    false => prop_assert!(got.is_err()),
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn records_encode_as_documents_in_any_grouping() {
+    // Documents encoded as a batch (in runs over threads) equal each one's encode_ordinary + end id.
+    let enc = encoder();
+    let pool = _core::threads::pool(Some(2)).unwrap();
+    fuzz("records_encode_as_documents_in_any_grouping", proptest::collection::vec(text(60), 0..20), |docs| {
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let parts = enc.encode_documents(&refs, Some(7), &pool).unwrap();
+        let mut expected = Vec::new();
+        for d in &docs {
+            enc.encode_ordinary_into(d, &mut expected).unwrap();
+            expected.push(7);
+        }
+        prop_assert_eq!(parts.concat(), expected);
         Ok(())
     });
 }

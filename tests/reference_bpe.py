@@ -27,11 +27,27 @@ def pretoken_counts(text: str, special_tokens: list[str]) -> Counter[bytes]:
 
 
 def train(text: str, vocab_size: int, special_tokens: list[str]) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    return train_on_counts(pretoken_counts(text, special_tokens), vocab_size, special_tokens)
+
+
+def train_documents(
+    documents: list[str], vocab_size: int, special_tokens: list[str]
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Records as documents: each pre-tokenized on its own, all of it text (special-token strings too)."""
+    counts: Counter[bytes] = Counter()
+    for doc in documents:
+        counts.update(pretoken_counts(doc, []))
+    return train_on_counts(counts, vocab_size, special_tokens)
+
+
+def train_on_counts(
+    counts: Counter[bytes], vocab_size: int, special_tokens: list[str]
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     vocab: dict[int, bytes] = {i: s.encode("utf-8") for i, s in enumerate(special_tokens)}
     for b in range(256):
         vocab[len(vocab)] = bytes([b])
     words: Counter[tuple[bytes, ...]] = Counter()
-    for piece, count in pretoken_counts(text, special_tokens).items():
+    for piece, count in counts.items():
         words[tuple(bytes([b]) for b in piece)] += count
     merges: list[tuple[bytes, bytes]] = []
     while len(vocab) < vocab_size:

@@ -16,7 +16,7 @@ import bpe_lm
 PACKAGE = Path(bpe_lm.__file__).resolve().parent
 TORCH_FREE = ["bpe_lm", "bpe_lm.config", "bpe_lm.metrics", "bpe_lm.accounting", "bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop",
               "bpe_lm.progress", "bpe_lm.shards", "bpe_lm.stats", "bpe_lm.corpus", "bpe_lm.download", "bpe_lm.pipeline", "bpe_lm.units",
-              "bpe_lm.plot", "bpe_lm.cli"]  # fmt: skip
+              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest"]  # fmt: skip
 # Run with `torch` made unimportable, as on a machine without the `lm` extra.
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
@@ -79,7 +79,8 @@ def test_no_import_cycles():
 
 def test_the_model_knows_no_text_and_the_tokenizer_no_model():
     graph = import_graph()
-    text_side = {"bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop", "bpe_lm.shards", "bpe_lm.progress"}
+    text_side = {"bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop", "bpe_lm.shards", "bpe_lm.progress",
+                 "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.ray_engine"}  # fmt: skip
     model_side = {
         "bpe_lm.model",
         "bpe_lm.baseline",

@@ -88,5 +88,37 @@ def test_shard_errors(tmp_path, corpus, capsys):
         parse_shard("3/3")
     with pytest.raises(ValueError, match="overlap"):
         shard_range(corpus, 0, 2, [EOT, EOT + EOT])
-    assert main(["count-pretokens", str(corpus), str(corpus), "--shard", "0/2", "-o", str(tmp_path / "x.bin")]) == 1
-    assert "single INPUT" in capsys.readouterr().err
+    # Several inputs shard too (by units of about equal bytes), a compressed one as a whole unit.
+    for i in range(2):
+        assert (
+            main(
+                [
+                    "count-pretokens",
+                    str(corpus),
+                    str(packed),
+                    "--shard",
+                    f"{i}/2",
+                    "-o",
+                    str(tmp_path / f"{i}.bin"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "train-tokenizer",
+                "--from-counts",
+                str(tmp_path / "0.bin"),
+                str(tmp_path / "1.bin"),
+                "--vocab",
+                "300",
+                "-o",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    assert main(["train-tokenizer", str(corpus), str(packed), "--vocab", "300", "-o", str(tmp_path / "whole")]) == 0
+    assert (tmp_path / "t" / "merges.txt").read_bytes() == (tmp_path / "whole" / "merges.txt").read_bytes()

@@ -4,30 +4,12 @@ from collections.abc import Callable, Sequence
 from os import PathLike
 
 GPT2_PATTERN: str
+NPY_HEADER_BYTES: int
 
 ProgressCallback = Callable[[str, int, int], object]
 
 def pretokenize(text: str, pattern: str | None = None, reference: bool = False) -> list[str]: ...
-def train_bpe(
-    paths: Sequence[str | PathLike[str]],
-    vocab_size: int,
-    special_tokens: Sequence[str],
-    pattern: str | None = None,
-    num_threads: int | None = None,
-    progress: ProgressCallback | None = None,
-    errors_replace: bool = False,
-) -> tuple[list[bytes], list[tuple[int, int]]]: ...
 def check_vocab_size(vocab_size: int, num_special_tokens: int) -> None: ...
-def count_pretokens_to_file(
-    paths: Sequence[str | PathLike[str]],
-    output: str | PathLike[str],
-    special_tokens: Sequence[str],
-    pattern: str | None = None,
-    num_threads: int | None = None,
-    progress: ProgressCallback | None = None,
-    ranges: Sequence[tuple[int, int] | None] | None = None,
-    errors_replace: bool = False,
-) -> int: ...
 def train_from_count_files(
     paths: Sequence[str | PathLike[str]],
     vocab_size: int,
@@ -63,13 +45,79 @@ class Encoder:
     def decode_buffer(self, buffer: bytes, width: int) -> bytes: ...
     def default_width(self) -> int: ...
     def check_width(self, width: int) -> None: ...
-    def encode_file(
+    def encode_text_into(
         self,
         input: str | PathLike[str],
-        output: str | PathLike[str],
-        width: int,
+        writer: TokenWriter,
         num_threads: int | None = None,
         errors_replace: bool = False,
         progress: ProgressCallback | None = None,
         range: tuple[int, int] | None = None,
+    ) -> tuple[int, int]: ...
+    def encode_jsonl_into(
+        self,
+        input: str | PathLike[str],
+        field: str,
+        end_id: int | None,
+        writer: TokenWriter,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        range: tuple[int, int] | None = None,
+    ) -> tuple[int, int, int, int]: ...
+    def encode_documents_into(
+        self,
+        data: bytes,
+        offsets: bytes,
+        end_id: int | None,
+        writer: TokenWriter,
+        num_threads: int | None = None,
+        row0: int = 0,
+        path: str | PathLike[str] | None = None,
+        offset_width: int = 8,
+    ) -> tuple[int, int, int, int]: ...
+
+class TokenWriter:
+    def __init__(self, path: str | PathLike[str], width: int) -> None: ...
+    def append(self, ids: bytes) -> None: ...
+    @property
+    def count(self) -> int: ...
+    def finish(self) -> int: ...
+
+class PretokenCounter:
+    def __init__(self, special_tokens: Sequence[str], pattern: str | None = None) -> None: ...
+    @property
+    def distinct(self) -> int: ...
+    def add_text(
+        self,
+        paths: Sequence[str | PathLike[str]],
+        ranges: Sequence[tuple[int, int] | None] | None = None,
+        num_threads: int | None = None,
+        errors_replace: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> int: ...
+    def add_jsonl(
+        self,
+        path: str | PathLike[str],
+        field: str,
+        range: tuple[int, int] | None = None,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, int, int]: ...
+    def add_documents(
+        self,
+        data: bytes,
+        offsets: bytes,
+        num_threads: int | None = None,
+        row0: int = 0,
+        path: str | PathLike[str] | None = None,
+        offset_width: int = 8,
+    ) -> tuple[int, int, int]: ...
+    def add_count_file(self, path: str | PathLike[str]) -> None: ...
+    def write(self, path: str | PathLike[str]) -> int: ...
+    def train(
+        self, vocab_size: int, progress: ProgressCallback | None = None
+    ) -> tuple[list[bytes], list[tuple[int, int]]]: ...
+
+class DecompressedReader:
+    def __init__(self, path: str | PathLike[str]) -> None: ...
+    def read(self, size: int) -> bytes: ...

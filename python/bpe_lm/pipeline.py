@@ -4,17 +4,15 @@ scripts and the benchmarks, so they all prepare data the same way. No PyTorch ne
 
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpe_lm._io import is_gzip
+from bpe_lm.corpus import DOCUMENT_JOINER
+from bpe_lm.readers import END_OF_TEXT as EOT
 from bpe_lm.tokenizer import Tokenizer, save_tokenizer_dir, train_bpe
-
-EOT = "<|endoftext|>"
-
 
 # The text corpora of the shared data directory (besides gpt2/, the GPT-2 vocabulary and merges).
 SHARED_TEXT_FILES = [
@@ -34,16 +32,30 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("BPE_LM_SHARED_DATA") or Path.cwd().parent / "shared" / "data")
 
 
-def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> str:
-    """The text of a .txt or gzip file (detected by content), at most `max_chars` characters."""
+def read_text(path: str | os.PathLike[str], max_chars: int | None = None, text_field: str = "text") -> str:
+    """The text of a corpus file, at most `max_chars` characters: a text file as it is (plain, gzip or zstd);
+    the records of JSON lines, parquet or Arrow joined by the document separator."""
+    from bpe_lm.readers import detect, iter_documents, open_decompressed
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
-    try:
-        with gzip.open(p, "rt", encoding="utf-8") if is_gzip(p) else open(p, encoding="utf-8") as f:
-            text = f.read(max_chars if max_chars is not None else -1)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: not UTF-8 text (byte {e.start} of the part read)") from None
+    inp = detect(p)
+    if inp.format == "text":
+        try:
+            with io.TextIOWrapper(open_decompressed(p), encoding="utf-8") as f:
+                text = f.read(max_chars if max_chars is not None else -1)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not UTF-8 text (byte {e.start} of the part read)") from None
+    else:
+        parts: list[str] = []
+        size = 0
+        for doc in iter_documents(inp, text_field):
+            parts.append(doc)
+            size += len(doc) + len(DOCUMENT_JOINER)
+            if max_chars is not None and size >= max_chars:
+                break
+        text = DOCUMENT_JOINER.join(parts)[:max_chars]
     if not text.strip():
         raise ValueError(f"{p}: is empty")
     return text

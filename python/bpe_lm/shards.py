@@ -27,7 +27,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _check_separators(special_tokens: Sequence[str]) -> list[bytes]:
+def check_separators(special_tokens: Sequence[str]) -> list[bytes]:
     seps = [s.encode("utf-8") for s in special_tokens]
     if not seps:
         raise ValueError("sharding cuts after special tokens (document separators), and this tokenizer has none")
@@ -43,7 +43,7 @@ def _check_separators(special_tokens: Sequence[str]) -> list[bytes]:
     return seps
 
 
-def _boundary_after(f, offset: int, size: int, seps: list[bytes], block: int = 1 << 20) -> int:
+def boundary_after(f, offset: int, size: int, seps: list[bytes], block: int = 1 << 20) -> int:
     """End of the first separator that starts at or after `offset` (the file's end if none)."""
     longest = max(len(s) for s in seps)
     pos = offset
@@ -66,9 +66,9 @@ def shard_range(path: str | os.PathLike[str], index: int, count: int, special_to
         raise ValueError(
             f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first"
         )
-    seps = _check_separators(special_tokens)
+    seps = check_separators(special_tokens)
     size = p.stat().st_size
     with open(p, "rb") as f:
-        start = 0 if index == 0 else _boundary_after(f, size * index // count, size, seps)
-        end = size if index == count - 1 else _boundary_after(f, size * (index + 1) // count, size, seps)
+        start = 0 if index == 0 else boundary_after(f, size * index // count, size, seps)
+        end = size if index == count - 1 else boundary_after(f, size * (index + 1) // count, size, seps)
     return start, max(start, end)

@@ -3,7 +3,6 @@ longest tokens, vocabulary overlap and id dtype — on a seeded random sample of
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import random
@@ -13,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bpe_lm._io import is_gzip
+from bpe_lm.readers import DEFAULT_TEXT_FIELD, detect, iter_documents
+from bpe_lm.readers import END_OF_TEXT as EOT
 from bpe_lm.tokenizer import Tokenizer
 from bpe_lm.units import format_duration
 
-EOT = "<|endoftext|>"  # the document separator of the corpora
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)B?\s*$", re.IGNORECASE)
 
 
@@ -29,28 +28,18 @@ def parse_size(text: str) -> float:
     return float(m.group(1)) * 1000 ** " KMGTP".index(m.group(2).upper() or " ")
 
 
-def documents(path: str | os.PathLike[str], chunk_chars: int = 1 << 20) -> Iterator[str]:
-    """The documents of a .txt or .txt.gz corpus, split on <|endoftext|>, streamed."""
-    p = Path(path)
-    opener = gzip.open if is_gzip(p) else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        rest = ""
-        while True:
-            chunk = f.read(chunk_chars)
-            if not chunk:
-                break
-            parts = (rest + chunk).split(EOT)
-            rest = parts.pop()
-            yield from (d.strip("\n") for d in parts if d.strip())
-        if rest.strip():
-            yield rest.strip("\n")
+def documents(path: str | os.PathLike[str], text_field: str = DEFAULT_TEXT_FIELD) -> Iterator[str]:
+    """The documents of a corpus file, streamed: records' texts, or text split on <|endoftext|>."""
+    return iter_documents(detect(path), text_field, EOT)
 
 
-def sample_documents(path: str | os.PathLike[str], k: int, seed: int) -> list[str]:
+def sample_documents(
+    path: str | os.PathLike[str], k: int, seed: int, text_field: str = DEFAULT_TEXT_FIELD
+) -> list[str]:
     """A uniform sample of k documents (reservoir sampling: one pass, memory for k documents)."""
     rng = random.Random(seed)
     sample: list[str] = []
-    for n, doc in enumerate(documents(path)):
+    for n, doc in enumerate(documents(path, text_field)):
         if n < k:
             sample.append(doc)
         else:
@@ -68,14 +57,17 @@ TIMED_BYTES = 4_000_000
 
 
 def timing_documents(
-    path: str | os.PathLike[str], warm_bytes: int = WARM_BYTES, timed_bytes: int = TIMED_BYTES
+    path: str | os.PathLike[str],
+    warm_bytes: int = WARM_BYTES,
+    timed_bytes: int = TIMED_BYTES,
+    text_field: str = DEFAULT_TEXT_FIELD,
 ) -> tuple[list[str], list[str]]:
     """The corpus's first documents: about `warm_bytes` of them to warm up on, then about `timed_bytes` to
     time. A smaller corpus is split in the same proportion (a fifth to warm up on, by default)."""
     docs: list[str] = []
     sizes: list[int] = []
     total = 0
-    for doc in documents(path):
+    for doc in documents(path, text_field):
         docs.append(doc)
         sizes.append(len(doc.encode("utf-8")))
         total += sizes[-1]
@@ -163,12 +155,13 @@ def compare(
     seed: int,
     project_bytes: float,
     num_threads: int | None = None,
+    text_field: str = DEFAULT_TEXT_FIELD,
 ) -> dict[str, Any]:
-    samples = {c: sample_documents(c, docs, seed) for c in corpora}
+    samples = {c: sample_documents(c, docs, seed, text_field) for c in corpora}
     for c, s in samples.items():
         if not s:
             raise ValueError(f"{c}: no documents")
-    timing = {c: timing_documents(c) for c in corpora}
+    timing = {c: timing_documents(c, text_field=text_field) for c in corpora}
     results: dict[str, Any] = {
         "tokenizers": {name: tokenizer_summary(tok) for name, tok in tokenizers.items()},
         "pairs": [

@@ -26,7 +26,9 @@ from bpe_lm.formats import (
     read_tokenizer_config,
     save_tokenizer_dir,
 )
+from bpe_lm.ingest import count_units, encode_units, whole_units
 from bpe_lm.progress import progress_callback
+from bpe_lm.readers import DEFAULT_TEXT_FIELD, END_OF_TEXT, Stats, Unit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,9 +37,41 @@ if TYPE_CHECKING:
 # import alone costs ~15 MB of resident memory.
 
 GPT2_PATTERN: str = _core.GPT2_PATTERN
-DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
+DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = (END_OF_TEXT,)
 
 PathLike = str | os.PathLike[str]
+
+
+THREADS_ENV = "BPE_LM_NUM_THREADS"
+
+
+def default_num_threads(num_threads: int | None = None) -> int | None:
+    """Threads for the core's parallel work when the caller does not say: $BPE_LM_NUM_THREADS if set; one in
+    a worker process of a pool (multiprocessing, `datasets.map(num_proc=N)`'s multiprocess, a Ray task), so
+    N workers do not run N x cores threads; else None, all cores."""
+    if num_threads is not None:
+        return num_threads
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"${THREADS_ENV}={env!r}: expected a positive integer") from None
+        if value < 1:
+            raise ValueError(f"${THREADS_ENV}={env!r}: expected a positive integer")
+        return value
+    for name in ("multiprocessing", "multiprocess"):
+        mp = sys.modules.get(name)
+        if mp is not None and getattr(mp, "parent_process", lambda: None)() is not None:
+            return 1
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            if ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+                return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))  # Ray sets it to the task's CPUs
+        except Exception:  # an older Ray without these attributes: fall through to all cores
+            pass
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -74,20 +108,44 @@ def count_pretokens(
     num_threads: int | None = None,
     progress: bool | Callable[[str, int, int], None] = False,
     errors: str = "strict",
+    text_field: str = DEFAULT_TEXT_FIELD,
 ) -> int:
-    """Counts the pre-tokens of text files (or of byte ranges of them, see `bpe_lm.shards`) into a count
-    file, written atomically; returns the number of distinct pre-tokens. `train_from_count_files` on the
-    count files of all shards gives the merges of `train_bpe` on the whole text."""
+    """Counts the pre-tokens of corpus files (any format of `bpe_lm.readers`; or byte ranges of plain ones,
+    see `bpe_lm.shards`) into a count file, written atomically; returns the number of distinct pre-tokens.
+    `train_from_count_files` on the count files of all shards gives the merges of `train_bpe` on the whole."""
+    from bpe_lm.readers import resolve, with_range
+
     specials = _check_special_tokens(special_tokens)
     _check_errors(errors)
+    units = whole_units(resolve(_input_paths(input_paths)))
+    if byte_ranges is not None:
+        if len(byte_ranges) != len(units):
+            raise ValueError("byte_ranges must have one entry per input")
+        units = [u if r is None else with_range(u, r) for u, r in zip(units, byte_ranges)]
+    counter = _core.PretokenCounter(specials, None)
+    return write_counts(counter, units, output_path, progress=progress, num_threads=default_num_threads(num_threads), errors=errors,
+                        text_field=text_field)  # fmt: skip
+
+
+def write_counts(
+    counter: _core.PretokenCounter,
+    units: Sequence[Unit],
+    output_path: PathLike,
+    *,
+    progress: bool | Callable[[str, int, int], None] = False,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    text_field: str = DEFAULT_TEXT_FIELD,
+) -> int:
+    """Counts `units` into `counter` and writes the counts to `output_path` atomically."""
     bar, callback = progress_callback(progress)
     try:
-        with atomic_output(output_path) as tmp:
-            return _core.count_pretokens_to_file(_input_paths(input_paths), os.fspath(tmp), specials, None, num_threads, callback,
-                                                 list(byte_ranges) if byte_ranges is not None else None, errors == "replace")  # fmt: skip
+        count_units(counter, units, text_field=text_field, num_threads=num_threads, errors=errors, progress=callback)
     finally:
         if bar is not None:
             bar.close()
+    with atomic_output(output_path) as tmp:
+        return counter.write(os.fspath(tmp))
 
 
 def train_from_count_files(
@@ -137,34 +195,68 @@ def train_bpe(
     progress: bool | Callable[[str, int, int], None] = False,
     pattern: str | None = None,
     errors: str = "strict",
+    text_field: str = DEFAULT_TEXT_FIELD,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    """Trains a byte-level BPE tokenizer on a text file (or several; `.txt` or gzip) with CS336 semantics.
+    """Trains a byte-level BPE tokenizer on corpus files with CS336 semantics: text (plain, gzip or zstd),
+    JSON lines, parquet or Arrow (`bpe_lm.readers`; globs allowed), the order given.
 
     The vocabulary starts with the special tokens (ids 0..k-1, in the order given), then the 256 bytes;
     each merge appends a token, until `vocab_size` tokens or no pair is left. Text is split on the special
     tokens (longest match first; they never take part in merges), then pre-tokenized with the GPT-2 pattern
     (or `pattern`). Each step merges the most frequent pair; ties go to the lexicographically greater
-    (left bytes, right bytes). The result does not depend on `num_threads` (default: all cores).
+    (left bytes, right bytes). Each record of a record format is a document of its own, all text (its
+    special-token strings too): no pre-token crosses two records. The result does not depend on
+    `num_threads` (default: all cores; one in a pool worker, see `default_num_threads`).
     Invalid UTF-8 is an error naming its byte offset, or with `errors="replace"` becomes U+FFFD.
 
     Returns (vocab: id -> bytes, merges in creation order).
     """
+    from bpe_lm.readers import resolve
+
+    specials = check_training_special_tokens(special_tokens)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, not {num_threads}")
+    _check_errors(errors)
+    check_vocab_size(vocab_size, len(specials))
+    units = whole_units(resolve(_input_paths(input_path)))
+    counter = _core.PretokenCounter(specials, pattern)
+    return train_on_units(counter, units, vocab_size, num_threads=default_num_threads(num_threads), progress=progress, errors=errors,
+                          text_field=text_field)  # fmt: skip
+
+
+def check_training_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
     specials = _check_special_tokens(special_tokens)
     for tok in specials:
         if len(tok.encode("utf-8")) == 1:
             raise ValueError(
                 f"special token {tok!r} is a single byte, already one of the 256 byte tokens; a special token needs two or more bytes"
             )
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1, not {num_threads}")
-    _check_errors(errors)
+    return specials
+
+
+def train_on_units(
+    counter: _core.PretokenCounter,
+    units: Sequence[Unit],
+    vocab_size: int,
+    *,
+    num_threads: int | None = None,
+    progress: bool | Callable[[str, int, int], None] = False,
+    errors: str = "strict",
+    text_field: str = DEFAULT_TEXT_FIELD,
+    stats: Stats | None = None,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Counts `units` into `counter` (what was read is added to `stats`), then trains on the counts (in
+    the core)."""
     bar, callback = progress_callback(progress)
     try:
-        vocab_list, merge_ids = _core.train_bpe(
-            _input_paths(input_path), vocab_size, specials, pattern, num_threads, callback, errors == "replace"
+        read = count_units(
+            counter, units, text_field=text_field, num_threads=num_threads, errors=errors, progress=callback
         )
+        if stats is not None:
+            stats.add(read)
+        vocab_list, merge_ids = counter.train(vocab_size, callback)
     finally:
         if bar is not None:
             bar.close()
@@ -212,6 +304,7 @@ class Tokenizer:
                 tokens.append(tok.encode("utf-8"))
                 known.add(tokens[-1])
         assert len(tokens) == self._core.vocab_size
+        self._core_vocab_size = len(vocab)  # the tokens given; specials appended after them are rebuilt
         self._tokens = tokens
         self._merges = merge_list
         self._ids: dict[bytes, int] | None = None
@@ -356,14 +449,14 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], *, num_threads: int | None = None) -> list[list[int]]:
         """Encodes many texts in parallel (default: all cores)."""
-        return self._core.encode_batch(list(texts), num_threads)
+        return self._core.encode_batch(list(texts), default_num_threads(num_threads))
 
     def encode_to_numpy(self, text: str, dtype: Any = None, *, num_threads: int | None = None) -> np.ndarray:
         """Encodes straight into a numpy array (no Python list); large texts encode in parallel."""
         import numpy as np
 
         dt = self._resolve_dtype(dtype)
-        buf = self._core.encode_to_buffer(text, dt.itemsize, num_threads)
+        buf = self._core.encode_to_buffer(text, dt.itemsize, default_num_threads(num_threads))
         return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
 
     def encode_iterable(
@@ -426,34 +519,100 @@ class Tokenizer:
         errors: str = "strict",
         progress: bool | Callable[[str, int, int], None] = False,
         byte_range: tuple[int, int] | None = None,
+        text_field: str = DEFAULT_TEXT_FIELD,
     ) -> int:
-        """Streams a text file (.txt or gzip) into a `.npy` array of ids, written to a temporary file and
-        renamed, so a failed or interrupted run never leaves a partial output. Returns the token count.
-        `byte_range` (start, end) encodes only that part of a plain-text file (see `bpe_lm.shards`)."""
+        """Streams one corpus file (text, JSON lines, parquet or Arrow: `bpe_lm.readers`) into a `.npy` array
+        of ids, written to a temporary file and renamed, so a failed or interrupted run never leaves a
+        partial output. Returns the token count. `byte_range` (start, end) encodes only that part of a plain
+        text or JSON-lines file (see `bpe_lm.shards`)."""
+        from bpe_lm.readers import detect, with_range
+
+        unit = whole_units([detect(input_path)])[0]
+        if byte_range is not None:
+            unit = with_range(unit, byte_range)
+        return self.encode_units([unit], output_path, dtype=dtype, num_threads=num_threads, errors=errors,
+                                 progress=progress, text_field=text_field).tokens  # fmt: skip
+
+    def encode_files(
+        self,
+        inputs: PathLike | Sequence[PathLike],
+        output_path: PathLike,
+        *,
+        dtype: Any = None,
+        num_threads: int | None = None,
+        errors: str = "strict",
+        progress: bool | Callable[[str, int, int], None] = False,
+        text_field: str = DEFAULT_TEXT_FIELD,
+    ) -> Stats:
+        """Encodes corpus files (paths or globs, any format of `bpe_lm.readers`) into one `.npy` array, their
+        ids concatenated in the order given; written atomically. Returns what was read and written."""
+        from bpe_lm.readers import resolve
+
+        units = whole_units(resolve(_input_paths(inputs)))
+        return self.encode_units(units, output_path, dtype=dtype, num_threads=num_threads, errors=errors,
+                                 progress=progress, text_field=text_field)  # fmt: skip
+
+    def encode_units(
+        self,
+        units: Sequence[Unit],
+        output_path: PathLike,
+        *,
+        dtype: Any = None,
+        num_threads: int | None = None,
+        errors: str = "strict",
+        progress: bool | Callable[[str, int, int], None] = False,
+        text_field: str = DEFAULT_TEXT_FIELD,
+    ) -> Stats:
         _check_errors(errors)
-        dt = self._resolve_dtype(dtype)
-        bar, callback = progress_callback(progress, {"read": "encoding"})  # the core reports reading the file
+        bar, callback = progress_callback(progress, {"read": "encoding"})
         try:
-            with atomic_output(output_path) as tmp:
-                return self._core.encode_file(
-                    os.fspath(input_path),
-                    os.fspath(tmp),
-                    dt.itemsize,
-                    num_threads,
-                    errors == "replace",
-                    callback,
-                    byte_range,
-                )
+            return encode_units(self, units, output_path, dtype=dtype, text_field=text_field,
+                                num_threads=default_num_threads(num_threads), errors=errors, progress=callback)  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()
 
-    def count_file(self, input_path: PathLike, *, num_threads: int | None = None) -> int:
-        """Tokens of a text file (.txt or gzip), as `encode_file` would write them."""
+    def count_file(
+        self, input_path: PathLike, *, num_threads: int | None = None, text_field: str = DEFAULT_TEXT_FIELD
+    ) -> Stats:
+        """What `encode_file` would write for a corpus file: its tokens, documents and bytes of text."""
         import tempfile
 
+        from bpe_lm.readers import resolve
+
         with tempfile.TemporaryDirectory(prefix="bpe-lm-count-") as tmp:
-            return self.encode_file(input_path, Path(tmp) / "ids.npy", dtype="uint32", num_threads=num_threads)
+            units = whole_units(resolve(_input_paths(input_path)))
+            return self.encode_units(units, Path(tmp) / "ids.npy", dtype="uint32", num_threads=num_threads,
+                                     text_field=text_field)  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what decides the ids (vocabulary, merges, special tokens, pattern): equal fingerprints,
+        equal encodings. Recorded in manifests to tell whether an output is current."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for token in self._tokens:
+            h.update(len(token).to_bytes(4, "little") + token)
+        for a, b in self._merges:
+            h.update(len(a).to_bytes(4, "little") + a + len(b).to_bytes(4, "little") + b)
+        h.update(repr((self.special_tokens, self.pattern)).encode("utf-8"))
+        return h.hexdigest()
+
+    # -- pickling: by value (vocabulary, merges, special tokens, pattern); the core is rebuilt on load
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "vocab": self._tokens[: self._core_vocab_size],
+            "merges": self._merges,
+            "special_tokens": self.special_tokens,
+            "pattern": self.pattern,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rebuilt = Tokenizer(
+            dict(enumerate(state["vocab"])), state["merges"], state["special_tokens"], pattern=state["pattern"]
+        )
+        self.__dict__.update(rebuilt.__dict__)
 
     # -- decoding
 

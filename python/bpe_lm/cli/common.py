@@ -4,13 +4,10 @@ before any heavy work, and loading a tokenizer directory."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import resource
 import sys
 from pathlib import Path
-
-from bpe_lm._io import is_gzip
 
 
 class UserError(Exception):
@@ -39,25 +36,43 @@ def peak_rss_mb() -> float:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
-def check_text_input(path: str) -> None:
-    """A readable, non-empty text file (.txt, or gzip whose content is not empty)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path}: no such file")
-    if p.is_dir():
-        raise UserError(f"{path}: is a directory, expected a text file")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"{path}: permission denied")
-    if p.stat().st_size == 0:
-        raise UserError(f"{path}: is empty")
-    if is_gzip(p):
-        try:
-            with gzip.open(p, "rb") as f:
-                empty = f.read(1) == b""
-        except (OSError, EOFError) as e:
-            raise UserError(f"{path}: not a valid gzip file ({e})") from None
-        if empty:
-            raise UserError(f"{path}: is empty (after decompression)")
+def check_inputs(patterns: list[str] | str):
+    """Before heavy work: paths and globs expanded, each input's format detected (`bpe_lm.readers`), and
+    each readable and not empty (after decompression, too). Returns the inputs (`readers.Input`)."""
+    from bpe_lm.readers import InputError, open_decompressed, resolve
+
+    try:
+        inputs = resolve([patterns] if isinstance(patterns, str) else patterns)
+    except InputError as e:
+        raise UserError(str(e)) from None
+    for inp in inputs:
+        if inp.disk_bytes() == 0:
+            raise UserError(f"{inp.path}: is empty")
+        if inp.compression != "none":
+            try:
+                with open_decompressed(inp.path) as f:
+                    empty = f.read(1) == b""
+            except (OSError, ValueError) as e:
+                raise UserError(f"{inp.path}: not a valid {inp.compression} file ({e})") from None
+            if empty:
+                raise UserError(f"{inp.path}: is empty (after decompression)")
+    return inputs
+
+
+def add_text_field_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--text-field",
+        default="text",
+        metavar="NAME",
+        help="the field (JSON lines) or column (parquet, Arrow) that holds each record's text",
+    )
+
+
+INPUT_HELP = (
+    "corpus files or shell-style globs (quote them: 'shards/*.parquet'), read in the order given: text "
+    "(.txt, .gz, .zst; documents separated by special tokens), JSON lines (.jsonl/.json, .gz, .zst), "
+    "parquet, Arrow files or `datasets` save_to_disk directories (one document per record)"
+)
 
 
 def check_output_file(path: str | os.PathLike[str], force: bool) -> None:

@@ -12,8 +12,8 @@ from bpe_lm.cli.common import (
     HelpFormatter,
     UserError,
     add_model_source,
+    check_inputs,
     check_output_file,
-    check_text_input,
     load_tokenizer,
     positive_int,
     require_torch,
@@ -155,7 +155,13 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--raw-text",
         metavar="FILE",
-        help="the text (.txt or .txt.gz) the tokens came from, to report bits per byte; checked against the tokens",
+        help="the corpus file the tokens came from (text, JSON lines, parquet, Arrow), to report bits per byte; checked against the tokens",
+    )
+    p.add_argument(
+        "--text-field",
+        default="text",
+        metavar="NAME",
+        help="with --raw-text in a record format: the field or column that holds each record's text",
     )
     p.add_argument("--tokenizer", metavar="DIR", help="the tokenizer the tokens came from (needed with --raw-text)")
     p.add_argument(
@@ -171,7 +177,6 @@ def run_eval(args: argparse.Namespace) -> None:
     import json
     import math
 
-    from bpe_lm._io import text_size
     from bpe_lm.data import check_data, load_tokens
     from bpe_lm.evaluation import bits_per_byte, file_loss
     from bpe_lm.generate import load_model
@@ -182,18 +187,19 @@ def run_eval(args: argparse.Namespace) -> None:
     if args.raw_text and not args.tokenizer:
         raise UserError("--raw-text needs --tokenizer DIR: the text is encoded to check that the tokens came from it")
     if args.raw_text:
-        check_text_input(args.raw_text)
+        check_inputs(args.raw_text)
     device = resolve_device(args.device, "--device")
     tokens = load_tokens(args.data)
     text_bytes = args.text_bytes
     if args.raw_text:
         # A wrong text file would give a wrong bits per byte without any sign: check it encodes to these tokens.
         tok = load_tokenizer(args.tokenizer)
-        encoded = tok.count_file(args.raw_text)
+        read = tok.count_file(args.raw_text, text_field=args.text_field)
+        encoded = read.tokens
         if encoded != len(tokens):
             raise UserError(f"--raw-text {args.raw_text}: encodes to {encoded:,} tokens with {args.tokenizer}, but {args.data} holds {len(tokens):,}; "
                             "give the text these tokens were encoded from (and its tokenizer)")  # fmt: skip
-        text_bytes = text_size(args.raw_text)
+        text_bytes = read.text_bytes
     model, _ = load_model(args.run or args.checkpoint, device)
     check_data(tokens, args.data, model.config)
     loss, count = file_loss(model, tokens, args.batch_size, device, args.max_batches)

@@ -10,7 +10,7 @@ from pathlib import Path
 from bpe_lm.cli.common import (
     HelpFormatter,
     UserError,
-    check_text_input,
+    check_inputs,
     check_writable_directory,
     positive_int,
     require_torch,
@@ -46,7 +46,11 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         "machine's Python standard library (no download); --data runs the same pipeline on your text.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--data", metavar="PATH", help="your text (.txt or .txt.gz) instead of the built-in corpus")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your corpus (text, JSON lines, parquet, Arrow; records joined by <|endoftext|>) instead of the built-in one",
+    )
     p.add_argument("--minutes", type=float, default=5.0, help="training time")
     p.add_argument("--vocab", type=positive_int, default=2048, help="tokenizer vocabulary size")
     p.add_argument("--max-mb", type=float, default=50.0, help="read at most this much of --data")
@@ -68,7 +72,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise UserError(f"--vocab: {e}") from None
     if args.data:
-        check_text_input(args.data)
+        check_inputs(args.data)
     out = Path(args.output) if args.output else default_out_dir()
     if out.exists():
         raise UserError(f"{out}: already exists; choose another --output")

@@ -1,0 +1,193 @@
+"""Encoding throughput by input format, and against what users do today (HF `datasets.map`).
+
+The same documents (real reviews and stories from ../shared/data) are written as .txt (joined by
+<|endoftext|>), .parquet (row groups of 1,000 rows) and .jsonl.zst; `bpe-lm`'s encoder reads each at 1 and 2
+threads. The peers do the same work the usual way: `datasets.load_dataset("parquet")` then `.map(batched=True,
+num_proc=P)` with tiktoken's GPT-2 (`encode_ordinary_batch` + end of text) and with HF tokenizers'
+GPT-2 (`encode_batch`), cache off. Every run is a fresh process, timed after its imports, cold (first
+use of the tokenizer in that process); MB/s counts the UTF-8 bytes of the documents; peak RSS is the
+process's own high-water mark (VmHWM). Configurations run in interleaved rounds (`--repeat`), and each
+reports its median, so a load that comes and goes hits all alike. The ids of every record path are
+checked equal to tiktoken's.
+Last, a >= 1 GB parquet file (the documents repeated, so its speed is not quoted) for peak memory.
+
+    pip install ".[bench,test]" && python benches/formats.py            # about 6 min, peak < 2 GB, on 2 cores
+    python benches/formats.py --quick                                     # about 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+SHARED = Path(os.environ.get("BPE_LM_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+EOT = "<|endoftext|>"
+
+RUNNER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    kind, path, out, threads, procs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    shared = sys.argv[6]
+    def hwm():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    if kind == "bpe-lm":
+        import pyarrow.parquet  # an import, like the peers' `datasets`: before the clock
+        from bpe_lm.tokenizer import Tokenizer
+        tok = Tokenizer.from_files(f"{shared}/gpt2/vocab.json", f"{shared}/gpt2/merges.txt", ["<|endoftext|>"])
+        t0 = time.perf_counter()
+        stats = tok.encode_files(path, out, num_threads=threads)
+        elapsed = time.perf_counter() - t0
+    else:
+        import datasets
+        datasets.disable_caching()
+        if kind == "tiktoken":
+            import tiktoken, tiktoken.load, tempfile
+            from bpe_lm import GPT2_PATTERN
+            with tempfile.TemporaryDirectory() as tmp:
+                bpe = os.path.join(tmp, "vocab.bpe")
+                open(bpe, "w").write("#version: 0.2\\n" + open(f"{shared}/gpt2/merges.txt").read())
+                ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=bpe, encoder_json_file=f"{shared}/gpt2/vocab.json")
+            enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+            def f(batch):
+                return {"ids": [ids + [50256] for ids in enc.encode_ordinary_batch(batch["text"], num_threads=1)]}
+        else:
+            from tokenizers import Tokenizer as HF, models, pre_tokenizers, decoders
+            hf = HF(models.BPE.from_file(f"{shared}/gpt2/vocab.json", f"{shared}/gpt2/merges.txt"))
+            hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            hf.decoder = decoders.ByteLevel()
+            def f(batch):
+                return {"ids": [e.ids + [50256] for e in hf.encode_batch(batch["text"], add_special_tokens=False)]}
+        t0 = time.perf_counter()
+        ds = datasets.load_dataset("parquet", data_files=path, split="train")
+        ds = ds.map(f, batched=True, num_proc=procs if procs > 1 else None, remove_columns=["text"])
+        elapsed = time.perf_counter() - t0
+        ids = np.concatenate([np.asarray(x, dtype=np.uint16) for x in ds["ids"]])
+        np.save(out, ids)
+    print(json.dumps({"seconds": elapsed, "rss_mb": hwm()}))
+    """
+)
+
+
+def documents(mb: float) -> list[str]:
+    docs: list[str] = []
+    size = 0
+    for name in ("imdb.txt.gz", "fairytales.txt.gz"):
+        with gzip.open(SHARED / name, "rt", encoding="utf-8") as f:
+            for d in f.read().split(EOT):
+                d = d.strip("\n")
+                if d:
+                    docs.append(d)
+                    size += len(d.encode("utf-8"))
+                if size >= mb * 1e6:
+                    return docs
+    return docs
+
+
+def write_inputs(docs: list[str], directory: Path) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    paths = {"txt": directory / "c.txt", "parquet": directory / "c.parquet", "jsonl.zst": directory / "c.jsonl.zst"}
+    paths["txt"].write_text(f"\n{EOT}\n".join(docs) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": docs}), paths["parquet"], row_group_size=1000)
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode("utf-8")
+    paths["jsonl.zst"].write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+    return paths
+
+
+def run(kind: str, path: Path, out: Path, threads: int = 1, procs: int = 1) -> dict:
+    r = subprocess.run(
+        [sys.executable, "-c", RUNNER, kind, str(path), str(out), str(threads), str(procs), str(SHARED)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"{kind} on {path.name} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument("--mb", type=float, default=40.0, help="MB of document text")
+    ap.add_argument(
+        "--big-gb", type=float, default=1.0, help="size of the parquet file for the peak-memory run (0: skip)"
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; each figure is the median")
+    ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1")
+    args = ap.parse_args()
+    if args.quick:
+        args.mb, args.big_gb, args.repeat = 8.0, 0.25, 1
+    import numpy as np
+
+    docs = documents(args.mb)
+    text_mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+    print(f"{len(docs):,} documents, {text_mb:.1f} MB of text; {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="bpe-lm-bench-formats-") as tmp:
+        d = Path(tmp)
+        paths = write_inputs(docs, d)
+        configs = [
+            (f"datasets.map + {'tiktoken' if kind == 'tiktoken' else 'HF tokenizers'}", kind, "parquet", procs, 1)
+            for kind, procs in (("tiktoken", 1), ("tiktoken", 2), ("hf", 1), ("hf", 2))
+        ] + [("bpe-lm", "bpe-lm", fmt, 1, threads) for fmt in ("txt", "parquet", "jsonl.zst") for threads in (1, 2)]
+        runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
+        same: dict[int, object] = {}
+        reference = None
+        for _ in range(args.repeat):
+            for i, (_who, kind, fmt, procs, threads) in enumerate(configs):
+                out = d / f"{i}.npy"
+                runs[i].append(run(kind, paths[fmt], out, threads=threads, procs=procs))
+                ids = np.load(out)
+                reference = ids if reference is None else reference
+                equal = bool(np.array_equal(ids, reference)) and same.get(i, True) is True
+                same[i] = "n/a (separators)" if fmt == "txt" else equal
+        rows = []
+        for i, (who, _kind, fmt, procs, threads) in enumerate(configs):
+            secs = sorted(r["seconds"] for r in runs[i])
+            got = {"seconds": secs[len(secs) // 2], "rss_mb": max(r["rss_mb"] for r in runs[i])}
+            rows.append((who, fmt, f"{threads} thread" if who == "bpe-lm" else f"{procs} proc", got, same[i]))
+        print("\n| encoder | input | parallel | MB/s | peak RSS MB | ids = tiktoken's |\n|---|---|---|---|---|---|")
+        for who, fmt, par, got, equal in rows:
+            print(f"| {who} | {fmt} | {par} | {text_mb / got['seconds']:.1f} | {got['rss_mb']:.0f} | {equal} |")
+        speed = {(r[0], r[1], r[2].split()[0]): text_mb / r[3]["seconds"] for r in rows}
+        tik = {n: speed[("datasets.map + tiktoken", "parquet", n)] for n in ("1", "2")}
+        ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
+        print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
+              + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
+        for fmt in ("parquet", "jsonl.zst"):
+            ratios = ", ".join(
+                f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
+            )
+            print(f"bpe-lm {fmt} vs the same text as .txt: {ratios}")
+        if args.big_gb > 0:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            big = d / "big.parquet"
+            table = pa.table({"text": docs})
+            with pq.ParquetWriter(big, table.schema) as w:
+                written = 0
+                while written < args.big_gb * 1e9:
+                    w.write_table(table, row_group_size=1000)
+                    written += text_mb * 1e6
+            for p in paths.values():
+                p.unlink()
+            got = run("bpe-lm", big, d / "big.npy", threads=2)
+            print(f"\n{written / 1e9:.2f} GB of text as parquet ({big.stat().st_size / 1e9:.2f} GB on disk), 2 threads: peak RSS {got['rss_mb']:.0f} MB "
+                  f"({got['seconds']:.1f} s; repeated text, so not a speed figure)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Encoding and counting corpora of many inputs in any format (see `bpe_lm.readers`): the one loop that
+`bpe-lm encode`, `train-tokenizer`, `count-pretokens`, their `--shard` and the Ray engine all run.
+
+Text inputs keep the separator convention (special-token strings become their ids, and separate
+documents). Each record of a record format is one document: `encode_ordinary(text) + [end of text]`,
+and tokenizer training counts it as text of its own (no pre-token crosses two records).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bpe_lm import _core
+from bpe_lm._io import atomic_output
+from bpe_lm.readers import (
+    DEFAULT_TEXT_FIELD,
+    END_OF_TEXT,
+    Input,
+    InputError,
+    Stats,
+    Unit,
+    arrow_buffers,
+    prefetch,
+    record_batches,
+)
+
+Callback = Callable[[str, int, int], None]
+# `tok` below is a `bpe_lm.tokenizer.Tokenizer`; this module sits beneath it (the tokenizer's methods call
+# these functions), so it names the type only in words.
+Tokenizer = Any
+
+
+def end_of_text_id(tok: Tokenizer) -> int:
+    """The id put after each record: `<|endoftext|>`'s, else the tokenizer's first special token's."""
+    ids = tok.special_token_ids
+    if END_OF_TEXT in ids:
+        return ids[END_OF_TEXT]
+    if ids:
+        return next(iter(ids.values()))
+    raise InputError(
+        "record inputs (JSON lines, parquet, Arrow) get an end-of-text id after each document, and this "
+        "tokenizer has no special token; train one with --special-token '<|endoftext|>'"
+    )
+
+
+class UnitProgress:
+    """One progress callback across many units: each unit's (phase, done, total) in its own bytes becomes
+    progress through the bytes of all units."""
+
+    def __init__(self, callback: Callback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.base = 0
+
+    def for_unit(self, unit: Unit) -> Callback | None:
+        if self.callback is None:
+            return None
+        base, size, cb = self.base, unit.size, self.callback
+
+        def report(phase: str, done: int, total: int) -> None:
+            cb("read", base + min(done, size), self.total)
+
+        return report
+
+    def finish_unit(self, unit: Unit) -> None:
+        self.base += unit.size
+        if self.callback is not None:
+            self.callback("read", self.base, self.total)
+
+
+def _record_loop(unit: Unit, text_field: str, add: Callable[[bytes, bytes, int, int], tuple[int, ...]],
+                 report: Callback | None) -> Stats:  # fmt: skip
+    """Feeds a parquet/Arrow unit's text column to `add(data, offsets, offset width, row0)` in batches, the
+    next batch read while this one is processed."""
+    stats = Stats()
+    rows = 0
+    for batch in prefetch(record_batches(unit, text_field)):
+        column = batch.column(0) if hasattr(batch, "num_columns") else batch
+        data, offsets, width, nulls = arrow_buffers(column)
+        got = add(data, offsets, width, rows)
+        rows += len(column)
+        stats.add(
+            Stats(documents=got[0], skipped=got[1] + nulls, text_bytes=got[2], tokens=got[3] if len(got) > 3 else 0)
+        )
+        if report is not None:
+            report("read", int(unit.size * min(1.0, stats.text_bytes / max(1, _text_estimate(unit)))), unit.size)
+    return stats
+
+
+def _text_estimate(unit: Unit) -> int:
+    """Rough bytes of text in a unit, for progress only: Arrow stores text as is, parquet compresses it ~3x."""
+    return unit.size * (3 if unit.input.format == "parquet" else 1)
+
+
+def encode_unit(
+    tok: Tokenizer,
+    unit: Unit,
+    writer: Any,
+    *,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    progress: Callback | None = None,
+) -> Stats:
+    """Appends the ids of one unit to `writer` (a `_core.TokenWriter`)."""
+    inp = unit.input
+    path = os.fspath(inp.path)
+    if inp.format == "text":
+        tokens, text_bytes = tok._core.encode_text_into(
+            path, writer, num_threads, errors == "replace", progress, unit.byte_range
+        )
+        return Stats(text_bytes=text_bytes, tokens=tokens, inputs=[path])
+    eot = end_of_text_id(tok)
+    if inp.format == "jsonl":
+        docs, skipped, text_bytes, tokens = tok._core.encode_jsonl_into(
+            path, text_field, eot, writer, num_threads, progress, unit.byte_range
+        )
+        return Stats(docs, skipped, text_bytes, tokens, [path])
+
+    def add(data: bytes, offsets: bytes, width: int, row0: int) -> tuple[int, ...]:
+        return tok._core.encode_documents_into(data, offsets, eot, writer, num_threads, row0, path, width)
+
+    stats = _record_loop(unit, text_field, add, progress)
+    stats.inputs = [path]
+    return stats
+
+
+def count_unit(
+    counter: Any,
+    unit: Unit,
+    *,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    progress: Callback | None = None,
+) -> Stats:
+    """Adds the pre-tokens of one unit to `counter` (a `_core.PretokenCounter`)."""
+    inp = unit.input
+    path = os.fspath(inp.path)
+    if inp.format == "text":
+        text_bytes = counter.add_text([path], [unit.byte_range], num_threads, errors == "replace", progress)
+        return Stats(text_bytes=text_bytes, inputs=[path])
+    if inp.format == "jsonl":
+        docs, skipped, text_bytes = counter.add_jsonl(path, text_field, unit.byte_range, num_threads, progress)
+        return Stats(docs, skipped, text_bytes, 0, [path])
+
+    def add(data: bytes, offsets: bytes, width: int, row0: int) -> tuple[int, ...]:
+        return counter.add_documents(data, offsets, num_threads, row0, path, width)
+
+    stats = _record_loop(unit, text_field, add, progress)
+    stats.inputs = [path]
+    return stats
+
+
+def check_units(units: Sequence[Unit], text_field: str) -> None:
+    """Before heavy work: every parquet/Arrow unit has a string column `text_field` and pyarrow is there."""
+    from bpe_lm.readers import check_columns
+
+    seen: set[Path] = set()
+    for u in units:
+        if u.input.format in ("parquet", "arrow") and u.input.path not in seen:
+            seen.add(u.input.path)
+            check_columns(u.input, text_field)
+
+
+def encode_units(
+    tok: Tokenizer,
+    units: Sequence[Unit],
+    output: str | os.PathLike[str],
+    *,
+    dtype: Any = None,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    progress: Callback | None = None,
+) -> Stats:
+    """Writes the ids of `units`, concatenated in order, to one `.npy` file (atomically: a failure leaves
+    no output)."""
+    check_units(units, text_field)
+    dt = tok._resolve_dtype(dtype)
+    stats = Stats()
+    bars = UnitProgress(progress, sum(u.size for u in units))
+    with atomic_output(output) as tmp:
+        writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
+        for unit in units:
+            stats.add(encode_unit(tok, unit, writer, text_field=text_field, num_threads=num_threads,
+                                  errors=errors, progress=bars.for_unit(unit)))  # fmt: skip
+            bars.finish_unit(unit)
+        writer.finish()
+    return stats
+
+
+def count_units(
+    counter: Any,
+    units: Sequence[Unit],
+    *,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    progress: Callback | None = None,
+) -> Stats:
+    """Adds the pre-tokens of `units` to `counter`."""
+    check_units(units, text_field)
+    stats = Stats()
+    bars = UnitProgress(progress, sum(u.size for u in units))
+    for unit in units:
+        stats.add(count_unit(counter, unit, text_field=text_field, num_threads=num_threads, errors=errors,
+                             progress=bars.for_unit(unit)))  # fmt: skip
+        bars.finish_unit(unit)
+    return stats
+
+
+def whole_units(inputs: Sequence[Input]) -> list[Unit]:
+    return [Unit(i, size=i.disk_bytes()) for i in inputs]

@@ -1,0 +1,591 @@
+"""Input corpora as users hold them: which format a path holds, the documents in it, and the units of work
+it splits into.
+
+Formats, told by content first and by name where content cannot tell:
+- text: `.txt` and anything else that is not one of the below, plain, gzip or zstd (detected by magic
+  bytes). Documents are separated by special tokens, as in TinyStories' and OpenWebText's text dumps.
+- JSON lines: `.jsonl`, `.json`, `.ndjson` (plain, `.gz` or `.zst`), one record per line; the document is
+  the record's text field.
+- parquet: detected by its `PAR1` magic; the document is the text column's value in each row.
+- Arrow: a `.arrow` file (IPC stream or file) or a directory written by `datasets.Dataset.save_to_disk`.
+
+In record formats (JSON lines, parquet, Arrow) each record is one document and its text is text: a
+special-token string inside it stays ordinary bytes. Null and empty texts are skipped and counted.
+Parquet and Arrow are read by pyarrow (`pip install 'bpe-lm[parquet]'`); everything else by the core.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bpe_lm import _core
+
+DEFAULT_TEXT_FIELD = "text"
+# The end-of-text special token: the document separator of text corpora, and the id after each record.
+END_OF_TEXT = "<|endoftext|>"
+RECORD_FORMATS = ("jsonl", "parquet", "arrow")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+# Text per batch handed to the core from parquet and Arrow: large enough that the serial steps between
+# batches (decoding the next one overlaps, writing ids does not) are a small share, small enough that the
+# two batches in flight stay a few tens of MB.
+ARROW_BATCH_BYTES = 8 << 20
+
+
+# The first batch is smaller, and each next one twice the last up to ARROW_BATCH_BYTES: encoding starts
+# after a short read, not after a whole batch's.
+FIRST_BATCH_BYTES = 1 << 20
+
+
+def _rows_per_batch(text_bytes: int, rows: int, target: int) -> int:
+    return max(1, min(1 << 20, target * max(rows, 1) // max(text_bytes, 1)))
+
+
+class _Ramp:
+    def __init__(self) -> None:
+        self.target = FIRST_BATCH_BYTES
+
+    def sliced(self, column: Any) -> Iterator[Any]:
+        """A string array in slices of about `target` bytes of text, the target growing as it goes."""
+        start = 0
+        while start < len(column):
+            rows = _rows_per_batch(column.nbytes, len(column), self.target)
+            yield column.slice(start, rows)
+            start += rows
+            self.target = min(2 * self.target, ARROW_BATCH_BYTES)
+
+
+_MAGIC_FORMATS_WE_DO_NOT_READ = [
+    (b"BZh", "a bzip2 file"),
+    (b"\xfd7zXZ\x00", "an xz file"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x04\x22\x4d\x18", "an lz4 file"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x93NUMPY", "a numpy .npy file (token ids? those are for `bpe-lm train` and `bpe-lm decode`)"),
+    (b"BPELMCNT", "a pre-token count file (give it to `bpe-lm train-tokenizer --from-counts`)"),
+]
+SUPPORTED = (
+    "plain, gzip or zstd text; JSON lines (.jsonl, .jsonl.gz, .jsonl.zst); parquet; Arrow / `datasets` directories"
+)
+
+
+class InputError(ValueError):
+    """An input that cannot be read as a corpus: the message names the file and what is wrong."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input path that does not exist."""
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a corpus: a file, or a `datasets` directory (its Arrow files, in order)."""
+
+    path: Path
+    format: str  # "text" | "jsonl" | "parquet" | "arrow"
+    compression: str = "none"  # "none" | "gzip" | "zstd" (text and JSON lines)
+    files: tuple[Path, ...] = ()  # the Arrow files of a directory; else (path,)
+
+    @property
+    def is_record_format(self) -> bool:
+        return self.format in RECORD_FORMATS
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of an input that can be read on its own, in a process of its own: a byte range of a plain
+    text or JSON-lines file, some row groups of a parquet file, some files of an Arrow directory, or a
+    whole file. Concatenating the units' outputs in order gives the output of the whole input."""
+
+    input: Input
+    byte_range: tuple[int, int] | None = None
+    row_groups: tuple[int, ...] | None = None
+    files: tuple[Path, ...] | None = None
+    size: int = 0  # bytes on disk, for balancing
+
+    def describe(self) -> str:
+        if self.byte_range:
+            return f"{self.input.path} bytes {self.byte_range[0]}-{self.byte_range[1]}"
+        if self.row_groups is not None:
+            return f"{self.input.path} row groups {self.row_groups[0]}-{self.row_groups[-1]}"
+        return str(self.input.path)
+
+
+@dataclass
+class Stats:
+    """What was read: documents and skipped (null or empty) records of record inputs, UTF-8 bytes of text
+    (of record inputs' documents; of text inputs where it was counted), tokens written, and the inputs."""
+
+    documents: int = 0
+    skipped: int = 0
+    text_bytes: int = 0
+    tokens: int = 0
+    inputs: list[str] = field(default_factory=list)
+
+    def add(self, other: Stats) -> None:
+        self.documents += other.documents
+        self.skipped += other.skipped
+        self.text_bytes += other.text_bytes
+        self.tokens += other.tokens
+        self.inputs.extend(other.inputs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "skipped": self.skipped,
+            "text_bytes": self.text_bytes,
+            "tokens": self.tokens,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Which inputs, in which format
+
+
+def expand_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Paths and shell-style globs ('shards/*.parquet', '**' for any depth) to paths, in the order given,
+    each glob's matches sorted. A glob that matches nothing is an error (a typo must not read less)."""
+    out: list[Path] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if glob.has_magic(text) and not os.path.exists(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError(f"{text}: no file matches this pattern")
+            out.extend(Path(m) for m in matches)
+        else:
+            out.append(Path(text))
+    if not out:
+        raise InputError("no input files given")
+    return out
+
+
+def _head(path: Path, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _suffixes(path: Path) -> tuple[str, str]:
+    """(compression suffix or '', the suffix before it), lower-cased."""
+    name = path.name.lower()
+    stem, ext = os.path.splitext(name)
+    if ext in COMPRESSED_SUFFIXES:
+        return ext, os.path.splitext(stem)[1]
+    return "", ext
+
+
+def _arrow_directory(path: Path) -> tuple[Path, ...]:
+    """The Arrow files of a `datasets.save_to_disk` directory, in the order its state.json lists them."""
+    state = path / "state.json"
+    if state.is_file():
+        try:
+            listed = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{state}: not a `datasets` state file ({e})") from None
+        missing = [f for f in listed if not f.is_file()]
+        if missing:
+            raise InputError(f"{path}: {missing[0].name}, listed in state.json, is missing")
+        return tuple(listed)
+    files = tuple(sorted(path.glob("*.arrow")))
+    if not files:
+        hint = f"; to read its parquet files give them, e.g. '{path}/*.parquet'" if any(path.glob("*.parquet")) else ""
+        raise InputError(
+            f"{path}: is a directory, and not one written by `datasets` save_to_disk (no state.json or .arrow files){hint}"
+        )
+    return files
+
+
+def detect(path: str | os.PathLike[str]) -> Input:
+    """The format of one input, told by its content (magic bytes) and, where content cannot tell (text or
+    JSON lines), by its name."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputError(f"{p}: no such file")
+    if p.is_dir():
+        files = _arrow_directory(p)
+        for f in files:
+            if detect(f).format != "arrow":
+                raise InputError(f"{f}: not an Arrow file, though its directory holds a `datasets` dataset")
+        return Input(p, "arrow", files=files)
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: permission denied")
+    head = _head(p)
+    if not head:  # an empty file holds no documents, in any format: read as (empty) text or JSON lines
+        return Input(p, "jsonl" if _suffixes(p)[1] in JSONL_SUFFIXES else "text", files=(p,))
+    if head.startswith(b"PAR1"):
+        return Input(p, "parquet", files=(p,))
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return Input(p, "arrow", files=(p,))
+    for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ:
+        if head.startswith(magic):
+            raise InputError(f"{p}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
+    compressed, ext = _suffixes(p)
+    if p.suffix.lower() == ".parquet":
+        raise InputError(f"{p}: named .parquet but not a parquet file (it lacks the PAR1 magic: damaged or misnamed)")
+    if p.suffix.lower() == ".arrow":
+        raise InputError(f"{p}: named .arrow but not an Arrow IPC file (damaged or misnamed)")
+    if head.startswith(b"\x1f\x8b"):
+        compression = "gzip"
+    elif head.startswith(b"\x28\xb5\x2f\xfd"):
+        compression = "zstd"
+    else:
+        compression = "none"
+        if compressed:
+            raise InputError(
+                f"{p}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
+            )
+    fmt = "jsonl" if ext in JSONL_SUFFIXES else "text"
+    if fmt == "jsonl":
+        first = _first_non_space(p)
+        if first == b"[":
+            raise InputError(
+                f"{p}: holds a JSON array; bpe-lm reads JSON lines (one object per line), e.g. from "
+                "`jq -c '.[]' FILE > FILE.jsonl` or `datasets.Dataset.to_json(path, lines=True)`"
+            )
+    return Input(p, fmt, compression, files=(p,))
+
+
+def _first_non_space(path: Path) -> bytes:
+    with open_decompressed(path) as f:
+        while block := f.read(1 << 16):
+            stripped = block.lstrip()
+            if stripped:
+                return stripped[:1]
+    return b""
+
+
+def resolve(patterns: Iterable[str | os.PathLike[str]]) -> list[Input]:
+    """Globs expanded and each input's format detected, before any heavy work."""
+    return [detect(p) for p in expand_inputs(patterns)]
+
+
+class _CoreRaw(io.RawIOBase):
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._reader.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def open_decompressed(path: str | os.PathLike[str]) -> io.BufferedReader:
+    """A binary file object over a file's bytes, decompressed when it is gzip or zstd (by content), through
+    the same reader the core uses for every input."""
+    return io.BufferedReader(_CoreRaw(_core.DecompressedReader(os.fspath(path))), buffer_size=1 << 20)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arrow and parquet, through pyarrow
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.ipc  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise InputError("reading parquet and Arrow files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
+    return pyarrow
+
+
+def _check_column(schema: Any, text_field: str, where: Path) -> None:
+    pa = _pyarrow()
+    if schema.get_field_index(text_field) < 0:
+        names = ", ".join(schema.names[:20])
+        raise InputError(f"{where}: has no column {text_field!r} (its columns: {names}); choose one with --text-field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise InputError(f"{where}: column {text_field!r} holds {kind}, not strings")
+
+
+def check_columns(inp: Input, text_field: str) -> None:
+    """Before heavy work: pyarrow is installed, and every file of a parquet or Arrow input opens and has a
+    string column `text_field`."""
+    pa = _pyarrow()
+    for f in inp.files:
+        try:
+            if inp.format == "parquet":
+                schema = pa.parquet.ParquetFile(f).schema_arrow
+            else:
+                source = pa.memory_map(os.fspath(f))
+                try:
+                    schema = pa.ipc.open_file(source).schema
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    schema = pa.ipc.open_stream(source).schema
+        except Exception as e:
+            kind = "parquet" if inp.format == "parquet" else "Arrow"
+            raise InputError(f"{f}: not a readable {kind} file ({type(e).__name__}: {e})") from None
+        _check_column(schema, text_field, f)
+
+
+def parquet_row_groups(path: Path) -> list[int]:
+    """Bytes of each row group of a parquet file (compressed, as stored)."""
+    pq = _pyarrow().parquet
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError... for damaged files
+        raise InputError(f"{path}: not a readable parquet file ({e})") from None
+    return [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+
+
+def _parquet_batches(path: Path, text_field: str, row_groups: Sequence[int] | None) -> Iterator[Any]:
+    pq = _pyarrow().parquet
+    try:
+        pf = pq.ParquetFile(path)
+        _check_column(pf.schema_arrow, text_field, path)
+        pa = _pyarrow()
+        # Row group by row group, not `iter_batches`, whose buffers pile up over a whole file (pyarrow 26:
+        # 1 GB of text took 0.9 GB); one decoding thread, as it runs beside the encoder (see `prefetch`).
+        # Small row groups are joined, so each batch holds about ARROW_BATCH_BYTES of text.
+        ramp = _Ramp()
+        pending: list[Any] = []
+        size = 0
+        for group in range(pf.metadata.num_row_groups) if row_groups is None else row_groups:
+            column = pf.read_row_group(group, columns=[text_field], use_threads=False).column(0)
+            for chunk in column.chunks:
+                pending.append(chunk)
+                size += chunk.nbytes
+            if size >= ramp.target:
+                yield from ramp.sliced(pa.concat_arrays(pending) if len(pending) > 1 else pending[0])
+                pending, size = [], 0
+        if pending:
+            yield from ramp.sliced(pa.concat_arrays(pending) if len(pending) > 1 else pending[0])
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+
+
+def _arrow_batches(path: Path, text_field: str) -> Iterator[Any]:
+    pa = _pyarrow()
+    try:
+        source = pa.memory_map(os.fspath(path))  # the OS pages the file in and out: memory stays bounded
+        try:
+            reader = pa.ipc.open_file(source)
+            _check_column(reader.schema, text_field, path)
+            batches: Iterator[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            stream = pa.ipc.open_stream(source)
+            _check_column(stream.schema, text_field, path)
+            batches = iter(stream)
+        ramp = _Ramp()
+        for batch in batches:
+            yield from ramp.sliced(batch.column(batch.schema.get_field_index(text_field)))
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Arrow file ({type(e).__name__}: {e})") from None
+
+
+def _column(batch: Any) -> Any:
+    """A record batch's only column, or the array itself."""
+    return batch.column(0) if hasattr(batch, "num_columns") else batch
+
+
+def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
+    """A string array as the core takes documents, without numpy: (UTF-8 bytes of all values, Arrow's
+    len + 1 little-endian offsets, their width in bytes, number of nulls dropped)."""
+    pa = _pyarrow()
+    nulls = array.null_count
+    if nulls:
+        array = array.drop_null()
+    if pa.types.is_string_view(array.type):
+        array = array.cast(pa.large_string())
+    width = 8 if pa.types.is_large_string(array.type) else 4
+    _, offsets_buf, data_buf = array.buffers()
+    raw = memoryview(offsets_buf)[array.offset * width : (array.offset + len(array) + 1) * width]
+    start = int.from_bytes(raw[:width], "little", signed=True)
+    end = int.from_bytes(raw[-width:], "little", signed=True)
+    data = data_buf[start:end].to_pybytes() if data_buf is not None and end > start else b""
+    return data, raw.tobytes(), width, nulls
+
+
+def record_batches(unit: Unit, text_field: str) -> Iterator[Any]:
+    """The text column of a parquet or Arrow unit, in batches of about ARROW_BATCH_BYTES of text."""
+    if unit.input.format == "parquet":
+        return _parquet_batches(unit.input.path, text_field, unit.row_groups)
+    files = unit.files if unit.files is not None else unit.input.files
+
+    def chained() -> Iterator[Any]:
+        for f in files:
+            yield from _arrow_batches(f, text_field)
+
+    return chained()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Runs `items` on a thread of its own, `depth` items ahead (pyarrow decodes without the GIL, so reading
+    the next batch overlaps encoding this one). Exceptions reach the consumer."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as e:  # handed to the consumer
+            q.put(("error", e))
+
+    thread = threading.Thread(target=run, daemon=True, name="bpe-lm-reader")
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Units of work (shards, Ray tasks)
+
+
+def _aligned_ranges(path: Path, parts: int, separators: Sequence[bytes]) -> list[tuple[int, int]]:
+    """`parts` byte ranges of a plain file, each cut just after a separator (a document boundary)."""
+    from bpe_lm.shards import boundary_after
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        cuts = [0] + [boundary_after(f, size * i // parts, size, list(separators)) for i in range(1, parts)] + [size]
+    cuts = sorted(set(cuts))
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def units_of(inp: Input, parts: int, separators: Sequence[bytes]) -> list[Unit]:
+    """An input split into at most `parts` units of about equal size where its format allows: plain text at
+    separators, plain JSON lines at line ends, parquet by row group, Arrow directories by file; a
+    compressed file is one unit (a compressed stream is read from its start)."""
+    size = inp.disk_bytes()
+    if parts <= 1:
+        return [Unit(inp, size=size)]
+    if inp.format == "parquet":
+        groups = parquet_row_groups(inp.path)
+        return [
+            Unit(inp, row_groups=tuple(idx), size=sum(groups[i] for i in idx))
+            for idx in _balanced(list(range(len(groups))), groups, parts)
+        ]
+    if inp.format == "arrow":
+        sizes = [f.stat().st_size for f in inp.files]
+        return [
+            Unit(inp, files=tuple(inp.files[i] for i in idx), size=sum(sizes[i] for i in idx))
+            for idx in _balanced(list(range(len(inp.files))), sizes, parts)
+        ]
+    if inp.compression != "none":
+        return [Unit(inp, size=size)]
+    if inp.format == "jsonl":
+        separators = [b"\n"]
+    elif not separators:
+        return [Unit(inp, size=size)]
+    return [Unit(inp, byte_range=r, size=r[1] - r[0]) for r in _aligned_ranges(inp.path, parts, separators)]
+
+
+def _balanced(items: list[int], sizes: list[int], parts: int) -> list[list[int]]:
+    """Consecutive groups of `items` (at most `parts`), cut where the running size crosses each 1/parts."""
+    total = sum(sizes) or 1
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    running = 0
+    for i, s in zip(items, sizes):
+        groups[min(parts - 1, running * parts // total)].append(i)
+        running += s
+    return [g for g in groups if g]
+
+
+def plan_units(inputs: Sequence[Input], parts: int, separators: Sequence[bytes]) -> list[Unit]:
+    """All inputs as units, in input order, each input split in proportion to its share of the bytes, so
+    there are about `parts` units in all."""
+    total = sum(i.disk_bytes() for i in inputs) or 1
+    out: list[Unit] = []
+    for inp in inputs:
+        share = max(1, round(parts * inp.disk_bytes() / total))
+        out.extend(units_of(inp, share, separators))
+    return out
+
+
+def shard_units(units: Sequence[Unit], index: int, count: int) -> list[Unit]:
+    """Shard `index` of `count`: a run of consecutive units of about 1/count of the bytes (so the shards'
+    outputs, concatenated in order, are the whole)."""
+    groups = _balanced(list(range(len(units))), [u.size for u in units], count)
+    groups += [[] for _ in range(count - len(groups))]
+    return [units[i] for i in groups[index]]
+
+
+def with_range(unit: Unit, byte_range: tuple[int, int]) -> Unit:
+    return replace(unit, byte_range=byte_range, size=byte_range[1] - byte_range[0])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Documents as Python strings (sampling for statistics, the demo): small amounts of text
+
+
+def iter_documents(inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: str = END_OF_TEXT) -> Iterator[str]:
+    """The documents of an input as strings, streamed: records' texts (null and empty ones skipped), or
+    text split on `separator` (stripped of surrounding newlines, empty ones skipped)."""
+    if inp.format == "text":
+        with io.TextIOWrapper(open_decompressed(inp.path), encoding="utf-8") as f:
+            rest = ""
+            while chunk := f.read(1 << 20):
+                parts = (rest + chunk).split(separator)
+                rest = parts.pop()
+                yield from (d.strip("\n") for d in parts if d.strip())
+            if rest.strip():
+                yield rest.strip("\n")
+    elif inp.format == "jsonl":
+        with open_decompressed(inp.path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise InputError(f"{inp.path}: line {n}: is not valid JSON ({e})") from None
+                if not isinstance(record, dict):
+                    raise InputError(f"{inp.path}: line {n}: is not a JSON object")
+                if text_field not in record:
+                    raise InputError(f"{inp.path}: line {n}: has no field {text_field!r}")
+                value = record[text_field]
+                if value is None or value == "":
+                    continue
+                if not isinstance(value, str):
+                    raise InputError(
+                        f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
+                    )
+                yield value
+    else:
+        for batch in record_batches(Unit(inp), text_field):
+            for value in _column(batch).to_pylist():
+                if value:
+                    yield value
+
+
+ProgressFn = Callable[[str, int, int], None]

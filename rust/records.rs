@@ -1,0 +1,400 @@
+//! Record corpora: JSON lines (plain, gzip or zstd) read as one document per record, and batches of
+//! documents handed over by other readers (Arrow and parquet columns, read in Python by pyarrow).
+//!
+//! A record's text is text: special-token strings inside it are ordinary bytes. Null and empty texts
+//! are skipped and counted; a line that is not a JSON object, or whose field is missing or not a
+//! string, is an error naming the file, the line and the field.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::error::{Error, Result};
+
+/// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
+pub const RECORD_CHUNK_BYTES: usize = 2 << 20;
+
+/// Whole lines of a JSON-lines stream, and where they start.
+pub struct LineChunk {
+    pub bytes: Vec<u8>,
+    /// 1-based number of the chunk's first line, counted from where the stream starts.
+    pub first_line: u64,
+    /// Byte offset of the chunk in its (decompressed) file.
+    pub offset: u64,
+}
+
+/// Cuts a stream into chunks of whole lines of about `target` bytes (a longer line makes a longer chunk).
+pub struct LineChunker {
+    source: Box<dyn Read + Send>,
+    path: PathBuf,
+    buf: Vec<u8>,
+    target: usize,
+    offset: u64,
+    line: u64,
+    eof: bool,
+}
+
+impl LineChunker {
+    pub fn new(source: Box<dyn Read + Send>, path: PathBuf, start_offset: u64, target: usize) -> Self {
+        LineChunker { source, path, buf: Vec::new(), target: target.max(1), offset: start_offset, line: 1, eof: false }
+    }
+
+    fn fill(&mut self, want: usize) -> Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let start = self.buf.len();
+            self.buf.resize(want.max(start + 64 * 1024), 0);
+            loop {
+                match self.source.read(&mut self.buf[start..]) {
+                    Ok(0) => {
+                        self.eof = true;
+                        self.buf.truncate(start);
+                        break;
+                    }
+                    Ok(n) => {
+                        self.buf.truncate(start + n);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buf.truncate(start);
+                        return Err(Error::io(Some(self.path.clone()), e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<LineChunk>> {
+        let mut want = self.target;
+        loop {
+            self.fill(want)?;
+            let cut = if self.eof { Some(self.buf.len()) } else { memchr::memrchr(b'\n', &self.buf).map(|i| i + 1) };
+            match cut {
+                Some(0) => return Ok(None),
+                Some(len) => {
+                    let rest = self.buf[len..].to_vec();
+                    let mut bytes = std::mem::replace(&mut self.buf, rest);
+                    bytes.truncate(len);
+                    let chunk = LineChunk { first_line: self.line, offset: self.offset, bytes };
+                    self.line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
+                    self.offset += len as u64;
+                    return Ok(Some(chunk));
+                }
+                None => want = self.buf.len() * 2,
+            }
+        }
+    }
+}
+
+impl Iterator for LineChunker {
+    type Item = Result<LineChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_chunk() {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => None,
+            Err(e) => {
+                self.eof = true;
+                self.buf.clear();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The documents of some records, and how many records were skipped as null or empty.
+#[derive(Debug, Default)]
+pub struct Documents {
+    pub texts: Vec<String>,
+    pub skipped: u64,
+}
+
+/// Documents and records seen, summed over a whole input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStats {
+    pub documents: u64,
+    pub skipped: u64,
+    /// UTF-8 bytes of the documents' text.
+    pub text_bytes: u64,
+}
+
+impl RecordStats {
+    pub fn add(&mut self, other: RecordStats) {
+        self.documents += other.documents;
+        self.skipped += other.skipped;
+        self.text_bytes += other.text_bytes;
+    }
+
+    pub fn of(docs: &[&str], skipped: u64) -> Self {
+        RecordStats {
+            documents: docs.len() as u64,
+            skipped,
+            text_bytes: docs.iter().map(|d| d.len() as u64).sum(),
+        }
+    }
+}
+
+/// What a record's field held.
+enum FieldValue {
+    Text(String),
+    Null,
+    Other(&'static str),
+}
+
+/// Deserializes one JSON object, keeping only the value of `name` (others are skipped unparsed).
+struct FieldOf<'n> {
+    name: &'n str,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldOf<'_> {
+    type Value = Option<FieldValue>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldOf<'_> {
+    type Value = Option<FieldValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == self.name {
+                found = Some(map.next_value::<ValueKind>()?.0);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct ValueKind(FieldValue);
+
+impl<'de> de::Deserialize<'de> for ValueKind {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Kind;
+        impl<'de> Visitor<'de> for Kind {
+            type Value = ValueKind;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Text(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Text(v)))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Null))
+            }
+            fn visit_none<E>(self) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Null))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Other("a boolean")))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Other("a number")))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Other("a number")))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<ValueKind, E> {
+                Ok(ValueKind(FieldValue::Other("a number")))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ValueKind, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ValueKind(FieldValue::Other("a list")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<ValueKind, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ValueKind(FieldValue::Other("an object")))
+            }
+        }
+        d.deserialize_any(Kind)
+    }
+}
+
+/// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
+/// skipped (they hold no record).
+pub fn parse_jsonl(chunk: &LineChunk, field: &str, path: &std::path::Path, whole_file: bool) -> Result<Documents> {
+    let mut docs = Documents::default();
+    let mut offset = chunk.offset;
+    for (line_no, raw) in (chunk.first_line..).zip(chunk.bytes.split_inclusive(|&b| b == b'\n')) {
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let here = || {
+            if whole_file {
+                format!("line {line_no}")
+            } else {
+                format!("the line at byte {offset}")
+            }
+        };
+        let bad = |message: String| Error::InvalidRecord { path: path.to_path_buf(), position: here(), message };
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            let mut de = serde_json::Deserializer::from_slice(line);
+            let value = FieldOf { name: field }
+                .deserialize(&mut de)
+                .and_then(|v| de.end().map(|()| v))
+                .map_err(|e| match e.classify() {
+                    serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
+                    _ => bad(format!("is not valid JSON ({e})")),
+                })?;
+            match value {
+                Some(FieldValue::Text(t)) if t.is_empty() => docs.skipped += 1,
+                Some(FieldValue::Text(t)) => docs.texts.push(t),
+                Some(FieldValue::Null) => docs.skipped += 1,
+                Some(FieldValue::Other(kind)) => {
+                    return Err(bad(format!("field {field:?} is {kind}, not a string")));
+                }
+                None => return Err(bad(format!("has no field {field:?}"))),
+            }
+        }
+        offset += raw.len() as u64;
+    }
+    Ok(docs)
+}
+
+/// A batch of documents as Arrow holds a string column: the UTF-8 bytes of all of them, and `len + 1`
+/// offsets into those bytes. Each document is checked to be UTF-8 (`row0` numbers the first one, for
+/// errors); empty ones are skipped and counted.
+pub fn documents_of_buffer<'a>(
+    data: &'a [u8],
+    offsets: &[i64],
+    path: Option<&std::path::Path>,
+    row0: u64,
+) -> Result<(Vec<&'a str>, u64)> {
+    let mut docs = Vec::with_capacity(offsets.len().saturating_sub(1));
+    let mut skipped = 0;
+    let name = || path.map(|p| p.to_path_buf()).unwrap_or_default();
+    for (i, w) in offsets.windows(2).enumerate() {
+        let (start, end) = (w[0], w[1]);
+        if start < 0 || end < start || end as usize > data.len() {
+            return Err(Error::InvalidArgument(format!(
+                "document offsets {start}..{end} do not lie within {} bytes of text",
+                data.len()
+            )));
+        }
+        let bytes = &data[start as usize..end as usize];
+        if bytes.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidRecord {
+            path: name(),
+            position: format!("row {}", row0 + i as u64),
+            message: format!("is not valid UTF-8 (at byte {} of the text)", e.valid_up_to()),
+        })?;
+        docs.push(text);
+    }
+    Ok((docs, skipped))
+}
+
+/// Groups documents into runs of about `target` bytes, the units of parallel work (so that many
+/// small documents do not each cost a task, and one long one does not hold up a whole run).
+pub fn runs<'d, 'a>(docs: &'d [&'a str], target: usize) -> Vec<&'d [&'a str]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, d) in docs.iter().enumerate() {
+        size += d.len();
+        if size >= target {
+            out.push(&docs[start..=i]);
+            start = i + 1;
+            size = 0;
+        }
+    }
+    if start < docs.len() {
+        out.push(&docs[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(text: &str) -> LineChunk {
+        LineChunk { bytes: text.as_bytes().to_vec(), first_line: 1, offset: 0 }
+    }
+
+    fn parse(text: &str) -> Result<Documents> {
+        parse_jsonl(&chunk(text), "text", std::path::Path::new("x.jsonl"), true)
+    }
+
+    #[test]
+    fn keeps_the_field_and_skips_null_and_empty() {
+        let docs = parse(
+            "{\"id\": 1, \"text\": \"a <|endoftext|> b\", \"meta\": {\"x\": [1, 2]}}\n\n{\"text\": null}\r\n{\"text\": \"\"}\n{\"text\":\"\\u00e9\\n\"}",
+        )
+        .unwrap();
+        assert_eq!(docs.texts, vec!["a <|endoftext|> b".to_string(), "é\n".to_string()]);
+        assert_eq!(docs.skipped, 2);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_field() {
+        let cases = [
+            ("{\"text\": \"a\"}\n{\"text\": 5}\n", "line 2: field \"text\" is a number, not a string"),
+            ("{\"text\": \"a\"}\n\n{\"body\": \"b\"}\n", "line 3: has no field \"text\""),
+            ("{\"text\": \"a\"\n", "line 1: is not valid JSON"),
+            ("[1, 2]\n", "line 1: is not a JSON object"),
+            ("{\"text\": \"a\"} x\n", "line 1: is not valid JSON"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).err().unwrap().to_string();
+            assert!(err.contains(want), "{err} lacks {want}");
+            assert!(err.starts_with("x.jsonl: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn line_chunks_cover_the_stream_in_whole_lines() {
+        let text: String = (0..500).map(|i| format!("{{\"text\": \"line {i}\"}}\n")).collect();
+        for target in [1, 10, 100, 100_000] {
+            let chunks: Vec<LineChunk> =
+                LineChunker::new(Box::new(std::io::Cursor::new(text.clone().into_bytes())), "x".into(), 0, target)
+                    .collect::<Result<_>>()
+                    .unwrap();
+            let mut line = 1;
+            let mut joined = Vec::new();
+            for c in &chunks {
+                assert_eq!(c.first_line, line);
+                assert_eq!(c.offset as usize, joined.len());
+                assert!(c.bytes.ends_with(b"\n"));
+                line += c.bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                joined.extend_from_slice(&c.bytes);
+            }
+            assert_eq!(joined, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn buffers_split_into_documents() {
+        let data = b"onetwo\xffthree";
+        let (docs, skipped) = documents_of_buffer(data, &[0, 3, 3, 6], None, 0).unwrap();
+        assert_eq!((docs, skipped), (vec!["one", "two"], 1));
+        let err = documents_of_buffer(data, &[0, 3, 7], None, 10).err().unwrap().to_string();
+        assert!(err.contains("row 11"), "{err}");
+        assert!(documents_of_buffer(data, &[0, 99], None, 0).is_err());
+    }
+
+    #[test]
+    fn runs_cover_the_documents() {
+        let docs = vec!["aaaa", "b", "cc", "dddddd", "e"];
+        for target in [1, 3, 5, 100] {
+            let r = runs(&docs, target);
+            assert_eq!(r.concat(), docs);
+        }
+    }
+}

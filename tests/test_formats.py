@@ -1,0 +1,519 @@
+"""Real corpora in: JSON lines (plain, gzip, zstd), parquet, Arrow files and `datasets` directories, many
+inputs and globs, one document per record, manifests that let a rerun skip finished inputs, a tokenizer
+that pickles into worker processes, and the Ray engine."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+import bpe_lm
+from bpe_lm import _core
+from bpe_lm.readers import InputError, detect, expand_inputs, plan_units, shard_units
+from bpe_lm.tokenizer import Tokenizer, default_num_threads
+
+import reference_bpe as ref
+from conftest import SHARED_DATA, generated_corpus, shared_slice
+
+EOT = "<|endoftext|>"
+GPT2_DIR = SHARED_DATA / "gpt2"
+
+
+def bpe_lm_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bpe_lm", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> Tokenizer:
+    return Tokenizer.from_files(GPT2_DIR / "vocab.json", GPT2_DIR / "merges.txt", [EOT])
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[str]:
+    """About 1 MB of real reviews as documents, with the cases that matter: a literal special-token string
+    inside a record, non-ASCII text, an empty record (skipped) and one of only white space."""
+    text = shared_slice("imdb.txt.gz", 1_000_000)
+    docs = [d.strip("\n") for d in text.split(EOT) if d.strip()]
+    docs[3:3] = [f"a paper about LMs: documents end with {EOT} in GPT-2's data", "", "ünïcödé 中文 🙂\r\n", "   \n"]
+    return docs
+
+
+def reference_ids(tok: Tokenizer, docs: list[str]) -> np.ndarray:
+    """The definition: per non-empty record, encode_ordinary(text) + [end of text]."""
+    out: list[int] = []
+    for d in docs:
+        if d:
+            out += tok.encode_ordinary(d) + [tok.special_token_ids[EOT]]
+    return np.array(out, dtype=np.uint16)
+
+
+def write_formats(directory: Path, docs: list[str]) -> dict[str, Path]:
+    """The same records as every format we read."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"id": i, "text": d, "meta": {"n": [i]}}) + "\n" for i, d in enumerate(docs))
+    paths = {
+        "jsonl": directory / "c.jsonl",
+        "jsonl.gz": directory / "c.jsonl.gz",
+        "jsonl.zst": directory / "c.jsonl.zst",
+        "parquet": directory / "c.parquet",
+        "arrow": directory / "c.arrow",
+        "datasets": directory / "saved",
+    }
+    paths["jsonl"].write_text(lines, encoding="utf-8")
+    paths["jsonl.gz"].write_bytes(gzip.compress(lines.encode("utf-8")))
+    # Two zstd frames: readers must go on after the first.
+    half = len(lines) // 2
+    cut = lines.index("\n", half) + 1
+    z = zstandard.ZstdCompressor()
+    paths["jsonl.zst"].write_bytes(z.compress(lines[:cut].encode()) + z.compress(lines[cut:].encode()))
+    table = pa.table({"id": list(range(len(docs))), "text": docs})
+    pq.write_table(table, paths["parquet"], row_group_size=97)  # many row groups
+    with pa.ipc.new_stream(paths["arrow"], table.schema) as w:
+        for batch in table.to_batches(max_chunksize=250):
+            w.write_batch(batch)
+    datasets = pytest.importorskip("datasets", reason="datasets not installed (pip install '.[test]')")
+    datasets.Dataset.from_dict({"text": docs, "id": list(range(len(docs)))}).save_to_disk(
+        str(paths["datasets"]), max_shard_size="200KB"
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory, documents) -> dict[str, Path]:
+    return write_formats(tmp_path_factory.mktemp("formats"), documents)
+
+
+# ---------------------------------------------------------------------------------------------------- detection
+
+
+def test_formats_are_told_by_content_and_name(formats, tmp_path):
+    assert {k: detect(p).format for k, p in formats.items()} == {
+        "jsonl": "jsonl",
+        "jsonl.gz": "jsonl",
+        "jsonl.zst": "jsonl",
+        "parquet": "parquet",
+        "arrow": "arrow",
+        "datasets": "arrow",
+    }
+    assert detect(formats["jsonl.zst"]).compression == "zstd"
+    assert len(detect(formats["datasets"]).files) > 1
+    misnamed = tmp_path / "shard.bin"
+    misnamed.write_bytes(formats["parquet"].read_bytes())
+    assert detect(misnamed).format == "parquet"
+    text_zst = tmp_path / "c.txt.zst"
+    text_zst.write_bytes(zstandard.ZstdCompressor().compress(b"hello"))
+    assert (detect(text_zst).format, detect(text_zst).compression) == ("text", "zstd")
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("c.txt.bz2", b"BZh91AY&SY", "is a bzip2 file, which bpe-lm does not read"),
+        ("c.parquet", b"not parquet at all", "lacks the PAR1 magic"),
+        ("c.jsonl.zst", b'{"text": "a"}\n', "named .zst but not zstd-compressed"),
+        ("c.json", b'[{"text": "a"}]', "holds a JSON array"),
+        ("ids.npy", b"\x93NUMPY\x01\x00", "a numpy .npy file"),
+    ],
+)
+def test_unknown_or_misnamed_formats_are_named(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=message):
+        detect(path)
+
+
+def test_globs_expand_sorted_in_the_order_given(tmp_path):
+    for name in ["b.jsonl", "a.jsonl", "c.txt"]:
+        (tmp_path / name).write_text("x")
+    got = expand_inputs([tmp_path / "c.txt", str(tmp_path / "*.jsonl")])
+    assert [p.name for p in got] == ["c.txt", "a.jsonl", "b.jsonl"]
+    with pytest.raises(InputError, match="no file matches"):
+        expand_inputs([str(tmp_path / "*.parquet")])
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+
+def test_every_format_encodes_to_the_per_record_reference(gpt2, formats, documents, tmp_path):
+    want = reference_ids(gpt2, documents)
+    for name, path in formats.items():
+        out = tmp_path / f"{name}.npy"
+        stats = gpt2.encode_files(path, out)
+        got = np.load(out)
+        assert got.dtype == np.uint16
+        assert np.array_equal(got, want), name
+        assert (stats.documents, stats.skipped, stats.tokens) == (len(documents) - 1, 1, len(want)), name
+        assert stats.text_bytes == sum(len(d.encode()) for d in documents)
+
+
+def test_records_match_tiktoken_gpt2(gpt2, formats, documents, tmp_path):
+    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken not installed")
+    tiktoken_load = pytest.importorskip("tiktoken.load", reason="tiktoken not installed")
+
+    bpe_file = tmp_path / "vocab.bpe"
+    bpe_file.write_text("#version: 0.2\n" + (GPT2_DIR / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    ranks = tiktoken_load.data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(bpe_file), encoder_json_file=str(GPT2_DIR / "vocab.json")
+    )
+    enc = tiktoken.Encoding(
+        "gpt2-local", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256}
+    )
+    want = [i for d in documents if d for i in enc.encode_ordinary(d) + [enc.eot_token]]
+    gpt2.encode_files(formats["parquet"], tmp_path / "p.npy")
+    assert np.load(tmp_path / "p.npy").tolist() == want
+
+
+def test_a_special_token_string_inside_a_record_is_text(gpt2, tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"text": f"before {EOT} after"}) + "\n")
+    gpt2.encode_files(path, tmp_path / "one.npy")
+    ids = np.load(tmp_path / "one.npy").tolist()
+    assert ids.count(50256) == 1 and ids[-1] == 50256  # only the id that ends the record
+    assert gpt2.decode(ids[:-1]) == f"before {EOT} after"
+
+
+def test_many_inputs_concatenate_in_order_and_a_directory_holds_the_same(gpt2, formats, tmp_path):
+    inputs = [formats["parquet"], formats["jsonl.zst"], formats["datasets"]]
+    gpt2.encode_files(inputs, tmp_path / "all.npy")
+    whole = np.load(tmp_path / "all.npy")
+    one = np.load(tmp_path / "one.npy") if (tmp_path / "one.npy").exists() else None
+    assert one is None
+    parts = []
+    for i, p in enumerate(inputs):
+        gpt2.encode_files(p, tmp_path / f"{i}.npy")
+        parts.append(np.load(tmp_path / f"{i}.npy"))
+    assert np.array_equal(whole, np.concatenate(parts))
+
+    out = tmp_path / "dir"
+    r = bpe_lm_cli("encode", *inputs, "-o", f"{out}/", "--tokenizer", _tokenizer_dir(gpt2, tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["input"] for e in manifest["outputs"]] == [str(p) for p in inputs]
+    assert manifest["tokenizer"] == gpt2.fingerprint()
+    names = sorted(p.name for p in out.glob("*.npy"))
+    assert np.array_equal(np.concatenate([np.load(out / n) for n in names]), whole)
+    assert [e["tokens"] for e in manifest["outputs"]] == [len(p) for p in parts]
+    again = bpe_lm_cli("encode", *inputs, "-o", f"{out}/", "--tokenizer", tmp_path / "tok")
+    assert again.returncode == 0 and "3 complete and current, kept" in again.stderr, again.stderr
+
+
+def _tokenizer_dir(tok: Tokenizer, tmp_path: Path) -> Path:
+    d = tmp_path / "tok"
+    if not d.exists():
+        tok.save(d)
+    return d
+
+
+def test_text_inputs_keep_the_separator_convention(gpt2, tmp_path):
+    text = generated_corpus(50)
+    plain = tmp_path / "c.txt"
+    plain.write_text(text)
+    zst = tmp_path / "c.txt.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    for p in (plain, zst):
+        gpt2.encode_files(p, tmp_path / "t.npy")
+        assert np.load(tmp_path / "t.npy").tolist() == gpt2.encode(text)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def test_training_on_records_equals_the_reference_per_document(formats, documents, tmp_path):
+    want_vocab, want_merges = ref.train_documents(documents, 400, [EOT])
+    for name in ("jsonl", "jsonl.zst", "parquet", "datasets"):
+        vocab, merges = bpe_lm.train_bpe(formats[name], 400, [EOT])
+        assert merges == want_merges, name
+        assert vocab == want_vocab, name
+
+
+def test_counts_of_shards_sum_to_the_whole(formats, tmp_path):
+    inputs = [detect(formats["jsonl"]), detect(formats["parquet"]), detect(formats["datasets"])]
+    units = plan_units(inputs, 7, [EOT.encode()])
+    assert len(units) >= 5
+    paths = []
+    for i in range(3):
+        counter = _core.PretokenCounter([EOT], None)
+        paths.append(tmp_path / f"{i}.counts")
+        bpe_lm.tokenizer.write_counts(counter, shard_units(units, i, 3), paths[-1])
+    whole = bpe_lm.train_bpe([formats["jsonl"], formats["parquet"], formats["datasets"]], 350, [EOT])
+    vocab, merges, *_ = bpe_lm.tokenizer.train_from_count_files(paths, 350)
+    assert (vocab, merges) == whole
+
+
+def test_encode_shards_concatenate_to_the_whole(gpt2, formats, tmp_path):
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    text = tmp_path / "c.txt"
+    text.write_text(generated_corpus(300))
+    inputs = [formats["jsonl"], formats["parquet"], text]
+    r = bpe_lm_cli("encode", *inputs, "-o", tmp_path / "whole.npy", "--tokenizer", tokdir, "--quiet")
+    assert r.returncode == 0, r.stderr
+    parts = []
+    for i in range(4):
+        r = bpe_lm_cli(
+            "encode", *inputs, "-o", tmp_path / f"s{i}.npy", "--tokenizer", tokdir, "--shard", f"{i}/4", "--quiet"
+        )
+        assert r.returncode == 0, r.stderr
+        parts.append(np.load(tmp_path / f"s{i}.npy"))
+    assert sum(len(p) > 0 for p in parts) >= 3
+    assert np.array_equal(np.concatenate(parts), np.load(tmp_path / "whole.npy"))
+
+
+# ---------------------------------------------------------------------------------------------------- damage
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        (
+            "bad.jsonl",
+            lambda p: p.write_text('{"text": "ok"}\n{"text": "cut\n'),
+            "bad.jsonl: line 2: is not valid JSON",
+        ),
+        (
+            "type.jsonl",
+            lambda p: p.write_text('{"text": "ok"}\n\n{"text": ["a"]}\n'),
+            'type.jsonl: line 3: field "text" is a list, not a string',
+        ),
+        (
+            "field.jsonl.gz",
+            lambda p: p.write_bytes(gzip.compress(b'{"body": "x"}\n')),
+            'field.jsonl.gz: line 1: has no field "text"',
+        ),
+        (
+            "cut.jsonl.zst",
+            lambda p: p.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "abc"}\n' * 5000)[:-40]),
+            "cut.jsonl.zst",
+        ),
+        ("cut.parquet", lambda p: p.write_bytes(_parquet_bytes()[:-100]), "cut.parquet: not a readable parquet file"),
+        (
+            "col.parquet",
+            lambda p: pq.write_table(pa.table({"text": [1, 2]}), p),
+            "col.parquet: column 'text' holds int64, not strings",
+        ),
+        (
+            "nocol.parquet",
+            lambda p: pq.write_table(pa.table({"body": ["a"]}), p),
+            "has no column 'text' (its columns: body)",
+        ),
+    ],
+)
+def test_damaged_inputs_are_refused_naming_file_and_place(gpt2, tmp_path, name, make, message):
+    path = tmp_path / name
+    make(path)
+    out = tmp_path / "out.npy"
+    r = bpe_lm_cli("encode", path, "-o", out, "--tokenizer", _tokenizer_dir(gpt2, tmp_path), "--quiet")
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.npy.*"))
+    r = bpe_lm_cli("train-tokenizer", path, "-o", tmp_path / "t", "--vocab", "300", "--quiet")
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+
+
+def _parquet_bytes() -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"text": [f"document {i} " * 20 for i in range(2000)]}), sink, row_group_size=500)
+    return sink.getvalue().to_pybytes()
+
+
+def test_text_field_chooses_the_column(gpt2, tmp_path):
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"content": ["hello world", None, "bye"], "text": [None, None, None]}), path)
+    stats = gpt2.encode_files(path, tmp_path / "a.npy", text_field="content")
+    assert (stats.documents, stats.skipped) == (2, 1)
+    assert np.load(tmp_path / "a.npy").tolist() == gpt2.encode("hello world") + [50256] + gpt2.encode("bye") + [50256]
+
+
+# ---------------------------------------------------------------------------------------------------- travelling
+
+
+def test_tokenizer_pickles_by_value(gpt2):
+    text = f"Hello {EOT} wörld 🙂 " * 30
+    back = pickle.loads(pickle.dumps(gpt2))
+    assert back.encode(text) == gpt2.encode(text)
+    assert back.fingerprint() == gpt2.fingerprint()
+    assert len(pickle.dumps(gpt2)) < 3_000_000
+
+
+def _encode_in_worker(args):
+    tok, text = args
+    return tok.encode(text), default_num_threads()
+
+
+def test_tokenizer_works_in_a_spawn_pool_with_one_thread_per_worker(gpt2):
+    texts = [f"document {i}: once upon a time {EOT}" for i in range(4)]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_encode_in_worker, [(gpt2, t) for t in texts])
+    assert [r[0] for r in results] == [gpt2.encode(t) for t in texts]
+    assert {r[1] for r in results} == {1}
+    assert default_num_threads() is None  # the parent keeps all cores
+
+
+def test_threads_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BPE_LM_NUM_THREADS", "3")
+    assert default_num_threads() == 3
+    monkeypatch.setenv("BPE_LM_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="BPE_LM_NUM_THREADS"):
+        default_num_threads()
+
+
+def test_datasets_map_fingerprint_is_stable_and_cached(gpt2, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="datasets not installed")
+    from datasets.fingerprint import Hasher
+
+    assert Hasher.hash(gpt2) == Hasher.hash(pickle.loads(pickle.dumps(gpt2)))
+    ds = datasets.Dataset.from_dict({"text": [f"story {i} about a cat" for i in range(40)]})
+    path = tmp_path / "ds"
+    ds.save_to_disk(str(path))
+    ds = datasets.load_from_disk(str(path))
+
+    def encode(batch):
+        return {"ids": gpt2.encode_batch(batch["text"])}
+
+    first = ds.map(encode, batched=True, num_proc=2)
+    second = ds.map(encode, batched=True, num_proc=2)
+    assert first["ids"] == [gpt2.encode(t) for t in ds["text"]]
+    assert second.cache_files == first.cache_files  # served from the cache: same fingerprint
+
+
+# ---------------------------------------------------------------------------------------------------- resuming
+
+
+def test_killed_many_file_encode_reruns_only_the_unfinished(gpt2, tmp_path):
+    inputs = []
+    for i in range(8):
+        p = tmp_path / f"part{i}.jsonl"
+        p.write_text("".join(json.dumps({"text": f"record {i}.{j} " * 200}) + "\n" for j in range(3000)))
+        inputs.append(p)
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bpe_lm",
+            "encode",
+            *map(str, inputs),
+            "-o",
+            f"{out}/",
+            "--tokenizer",
+            str(tokdir),
+            "--threads",
+            "1",
+            "--quiet",
+        ],  # fmt: skip
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once some but not all outputs are finished
+        manifest = out / "manifest.json"
+        if manifest.exists() and 1 <= len(json.loads(manifest.read_text())["outputs"]) < len(inputs):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert 1 <= len(finished) < len(inputs)
+    r = bpe_lm_cli("encode", *inputs, "-o", f"{out}/", "--tokenizer", tokdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("complete and current, skipped") == len(finished)
+    final = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert len(final) == len(inputs)
+    gpt2.encode_files(inputs, tmp_path / "whole.npy")
+    names = sorted(e["output"] for e in final)
+    assert np.array_equal(np.concatenate([np.load(out / n) for n in names]), np.load(tmp_path / "whole.npy"))
+    # An input changed since: its output is made again.
+    inputs[0].write_text(json.dumps({"text": "changed"}) + "\n")
+    r = bpe_lm_cli("encode", *inputs, "-o", f"{out}/", "--tokenizer", tokdir)
+    assert r.stderr.count("complete and current, skipped") == len(inputs) - 1, r.stderr
+
+
+def test_directory_output_never_replaces_files_it_did_not_write(gpt2, tmp_path, formats):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "00000-c.npy").write_bytes(b"mine")
+    r = bpe_lm_cli("encode", formats["jsonl"], "-o", f"{out}/", "--tokenizer", _tokenizer_dir(gpt2, tmp_path))
+    assert r.returncode == 1 and "not listed in" in r.stderr, r.stderr
+    assert (out / "00000-c.npy").read_bytes() == b"mine"
+
+
+def test_output_that_is_an_input_is_refused_even_with_force(gpt2, tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"text": "x"}) + "\n")
+    r = bpe_lm_cli("encode", path, "-o", path, "--tokenizer", _tokenizer_dir(gpt2, tmp_path), "--force")
+    assert r.returncode == 1 and "is an input of this command" in r.stderr, r.stderr
+    assert json.loads(path.read_text()) == {"text": "x"}
+
+
+# ---------------------------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="ray not installed (pip install '.[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_gives_the_single_process_ids_and_merges(local_ray, gpt2, formats, tmp_path):
+    from bpe_lm.ingest import whole_units
+    from bpe_lm.ray_engine import count_on_ray, encode_on_ray
+
+    text = tmp_path / "c.txt"
+    text.write_text(generated_corpus(400))
+    inputs = [detect(p) for p in (formats["parquet"], formats["jsonl.gz"], text, formats["datasets"])]
+    stats = encode_on_ray(gpt2, whole_units(inputs), tmp_path / "ray.npy")
+    gpt2.encode_files([i.path for i in inputs], tmp_path / "local.npy")
+    assert np.array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
+    assert stats.tokens == len(np.load(tmp_path / "local.npy"))
+
+    counter = _core.PretokenCounter([EOT], None)
+    count_on_ray(counter, [EOT], inputs)
+    vocab, merges = bpe_lm.tokenizer.train_on_units(counter, [], 420)
+    assert (vocab, merges) == bpe_lm.train_bpe([i.path for i in inputs], 420, [EOT])
+
+
+def test_one_thread_inside_ray_tasks(local_ray, gpt2):
+    @local_ray.remote(num_cpus=1)
+    def threads_and_ids(tok):
+        return default_num_threads(), tok.encode("hello world")
+
+    assert local_ray.get(threads_and_ids.remote(gpt2)) == (1, gpt2.encode("hello world"))
+
+
+def test_cli_ray_engine_encodes(gpt2, formats, tmp_path):
+    pytest.importorskip("ray", reason="ray not installed (pip install '.[ray]')")
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    r = bpe_lm_cli(
+        "encode",
+        formats["jsonl"],
+        "-o",
+        tmp_path / "r.npy",
+        "--tokenizer",
+        tokdir,
+        "--engine",
+        "ray",
+        "--quiet",
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    gpt2.encode_files(formats["jsonl"], tmp_path / "l.npy")
+    assert np.array_equal(np.load(tmp_path / "r.npy"), np.load(tmp_path / "l.npy"))
