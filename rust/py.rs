@@ -637,6 +637,7 @@ impl PretokenCounter {
     /// Counts a batch of documents held as Arrow holds a string column (see
     /// `Encoder.encode_documents_into`); returns (documents, skipped empty ones, text bytes).
     #[pyo3(signature = (data, offsets, num_threads=None, row0=0, path=None, offset_width=8))]
+    #[allow(clippy::too_many_arguments)]
     fn add_documents(
         &self,
         py: Python<'_>,

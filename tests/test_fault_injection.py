@@ -1,8 +1,8 @@
-"""Fault injection: `kill -9` at random moments of `bpe-lm encode`, `bpe-lm train-tokenizer` and checkpoint
-saving, 24 times each, half of them over a previous output being replaced with --force. After every kill the
-output is either absent (when there was none), the previous one byte for byte, or complete and equal to an
-uninterrupted run's; nothing else is left but temporaries named with the dead writer's pid, which the next
-run removes.
+"""Fault injection: `kill -9` at random moments of `bpe-lm encode` (of text, JSON lines and parquet),
+`bpe-lm train-tokenizer` and checkpoint saving, 24 times each, half of them over a previous output being
+replaced with --force. After every kill the output is either absent (when there was none), the previous one
+byte for byte, or complete and equal to an uninterrupted run's; nothing else is left but temporaries named
+with the dead writer's pid, which the next run removes.
 
 Each trial forks this process (the work starts at once, without an interpreter start-up) and the parent
 sends SIGKILL after a random delay of up to 1.3 times an uninterrupted run's duration."""
@@ -120,10 +120,36 @@ def corpus(tmp_path_factory) -> Path:
     return path
 
 
-def test_kill_during_encode(tmp_path, corpus):
+def as_records(corpus: Path, fmt: str, directory: Path) -> tuple[Path, list[str]]:
+    """The corpus's documents as records of a JSON-lines (zstd) or parquet file."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    docs = corpus.read_text(encoding="utf-8").split("\n<|endoftext|>\n")
+    if fmt == "jsonl.zst":
+        path = directory / "corpus.jsonl.zst"
+        lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode("utf-8")
+        path.write_bytes(zstandard.ZstdCompressor().compress(lines))
+    else:
+        path = directory / "corpus.parquet"
+        pq.write_table(pa.table({"text": docs}), path, row_group_size=200)
+    return path, docs
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl.zst", "parquet"])
+def test_kill_during_encode(tmp_path, corpus, fmt):
     tok_dir = tmp_path / "tok"
     assert main(["train-tokenizer", str(corpus), "--vocab", "1000", "-o", str(tok_dir), "--quiet"]) == 0
-    expected = np.array(Tokenizer.load(tok_dir).encode(corpus.read_text(encoding="utf-8")), dtype=np.uint16)
+    tok = Tokenizer.load(tok_dir)
+    if fmt == "txt":
+        expected = np.array(tok.encode(corpus.read_text(encoding="utf-8")), dtype=np.uint16)
+    else:
+        corpus, docs = as_records(corpus, fmt, tmp_path)
+        eot = tok.special_token_ids["<|endoftext|>"]
+        expected = np.array([i for d in docs for i in tok.encode_ordinary(d) + [eot]], dtype=np.uint16)
     out_dir = tmp_path / "out"
     out = out_dir / "tokens.npy"
     previous = np.arange(100, dtype=np.uint16)
