@@ -136,7 +136,7 @@ impl Encoder {
             pool,
             |chunk| {
                 let docs = records::parse_jsonl(chunk, field, &input.path, whole)?;
-                let texts: Vec<&str> = docs.texts.iter().map(String::as_str).collect();
+                let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                 let mut ids = Vec::with_capacity(chunk.bytes.len() / 4);
                 for t in &texts {
                     self.encode_document_into(t, end_id, &mut ids)?;

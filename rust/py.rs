@@ -13,6 +13,7 @@ use pyo3::exceptions::{
     PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyList};
 
@@ -213,7 +214,16 @@ fn train_from_count_files<'py>(
     let (bpe, header, distinct) = run_long(py, progress.as_ref(), |p| {
         let (counts, header) = counts::merge_count_files(&paths)?;
         let distinct = counts.len();
-        Ok((train::train_from_counts(counts, vocab_size, &header.special_tokens, p)?, header, distinct))
+        train::check_vocab_size(vocab_size, header.special_tokens.len())?;
+        // What is wrong now is in the files' counts (e.g. too large to add up): name the files.
+        let bpe = train::train_from_counts(counts, vocab_size, &header.special_tokens, p).map_err(|e| match e {
+            Error::InvalidArgument(msg) => {
+                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                Error::InvalidArgument(format!("{}: {msg}", names.join(", ")))
+            }
+            other => other,
+        })?;
+        Ok((bpe, header, distinct))
     })?;
     let (vocab, merges) = bpe_to_py(py, bpe);
     Ok((vocab, merges, header.special_tokens, header.pattern, distinct))
@@ -436,28 +446,24 @@ impl Encoder {
         })
     }
 
-    /// Appends the ids of a batch of documents held as Arrow holds a string column (`data`: their UTF-8
-    /// bytes from the first document's start; `offsets`: `len + 1` little-endian offsets of
-    /// `offset_width` bytes, counted from anywhere before it) to `writer`: per document
-    /// `encode_ordinary`, then `end_id`. Returns (documents, skipped empty ones, text bytes, tokens).
-    #[pyo3(signature = (data, offsets, end_id, writer, num_threads=None, row0=0, path=None, offset_width=8))]
+    /// Appends the ids of a batch of documents to `writer`: per document `encode_ordinary`, then `end_id`.
+    /// The documents come as Arrow holds string columns, one or more (see `documents_of_columns`), encoded
+    /// together in parallel. Returns (documents, skipped empty ones, text bytes, tokens).
+    #[pyo3(signature = (columns, end_id, writer, num_threads=None, row0=0, path=None))]
     #[allow(clippy::too_many_arguments)]
     fn encode_documents_into(
         &self,
         py: Python<'_>,
-        data: &[u8],
-        offsets: &[u8],
+        columns: Vec<(PyBackedBytes, PyBackedBytes, usize)>,
         end_id: Option<u32>,
         writer: &TokenWriter,
         num_threads: Option<usize>,
         row0: u64,
         path: Option<PathBuf>,
-        offset_width: usize,
     ) -> PyResult<(u64, u64, u64, u64)> {
         py.detach(|| {
             guarded(|| {
-                let offsets = arrow_offsets(offsets, offset_width)?;
-                let (docs, skipped) = records::documents_of_buffer(data, &offsets, path.as_deref(), row0)?;
+                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
                 writer.dtype_holds(self.inner.vocab_size())?;
                 let parts = self.inner.encode_documents(&docs, end_id, &*threads::pool(num_threads)?)?;
                 let stats = records::RecordStats::of(&docs, skipped);
@@ -471,6 +477,27 @@ impl Encoder {
             })
         })
     }
+}
+
+/// The documents of string columns given as (data, offsets, offset width): `data` the UTF-8 bytes from
+/// the column's first document on, `offsets` Arrow's `len + 1` little-endian offsets (int32, or int64 for
+/// large strings) counted from anywhere before it. Rows are numbered from `row0` on, across the columns.
+fn documents_of_columns<'a>(
+    columns: &'a [(PyBackedBytes, PyBackedBytes, usize)],
+    path: Option<&std::path::Path>,
+    row0: u64,
+) -> crate::Result<(Vec<&'a str>, u64)> {
+    let mut docs = Vec::new();
+    let mut skipped = 0;
+    let mut row = row0;
+    for (data, offsets, width) in columns {
+        let offsets = arrow_offsets(offsets, *width)?;
+        let (mut d, s) = records::documents_of_buffer(data, &offsets, path, row)?;
+        row += offsets.len().saturating_sub(1) as u64;
+        docs.append(&mut d);
+        skipped += s;
+    }
+    Ok((docs, skipped))
 }
 
 /// Arrow's offsets of a string column (little-endian int32, or int64 for large strings), made relative to
@@ -634,24 +661,20 @@ impl PretokenCounter {
         Ok((stats.documents, stats.skipped, stats.text_bytes))
     }
 
-    /// Counts a batch of documents held as Arrow holds a string column (see
+    /// Counts a batch of documents held as Arrow holds string columns (see
     /// `Encoder.encode_documents_into`); returns (documents, skipped empty ones, text bytes).
-    #[pyo3(signature = (data, offsets, num_threads=None, row0=0, path=None, offset_width=8))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (columns, num_threads=None, row0=0, path=None))]
     fn add_documents(
         &self,
         py: Python<'_>,
-        data: &[u8],
-        offsets: &[u8],
+        columns: Vec<(PyBackedBytes, PyBackedBytes, usize)>,
         num_threads: Option<usize>,
         row0: u64,
         path: Option<PathBuf>,
-        offset_width: usize,
     ) -> PyResult<(u64, u64, u64)> {
         py.detach(|| {
             guarded(|| {
-                let offsets = arrow_offsets(offsets, offset_width)?;
-                let (docs, skipped) = records::documents_of_buffer(data, &offsets, path.as_deref(), row0)?;
+                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
                 let counted = train::count_documents(&docs, &self.pretokenizer, &*threads::pool(num_threads)?)?;
                 self.add(counted);
                 let s = records::RecordStats::of(&docs, skipped);

@@ -106,10 +106,11 @@ impl Iterator for LineChunker {
     }
 }
 
-/// The documents of some records, and how many records were skipped as null or empty.
+/// The documents of some records (borrowed from the chunk where the JSON string holds no escapes), and
+/// how many records were skipped as null or empty.
 #[derive(Debug, Default)]
-pub struct Documents {
-    pub texts: Vec<String>,
+pub struct Documents<'a> {
+    pub texts: Vec<Cow<'a, str>>,
     pub skipped: u64,
 }
 
@@ -139,8 +140,8 @@ impl RecordStats {
 }
 
 /// What a record's field held.
-enum FieldValue {
-    Text(String),
+enum FieldValue<'a> {
+    Text(Cow<'a, str>),
     Null,
     Other(&'static str),
 }
@@ -151,7 +152,7 @@ struct FieldOf<'n> {
 }
 
 impl<'de> DeserializeSeed<'de> for FieldOf<'_> {
-    type Value = Option<FieldValue>;
+    type Value = Option<FieldValue<'de>>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -159,7 +160,7 @@ impl<'de> DeserializeSeed<'de> for FieldOf<'_> {
 }
 
 impl<'de> Visitor<'de> for FieldOf<'_> {
-    type Value = Option<FieldValue>;
+    type Value = Option<FieldValue<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -169,7 +170,7 @@ impl<'de> Visitor<'de> for FieldOf<'_> {
         let mut found = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if key == self.name {
-                found = Some(map.next_value::<ValueKind>()?.0);
+                found = Some(map.next_value::<ValueKind<'de>>()?.0);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -178,45 +179,49 @@ impl<'de> Visitor<'de> for FieldOf<'_> {
     }
 }
 
-struct ValueKind(FieldValue);
+struct ValueKind<'a>(FieldValue<'a>);
 
-impl<'de> de::Deserialize<'de> for ValueKind {
+impl<'de> de::Deserialize<'de> for ValueKind<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Kind;
         impl<'de> Visitor<'de> for Kind {
-            type Value = ValueKind;
+            type Value = ValueKind<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<ValueKind, E> {
-                Ok(ValueKind(FieldValue::Text(v.to_owned())))
+            // A string without escapes is borrowed from the line; one with escapes is unescaped into a copy.
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<ValueKind<'de>, E> {
+                Ok(ValueKind(FieldValue::Text(Cow::Borrowed(v))))
             }
-            fn visit_string<E>(self, v: String) -> std::result::Result<ValueKind, E> {
-                Ok(ValueKind(FieldValue::Text(v)))
+            fn visit_str<E>(self, v: &str) -> std::result::Result<ValueKind<'de>, E> {
+                Ok(ValueKind(FieldValue::Text(Cow::Owned(v.to_owned()))))
             }
-            fn visit_unit<E>(self) -> std::result::Result<ValueKind, E> {
+            fn visit_string<E>(self, v: String) -> std::result::Result<ValueKind<'de>, E> {
+                Ok(ValueKind(FieldValue::Text(Cow::Owned(v))))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Null))
             }
-            fn visit_none<E>(self) -> std::result::Result<ValueKind, E> {
+            fn visit_none<E>(self) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Null))
             }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<ValueKind, E> {
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Other("a boolean")))
             }
-            fn visit_i64<E>(self, _: i64) -> std::result::Result<ValueKind, E> {
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Other("a number")))
             }
-            fn visit_u64<E>(self, _: u64) -> std::result::Result<ValueKind, E> {
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Other("a number")))
             }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<ValueKind, E> {
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<ValueKind<'de>, E> {
                 Ok(ValueKind(FieldValue::Other("a number")))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ValueKind, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ValueKind<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(ValueKind(FieldValue::Other("a list")))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<ValueKind, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<ValueKind<'de>, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(ValueKind(FieldValue::Other("an object")))
             }
@@ -227,7 +232,7 @@ impl<'de> de::Deserialize<'de> for ValueKind {
 
 /// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
 /// skipped (they hold no record).
-pub fn parse_jsonl(chunk: &LineChunk, field: &str, path: &std::path::Path, whole_file: bool) -> Result<Documents> {
+pub fn parse_jsonl<'a>(chunk: &'a LineChunk, field: &str, path: &std::path::Path, whole_file: bool) -> Result<Documents<'a>> {
     let mut docs = Documents::default();
     let mut offset = chunk.offset;
     for (line_no, raw) in (chunk.first_line..).zip(chunk.bytes.split_inclusive(|&b| b == b'\n')) {
@@ -328,8 +333,9 @@ mod tests {
         LineChunk { bytes: text.as_bytes().to_vec(), first_line: 1, offset: 0 }
     }
 
-    fn parse(text: &str) -> Result<Documents> {
-        parse_jsonl(&chunk(text), "text", std::path::Path::new("x.jsonl"), true)
+    fn parse(text: &str) -> Result<Documents<'static>> {
+        let chunk = Box::leak(Box::new(chunk(text)));
+        parse_jsonl(chunk, "text", std::path::Path::new("x.jsonl"), true)
     }
 
     #[test]
@@ -338,7 +344,8 @@ mod tests {
             "{\"id\": 1, \"text\": \"a <|endoftext|> b\", \"meta\": {\"x\": [1, 2]}}\n\n{\"text\": null}\r\n{\"text\": \"\"}\n{\"text\":\"\\u00e9\\n\"}",
         )
         .unwrap();
-        assert_eq!(docs.texts, vec!["a <|endoftext|> b".to_string(), "é\n".to_string()]);
+        assert_eq!(docs.texts, vec!["a <|endoftext|> b", "é\n"]);
+        assert!(matches!(docs.texts[0], Cow::Borrowed(_)) && matches!(docs.texts[1], Cow::Owned(_)));
         assert_eq!(docs.skipped, 2);
     }
 

@@ -182,11 +182,12 @@ pub fn count_jsonl(
             .try_fold(
                 || (PretokenCounts::default(), RecordStats::default()),
                 |(mut counts, mut stats), chunk| {
-                    let docs = records::parse_jsonl(&chunk?, field, &source.path, whole)?;
+                    let chunk = chunk?;
+                    let docs = records::parse_jsonl(&chunk, field, &source.path, whole)?;
                     for t in &docs.texts {
                         count_document(t, pretokenizer, &mut counts)?;
                     }
-                    let texts: Vec<&str> = docs.texts.iter().map(String::as_str).collect();
+                    let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                     stats.add(RecordStats::of(&texts, docs.skipped));
                     if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                         return Err(Error::Interrupted);

@@ -477,16 +477,18 @@ def test_ray_engine_gives_the_single_process_ids_and_merges(local_ray, gpt2, for
 
     text = tmp_path / "c.txt"
     text.write_text(generated_corpus(400))
-    inputs = [detect(p) for p in (formats["parquet"], formats["jsonl.gz"], text, formats["datasets"])]
+    # One input as a URL: Ray workers read it through a local copy of their own.
+    url = f"file://{formats['jsonl.zst']}"
+    inputs = [detect(p) for p in (formats["parquet"], formats["jsonl.gz"], text, formats["datasets"], url)]
     stats = encode_on_ray(gpt2, whole_units(inputs), tmp_path / "ray.npy")
-    gpt2.encode_files([i.path for i in inputs], tmp_path / "local.npy")
+    gpt2.encode_files([i.path for i in inputs[:-1]] + [formats["jsonl.zst"]], tmp_path / "local.npy")
     assert np.array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
     assert stats.tokens == len(np.load(tmp_path / "local.npy"))
 
     counter = _core.PretokenCounter([EOT], None)
     count_on_ray(counter, [EOT], inputs)
     vocab, merges = bpe_lm.tokenizer.train_on_units(counter, [], 420)
-    assert (vocab, merges) == bpe_lm.train_bpe([i.path for i in inputs], 420, [EOT])
+    assert (vocab, merges) == bpe_lm.train_bpe([i.path for i in inputs[:-1]] + [formats["jsonl.zst"]], 420, [EOT])
 
 
 def test_one_thread_inside_ray_tasks(local_ray, gpt2):
@@ -517,3 +519,100 @@ def test_cli_ray_engine_encodes(gpt2, formats, tmp_path):
     assert r.returncode == 0, r.stderr
     gpt2.encode_files(formats["jsonl"], tmp_path / "l.npy")
     assert np.array_equal(np.load(tmp_path / "r.npy"), np.load(tmp_path / "l.npy"))
+
+
+# ---------------------------------------------------------------------------------------------------- URLs
+
+
+def test_urls_globs_and_remote_outputs_through_fsspec(gpt2, formats, tmp_path):
+    """Any fsspec URL works as an input (and `-o URL.npy` as an output): here fsspec's in-memory file system
+    stands in for s3:// or gs://, read through the same local-copy path."""
+    fsspec = pytest.importorskip("fsspec", reason="fsspec not installed")
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/c.parquet", formats["parquet"].read_bytes())
+    fs.pipe("/bucket/c.jsonl.zst", formats["jsonl.zst"].read_bytes())
+    fs.pipe("/bucket/bad.jsonl", b'{"text": "fine"}\n{"text": 7}\n')
+    got = expand_inputs(["memory://bucket/c.*"])
+    assert got == [fs.unstrip_protocol("/bucket/c.jsonl.zst"), fs.unstrip_protocol("/bucket/c.parquet")]  # sorted
+    stats = gpt2.encode_files(["memory://bucket/c.parquet", "memory://bucket/c.jsonl.zst"], tmp_path / "remote.npy")
+    gpt2.encode_files([formats["parquet"], formats["jsonl.zst"]], tmp_path / "local.npy")
+    assert np.array_equal(np.load(tmp_path / "remote.npy"), np.load(tmp_path / "local.npy"))
+    assert stats.inputs == ["memory://bucket/c.parquet", "memory://bucket/c.jsonl.zst"]
+    assert bpe_lm.train_bpe("memory://bucket/c.parquet", 300, [EOT]) == bpe_lm.train_bpe(formats["parquet"], 300, [EOT])
+    gpt2.encode_files("memory://bucket/c.parquet", "memory://out/ids.npy")
+    gpt2.encode_files(formats["parquet"], tmp_path / "parquet.npy")
+    with fs.open("/out/ids.npy", "rb") as f:
+        assert np.array_equal(np.load(f), np.load(tmp_path / "parquet.npy"))
+    # Errors name the URL, not the local copy.
+    with pytest.raises(ValueError, match=r"memory://bucket/bad.jsonl: line 2: field \"text\" is a number"):
+        gpt2.encode_files("memory://bucket/bad.jsonl", tmp_path / "bad.npy")
+    with pytest.raises(InputError, match="memory://bucket/nope.parquet: no such file"):
+        detect("memory://bucket/nope.parquet")
+    with pytest.raises(InputError, match="no file matches"):
+        expand_inputs(["memory://bucket/*.arrow"])
+    fs.rm("/bucket", recursive=True)
+    fs.rm("/out", recursive=True)
+
+
+def test_cli_reads_and_writes_urls(gpt2, formats, tmp_path):
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    out = tmp_path / "u.npy"
+    r = bpe_lm_cli("encode", f"file://{formats['parquet']}", "-o", f"file://{out}", "--tokenizer", tokdir, "--quiet")
+    assert r.returncode == 0, r.stderr
+    gpt2.encode_files(formats["parquet"], tmp_path / "l.npy")
+    assert np.array_equal(np.load(out), np.load(tmp_path / "l.npy"))
+    again = bpe_lm_cli("encode", f"file://{formats['parquet']}", "-o", f"file://{out}", "--tokenizer", tokdir)
+    assert again.returncode == 1 and "already exists" in again.stderr, again.stderr
+    r = bpe_lm_cli("encode", f"file://{formats['parquet']}", "-o", f"file://{tmp_path}/d/", "--tokenizer", tokdir)
+    assert r.returncode == 1 and "writes a local (or mounted) directory" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- other readers
+
+
+def test_tokenizer_stats_and_demo_text_read_records(gpt2, formats, documents, tmp_path, capsys):
+    from bpe_lm.cli import main
+    from bpe_lm.pipeline import read_text
+
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    assert (
+        main(
+            [
+                "tokenizer-stats",
+                "--tokenizer",
+                str(tokdir),
+                str(formats["parquet"]),
+                str(formats["jsonl.zst"]),
+                "--docs",
+                "50",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)["pairs"]
+    assert {r["documents"] for r in rows} == {50}
+    text = read_text(formats["datasets"], 10_000)
+    assert text.startswith(documents[0]) and len(text) == 10_000
+
+
+def test_eval_raw_text_takes_records(gpt2, formats, documents, tmp_path, capsys):
+    torch = pytest.importorskip("torch", reason="the lm extra is not installed")
+    from bpe_lm.checkpoint import save_checkpoint
+    from bpe_lm.cli import main
+    from bpe_lm.model import ModelConfig, TransformerLM
+
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    gpt2.encode_files(formats["jsonl"], tmp_path / "valid.npy")
+    torch.manual_seed(0)
+    model = TransformerLM(
+        ModelConfig(vocab_size=gpt2.vocab_size, context_length=32, d_model=32, num_layers=1, num_heads=4)
+    )
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    base = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "valid.npy"), "--device", "cpu",
+            "--json", "--max-batches", "2", "--tokenizer", str(tokdir)]  # fmt: skip
+    assert main([*base, "--raw-text", str(formats["parquet"])]) == 0
+    result = json.loads(capsys.readouterr().out)
+    tokens = len(np.load(tmp_path / "valid.npy"))
+    text_bytes = sum(len(d.encode("utf-8")) for d in documents)
+    assert result["bits_per_byte"] == pytest.approx(result["loss"] * tokens / text_bytes / np.log(2))

@@ -66,14 +66,12 @@ class Encoder:
     ) -> tuple[int, int, int, int]: ...
     def encode_documents_into(
         self,
-        data: bytes,
-        offsets: bytes,
+        columns: Sequence[tuple[bytes, bytes, int]],
         end_id: int | None,
         writer: TokenWriter,
         num_threads: int | None = None,
         row0: int = 0,
         path: str | PathLike[str] | None = None,
-        offset_width: int = 8,
     ) -> tuple[int, int, int, int]: ...
 
 class TokenWriter:
@@ -105,12 +103,10 @@ class PretokenCounter:
     ) -> tuple[int, int, int]: ...
     def add_documents(
         self,
-        data: bytes,
-        offsets: bytes,
+        columns: Sequence[tuple[bytes, bytes, int]],
         num_threads: int | None = None,
         row0: int = 0,
         path: str | PathLike[str] | None = None,
-        offset_width: int = 8,
     ) -> tuple[int, int, int]: ...
     def add_count_file(self, path: str | PathLike[str]) -> None: ...
     def write(self, path: str | PathLike[str]) -> int: ...

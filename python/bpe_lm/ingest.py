@@ -9,7 +9,9 @@ and tokenizer training counts it as text of its own (no pre-token crosses two re
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from bpe_lm.readers import (
     Stats,
     Unit,
     arrow_buffers,
+    is_url,
     prefetch,
     record_batches,
+    staged,
 )
 
 Callback = Callable[[str, int, int], None]
@@ -71,17 +75,20 @@ class UnitProgress:
             self.callback("read", self.base, self.total)
 
 
-def _record_loop(unit: Unit, text_field: str, add: Callable[[bytes, bytes, int, int], tuple[int, ...]],
+def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, bytes, int]], int], tuple[int, ...]],
                  report: Callback | None) -> Stats:  # fmt: skip
-    """Feeds a parquet/Arrow unit's text column to `add(data, offsets, offset width, row0)` in batches, the
-    next batch read while this one is processed."""
+    """Feeds a parquet/Arrow unit's text column to `add(columns, row0)` in batches (each column as
+    (data, offsets, offset width)), the next batch read while this one is processed."""
     stats = Stats()
     rows = 0
     for batch in prefetch(record_batches(unit, text_field)):
-        column = batch.column(0) if hasattr(batch, "num_columns") else batch
-        data, offsets, width, nulls = arrow_buffers(column)
-        got = add(data, offsets, width, rows)
-        rows += len(column)
+        columns, nulls = [], 0
+        for array in batch:
+            data, offsets, width, dropped = arrow_buffers(array)
+            columns.append((data, offsets, width))
+            nulls += dropped
+        got = add(columns, rows)
+        rows += sum(len(a) for a in batch)
         stats.add(
             Stats(documents=got[0], skipped=got[1] + nulls, text_bytes=got[2], tokens=got[3] if len(got) > 3 else 0)
         )
@@ -106,6 +113,12 @@ def encode_unit(
     progress: Callback | None = None,
 ) -> Stats:
     """Appends the ids of one unit to `writer` (a `_core.TokenWriter`)."""
+    if unit.input.url is not None:
+        with staged(unit.input) as local:
+            stats = encode_unit(tok, Unit(local, size=unit.size), writer, text_field=text_field, num_threads=num_threads,
+                                errors=errors, progress=progress)  # fmt: skip
+        stats.inputs = [unit.input.url]
+        return stats
     inp = unit.input
     path = os.fspath(inp.path)
     if inp.format == "text":
@@ -120,8 +133,8 @@ def encode_unit(
         )
         return Stats(docs, skipped, text_bytes, tokens, [path])
 
-    def add(data: bytes, offsets: bytes, width: int, row0: int) -> tuple[int, ...]:
-        return tok._core.encode_documents_into(data, offsets, eot, writer, num_threads, row0, path, width)
+    def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
+        return tok._core.encode_documents_into(columns, eot, writer, num_threads, row0, path)
 
     stats = _record_loop(unit, text_field, add, progress)
     stats.inputs = [path]
@@ -138,6 +151,12 @@ def count_unit(
     progress: Callback | None = None,
 ) -> Stats:
     """Adds the pre-tokens of one unit to `counter` (a `_core.PretokenCounter`)."""
+    if unit.input.url is not None:
+        with staged(unit.input) as local:
+            stats = count_unit(counter, Unit(local, size=unit.size), text_field=text_field, num_threads=num_threads,
+                               errors=errors, progress=progress)  # fmt: skip
+        stats.inputs = [unit.input.url]
+        return stats
     inp = unit.input
     path = os.fspath(inp.path)
     if inp.format == "text":
@@ -147,8 +166,8 @@ def count_unit(
         docs, skipped, text_bytes = counter.add_jsonl(path, text_field, unit.byte_range, num_threads, progress)
         return Stats(docs, skipped, text_bytes, 0, [path])
 
-    def add(data: bytes, offsets: bytes, width: int, row0: int) -> tuple[int, ...]:
-        return counter.add_documents(data, offsets, num_threads, row0, path, width)
+    def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
+        return counter.add_documents(columns, num_threads, row0, path)
 
     stats = _record_loop(unit, text_field, add, progress)
     stats.inputs = [path]
@@ -161,7 +180,7 @@ def check_units(units: Sequence[Unit], text_field: str) -> None:
 
     seen: set[Path] = set()
     for u in units:
-        if u.input.format in ("parquet", "arrow") and u.input.path not in seen:
+        if u.input.format in ("parquet", "arrow") and u.input.url is None and u.input.path not in seen:
             seen.add(u.input.path)
             check_columns(u.input, text_field)
 
@@ -183,7 +202,7 @@ def encode_units(
     dt = tok._resolve_dtype(dtype)
     stats = Stats()
     bars = UnitProgress(progress, sum(u.size for u in units))
-    with atomic_output(output) as tmp:
+    with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
         for unit in units:
             stats.add(encode_unit(tok, unit, writer, text_field=text_field, num_threads=num_threads,
@@ -211,6 +230,24 @@ def count_units(
                              progress=bars.for_unit(unit)))  # fmt: skip
         bars.finish_unit(unit)
     return stats
+
+
+@contextmanager
+def output_file(output: str | os.PathLike[str]) -> Iterator[Path]:
+    """Where to write an output: a temporary file renamed into place (`atomic_output`), or for a URL
+    (s3://...) a local temporary file uploaded when complete (an object store's put is all or nothing)."""
+    text = os.fspath(output)
+    if not is_url(text):
+        with atomic_output(output) as tmp:
+            yield tmp
+        return
+    from bpe_lm.readers import _fsspec
+
+    fs, path = _fsspec(text)
+    with tempfile.TemporaryDirectory(prefix="bpe-lm-output-") as tmp:
+        local = Path(tmp) / "output"
+        yield local
+        fs.put_file(os.fspath(local), path)
 
 
 def whole_units(inputs: Sequence[Input]) -> list[Unit]:

@@ -41,6 +41,8 @@ def output_name(index: int, inp: Input) -> str:
 
 def _identity(inp: Input) -> dict[str, Any]:
     """What an input was, to tell whether an output made from it is still current."""
+    if inp.url is not None:
+        return {"input": inp.url, "format": inp.format, "size": inp.remote_size, "version": inp.remote_version}
     stats = [f.stat() for f in inp.files]
     return {
         "input": os.fspath(inp.path),

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_output
 from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, plan_units
 
 # Units are cut to about this many bytes of input at most, so a task's output stays a few tens of MB.
@@ -128,7 +127,7 @@ def encode_on_ray(
     progress: bool = False,
 ) -> Stats:
     """Encodes `units` on Ray tasks into one `.npy` at `output` (atomically), in unit order."""
-    from bpe_lm.ingest import check_units
+    from bpe_lm.ingest import check_units, output_file
 
     check_units(units, text_field)
     ray = ray_module()
@@ -142,7 +141,7 @@ def encode_on_ray(
     tok_ref = ray.put(tok)
     refs = (task.remote(tok_ref, u, str(dt), text_field, errors) for u in units)
     stats = Stats()
-    with _bar(progress, sum(u.size for u in units), "encoding on Ray") as bar, atomic_output(output) as tmp:
+    with _bar(progress, sum(u.size for u in units), "encoding on Ray") as bar, output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
         for unit, (ids, part) in zip(units, _in_order(ray, refs, min(2 * cpus, 32))):
             writer.append(ids.astype(dt.newbyteorder("<"), copy=False).tobytes())

@@ -21,8 +21,11 @@ import io
 import json
 import os
 import queue
+import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,14 +57,36 @@ class _Ramp:
     def __init__(self) -> None:
         self.target = FIRST_BATCH_BYTES
 
-    def sliced(self, column: Any) -> Iterator[Any]:
-        """A string array in slices of about `target` bytes of text, the target growing as it goes."""
+    def sliced(self, column: Any) -> Iterator[list[Any]]:
+        """A string array in batches (lists of one slice) of about `target` bytes of text, the target
+        growing as it goes."""
         start = 0
         while start < len(column):
             rows = _rows_per_batch(column.nbytes, len(column), self.target)
-            yield column.slice(start, rows)
+            yield [column.slice(start, rows)]
             start += rows
             self.target = min(2 * self.target, ARROW_BATCH_BYTES)
+
+    def grouped(self, chunks: Iterator[Any]) -> Iterator[list[Any]]:
+        """String arrays (row groups' chunks) in batches of about `target` bytes: small ones together, as
+        lists the core takes in one call (no copy to join them), large ones sliced."""
+        pending: list[Any] = []
+        size = 0
+        for chunk in chunks:
+            if chunk.nbytes >= 2 * self.target:
+                if pending:
+                    yield pending
+                    pending, size = [], 0
+                yield from self.sliced(chunk)
+                continue
+            pending.append(chunk)
+            size += chunk.nbytes
+            if size >= self.target:
+                yield pending
+                pending, size = [], 0
+                self.target = min(2 * self.target, ARROW_BATCH_BYTES)
+        if pending:
+            yield pending
 
 
 _MAGIC_FORMATS_WE_DO_NOT_READ = [
@@ -95,12 +120,24 @@ class Input:
     format: str  # "text" | "jsonl" | "parquet" | "arrow"
     compression: str = "none"  # "none" | "gzip" | "zstd" (text and JSON lines)
     files: tuple[Path, ...] = ()  # the Arrow files of a directory; else (path,)
+    # A remote input (any fsspec URL: s3://, gs://, hf://, file://...): read through a local copy that is
+    # made when its unit is worked on (`staged`), so `path` is only its name.
+    url: str | None = None
+    remote_size: int = 0
+    remote_version: str = ""  # what the store says about its version (ETag, mtime), for manifests
 
     @property
     def is_record_format(self) -> bool:
         return self.format in RECORD_FORMATS
 
+    @property
+    def where(self) -> str:
+        """The input as the user named it, for messages."""
+        return self.url or os.fspath(self.path)
+
     def disk_bytes(self) -> int:
+        if self.url is not None:
+            return self.remote_size
         return sum(f.stat().st_size for f in self.files)
 
 
@@ -155,13 +192,45 @@ class Stats:
 # Which inputs, in which format
 
 
-def expand_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Paths and shell-style globs ('shards/*.parquet', '**' for any depth) to paths, in the order given,
-    each glob's matches sorted. A glob that matches nothing is an error (a typo must not read less)."""
-    out: list[Path] = []
+def is_url(text: str) -> bool:
+    """A URL of a file system fsspec knows (s3://, gs://, hf://, file://...), not a local path."""
+    return bool(_URL.match(text))
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _fsspec(url: str) -> tuple[Any, str]:
+    """(file system, path in it) for a URL."""
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError(
+            f"{url}: reading URLs needs fsspec (and its package for the protocol, e.g. s3fs): pip install fsspec"
+        ) from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise InputError(f"{url}: {e}") from None
+
+
+def expand_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path | str]:
+    """Paths, URLs and shell-style globs ('shards/*.parquet', '**' for any depth; 's3://bucket/*.parquet') to
+    inputs, in the order given, each glob's matches sorted. A glob that matches nothing is an error (a typo
+    must not read less). URLs stay strings."""
+    out: list[Path | str] = []
     for pattern in patterns:
         text = os.fspath(pattern)
-        if glob.has_magic(text) and not os.path.exists(text):
+        if is_url(text):
+            if glob.has_magic(text):
+                fs, path = _fsspec(text)
+                found = sorted(fs.glob(path))
+                if not found:
+                    raise InputError(f"{text}: no file matches this pattern")
+                out.extend(fs.unstrip_protocol(f) for f in found)
+            else:
+                out.append(text)
+        elif glob.has_magic(text) and not os.path.exists(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 raise InputError(f"{text}: no file matches this pattern")
@@ -210,7 +279,9 @@ def _arrow_directory(path: Path) -> tuple[Path, ...]:
 
 def detect(path: str | os.PathLike[str]) -> Input:
     """The format of one input, told by its content (magic bytes) and, where content cannot tell (text or
-    JSON lines), by its name."""
+    JSON lines), by its name. A URL is looked at through fsspec (its first bytes, its size)."""
+    if isinstance(path, str) and is_url(path):
+        return _detect_remote(path)
     p = Path(path)
     if not p.exists():
         raise MissingInputError(f"{p}: no such file")
@@ -222,33 +293,8 @@ def detect(path: str | os.PathLike[str]) -> Input:
         return Input(p, "arrow", files=files)
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: permission denied")
-    head = _head(p)
-    if not head:  # an empty file holds no documents, in any format: read as (empty) text or JSON lines
-        return Input(p, "jsonl" if _suffixes(p)[1] in JSONL_SUFFIXES else "text", files=(p,))
-    if head.startswith(b"PAR1"):
-        return Input(p, "parquet", files=(p,))
-    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
-        return Input(p, "arrow", files=(p,))
-    for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ:
-        if head.startswith(magic):
-            raise InputError(f"{p}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
-    compressed, ext = _suffixes(p)
-    if p.suffix.lower() == ".parquet":
-        raise InputError(f"{p}: named .parquet but not a parquet file (it lacks the PAR1 magic: damaged or misnamed)")
-    if p.suffix.lower() == ".arrow":
-        raise InputError(f"{p}: named .arrow but not an Arrow IPC file (damaged or misnamed)")
-    if head.startswith(b"\x1f\x8b"):
-        compression = "gzip"
-    elif head.startswith(b"\x28\xb5\x2f\xfd"):
-        compression = "zstd"
-    else:
-        compression = "none"
-        if compressed:
-            raise InputError(
-                f"{p}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
-            )
-    fmt = "jsonl" if ext in JSONL_SUFFIXES else "text"
-    if fmt == "jsonl":
+    fmt, compression = _classify(os.fspath(p), p.name, _head(p))
+    if fmt == "jsonl" and p.stat().st_size:
         first = _first_non_space(p)
         if first == b"[":
             raise InputError(
@@ -258,6 +304,65 @@ def detect(path: str | os.PathLike[str]) -> Input:
     return Input(p, fmt, compression, files=(p,))
 
 
+def _detect_remote(url: str) -> Input:
+    fs, path = _fsspec(url)
+    try:
+        if fs.isdir(path):
+            raise InputError(f"{url}: is a directory; give its files (e.g. '{url.rstrip('/')}/*.parquet')")
+        info = fs.info(path)
+        with fs.open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise MissingInputError(f"{url}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{url}: cannot be read ({e})") from None
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    fmt, compression = _classify(url, name, head)
+    version = str(
+        info.get("ETag")
+        or info.get("etag")
+        or info.get("mtime")
+        or info.get("LastModified")
+        or info.get("created")
+        or ""
+    )
+    return Input(
+        Path(name), fmt, compression, files=(), url=url, remote_size=int(info.get("size") or 0), remote_version=version
+    )
+
+
+def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
+    """(format, compression) from a file's name and first bytes."""
+    p = Path(name)
+    if not head:  # an empty file holds no documents, in any format: read as (empty) text or JSON lines
+        return ("jsonl" if _suffixes(p)[1] in JSONL_SUFFIXES else "text"), "none"
+    if head.startswith(b"PAR1"):
+        return "parquet", "none"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "arrow", "none"
+    for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ:
+        if head.startswith(magic):
+            raise InputError(f"{where}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
+    compressed, ext = _suffixes(p)
+    if p.suffix.lower() == ".parquet":
+        raise InputError(
+            f"{where}: named .parquet but not a parquet file (it lacks the PAR1 magic: damaged or misnamed)"
+        )
+    if p.suffix.lower() == ".arrow":
+        raise InputError(f"{where}: named .arrow but not an Arrow IPC file (damaged or misnamed)")
+    if head.startswith(b"\x1f\x8b"):
+        compression = "gzip"
+    elif head.startswith(b"\x28\xb5\x2f\xfd"):
+        compression = "zstd"
+    else:
+        compression = "none"
+        if compressed:
+            raise InputError(
+                f"{where}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
+            )
+    return ("jsonl" if ext in JSONL_SUFFIXES else "text"), compression
+
+
 def _first_non_space(path: Path) -> bytes:
     with open_decompressed(path) as f:
         while block := f.read(1 << 16):
@@ -265,6 +370,26 @@ def _first_non_space(path: Path) -> bytes:
             if stripped:
                 return stripped[:1]
     return b""
+
+
+@contextmanager
+def staged(inp: Input) -> Iterator[Input]:
+    """A remote input as a local one: copied (streamed, in blocks) into a temporary directory for as long as
+    the block runs, then removed. A local input as it is."""
+    if inp.url is None:
+        yield inp
+        return
+    fs, path = _fsspec(inp.url)
+    with tempfile.TemporaryDirectory(prefix="bpe-lm-input-") as tmp:
+        local = Path(tmp) / (inp.path.name or "input")
+        try:
+            fs.get_file(path, os.fspath(local))
+        except OSError as e:
+            raise InputError(f"{inp.url}: cannot be read ({e})") from None
+        try:
+            yield detect(local)
+        except ValueError as e:  # the core's and the readers' errors name the copy: name the URL instead
+            raise type(e)(str(e).replace(os.fspath(local), inp.url)) from None
 
 
 def resolve(patterns: Iterable[str | os.PathLike[str]]) -> list[Input]:
@@ -351,23 +476,14 @@ def _parquet_batches(path: Path, text_field: str, row_groups: Sequence[int] | No
     try:
         pf = pq.ParquetFile(path)
         _check_column(pf.schema_arrow, text_field, path)
-        pa = _pyarrow()
         # Row group by row group, not `iter_batches`, whose buffers pile up over a whole file (pyarrow 26:
         # 1 GB of text took 0.9 GB); one decoding thread, as it runs beside the encoder (see `prefetch`).
-        # Small row groups are joined, so each batch holds about ARROW_BATCH_BYTES of text.
-        ramp = _Ramp()
-        pending: list[Any] = []
-        size = 0
-        for group in range(pf.metadata.num_row_groups) if row_groups is None else row_groups:
-            column = pf.read_row_group(group, columns=[text_field], use_threads=False).column(0)
-            for chunk in column.chunks:
-                pending.append(chunk)
-                size += chunk.nbytes
-            if size >= ramp.target:
-                yield from ramp.sliced(pa.concat_arrays(pending) if len(pending) > 1 else pending[0])
-                pending, size = [], 0
-        if pending:
-            yield from ramp.sliced(pa.concat_arrays(pending) if len(pending) > 1 else pending[0])
+        # Small row groups go together (as a list: no copy joins them), so each batch holds about ARROW_BATCH_BYTES.
+        groups = range(pf.metadata.num_row_groups) if row_groups is None else row_groups
+        chunks = (
+            c for g in groups for c in pf.read_row_group(g, columns=[text_field], use_threads=False).column(0).chunks
+        )
+        yield from _Ramp().grouped(chunks)
     except InputError:
         raise
     except Exception as e:
@@ -396,11 +512,6 @@ def _arrow_batches(path: Path, text_field: str) -> Iterator[Any]:
         raise InputError(f"{path}: not a readable Arrow file ({type(e).__name__}: {e})") from None
 
 
-def _column(batch: Any) -> Any:
-    """A record batch's only column, or the array itself."""
-    return batch.column(0) if hasattr(batch, "num_columns") else batch
-
-
 def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
     """A string array as the core takes documents, without numpy: (UTF-8 bytes of all values, Arrow's
     len + 1 little-endian offsets, their width in bytes, number of nulls dropped)."""
@@ -420,7 +531,8 @@ def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
 
 
 def record_batches(unit: Unit, text_field: str) -> Iterator[Any]:
-    """The text column of a parquet or Arrow unit, in batches of about ARROW_BATCH_BYTES of text."""
+    """The text column of a parquet or Arrow unit, in batches (lists of string arrays) of about
+    ARROW_BATCH_BYTES of text."""
     if unit.input.format == "parquet":
         return _parquet_batches(unit.input.path, text_field, unit.row_groups)
     files = unit.files if unit.files is not None else unit.input.files
@@ -485,9 +597,10 @@ def _aligned_ranges(path: Path, parts: int, separators: Sequence[bytes]) -> list
 def units_of(inp: Input, parts: int, separators: Sequence[bytes]) -> list[Unit]:
     """An input split into at most `parts` units of about equal size where its format allows: plain text at
     separators, plain JSON lines at line ends, parquet by row group, Arrow directories by file; a
-    compressed file is one unit (a compressed stream is read from its start)."""
+    compressed file is one unit (a compressed stream is read from its start), and so is a remote file (it
+    is read through a local copy)."""
     size = inp.disk_bytes()
-    if parts <= 1:
+    if parts <= 1 or inp.url is not None:
         return [Unit(inp, size=size)]
     if inp.format == "parquet":
         groups = parquet_row_groups(inp.path)
@@ -551,6 +664,10 @@ def with_range(unit: Unit, byte_range: tuple[int, int]) -> Unit:
 def iter_documents(inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: str = END_OF_TEXT) -> Iterator[str]:
     """The documents of an input as strings, streamed: records' texts (null and empty ones skipped), or
     text split on `separator` (stripped of surrounding newlines, empty ones skipped)."""
+    if inp.url is not None:
+        with staged(inp) as local:
+            yield from iter_documents(local, text_field, separator)
+        return
     if inp.format == "text":
         with io.TextIOWrapper(open_decompressed(inp.path), encoding="utf-8") as f:
             rest = ""
@@ -583,9 +700,10 @@ def iter_documents(inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: 
                 yield value
     else:
         for batch in record_batches(Unit(inp), text_field):
-            for value in _column(batch).to_pylist():
-                if value:
-                    yield value
+            for column in batch:
+                for value in column.to_pylist():
+                    if value:
+                        yield value
 
 
 ProgressFn = Callable[[str, int, int], None]

@@ -47,7 +47,9 @@ def check_inputs(patterns: list[str] | str):
         raise UserError(str(e)) from None
     for inp in inputs:
         if inp.disk_bytes() == 0:
-            raise UserError(f"{inp.path}: is empty")
+            raise UserError(f"{inp.where}: is empty")
+        if inp.url is not None:
+            continue  # read through a local copy when its turn comes
         if inp.compression != "none":
             try:
                 with open_decompressed(inp.path) as f:

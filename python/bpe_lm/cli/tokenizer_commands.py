@@ -291,8 +291,10 @@ def run_count_pretokens(args: argparse.Namespace) -> None:
 
 def _refuse_output_among_inputs(output: str | os.PathLike[str], inputs) -> None:
     """An output that is one of the inputs would destroy it: refused, even with --force."""
+    from bpe_lm.readers import is_url
+
     out = Path(output)
-    if not out.exists():
+    if is_url(os.fspath(output)) or not out.exists():
         return
     for inp in inputs:
         for f in inp.files:
@@ -334,17 +336,31 @@ def add_encode(sub: argparse._SubParsersAction) -> None:
 
 def run_encode(args: argparse.Namespace) -> None:
     from bpe_lm.ingest import end_of_text_id
-    from bpe_lm.readers import InputError
+    from bpe_lm.readers import InputError, is_url
     from bpe_lm.tokenizer import default_num_threads
 
     inputs = check_inputs(args.inputs)
-    to_dir = args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()
-    out = Path(args.output)
+    remote_out = is_url(args.output)
+    to_dir = args.output.endswith(("/", os.sep)) or (not remote_out and Path(args.output).is_dir())
+    if to_dir and remote_out:
+        raise UserError(
+            f"{args.output}: -o DIR/ writes a local (or mounted) directory; give a local path, or -o URL.npy for one file"
+        )
+    out: Path | str = args.output if remote_out else Path(args.output)
     if to_dir and args.shard:
         raise UserError("--shard writes one file: give -o OUT.npy (the shards' files, in order, make the whole)")
     if args.shard and args.engine == "ray":
         raise UserError("--shard and --engine ray: Ray splits the work itself; give one or the other")
-    if not to_dir:
+    if remote_out:
+        from bpe_lm.readers import InputError, _fsspec
+
+        try:
+            fs, path = _fsspec(args.output)
+        except InputError as e:
+            raise UserError(str(e)) from None
+        if fs.exists(path) and not args.force:
+            raise UserError(f"{args.output}: already exists (use --force to replace it)")
+    elif not to_dir:
         check_output_file(out, args.force)
         _refuse_output_among_inputs(out, inputs)
     else:
@@ -383,7 +399,7 @@ def run_encode(args: argparse.Namespace) -> None:
             encode_one=lambda unit, target: encode_one([unit], target),
             say=lambda line: print(line, file=sys.stderr) if not args.quiet else None,
         )  # fmt: skip
-        wrote = f"wrote {len(inputs) - reused} of {len(inputs)} outputs and {out / MANIFEST_FILE}" + (
+        wrote = f"wrote {len(inputs) - reused} of {len(inputs)} outputs and {Path(out) / MANIFEST_FILE}" + (
             f" ({reused} complete and current, kept)" if reused else ""
         )
     else:
@@ -473,7 +489,7 @@ def run_tokenizer_stats(args: argparse.Namespace) -> None:
         project = parse_size(args.project)
     except ValueError as e:
         raise UserError(f"--project: {e}") from None
-    corpora = [os.fspath(i.path) for i in check_inputs(args.corpora)]
+    corpora = [i.where for i in check_inputs(args.corpora)]
     tokenizers = {}
     for d in args.tokenizer:
         name = Path(d).name or d
