@@ -156,15 +156,30 @@ pub enum Pretokenizer {
     Regex(Box<fancy_regex::Regex>),
 }
 
+/// Text every custom pattern must cover when it is loaded.
+const COVERAGE_PROBE: &str = "Hello World 123! It's 3.14, isn't it?\n\t  ünïcödé Жж 中文字 🙂👍🏽 <|x|> a_b-c\r\n";
+
+fn gap(text: &str, at: usize) -> Error {
+    let rest: String = text[at..].chars().take(20).collect();
+    Error::Pattern(format!(
+        "its matches do not cover the text: nothing matches at byte {at} of a text ({rest:?}), which would be lost; \
+         use a pattern whose alternatives match every character (GPT-2's does)"
+    ))
+}
+
 impl Pretokenizer {
-    /// `None` or the GPT-2 pattern select the scanner; anything else compiles with fancy-regex.
+    /// `None` or the GPT-2 pattern select the scanner; anything else compiles with fancy-regex, and must
+    /// cover a probe text of letters, digits, punctuation, white space and non-Latin scripts: a pattern
+    /// whose matches leave text out would lose it (encoding checks every text as well, see `for_each_piece`).
     pub fn new(pattern: Option<&str>) -> Result<Self> {
         match pattern {
             None => Ok(Pretokenizer::Gpt2),
             Some(p) if p == GPT2_PATTERN || GPT2_EQUIVALENT_PATTERNS.contains(&p) => Ok(Pretokenizer::Gpt2),
-            Some(p) => fancy_regex::Regex::new(p)
-                .map(|re| Pretokenizer::Regex(Box::new(re)))
-                .map_err(|e| Error::Pattern(e.to_string())),
+            Some(p) => {
+                let pre = Pretokenizer::regex(p)?;
+                pre.for_each_piece(COVERAGE_PROBE, |_| {})?;
+                Ok(pre)
+            }
         }
     }
 
@@ -196,9 +211,20 @@ impl Pretokenizer {
                 Ok(())
             }
             Pretokenizer::Regex(re) => {
+                // The matches must cover the text: a gap would be text that no token stands for.
+                let mut covered = 0;
                 for m in re.find_iter(text) {
                     let m = m.map_err(|e| Error::Pattern(e.to_string()))?;
-                    f(m.as_str());
+                    if m.start() != covered {
+                        return Err(gap(text, covered));
+                    }
+                    if !m.as_str().is_empty() {
+                        f(m.as_str());
+                    }
+                    covered = m.end();
+                }
+                if covered != text.len() {
+                    return Err(gap(text, covered));
                 }
                 Ok(())
             }
@@ -215,6 +241,7 @@ impl Pretokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::cuts::Cutter;
     use crate::specials::{Segment, SpecialMatcher};
 
@@ -355,5 +382,20 @@ mod tests {
             })
             .unwrap();
         out
+    }
+
+    #[test]
+    fn patterns_that_lose_text_are_refused() {
+        for bad in ["[a-z]+", "\\w+", "(a+)+$", "\\S+"] {
+            let err = Pretokenizer::new(Some(bad)).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.to_string().contains("do not cover the text"), "{bad}: {err}");
+        }
+        // Loaded without the probe (the reference constructor), a gap is still an error while encoding.
+        let lossy = Pretokenizer::regex("[a-z]+").unwrap();
+        let err = lossy.pieces("hello World").err().unwrap().to_string();
+        assert!(err.contains("byte 5") && err.contains("\" World\""), "{err}");
+        assert!(lossy.pieces("hello").is_ok());
+        let covering = Pretokenizer::new(Some("\\S+|\\s+")).unwrap();
+        assert_eq!(covering.pieces("ab  cd").unwrap(), vec!["ab", "  ", "cd"]);
     }
 }

@@ -382,7 +382,7 @@ def test_config_errors(tmp_path, token_files):
         run_config(tmp_path, token_files, batchsize=3)
     with pytest.raises(ConfigError, match="exactly one budget"):
         run_config(tmp_path, token_files, max_tokens=100)
-    with pytest.raises(ConfigError, match="training.batch_size must be a number"):
+    with pytest.raises(ConfigError, match="training.batch_size must be an integer"):
         run_config(tmp_path, token_files, batch_size="big")
     path = tmp_path / "run.toml"
     path.write_text(to_toml(run_config(tmp_path, token_files).to_dict()))
@@ -488,7 +488,12 @@ def test_train_eval_generate_plot_commands(tmp_path, token_files, capsys, corpus
     assert "config file not found" in capsys.readouterr().err
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path, token_files):
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["INT", "TERM", "HUP"]
+)
+def test_a_stop_signal_saves_a_checkpoint(tmp_path, token_files, sig, code):
+    """Ctrl-C, and what `kill`, `timeout`, Slurm pre-emption, `docker stop` (SIGTERM) and a closed SSH session
+    (SIGHUP) send: the step finishes, a checkpoint is saved, and the exit status says which signal it was."""
     cfg = run_config(tmp_path, token_files, max_iters=100_000, checkpoint_interval=100_000, log_interval=1).to_dict()
     (tmp_path / "run.toml").write_text(to_toml(cfg))
     proc = subprocess.Popen(
@@ -500,8 +505,8 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, token_files):
     deadline = time.time() + 60
     while not (metrics.exists() and metrics.stat().st_size > 0) and time.time() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted; saved" in err
+    assert proc.returncode == code, err
+    assert f"interrupted by {signal.Signals(sig).name}; saved" in err
     assert read_checkpoint(Path(cfg["training"]["out_dir"]) / "checkpoint.pt")["iteration"] > 0

@@ -95,6 +95,38 @@ def test_train_never_replaces_an_earlier_run_unasked(tmp_path, token_files, caps
     assert max(r["step"] for r in read_metrics(run)) == 5
 
 
+def test_train_never_writes_a_config_toml_it_did_not_write(tmp_path, token_files, capsys):
+    """The run's copy of its settings replaces only itself: not a file of the user's by that name, not the
+    target of a link placed there (a file outside the run), and never the config file the run came from."""
+    config = write_config(tmp_path, *token_files, max_iters=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    (run / "config.toml").symlink_to(outside)
+    assert main(["train", "--config", str(config), "--quiet"]) == 1
+    one_line_error(capsys, "config.toml", "a link", "--force")
+    assert outside.read_text() == "precious"
+    assert main(["train", "--config", str(config), "--quiet", "--force"]) == 0
+    assert outside.read_text() == "precious" and not (run / "config.toml").is_symlink()
+    assert (run / "config.toml").read_text().startswith("# Written by `bpe-lm train`")
+    # Its own copy it replaces on --force or --resume without a word.
+    assert main(["train", "--config", str(config), "--quiet", "--resume", "--set", "training.max_iters=3"]) == 0
+    capsys.readouterr()
+    (run / "config.toml").write_text("# my notes\n[model]\n")
+    (run / "checkpoint.pt").unlink()
+    (run / "metrics.jsonl").unlink()
+    assert main(["train", "--config", str(config), "--quiet"]) == 1
+    one_line_error(capsys, "config.toml", "a file of yours")
+    assert (run / "config.toml").read_text() == "# my notes\n[model]\n"
+    # The config the run is started from, inside out_dir under that name: refused even with --force.
+    own = run / "config.toml"
+    own.write_text(config.read_text())
+    assert main(["train", "--config", str(own), "--quiet", "--force"]) == 1
+    one_line_error(capsys, "is the config file this run was started from")
+    assert own.read_text() == config.read_text()
+
+
 # ---------------------------------------------------------------------------------------------------- 2. tokenizer dirs
 
 
@@ -245,6 +277,27 @@ def test_resume_drops_metrics_rows_past_the_checkpoint(tmp_path, token_files):
     Trainer(cfg, resume=True, progress=False).run()
     steps = [r["step"] for r in read_metrics(tmp_path / "run") if "train_loss" in r]
     assert steps == list(range(1, 21))
+
+
+def test_a_cut_last_metrics_line_neither_blocks_resume_nor_plot(tmp_path, token_files, capsys):
+    config = write_config(tmp_path, *token_files, max_iters=10, log_interval=1)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text + text.splitlines()[-1][:17])  # a kill or a full disk in the middle of a row
+    with pytest.warns(UserWarning, match="line .* is cut short"):
+        assert len(read_metrics(tmp_path / "run")) == len(text.splitlines())
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "run"), "-o", str(tmp_path / "c.png")]) == 0
+    assert "cut short" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--quiet", "--resume", "--set", "training.max_iters=12"]) == 0
+    rows = read_metrics(tmp_path / "run")  # whole again: no warning
+    assert [r["step"] for r in rows if "train_loss" in r] == list(range(1, 13))
+    # A damaged line that is not the last is an error naming the file and the line.
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: not a row of metrics"):
+        read_metrics(tmp_path / "run")
 
 
 # ---------------------------------------------------------------------------------------------------- 8. temporaries
@@ -526,3 +579,139 @@ def test_time_budget_bar_shows_minutes_and_summary_averages_the_run(tmp_path, to
             intervals.append((r["tokens"] - previous) / r["tokens_per_s"])
             previous = r["tokens"]
     assert summary["tokens_per_s"] == pytest.approx(summary["tokens"] / sum(intervals), rel=1e-3)
+
+
+@pytest.mark.parametrize("pattern", [r"[a-z]+", r"\w+", r"(a+)+$"])
+def test_a_pattern_that_would_lose_text_is_refused_wherever_it_comes_from(tmp_path, tok_dir, corpus, capsys, pattern):
+    """A pre-tokenizer whose matches leave text out would drop that text from the ids without a word: it is
+    refused when loaded (from tokenizer_config.json, import-tokenizer --pattern, a count file's header or the
+    API), naming where it came from."""
+    tok = Tokenizer.load(tok_dir)
+    with pytest.raises(ValueError, match="do not cover the text"):
+        Tokenizer(tok.vocab, tok.merges, tok.special_tokens, pattern=pattern)
+    config = tok_dir / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "pattern": pattern}))
+    assert main(["encode", str(corpus), "-o", str(tmp_path / "ids.npy"), "--tokenizer", str(tok_dir)]) == 1
+    one_line_error(capsys, "tokenizer_config.json", "do not cover the text")
+    assert not (tmp_path / "ids.npy").exists()
+    tok.save(tmp_path / "good")
+    assert (
+        main(["export-tokenizer", str(tmp_path / "good"), "--format", "tiktoken", "-o", str(tmp_path / "t.tiktoken")])
+        == 0
+    )
+    capsys.readouterr()
+    args = ["import-tokenizer", str(tmp_path / "t.tiktoken"), "--format", "tiktoken", "--special-token", f"{EOT}=0"]
+    assert main([*args, "--pattern", pattern, "-o", str(tmp_path / "imported")]) == 1
+    one_line_error(capsys, "do not cover the text")
+    with pytest.raises(ValueError, match="do not cover the text"):
+        bpe_lm.train_bpe(corpus, 300, [EOT], pattern=pattern)
+
+
+def test_of_two_writers_of_one_new_output_exactly_one_wins(tmp_path):
+    from bpe_lm._io import OutputExistsError, atomic_output
+
+    out = tmp_path / "ids.npy"
+    with pytest.raises(OutputExistsError, match="created by another process while this one was writing it"):
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(b"second")
+            out.write_bytes(b"first")  # the other writer finishes first
+    assert out.read_bytes() == b"first" and os.listdir(tmp_path) == ["ids.npy"]
+    with atomic_output(out) as tmp:  # an output that existed at the start (the caller's --force) is replaced
+        tmp.write_bytes(b"forced")
+    assert out.read_bytes() == b"forced"
+
+
+def test_decode_onto_its_own_input_is_refused_even_with_force(tmp_path, tok_dir, corpus, capsys):
+    ids = tmp_path / "ids.npy"
+    Tokenizer.load(tok_dir).encode_file(corpus, ids)
+    before = ids.read_bytes()
+    assert main(["decode", str(ids), "--tokenizer", str(tok_dir), "-o", str(ids), "--force"]) == 1
+    one_line_error(capsys, "is the input of this command")
+    assert ids.read_bytes() == before
+
+
+def test_a_second_trainer_on_one_run_directory_is_refused(tmp_path, token_files, capsys):
+    import fcntl
+
+    config = write_config(tmp_path, *token_files, max_iters=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "train.lock", "w") as held:  # as a trainer running in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        for extra in ([], ["--resume"], ["--force"]):
+            assert main(["train", "--config", str(config), "--quiet", *extra]) == 1
+            one_line_error(capsys, str(run), "another `bpe-lm train` is using this run directory (pid 4242)")
+        assert sorted(os.listdir(run)) == ["train.lock"]
+    assert main(["train", "--config", str(config), "--quiet"]) == 0  # released: the run goes ahead
+
+
+def _wrong_values(hint) -> list:
+    """Values of the wrong type for a setting of type `hint` (as TOML or --set can give them)."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return ["surely-not-a-choice", 5]
+    if type(None) in args:
+        hint = next(a for a in args if a is not type(None))
+    return {
+        bool: ["False", "yes", "false", 1, 0.0],
+        int: ["ten", 1.5, [1], True, {"a": 1}],
+        float: ["abc", True, [0.5], float("nan"), float("inf")],
+        str: [5, 1.5, True, ["a"], {"a": 1}],
+    }.get(hint, [0.9, "x", [1]])
+
+
+def test_every_setting_refuses_wrong_types_naming_the_setting(tmp_path, token_files):
+    import dataclasses
+    import random
+    import typing
+
+    from bpe_lm.config import SECTIONS, ConfigError, ModelConfig
+
+    rng = random.Random(0)
+    checked = 0
+    for section, cls in {"model": ModelConfig, **SECTIONS}.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            for value in rng.sample(_wrong_values(hints[f.name]), 2):
+                raw = raw_config(tmp_path, *token_files)
+                raw.setdefault(section, {})[f.name] = value
+                with pytest.raises(ConfigError, match=rf"{section}\.{f.name}\b"):
+                    build_config(raw)
+                checked += 1
+    assert checked >= 2 * 40
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "model.tie_embeddings=False",
+            "model.tie_embeddings must be true or false, not 'False' (TOML spells it false)",
+        ),
+        ('model.qk_norm="false"', "TOML spells it false, without quotes"),
+        ("optimizer.grad_clip=nan", "optimizer.grad_clip must be a finite number"),
+        ("optimizer.betas=0.9", "optimizer.betas must be a list of 2 numbers"),
+        ("model=5", "the key must be section.key"),
+    ],
+)
+def test_set_values_are_typed_like_the_file(tmp_path, token_files, capsys, override, message):
+    config = write_config(tmp_path, *token_files, max_iters=2)
+    assert main(["train", "--config", str(config), "--quiet", "--set", override]) == 1
+    one_line_error(capsys, message)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_section_that_is_not_a_table_is_named(tmp_path, token_files, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        write_config(tmp_path, *token_files).read_text().replace("[logging]", "[logging_]") + "\nlogging = 5\n"
+    )
+    text = config.read_text()
+    config.write_text("model = 5\n" + text[text.index("[optimizer]") :])
+    assert main(["train", "--config", str(config), "--quiet"]) == 1
+    one_line_error(capsys, "[model] must be a table of settings, not 5")

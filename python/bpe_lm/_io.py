@@ -110,13 +110,45 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Renames `src` to `dst` only if `dst` does not exist, in one step: a hard link (which fails on an
+    existing name) then unlinking `src`; where the file system has no hard links, Linux renameat2 with
+    RENAME_NOREPLACE; where neither exists, a plain rename."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:
+        import ctypes
+        import errno
+        import sys
+
+        if sys.platform.startswith("linux"):
+            try:
+                renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+                renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                at_fdcwd, rename_noreplace = -100, 1
+                if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+                    return
+                if ctypes.get_errno() == errno.EEXIST:
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst)) from None
+            except AttributeError:
+                pass
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it is renamed to `path` (with ordinary
     permissions), on any exception it is removed. Temporaries of `path` orphaned by a killed run are
-    removed first."""
+    removed first. An output that did not exist when writing began is put in place only if it still does
+    not exist (of two writers of one new output exactly one wins; the other is refused and its work
+    discarded); one that existed (the caller's --force) is replaced."""
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
+    existed = out.exists() or out.is_symlink()
     try:
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
@@ -127,7 +159,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the result is an ordinary file
     try:
         yield Path(tmp)
-        os.replace(tmp, out)
+        if existed:
+            os.replace(tmp, out)
+        else:
+            try:
+                _rename_noreplace(Path(tmp), out)
+            except FileExistsError:
+                raise OutputExistsError(
+                    f"{out}: was created by another process while this one was writing it; that one is kept, and this output discarded"
+                ) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -146,6 +149,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # The config file these settings were read from (None when built in code): never to be written over.
+    source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {
@@ -176,34 +181,72 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. training.batch_size")
-        raw.setdefault(parts[0], {})[parts[1]] = parse_value(value.strip())
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"--set {item!r}: [{parts[0]}] in the config file is not a table of settings")
+        section[parts[1]] = parse_value(value.strip())
     return raw
 
 
-def _build_section(cls, name: str, values: dict[str, Any]):
+_TOML_SPELLING = {"True": "true", "False": "false", "None": "(leave the setting out)", "yes": "true", "no": "false"}
+
+
+def _typed(setting: str, hint: Any, value: Any) -> Any:
+    """`value` as the type the setting's dataclass field declares, or a ConfigError naming the setting: the
+    one table of types (derived from the dataclasses) for the config file and for --set alike."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _typed(setting, options[0], value) if len(options) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{setting} must be one of {', '.join(map(str, args))}, not {value!r}")
+        return value
+    hint_name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint)
+    if hint is bool and not isinstance(value, bool) or hint is str and not isinstance(value, str):
+        spelled = ""
+        if hint is bool and isinstance(value, str) and value in _TOML_SPELLING:
+            spelled = f" (TOML spells it {_TOML_SPELLING[value]})"
+        elif hint is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+            spelled = f" (TOML spells it {value.lower()}, without quotes)"
+        raise ConfigError(f"{setting} must be {hint_name}, not {value!r}{spelled}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{setting} must be {hint_name}, not {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{setting} must be a finite number, not {value!r}")
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{setting} must be an integer, not {value!r}")
+            return int(value)
+        return float(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"{setting} must be a list of {len(args)} numbers, not {value!r}")
+        kinds = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args)
+        return tuple(_typed(setting, k, v) for k, v in zip(kinds, value))
+    return value
+
+
+def _build_section(cls, name: str, values: Any):
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table of settings, not {values!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    kwargs = {}
-    for key, value in values.items():
-        default = getattr(cls(), key) if cls is not ModelConfig else None
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{name}.{key} must be true or false, not {value!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name}.{key} must be a number, not {value!r}")
-            if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-                if not value.is_integer():
-                    raise ConfigError(f"{name}.{key} must be an integer, not {value!r}")
-                value = int(value)
-        if isinstance(default, tuple):
-            value = tuple(value)
-        kwargs[key] = value
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _typed(f"{name}.{key}", hints[key], value) for key, value in values.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"[{name}]: {e}") from None
+        message = str(e)
+        missing = re.search(r"missing \d+ required positional arguments?: (.*)", message)
+        if missing:
+            message = f"missing setting(s) {missing.group(1).replace(chr(39), '')}"
+        raise ConfigError(message if message.startswith(f"{name}.") else f"[{name}]: {message}") from None
 
 
 # Shorthands for [model] and [optimizer]: `recipe = "modern"` stands for these settings (any of them given
@@ -214,7 +257,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def expand_recipe(section: str, values: dict[str, Any]) -> dict[str, Any]:
+def expand_recipe(section: str, values: Any) -> Any:
+    if not isinstance(values, dict):
+        return values  # refused, naming the section, by _build_section
+    values = dict(values)
     recipe = values.pop("recipe", None)
     if recipe is None:
         return values
@@ -230,9 +276,9 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
         raise ConfigError(f"unknown section(s) [{'], ['.join(unknown)}] (known: model, {', '.join(SECTIONS)})")
     if "model" not in raw:
         raise ConfigError("the config has no [model] section")
-    model = _build_section(ModelConfig, "model", expand_recipe("model", dict(raw["model"])))
+    model = _build_section(ModelConfig, "model", expand_recipe("model", raw["model"]))
     sections = {
-        name: _build_section(cls, name, expand_recipe(name, dict(raw.get(name, {})))) for name, cls in SECTIONS.items()
+        name: _build_section(cls, name, expand_recipe(name, raw.get(name, {}))) for name, cls in SECTIONS.items()
     }
     cfg = RunConfig(model=model, **sections)
     if base_dir is not None:
@@ -296,7 +342,9 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML ({e})") from None
-    return build_config(apply_overrides(raw, overrides or []), base_dir=p.parent)
+    cfg = build_config(apply_overrides(raw, overrides or []), base_dir=p.parent)
+    cfg.source = os.fspath(p)
+    return cfg
 
 
 def _toml_value(value: Any) -> str:

@@ -52,15 +52,16 @@ class MetricsLog:
         the rows up to the checkpoint's step only (the file is rewritten atomically)."""
         rows = read_metrics(self.path.parent)
         kept = [row for row in rows if row.get("step", 0) <= step]
-        if len(kept) != len(rows):
+        if len(kept) != len(rows) or not _ends_whole(self.path):  # also drops a cut last line
             atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not self.enabled or not rows:
             return
+        # One write of whole lines, appended: a row is in the file whole, or (cut by a kill or a full disk)
+        # its last line is partial, which `read_metrics` drops.
         with open(self.path, "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
         for row in rows:
             step = row["step"]
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
@@ -77,14 +78,37 @@ class MetricsLog:
             self.wandb.finish()
 
 
+def _ends_whole(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl. A last line cut short (a kill or a full disk while it was being
+    written) is dropped with a warning; any other line that is not a JSON object is an error naming it."""
     path = Path(run_dir) / METRICS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {METRICS_NAME} (is this a run directory from `bpe-lm train`?)")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if number == len(lines):  # the last line, without its newline: cut while it was written
+                warnings.warn(
+                    f"{path}: line {number} is cut short (the run was stopped while writing it); dropped", stacklevel=2
+                )
+                break
+            raise ValueError(f"{path}: line {number}: not a row of metrics ({e})") from None
+        rows.append(row)
     return rows

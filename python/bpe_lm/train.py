@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bpe_lm._io import atomic_write
 from bpe_lm.accounting import account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, to_toml
@@ -40,6 +42,11 @@ from bpe_lm.runtime import (
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.toml"
+LOCK_NAME = "train.lock"
+# The first line of the run's copy of its settings: what tells it from a file of the user's by that name.
+RUN_CONFIG_HEADER = (
+    "# Written by `bpe-lm train`: the settings this run used. Edit your own config file, not this copy.\n"
+)
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
 
@@ -51,29 +58,39 @@ class TrainingError(RuntimeError):
 # The trainer
 
 
+# The signals that ask a run to stop: Ctrl-C, and what `kill`, `timeout`, Slurm pre-emption, `docker stop`
+# (SIGTERM) and a closed terminal or SSH session (SIGHUP) send.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step (and save); a second one interrupts."""
+    """The first stop signal asks the loop to stop after the current step (and save); a second one
+    interrupts at once. `signum` is the first one received."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
         if threading_main():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
         print(
-            "\nstopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)", file=sys.stderr
+            f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint (send it again to abort without saving)",
+            file=sys.stderr,
         )
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def threading_main() -> bool:
@@ -233,10 +250,27 @@ class Trainer:
     # -- the loop
 
     def _check_run_dir(self) -> None:
-        """An earlier run's files are continued (--resume) or replaced (--force), never overwritten unasked."""
+        """An earlier run's files are continued (--resume) or replaced (--force), never overwritten unasked; a
+        config.toml there that is not the run's own copy (a file of the user's, a link) is never replaced
+        without --force, and the config file this run was started from never (it is written by replacing the
+        name, so a link's target is never written through)."""
         earlier = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (self.run_dir / name).exists()]
         if self.resume and self.force:
             raise ConfigError("--resume and --force contradict each other (continue the run, or start it over)")
+        copy = self.run_dir / CONFIG_NAME
+        if copy.is_symlink() or copy.exists():
+            source = self.cfg.source
+            if source is not None and copy.exists() and os.path.samefile(copy, source):
+                raise ConfigError(
+                    f"{copy}: is the config file this run was started from, and the run writes its own copy of its "
+                    "settings there; keep your config file outside training.out_dir (or name it otherwise)"
+                )
+            ours = copy.is_file() and not copy.is_symlink() and _starts_with(copy, RUN_CONFIG_HEADER)
+            if not ours and not self.force:
+                raise ConfigError(
+                    f"{copy}: is not the copy of its settings that `bpe-lm train` writes ({'a link' if copy.is_symlink() else 'a file of yours'}); "
+                    "move it away, or use --force to replace it"
+                )
         if earlier and not self.resume and not self.force:
             raise ConfigError(
                 f"{self.run_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume, start it over with "
@@ -244,13 +278,52 @@ class Trainer:
             )
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
+
+    _lock_fd: int | None = None
+
+    def _lock_run_dir(self) -> None:
+        """Takes an exclusive lock (flock on RUN/train.lock) held for the run's life, so a second trainer or a
+        --resume of the same directory is refused instead of interleaving steps and replacing files. The
+        lock goes with the process (a kill -9 releases it); the file stays, of no meaning once unlocked.
+        Creates the run directory."""
+        if not self.dist.is_main or self._lock_fd is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.run_dir}: another `bpe-lm train` is using this run directory (pid {holder}); wait for it to "
+                "finish or stop it (Ctrl-C saves), or set another training.out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _run(self) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.training
+        if self.run_dir.is_dir():  # a directory of its own is made only once the inputs have been checked
+            self._lock_run_dir()
         self._check_run_dir()
         self._load_data()
         self._build()
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CONFIG_NAME).write_text(to_toml(cfg.to_dict()), encoding="utf-8")
+            self._lock_run_dir()
+            self._check_run_dir()  # again, under the lock: another run may have started meanwhile
+            atomic_write(self.run_dir / CONFIG_NAME, RUN_CONFIG_HEADER + to_toml(cfg.to_dict()))
         if self.force and self.dist.is_main:
             (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume, self.iteration)
@@ -350,6 +423,7 @@ class Trainer:
                 shown = {"loss": f"{summary['train_loss']:.3f}"} if "train_loss" in summary else {}
                 bar.set_postfix(**shown, valid=f"{loss:.3f}")
 
+        stop_signal: int | None = None
         try:
             with _StopFlag() as stop:
                 if self.iteration == 0:
@@ -388,6 +462,7 @@ class Trainer:
                         last_flush = (time.perf_counter(), self.tokens_seen)
                     if stopping:
                         interrupted = True
+                        stop_signal = stop.signum
                         break
         except KeyboardInterrupt:
             interrupted = True
@@ -410,6 +485,7 @@ class Trainer:
             tokens=self.tokens_seen,
             seconds=self.elapsed_before + time.perf_counter() - start,
             interrupted=interrupted,
+            signal=stop_signal,
             checkpoint=str(self.checkpoint_path),
             compiled=self.compiled,
             device=str(self.device),
@@ -512,6 +588,11 @@ class _RunClock:
 def _grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
+
+
+def _starts_with(path: Path, prefix: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(prefix.encode("utf-8"))) == prefix.encode("utf-8")
 
 
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,12 @@ def run_train(args: argparse.Namespace) -> None:
             parts.append(f"{summary['tokens_per_s']:,.0f} tokens/s")
         if "valid_loss" in summary:
             parts.append(f"valid loss {summary['valid_loss']:.4f}")
-        state = "interrupted; saved" if summary["interrupted"] else "done;"
+        by = f" by {signal.Signals(summary['signal']).name}" if summary.get("signal") else ""
+        state = f"interrupted{by}; saved" if summary["interrupted"] else "done;"
         print(f"{state} {', '.join(parts)}; checkpoint {summary['checkpoint']}", file=sys.stderr)
     if summary["interrupted"]:
-        raise SystemExit(130)
+        # 128 + the signal, as a shell reports a command a signal stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+        raise SystemExit(128 + (summary.get("signal") or signal.SIGINT))
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:

@@ -439,6 +439,8 @@ def run_decode(args: argparse.Namespace) -> None:
         raise UserError(f"{args.input}: no such file")
     if args.output != "-":
         check_output_file(args.output, args.force)
+        if Path(args.output).exists() and os.path.samefile(args.output, args.input):
+            raise UserError(f"{args.output}: is the input of this command; write the text elsewhere")
     tok = load_tokenizer(args.tokenizer)
     try:
         ids = load_tokens(args.input)
