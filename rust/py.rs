@@ -773,6 +773,7 @@ impl DecompressedReader {
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GPT2_PATTERN", GPT2_PATTERN)?;
     m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
+    m.add("MAX_THREADS_PER_CORE", threads::MAX_THREADS_PER_CORE)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;

@@ -16,12 +16,18 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The pool for `threads` threads (`None`: all cores), created on first use in this process.
+/// More threads than this many per core only add overhead (here 4,096 threads took 60 times as long as 64):
+/// asking for more gets this many.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The pool for `threads` threads (`None`: all cores; at most MAX_THREADS_PER_CORE per core), created on
+/// first use in this process.
 pub fn pool(threads: Option<usize>) -> Result<Arc<rayon::ThreadPool>> {
     let n = threads.unwrap_or_else(default_threads);
     if n == 0 {
         return Err(Error::InvalidArgument("number of threads must be at least 1".into()));
     }
+    let n = n.min(MAX_THREADS_PER_CORE * default_threads());
     static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(Pools { pid: std::process::id(), by_threads: HashMap::new() }));
     let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());

@@ -314,3 +314,33 @@ def test_gguf_logits_and_ids_equal_ours_in_llama_cpp(tmp_path, tok, tie, capsys)
     text = generated_corpus(40, seed=3) + f" ünïcödé 中文 🙂 {EOT}{EOT} tail  \n\n x'S 123"
     assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == tok.encode(text)
     assert llm.token_eos() == tok.special_token_ids[EOT]
+
+
+def test_a_full_disk_while_writing_weights_is_an_io_error(tmp_path, tok, monkeypatch, capsys):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    save_checkpoint(tiny_model(tok.vocab_size), None, 0, tmp_path / "m.pt")
+    tok.save(tmp_path / "tok")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "keep.txt").write_text("mine")
+    args = [
+        "export",
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "-o",
+        str(tmp_path / "hf"),
+        "--force",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "model.safetensors could not be written" in err and "No space left" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["keep.txt"]

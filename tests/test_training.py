@@ -450,7 +450,7 @@ def test_train_eval_generate_plot_commands(tmp_path, token_files, capsys, corpus
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # The loss recomputed here without bpe-lm's evaluation code: plain cross-entropy of the logits over every
     # whole non-overlapping window of the file; bits per byte = nats per token × tokens / bytes / ln 2.
-    from bpe_lm.generate import load_model
+    from bpe_lm.checkpoint import load_model
 
     model, _ = load_model(Path(run) / "checkpoint.pt")
     valid = np.load(tmp_path / "v.npy").astype(np.int64)

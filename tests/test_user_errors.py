@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -715,3 +716,173 @@ def test_a_section_that_is_not_a_table_is_named(tmp_path, token_files, capsys):
     config.write_text("model = 5\n" + text[text.index("[optimizer]") :])
     assert main(["train", "--config", str(config), "--quiet"]) == 1
     one_line_error(capsys, "[model] must be a table of settings, not 5")
+
+
+def test_force_keeps_the_earlier_run_until_the_new_one_has_a_checkpoint(tmp_path, token_files, capsys):
+    cfg = build_config(raw_config(tmp_path, *token_files, max_iters=4, checkpoint_interval=2))
+    run = tmp_path / "run"
+    Trainer(cfg, progress=False).run()
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+
+    class DiesAtStepOne(Trainer):
+        def _train_step(self, params):
+            raise RuntimeError("the machine went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        DiesAtStepOne(cfg, force=True, progress=False).run()
+    assert "are back in place" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not list(run.glob("*.replaced"))
+    # A new run that saves: the earlier files are replaced, nothing is left aside.
+    Trainer(build_config(raw_config(tmp_path, *token_files, max_iters=2)), force=True, progress=False).run()
+    assert read_checkpoint(run / "checkpoint.pt")["iteration"] == 2
+    assert not list(run.glob("*.replaced"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["generate", "--run", "r", "--tokenizer", "t", "--prompt", "x", "--temperature", "nan"],
+            "--temperature: expected a finite number",
+        ),
+        (
+            ["generate", "--run", "r", "--tokenizer", "t", "--prompt", "x", "--top-p", "0"],
+            "--top-p: expected a number above 0",
+        ),
+        (["accounting", "--preset", "gpt2-small", "--peak", "0"], "--peak '0'"),
+        (["accounting", "--preset", "gpt2-small", "--peak", "-1"], "--peak '-1'"),
+        (["accounting", "--preset", "gpt2-small", "--mfu", "inf"], "--mfu: expected a finite number"),
+        (["demo", "--minutes", "-5"], "--minutes: expected a number above 0"),
+        (["encode", "x", "-o", "y", "--tokenizer", "t", "--threads", "0"], "--threads: expected a positive integer"),
+    ],
+)
+def test_nan_zero_and_negative_numbers_are_refused(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_a_thread_count_beyond_four_per_core_is_capped_with_a_note(tmp_path, tok_dir, corpus, capsys):
+    out = tmp_path / "ids.npy"
+    assert (
+        main(["encode", str(corpus), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", "100000", "--quiet"])
+        == 0
+    )
+    assert "is more than 4 per core; using" in capsys.readouterr().err
+    assert np.array_equal(np.load(out), Tokenizer.load(tok_dir).encode_to_numpy(corpus.read_text(encoding="utf-8")))
+
+
+def test_relative_out_dir_is_relative_to_the_config_file(tmp_path, token_files, capsys, monkeypatch):
+    raw = raw_config(tmp_path, *token_files, max_iters=2)
+    raw["training"]["out_dir"] = "runs/rel"
+    (tmp_path / "conf").mkdir()
+    from bpe_lm.config import to_toml
+
+    (tmp_path / "conf" / "run.toml").write_text(to_toml(raw))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", str(tmp_path / "conf" / "run.toml"), "--quiet"]) == 0
+    assert (tmp_path / "conf" / "runs" / "rel" / "checkpoint.pt").is_file() and not any(elsewhere.iterdir())
+    capsys.readouterr()
+    assert (
+        main(["train", "--config", str(tmp_path / "conf" / "run.toml"), "--quiet", "--set", 'training.out_dir=""']) == 1
+    )
+    one_line_error(capsys, "training.out_dir must name a directory")
+
+
+def test_cpu_out_of_memory_is_named_like_cuda_out_of_memory(tmp_path, token_files):
+    from bpe_lm.train import TrainingError
+
+    cfg = build_config(raw_config(tmp_path, *token_files, max_iters=2))
+    cpu_oom = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000000000 bytes"
+    )
+
+    class BuildFails(Trainer):
+        def _build(self):
+            raise cpu_oom
+
+    class StepFails(Trainer):
+        def _train_step(self, params):
+            raise cpu_oom
+
+    with pytest.raises(
+        TrainingError,
+        match=r"out of CPU memory building the model and optimizer \(\d+M parameters\): lower model.vocab_size",
+    ):
+        BuildFails(cfg, progress=False).run()
+    with pytest.raises(
+        TrainingError, match="out of CPU memory with 8 sequences of 16 tokens per micro-step: lower training.batch_size"
+    ):
+        StepFails(cfg, force=True, progress=False).run()
+
+    class OtherBug(Trainer):
+        def _train_step(self, params):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not every RuntimeError is memory
+        OtherBug(cfg, force=True, progress=False).run()
+
+
+def test_plot_of_metrics_with_strings_where_numbers_belong_names_the_line(tmp_path, token_files, capsys):
+    config = write_config(tmp_path, *token_files, max_iters=4, log_interval=1)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    row = json.loads(lines[1])
+    row["train_loss"] = "low"
+    metrics.write_text("\n".join([lines[0], json.dumps(row), *lines[2:]]) + "\n")
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "run"), "-o", str(tmp_path / "c.png")]) == 1
+    one_line_error(capsys, "metrics.jsonl: line 2: not a row of metrics (train_loss is 'low', not a number)")
+
+
+@pytest.mark.parametrize("damage", ["shape", "missing", "nan", "huge_config"])
+def test_damaged_checkpoints_are_refused_before_the_model_is_built(tmp_path, damage, capsys):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4)
+    save_checkpoint(TransformerLM(config), None, 0, tmp_path / "m.pt")
+    state = read_checkpoint(tmp_path / "m.pt")
+    if damage == "shape":
+        state["model"]["token_embeddings.weight"] = torch.zeros(65, 32)
+        message = "weight token_embeddings.weight is (65, 32), but its config makes it (64, 32)"
+    elif damage == "missing":
+        del state["model"]["layers.1.ffn.w2.weight"]
+        message = "it lacks layers.1.ffn.w2.weight"
+    elif damage == "nan":
+        state["model"]["layers.0.attn.q_proj.weight"][0, 0] = float("nan")
+        message = "weight layers.0.attn.q_proj.weight holds NaN or infinite values"
+    else:  # a config that would take terabytes, with the small weights still in the file
+        state["config"] = {**state["config"], "vocab_size": 10**12}
+        message = "weight token_embeddings.weight is (64, 32), but its config makes it (1000000000000, 32)"
+    torch.save(state, tmp_path / "m.pt")
+    (tmp_path / "ids.npy").write_bytes(b"")
+    np.save(tmp_path / "ids.npy", np.zeros(100, dtype=np.uint16))
+    assert (
+        main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "ids.npy"), "--device", "cpu"])
+        == 1
+    )
+    one_line_error(capsys, "m.pt", message)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["TERM", "HUP"])
+def test_sigterm_during_encode_leaves_no_temporary(tmp_path, tok_dir, sig, code):
+    import time
+
+    big = tmp_path / "big.txt"
+    big.write_text(generated_corpus(40_000, seed=3) * 3, encoding="utf-8")  # some 60 MB: seconds of work
+    out = tmp_path / "out" / "ids.npy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpe_lm", "encode", str(big), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", "1", "--quiet"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.parent.is_dir() and any(out.parent.iterdir())):
+        time.sleep(0.01)  # until its temporary output exists
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    assert list(out.parent.iterdir()) == []

@@ -5,6 +5,7 @@ from os import PathLike
 
 GPT2_PATTERN: str
 NPY_HEADER_BYTES: int
+MAX_THREADS_PER_CORE: int
 
 ProgressCallback = Callable[[str, int, int], object]
 

@@ -131,3 +131,61 @@ def load_checkpoint(
             raise ValueError("checkpoint has no optimizer state")
         optimizer.load_state_dict(state["optimizer"])
     return int(state["iteration"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models for inference (eval, generate, export, the demo)
+
+
+def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Any, dict]:
+    """A model from a run directory (its checkpoint.pt) or a checkpoint file, in eval mode, plus the
+    checkpoint's contents. The checkpoint is checked against its own config before any memory is given to
+    the model: every weight there with the shape the config implies, nothing missing or extra, all finite."""
+    from bpe_lm.model import ModelConfig, TransformerLM
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{source}: no checkpoint.pt in this run directory (has `bpe-lm train` saved one yet?)"
+            )
+    state = read_checkpoint(path, map_location="cpu")
+    if not isinstance(state.get("config"), dict) or not state["config"]:
+        raise ValueError(f"{path}: the checkpoint has no model config")
+    try:
+        config = ModelConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model config is not one bpe-lm can build ({e})") from None
+    weights = _strip_prefixes(state["model"])
+    with torch.device("meta"):  # shapes only: a config that asks for terabytes costs nothing here
+        expected = {k: v.shape for k, v in TransformerLM(config).state_dict().items()}
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        what = (
+            f"lacks {', '.join(missing[:3])}"
+            if missing
+            else f"has weights its config has no place for ({', '.join(extra[:3])})"
+        )
+        raise ValueError(f"{path}: not a checkpoint of the model its config describes: it {what}")
+    for name, shape in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"{path}: weight {name} is {got}, but its config makes it {tuple(shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: weight {name} holds NaN or infinite values (a run that diverged?)")
+    model = TransformerLM(config, device=device)
+    model.load_state_dict(weights)
+    model.eval()
+    return model, state
+
+
+def check_vocabularies_match(tokenizer_size: int, config: Any, tokenizer_name: str = "the tokenizer") -> None:
+    """A model samples ids below its vocab_size and a tokenizer decodes ids below its own size: they must
+    be equal, or sampling prints wrong text or stops on an unknown id."""
+    if tokenizer_size != config.vocab_size:
+        raise ValueError(
+            f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with"
+        )

@@ -281,11 +281,15 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
         name: _build_section(cls, name, expand_recipe(name, raw.get(name, {}))) for name, cls in SECTIONS.items()
     }
     cfg = RunConfig(model=model, **sections)
-    if base_dir is not None:
-        for key in ("train", "valid"):
-            value = getattr(cfg.data, key)
+    if not cfg.training.out_dir.strip():
+        raise ConfigError(
+            'training.out_dir must name a directory, not "" (the run would write into the working directory)'
+        )
+    if base_dir is not None:  # relative paths are relative to the config file, as the README says
+        for section, key in (("data", "train"), ("data", "valid"), ("training", "out_dir")):
+            value = getattr(getattr(cfg, section), key)
             if value and not os.path.isabs(value):
-                setattr(cfg.data, key, str(Path(base_dir) / value))
+                setattr(getattr(cfg, section), key, str(Path(base_dir) / value))
     validate(cfg)
     return cfg
 

@@ -105,8 +105,8 @@ def run_demo(
             title=f"bpe-lm demo: {params / 1e6:.2f}M parameters, {minutes:g} min on CPU",
         )
 
+    from bpe_lm.checkpoint import load_model
     from bpe_lm.evaluation import bits_per_byte
-    from bpe_lm.generate import load_model
 
     model, _ = load_model(out / "run")
     generator = torch.Generator().manual_seed(seed)

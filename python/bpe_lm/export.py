@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bpe_lm._io import atomic_directory
+from bpe_lm.checkpoint import check_vocabularies_match
 from bpe_lm.formats import read_json_object
-from bpe_lm.generate import check_vocabularies_match
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
 
 if TYPE_CHECKING:
@@ -230,7 +230,12 @@ def to_hf(
     eos_id = tokenizer.special_token_ids[eos] if eos else None
 
     def build(tmp: Path) -> list[str]:
-        save_file(hf_state_dict(model, dtype), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        from safetensors import SafetensorError
+
+        try:
+            save_file(hf_state_dict(model, dtype), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        except SafetensorError as e:  # e.g. a full disk: an I/O failure, said as one
+            raise OSError(f"{out}: {WEIGHTS_NAME} could not be written ({e})") from None
         files = {
             "config.json": hf_config(c, eos_id, dtype),
             "generation_config.json": {"bos_token_id": eos_id, "eos_token_id": eos_id},

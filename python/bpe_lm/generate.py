@@ -3,44 +3,12 @@ cache so each new token costs one position of attention rather than a full forwa
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-from bpe_lm.checkpoint import read_checkpoint
-from bpe_lm.model import KVCache, ModelConfig, TransformerLM, softmax
+from bpe_lm.model import KVCache, TransformerLM, softmax
 
 EOT = "<|endoftext|>"
-
-
-def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
-    """A model from a run directory (its checkpoint.pt) or a checkpoint file, in eval mode, plus the
-    checkpoint's contents."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{source}: no checkpoint.pt in this run directory (has `bpe-lm train` saved one yet?)"
-            )
-    state = read_checkpoint(path, map_location=device)
-    if not state.get("config"):
-        raise ValueError(f"{path}: the checkpoint has no model config")
-    model = TransformerLM(ModelConfig.from_dict(state["config"]), device=device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
-
-
-def check_vocabularies_match(tokenizer_size: int, config: ModelConfig, tokenizer_name: str = "the tokenizer") -> None:
-    """A model samples ids below its vocab_size and a tokenizer decodes ids below its own size: they must
-    be equal, or sampling prints wrong text or stops on an unknown id."""
-    if tokenizer_size != config.vocab_size:
-        raise ValueError(
-            f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with"
-        )
 
 
 def sample_next(

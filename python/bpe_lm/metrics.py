@@ -14,6 +14,8 @@ from bpe_lm._io import atomic_write
 from bpe_lm.config import RunConfig
 
 METRICS_NAME = "metrics.jsonl"
+# Fields of a row that readers (plot, resume, the demo's report) compute with: numbers when present.
+NUMERIC_FIELDS = ("step", "tokens", "time", "train_loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 
 class MetricsLog:
@@ -103,6 +105,10 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
+            for name in NUMERIC_FIELDS:
+                value = row.get(name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"{name} is {value!r}, not a number")
         except ValueError as e:
             if number == len(lines):  # the last line, without its newline: cut while it was written
                 warnings.warn(

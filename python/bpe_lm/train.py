@@ -102,6 +102,9 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.force = force
+        self._lock_fd: int | None = None  # the run directory's lock, held while running
+        self._set_aside: list[tuple[Path, Path]] = []  # (earlier run's file, where it waits) under --force
+        self._saved = False  # whether this run has saved a checkpoint
         self.show_progress = progress
         self.dist, device_name = init_distributed(cfg.training.device)
         self.device = resolve_device(device_name)
@@ -231,6 +234,8 @@ class Trainer:
             data_generator=generator_state,
             run_config=json.dumps(self.cfg.to_dict()),
         )
+        self._saved = True
+        self._drop_set_aside()
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of the next global micro-batch."""
@@ -281,11 +286,38 @@ class Trainer:
         try:
             return self._run()
         finally:
+            self._restore_set_aside()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the lock
                 self._lock_fd = None
 
-    _lock_fd: int | None = None
+    def _set_aside_earlier_run(self) -> None:
+        """--force: the earlier run's checkpoint and metrics are renamed aside (NAME.replaced), and removed
+        only once this run has saved its first checkpoint; a run that dies before that gets them back."""
+        self._set_aside = []
+        for name in (CHECKPOINT_NAME, METRICS_NAME):
+            path = self.run_dir / name
+            if path.exists():
+                aside = self.run_dir / f"{name}.replaced"
+                os.replace(path, aside)
+                self._set_aside.append((path, aside))
+
+    def _drop_set_aside(self) -> None:
+        for _, aside in self._set_aside:
+            aside.unlink(missing_ok=True)
+        self._set_aside = []
+
+    def _restore_set_aside(self) -> None:
+        if self._saved or not self._set_aside:
+            return
+        for path, aside in self._set_aside:
+            if aside.exists():
+                os.replace(aside, path)  # over this run's partial metrics, if any
+        self._set_aside = []
+        print(
+            f"the earlier run's files in {self.run_dir} are back in place (this run saved no checkpoint)",
+            file=sys.stderr,
+        )
 
     def _lock_run_dir(self) -> None:
         """Takes an exclusive lock (flock on RUN/train.lock) held for the run's life, so a second trainer or a
@@ -319,13 +351,23 @@ class Trainer:
             self._lock_run_dir()
         self._check_run_dir()
         self._load_data()
-        self._build()
+        try:
+            self._build()
+        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            from bpe_lm.accounting import account as sizes
+
+            raise TrainingError(
+                f"out of {self.device.type.upper()} memory building the model and optimizer "
+                f"({sizes(cfg.model).total_parameters / 1e6:,.0f}M parameters): lower model.vocab_size, d_model or num_layers"
+            ) from None
         if self.dist.is_main:
             self._lock_run_dir()
             self._check_run_dir()  # again, under the lock: another run may have started meanwhile
             atomic_write(self.run_dir / CONFIG_NAME, RUN_CONFIG_HEADER + to_toml(cfg.to_dict()))
         if self.force and self.dist.is_main:
-            (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+            self._set_aside_earlier_run()
         log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume, self.iteration)
         peak = peak_flops(self.device, self.autocast_dtype)
         flops_per_token = account(cfg.model).training_flops_per_token
@@ -369,9 +411,13 @@ class Trainer:
             rows = []
             for (step, tokens, wall, _, lr, _), loss, norm in zip(pending, losses_l, norms_l):
                 if not math.isfinite(loss):
+                    where = (
+                        f"the last good checkpoint is {self.checkpoint_path} (step {last_good[0]})"
+                        if self._saved or self.checkpoint_path.exists() and not self._set_aside
+                        else "this run saved no checkpoint"
+                    )
                     raise TrainingError(
-                        f"loss became {loss} at step {step}; the last good checkpoint is {self.checkpoint_path} "
-                        f"(step {last_good[0]}). Try a lower optimizer.lr, or a smaller optimizer.grad_clip."
+                        f"loss became {loss} at step {step}; {where}. Try a lower optimizer.lr, or a smaller optimizer.grad_clip."
                     )
                 mfu = model_flops_utilization(tokens_per_s, flops_per_token, peak, self.dist.world_size)
                 rows.append(
@@ -467,9 +513,11 @@ class Trainer:
         except KeyboardInterrupt:
             interrupted = True
             raise
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
             raise TrainingError(
-                f"out of memory with {self.micro_batch} sequences of {cfg.model.context_length} tokens per micro-step: lower "
+                f"out of {self.device.type.upper()} memory with {self.micro_batch} sequences of {cfg.model.context_length} tokens per micro-step: lower "
                 f"training.batch_size, or raise training.grad_accum (same tokens per step, less memory), or lower model.context_length"
             ) from None
         finally:
@@ -588,6 +636,14 @@ class _RunClock:
 def _grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: CUDA's OutOfMemoryError, Python's MemoryError, or the RuntimeError in which
+    torch's CPU allocator reports one."""
+    if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "not enough memory" in str(e))
 
 
 def _starts_with(path: Path, prefix: str) -> bool:

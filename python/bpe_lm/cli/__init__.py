@@ -5,9 +5,12 @@ checks its inputs before any heavy work, reports a user error as one line naming
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import traceback
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -44,8 +47,17 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported like every other bad input: usage, one line, exit status 1
+    (argparse's own 2 is this command's status for an internal error)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bpe-lm",
         description="Raw text to a trained language model: BPE tokenizer training and encoding, and a Transformer LM.",
     )
@@ -76,18 +88,58 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"bpe-lm: warning: {message}", file=file or sys.stderr)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (`kill`, `timeout`, Slurm, `docker stop`, a closed terminal): raised in the main
+    thread like KeyboardInterrupt, so every temporary output is removed on the way out. `bpe-lm train`
+    catches these signals itself while training, to save a checkpoint first."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_raises():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {name: signal.signal(getattr(signal, name), _terminate) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version (0) or a bad argument (1)
+        return int(exit_.code or 0)
     debug = args.debug or os.environ.get("BPE_LM_DEBUG", "") not in ("", "0")
     if not debug:
         warnings.showwarning = _one_line_warning
     try:
-        args.func(args)
+        with _termination_raises():
+            args.func(args)
         sys.stdout.flush()
     except KeyboardInterrupt:
         print(f"bpe-lm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(
+            f"bpe-lm {args.command}: stopped by {signal.Signals(stop.signum).name}; nothing half-written is left",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except BrokenPipeError:

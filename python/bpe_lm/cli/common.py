@@ -96,6 +96,48 @@ def check_writable_directory(path: str | os.PathLike[str]) -> None:
         raise UserError(f"{p}: permission denied (cannot write {path})")
 
 
+def number(minimum: float | None = None, *, above: bool = False, maximum: float | None = None):
+    """An argparse type for a finite number in a range: `minimum` (exclusive when `above`), `maximum`
+    (inclusive). NaN and infinities are refused, whatever the range."""
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if minimum is not None and (value <= minimum if above else value < minimum):
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'above' if above else 'of at least'} {minimum:g}, got {text!r}"
+            )
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected a number of at most {maximum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def thread_count(text: str) -> int:
+    """--threads: a positive integer; more than the core's cap per core (`_core.MAX_THREADS_PER_CORE`, which
+    the core applies to every call) is said in a note."""
+    from bpe_lm import _core
+
+    value = positive_int(text)
+    cap = _core.MAX_THREADS_PER_CORE * len(
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    if value > cap:
+        print(
+            f"bpe-lm: note: --threads {value} is more than {_core.MAX_THREADS_PER_CORE} per core; using {cap}",
+            file=sys.stderr,
+        )
+        return cap
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -16,6 +16,7 @@ from bpe_lm.cli.common import (
     check_inputs,
     check_output_file,
     load_tokenizer,
+    number,
     positive_int,
     require_torch,
 )
@@ -37,14 +38,21 @@ def add_accounting(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=positive_int, help=f"{name.replace('-', ' ')} (overrides the preset)")
     p.add_argument("--ffn", choices=["swiglu", "silu", "relu2"], default="swiglu", help="feed-forward type")
     p.add_argument("--qk-norm", action="store_true", help="RMSNorm on queries and keys per head")
-    p.add_argument("--logit-softcap", type=float, default=0.0, help="tanh soft-cap of the logits (0: off)")
+    p.add_argument("--logit-softcap", type=number(0), default=0.0, help="tanh soft-cap of the logits (0: off)")
     p.add_argument("--norm", choices=["pre", "post", "none"], default="pre")
     p.add_argument("--tie-embeddings", action="store_true")
     p.add_argument(
         "--batch-size", type=positive_int, default=1, help="sequences per step, for memory and FLOPs per step"
     )
-    p.add_argument("--tokens", type=float, default=327.68e6, help="training token budget for the time estimate")
-    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the time estimate")
+    p.add_argument(
+        "--tokens", type=number(0, above=True), default=327.68e6, help="training token budget for the time estimate"
+    )
+    p.add_argument(
+        "--mfu",
+        type=number(0, above=True, maximum=1),
+        default=0.4,
+        help="model FLOPs utilisation for the time estimate",
+    )
     p.add_argument("--peak", default="h100-bf16", help=f"peak FLOP/s: one of {', '.join(PEAK_FLOPS)}, or a number")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_accounting)
@@ -67,8 +75,9 @@ def run_accounting(args: argparse.Namespace) -> None:
         peak_name, peak = args.peak, PEAK_FLOPS[args.peak]
     else:
         try:
-            peak_name, peak = f"{float(args.peak):g} FLOP/s", float(args.peak)
-        except ValueError:
+            peak = number(0, above=True)(args.peak)
+            peak_name = f"{peak:g} FLOP/s"
+        except argparse.ArgumentTypeError:
             raise UserError(
                 f"--peak {args.peak!r}: expected one of {', '.join(PEAK_FLOPS)} or a number of FLOP/s"
             ) from None
@@ -180,9 +189,9 @@ def run_eval(args: argparse.Namespace) -> None:
     import json
     import math
 
+    from bpe_lm.checkpoint import load_model
     from bpe_lm.data import check_data, load_tokens
     from bpe_lm.evaluation import bits_per_byte, file_loss
-    from bpe_lm.generate import load_model
     from bpe_lm.runtime import resolve_device
 
     if args.raw_text and args.text_bytes:
@@ -226,8 +235,10 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
     p.add_argument("--prompt", default="Once upon a time", help="text to continue")
     p.add_argument("--max-tokens", type=positive_int, default=256, help="most tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--temperature", type=number(0), default=0.8, help="0 = greedy")
+    p.add_argument(
+        "--top-p", type=number(0, above=True, maximum=1), default=0.9, help="nucleus sampling mass (1 = off)"
+    )
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
     p.add_argument("--seed", type=int, default=None, help="random seed, for repeatable samples")
     p.add_argument("--num-samples", type=positive_int, default=1)
@@ -240,7 +251,8 @@ def run_generate(args: argparse.Namespace) -> None:
     require_torch()
     import torch
 
-    from bpe_lm.generate import EOT, check_vocabularies_match, generate, load_model
+    from bpe_lm.checkpoint import check_vocabularies_match, load_model
+    from bpe_lm.generate import EOT, generate
     from bpe_lm.runtime import resolve_device
 
     if args.temperature < 0:
@@ -305,8 +317,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> None:
     require_torch()
     from bpe_lm._io import check_new_directory
+    from bpe_lm.checkpoint import load_model
     from bpe_lm.export import DTYPES, llama_incompatibility, to_gguf, to_hf
-    from bpe_lm.generate import load_model
 
     tok = load_tokenizer(args.tokenizer)
     out = Path(args.output)

@@ -12,8 +12,10 @@ from bpe_lm.cli.common import (
     UserError,
     check_inputs,
     check_writable_directory,
+    number,
     positive_int,
     require_torch,
+    thread_count,
 )
 
 
@@ -51,10 +53,10 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="your corpus (text, JSON lines, parquet, Arrow; records joined by <|endoftext|>) instead of the built-in one",
     )
-    p.add_argument("--minutes", type=float, default=5.0, help="training time")
+    p.add_argument("--minutes", type=number(0, above=True), default=5.0, help="training time")
     p.add_argument("--vocab", type=positive_int, default=2048, help="tokenizer vocabulary size")
-    p.add_argument("--max-mb", type=float, default=50.0, help="read at most this much of --data")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--max-mb", type=number(0, above=True), default=50.0, help="read at most this much of --data")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", metavar="DIR", help="run directory to create (default: runs/demo-DATE-TIME)")
     p.set_defaults(func=run_demo_command)

@@ -21,6 +21,7 @@ from bpe_lm.cli.common import (
     load_tokenizer,
     peak_rss_mb,
     positive_int,
+    thread_count,
 )
 from bpe_lm.units import format_duration
 
@@ -58,7 +59,7 @@ def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-special-tokens", action="store_true", help="train without any special token")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     add_text_field_argument(p)
-    p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--threads", type=thread_count, default=None, help="worker threads (default: all cores)")
     add_engine_argument(p)
     add_errors_argument(p)
     p.add_argument(
@@ -225,7 +226,7 @@ def add_count_pretokens(sub: argparse._SubParsersAction) -> None:
         help="special token (repeatable); default: <|endoftext|>",
     )
     add_text_field_argument(p)
-    p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--threads", type=thread_count, default=None, help="worker threads (default: all cores)")
     add_engine_argument(p)
     add_errors_argument(p)
     p.add_argument("--force", action="store_true", help="replace COUNTS if it exists")
@@ -319,7 +320,7 @@ def add_encode(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory from train-tokenizer")
     add_text_field_argument(p)
-    p.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--threads", type=thread_count, default=None, help="worker threads (default: all cores)")
     add_engine_argument(p)
     p.add_argument(
         "--dtype",
@@ -477,7 +478,7 @@ def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs", type=positive_int, default=1000, help="documents sampled per corpus")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="825GB", help="corpus size for the projected encoding time (825GB: the Pile)")
-    p.add_argument("--threads", type=positive_int, default=None, help="encoding threads (default: all cores)")
+    p.add_argument("--threads", type=thread_count, default=None, help="encoding threads (default: all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_tokenizer_stats)
 
