@@ -4,6 +4,11 @@ use crate::keys::PieceMap;
 
 /// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
+/// The longest piece the cache keeps (longer ones are rare in text and are merged afresh each time).
+pub(crate) const CACHED_PIECE_BYTES: usize = 4096;
+/// Bytes of cached keys and ids per thread and encoder before the cache is cleared: with CACHE_LIMIT,
+/// what bounds its memory on any text (2^17 long pieces would otherwise take gigabytes).
+pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of the direct-mapped cache of recent pieces (a power of two; 32 bytes each, 1 MB a thread and encoder).
 /// One probe with no control bytes, for single- and multi-token pieces alike; measured on English text
 /// with the GPT-2 vocabulary, 2^15 beat both 2^14 and 2^16 by 10-15%.
@@ -19,11 +24,13 @@ pub(crate) struct ThreadCache {
     pub(crate) hot: Vec<(u128, u64)>,
     pub(crate) spans: PieceMap<(u32, u32)>,
     arena: Vec<u32>,
+    /// Bytes of the cached pieces' keys held outside the arena (long pieces only: short ones are packed).
+    key_bytes: usize,
 }
 
 impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
-        ThreadCache { owner, hot: vec![(0, 0); HOT_SLOTS], spans: PieceMap::default(), arena: Vec::new() }
+        ThreadCache { owner, hot: vec![(0, 0); HOT_SLOTS], spans: PieceMap::default(), arena: Vec::new(), key_bytes: 0 }
     }
 
     #[inline(always)]
@@ -40,10 +47,16 @@ impl ThreadCache {
     /// Stores the ids of a merged piece; returns its span. Clearing the arena also clears the hot
     /// slots, which may point into it.
     pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) -> (u32, u32) {
-        if self.spans.len() >= CACHE_LIMIT || self.arena.len() + ids.len() > u32::MAX as usize {
+        let bytes = self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len());
+        if self.spans.len() >= CACHE_LIMIT || bytes > CACHE_BYTES {
             self.spans.clear();
             self.arena.clear();
+            self.arena.shrink_to(CACHE_BYTES / 16);
+            self.key_bytes = 0;
             self.hot.fill((0, 0));
+        }
+        if piece.len() > 15 {
+            self.key_bytes += piece.len();
         }
         let span = (self.arena.len() as u32, ids.len() as u32);
         self.spans.insert_if_absent(piece, span);

@@ -1,7 +1,7 @@
 //! Safe cut points: where text may be split so that encoding the pieces separately gives exactly the
 //! ids of the whole. Files are read, and large texts encoded in parallel, in pieces cut here.
 
-use crate::pretokenize::{class_table, Pretokenizer, SPACE};
+use crate::pretokenize::{class_table, gpt2_piece_end, slice_end, Pretokenizer, MAX_PIECE_BYTES, SPACE};
 use crate::specials::SpecialMatcher;
 
 /// Where text may be cut so that pre-tokenizing (and encoding) the pieces separately gives exactly
@@ -57,6 +57,44 @@ impl Cutter {
     }
 }
 
+/// Text held without a safe cut before a forced cut is looked for: a few of the longest pre-tokens.
+pub const FORCED_CUT_AFTER: usize = 4 * MAX_PIECE_BYTES;
+
+impl Cutter {
+    /// For text with no safe cut (`bytes`, starting at a safe cut, ends inside one pre-token megabytes
+    /// long: a run of one letter, of NUL bytes, of white space), the last boundary of that pre-token's
+    /// slices (see `pretokenize::MAX_PIECE_BYTES`) at least a few bytes before the end. Pre-tokenizing the
+    /// rest from there gives the same slices, so the cut changes no id. GPT-2 scanner only.
+    pub fn forced_cut(&self, bytes: &[u8]) -> Option<usize> {
+        if !self.space_cuts {
+            return None;
+        }
+        // No cut past the start of a special token, nor within reach of one that may come at the end.
+        let end = bytes.len().checked_sub(self.specials.max_len().max(4))?;
+        let end = self.specials.spans(bytes).first().map_or(end, |s| s.0.min(end));
+        let text = match std::str::from_utf8(&bytes[..end]) {
+            Ok(t) => t,
+            // `end` may fall inside a character (or invalid bytes follow): the valid text before it.
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()?,
+        };
+        let end = text.len();
+        let table = class_table();
+        let (mut start, mut piece_end) = (0, 0);
+        while piece_end < end {
+            start = piece_end;
+            piece_end = gpt2_piece_end(table, text.as_bytes(), start);
+        }
+        let (mut cut, mut best) = (start, None);
+        while piece_end - cut > MAX_PIECE_BYTES {
+            cut = slice_end(text, cut, piece_end);
+            if cut < end {
+                best = Some(cut);
+            }
+        }
+        best.filter(|&c| c > 0)
+    }
+}
+
 /// Cuts an in-memory text into chunks of about `target` bytes at safe places.
 pub fn split_at_safe_cuts<'t>(text: &'t str, cutter: &Cutter, target: usize) -> Vec<&'t str> {
     let mut out = Vec::new();
@@ -67,6 +105,11 @@ pub fn split_at_safe_cuts<'t>(text: &'t str, cutter: &Cutter, target: usize) -> 
         let cut = loop {
             match cutter.last_safe_cut(&rest.as_bytes()[..window]) {
                 Some(c) => break Some(c),
+                None if window >= FORCED_CUT_AFTER => match cutter.forced_cut(&rest.as_bytes()[..window]) {
+                    Some(c) => break Some(c),
+                    None if window >= rest.len() => break None,
+                    None => window = (window * 2).min(rest.len()),
+                },
                 None if window >= rest.len() => break None,
                 None => window = (window * 2).min(rest.len()),
             }

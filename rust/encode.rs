@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{cache_for, ThreadCache, SINGLE, THREAD_CACHES};
+use crate::cache::{cache_for, ThreadCache, CACHED_PIECE_BYTES, SINGLE, THREAD_CACHES};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short, pair_key, PieceMap};
 use crate::cuts::{split_at_safe_cuts, Cutter};
@@ -194,6 +194,10 @@ impl Encoder {
         let Some(key) = pack_short(piece) else {
             if let Some(&id) = self.whole.long.get(piece) {
                 out.push(id);
+            } else if piece.len() > CACHED_PIECE_BYTES {
+                // Rare in text, and each would cost the cache its own length twice over (key and ids):
+                // merged afresh every time, so the cache's memory stays bounded on any input.
+                self.merge_piece(piece, out);
             } else if let Some(&span) = cache.spans.long.get(piece) {
                 out.extend_from_slice(cache.span(span));
             } else {

@@ -117,7 +117,7 @@ fn contraction_len(bytes: &[u8], i: usize) -> Option<usize> {
 
 /// End of the GPT-2 pre-token that starts at `i` (`i < bytes.len()`), exactly as the regex would match.
 #[inline(always)]
-fn gpt2_piece_end(table: &ClassTable, bytes: &[u8], i: usize) -> usize {
+pub(crate) fn gpt2_piece_end(table: &ClassTable, bytes: &[u8], i: usize) -> usize {
     let b0 = bytes[i];
     if b0 == b'\'' {
         if let Some(len) = contraction_len(bytes, i) {
@@ -154,6 +154,36 @@ fn gpt2_piece_end(table: &ClassTable, bytes: &[u8], i: usize) -> usize {
 pub enum Pretokenizer {
     Gpt2,
     Regex(Box<fancy_regex::Regex>),
+}
+
+/// The longest pre-token: a longer match (a run of one letter, of NUL bytes, of spaces, megabytes long)
+/// is taken as consecutive slices of at most this many bytes, each cut at the last character boundary
+/// before `start + MAX_PIECE_BYTES`. Each slice boundary depends only on the one before it, so text cut at
+/// a slice boundary (`Cutter::forced_cut`) pre-tokenizes as it would whole; memory and the merger's work
+/// stay bounded on any input. Only such pathological pieces get other ids than an uncapped encoder's.
+pub const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// The end of the slice of a long piece that starts at `start` (`end`: the piece's end).
+#[inline]
+pub fn slice_end(text: &str, start: usize, end: usize) -> usize {
+    if end - start <= MAX_PIECE_BYTES {
+        return end;
+    }
+    let mut cut = start + MAX_PIECE_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+/// Calls `f` on `text[start..end]` in slices of at most MAX_PIECE_BYTES.
+#[inline]
+fn emit_sliced<'t>(text: &'t str, mut start: usize, end: usize, f: &mut impl FnMut(&'t str)) {
+    while start < end {
+        let cut = slice_end(text, start, end);
+        f(&text[start..cut]);
+        start = cut;
+    }
 }
 
 /// Text every custom pattern must cover when it is loaded.
@@ -205,7 +235,11 @@ impl Pretokenizer {
                 while i < bytes.len() {
                     let end = gpt2_piece_end(table, bytes, i);
                     // The scanner only stops on character boundaries; slicing checks it (two byte tests).
-                    f(&text[i..end]);
+                    if end - i <= MAX_PIECE_BYTES {
+                        f(&text[i..end]);
+                    } else {
+                        emit_sliced(text, i, end, &mut f);
+                    }
                     i = end;
                 }
                 Ok(())
@@ -218,9 +252,7 @@ impl Pretokenizer {
                     if m.start() != covered {
                         return Err(gap(text, covered));
                     }
-                    if !m.as_str().is_empty() {
-                        f(m.as_str());
-                    }
+                    emit_sliced(text, m.start(), m.end(), &mut f);
                     covered = m.end();
                 }
                 if covered != text.len() {

@@ -235,6 +235,12 @@ impl<'c> ChunkReader<'c> {
             if let Some(cut) = self.cutter.last_safe_cut(&self.buf) {
                 return self.emit(cut).map(Some);
             }
+            if self.buf.len() >= crate::cuts::FORCED_CUT_AFTER {
+                // A pre-token megabytes long: cut at one of its slice boundaries (bounded memory).
+                if let Some(cut) = self.cutter.forced_cut(&self.buf) {
+                    return self.emit(cut).map(Some);
+                }
+            }
             want = self.buf.len() * 2;
         }
     }
@@ -293,6 +299,33 @@ mod tests {
         let reader = ChunkReader::new(Box::new(std::io::Cursor::new(bytes)), None, &cutter, 16);
         let err = reader.collect::<Result<Vec<_>>>().err().unwrap();
         assert!(matches!(err, Error::InvalidUtf8 { offset: 137, .. }), "{err}");
+    }
+
+    #[test]
+    fn long_pieces_are_cut_where_nothing_changes() {
+        // Megabytes without a safe cut: runs of one letter (1 and 2 bytes), of NUL bytes, of spaces, digits.
+        let texts = [
+            format!("x {} y", "a".repeat(9 << 20)),
+            format!("{}\n", "é".repeat(5 << 20)),
+            "\0".repeat(6 << 20),
+            format!("a{}b c", " ".repeat(7 << 20)),
+            format!(" {}", "7".repeat(5 << 20)),
+        ];
+        let cutter = cutter();
+        for text in &texts {
+            let whole = Pretokenizer::Gpt2.pieces(text).unwrap();
+            assert!(whole.iter().all(|p| p.len() <= crate::pretokenize::MAX_PIECE_BYTES));
+            assert_eq!(whole.concat(), *text);
+            let reader = ChunkReader::new(Box::new(std::io::Cursor::new(text.clone())), None, &cutter, 1 << 16);
+            let chunks: Vec<Chunk> = reader.collect::<Result<_>>().unwrap();
+            assert!(chunks.len() > 1, "no forced cut");
+            assert!(chunks.iter().all(|c| c.text.len() <= 2 * crate::cuts::FORCED_CUT_AFTER));
+            let pieces: Vec<&str> = chunks.iter().flat_map(|c| Pretokenizer::Gpt2.pieces(&c.text).unwrap()).collect();
+            assert_eq!(pieces, whole);
+            let parts = split_at_safe_cuts(text, &cutter, 1 << 16);
+            let pieces: Vec<&str> = parts.iter().flat_map(|p| Pretokenizer::Gpt2.pieces(p).unwrap()).collect();
+            assert_eq!(pieces, whole);
+        }
     }
 
     #[test]

@@ -886,3 +886,37 @@ def test_sigterm_during_encode_leaves_no_temporary(tmp_path, tok_dir, sig, code)
     assert proc.returncode == code, err
     assert f"stopped by {signal.Signals(sig).name}" in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_text_without_white_space_costs_bounded_memory(tmp_path, tok_dir):
+    """Megabytes of one letter, of NUL bytes, and a gzip bomb (100 MB of one letter from 100 KB) encode with
+    the memory of ordinary text: pre-tokens are capped (`pretokenize::MAX_PIECE_BYTES`) and the reader cuts
+    such text at the cap's slice boundaries. Training on it writes small files and a short summary."""
+    import gzip as gz
+    import re
+
+    letters = tmp_path / "a.txt"
+    letters.write_bytes(b"a" * (60 << 20))
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"\0" * (30 << 20))
+    bomb = tmp_path / "bomb.txt.gz"
+    bomb.write_bytes(gz.compress(b"a" * (100 << 20), compresslevel=9))
+    assert bomb.stat().st_size < 200_000
+    for path in (letters, nul, bomb):
+        out = tmp_path / f"{path.name}.npy"
+        r = subprocess.run(
+            [sys.executable, "-m", "bpe_lm", "encode", str(path), "-o", str(out), "--tokenizer", str(tok_dir), "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        peak = float(re.search(r"peak memory (\d+) MB", r.stderr).group(1))
+        assert peak < 300, r.stderr
+        assert np.load(out, mmap_mode="r").shape[0] > 0
+    r = subprocess.run(
+        [sys.executable, "-m", "bpe_lm", "train-tokenizer", str(letters), "--vocab", "400", "-o", str(tmp_path / "t")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert max(len(line) for line in r.stderr.splitlines()) < 300, "a summary line holds a huge token"
+    assert "bytes)" in r.stderr  # the longest token is shown cut, with its length
+    assert sum(f.stat().st_size for f in (tmp_path / "t").iterdir()) < 20 << 20

@@ -15,7 +15,7 @@ from typing import Any
 from bpe_lm.readers import DEFAULT_TEXT_FIELD, detect, iter_documents
 from bpe_lm.readers import END_OF_TEXT as EOT
 from bpe_lm.tokenizer import Tokenizer
-from bpe_lm.units import format_duration
+from bpe_lm.units import format_duration, shown_token
 
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)B?\s*$", re.IGNORECASE)
 
@@ -205,7 +205,7 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += ["", "| tokenizer | vocab | ids fit | longest tokens |", "|---|---|---|---|"]
     for name, t in results["tokenizers"].items():
-        longest = ", ".join(repr(s) for s in t["longest_tokens"][:3])
+        longest = ", ".join(shown_token(s.encode("utf-8")) for s in t["longest_tokens"][:3])
         lines.append(f"| {name} | {t['vocab_size']} | {t['dtype']} | {longest} |")
     if results["overlap"]:
         lines += ["", "| first | second | shared tokens | Jaccard |", "|---|---|---|---|"]

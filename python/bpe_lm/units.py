@@ -22,3 +22,12 @@ def format_quantity(n: float, unit: str = "") -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {suffix}{unit}"
     return f"{n:.0f} {unit}".rstrip()
+
+
+def shown_token(token: bytes, limit: int = 40) -> str:
+    """A token for a summary line: its text (invalid UTF-8 replaced), cut to `limit` characters with its
+    length said, so a megabyte-long token (text without white space) costs one short line."""
+    text = token.decode("utf-8", errors="replace")
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(token):,} bytes)"

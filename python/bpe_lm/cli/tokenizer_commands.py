@@ -23,7 +23,7 @@ from bpe_lm.cli.common import (
     positive_int,
     thread_count,
 )
-from bpe_lm.units import format_duration
+from bpe_lm.units import format_duration, shown_token
 
 
 def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
@@ -168,7 +168,7 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
         file=sys.stderr,
     )
     print(
-        f"peak memory {peak_rss_mb():.0f} MB; longest token ({len(longest)} bytes): {longest.decode('utf-8', errors='replace')!r}",
+        f"peak memory {peak_rss_mb():.0f} MB; longest token ({len(longest)} bytes): {shown_token(longest)}",
         file=sys.stderr,
     )
     if len(vocab) < args.vocab:
