@@ -616,3 +616,22 @@ def test_eval_raw_text_takes_records(gpt2, formats, documents, tmp_path, capsys)
     tokens = len(np.load(tmp_path / "valid.npy"))
     text_bytes = sum(len(d.encode("utf-8")) for d in documents)
     assert result["bits_per_byte"] == pytest.approx(result["loss"] * tokens / text_bytes / np.log(2))
+
+
+def test_text_documents_split_like_str_split_in_linear_time(tmp_path):
+    """The streaming splitter of text corpora (tokenizer-stats, the demo) against str.split, with documents
+    around the 1 MB read size and separators across block edges, whole and cut to `max_chars`."""
+    import random
+
+    from bpe_lm.readers import iter_documents
+
+    rng = random.Random(1)
+    path = tmp_path / "c.txt"
+    for _ in range(25):
+        sizes = [rng.choice([0, 5, 300, (1 << 20) - 3, (1 << 20) + 7, 3 << 20]) for _ in range(rng.randint(0, 5))]
+        parts = ["".join(rng.choice("ab \n<|>") for _ in range(n)) for n in sizes]
+        text = EOT.join(parts)
+        path.write_text(text, encoding="utf-8")
+        for cap in (None, 1000, 1 << 20):
+            want = [d.strip("\n")[:cap] for d in text.split(EOT) if d.strip()]
+            assert list(iter_documents(detect(path), max_chars=cap)) == want

@@ -920,3 +920,41 @@ def test_text_without_white_space_costs_bounded_memory(tmp_path, tok_dir):
     assert max(len(line) for line in r.stderr.splitlines()) < 300, "a summary line holds a huge token"
     assert "bytes)" in r.stderr  # the longest token is shown cut, with its length
     assert sum(f.stat().st_size for f in (tmp_path / "t").iterdir()) < 20 << 20
+
+
+def test_every_numeric_setting_has_a_range_and_refuses_values_outside_it(tmp_path, token_files):
+    """Ranges live in the dataclass fields' metadata (`config.ranged`): a new numeric setting without one
+    fails here, and every declared range is enforced, in the file and through --set alike."""
+    import dataclasses
+    import typing
+
+    from bpe_lm.config import SECTIONS, ConfigError, ModelConfig
+
+    checked = 0
+    for section, cls in {"model": ModelConfig, **SECTIONS}.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            kinds = {a for a in typing.get_args(hint) if a is not type(None)} | {hint}
+            numeric = bool(kinds & {int, float}) or typing.get_origin(hint) is tuple
+            if not numeric or f.type == "bool":
+                continue
+            meta = f.metadata
+            assert any(meta.get(k) is not None for k in ("at_least", "above", "below")), (
+                f"{section}.{f.name} has no range"
+            )
+            outside = []
+            if meta.get("at_least") is not None:
+                outside.append(meta["at_least"] - 1)
+            if meta.get("above") is not None:
+                outside.append(meta["above"])
+            if meta.get("below") is not None:
+                outside.append(meta["below"])
+            for value in outside:
+                value = [value, value] if typing.get_origin(hint) is tuple else value
+                raw = raw_config(tmp_path, *token_files)
+                raw.setdefault(section, {})[f.name] = value
+                with pytest.raises(ConfigError, match=rf"{section}\.{f.name} must be (at least|above|below)"):
+                    build_config(raw)
+                checked += 1
+    assert checked >= 25

@@ -22,17 +22,27 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+def ranged(
+    default: Any, *, at_least: float | None = None, above: float | None = None, below: float | None = None
+) -> Any:
+    """A numeric setting's default and its range, kept in the field's metadata: the one definition that the
+    file, --set and the tests read (`_typed`). For a tuple, the range is of each element."""
+    return field(default=default, metadata={"at_least": at_least, "above": above, "below": below})
+
+
 @dataclass
 class ModelConfig:
     """The model's shape and ablation switches; `bpe_lm.model.TransformerLM` builds from it."""
 
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int | None = None  # None: 8/3·d_model rounded up to a multiple of 64 (SwiGLU), 4·d_model (SiLU)
-    rope_theta: float = 10000.0
+    vocab_size: int = field(metadata={"at_least": 1})
+    context_length: int = field(metadata={"at_least": 1})
+    d_model: int = field(metadata={"at_least": 1})
+    num_layers: int = field(metadata={"at_least": 1})
+    num_heads: int = field(metadata={"at_least": 1})
+    d_ff: int | None = ranged(
+        None, at_least=1
+    )  # None: 8/3·d_model rounded up to a multiple of 64 (SwiGLU), 4·d_model (SiLU)
+    rope_theta: float = ranged(10000.0, above=0)
     # Ablation switches (CS336 §7.3):
     norm: Literal["pre", "post", "none"] = "pre"
     position: Literal["rope", "none"] = "rope"
@@ -41,7 +51,7 @@ class ModelConfig:
     # Beyond the CS336 baseline (all off by default; `recipe = "modern"` in [model] turns them on):
     qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
     zero_init_output: bool = False  # attention output_proj and feed-forward w2 start at zero
-    logit_softcap: float = 0.0  # logits -> c·tanh(logits / c) with c = this; 0 = off
+    logit_softcap: float = ranged(0.0, at_least=0)  # logits -> c·tanh(logits / c) with c = this; 0 = off
     # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch one in bpe_lm.model;
     # "auto": fused (both agree within tolerance; fused is faster on every device).
     attention: Literal["auto", "fused", "reference"] = "auto"
@@ -95,17 +105,17 @@ class ConfigError(ValueError):
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # 0 disables clipping
+    lr: float = ranged(1e-3, above=0)  # peak learning rate
+    min_lr: float = ranged(1e-4, at_least=0)
+    warmup_iters: int = ranged(100, at_least=0)
+    betas: tuple[float, float] = ranged((0.9, 0.95), at_least=0, below=1)
+    eps: float = ranged(1e-8, above=0)
+    weight_decay: float = ranged(0.1, at_least=0)
+    grad_clip: float = ranged(1.0, at_least=0)  # 0 disables clipping
     name: str = "adamw"  # "muon": Muon for the hidden 2-D matrices, AdamW (lr) for embeddings, head and gains
-    muon_lr: float = 0.02  # peak learning rate of the Muon groups (the schedule scales it like lr)
-    muon_momentum: float = 0.95
-    head_lr: float = 0.0  # an untied LM head's own peak learning rate; 0: lr
+    muon_lr: float = ranged(0.02, above=0)  # peak learning rate of the Muon groups (the schedule scales it like lr)
+    muon_momentum: float = ranged(0.95, at_least=0, below=1)
+    head_lr: float = ranged(0.0, at_least=0)  # an untied LM head's own peak learning rate; 0: lr
 
 
 @dataclass
@@ -116,18 +126,18 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    batch_size: int = 32  # sequences per optimizer step, over all processes and micro-steps
-    grad_accum: int = 1
+    batch_size: int = ranged(32, at_least=1)  # sequences per optimizer step, over all processes and micro-steps
+    grad_accum: int = ranged(1, at_least=1)
     # The budget: exactly one of these is non-zero. The learning-rate schedule ends at it.
-    max_iters: int = 0
-    max_tokens: int = 0
-    max_minutes: float = 0.0
-    eval_interval: int = 100
-    eval_iters: int = 20
-    log_interval: int = 10
-    checkpoint_interval: int = 500
+    max_iters: int = ranged(0, at_least=0)
+    max_tokens: int = ranged(0, at_least=0)
+    max_minutes: float = ranged(0.0, at_least=0)
+    eval_interval: int = ranged(100, at_least=1)
+    eval_iters: int = ranged(20, at_least=1)
+    log_interval: int = ranged(10, at_least=1)
+    checkpoint_interval: int = ranged(500, at_least=1)
     out_dir: str = "runs/run"
-    seed: int = 0
+    seed: int = ranged(0, at_least=0)
     device: str = "auto"  # auto: cuda > mps > cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
     compile: bool = False  # torch.compile the model (loss included) and the optimizer step
@@ -191,7 +201,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 _TOML_SPELLING = {"True": "true", "False": "false", "None": "(leave the setting out)", "yes": "true", "no": "false"}
 
 
-def _typed(setting: str, hint: Any, value: Any) -> Any:
+def _in_range(setting: str, value: float, meta: Any) -> None:
+    at_least, above, below = meta.get("at_least"), meta.get("above"), meta.get("below")
+    if at_least is not None and value < at_least:
+        raise ConfigError(f"{setting} must be at least {at_least:g}, not {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{setting} must be above {above:g}, not {value!r}")
+    if below is not None and value >= below:
+        raise ConfigError(f"{setting} must be below {below:g}, not {value!r}")
+
+
+def _typed(setting: str, hint: Any, value: Any, meta: Any = None) -> Any:
     """`value` as the type the setting's dataclass field declares, or a ConfigError naming the setting: the
     one table of types (derived from the dataclasses) for the config file and for --set alike."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -199,7 +219,7 @@ def _typed(setting: str, hint: Any, value: Any) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        return _typed(setting, options[0], value) if len(options) == 1 else value
+        return _typed(setting, options[0], value, meta) if len(options) == 1 else value
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{setting} must be one of {', '.join(map(str, args))}, not {value!r}")
@@ -220,13 +240,16 @@ def _typed(setting: str, hint: Any, value: Any) -> Any:
         if hint is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ConfigError(f"{setting} must be an integer, not {value!r}")
-            return int(value)
-        return float(value)
+            value = int(value)
+        else:
+            value = float(value)
+        _in_range(setting, value, meta or {})
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
             raise ConfigError(f"{setting} must be a list of {len(args)} numbers, not {value!r}")
         kinds = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args)
-        return tuple(_typed(setting, k, v) for k, v in zip(kinds, value))
+        return tuple(_typed(setting, k, v, meta) for k, v in zip(kinds, value))
     return value
 
 
@@ -238,7 +261,7 @@ def _build_section(cls, name: str, values: Any):
     if unknown:
         raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: {', '.join(known)})")
     hints = typing.get_type_hints(cls)
-    kwargs = {key: _typed(f"{name}.{key}", hints[key], value) for key, value in values.items()}
+    kwargs = {key: _typed(f"{name}.{key}", hints[key], value, known[key].metadata) for key, value in values.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -301,12 +324,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"set exactly one budget of training.max_iters, training.max_tokens, training.max_minutes (got {', '.join(budgets) or 'none'})"
         )
-    for name in ("max_iters", "max_tokens", "max_minutes"):
-        if getattr(t, name) < 0:
-            raise ConfigError(f"training.{name} must not be negative")
-    for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"training.{name} must be at least 1, not {getattr(t, name)}")
     if t.batch_size % t.grad_accum:
         raise ConfigError(
             f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})"
@@ -319,20 +336,14 @@ def validate(cfg: RunConfig) -> None:
         )
     if t.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"training.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
-    if not (o.lr > 0 and 0 <= o.min_lr <= o.lr):
-        raise ConfigError(
-            f"optimizer.lr must be positive and optimizer.min_lr in [0, lr] (lr {o.lr}, min_lr {o.min_lr})"
-        )
+    # Each setting's own type and range are checked as it is read (`_typed`, from the fields' metadata);
+    # here, the rules between settings.
+    if o.min_lr > o.lr:
+        raise ConfigError(f"optimizer.min_lr ({o.min_lr}) must not exceed optimizer.lr ({o.lr})")
     if o.name not in ("adamw", "muon"):
         raise ConfigError(f"optimizer.name must be adamw or muon, not {o.name!r}")
-    if o.muon_lr <= 0 or o.head_lr < 0 or not 0 <= o.muon_momentum < 1:
-        raise ConfigError("optimizer.muon_lr must be positive, head_lr not negative, muon_momentum in [0, 1)")
     if o.head_lr and cfg.model.tie_embeddings:
         raise ConfigError("optimizer.head_lr needs an untied head (model.tie_embeddings = false)")
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), not {list(o.betas)}")
-    if o.warmup_iters < 0 or o.grad_clip < 0 or o.weight_decay < 0 or not math.isfinite(o.lr):
-        raise ConfigError("optimizer.warmup_iters, grad_clip and weight_decay must not be negative")
     for key in ("train", "valid"):
         if not getattr(cfg.data, key):
             raise ConfigError(f"data.{key} is not set (a .npy file from `bpe-lm encode`)")

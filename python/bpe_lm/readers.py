@@ -661,22 +661,40 @@ def with_range(unit: Unit, byte_range: tuple[int, int]) -> Unit:
 # Documents as Python strings (sampling for statistics, the demo): small amounts of text
 
 
-def iter_documents(inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: str = END_OF_TEXT) -> Iterator[str]:
+def iter_documents(
+    inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: str = END_OF_TEXT, max_chars: int | None = None
+) -> Iterator[str]:
     """The documents of an input as strings, streamed: records' texts (null and empty ones skipped), or
-    text split on `separator` (stripped of surrounding newlines, empty ones skipped)."""
+    text split on `separator` (stripped of surrounding newlines, empty ones skipped). With `max_chars`,
+    each document is cut to its first `max_chars` characters, and a longer one is never held whole."""
     if inp.url is not None:
         with staged(inp) as local:
-            yield from iter_documents(local, text_field, separator)
+            yield from iter_documents(local, text_field, separator, max_chars)
         return
+    cap = max_chars if max_chars is not None else -1
     if inp.format == "text":
         with io.TextIOWrapper(open_decompressed(inp.path), encoding="utf-8") as f:
-            rest = ""
-            while chunk := f.read(1 << 20):
-                parts = (rest + chunk).split(separator)
-                rest = parts.pop()
-                yield from (d.strip("\n") for d in parts if d.strip())
+            # The document being read, in pieces: a separator is looked for in each new block only (and
+            # where it meets the last), so a long document costs linear time, not a re-scan per block.
+            pending: list[str] = []
+            held = 0  # characters in `pending`
+            tail = ""  # the last len(separator) - 1 characters read, where a separator may begin
+            keep = len(separator) - 1
+            while block := f.read(1 << 20):
+                if separator not in tail + block:
+                    if cap < 0 or held < cap + keep:  # past the cap, only the tail is kept
+                        pending.append(block)
+                        held += len(block)
+                    tail = (tail + block)[-keep:] if keep else ""
+                    continue
+                parts = ("".join(pending) + (block if cap < 0 or held < cap + keep else tail + block)).split(separator)
+                last = parts.pop()
+                pending, held = [last], len(last)
+                tail = last[-keep:] if keep else ""
+                yield from (d.strip("\n")[: cap if cap >= 0 else None] for d in parts if d.strip())
+            rest = "".join(pending)
             if rest.strip():
-                yield rest.strip("\n")
+                yield rest.strip("\n")[: cap if cap >= 0 else None]
     elif inp.format == "jsonl":
         with open_decompressed(inp.path) as f:
             for n, line in enumerate(f, 1):
@@ -697,13 +715,13 @@ def iter_documents(inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: 
                     raise InputError(
                         f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
                     )
-                yield value
+                yield value[: cap if cap >= 0 else None]
     else:
         for batch in record_batches(Unit(inp), text_field):
             for column in batch:
                 for value in column.to_pylist():
                     if value:
-                        yield value
+                        yield value[: cap if cap >= 0 else None]
 
 
 ProgressFn = Callable[[str, int, int], None]

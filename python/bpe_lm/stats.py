@@ -28,9 +28,15 @@ def parse_size(text: str) -> float:
     return float(m.group(1)) * 1000 ** " KMGTP".index(m.group(2).upper() or " ")
 
 
+# Documents are cut to this many characters for the statistics, so one enormous document (a file without
+# separators) costs memory near this, not its size.
+MAX_DOCUMENT_CHARS = 1 << 20
+
+
 def documents(path: str | os.PathLike[str], text_field: str = DEFAULT_TEXT_FIELD) -> Iterator[str]:
-    """The documents of a corpus file, streamed: records' texts, or text split on <|endoftext|>."""
-    return iter_documents(detect(path), text_field, EOT)
+    """The documents of a corpus file, streamed: records' texts, or text split on <|endoftext|>; each cut
+    to MAX_DOCUMENT_CHARS."""
+    return iter_documents(detect(path), text_field, EOT, MAX_DOCUMENT_CHARS)
 
 
 def sample_documents(
@@ -109,11 +115,15 @@ def tokenizer_corpus_stats(
 
     mb_s, timed_bytes = encoding_speed(tok, *timing, num_threads=num_threads)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    per_doc = tok.encode_batch(docs, num_threads=num_threads)
-    n_tokens = sum(len(ids) for ids in per_doc)
-    used: Any = (
-        np.unique(np.fromiter((i for ids in per_doc for i in ids), dtype=np.int64, count=n_tokens)) if n_tokens else []
-    )
+    # One array of ids at a time (4 bytes a token, not a Python list's 8 and more): memory stays near the
+    # largest document, however many tokens the sample holds.
+    seen = np.zeros(tok.vocab_size, dtype=bool)
+    n_tokens = 0
+    for doc in docs:
+        ids = tok.encode_to_numpy(doc, dtype="uint32", num_threads=num_threads)
+        seen[ids] = True
+        n_tokens += len(ids)
+    used = np.flatnonzero(seen)
     return {
         "documents": len(docs),
         "bytes": n_bytes,
@@ -193,7 +203,7 @@ def render(results: dict[str, Any]) -> str:
     timed = f"{sizes[0]:g}" if len(sizes) == 1 else f"{sizes[0]:g}–{sizes[-1]:g}"
     lines = [
         f"sample: {results['docs']} documents per corpus (seed {results['seed']}); MB/s: warm, timed on {timed} MB of "
-        f"each corpus that follow its first {WARM_BYTES / 1e6:g} MB (the warm-up)",
+        f"each corpus that follow its first {WARM_BYTES / 1e6:g} MB (the warm-up); documents cut at {MAX_DOCUMENT_CHARS:,} characters",
         "",
         f"| tokenizer | corpus | bytes/token | tokens/doc | vocab used | MB/s | time for {proj / 1e9:g} GB |",
         "|---|---|---|---|---|---|---|",
