@@ -510,3 +510,8 @@ def test_a_stop_signal_saves_a_checkpoint(tmp_path, token_files, sig, code):
     assert proc.returncode == code, err
     assert f"interrupted by {signal.Signals(sig).name}; saved" in err
     assert read_checkpoint(Path(cfg["training"]["out_dir"]) / "checkpoint.pt")["iteration"] > 0
+
+
+def test_the_old_module_form_says_how_to_train():
+    r = subprocess.run([sys.executable, "-m", "bpe_lm.train", "--config", "x.toml"], capture_output=True, text=True)
+    assert r.returncode == 1 and "bpe-lm train --config" in r.stderr and "torchrun" in r.stderr, r.stderr

@@ -655,5 +655,10 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, progress
     return Trainer(cfg, resume=resume, force=force, progress=progress).run()
 
 
-# ----------------------------------------------------------------------------------------------------
-# Command line (also `torchrun -m bpe_lm.train`)
+if __name__ == "__main__":  # `python -m bpe_lm.train`, the old torchrun form: say how it runs now
+    print(
+        "bpe_lm.train is a library module; train with `bpe-lm train --config run.toml`, or on N GPUs with "
+        "`torchrun --nproc_per_node N -m bpe_lm train --config run.toml`",
+        file=sys.stderr,
+    )
+    sys.exit(1)
