@@ -214,13 +214,13 @@ fn train_from_count_files<'py>(
     let (bpe, header, distinct) = run_long(py, progress.as_ref(), |p| {
         let (counts, header) = counts::merge_count_files(&paths)?;
         let distinct = counts.len();
+        let names = || paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        // The header's pattern goes into the tokenizer: one that would lose text is refused here already.
+        Pretokenizer::new(Some(&header.pattern)).map_err(|e| Error::InvalidArgument(format!("{}: {e}", names())))?;
         train::check_vocab_size(vocab_size, header.special_tokens.len())?;
         // What is wrong now is in the files' counts (e.g. too large to add up): name the files.
         let bpe = train::train_from_counts(counts, vocab_size, &header.special_tokens, p).map_err(|e| match e {
-            Error::InvalidArgument(msg) => {
-                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                Error::InvalidArgument(format!("{}: {msg}", names.join(", ")))
-            }
+            Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{}: {msg}", names())),
             other => other,
         })?;
         Ok((bpe, header, distinct))

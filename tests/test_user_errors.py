@@ -607,6 +607,36 @@ def test_a_pattern_that_would_lose_text_is_refused_wherever_it_comes_from(tmp_pa
     one_line_error(capsys, "do not cover the text")
     with pytest.raises(ValueError, match="do not cover the text"):
         bpe_lm.train_bpe(corpus, 300, [EOT], pattern=pattern)
+    # A count file whose header names such a pattern (written by hand: count-pretokens writes GPT-2's).
+    from bpe_lm import _core
+
+    counter = _core.PretokenCounter([EOT], None)
+    counter.add_text([str(corpus)])
+    counter.write(str(tmp_path / "c.bin"))
+    data = (tmp_path / "c.bin").read_bytes()
+    length = int.from_bytes(data[8:12], "little")
+    header = json.loads(data[12 : 12 + length])
+    new_header = json.dumps({**header, "pattern": pattern}).encode()
+    (tmp_path / "c.bin").write_bytes(
+        data[:8] + len(new_header).to_bytes(4, "little") + new_header + data[12 + length :]
+    )
+    assert (
+        main(
+            [
+                "train-tokenizer",
+                "--from-counts",
+                str(tmp_path / "c.bin"),
+                "--vocab",
+                "300",
+                "-o",
+                str(tmp_path / "fc"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    one_line_error(capsys, "c.bin", "do not cover the text")
+    assert not (tmp_path / "fc").exists()
 
 
 def test_of_two_writers_of_one_new_output_exactly_one_wins(tmp_path):
