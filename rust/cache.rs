@@ -30,7 +30,13 @@ pub(crate) struct ThreadCache {
 
 impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
-        ThreadCache { owner, hot: vec![(0, 0); HOT_SLOTS], spans: PieceMap::default(), arena: Vec::new(), key_bytes: 0 }
+        ThreadCache {
+            owner,
+            hot: vec![(0, 0); HOT_SLOTS],
+            spans: PieceMap::default(),
+            arena: Vec::new(),
+            key_bytes: 0,
+        }
     }
 
     #[inline(always)]

@@ -23,7 +23,10 @@ pub struct CountHeader {
 }
 
 fn corrupt(path: &Path, what: &str) -> Error {
-    Error::InvalidArgument(format!("{}: not a valid count file from `bpe-lm count-pretokens` ({what})", path.display()))
+    Error::InvalidArgument(format!(
+        "{}: not a valid count file from `bpe-lm count-pretokens` ({what})",
+        path.display()
+    ))
 }
 
 /// Writes `counts` to `path` (the caller makes it atomic by writing to a temporary path and renaming).
@@ -41,7 +44,8 @@ pub fn write_count_file(path: &Path, counts: &PretokenCounts, header: &CountHead
     out.write_all(&(json.len() as u32).to_le_bytes()).map_err(io)?;
     out.write_all(json.as_bytes()).map_err(io)?;
     for (piece, count) in counts {
-        let len = u32::try_from(piece.len()).map_err(|_| Error::InvalidArgument("a pre-token of 4 GiB or more".into()))?;
+        let len =
+            u32::try_from(piece.len()).map_err(|_| Error::InvalidArgument("a pre-token of 4 GiB or more".into()))?;
         out.write_all(&len.to_le_bytes()).map_err(io)?;
         out.write_all(piece).map_err(io)?;
         out.write_all(&count.to_le_bytes()).map_err(io)?;
@@ -81,10 +85,21 @@ pub fn add_count_file(path: &Path, total: &mut PretokenCounts) -> Result<CountHe
     let special_tokens = value
         .get("special_tokens")
         .and_then(|v| v.as_array())
-        .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect::<Option<Vec<_>>>())
+        .and_then(|a| {
+            a.iter()
+                .map(|s| s.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+        })
         .ok_or_else(|| corrupt(path, "special_tokens is not a list of strings"))?;
-    let pattern = value.get("pattern").and_then(|v| v.as_str()).ok_or_else(|| corrupt(path, "no pattern"))?.to_string();
-    let entries = value.get("entries").and_then(|v| v.as_u64()).ok_or_else(|| corrupt(path, "no entry count"))?;
+    let pattern = value
+        .get("pattern")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| corrupt(path, "no pattern"))?
+        .to_string();
+    let entries = value
+        .get("entries")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| corrupt(path, "no entry count"))?;
     let mut piece = Vec::new();
     let mut count = [0u8; 8];
     for _ in 0..entries {
@@ -98,7 +113,11 @@ pub fn add_count_file(path: &Path, total: &mut PretokenCounts) -> Result<CountHe
         read_exact_or(&mut r, &mut count, path, "truncated record")?;
         let n = u64::from_le_bytes(count);
         match total.get_mut(piece.as_slice()) {
-            Some(c) => *c = c.checked_add(n).ok_or_else(|| Error::InvalidArgument(format!("{}: counts add up past 2^64", path.display())))?,
+            Some(c) => {
+                *c = c
+                    .checked_add(n)
+                    .ok_or_else(|| Error::InvalidArgument(format!("{}: counts add up past 2^64", path.display())))?
+            }
             None => {
                 total.insert(piece.as_slice().into(), n);
             }
@@ -107,7 +126,10 @@ pub fn add_count_file(path: &Path, total: &mut PretokenCounts) -> Result<CountHe
     if r.read(&mut word).map_err(|e| Error::io(Some(path.to_path_buf()), e))? != 0 {
         return Err(corrupt(path, "bytes after the last record"));
     }
-    Ok(CountHeader { special_tokens, pattern })
+    Ok(CountHeader {
+        special_tokens,
+        pattern,
+    })
 }
 
 /// Sums count files counted with the same special tokens and pattern.
@@ -144,7 +166,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_merge() {
-        let header = CountHeader { special_tokens: vec!["<|endoftext|>".into()], pattern: "p".into() };
+        let header = CountHeader {
+            special_tokens: vec!["<|endoftext|>".into()],
+            pattern: "p".into(),
+        };
         let mut a = PretokenCounts::default();
         a.insert(b" the".as_slice().into(), 5);
         a.insert(b"\xff\x00".as_slice().into(), u64::MAX - 10);
@@ -158,7 +183,10 @@ mod tests {
 
     #[test]
     fn corrupted_files_are_errors_never_panics() {
-        let header = CountHeader { special_tokens: vec![], pattern: "p".into() };
+        let header = CountHeader {
+            special_tokens: vec![],
+            pattern: "p".into(),
+        };
         let mut a = PretokenCounts::default();
         for i in 0..50u32 {
             a.insert(i.to_le_bytes().as_slice().into(), i as u64 + 1);

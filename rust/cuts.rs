@@ -14,7 +14,10 @@ pub struct Cutter {
 
 impl Cutter {
     pub fn new(specials: SpecialMatcher, pretokenizer: &Pretokenizer) -> Self {
-        Cutter { specials, space_cuts: pretokenizer.is_gpt2() }
+        Cutter {
+            specials,
+            space_cuts: pretokenizer.is_gpt2(),
+        }
     }
 
     pub fn specials(&self) -> &SpecialMatcher {
@@ -47,7 +50,10 @@ impl Cutter {
                 }
                 // The text after the run must not be a special token: then the run ends its segment.
                 let special_follows = spans.binary_search_by_key(&(p + 1), |s| s.0).is_ok();
-                if matches!(table.checked_at(bytes, p + 1), Some(c) if c != SPACE) && !special_follows && !inside_special(p) {
+                if matches!(table.checked_at(bytes, p + 1), Some(c) if c != SPACE)
+                    && !special_follows
+                    && !inside_special(p)
+                {
                     before_space = Some(p);
                     break;
                 }

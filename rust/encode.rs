@@ -12,9 +12,9 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::cache::{cache_for, ThreadCache, CACHED_PIECE_BYTES, SINGLE, THREAD_CACHES};
+use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short, pair_key, PieceMap};
-use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::pretokenize::Pretokenizer;
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -257,7 +257,8 @@ impl Encoder {
     /// Encodes ordinary text only: special-token strings are treated as text.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         self.with_cache(|cache| {
-            self.pretokenizer.for_each_piece(text, |piece| self.encode_piece(piece.as_bytes(), out, cache))
+            self.pretokenizer
+                .for_each_piece(text, |piece| self.encode_piece(piece.as_bytes(), out, cache))
         })
     }
 
@@ -291,7 +292,13 @@ mod tests {
     fn trained(text: &str, vocab_size: usize) -> Encoder {
         let specials = vec!["<|endoftext|>".to_string()];
         let mut counts = PretokenCounts::default();
-        count_text(text, &SpecialMatcher::new(&specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
+        count_text(
+            text,
+            &SpecialMatcher::new(&specials).unwrap(),
+            &Pretokenizer::Gpt2,
+            &mut counts,
+        )
+        .unwrap();
         let bpe = train_from_counts(counts, vocab_size, &specials, &NoProgress).unwrap();
         Encoder::from_bpe(bpe, &specials, None).unwrap()
     }
@@ -326,7 +333,15 @@ mod tests {
     #[test]
     fn short_and_long_merges_agree_with_the_definition() {
         let enc = trained(&TEXT.repeat(3), 300);
-        for piece in ["the", " mats", "aaaaaaa", "aaaaaaaaaaaaaaaaaaaaaaa", "thethethe", "zz", " the"] {
+        for piece in [
+            "the",
+            " mats",
+            "aaaaaaa",
+            "aaaaaaaaaaaaaaaaaaaaaaa",
+            "thethethe",
+            "zz",
+            " the",
+        ] {
             let mut short = Vec::new();
             enc.merge_piece(piece.as_bytes(), &mut short);
             let mut long = piece.as_bytes().iter().map(|&b| enc.byte_ids[b as usize]).collect();
@@ -348,13 +363,24 @@ mod tests {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = 1 + (rng >> 40) as usize % 400;
             let piece: Vec<u8> = (0..len)
-                .map(|k| if (rng >> (k % 61)) & 1 == 1 || k % 7 == 3 { b'a' } else { b'b' })
+                .map(|k| {
+                    if (rng >> (k % 61)) & 1 == 1 || k % 7 == 3 {
+                        b'a'
+                    } else {
+                        b'b'
+                    }
+                })
                 .collect();
             let mut long: Vec<u32> = piece.iter().map(|&b| enc.byte_ids[b as usize]).collect();
             let mut wide = long.clone(); // the 64-bit positions used for pieces of 4 GiB and more
             enc.merge_long(&mut long, 0);
             enc.merge_long_with::<u64>(&mut wide, 0);
-            assert_eq!(long, reference_piece(&enc, &piece), "{}", String::from_utf8_lossy(&piece));
+            assert_eq!(
+                long,
+                reference_piece(&enc, &piece),
+                "{}",
+                String::from_utf8_lossy(&piece)
+            );
             assert_eq!(wide, long);
         }
     }
@@ -365,7 +391,10 @@ mod tests {
         let text = "the cat<|endoftext|><|endoftext|> héllo 😀 wörld\n\n";
         let ids = enc.encode(text).unwrap();
         assert_eq!(ids.iter().filter(|&&i| i == 0).count(), 2);
-        assert_eq!(enc.decode_bytes(ids.iter().map(|&i| i as u64)).unwrap(), text.as_bytes());
+        assert_eq!(
+            enc.decode_bytes(ids.iter().map(|&i| i as u64)).unwrap(),
+            text.as_bytes()
+        );
         assert!(matches!(enc.decode_bytes([99_999]), Err(Error::UnknownTokenId(99_999))));
     }
 

@@ -127,7 +127,12 @@ impl Encoder {
         writer.dtype().check_holds(self.vocab_size())?;
         let total = input.disk_bytes()?;
         let read = Arc::new(AtomicU64::new(0));
-        let chunks = LineChunker::new(input.open(read.clone())?, input.path.clone(), input.start(), RECORD_CHUNK_BYTES);
+        let chunks = LineChunker::new(
+            input.open(read.clone())?,
+            input.path.clone(),
+            input.start(),
+            RECORD_CHUNK_BYTES,
+        );
         let whole = input.range.is_none();
         let mut stats = RecordStats::default();
         pipelined(
@@ -164,7 +169,12 @@ impl Encoder {
 
     /// Encodes documents in parallel on `pool`: per document `encode_ordinary` then `end_id`, in order.
     /// Ids come back in parts (one per run of documents) so the caller can write them without a copy.
-    pub fn encode_documents(&self, docs: &[&str], end_id: Option<u32>, pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
+    pub fn encode_documents(
+        &self,
+        docs: &[&str],
+        end_id: Option<u32>,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Vec<Vec<u32>>> {
         let runs = records::runs(docs, DOCUMENT_RUN_BYTES);
         pool.install(|| {
             runs.par_iter()

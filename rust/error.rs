@@ -6,12 +6,19 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     /// Reading or writing a file failed.
-    Io { path: Option<PathBuf>, source: std::io::Error },
+    Io {
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
     /// Input text is not UTF-8; `offset` counts bytes of (decompressed) text from the start of the file.
     InvalidUtf8 { path: Option<PathBuf>, offset: u64 },
     /// A record of a record corpus (a JSON line, an Arrow row) that cannot be read as a document:
     /// `position` says where ("line 7", "row 12"), `message` what is wrong.
-    InvalidRecord { path: PathBuf, position: String, message: String },
+    InvalidRecord {
+        path: PathBuf,
+        position: String,
+        message: String,
+    },
     /// A caller passed an argument the core cannot use.
     InvalidArgument(String),
     /// A user-supplied pre-tokenization pattern failed to compile or to run.
@@ -39,10 +46,18 @@ impl fmt::Display for Error {
                 let name = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
                 write!(f, "{name}invalid UTF-8 at byte offset {offset}")
             }
-            Error::InvalidRecord { path, position, message } if path.as_os_str().is_empty() => {
+            Error::InvalidRecord {
+                path,
+                position,
+                message,
+            } if path.as_os_str().is_empty() => {
                 write!(f, "{position}: {message}")
             }
-            Error::InvalidRecord { path, position, message } => write!(f, "{}: {position}: {message}", path.display()),
+            Error::InvalidRecord {
+                path,
+                position,
+                message,
+            } => write!(f, "{}: {position}: {message}", path.display()),
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
             Error::Pattern(msg) => write!(f, "pre-tokenization pattern: {msg}"),
             Error::UnknownTokenId(id) => write!(f, "unknown token id {id}"),

@@ -27,14 +27,28 @@ pub(crate) fn pack_short(piece: &[u8]) -> Option<u128> {
     }
     let (lo, hi) = if n >= 8 {
         let lo = u64::from_le_bytes(piece[..8].try_into().unwrap());
-        let hi = if n == 8 { 0 } else { u64::from_le_bytes(piece[n - 8..].try_into().unwrap()) >> (8 * (16 - n)) };
+        let hi = if n == 8 {
+            0
+        } else {
+            u64::from_le_bytes(piece[n - 8..].try_into().unwrap()) >> (8 * (16 - n))
+        };
         (lo, hi)
     } else if n >= 4 {
         let first = u32::from_le_bytes(piece[..4].try_into().unwrap()) as u64;
-        let rest = if n == 4 { 0 } else { (u32::from_le_bytes(piece[n - 4..].try_into().unwrap()) >> (8 * (8 - n))) as u64 };
+        let rest = if n == 4 {
+            0
+        } else {
+            (u32::from_le_bytes(piece[n - 4..].try_into().unwrap()) >> (8 * (8 - n))) as u64
+        };
         (first | rest << 32, 0)
     } else {
-        (piece.iter().enumerate().fold(0u64, |acc, (i, &b)| acc | (b as u64) << (8 * i)), 0)
+        (
+            piece
+                .iter()
+                .enumerate()
+                .fold(0u64, |acc, (i, &b)| acc | (b as u64) << (8 * i)),
+            0,
+        )
     };
     Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
 }
@@ -47,7 +61,10 @@ pub(crate) struct PieceMap<V> {
 
 impl<V> Default for PieceMap<V> {
     fn default() -> Self {
-        PieceMap { short: FxHashMap::default(), long: FxHashMap::default() }
+        PieceMap {
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+        }
     }
 }
 

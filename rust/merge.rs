@@ -51,7 +51,10 @@ struct RankBuckets<P> {
 
 impl<P: Position> RankBuckets<P> {
     fn new() -> Self {
-        RankBuckets { positions: FxHashMap::default(), ranks: BinaryHeap::new() }
+        RankBuckets {
+            positions: FxHashMap::default(),
+            ranks: BinaryHeap::new(),
+        }
     }
 
     #[inline]

@@ -48,7 +48,10 @@ impl Dtype {
 
 /// The `.npy` version 1.0 header for a 1-D little-endian array of `len` elements.
 pub fn header(dtype: Dtype, len: u64) -> Vec<u8> {
-    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}", dtype.descr());
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}",
+        dtype.descr()
+    );
     let mut out = Vec::with_capacity(HEADER_BYTES);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&((HEADER_BYTES - 10) as u16).to_le_bytes());
@@ -83,7 +86,13 @@ impl IdWriter {
         let err = |e| crate::Error::io(Some(path.to_path_buf()), e);
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(err)?);
         out.write_all(&header(dtype, 0)).map_err(err)?;
-        Ok(IdWriter { out, path: path.to_path_buf(), dtype, count: 0, scratch: Vec::new() })
+        Ok(IdWriter {
+            out,
+            path: path.to_path_buf(),
+            dtype,
+            count: 0,
+            scratch: Vec::new(),
+        })
     }
 
     pub fn dtype(&self) -> Dtype {
@@ -96,7 +105,8 @@ impl IdWriter {
     }
 
     pub fn write(&mut self, ids: &[u32]) -> crate::Result<()> {
-        write_ids(&mut self.out, ids, self.dtype, &mut self.scratch).map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
+        write_ids(&mut self.out, ids, self.dtype, &mut self.scratch)
+            .map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
         self.count += ids.len() as u64;
         Ok(())
     }

@@ -9,8 +9,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
-pub const GPT2_PATTERN: &str =
-    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Other spellings of the GPT-2 pattern in use, equal to it in meaning, so a tokenizer read from elsewhere
 /// keeps the scanner (the tests run each through fancy-regex against the scanner): GPT-2's encoder.py and
@@ -39,9 +38,10 @@ pub(crate) fn class_table() -> &'static ClassTable {
         // Built from regex-syntax, the crate fancy-regex compiles its classes with, so both agree on
         // the Unicode version and on what `\s` means.
         for (pattern, class) in [(r"\p{L}", LETTER), (r"\p{N}", NUMBER), (r"\s", SPACE)] {
-            let hir = regex_syntax::Parser::new().parse(pattern).expect("static class pattern");
-            let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(set)) = hir.kind()
-            else {
+            let hir = regex_syntax::Parser::new()
+                .parse(pattern)
+                .expect("static class pattern");
+            let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(set)) = hir.kind() else {
                 unreachable!("{pattern} parses to a Unicode class")
             };
             for range in set.ranges() {
@@ -62,9 +62,7 @@ impl ClassTable {
         } else if b0 < 0xE0 {
             (((b0 & 0x1F) << 6) | (bytes[i + 1] as u32 & 0x3F), 2)
         } else if b0 < 0xF0 {
-            let cp = ((b0 & 0x0F) << 12)
-                | ((bytes[i + 1] as u32 & 0x3F) << 6)
-                | (bytes[i + 2] as u32 & 0x3F);
+            let cp = ((b0 & 0x0F) << 12) | ((bytes[i + 1] as u32 & 0x3F) << 6) | (bytes[i + 2] as u32 & 0x3F);
             (cp, 3)
         } else {
             let cp = ((b0 & 0x07) << 18)
@@ -283,14 +281,18 @@ mod tests {
 
     fn reference(text: &str) -> Vec<&str> {
         static REGEX: OnceLock<Pretokenizer> = OnceLock::new();
-        REGEX.get_or_init(|| Pretokenizer::regex(GPT2_PATTERN).unwrap()).pieces(text).unwrap()
+        REGEX
+            .get_or_init(|| Pretokenizer::regex(GPT2_PATTERN).unwrap())
+            .pieces(text)
+            .unwrap()
     }
 
     /// Random text over an alphabet of the pattern's edge cases, with any scalar value now and then.
     fn random_texts(seed: u64, count: usize) -> Vec<String> {
-        let alphabet: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}"
+                .chars()
+                .collect();
         let mut rng = Lcg(seed);
         (0..count)
             .map(|_| {
@@ -313,7 +315,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             self.0 >> 33
         }
     }
@@ -340,7 +345,10 @@ mod tests {
         for spelling in GPT2_EQUIVALENT_PATTERNS {
             assert!(Pretokenizer::new(Some(spelling)).unwrap().is_gpt2(), "{spelling}");
             let regex = Pretokenizer::regex(spelling).unwrap();
-            for text in random_texts(7, 20_000).iter().chain(["a  b  \n\n", "x \t\n y's", "  "].map(String::from).iter()) {
+            for text in random_texts(7, 20_000)
+                .iter()
+                .chain(["a  b  \n\n", "x \t\n y's", "  "].map(String::from).iter())
+            {
                 assert_eq!(regex.pieces(text).unwrap(), scanner(text), "{spelling} on {text:?}");
             }
         }
@@ -395,7 +403,9 @@ mod tests {
         let mut rng = Lcg(7);
         for _ in 0..3000 {
             let len = (rng.next() % 30) as usize;
-            let text: String = (0..len).map(|_| alphabet[(rng.next() as usize) % alphabet.len()]).collect();
+            let text: String = (0..len)
+                .map(|_| alphabet[(rng.next() as usize) % alphabet.len()])
+                .collect();
             assert_cuts_preserve_pieces(&cutter, &specials, &text);
         }
     }
@@ -405,9 +415,7 @@ mod tests {
         specials
             .for_each_segment(text, |s| {
                 match s {
-                    Segment::Text(t) => {
-                        Pretokenizer::Gpt2.for_each_piece(t, |p| out.push(p.to_string()))?
-                    }
+                    Segment::Text(t) => Pretokenizer::Gpt2.for_each_piece(t, |p| out.push(p.to_string()))?,
                     Segment::Special(i) => out.push(format!("#{i}")),
                 }
                 Ok(())
@@ -419,7 +427,9 @@ mod tests {
     #[test]
     fn patterns_that_lose_text_are_refused() {
         for bad in ["[a-z]+", "\\w+", "(a+)+$", "\\S+"] {
-            let err = Pretokenizer::new(Some(bad)).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            let err = Pretokenizer::new(Some(bad))
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(err.to_string().contains("do not cover the text"), "{bad}: {err}");
         }
         // Loaded without the probe (the reference constructor), a gap is still an error while encoding.

@@ -9,24 +9,24 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError,
-    PyRuntimeError, PyValueError,
+    PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError, PyRuntimeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyList};
 
+use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
 use crate::error::Error;
 use crate::npy::{Dtype, IdWriter};
-use crate::records;
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
-use crate::specials::SpecialMatcher;
 use crate::progress::{Phase, Progress};
-use crate::counts;
-use crate::threads;
+use crate::records;
+use crate::specials::SpecialMatcher;
 use crate::stream::{TextSource, DEFAULT_CHUNK_BYTES};
+use crate::threads;
 use crate::train::{self, PretokenCounts};
 
 fn to_pyerr(err: Error) -> PyErr {
@@ -84,7 +84,10 @@ const PHASES: [Phase; 3] = [Phase::Read, Phase::Merge, Phase::Encode];
 
 impl Progress for SharedProgress {
     fn update(&self, phase: Phase, done: u64, total: u64) -> bool {
-        self.phase.store(PHASES.iter().position(|&p| p == phase).unwrap_or(0) as u8, Ordering::Relaxed);
+        self.phase.store(
+            PHASES.iter().position(|&p| p == phase).unwrap_or(0) as u8,
+            Ordering::Relaxed,
+        );
         self.total.store(total, Ordering::Relaxed);
         self.done.store(done, Ordering::Relaxed);
         !self.cancelled.load(Ordering::Relaxed)
@@ -144,7 +147,11 @@ fn run_long<T: Send>(
         None => {
             if let Some(cb) = callback {
                 let phase = PHASES[state.phase.load(Ordering::Relaxed) as usize].name();
-                cb.call1((phase, state.done.load(Ordering::Relaxed), state.total.load(Ordering::Relaxed)))?;
+                cb.call1((
+                    phase,
+                    state.done.load(Ordering::Relaxed),
+                    state.total.load(Ordering::Relaxed),
+                ))?;
             }
             result
         }
@@ -186,11 +193,16 @@ fn train_from_counts<'py>(
     for (k, v) in &counts {
         let count = table.entry(k.as_bytes().into()).or_insert(0);
         *count = count.checked_add(*v).ok_or_else(|| {
-            PyValueError::new_err(format!("count of pre-token {:?} overflows 64 bits when repeated entries are added", k.as_bytes()))
+            PyValueError::new_err(format!(
+                "count of pre-token {:?} overflows 64 bits when repeated entries are added",
+                k.as_bytes()
+            ))
         })?;
     }
     drop(counts);
-    let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(table, vocab_size, &special_tokens, p))?;
+    let bpe = run_long(py, progress.as_ref(), |p| {
+        train::train_from_counts(table, vocab_size, &special_tokens, p)
+    })?;
     Ok(bpe_to_py(py, bpe))
 }
 
@@ -214,7 +226,13 @@ fn train_from_count_files<'py>(
     let (bpe, header, distinct) = run_long(py, progress.as_ref(), |p| {
         let (counts, header) = counts::merge_count_files(&paths)?;
         let distinct = counts.len();
-        let names = || paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let names = || {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         // The header's pattern goes into the tokenizer: one that would lose text is refused here already.
         Pretokenizer::new(Some(&header.pattern)).map_err(|e| Error::InvalidArgument(format!("{}: {e}", names())))?;
         train::check_vocab_size(vocab_size, header.special_tokens.len())?;
@@ -232,7 +250,11 @@ fn train_from_count_files<'py>(
 fn text_sources(paths: Vec<PathBuf>, ranges: Option<Vec<Option<(u64, u64)>>>) -> PyResult<Vec<TextSource>> {
     match ranges {
         None => Ok(paths.into_iter().map(TextSource::whole).collect()),
-        Some(r) if r.len() == paths.len() => Ok(paths.into_iter().zip(r).map(|(path, range)| TextSource { path, range }).collect()),
+        Some(r) if r.len() == paths.len() => Ok(paths
+            .into_iter()
+            .zip(r)
+            .map(|(path, range)| TextSource { path, range })
+            .collect()),
         Some(_) => Err(PyValueError::new_err("ranges must have one entry per path")),
     }
 }
@@ -241,7 +263,9 @@ fn dtype_of_width(width: usize) -> crate::Result<Dtype> {
     match width {
         2 => Ok(Dtype::U16),
         4 => Ok(Dtype::U32),
-        _ => Err(Error::InvalidArgument(format!("id width must be 2 or 4 bytes, not {width}"))),
+        _ => Err(Error::InvalidArgument(format!(
+            "id width must be 2 or 4 bytes, not {width}"
+        ))),
     }
 }
 
@@ -263,7 +287,9 @@ struct Encoder {
 impl Encoder {
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(py, || {
-            (0..self.inner.vocab_size() as u32).map(|i| i.into_pyobject(py).unwrap().into_any().unbind()).collect()
+            (0..self.inner.vocab_size() as u32)
+                .map(|i| i.into_pyobject(py).unwrap().into_any().unbind())
+                .collect()
         });
         PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
@@ -281,10 +307,15 @@ impl Encoder {
         pattern: Option<String>,
     ) -> PyResult<Self> {
         let vocab: Vec<Vec<u8>> = vocab.iter().map(|b| b.as_bytes().to_vec()).collect();
-        let merges: Vec<(Vec<u8>, Vec<u8>)> =
-            merges.iter().map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())).collect();
+        let merges: Vec<(Vec<u8>, Vec<u8>)> = merges
+            .iter()
+            .map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec()))
+            .collect();
         let inner = py.detach(|| guarded(|| CoreEncoder::new(vocab, &merges, &special_tokens, pattern.as_deref())))?;
-        Ok(Encoder { inner, ints: PyOnceLock::new() })
+        Ok(Encoder {
+            inner,
+            ints: PyOnceLock::new(),
+        })
     }
 
     #[getter]
@@ -381,9 +412,11 @@ impl Encoder {
                 Dtype::U16 => self
                     .inner
                     .decode_bytes(buffer.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u64)),
-                Dtype::U32 => self
-                    .inner
-                    .decode_bytes(buffer.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64)),
+                Dtype::U32 => self.inner.decode_bytes(
+                    buffer
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64),
+                ),
             })
         })?;
         Ok(PyBytes::new(py, &bytes))
@@ -465,7 +498,9 @@ impl Encoder {
             guarded(|| {
                 let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
                 writer.dtype_holds(self.inner.vocab_size())?;
-                let parts = self.inner.encode_documents(&docs, end_id, &*threads::pool(num_threads)?)?;
+                let parts = self
+                    .inner
+                    .encode_documents(&docs, end_id, &*threads::pool(num_threads)?)?;
                 let stats = records::RecordStats::of(&docs, skipped);
                 writer.with(|w| {
                     let before = w.count();
@@ -504,11 +539,24 @@ fn documents_of_columns<'a>(
 /// the first: `data` then starts at the first document.
 fn arrow_offsets(bytes: &[u8], width: usize) -> crate::Result<Vec<i64>> {
     let offsets: Vec<i64> = match width {
-        4 if bytes.len().is_multiple_of(4) => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-        8 if bytes.len().is_multiple_of(8) => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-        _ => return Err(Error::InvalidArgument(format!("document offsets must be whole little-endian ints of 4 or 8 bytes (got {} bytes of width {width})", bytes.len()))),
+        4 if bytes.len().is_multiple_of(4) => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
+        8 if bytes.len().is_multiple_of(8) => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "document offsets must be whole little-endian ints of 4 or 8 bytes (got {} bytes of width {width})",
+                bytes.len()
+            )))
+        }
     };
-    let first = *offsets.first().ok_or_else(|| Error::InvalidArgument("document offsets must hold at least one offset".into()))?;
+    let first = *offsets
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("document offsets must hold at least one offset".into()))?;
     Ok(offsets.into_iter().map(|o| o - first).collect())
 }
 
@@ -539,7 +587,9 @@ impl TokenWriter {
     fn new(py: Python<'_>, path: PathBuf, width: usize) -> PyResult<Self> {
         let dtype = dtype_of(width)?;
         let w = py.detach(|| guarded(|| IdWriter::create(&path, dtype)))?;
-        Ok(TokenWriter { inner: Mutex::new(Some(w)) })
+        Ok(TokenWriter {
+            inner: Mutex::new(Some(w)),
+        })
     }
 
     /// Appends ids already encoded (little-endian, of this file's width), e.g. from another process.
@@ -549,11 +599,20 @@ impl TokenWriter {
                 self.with(|w| {
                     let width = w.dtype().width();
                     if !ids.len().is_multiple_of(width) {
-                        return Err(Error::InvalidArgument(format!("{} bytes are not a whole number of {width}-byte ids", ids.len())));
+                        return Err(Error::InvalidArgument(format!(
+                            "{} bytes are not a whole number of {width}-byte ids",
+                            ids.len()
+                        )));
                     }
                     let decoded: Vec<u32> = match w.dtype() {
-                        Dtype::U16 => ids.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect(),
-                        Dtype::U32 => ids.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                        Dtype::U16 => ids
+                            .chunks_exact(2)
+                            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+                            .collect(),
+                        Dtype::U32 => ids
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
                     };
                     w.write(&decoded)
                 })
@@ -609,7 +668,13 @@ impl PretokenCounter {
     fn new(special_tokens: Vec<String>, pattern: Option<String>) -> PyResult<Self> {
         let specials = guarded(|| SpecialMatcher::new(&special_tokens))?;
         let pretokenizer = guarded(|| Pretokenizer::new(pattern.as_deref()))?;
-        Ok(PretokenCounter { special_tokens, pattern, specials, pretokenizer, counts: Mutex::new(PretokenCounts::default()) })
+        Ok(PretokenCounter {
+            special_tokens,
+            pattern,
+            specials,
+            pretokenizer,
+            counts: Mutex::new(PretokenCounts::default()),
+        })
     }
 
     /// Distinct pre-tokens counted so far.
@@ -635,7 +700,16 @@ impl PretokenCounter {
         let counted = run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
             let (specials, pre) = (&self.specials, &self.pretokenizer);
-            train::count_files_measured(&sources, specials, pre, &pool, p, DEFAULT_CHUNK_BYTES, errors_replace, &text_bytes)
+            train::count_files_measured(
+                &sources,
+                specials,
+                pre,
+                &pool,
+                p,
+                DEFAULT_CHUNK_BYTES,
+                errors_replace,
+                &text_bytes,
+            )
         })?;
         py.detach(|| self.add(counted));
         Ok(text_bytes.load(Ordering::Relaxed))
@@ -723,7 +797,9 @@ impl PretokenCounter {
     ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>)> {
         guarded(|| train::check_vocab_size(vocab_size, self.special_tokens.len()))?;
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-        let bpe = run_long(py, progress.as_ref(), |p| train::train_from_counts(counts, vocab_size, &self.special_tokens, p))?;
+        let bpe = run_long(py, progress.as_ref(), |p| {
+            train::train_from_counts(counts, vocab_size, &self.special_tokens, p)
+        })?;
         Ok(bpe_to_py(py, bpe))
     }
 }
@@ -742,7 +818,10 @@ impl DecompressedReader {
     fn new(path: PathBuf) -> PyResult<Self> {
         let source = TextSource::whole(&path);
         let inner = guarded(|| source.open(std::sync::Arc::new(AtomicU64::new(0))))?;
-        Ok(DecompressedReader { inner: Mutex::new(inner), path })
+        Ok(DecompressedReader {
+            inner: Mutex::new(inner),
+            path,
+        })
     }
 
     /// Up to `size` bytes (fewer only at the end of the stream; empty there).

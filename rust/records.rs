@@ -39,7 +39,15 @@ pub struct LineChunker {
 
 impl LineChunker {
     pub fn new(source: Box<dyn Read + Send>, path: PathBuf, start_offset: u64, target: usize) -> Self {
-        LineChunker { source, path, buf: Vec::new(), target: target.max(1), offset: start_offset, line: 1, eof: false }
+        LineChunker {
+            source,
+            path,
+            buf: Vec::new(),
+            target: target.max(1),
+            offset: start_offset,
+            line: 1,
+            eof: false,
+        }
     }
 
     fn fill(&mut self, want: usize) -> Result<()> {
@@ -72,14 +80,22 @@ impl LineChunker {
         let mut want = self.target;
         loop {
             self.fill(want)?;
-            let cut = if self.eof { Some(self.buf.len()) } else { memchr::memrchr(b'\n', &self.buf).map(|i| i + 1) };
+            let cut = if self.eof {
+                Some(self.buf.len())
+            } else {
+                memchr::memrchr(b'\n', &self.buf).map(|i| i + 1)
+            };
             match cut {
                 Some(0) => return Ok(None),
                 Some(len) => {
                     let rest = self.buf[len..].to_vec();
                     let mut bytes = std::mem::replace(&mut self.buf, rest);
                     bytes.truncate(len);
-                    let chunk = LineChunk { first_line: self.line, offset: self.offset, bytes };
+                    let chunk = LineChunk {
+                        first_line: self.line,
+                        offset: self.offset,
+                        bytes,
+                    };
                     self.line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
                     self.offset += len as u64;
                     return Ok(Some(chunk));
@@ -232,7 +248,12 @@ impl<'de> de::Deserialize<'de> for ValueKind<'de> {
 
 /// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
 /// skipped (they hold no record).
-pub fn parse_jsonl<'a>(chunk: &'a LineChunk, field: &str, path: &std::path::Path, whole_file: bool) -> Result<Documents<'a>> {
+pub fn parse_jsonl<'a>(
+    chunk: &'a LineChunk,
+    field: &str,
+    path: &std::path::Path,
+    whole_file: bool,
+) -> Result<Documents<'a>> {
     let mut docs = Documents::default();
     let mut offset = chunk.offset;
     for (line_no, raw) in (chunk.first_line..).zip(chunk.bytes.split_inclusive(|&b| b == b'\n')) {
@@ -245,7 +266,11 @@ pub fn parse_jsonl<'a>(chunk: &'a LineChunk, field: &str, path: &std::path::Path
                 format!("the line at byte {offset}")
             }
         };
-        let bad = |message: String| Error::InvalidRecord { path: path.to_path_buf(), position: here(), message };
+        let bad = |message: String| Error::InvalidRecord {
+            path: path.to_path_buf(),
+            position: here(),
+            message,
+        };
         if !line.iter().all(u8::is_ascii_whitespace) {
             let mut de = serde_json::Deserializer::from_slice(line);
             let value = FieldOf { name: field }
@@ -330,7 +355,11 @@ mod tests {
     use super::*;
 
     fn chunk(text: &str) -> LineChunk {
-        LineChunk { bytes: text.as_bytes().to_vec(), first_line: 1, offset: 0 }
+        LineChunk {
+            bytes: text.as_bytes().to_vec(),
+            first_line: 1,
+            offset: 0,
+        }
     }
 
     fn parse(text: &str) -> Result<Documents<'static>> {
@@ -352,8 +381,14 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_the_field() {
         let cases = [
-            ("{\"text\": \"a\"}\n{\"text\": 5}\n", "line 2: field \"text\" is a number, not a string"),
-            ("{\"text\": \"a\"}\n\n{\"body\": \"b\"}\n", "line 3: has no field \"text\""),
+            (
+                "{\"text\": \"a\"}\n{\"text\": 5}\n",
+                "line 2: field \"text\" is a number, not a string",
+            ),
+            (
+                "{\"text\": \"a\"}\n\n{\"body\": \"b\"}\n",
+                "line 3: has no field \"text\"",
+            ),
             ("{\"text\": \"a\"\n", "line 1: is not valid JSON"),
             ("[1, 2]\n", "line 1: is not a JSON object"),
             ("{\"text\": \"a\"} x\n", "line 1: is not valid JSON"),
@@ -369,10 +404,14 @@ mod tests {
     fn line_chunks_cover_the_stream_in_whole_lines() {
         let text: String = (0..500).map(|i| format!("{{\"text\": \"line {i}\"}}\n")).collect();
         for target in [1, 10, 100, 100_000] {
-            let chunks: Vec<LineChunk> =
-                LineChunker::new(Box::new(std::io::Cursor::new(text.clone().into_bytes())), "x".into(), 0, target)
-                    .collect::<Result<_>>()
-                    .unwrap();
+            let chunks: Vec<LineChunk> = LineChunker::new(
+                Box::new(std::io::Cursor::new(text.clone().into_bytes())),
+                "x".into(),
+                0,
+                target,
+            )
+            .collect::<Result<_>>()
+            .unwrap();
             let mut line = 1;
             let mut joined = Vec::new();
             for c in &chunks {
@@ -391,7 +430,10 @@ mod tests {
         let data = b"onetwo\xffthree";
         let (docs, skipped) = documents_of_buffer(data, &[0, 3, 3, 6], None, 0).unwrap();
         assert_eq!((docs, skipped), (vec!["one", "two"], 1));
-        let err = documents_of_buffer(data, &[0, 3, 7], None, 10).err().unwrap().to_string();
+        let err = documents_of_buffer(data, &[0, 3, 7], None, 10)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("row 11"), "{err}");
         assert!(documents_of_buffer(data, &[0, 99], None, 0).is_err());
     }

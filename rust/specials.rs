@@ -49,13 +49,13 @@ impl SpecialMatcher {
 
     /// Calls `f` with the text segments and special tokens of `text`, in order (empty text skipped).
     #[inline]
-    pub fn for_each_segment<'t>(
-        &self,
-        text: &'t str,
-        mut f: impl FnMut(Segment<'t>) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_each_segment<'t>(&self, text: &'t str, mut f: impl FnMut(Segment<'t>) -> Result<()>) -> Result<()> {
         let Some(ac) = &self.automaton else {
-            return if text.is_empty() { Ok(()) } else { f(Segment::Text(text)) };
+            return if text.is_empty() {
+                Ok(())
+            } else {
+                f(Segment::Text(text))
+            };
         };
         let mut last = 0;
         for m in ac.find_iter(text) {

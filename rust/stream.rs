@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
 use crate::cuts::Cutter;
+use crate::error::{Error, Result};
 
 /// Default chunk size: large enough to amortise per-chunk work, small enough that
 /// `threads × chunk` stays a few tens of MB.
@@ -36,14 +36,19 @@ pub struct TextSource {
 
 impl TextSource {
     pub fn whole(path: impl Into<PathBuf>) -> Self {
-        TextSource { path: path.into(), range: None }
+        TextSource {
+            path: path.into(),
+            range: None,
+        }
     }
 
     /// Bytes this source covers on disk (for progress).
     pub fn disk_bytes(&self) -> Result<u64> {
         match self.range {
             Some((start, end)) => Ok(end.saturating_sub(start)),
-            None => Ok(std::fs::metadata(&self.path).map_err(|e| Error::io(Some(self.path.clone()), e))?.len()),
+            None => Ok(std::fs::metadata(&self.path)
+                .map_err(|e| Error::io(Some(self.path.clone()), e))?
+                .len()),
         }
     }
 
@@ -71,15 +76,24 @@ impl TextSource {
                 )));
             }
             file.seek(SeekFrom::Start(start)).map_err(io_err)?;
-            let counted = CountingReader { inner: file.take(end.saturating_sub(start)), counter };
+            let counted = CountingReader {
+                inner: file.take(end.saturating_sub(start)),
+                counter,
+            };
             return Ok(Box::new(BufReader::with_capacity(256 << 10, counted)));
         }
         let head = std::io::Cursor::new(magic[..n].to_vec());
-        let counted = CountingReader { inner: head.chain(file), counter };
+        let counted = CountingReader {
+            inner: head.chain(file),
+            counter,
+        };
         let raw = BufReader::with_capacity(256 << 10, counted);
         Ok(match compression {
             Compression::None => Box::new(raw),
-            Compression::Gzip => Box::new(BufReader::with_capacity(256 << 10, flate2::read::MultiGzDecoder::new(raw))),
+            Compression::Gzip => Box::new(BufReader::with_capacity(
+                256 << 10,
+                flate2::read::MultiGzDecoder::new(raw),
+            )),
             // Reads every frame of a multi-frame file (zstd's streaming decoder does by default).
             Compression::Zstd => Box::new(BufReader::with_capacity(
                 256 << 10,
@@ -148,12 +162,7 @@ pub struct ChunkReader<'c> {
 }
 
 impl<'c> ChunkReader<'c> {
-    pub fn new(
-        source: Box<dyn Read + Send + 'c>,
-        path: Option<PathBuf>,
-        cutter: &'c Cutter,
-        target: usize,
-    ) -> Self {
+    pub fn new(source: Box<dyn Read + Send + 'c>, path: Option<PathBuf>, cutter: &'c Cutter, target: usize) -> Self {
         ChunkReader {
             source,
             path,
@@ -230,7 +239,11 @@ impl<'c> ChunkReader<'c> {
         loop {
             self.fill(want)?;
             if self.eof {
-                return if self.buf.is_empty() { Ok(None) } else { self.emit(self.buf.len()).map(Some) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    self.emit(self.buf.len()).map(Some)
+                };
             }
             if let Some(cut) = self.cutter.last_safe_cut(&self.buf) {
                 return self.emit(cut).map(Some);
@@ -271,7 +284,10 @@ mod tests {
     use crate::specials::SpecialMatcher;
 
     fn cutter() -> Cutter {
-        Cutter::new(SpecialMatcher::new(&["<|endoftext|>".into()]).unwrap(), &Pretokenizer::Gpt2)
+        Cutter::new(
+            SpecialMatcher::new(&["<|endoftext|>".into()]).unwrap(),
+            &Pretokenizer::Gpt2,
+        )
     }
 
     #[test]
@@ -320,10 +336,16 @@ mod tests {
             let chunks: Vec<Chunk> = reader.collect::<Result<_>>().unwrap();
             assert!(chunks.len() > 1, "no forced cut");
             assert!(chunks.iter().all(|c| c.text.len() <= 2 * crate::cuts::FORCED_CUT_AFTER));
-            let pieces: Vec<&str> = chunks.iter().flat_map(|c| Pretokenizer::Gpt2.pieces(&c.text).unwrap()).collect();
+            let pieces: Vec<&str> = chunks
+                .iter()
+                .flat_map(|c| Pretokenizer::Gpt2.pieces(&c.text).unwrap())
+                .collect();
             assert_eq!(pieces, whole);
             let parts = split_at_safe_cuts(text, &cutter, 1 << 16);
-            let pieces: Vec<&str> = parts.iter().flat_map(|p| Pretokenizer::Gpt2.pieces(p).unwrap()).collect();
+            let pieces: Vec<&str> = parts
+                .iter()
+                .flat_map(|p| Pretokenizer::Gpt2.pieces(p).unwrap())
+                .collect();
             assert_eq!(pieces, whole);
         }
     }

@@ -29,7 +29,12 @@ pub fn pool(threads: Option<usize>) -> Result<Arc<rayon::ThreadPool>> {
     }
     let n = n.min(MAX_THREADS_PER_CORE * default_threads());
     static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(Pools { pid: std::process::id(), by_threads: HashMap::new() }));
+    let pools = POOLS.get_or_init(|| {
+        Mutex::new(Pools {
+            pid: std::process::id(),
+            by_threads: HashMap::new(),
+        })
+    });
     let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
     if pools.pid != std::process::id() {
         // Forked: the old pools' threads do not exist here. Forget them without running their drop,

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::cuts::Cutter;
 use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
-use crate::cuts::Cutter;
 use crate::pretokenize::Pretokenizer;
-use crate::specials::{Segment, SpecialMatcher};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, LineChunker, RecordStats};
+use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
 /// Distinct pre-tokens (as bytes) and how often each occurs.
@@ -71,7 +71,15 @@ pub fn count_files(
     progress: &dyn Progress,
     lossy: bool,
 ) -> Result<PretokenCounts> {
-    count_files_in_chunks(sources, specials, pretokenizer, pool, progress, DEFAULT_CHUNK_BYTES, lossy)
+    count_files_in_chunks(
+        sources,
+        specials,
+        pretokenizer,
+        pool,
+        progress,
+        DEFAULT_CHUNK_BYTES,
+        lossy,
+    )
 }
 
 /// `count_files` with a chosen chunk size; the counts do not depend on it.
@@ -85,7 +93,16 @@ pub fn count_files_in_chunks(
     lossy: bool,
 ) -> Result<PretokenCounts> {
     let text_bytes = AtomicU64::new(0);
-    count_files_measured(sources, specials, pretokenizer, pool, progress, chunk_bytes, lossy, &text_bytes)
+    count_files_measured(
+        sources,
+        specials,
+        pretokenizer,
+        pool,
+        progress,
+        chunk_bytes,
+        lossy,
+        &text_bytes,
+    )
 }
 
 /// `count_files_in_chunks` that also adds the bytes of text read (decompressed) to `text_bytes`.
@@ -109,7 +126,11 @@ pub fn count_files_measured(
     let mut streams = Vec::with_capacity(sources.len());
     for s in sources {
         let reader = s.open(read.clone())?;
-        streams.push(ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes).starting_at(s.start()).lossy(lossy));
+        streams.push(
+            ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes)
+                .starting_at(s.start())
+                .lossy(lossy),
+        );
     }
     // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
     // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
@@ -174,7 +195,12 @@ pub fn count_jsonl(
 ) -> Result<(PretokenCounts, RecordStats)> {
     let total = source.disk_bytes()?;
     let read = Arc::new(AtomicU64::new(0));
-    let chunks = LineChunker::new(source.open(read.clone())?, source.path.clone(), source.start(), records::RECORD_CHUNK_BYTES);
+    let chunks = LineChunker::new(
+        source.open(read.clone())?,
+        source.path.clone(),
+        source.start(),
+        records::RECORD_CHUNK_BYTES,
+    );
     let whole = source.range.is_none();
     pool.install(|| {
         chunks
@@ -326,10 +352,17 @@ pub fn train_from_counts(
 
     let candidate = |key: u64, count: u64, token_bytes: &[Rc<[u8]>]| {
         let (a, b) = split_key(key);
-        Candidate { count, left: token_bytes[a as usize].clone(), right: token_bytes[b as usize].clone(), key }
+        Candidate {
+            count,
+            left: token_bytes[a as usize].clone(),
+            right: token_bytes[b as usize].clone(),
+            key,
+        }
     };
-    let mut heap: BinaryHeap<Candidate> =
-        pair_counts.iter().map(|(&k, &c)| candidate(k, c, &token_bytes)).collect();
+    let mut heap: BinaryHeap<Candidate> = pair_counts
+        .iter()
+        .map(|(&k, &c)| candidate(k, c, &token_bytes))
+        .collect();
 
     let total_merges = (vocab_size - base) as u64;
     let mut merges = Vec::new();
@@ -412,7 +445,8 @@ pub fn train_from_counts(
             }
         }
         let done = merges.len() as u64;
-        if (done.is_multiple_of(64) || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges) {
+        if (done.is_multiple_of(64) || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges)
+        {
             return Err(Error::Interrupted);
         }
     }
@@ -427,7 +461,13 @@ mod tests {
 
     fn counts_of(text: &str, specials: &[String]) -> PretokenCounts {
         let mut counts = PretokenCounts::default();
-        count_text(text, &SpecialMatcher::new(specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
+        count_text(
+            text,
+            &SpecialMatcher::new(specials).unwrap(),
+            &Pretokenizer::Gpt2,
+            &mut counts,
+        )
+        .unwrap();
         counts
     }
 
@@ -508,8 +548,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bpe-lm-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("text.txt");
-        let text = "Once upon a time, there was a cat.\nIt's   here!<|endoftext|>\n\nZweite Geschichte: 123 äöü\n 中文 \t\n"
-            .repeat(300);
+        let text =
+            "Once upon a time, there was a cat.\nIt's   here!<|endoftext|>\n\nZweite Geschichte: 123 äöü\n 中文 \t\n"
+                .repeat(300);
         std::fs::write(&path, &text).unwrap();
         let specials = SpecialMatcher::new(&["<|endoftext|>".to_string()]).unwrap();
         let mut expected = PretokenCounts::default();
@@ -534,7 +575,11 @@ mod tests {
             std::fs::write(&other, "tail without newline").unwrap();
             let mut both = expected.clone();
             count_text("tail without newline", &specials, &Pretokenizer::Gpt2, &mut both).unwrap();
-            let sources = [TextSource::whole(&path), TextSource::whole(&other), TextSource::whole(&path)];
+            let sources = [
+                TextSource::whole(&path),
+                TextSource::whole(&other),
+                TextSource::whole(&path),
+            ];
             let counts =
                 count_files_in_chunks(&sources, &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, 64, false).unwrap();
             let mut thrice = both.clone();
@@ -552,10 +597,16 @@ mod tests {
         counts.insert(b"abc".as_slice().into(), u64::MAX / 3);
         counts.insert(b"cd".as_slice().into(), 7);
         let err = train_from_counts(counts, 260, &[], &NoProgress);
-        assert!(matches!(err, Err(Error::InvalidArgument(ref m)) if m.contains("too large")), "{err:?}");
+        assert!(
+            matches!(err, Err(Error::InvalidArgument(ref m)) if m.contains("too large")),
+            "{err:?}"
+        );
         let mut counts = PretokenCounts::default();
         counts.insert(b"ab".as_slice().into(), i64::MAX as u64);
-        assert_eq!(merge_strings(&train_from_counts(counts, 257, &[], &NoProgress).unwrap()), ["a b"]);
+        assert_eq!(
+            merge_strings(&train_from_counts(counts, 257, &[], &NoProgress).unwrap()),
+            ["a b"]
+        );
     }
 
     #[test]

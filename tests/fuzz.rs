@@ -29,7 +29,10 @@ use _core::Error;
 const SPECIALS: [&str; 2] = ["<|endoftext|>", "<|endoftext|><|endoftext|>"];
 
 fn budget() -> Duration {
-    let seconds = std::env::var("BPE_LM_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(1.0);
+    let seconds = std::env::var("BPE_LM_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(1.0);
     Duration::from_secs_f64(seconds)
 }
 
@@ -53,7 +56,11 @@ where
         bytes[..8].copy_from_slice(&seed.to_le_bytes());
         bytes[8..16].copy_from_slice(&(target.len() as u64).to_le_bytes());
         let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
-        let config = Config { cases: BATCH, failure_persistence: None, ..Config::default() };
+        let config = Config {
+            cases: BATCH,
+            failure_persistence: None,
+            ..Config::default()
+        };
         let mut runner = TestRunner::new_with_rng(config, rng);
         match runner.run(&strategy, counted) {
             Ok(()) => {}
@@ -70,7 +77,10 @@ where
     }
     let failures = failure.is_some() as u32;
     let executions = executions.load(Ordering::Relaxed);
-    println!("fuzz {target}: {executions} executions, {failures} failures, {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "fuzz {target}: {executions} executions, {failures} failures, {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     if let Some(f) = failure {
         panic!("fuzz {target} failed: {f}");
     }
@@ -81,8 +91,11 @@ fn text(max_chars: usize) -> impl Strategy<Value = String> {
     let edge: Vec<char> = " \t\n\r\u{a0}\u{3000}\u{2028}\u{85}\u{b}\u{c}'sdmtlvreSDX0123456789.,!?-_\"é中文Ж٣Ⅻ½😀\u{200d}\u{301}\u{1f}<|>"
         .chars()
         .collect();
-    proptest::collection::vec(prop_oneof![4 => proptest::sample::select(edge), 1 => any::<char>()], 0..max_chars)
-        .prop_map(String::from_iter)
+    proptest::collection::vec(
+        prop_oneof![4 => proptest::sample::select(edge), 1 => any::<char>()],
+        0..max_chars,
+    )
+    .prop_map(String::from_iter)
 }
 
 /// One small encoder for every target: trained on varied text, with two overlapping special tokens.
@@ -94,8 +107,19 @@ fn encoder() -> &'static Encoder {
                       aaaa aaaaaaaa the the then there 3.14159 it'll we've they're"
             .repeat(20);
         let mut counts = PretokenCounts::default();
-        count_text(&corpus, &SpecialMatcher::new(&specials).unwrap(), &Pretokenizer::Gpt2, &mut counts).unwrap();
-        Encoder::from_bpe(train_from_counts(counts, 400, &specials, &NoProgress).unwrap(), &specials, None).unwrap()
+        count_text(
+            &corpus,
+            &SpecialMatcher::new(&specials).unwrap(),
+            &Pretokenizer::Gpt2,
+            &mut counts,
+        )
+        .unwrap();
+        Encoder::from_bpe(
+            train_from_counts(counts, 400, &specials, &NoProgress).unwrap(),
+            &specials,
+            None,
+        )
+        .unwrap()
     })
 }
 
@@ -138,7 +162,10 @@ fn encode_decode_round_trip() {
         prop_assert_eq!(enc.decode_bytes(ids.iter().map(|&i| i as u64)).unwrap(), t.as_bytes());
         let mut ordinary = Vec::new();
         enc.encode_ordinary_into(&t, &mut ordinary).unwrap();
-        prop_assert_eq!(enc.decode_bytes(ordinary.iter().map(|&i| i as u64)).unwrap(), t.as_bytes());
+        prop_assert_eq!(
+            enc.decode_bytes(ordinary.iter().map(|&i| i as u64)).unwrap(),
+            t.as_bytes()
+        );
         Ok(())
     });
 }
@@ -164,7 +191,11 @@ fn special_tokens_split_the_text() {
         Ok(())
     });
     let two = enc.encode(&SPECIALS[0].repeat(3)).unwrap();
-    assert_eq!(two, [enc.special_ids()[1], enc.special_ids()[0]], "the longest special token wins, left to right");
+    assert_eq!(
+        two,
+        [enc.special_ids()[1], enc.special_ids()[0]],
+        "the longest special token wins, left to right"
+    );
 }
 
 #[test]
@@ -184,38 +215,42 @@ fn chunk_boundaries_change_nothing() {
         }
         t
     });
-    fuzz("chunk_boundaries_change_nothing", (with_specials, 1usize..64), |(t, target)| {
-        let parts = split_at_safe_cuts(&t, &cutter, target);
-        prop_assert_eq!(parts.concat(), t.clone());
-        let mut joined = Vec::new();
-        for p in &parts {
-            enc.encode_into(p, &mut joined).unwrap();
-        }
-        prop_assert_eq!(joined, enc.encode(&t).unwrap());
-        let mut whole = PretokenCounts::default();
-        count_text(&t, &specials, &Pretokenizer::Gpt2, &mut whole).unwrap();
-        let mut summed = PretokenCounts::default();
-        for p in &parts {
-            count_text(p, &specials, &Pretokenizer::Gpt2, &mut summed).unwrap();
-        }
-        prop_assert_eq!(&summed, &whole);
-        // The file reader cuts chunks the same way, at any chunk size.
-        let path = dir.path("chunks.txt");
-        std::fs::write(&path, &t).unwrap();
-        let pool = _core::threads::pool(Some(2)).unwrap();
-        let counted = count_files_in_chunks(
-            &[TextSource::whole(&path)],
-            &specials,
-            &Pretokenizer::Gpt2,
-            &pool,
-            &NoProgress,
-            target,
-            false,
-        );
-        std::fs::remove_file(&path).unwrap();
-        prop_assert_eq!(counted.unwrap(), whole);
-        Ok(())
-    });
+    fuzz(
+        "chunk_boundaries_change_nothing",
+        (with_specials, 1usize..64),
+        |(t, target)| {
+            let parts = split_at_safe_cuts(&t, &cutter, target);
+            prop_assert_eq!(parts.concat(), t.clone());
+            let mut joined = Vec::new();
+            for p in &parts {
+                enc.encode_into(p, &mut joined).unwrap();
+            }
+            prop_assert_eq!(joined, enc.encode(&t).unwrap());
+            let mut whole = PretokenCounts::default();
+            count_text(&t, &specials, &Pretokenizer::Gpt2, &mut whole).unwrap();
+            let mut summed = PretokenCounts::default();
+            for p in &parts {
+                count_text(p, &specials, &Pretokenizer::Gpt2, &mut summed).unwrap();
+            }
+            prop_assert_eq!(&summed, &whole);
+            // The file reader cuts chunks the same way, at any chunk size.
+            let path = dir.path("chunks.txt");
+            std::fs::write(&path, &t).unwrap();
+            let pool = _core::threads::pool(Some(2)).unwrap();
+            let counted = count_files_in_chunks(
+                &[TextSource::whole(&path)],
+                &specials,
+                &Pretokenizer::Gpt2,
+                &pool,
+                &NoProgress,
+                target,
+                false,
+            );
+            std::fs::remove_file(&path).unwrap();
+            prop_assert_eq!(counted.unwrap(), whole);
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -223,9 +258,17 @@ fn count_file_reader_on_corrupted_bytes() {
     // A valid count file with bytes changed, removed or appended: read back, or refused with the error that
     // names the file, never a panic, never counts that silently differ when the damage is in the records.
     let mut counts = PretokenCounts::default();
-    count_text("the cat sat on the mat, the end 123 héllo", &SpecialMatcher::new(&[]).unwrap(), &Pretokenizer::Gpt2, &mut counts)
-        .unwrap();
-    let header = CountHeader { special_tokens: vec!["<|endoftext|>".into()], pattern: GPT2_PATTERN.into() };
+    count_text(
+        "the cat sat on the mat, the end 123 héllo",
+        &SpecialMatcher::new(&[]).unwrap(),
+        &Pretokenizer::Gpt2,
+        &mut counts,
+    )
+    .unwrap();
+    let header = CountHeader {
+        special_tokens: vec!["<|endoftext|>".into()],
+        pattern: GPT2_PATTERN.into(),
+    };
     let dir = TempDir::new("counts");
     let valid_path = dir.path("valid.cnt");
     write_count_file(&valid_path, &counts, &header).unwrap();
@@ -263,35 +306,57 @@ fn text_reader_on_arbitrary_bytes() {
     let specials = SpecialMatcher::new(&SPECIALS.map(String::from)).unwrap();
     let pool = _core::threads::pool(Some(2)).unwrap();
     let dir = TempDir::new("bytes");
-    let bytes = (proptest::collection::vec(any::<u8>(), 0..400), any::<bool>(), 1usize..64);
-    fuzz("text_reader_on_arbitrary_bytes", bytes, |(mut bytes, gzip_magic, chunk)| {
-        if gzip_magic {
-            bytes.splice(0..0, [0x1f, 0x8b, 0x08, 0x00]);
-        }
-        let path = dir.path("bytes.txt");
-        std::fs::write(&path, &bytes).unwrap();
-        let count = |lossy| {
-            count_files_in_chunks(&[TextSource::whole(&path)], &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, chunk, lossy)
-        };
-        let strict = count(false);
-        let lossy = count(true);
-        std::fs::remove_file(&path).unwrap();
-        if let Ok(text) = std::str::from_utf8(&bytes) {
+    let bytes = (
+        proptest::collection::vec(any::<u8>(), 0..400),
+        any::<bool>(),
+        1usize..64,
+    );
+    fuzz(
+        "text_reader_on_arbitrary_bytes",
+        bytes,
+        |(mut bytes, gzip_magic, chunk)| {
+            if gzip_magic {
+                bytes.splice(0..0, [0x1f, 0x8b, 0x08, 0x00]);
+            }
+            let path = dir.path("bytes.txt");
+            std::fs::write(&path, &bytes).unwrap();
+            let count = |lossy| {
+                count_files_in_chunks(
+                    &[TextSource::whole(&path)],
+                    &specials,
+                    &Pretokenizer::Gpt2,
+                    &pool,
+                    &NoProgress,
+                    chunk,
+                    lossy,
+                )
+            };
+            let strict = count(false);
+            let lossy = count(true);
+            std::fs::remove_file(&path).unwrap();
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                if !gzip_magic {
+                    let mut expected = PretokenCounts::default();
+                    count_text(text, &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
+                    prop_assert_eq!(strict.unwrap(), expected);
+                }
+            } else if !gzip_magic {
+                prop_assert!(matches!(strict, Err(Error::InvalidUtf8 { .. })), "{:?}", strict.err());
+            }
             if !gzip_magic {
                 let mut expected = PretokenCounts::default();
-                count_text(text, &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
-                prop_assert_eq!(strict.unwrap(), expected);
+                count_text(
+                    &String::from_utf8_lossy(&bytes),
+                    &specials,
+                    &Pretokenizer::Gpt2,
+                    &mut expected,
+                )
+                .unwrap();
+                prop_assert_eq!(lossy.unwrap(), expected);
             }
-        } else if !gzip_magic {
-            prop_assert!(matches!(strict, Err(Error::InvalidUtf8 { .. })), "{:?}", strict.err());
-        }
-        if !gzip_magic {
-            let mut expected = PretokenCounts::default();
-            count_text(&String::from_utf8_lossy(&bytes), &specials, &Pretokenizer::Gpt2, &mut expected).unwrap();
-            prop_assert_eq!(lossy.unwrap(), expected);
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -338,7 +403,13 @@ fn jsonl_reader_on_arbitrary_bytes() {
         }
         let path = dir.path("c.jsonl");
         std::fs::write(&path, &bytes).unwrap();
-        let got = count_jsonl(&TextSource::whole(&path), "text", &Pretokenizer::Gpt2, &pool, &NoProgress);
+        let got = count_jsonl(
+            &TextSource::whole(&path),
+            "text",
+            &Pretokenizer::Gpt2,
+            &pool,
+            &NoProgress,
+        );
         std::fs::remove_file(&path).unwrap();
         if let Err(e) = &got {
             prop_assert!(e.to_string().contains("c.jsonl"), "{e}");
@@ -350,9 +421,13 @@ fn jsonl_reader_on_arbitrary_bytes() {
             for line in lines.iter().filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace())) {
                 match serde_json::from_str::<serde_json::Value>(line) {
                     Ok(serde_json::Value::Object(m)) => match m.get("text") {
-                        Some(serde_json::Value::String(t)) => {
-                            count_text(t, &SpecialMatcher::new(&[]).unwrap(), &Pretokenizer::Gpt2, &mut expected).unwrap()
-                        }
+                        Some(serde_json::Value::String(t)) => count_text(
+                            t,
+                            &SpecialMatcher::new(&[]).unwrap(),
+                            &Pretokenizer::Gpt2,
+                            &mut expected,
+                        )
+                        .unwrap(),
                         Some(serde_json::Value::Null) => {}
                         _ => all_good = false,
                     },
@@ -375,15 +450,19 @@ fn records_encode_as_documents_in_any_grouping() {
     // Documents encoded as a batch (in runs over threads) equal each one's encode_ordinary + end id.
     let enc = encoder();
     let pool = _core::threads::pool(Some(2)).unwrap();
-    fuzz("records_encode_as_documents_in_any_grouping", proptest::collection::vec(text(60), 0..20), |docs| {
-        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-        let parts = enc.encode_documents(&refs, Some(7), &pool).unwrap();
-        let mut expected = Vec::new();
-        for d in &docs {
-            enc.encode_ordinary_into(d, &mut expected).unwrap();
-            expected.push(7);
-        }
-        prop_assert_eq!(parts.concat(), expected);
-        Ok(())
-    });
+    fuzz(
+        "records_encode_as_documents_in_any_grouping",
+        proptest::collection::vec(text(60), 0..20),
+        |docs| {
+            let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            let parts = enc.encode_documents(&refs, Some(7), &pool).unwrap();
+            let mut expected = Vec::new();
+            for d in &docs {
+                enc.encode_ordinary_into(d, &mut expected).unwrap();
+                expected.push(7);
+            }
+            prop_assert_eq!(parts.concat(), expected);
+            Ok(())
+        },
+    );
 }
