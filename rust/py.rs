@@ -25,7 +25,7 @@ use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{Phase, Progress};
 use crate::records;
 use crate::specials::SpecialMatcher;
-use crate::stream::{TextSource, DEFAULT_CHUNK_BYTES};
+use crate::stream::TextSource;
 use crate::threads;
 use crate::train::{self, PretokenCounts};
 
@@ -696,23 +696,12 @@ impl PretokenCounter {
         progress: Option<Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let sources = text_sources(paths, ranges)?;
-        let text_bytes = AtomicU64::new(0);
-        let counted = run_long(py, progress.as_ref(), |p| {
+        let (counted, text_bytes) = run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            let (specials, pre) = (&self.specials, &self.pretokenizer);
-            train::count_files_measured(
-                &sources,
-                specials,
-                pre,
-                &pool,
-                p,
-                DEFAULT_CHUNK_BYTES,
-                errors_replace,
-                &text_bytes,
-            )
+            train::count_files(&sources, &self.specials, &self.pretokenizer, &pool, p, errors_replace)
         })?;
         py.detach(|| self.add(counted));
-        Ok(text_bytes.load(Ordering::Relaxed))
+        Ok(text_bytes)
     }
 
     /// Counts the records of a JSON-lines file, one document each; returns (documents, skipped, text bytes).

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::{Error, Result};
+use crate::stream::{fill_buffer, take_front};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
 pub const RECORD_CHUNK_BYTES: usize = 2 << 20;
@@ -51,29 +52,8 @@ impl LineChunker {
     }
 
     fn fill(&mut self, want: usize) -> Result<()> {
-        while !self.eof && self.buf.len() < want {
-            let start = self.buf.len();
-            self.buf.resize(want.max(start + 64 * 1024), 0);
-            loop {
-                match self.source.read(&mut self.buf[start..]) {
-                    Ok(0) => {
-                        self.eof = true;
-                        self.buf.truncate(start);
-                        break;
-                    }
-                    Ok(n) => {
-                        self.buf.truncate(start + n);
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(start);
-                        return Err(Error::io(Some(self.path.clone()), e));
-                    }
-                }
-            }
-        }
-        Ok(())
+        fill_buffer(&mut *self.source, &mut self.buf, want, &mut self.eof)
+            .map_err(|e| Error::io(Some(self.path.clone()), e))
     }
 
     fn next_chunk(&mut self) -> Result<Option<LineChunk>> {
@@ -88,9 +68,7 @@ impl LineChunker {
             match cut {
                 Some(0) => return Ok(None),
                 Some(len) => {
-                    let rest = self.buf[len..].to_vec();
-                    let mut bytes = std::mem::replace(&mut self.buf, rest);
-                    bytes.truncate(len);
+                    let bytes = take_front(&mut self.buf, len);
                     let chunk = LineChunk {
                         first_line: self.line,
                         offset: self.offset,

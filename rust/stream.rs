@@ -141,6 +141,47 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Reads from `source` until `buf` holds at least `want` bytes, or to the end (then sets `eof`): the
+/// buffer both chunkers cut from (text at safe cuts, JSON lines at line ends).
+pub(crate) fn fill_buffer(
+    source: &mut (dyn Read + Send + '_),
+    buf: &mut Vec<u8>,
+    want: usize,
+    eof: &mut bool,
+) -> std::io::Result<()> {
+    while !*eof && buf.len() < want {
+        let start = buf.len();
+        buf.resize(want.max(start + 64 * 1024), 0);
+        loop {
+            match source.read(&mut buf[start..]) {
+                Ok(0) => {
+                    *eof = true;
+                    buf.truncate(start);
+                    break;
+                }
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first `len` bytes of `buf`, taken out of it (the rest stays, at the front).
+pub(crate) fn take_front(buf: &mut Vec<u8>, len: usize) -> Vec<u8> {
+    let rest = buf[len..].to_vec();
+    let mut front = std::mem::replace(buf, rest);
+    front.truncate(len);
+    front
+}
+
 /// One piece of a text stream: valid UTF-8, cut where pre-tokenization is unaffected.
 pub struct Chunk {
     pub text: String,
@@ -189,35 +230,11 @@ impl<'c> ChunkReader<'c> {
 
     /// Reads until `buf` holds at least `want` bytes or the stream ends.
     fn fill(&mut self, want: usize) -> Result<()> {
-        while !self.eof && self.buf.len() < want {
-            let start = self.buf.len();
-            self.buf.resize(want.max(start + 64 * 1024), 0);
-            loop {
-                match self.source.read(&mut self.buf[start..]) {
-                    Ok(0) => {
-                        self.eof = true;
-                        self.buf.truncate(start);
-                        break;
-                    }
-                    Ok(n) => {
-                        self.buf.truncate(start + n);
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(start);
-                        return Err(Error::io(self.path.clone(), e));
-                    }
-                }
-            }
-        }
-        Ok(())
+        fill_buffer(&mut *self.source, &mut self.buf, want, &mut self.eof).map_err(|e| Error::io(self.path.clone(), e))
     }
 
     fn emit(&mut self, len: usize) -> Result<Chunk> {
-        let rest = self.buf[len..].to_vec();
-        let mut bytes = std::mem::replace(&mut self.buf, rest);
-        bytes.truncate(len);
+        let bytes = take_front(&mut self.buf, len);
         let offset = self.offset;
         self.offset += len as u64;
         if self.lossy {

@@ -60,9 +60,10 @@ fn merge_counts(mut a: PretokenCounts, mut b: PretokenCounts) -> PretokenCounts 
     a
 }
 
-/// Counts the pre-tokens of text files (.txt or gzip), in parallel on `pool`. Each file is its own
-/// stream: no pre-token spans two files. Progress reports bytes read from disk. Invalid UTF-8 is an
-/// error naming its byte offset, or with `lossy` becomes U+FFFD.
+/// Counts the pre-tokens of text files (plain, gzip or zstd), in parallel on `pool`; returns the counts
+/// and the bytes of text read (decompressed). Each file is its own stream: no pre-token spans two files.
+/// Progress reports bytes read from disk. Invalid UTF-8 is an error naming its byte offset, or with `lossy`
+/// becomes U+FFFD.
 pub fn count_files(
     sources: &[TextSource],
     specials: &SpecialMatcher,
@@ -70,7 +71,7 @@ pub fn count_files(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
     lossy: bool,
-) -> Result<PretokenCounts> {
+) -> Result<(PretokenCounts, u64)> {
     count_files_in_chunks(
         sources,
         specials,
@@ -91,32 +92,8 @@ pub fn count_files_in_chunks(
     progress: &dyn Progress,
     chunk_bytes: usize,
     lossy: bool,
-) -> Result<PretokenCounts> {
+) -> Result<(PretokenCounts, u64)> {
     let text_bytes = AtomicU64::new(0);
-    count_files_measured(
-        sources,
-        specials,
-        pretokenizer,
-        pool,
-        progress,
-        chunk_bytes,
-        lossy,
-        &text_bytes,
-    )
-}
-
-/// `count_files_in_chunks` that also adds the bytes of text read (decompressed) to `text_bytes`.
-#[allow(clippy::too_many_arguments)]
-pub fn count_files_measured(
-    sources: &[TextSource],
-    specials: &SpecialMatcher,
-    pretokenizer: &Pretokenizer,
-    pool: &rayon::ThreadPool,
-    progress: &dyn Progress,
-    chunk_bytes: usize,
-    lossy: bool,
-    text_bytes: &AtomicU64,
-) -> Result<PretokenCounts> {
     let mut total = 0u64;
     for s in sources {
         total += s.disk_bytes()?;
@@ -135,7 +112,7 @@ pub fn count_files_measured(
     // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
     // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
     // thread's work.
-    pool.install(|| {
+    let counts = pool.install(|| {
         streams
             .into_par_iter()
             .map(|stream| {
@@ -153,7 +130,8 @@ pub fn count_files_measured(
                     .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
-    })
+    });
+    Ok((counts?, text_bytes.into_inner()))
 }
 
 /// Adds the pre-tokens of one document of a record corpus: all of it is text (special-token strings too).
@@ -568,7 +546,11 @@ mod tests {
                     false,
                 )
                 .unwrap();
-                assert_eq!(counts, expected, "threads {threads}, chunk {chunk}");
+                assert_eq!(
+                    counts,
+                    (expected.clone(), text.len() as u64),
+                    "threads {threads}, chunk {chunk}"
+                );
             }
             // Several files, read in parallel: the sum of their counts (no pre-token spans two files).
             let other = dir.join("other.txt");
@@ -584,7 +566,8 @@ mod tests {
                 count_files_in_chunks(&sources, &specials, &Pretokenizer::Gpt2, &pool, &NoProgress, 64, false).unwrap();
             let mut thrice = both.clone();
             count_text(&text, &specials, &Pretokenizer::Gpt2, &mut thrice).unwrap();
-            assert_eq!(counts, thrice, "threads {threads}, three files");
+            let bytes = (2 * text.len() + "tail without newline".len()) as u64;
+            assert_eq!(counts, (thrice, bytes), "threads {threads}, three files");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -102,6 +102,16 @@ def _text_estimate(unit: Unit) -> int:
     return unit.size * (3 if unit.input.format == "parquet" else 1)
 
 
+@contextmanager
+def _read_locally(unit: Unit) -> Iterator[Unit]:
+    """The unit, or for a URL's input the same unit of a local copy, removed afterwards."""
+    if unit.input.url is None:
+        yield unit
+        return
+    with staged(unit.input) as local:
+        yield Unit(local, size=unit.size)
+
+
 def encode_unit(
     tok: Tokenizer,
     unit: Unit,
@@ -113,31 +123,26 @@ def encode_unit(
     progress: Callback | None = None,
 ) -> Stats:
     """Appends the ids of one unit to `writer` (a `_core.TokenWriter`)."""
-    if unit.input.url is not None:
-        with staged(unit.input) as local:
-            stats = encode_unit(tok, Unit(local, size=unit.size), writer, text_field=text_field, num_threads=num_threads,
-                                errors=errors, progress=progress)  # fmt: skip
-        stats.inputs = [unit.input.url]
-        return stats
-    inp = unit.input
-    path = os.fspath(inp.path)
-    if inp.format == "text":
-        tokens, text_bytes = tok._core.encode_text_into(
-            path, writer, num_threads, errors == "replace", progress, unit.byte_range
-        )
-        return Stats(text_bytes=text_bytes, tokens=tokens, inputs=[path])
-    eot = end_of_text_id(tok)
-    if inp.format == "jsonl":
-        docs, skipped, text_bytes, tokens = tok._core.encode_jsonl_into(
-            path, text_field, eot, writer, num_threads, progress, unit.byte_range
-        )
-        return Stats(docs, skipped, text_bytes, tokens, [path])
+    with _read_locally(unit) as here:
+        inp = here.input
+        path = os.fspath(inp.path)
+        if inp.format == "text":
+            tokens, text_bytes = tok._core.encode_text_into(
+                path, writer, num_threads, errors == "replace", progress, here.byte_range
+            )
+            stats = Stats(text_bytes=text_bytes, tokens=tokens)
+        elif inp.format == "jsonl":
+            stats = Stats(*tok._core.encode_jsonl_into(
+                path, text_field, end_of_text_id(tok), writer, num_threads, progress, here.byte_range
+            ))  # fmt: skip
+        else:
+            eot = end_of_text_id(tok)
 
-    def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
-        return tok._core.encode_documents_into(columns, eot, writer, num_threads, row0, path)
+            def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
+                return tok._core.encode_documents_into(columns, eot, writer, num_threads, row0, path)
 
-    stats = _record_loop(unit, text_field, add, progress)
-    stats.inputs = [path]
+            stats = _record_loop(here, text_field, add, progress)
+    stats.inputs = [unit.input.where]
     return stats
 
 
@@ -151,26 +156,21 @@ def count_unit(
     progress: Callback | None = None,
 ) -> Stats:
     """Adds the pre-tokens of one unit to `counter` (a `_core.PretokenCounter`)."""
-    if unit.input.url is not None:
-        with staged(unit.input) as local:
-            stats = count_unit(counter, Unit(local, size=unit.size), text_field=text_field, num_threads=num_threads,
-                               errors=errors, progress=progress)  # fmt: skip
-        stats.inputs = [unit.input.url]
-        return stats
-    inp = unit.input
-    path = os.fspath(inp.path)
-    if inp.format == "text":
-        text_bytes = counter.add_text([path], [unit.byte_range], num_threads, errors == "replace", progress)
-        return Stats(text_bytes=text_bytes, inputs=[path])
-    if inp.format == "jsonl":
-        docs, skipped, text_bytes = counter.add_jsonl(path, text_field, unit.byte_range, num_threads, progress)
-        return Stats(docs, skipped, text_bytes, 0, [path])
+    with _read_locally(unit) as here:
+        inp = here.input
+        path = os.fspath(inp.path)
+        if inp.format == "text":
+            text_bytes = counter.add_text([path], [here.byte_range], num_threads, errors == "replace", progress)
+            stats = Stats(text_bytes=text_bytes)
+        elif inp.format == "jsonl":
+            stats = Stats(*counter.add_jsonl(path, text_field, here.byte_range, num_threads, progress))
+        else:
 
-    def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
-        return counter.add_documents(columns, num_threads, row0, path)
+            def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
+                return counter.add_documents(columns, num_threads, row0, path)
 
-    stats = _record_loop(unit, text_field, add, progress)
-    stats.inputs = [path]
+            stats = _record_loop(here, text_field, add, progress)
+    stats.inputs = [unit.input.where]
     return stats
 
 

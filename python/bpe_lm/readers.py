@@ -24,7 +24,7 @@ import queue
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,13 +152,6 @@ class Unit:
     row_groups: tuple[int, ...] | None = None
     files: tuple[Path, ...] | None = None
     size: int = 0  # bytes on disk, for balancing
-
-    def describe(self) -> str:
-        if self.byte_range:
-            return f"{self.input.path} bytes {self.byte_range[0]}-{self.byte_range[1]}"
-        if self.row_groups is not None:
-            return f"{self.input.path} row groups {self.row_groups[0]}-{self.row_groups[-1]}"
-        return str(self.input.path)
 
 
 @dataclass
@@ -449,12 +442,7 @@ def check_columns(inp: Input, text_field: str) -> None:
             if inp.format == "parquet":
                 schema = pa.parquet.ParquetFile(f).schema_arrow
             else:
-                source = pa.memory_map(os.fspath(f))
-                try:
-                    schema = pa.ipc.open_file(source).schema
-                except pa.ArrowInvalid:
-                    source.seek(0)
-                    schema = pa.ipc.open_stream(source).schema
+                schema = _open_arrow(f)[0]
         except Exception as e:
             kind = "parquet" if inp.format == "parquet" else "Arrow"
             raise InputError(f"{f}: not a readable {kind} file ({type(e).__name__}: {e})") from None
@@ -490,19 +478,24 @@ def _parquet_batches(path: Path, text_field: str, row_groups: Sequence[int] | No
         raise InputError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
 
 
-def _arrow_batches(path: Path, text_field: str) -> Iterator[Any]:
+def _open_arrow(path: Path) -> tuple[Any, Iterator[Any]]:
+    """(schema, record batches) of an Arrow IPC file or stream (`datasets` writes streams), memory-mapped:
+    the OS pages the file in and out, so memory stays bounded."""
     pa = _pyarrow()
+    source = pa.memory_map(os.fspath(path))
     try:
-        source = pa.memory_map(os.fspath(path))  # the OS pages the file in and out: memory stays bounded
-        try:
-            reader = pa.ipc.open_file(source)
-            _check_column(reader.schema, text_field, path)
-            batches: Iterator[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        except pa.ArrowInvalid:
-            source.seek(0)
-            stream = pa.ipc.open_stream(source)
-            _check_column(stream.schema, text_field, path)
-            batches = iter(stream)
+        reader = pa.ipc.open_file(source)
+        return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:
+        source.seek(0)
+        stream = pa.ipc.open_stream(source)
+        return stream.schema, iter(stream)
+
+
+def _arrow_batches(path: Path, text_field: str) -> Iterator[Any]:
+    try:
+        schema, batches = _open_arrow(path)
+        _check_column(schema, text_field, path)
         ramp = _Ramp()
         for batch in batches:
             yield from ramp.sliced(batch.column(batch.schema.get_field_index(text_field)))
@@ -583,17 +576,6 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 # Units of work (shards, Ray tasks)
 
 
-def _aligned_ranges(path: Path, parts: int, separators: Sequence[bytes]) -> list[tuple[int, int]]:
-    """`parts` byte ranges of a plain file, each cut just after a separator (a document boundary)."""
-    from bpe_lm.shards import boundary_after
-
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        cuts = [0] + [boundary_after(f, size * i // parts, size, list(separators)) for i in range(1, parts)] + [size]
-    cuts = sorted(set(cuts))
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
-
-
 def units_of(inp: Input, parts: int, separators: Sequence[bytes]) -> list[Unit]:
     """An input split into at most `parts` units of about equal size where its format allows: plain text at
     separators, plain JSON lines at line ends, parquet by row group, Arrow directories by file; a
@@ -620,7 +602,10 @@ def units_of(inp: Input, parts: int, separators: Sequence[bytes]) -> list[Unit]:
         separators = [b"\n"]
     elif not separators:
         return [Unit(inp, size=size)]
-    return [Unit(inp, byte_range=r, size=r[1] - r[0]) for r in _aligned_ranges(inp.path, parts, separators)]
+    from bpe_lm.shards import cut_points
+
+    cuts = cut_points(inp.path, parts, separators)
+    return [Unit(inp, byte_range=(a, b), size=b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def _balanced(items: list[int], sizes: list[int], parts: int) -> list[list[int]]:
@@ -722,6 +707,3 @@ def iter_documents(
                 for value in column.to_pylist():
                     if value:
                         yield value[: cap if cap >= 0 else None]
-
-
-ProgressFn = Callable[[str, int, int], None]

@@ -66,9 +66,15 @@ def shard_range(path: str | os.PathLike[str], index: int, count: int, special_to
         raise ValueError(
             f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first"
         )
-    seps = check_separators(special_tokens)
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        start = 0 if index == 0 else boundary_after(f, size * index // count, size, seps)
-        end = size if index == count - 1 else boundary_after(f, size * (index + 1) // count, size, seps)
-    return start, max(start, end)
+    cuts = cut_points(p, count, check_separators(special_tokens))
+    return cuts[index], cuts[index + 1]
+
+
+def cut_points(path: str | os.PathLike[str], parts: int, separators: Sequence[bytes]) -> list[int]:
+    """`parts + 1` offsets of a plain file, 0 first and its size last, the others just after the first
+    separator at or past each `size * i / parts`: ranges between them hold whole documents (some may be
+    empty)."""
+    size = Path(path).stat().st_size
+    with open(path, "rb") as f:
+        inner = [boundary_after(f, size * i // parts, size, list(separators)) for i in range(1, parts)]
+    return [0, *inner, size]

@@ -351,17 +351,11 @@ class Trainer:
             self._lock_run_dir()
         self._check_run_dir()
         self._load_data()
-        try:
+        with out_of_memory_named(
+            f"out of {self.device.type.upper()} memory building the model and optimizer "
+            f"({account(cfg.model).total_parameters / 1e6:,.0f}M parameters): lower model.vocab_size, d_model or num_layers"
+        ):
             self._build()
-        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
-            if not is_out_of_memory(e):
-                raise
-            from bpe_lm.accounting import account as sizes
-
-            raise TrainingError(
-                f"out of {self.device.type.upper()} memory building the model and optimizer "
-                f"({sizes(cfg.model).total_parameters / 1e6:,.0f}M parameters): lower model.vocab_size, d_model or num_layers"
-            ) from None
         if self.dist.is_main:
             self._lock_run_dir()
             self._check_run_dir()  # again, under the lock: another run may have started meanwhile
@@ -470,8 +464,12 @@ class Trainer:
                 bar.set_postfix(**shown, valid=f"{loss:.3f}")
 
         stop_signal: int | None = None
+        step_advice = (
+            f"out of {self.device.type.upper()} memory with {self.micro_batch} sequences of {cfg.model.context_length} tokens per micro-step: lower "
+            f"training.batch_size, or raise training.grad_accum (same tokens per step, less memory), or lower model.context_length"
+        )
         try:
-            with _StopFlag() as stop:
+            with _StopFlag() as stop, out_of_memory_named(step_advice):
                 if self.iteration == 0:
                     run_eval(0.0)  # the starting point of the validation curve
                     last_flush = (time.perf_counter(), self.tokens_seen)
@@ -513,13 +511,6 @@ class Trainer:
         except KeyboardInterrupt:
             interrupted = True
             raise
-        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
-            if not is_out_of_memory(e):
-                raise
-            raise TrainingError(
-                f"out of {self.device.type.upper()} memory with {self.micro_batch} sequences of {cfg.model.context_length} tokens per micro-step: lower "
-                f"training.batch_size, or raise training.grad_accum (same tokens per step, less memory), or lower model.context_length"
-            ) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -636,6 +627,17 @@ class _RunClock:
 def _grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.tensor(0.0)
+
+
+@contextlib.contextmanager
+def out_of_memory_named(advice: str):
+    """A failed allocation inside (on any device) becomes a TrainingError saying `advice`; other errors pass."""
+    try:
+        yield
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise TrainingError(advice) from None
 
 
 def is_out_of_memory(e: BaseException) -> bool:
