@@ -1,4 +1,4 @@
-"""Whole-file encoding to a uint16 .npy on disk: `bpe-lm encode` vs a tiktoken streaming loop.
+"""Whole-file encoding to a uint16 .npy on disk: `bpe-lm encode` vs a tiktoken streaming loop and gigatoken.
 
 The input is every shared corpus file decompressed and concatenated once (about 117 MB of distinct text in
 seven languages and styles; generated text when they are absent): no repetition that a memo would turn into
@@ -10,6 +10,9 @@ input, to show its memory does not grow with the file.
 The tiktoken loop does only what streaming needs: read 8 MB blocks, cut each after a newline with text on
 both sides (so no pre-token is split), cut the block into 4 × threads slices the same way, encode them with
 `encode_batch` on the threads, write the ids.
+
+gigatoken (`pip install ".[bench]"`) encodes the file with `encode_files` (one document, ids held in memory,
+then saved): its peak RSS grows with the file, bpe-lm's does not.
 
     python benches/encode_file.py                 # 2 threads
     python benches/encode_file.py --threads 1 --skip-tiktoken
@@ -76,6 +79,16 @@ with open(path, encoding="utf-8") as f, open(out, "wb") as g:
 """
 
 
+# gigatoken's whole-file path: `encode_files` of the file as one document (special tokens recognised, as
+# `bpe-lm encode` does), its ids written to a uint16 .npy, so the work ends where bpe-lm's does.
+GIGATOKEN_WORKER = r"""
+import sys, numpy as np, awkward, gigatoken
+path, out, tokenizer_json = sys.argv[1], sys.argv[2], sys.argv[3]
+tok = gigatoken.Tokenizer(tokenizer_json)
+np.save(out, awkward.flatten(tok.encode_files(path)).to_numpy().astype(np.uint16))
+"""
+
+
 # Peak RSS as the child reports it at exit (`peak_rss_mb`: its own high-water mark); wait4's ru_maxrss would
 # also count the memory this parent process had when it started the child.
 HWM_HOOK = """
@@ -89,11 +102,13 @@ atexit.register(_report_peak)
 BPE_LM_MAIN = "import runpy; runpy.run_module('bpe_lm', run_name='__main__', alter_sys=True)"
 
 
-def run_measured(code: str, args: list[str], tmp: Path) -> tuple[float, float, int]:
+def run_measured(
+    code: str, args: list[str], tmp: Path, env_extra: dict[str, str] | None = None
+) -> tuple[float, float, int]:
     """Runs `python -c code args...`; returns (wall seconds, peak RSS in MB, exit status)."""
     hwm = tmp / "hwm.txt"
     hwm.unlink(missing_ok=True)
-    env = dict(os.environ, BENCH_HWM_FILE=str(hwm))
+    env = dict(os.environ, BENCH_HWM_FILE=str(hwm), **(env_extra or {}))
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", HWM_HOOK + code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
@@ -145,6 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-tiktoken", action="store_true")
+    ap.add_argument("--skip-gigatoken", action="store_true")
     args = ap.parse_args()
     import bpe_lm
 
@@ -180,6 +196,21 @@ def main() -> None:
                 theirs = np.fromfile(tmp / "tk.bin", dtype=np.uint16) if code == 0 else None
                 same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
                 rows.append(("tiktoken encode_batch loop (all)", text.stat().st_size / 1e6, seconds, rss, code, same))
+        if not args.skip_gigatoken:
+            try:
+                import gigatoken  # noqa: F401
+            except ImportError:
+                print("gigatoken is not installed (pip install '.[bench]'): its row is skipped", file=sys.stderr)
+            else:
+                from bpe_lm.interop import export_hf
+
+                export_hf(bpe_lm.Tokenizer.load(tok_dir), tmp / "tokenizer.json")
+                env_threads = {"RAYON_NUM_THREADS": str(args.threads)}
+                worker_args = [str(text), str(tmp / "giga.npy"), str(tmp / "tokenizer.json")]
+                seconds, rss, code = run_measured(GIGATOKEN_WORKER, worker_args, tmp, env_threads)
+                theirs = np.load(tmp / "giga.npy") if code == 0 else None
+                same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
+                rows.append(("gigatoken encode_files (all)", text.stat().st_size / 1e6, seconds, rss, code, same))
     print(f"\nvocab {vocab_name}, {args.threads} threads, {len(ours):,} tokens in all\n")
     print("| encoder (input) | MB | seconds | MB/s | peak RSS MB | ids equal bpe-lm |")
     print("|---|---|---|---|---|---|")

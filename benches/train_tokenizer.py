@@ -1,10 +1,11 @@
-"""Tokenizer-training throughput: bpe-lm vs HF tokenizers' BpeTrainer vs rustbpe, side by side.
+"""Tokenizer-training throughput: bpe-lm vs gigatoken vs HF tokenizers' BpeTrainer vs rustbpe, side by side.
 
 Equal work: each trainer runs in a fresh subprocess (so peak RSS is its own), with the same thread count, on
 the same decompressed text, split into the same documents (at every "<|endoftext|>", which is never counted),
 pre-tokenized with the same GPT-2 pattern (HF: ByteLevel's regex, which is GPT-2's; rustbpe: given the pattern,
 as its default is GPT-4's), to the same vocabulary size. bpe-lm reads the file itself; HF tokenizers and rustbpe
-get the documents from one streaming Python splitter (their iterator APIs). HF tokenizers also runs once on
+get the documents from one streaming Python splitter (their iterator APIs); gigatoken reads the file and splits
+it at the special token itself. HF tokenizers also runs once on
 the file itself ("hf-tokenizers-files", its fastest path, which reads every line as a sequence and counts
 "<|endoftext|>" as text: close to, not exactly, the same work). The clock starts after the imports.
 Prints a Markdown table, and checks that the three vocabularies share most of their tokens (ties are broken
@@ -76,6 +77,12 @@ def worker(name: str, path: str, vocab: int, threads: int) -> dict:
             tok.train([path], trainer)
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         tokens = [bytes(byte_of[c] for c in t) for t in tok.get_vocab() if t != SPECIAL]
+    elif name == "gigatoken":
+        import gigatoken
+
+        start = time.perf_counter()
+        vocab_out, _ = gigatoken.train_bpe(path, vocab, [SPECIAL], separator=SPECIAL.encode())
+        tokens = [t for t in vocab_out.values() if t != SPECIAL.encode()]
     elif name == "rustbpe":
         import rustbpe
 
@@ -152,7 +159,7 @@ def main() -> None:
     ap.add_argument("--scale-mb", type=float, default=None, help="repeat the corpus up to this many MB")
     ap.add_argument(
         "--trainers",
-        default="bpe-lm,hf-tokenizers,hf-tokenizers-files,rustbpe",
+        default="bpe-lm,gigatoken,hf-tokenizers,hf-tokenizers-files,rustbpe",
         help="hf-tokenizers-files: HF training from the file itself (per-line sequences; not the same split)",
     )
     args = ap.parse_args()

@@ -1,6 +1,6 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::PieceMap;
+use crate::keys::{PieceMap, ShortTable};
 
 /// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
@@ -9,22 +9,33 @@ pub(crate) const CACHED_PIECE_BYTES: usize = 4096;
 /// Bytes of cached keys and ids per thread and encoder before the cache is cleared: with CACHE_LIMIT,
 /// what bounds its memory on any text (2^17 long pieces would otherwise take gigabytes).
 pub(crate) const CACHE_BYTES: usize = 32 << 20;
-/// Slots of the direct-mapped cache of recent pieces (a power of two; 32 bytes each, 1 MB a thread and encoder).
-/// One probe with no control bytes, for single- and multi-token pieces alike; measured on English text
-/// with the GPT-2 vocabulary, 2^15 beat both 2^14 and 2^16 by 10-15%.
+/// Slots of the direct-mapped table of recently used multi-token pieces in front of the cache's full table
+/// (a power of two; 32 bytes each, 1 MB a thread and encoder): one probe, mostly from L2, where the full
+/// table (up to 8 MB) would miss it on text whose pieces are mostly several tokens (Cyrillic in GPT-2's
+/// vocabulary: 1.3x as fast cold with it).
 pub(crate) const HOT_SLOTS: usize = 1 << 15;
-/// Marks a hot-cache value that is a single token id rather than a span of the arena.
-pub(crate) const SINGLE: u64 = 1 << 63;
+/// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
+/// it many times over (1 MB; untouched pages cost nothing).
+const FIRST_SLOTS: usize = 1 << 15;
+/// Ids a cache entry holds in its own slot; pieces of more tokens keep theirs in the arena.
+const INLINE_IDS: usize = 3;
 
-/// What one thread remembers between calls for one encoder: a direct-mapped cache of recent short
-/// pieces (hit in a single probe, mostly from L1/L2), and the ids of pieces already merged, stored as
-/// (start, len) spans of one arena so an entry costs no allocation of its own.
+/// The ids of a cached piece: up to INLINE_IDS in the entry itself (no second memory access), more as a
+/// span of the arena (`ids[0]` its start). With its key, an entry fills half a cache line.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CachedIds {
+    len: u32,
+    ids: [u32; INLINE_IDS],
+}
+
+/// What one thread remembers between calls for one encoder: the ids of pieces already merged, keyed by
+/// the piece, with the recently used short ones also in `hot`.
 pub(crate) struct ThreadCache {
     pub(crate) owner: u64,
-    pub(crate) hot: Vec<(u128, u64)>,
-    pub(crate) spans: PieceMap<(u32, u32)>,
+    pub(crate) hot: Vec<(u128, CachedIds)>,
+    pub(crate) pieces: PieceMap<CachedIds>,
     arena: Vec<u32>,
-    /// Bytes of the cached pieces' keys held outside the arena (long pieces only: short ones are packed).
+    /// Bytes of the cached pieces' keys held outside the table (long pieces only: short ones are packed).
     key_bytes: usize,
 }
 
@@ -32,42 +43,66 @@ impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
         ThreadCache {
             owner,
-            hot: vec![(0, 0); HOT_SLOTS],
-            spans: PieceMap::default(),
+            hot: vec![(0, CachedIds::default()); HOT_SLOTS],
+            pieces: PieceMap {
+                short: ShortTable::with_slots(FIRST_SLOTS),
+                long: Default::default(),
+            },
             arena: Vec::new(),
             key_bytes: 0,
         }
     }
 
+    /// Appends the ids of a cached piece to `out`.
+    #[inline(always)]
+    pub(crate) fn extend(&self, cached: &CachedIds, out: &mut Vec<u32>) {
+        let len = cached.len as usize;
+        if len <= INLINE_IDS {
+            // All INLINE_IDS copied, the extra ones cut off again: a fixed-size copy the compiler does in
+            // registers, where a copy of `len` ids would be a call to memmove for every piece.
+            let at = out.len();
+            out.extend_from_slice(&cached.ids);
+            out.truncate(at + len);
+        } else {
+            let start = cached.ids[0] as usize;
+            out.extend_from_slice(&self.arena[start..start + len]);
+        }
+    }
+
+    /// The hot slot of a packed piece.
     #[inline(always)]
     pub(crate) fn hot_slot(key: u128) -> usize {
         let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (mixed >> (64 - HOT_SLOTS.trailing_zeros())) as usize
     }
 
-    #[inline(always)]
-    pub(crate) fn span(&self, span: (u32, u32)) -> &[u32] {
-        &self.arena[span.0 as usize..(span.0 + span.1) as usize]
-    }
-
-    /// Stores the ids of a merged piece; returns its span. Clearing the arena also clears the hot
-    /// slots, which may point into it.
-    pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) -> (u32, u32) {
-        let bytes = self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len());
-        if self.spans.len() >= CACHE_LIMIT || bytes > CACHE_BYTES {
-            self.spans.clear();
+    /// Remembers the ids of a merged piece, first clearing the cache if it is full; returns the entry.
+    pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) -> CachedIds {
+        let slot_bytes = std::mem::size_of::<(u128, CachedIds)>();
+        let bytes =
+            self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len()) + 2 * slot_bytes * self.pieces.len();
+        if self.pieces.len() >= CACHE_LIMIT || bytes > CACHE_BYTES {
+            self.pieces.clear(2 * CACHE_LIMIT);
+            self.hot.fill((0, CachedIds::default())); // its entries may point into the arena
             self.arena.clear();
             self.arena.shrink_to(CACHE_BYTES / 16);
             self.key_bytes = 0;
-            self.hot.fill((0, 0));
         }
         if piece.len() > 15 {
             self.key_bytes += piece.len();
         }
-        let span = (self.arena.len() as u32, ids.len() as u32);
-        self.spans.insert_if_absent(piece, span);
-        self.arena.extend_from_slice(ids);
-        span
+        let mut cached = CachedIds {
+            len: ids.len() as u32,
+            ids: [0; INLINE_IDS],
+        };
+        if ids.len() <= INLINE_IDS {
+            cached.ids[..ids.len()].copy_from_slice(ids);
+        } else {
+            cached.ids[0] = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+        }
+        self.pieces.insert_if_absent(piece, cached);
+        cached
     }
 }
 
@@ -105,10 +140,10 @@ mod tests {
     fn caches_of_alternating_encoders_survive() {
         let mut caches = Vec::new();
         cache_for(&mut caches, 1).insert(b"ab", &[7]);
-        cache_for(&mut caches, 2).insert(b"cd", &[8]);
+        cache_for(&mut caches, 2).insert(b"cd", &[8, 9, 10, 11]);
         for _ in 0..3 {
-            assert_eq!(cache_for(&mut caches, 1).spans.len(), 1);
-            assert_eq!(cache_for(&mut caches, 2).spans.len(), 1);
+            assert_eq!(cache_for(&mut caches, 1).pieces.len(), 1);
+            assert_eq!(cache_for(&mut caches, 2).pieces.len(), 1);
         }
         for owner in 3..=5 {
             cache_for(&mut caches, owner);

@@ -1,9 +1,11 @@
 //! Encoding text to token ids, with CS336 §2.6 semantics: within each pre-token, merges apply in
 //! merge-rank order (equivalently, the lowest-ranked adjacent pair first, leftmost on ties).
 //!
-//! Fast paths, each exact: a whole pre-token that is a token BPE leaves intact maps straight to its id;
-//! a per-thread cache (cache.rs) holds multi-token pieces; long pieces merge through rank buckets
-//! (merge.rs, O(n log n), never quadratic); big inputs split at safe cuts and encode in parallel.
+//! Fast paths, each exact: ASCII text pre-tokenizes 64 bytes at a time (blocks.rs); a whole pre-token
+//! that is a token BPE leaves intact maps straight to its id, through a table probed in one cache line
+//! (keys.rs) with its packed key read in one load; a per-thread cache (cache.rs) holds multi-token pieces
+//! with their ids inline; long pieces merge through rank buckets (merge.rs, O(n log n), never quadratic);
+//! big inputs split at safe cuts and encode in parallel.
 //! Whole files stream to `.npy` in encode_file.rs; ids go back to bytes in decode.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{cache_for, ThreadCache, CACHED_PIECE_BYTES, SINGLE, THREAD_CACHES};
+use crate::cache::{cache_for, ThreadCache, CACHED_PIECE_BYTES, THREAD_CACHES};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
-use crate::keys::{pack_short, pair_key, PieceMap};
+use crate::keys::{pack_short_in, pair_key, TokenMap};
 use crate::pretokenize::Pretokenizer;
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -34,7 +36,7 @@ pub struct Encoder {
     /// (left id, right id) → (rank, merged id).
     pub(crate) merges: FxHashMap<u64, (u32, u32)>,
     /// Pre-tokens that encode to exactly one token.
-    whole: PieceMap<u32>,
+    whole: TokenMap,
     specials: SpecialMatcher,
     special_ids: Vec<u32>,
     pretokenizer: Pretokenizer,
@@ -119,7 +121,7 @@ impl Encoder {
             offsets,
             byte_ids,
             merges: merge_map,
-            whole: PieceMap::default(),
+            whole: TokenMap::default(),
             specials,
             special_ids,
             pretokenizer,
@@ -130,8 +132,8 @@ impl Encoder {
     }
 
     /// Tokens that BPE turns back into themselves, so a pre-token equal to one needs no merging.
-    fn single_token_pieces(&self) -> PieceMap<u32> {
-        let mut whole = PieceMap::default();
+    fn single_token_pieces(&self) -> TokenMap {
+        let mut whole = TokenMap::default();
         let mut out = Vec::new();
         for b in 0..=255u8 {
             whole.insert_if_absent(&[b], self.byte_ids[b as usize]);
@@ -187,47 +189,59 @@ impl Encoder {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// Encodes one pre-token: the hot slot, then the single-token table, then merged pieces, and only
+    /// Encodes one pre-token longer than 15 bytes: the single-token table, then merged pieces, and only
     /// then the merges themselves.
-    #[inline(always)]
-    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        let Some(key) = pack_short(piece) else {
-            if let Some(&id) = self.whole.long.get(piece) {
-                out.push(id);
-            } else if piece.len() > CACHED_PIECE_BYTES {
-                // Rare in text, and each would cost the cache its own length twice over (key and ids):
-                // merged afresh every time, so the cache's memory stays bounded on any input.
-                self.merge_piece(piece, out);
-            } else if let Some(&span) = cache.spans.long.get(piece) {
-                out.extend_from_slice(cache.span(span));
-            } else {
-                let start = out.len();
-                self.merge_piece(piece, out);
-                cache.insert(piece, &out[start..]);
-            }
-            return;
-        };
-        let slot = ThreadCache::hot_slot(key);
-        let (hot_key, value) = cache.hot[slot];
-        let value = if hot_key == key {
-            value
-        } else if let Some(&id) = self.whole.short.get(&key) {
-            SINGLE | id as u64
-        } else if let Some(&(start, len)) = cache.spans.short.get(&key) {
-            (start as u64) << 32 | len as u64
+    #[inline(never)]
+    fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
+        if let Some(&id) = self.whole.long.get(piece) {
+            out.push(id);
+        } else if piece.len() > CACHED_PIECE_BYTES {
+            // Rare in text, and each would cost the cache its own length twice over (key and ids):
+            // merged afresh every time, so the cache's memory stays bounded on any input.
+            self.merge_piece(piece, out);
+        } else if let Some(cached) = cache.pieces.long.get(piece) {
+            cache.extend(cached, out);
         } else {
             let start = out.len();
             self.merge_piece(piece, out);
-            let (arena_start, len) = cache.insert(piece, &out[start..]);
-            cache.hot[slot] = (key, (arena_start as u64) << 32 | len as u64);
+            cache.insert(piece, &out[start..]);
+        }
+    }
+
+    /// Encodes one pre-token of at most 15 bytes, packed into `key`: the single-token table, then the hot
+    /// slot, then the thread's merged pieces, and only then the merges themselves.
+    #[inline(always)]
+    fn encode_short(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
+        if let Some(id) = self.whole.get_packed(key) {
+            out.push(id);
+            return;
+        }
+        let slot = ThreadCache::hot_slot(key);
+        let (hot_key, hot_ids) = cache.hot[slot];
+        let cached = if hot_key == key {
+            hot_ids
+        } else if let Some(cached) = cache.pieces.short.get(key) {
+            cached
+        } else {
+            let start = out.len();
+            self.merge_piece(piece, out);
+            let cached = cache.insert(piece, &out[start..]);
+            cache.hot[slot] = (key, cached);
             return;
         };
-        cache.hot[slot] = (key, value);
-        if value & SINGLE != 0 {
-            out.push(value as u32);
-        } else {
-            out.extend_from_slice(cache.span(((value >> 32) as u32, value as u32)));
-        }
+        cache.hot[slot] = (key, cached);
+        cache.extend(&cached, out);
+    }
+
+    /// Encodes the pre-tokens of `text` (no special tokens in it).
+    #[inline(always)]
+    fn encode_plain(&self, text: &str, out: &mut Vec<u32>, cache: &mut ThreadCache) -> Result<()> {
+        let bytes = text.as_bytes();
+        self.pretokenizer
+            .for_each_range(text, |start, end| match pack_short_in(bytes, start, end) {
+                Some(key) => self.encode_short(&bytes[start..end], key, out, cache),
+                None => self.encode_long(&bytes[start..end], out, cache),
+            })
     }
 
     /// Runs `f` with this thread's cache for this encoder.
@@ -245,9 +259,7 @@ impl Encoder {
             self.specials.for_each_segment(text, |segment| {
                 match segment {
                     Segment::Special(i) => out.push(self.special_ids[i]),
-                    Segment::Text(t) => self
-                        .pretokenizer
-                        .for_each_piece(t, |piece| self.encode_piece(piece.as_bytes(), out, cache))?,
+                    Segment::Text(t) => self.encode_plain(t, out, cache)?,
                 }
                 Ok(())
             })
@@ -256,10 +268,7 @@ impl Encoder {
 
     /// Encodes ordinary text only: special-token strings are treated as text.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        self.with_cache(|cache| {
-            self.pretokenizer
-                .for_each_piece(text, |piece| self.encode_piece(piece.as_bytes(), out, cache))
-        })
+        self.with_cache(|cache| self.encode_plain(text, out, cache))
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -278,8 +287,8 @@ impl Encoder {
         pool.install(|| parts.par_iter().map(|p| self.encode(p)).collect())
     }
 
-    pub fn encode_batch(&self, texts: &[String], pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
-        pool.install(|| texts.par_iter().map(|t| self.encode(t)).collect())
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
+        pool.install(|| texts.par_iter().map(|t| self.encode(t.as_ref())).collect())
     }
 }
 
@@ -406,27 +415,6 @@ mod tests {
         let parts = enc.encode_parts(&big, &pool).unwrap();
         assert!(parts.len() > 1);
         assert_eq!(parts.concat(), enc.encode(&big).unwrap());
-    }
-
-    #[test]
-    fn packed_keys_hold_every_byte() {
-        let mut rng = 12345u64;
-        for n in 0..=15usize {
-            for _ in 0..200 {
-                let piece: Vec<u8> = (0..n)
-                    .map(|_| {
-                        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        (rng >> 56) as u8
-                    })
-                    .collect();
-                let key = pack_short(&piece).unwrap();
-                let bytes = key.to_le_bytes();
-                assert_eq!(bytes[15] as usize, n);
-                assert_eq!(&bytes[..n], piece.as_slice());
-                assert!(bytes[n..15].iter().all(|&b| b == 0));
-            }
-        }
-        assert_eq!(pack_short(&[0u8; 16]), None);
     }
 
     #[test]

@@ -53,27 +53,260 @@ pub(crate) fn pack_short(piece: &[u8]) -> Option<u128> {
     Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
 }
 
-/// Byte string → value, with the packed fast path for short keys.
-pub(crate) struct PieceMap<V> {
-    pub(crate) short: FxHashMap<u128, V>,
-    pub(crate) long: FxHashMap<Box<[u8]>, V>,
+/// `pack_short(&text[start..end])` without branching on the length, where 16 bytes of `text` follow
+/// `start` (one whole load, the bytes past the piece masked off); else through `pack_short`.
+#[inline(always)]
+pub(crate) fn pack_short_in(text: &[u8], start: usize, end: usize) -> Option<u128> {
+    let n = end - start;
+    match text.get(start..start + 16) {
+        Some(window) if n <= 15 => {
+            let word = u128::from_le_bytes(window.try_into().expect("16 bytes"));
+            Some((word & ((1u128 << (8 * n)) - 1)) | (n as u128) << 120)
+        }
+        _ => pack_short(&text[start..end]),
+    }
 }
 
-impl<V> Default for PieceMap<V> {
+/// Packed short pieces (`pack_short`) → value, by open addressing: the key and its value sit side by
+/// side in one slot, so a probe that finds its key reads one cache line, where a general hash map reads
+/// a control group and then the entry. Key 0 marks an empty slot (a packed piece holds its non-zero
+/// length in the top byte); at most half the slots are used, so probes stay short.
+pub(crate) struct ShortTable<V> {
+    slots: Vec<(u128, V)>,
+    len: usize,
+}
+
+impl<V: Copy + Default> Default for ShortTable<V> {
     fn default() -> Self {
-        PieceMap {
-            short: FxHashMap::default(),
+        ShortTable {
+            slots: vec![(0, V::default()); 16],
+            len: 0,
+        }
+    }
+}
+
+impl<V: Copy + Default> ShortTable<V> {
+    /// An empty table of `slots` slots (a power of two), which grows as it fills.
+    pub(crate) fn with_slots(slots: usize) -> Self {
+        ShortTable {
+            slots: vec![(0, V::default()); slots.next_power_of_two().max(16)],
+            len: 0,
+        }
+    }
+
+    /// The first slot probed for `key`.
+    #[inline(always)]
+    pub(crate) fn home(&self, key: u128) -> usize {
+        let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - self.slots.len().trailing_zeros())) as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self, key: u128) -> Option<V> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let (k, v) = self.slots[i];
+            if k == key {
+                return Some(v);
+            }
+            if k == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Inserts `key` (non-zero) unless present.
+    pub(crate) fn insert_if_absent(&mut self, key: u128, value: V) {
+        debug_assert_ne!(key, 0);
+        if 2 * (self.len + 1) > self.slots.len() {
+            let grown = vec![(0, V::default()); 2 * self.slots.len()];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.len = 0;
+            for (k, v) in old {
+                if k != 0 {
+                    self.insert_if_absent(k, v);
+                }
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.slots[i].0 {
+                0 => {
+                    self.slots[i] = (key, value);
+                    self.len += 1;
+                    return;
+                }
+                k if k == key => return,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Empties the table, keeping at most `slots` slots of its memory.
+    pub(crate) fn clear(&mut self, slots: usize) {
+        if self.slots.len() > slots {
+            self.slots = vec![(0, V::default()); slots.next_power_of_two().max(16)];
+        } else {
+            self.slots.fill((0, V::default()));
+        }
+        self.len = 0;
+    }
+}
+
+/// Pieces of up to this many bytes (nearly all pre-tokens of text) have their own 16-byte slots in a
+/// `TokenMap`.
+const SMALL_PIECE: u32 = 11;
+
+/// One slot of the small-piece table: bytes 0..8 of the piece in `lo`, bytes 8..11 and the length (top
+/// byte) in `hi`, and the token id. Sixteen bytes, four to a cache line: GPT-2's pieces of up to 11 bytes
+/// fit in 1 MB, which stays in a core's L2 cache where 32-byte slots would not.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct SmallSlot {
+    lo: u64,
+    hi: u32,
+    id: u32,
+}
+
+/// Pre-token → token id, for the pieces that are one token: small pieces in `SmallSlot`s, other
+/// packed pieces in a `ShortTable`, longer ones in a hash map. Built once; only read while encoding.
+pub(crate) struct TokenMap {
+    /// One bit per hash of a packed piece: clear where no token hashes there, so most pieces that are
+    /// not tokens (nearly every piece of Cyrillic text in GPT-2's vocabulary) are turned away by one
+    /// access to 32 KB, which stays in L1, instead of a probe into the tables.
+    filter: Vec<u64>,
+    small: Vec<SmallSlot>,
+    small_len: usize,
+    short: ShortTable<u32>,
+    pub(crate) long: FxHashMap<Box<[u8]>, u32>,
+}
+
+impl Default for TokenMap {
+    fn default() -> Self {
+        TokenMap {
+            filter: vec![0; FILTER_BITS / 64],
+            small: vec![SmallSlot::default(); 16],
+            small_len: 0,
+            short: ShortTable::default(),
             long: FxHashMap::default(),
         }
     }
 }
 
-impl<V> PieceMap<V> {
+/// Bits of a `TokenMap`'s filter (a power of two).
+const FILTER_BITS: usize = 1 << 18;
+
+impl TokenMap {
+    /// The filter bit of a packed key.
+    #[inline(always)]
+    fn filter_bit(key: u128) -> usize {
+        let mixed = ((key as u64).rotate_left(17) ^ (key >> 64) as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (mixed >> (64 - FILTER_BITS.trailing_zeros())) as usize
+    }
+
+    /// The small-table form of a packed key of at most SMALL_PIECE bytes.
+    #[inline(always)]
+    fn small_key(key: u128) -> (u64, u32) {
+        let len = (key >> 120) as u32;
+        (key as u64, ((key >> 64) as u32 & 0x00FF_FFFF) | len << 24)
+    }
+
+    /// The first slot probed for a small key.
+    #[inline(always)]
+    fn small_home(&self, lo: u64, hi: u32) -> usize {
+        let mixed = (lo ^ (hi as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - self.small.len().trailing_zeros())) as usize
+    }
+
+    /// The id of the packed piece `key` (`pack_short`), if it is a token.
+    #[inline(always)]
+    pub(crate) fn get_packed(&self, key: u128) -> Option<u32> {
+        let bit = Self::filter_bit(key);
+        if self.filter[bit / 64] >> (bit % 64) & 1 == 0 {
+            return None;
+        }
+        if (key >> 120) as u32 > SMALL_PIECE {
+            return self.short.get(key);
+        }
+        let (lo, hi) = Self::small_key(key);
+        let mask = self.small.len() - 1;
+        let mut i = self.small_home(lo, hi);
+        loop {
+            let slot = self.small[i];
+            if slot.lo == lo && slot.hi == hi {
+                return Some(slot.id);
+            }
+            if slot.hi == 0 {
+                return None; // an empty slot: a real key's length makes `hi` non-zero
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `piece` → `id` unless `piece` is there already.
+    pub(crate) fn insert_if_absent(&mut self, piece: &[u8], id: u32) {
+        let Some(key) = pack_short(piece) else {
+            self.long.entry(piece.into()).or_insert(id);
+            return;
+        };
+        let bit = Self::filter_bit(key);
+        self.filter[bit / 64] |= 1 << (bit % 64);
+        if piece.len() as u32 > SMALL_PIECE {
+            self.short.insert_if_absent(key, id);
+            return;
+        }
+        if self.get_packed(key).is_some() {
+            return;
+        }
+        if 2 * (self.small_len + 1) > self.small.len() {
+            // Up to 4/5 full: longer probes, but a table small enough to stay cached.
+            let grown = vec![SmallSlot::default(); 2 * self.small.len()];
+            let old = std::mem::replace(&mut self.small, grown);
+            for slot in old.into_iter().filter(|s| s.hi != 0) {
+                self.put_small(slot);
+            }
+        }
+        let (lo, hi) = Self::small_key(key);
+        self.put_small(SmallSlot { lo, hi, id });
+        self.small_len += 1;
+    }
+
+    fn put_small(&mut self, slot: SmallSlot) {
+        let mask = self.small.len() - 1;
+        let mut i = self.small_home(slot.lo, slot.hi);
+        while self.small[i].hi != 0 {
+            i = (i + 1) & mask;
+        }
+        self.small[i] = slot;
+    }
+}
+
+/// Byte string → value, with the packed fast path for short keys.
+pub(crate) struct PieceMap<V> {
+    pub(crate) short: ShortTable<V>,
+    pub(crate) long: FxHashMap<Box<[u8]>, V>,
+}
+
+impl<V: Copy + Default> Default for PieceMap<V> {
+    fn default() -> Self {
+        PieceMap {
+            short: ShortTable::default(),
+            long: FxHashMap::default(),
+        }
+    }
+}
+
+impl<V: Copy + Default> PieceMap<V> {
     pub(crate) fn insert_if_absent(&mut self, piece: &[u8], value: V) {
         match pack_short(piece) {
-            Some(key) => {
-                self.short.entry(key).or_insert(value);
-            }
+            Some(key) => self.short.insert_if_absent(key, value),
             None => {
                 if !self.long.contains_key(piece) {
                     self.long.insert(piece.into(), value);
@@ -86,8 +319,101 @@ impl<V> PieceMap<V> {
         self.short.len() + self.long.len()
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.short.clear();
+    /// Empties the map, keeping at most `slots` slots of the short table's memory.
+    pub(crate) fn clear(&mut self, slots: usize) {
+        self.short.clear(slots);
         self.long.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_keys_hold_every_byte() {
+        let mut rng = 12345u64;
+        for n in 0..=15usize {
+            for _ in 0..200 {
+                let piece: Vec<u8> = (0..n)
+                    .map(|_| {
+                        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        (rng >> 56) as u8
+                    })
+                    .collect();
+                let key = pack_short(&piece).unwrap();
+                let bytes = key.to_le_bytes();
+                assert_eq!(bytes[15] as usize, n);
+                assert_eq!(&bytes[..n], piece.as_slice());
+                assert!(bytes[n..15].iter().all(|&b| b == 0));
+            }
+        }
+        assert_eq!(pack_short(&[0u8; 16]), None);
+        // The branch-free packing inside a text equals it, near the text's end as well.
+        let text: Vec<u8> = (0..64u32).map(|i| (i * 37 % 251) as u8).collect();
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                assert_eq!(
+                    pack_short_in(&text, start, end),
+                    pack_short(&text[start..end]),
+                    "{start}..{end}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn token_map_finds_pieces_of_every_length() {
+        let mut map = TokenMap::default();
+        let mut rng = 7u64;
+        let pieces: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| {
+                let len = 1 + i % 20; // small, packed and long pieces alike
+                (0..len)
+                    .map(|_| {
+                        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        (rng >> 60) as u8 // few byte values: many pieces share prefixes
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut first: std::collections::HashMap<&[u8], u32> = Default::default();
+        for (id, piece) in pieces.iter().enumerate() {
+            map.insert_if_absent(piece, id as u32);
+            first.entry(piece).or_insert(id as u32);
+        }
+        for piece in &pieces {
+            let found = match pack_short(piece) {
+                Some(key) => map.get_packed(key),
+                None => map.long.get(piece.as_slice()).copied(),
+            };
+            assert_eq!(found, Some(first[piece.as_slice()]), "{piece:?}");
+        }
+        for absent in [
+            &b"\xff\xff"[..],
+            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6",
+            b"\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        ] {
+            assert_eq!(map.get_packed(pack_short(absent).unwrap()), None);
+        }
+    }
+
+    #[test]
+    fn short_table_finds_what_it_holds_through_growth() {
+        let mut table = ShortTable::<u32>::default();
+        let keys: Vec<u128> = (1..5000u128)
+            .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 120)
+            .collect();
+        for (i, &k) in keys.iter().enumerate() {
+            table.insert_if_absent(k, i as u32);
+            table.insert_if_absent(k, 0); // a second insert keeps the first value
+        }
+        assert_eq!(table.len(), keys.len());
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(table.get(k), Some(i as u32));
+        }
+        assert_eq!(table.get(7 << 120), None);
+        table.clear(64);
+        assert_eq!((table.len(), table.get(keys[0])), (0, None));
     }
 }

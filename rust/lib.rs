@@ -1,9 +1,12 @@
 //! bpe-lm's core: byte-level BPE training and encoding. Pure Rust; the PyO3 bindings live in `py.rs`
 //! behind the `python` feature.
 
-// The core has no unsafe code (the PyO3 bindings' macros expand to some, so the rule stops there).
-#![cfg_attr(not(feature = "python"), forbid(unsafe_code))]
+// The core's only unsafe code is arch.rs (CPU instructions; its invariants are written there). The PyO3
+// bindings' macros expand to some as well, so the rule stops at them.
+#![cfg_attr(not(feature = "python"), deny(unsafe_code))]
 
+mod arch;
+mod blocks;
 mod cache;
 pub mod counts;
 pub mod cuts;

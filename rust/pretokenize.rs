@@ -6,6 +6,7 @@
 
 use std::sync::OnceLock;
 
+use crate::blocks::{block_masks, block_starts, BlockMasks, BLOCK, TRUSTED};
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
@@ -22,8 +23,8 @@ pub const GPT2_EQUIVALENT_PATTERNS: [&str; 2] = [
 ];
 
 const OTHER: u8 = 0;
-const LETTER: u8 = 1;
-const NUMBER: u8 = 2;
+pub(crate) const LETTER: u8 = 1;
+pub(crate) const NUMBER: u8 = 2;
 pub(crate) const SPACE: u8 = 3;
 
 /// Class of every code point: letter (`\p{L}`), number (`\p{N}`), white space (`\s`) or other.
@@ -53,6 +54,11 @@ pub(crate) fn class_table() -> &'static ClassTable {
 }
 
 impl ClassTable {
+    /// Class of the code point `cp` (at most 0x10FFFF).
+    pub(crate) fn class_of(&self, cp: u32) -> u8 {
+        self.classes[cp as usize]
+    }
+
     /// Class and UTF-8 length of the character starting at `bytes[i]` (`bytes` is valid UTF-8).
     #[inline(always)]
     fn at(&self, bytes: &[u8], i: usize) -> (u8, usize) {
@@ -174,13 +180,75 @@ pub fn slice_end(text: &str, start: usize, end: usize) -> usize {
     cut
 }
 
-/// Calls `f` on `text[start..end]` in slices of at most MAX_PIECE_BYTES.
+/// Calls `f` on the ranges of `text[start..end]` in slices of at most MAX_PIECE_BYTES.
 #[inline]
-fn emit_sliced<'t>(text: &'t str, mut start: usize, end: usize, f: &mut impl FnMut(&'t str)) {
+fn emit_sliced(text: &str, mut start: usize, end: usize, f: &mut impl FnMut(usize, usize)) {
     while start < end {
         let cut = slice_end(text, start, end);
-        f(&text[start..cut]);
+        f(start, cut);
         start = cut;
+    }
+}
+
+/// The GPT-2 scanner over all of `text`: ASCII blocks through blocks.rs (their class masks from `masks`),
+/// the rest a pre-token at a time.
+#[inline(always)]
+fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, mut f: impl FnMut(usize, usize)) {
+    let table = class_table();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    // Blocks are not tried again before this position: the last block seen had other bytes up to here, or
+    // blocks have not paid lately (text with other bytes everywhere: each failed try doubles the distance
+    // to the next, up to 16 blocks; a block that finds pre-tokens resets it).
+    let mut bytewise_until = 0;
+    let mut backoff = 1;
+    while i < bytes.len() {
+        if i >= bytewise_until && i + BLOCK <= bytes.len() {
+            let block: &[u8; BLOCK] = bytes[i..i + BLOCK].try_into().expect("a block's length");
+            let m = masks(block);
+            let limit = if m.non_ascii == 0 {
+                TRUSTED
+            } else {
+                bytewise_until = i + BLOCK - m.non_ascii.leading_zeros() as usize;
+                m.non_ascii.trailing_zeros().saturating_sub(2).min(TRUSTED)
+            };
+            let mut starts = block_starts(bytes, i, &m, limit) & !1;
+            if starts != 0 {
+                let mut piece_start = 0;
+                while starts != 0 {
+                    let k = starts.trailing_zeros() as usize;
+                    f(i + piece_start, i + k);
+                    piece_start = k;
+                    starts &= starts - 1;
+                }
+                i += piece_start;
+                backoff = 1;
+                continue;
+            }
+            bytewise_until = bytewise_until.max(i + backoff * BLOCK);
+            backoff = (2 * backoff).min(16);
+        }
+        i = bytewise_run(table, text, i, bytewise_until, &mut f);
+    }
+}
+
+/// Pre-tokens a character at a time from `i` (a pre-token start): at least one, then on up to `until`
+/// (where blocks are worth trying again) or the end; returns where it stopped. Kept out of line so the
+/// byte loop is compiled on its own, as tight as before the block path existed.
+#[inline(never)]
+fn bytewise_run(table: &ClassTable, text: &str, mut i: usize, until: usize, f: &mut impl FnMut(usize, usize)) -> usize {
+    let bytes = text.as_bytes();
+    loop {
+        let end = gpt2_piece_end(table, bytes, i);
+        if end - i <= MAX_PIECE_BYTES {
+            f(i, end);
+        } else {
+            emit_sliced(text, i, end, f);
+        }
+        i = end;
+        if i >= until || i >= bytes.len() {
+            return i;
+        }
     }
 }
 
@@ -225,21 +293,15 @@ impl Pretokenizer {
     /// Calls `f` on each pre-token of `text`, in order. Pre-tokens cover `text` where the pattern does.
     #[inline]
     pub fn for_each_piece<'t>(&self, text: &'t str, mut f: impl FnMut(&'t str)) -> Result<()> {
+        self.for_each_range(text, |start, end| f(&text[start..end]))
+    }
+
+    /// `for_each_piece` as byte ranges of `text`, each on character boundaries.
+    #[inline]
+    pub fn for_each_range(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
         match self {
             Pretokenizer::Gpt2 => {
-                let table = class_table();
-                let bytes = text.as_bytes();
-                let mut i = 0;
-                while i < bytes.len() {
-                    let end = gpt2_piece_end(table, bytes, i);
-                    // The scanner only stops on character boundaries; slicing checks it (two byte tests).
-                    if end - i <= MAX_PIECE_BYTES {
-                        f(&text[i..end]);
-                    } else {
-                        emit_sliced(text, i, end, &mut f);
-                    }
-                    i = end;
-                }
+                for_each_gpt2_range(text, block_masks, f);
                 Ok(())
             }
             Pretokenizer::Regex(re) => {
@@ -337,6 +399,36 @@ mod tests {
     fn scanner_equals_regex_on_random_unicode() {
         for text in random_texts(42, 20_000) {
             assert_eq!(scanner(&text), reference(&text), "text {text:?}");
+        }
+    }
+
+    /// Long texts, mostly ASCII, so the 64-byte block path (blocks.rs) runs, meets block edges at every
+    /// offset, and hands over to the byte scanner around other bytes and long runs.
+    #[test]
+    fn block_scanner_equals_regex_on_long_texts() {
+        let alphabet: Vec<char> = "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀"
+            .chars()
+            .collect();
+        let mut rng = Lcg(99);
+        for round in 0..4000 {
+            let len = 60 + (rng.next() % 300) as usize;
+            let run = 1 + (round % 5) * 20; // long runs of one character now and then (across blocks)
+            let mut text = String::new();
+            while text.len() < len {
+                let c = alphabet[(rng.next() as usize) % alphabet.len()];
+                let c = if c.is_ascii() || rng.next().is_multiple_of(4) {
+                    c
+                } else {
+                    'a'
+                };
+                let times = if rng.next().is_multiple_of(16) { run } else { 1 };
+                text.extend(std::iter::repeat_n(c, times));
+            }
+            assert_eq!(scanner(&text), reference(&text), "text {text:?}");
+            // The same with the portable class masks, which CPUs without AVX2 use.
+            let mut portable = Vec::new();
+            for_each_gpt2_range(&text, crate::blocks::portable_masks, |s, e| portable.push(&text[s..e]));
+            assert_eq!(portable, scanner(&text), "text {text:?}");
         }
     }
 

@@ -13,7 +13,7 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyList};
 
@@ -273,6 +273,32 @@ fn dtype_of(width: usize) -> PyResult<Dtype> {
     dtype_of_width(width).map_err(to_pyerr)
 }
 
+/// The ids of `parts`, in order, as one bytearray of little-endian ids of `dtype`.
+fn ids_to_bytearray<'py>(py: Python<'py>, parts: &[Vec<u32>], dtype: Dtype) -> PyResult<Bound<'py, PyByteArray>> {
+    let width = dtype.width();
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    PyByteArray::new_with(py, len * width, |buf| {
+        let mut at = 0;
+        for ids in parts {
+            let out = &mut buf[at..at + ids.len() * width];
+            match dtype {
+                Dtype::U16 => {
+                    for (slot, &id) in out.chunks_exact_mut(2).zip(ids) {
+                        slot.copy_from_slice(&(id as u16).to_le_bytes());
+                    }
+                }
+                Dtype::U32 => {
+                    for (slot, &id) in out.chunks_exact_mut(4).zip(ids) {
+                        slot.copy_from_slice(&id.to_le_bytes());
+                    }
+                }
+            }
+            at += ids.len() * width;
+        }
+        Ok(())
+    })
+}
+
 /// The encoding engine behind `bpe_lm.Tokenizer`.
 #[pyclass(frozen, module = "bpe_lm._core")]
 struct Encoder {
@@ -354,7 +380,7 @@ impl Encoder {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
+        texts: Vec<PyBackedStr>,
         num_threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyList>>> {
         let batches = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
@@ -374,20 +400,31 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         let parts = py.detach(|| guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?)))?;
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        PyByteArray::new_with(py, len * width, |buf| {
-            let mut at = 0;
-            for ids in &parts {
-                for &id in ids {
-                    match dtype {
-                        Dtype::U16 => buf[at..at + 2].copy_from_slice(&(id as u16).to_le_bytes()),
-                        Dtype::U32 => buf[at..at + 4].copy_from_slice(&id.to_le_bytes()),
-                    }
-                    at += width;
-                }
-            }
-            Ok(())
-        })
+        ids_to_bytearray(py, &parts, dtype)
+    }
+
+    /// Encodes many texts in parallel into one flat bytearray of little-endian ids of `width` bytes, and
+    /// a bytearray of `len(texts) + 1` little-endian uint64 offsets: text `i`'s ids are the ids from
+    /// `offsets[i]` to `offsets[i + 1]`. No Python object per id or per text.
+    #[pyo3(signature = (texts, width, num_threads=None))]
+    fn encode_batch_to_buffers<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        width: usize,
+        num_threads: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let dtype = dtype_of(width)?;
+        guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
+        let batches = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
+        let mut offsets = Vec::with_capacity(8 * (batches.len() + 1));
+        let mut total = 0u64;
+        offsets.extend_from_slice(&total.to_le_bytes());
+        for ids in &batches {
+            total += ids.len() as u64;
+            offsets.extend_from_slice(&total.to_le_bytes());
+        }
+        Ok((ids_to_bytearray(py, &batches, dtype)?, PyByteArray::new(py, &offsets)))
     }
 
     /// Byte offset in `text` (UTF-8) up to which it can be encoded now without knowing what follows,

@@ -154,6 +154,35 @@ fn pretokenizer_matches_fancy_regex() {
     });
 }
 
+/// Long, mostly ASCII text with runs of one character, so the scanner's 64-byte block path (and its
+/// CPU-specific class masks, arch.rs) meets every block offset and hands over at other bytes and long runs.
+fn ascii_text() -> impl Strategy<Value = String> {
+    let edge: Vec<char> = "  \t\n\r\u{b}\u{c}\u{1f}\u{7f}'sdmtlvreSLVDXaz09.,!?-_\"@[`{~"
+        .chars()
+        .collect();
+    let unit = prop_oneof![
+        20 => proptest::sample::select(edge.clone()).prop_map(String::from),
+        2 => (proptest::sample::select(edge), 2..90usize).prop_map(|(c, n)| String::from(c).repeat(n)),
+        1 => any::<char>().prop_map(String::from),
+    ];
+    proptest::collection::vec(unit, 0..400).prop_map(|units| units.concat())
+}
+
+#[test]
+fn block_scanner_matches_fancy_regex() {
+    let regex = Pretokenizer::regex(GPT2_PATTERN).unwrap();
+    fuzz("block_scanner_matches_fancy_regex", ascii_text(), |t| {
+        prop_assert_eq!(Pretokenizer::Gpt2.pieces(&t).unwrap(), regex.pieces(&t).unwrap());
+        let enc = encoder();
+        prop_assert_eq!(
+            enc.decode_bytes(enc.encode(&t).unwrap().iter().map(|&i| i as u64))
+                .unwrap(),
+            t.as_bytes()
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn encode_decode_round_trip() {
     let enc = encoder();

@@ -116,6 +116,18 @@ def test_encode_batch_and_numpy(small_tokenizer):
         tok.encode_to_numpy("x", dtype=np.int64)
 
 
+def test_encode_batch_to_numpy_is_the_batch_flattened(small_tokenizer):
+    tok, _, _ = small_tokenizer
+    texts = [generated_corpus(3, seed=s) for s in range(30)] + ["", EOT, "x" * 70_000]
+    ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=2)
+    assert ids.dtype == np.uint16 and offsets.dtype == np.uint64 and len(offsets) == len(texts) + 1
+    assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == tok.encode_batch(texts)
+    wide, _ = tok.encode_batch_to_numpy(texts[:2], dtype=np.uint32)
+    assert wide.dtype == np.uint32 and wide.tolist() == ids[: int(offsets[2])].tolist()
+    empty, at = tok.encode_batch_to_numpy([])
+    assert empty.size == 0 and at.tolist() == [0]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=text_with_specials, cuts=st.lists(st.integers(0, 400), max_size=8), flush=st.integers(1, 40))
 def test_encode_iterable_equals_encode(small_tokenizer, text, cuts, flush):

@@ -459,6 +459,21 @@ class Tokenizer:
         buf = self._core.encode_to_buffer(text, dt.itemsize, default_num_threads(num_threads))
         return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
 
+    def encode_batch_to_numpy(
+        self, texts: Sequence[str], dtype: Any = None, *, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encodes many texts in parallel into one flat array: `(ids, offsets)`, where text `i`'s ids are
+        `ids[offsets[i]:offsets[i + 1]]` (`offsets` is uint64, `len(texts) + 1` long). No Python object per
+        id or per text, so it is the fast way to tokenize a batch of documents for training."""
+        import numpy as np
+
+        dt = self._resolve_dtype(dtype)
+        ids, offsets = self._core.encode_batch_to_buffers(list(texts), dt.itemsize, default_num_threads(num_threads))
+        return (
+            np.frombuffer(ids, dtype=dt.newbyteorder("<")).astype(dt, copy=False),
+            np.frombuffer(offsets, dtype="<u8").astype(np.uint64, copy=False),
+        )
+
     def encode_iterable(
         self, iterable: Iterable[str], *, flush_chars: int = 1 << 16, max_chars: int = 1 << 24
     ) -> Iterator[int]:

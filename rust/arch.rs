@@ -1,0 +1,73 @@
+//! The core's only unsafe code: CPU instructions that std reaches only through `core::arch`. Each is
+//! chosen at run time from what the CPU reports, with a safe portable path beside it (blocks.rs); the unit
+//! tests in blocks.rs and pretokenize.rs check both give the same masks and pieces, and the fuzz target
+//! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
+#![allow(unsafe_code)]
+
+use crate::blocks::{BlockMasks, BLOCK};
+
+/// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it.
+#[inline(always)]
+pub(crate) fn block_masks(block: &[u8; BLOCK]) -> Option<BlockMasks> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has just reported AVX2, the only feature `masks_avx2` is compiled for.
+            return Some(unsafe { avx2::masks_avx2(block) });
+        }
+    }
+    let _ = block;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    use crate::blocks::{BlockMasks, BLOCK};
+
+    /// Bit k of each mask describes `block[k]`: two 32-byte halves, each compared lane by lane and
+    /// collapsed with `movemask`. Reads exactly the 64 bytes of `block` (unaligned loads of a
+    /// `&[u8; 64]`, so every byte read is inside the array).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn masks_avx2(block: &[u8; BLOCK]) -> BlockMasks {
+        let half = |offset: usize| -> [u32; 6] {
+            // SAFETY: `offset` is 0 or 32, so the 32 bytes read lie within the 64-byte array.
+            let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(offset) as *const __m256i) };
+            let in_range = |v: __m256i, lo: u8, hi: u8| {
+                let lo = _mm256_set1_epi8(lo as i8);
+                let hi = _mm256_set1_epi8(hi as i8);
+                // lo <= v <= hi as unsigned bytes: max(v, lo) == v and min(v, hi) == v.
+                _mm256_and_si256(
+                    _mm256_cmpeq_epi8(_mm256_max_epu8(v, lo), v),
+                    _mm256_cmpeq_epi8(_mm256_min_epu8(v, hi), v),
+                )
+            };
+            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20)); // 'A'..='Z' onto 'a'..='z'
+            let letter = in_range(folded, b'a', b'z');
+            let digit = in_range(v, b'0', b'9');
+            let blank = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b' ' as i8));
+            let space = _mm256_or_si256(blank, in_range(v, 0x09, 0x0D));
+            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\'' as i8));
+            let bits = |m: __m256i| _mm256_movemask_epi8(m) as u32;
+            [
+                bits(letter),
+                bits(digit),
+                bits(space),
+                bits(blank),
+                bits(quote),
+                bits(v),
+            ]
+        };
+        let (lo, hi) = (half(0), half(32));
+        let join = |k: usize| lo[k] as u64 | (hi[k] as u64) << 32;
+        BlockMasks {
+            letter: join(0),
+            digit: join(1),
+            space: join(2),
+            blank: join(3),
+            quote: join(4),
+            non_ascii: join(5),
+        }
+    }
+}
