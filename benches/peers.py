@@ -15,9 +15,9 @@ fastokens `encode_ordinary(...).ids`, tiktoken `encode_ordinary`), 1 thread with
 flattened, fastokens `encode_batch_flat`, tiktoken `encode_ordinary_batch` joined).
 
     pip install ".[bench]"                     # tiktoken, gigatoken, fastokens
-    python benches/peers.py                    # 4 corpora x 3 cases x 4 encoders x 2 rounds: about 4 min
-    python benches/peers.py --quick            # 1 corpus, 1 round: under a minute
-    python benches/peers.py --mb 20 --rounds 3 --threads 2
+    python benches/peers.py                    # 4 corpora x 3 cases x 4 encoders, 1 round: about 8 min, < 1 GB
+    python benches/peers.py --quick            # 10 MB of English only: about 15 s
+    python benches/peers.py --rounds 3 --calls 3 --threads 2
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def one_run(threads: int, encoder: str, case: str, text: Path, tok_json: Path, c
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="threads of the batch case (default: 2)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians reported (default: 2)")
-    ap.add_argument("--calls", type=int, default=3, help="calls per run: 1 cold + the rest warm (default: 3)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians reported (default: 1)")
+    ap.add_argument("--calls", type=int, default=2, help="calls per run: 1 cold + the rest warm (default: 2)")
     ap.add_argument("--mb", type=float, default=None, help="MB of each corpus (default: 20, Chinese 4)")
     ap.add_argument("--quick", action="store_true", help="English books only, one round, 10 MB")
     args = ap.parse_args()

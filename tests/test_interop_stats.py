@@ -79,11 +79,23 @@ def test_hf_round_trip(tmp_path, tok):
     assert back.encode(TEXT) == tok.encode(TEXT)
 
 
-def test_hf_gpt2_style_byte_level_loads(tmp_path, tok):
-    data = to_hf_json(tok)
-    data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+def test_hf_export_writes_the_gpt2_pattern_as_byte_level_and_others_as_split(tmp_path, tok):
+    # GPT-2's pattern goes out as ByteLevel's own regex (what HF tokenizers and the encoders that load
+    # tokenizer.json run fastest), and reads back as the same pattern.
+    assert to_hf_json(tok)["pre_tokenizer"] == {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    other = Tokenizer(tok.vocab, tok.merges, tok.special_tokens, pattern=r"\p{L}+| ?[^\s\p{L}]+|\s+")
+    data = to_hf_json(other)
+    assert [step["type"] for step in data["pre_tokenizer"]["pretokenizers"]] == ["Split", "ByteLevel"]
     (tmp_path / "t.json").write_text(json.dumps(data))
-    assert Tokenizer.from_hf(tmp_path / "t.json").encode(TEXT) == tok.encode(TEXT)
+    back = Tokenizer.from_hf(tmp_path / "t.json")
+    assert back.pattern == other.pattern and back.encode(TEXT) == other.encode(TEXT)
+    tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers not installed")
+    assert tokenizers.Tokenizer.from_file(str(tmp_path / "t.json")).encode(TEXT).ids == other.encode(TEXT)
 
 
 @pytest.mark.parametrize(

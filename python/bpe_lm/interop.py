@@ -92,13 +92,7 @@ def to_hf_json(tok: Vocabulary) -> dict[str, Any]:
             for s, i in tok.special_token_ids.items()
         ],
         "normalizer": None,
-        "pre_tokenizer": {
-            "type": "Sequence",
-            "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": tok.pattern}, "behavior": "Isolated", "invert": False},
-                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
-            ],
-        },
+        "pre_tokenizer": _hf_pre_tokenizer(tok.pattern),
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "model": {
@@ -113,6 +107,21 @@ def to_hf_json(tok: Vocabulary) -> dict[str, Any]:
             "vocab": vocab,
             "merges": [[token_to_text(a), token_to_text(b)] for a, b in tok.merges],
         },
+    }
+
+
+def _hf_pre_tokenizer(pattern: str) -> dict[str, Any]:
+    """The GPT-2 pattern as ByteLevel's own regex (its spelling of the same pattern, proven equal by the
+    core's tests), which HF tokenizers and the encoders that load tokenizer.json recognise and run on their
+    fast paths; any other pattern as a Split before ByteLevel."""
+    if pattern == GPT2_PATTERN:
+        return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        ],
     }
 
 
