@@ -191,7 +191,7 @@ impl Encoder {
 
     /// Encodes one pre-token longer than 15 bytes: the single-token table, then merged pieces, and only
     /// then the merges themselves.
-    #[inline(never)]
+    #[inline(always)]
     fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
         if let Some(&id) = self.whole.long.get(piece) {
             out.push(id);

@@ -233,9 +233,8 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, m
 }
 
 /// Pre-tokens a character at a time from `i` (a pre-token start): at least one, then on up to `until`
-/// (where blocks are worth trying again) or the end; returns where it stopped. Kept out of line so the
-/// byte loop is compiled on its own, as tight as before the block path existed.
-#[inline(never)]
+/// (where blocks are worth trying again) or the end; returns where it stopped.
+#[inline(always)]
 fn bytewise_run(table: &ClassTable, text: &str, mut i: usize, until: usize, f: &mut impl FnMut(usize, usize)) -> usize {
     let bytes = text.as_bytes();
     loop {
