@@ -108,7 +108,7 @@ def test_damaged_tokenizer_files_load_or_are_refused_by_name(tmp_path, tok, edit
         try:
             again = Tokenizer.load(out)
         except (ValueError, OSError) as e:
-            assert which in str(e) or "tok" in str(e), e
+            assert which in str(e), e  # the damaged file is named (the directory is always in the path)
             return
         again.decode(again.encode("Once upon a time"))
     finally:
