@@ -190,8 +190,9 @@ impl Encoder {
     }
 
     /// Encodes one pre-token longer than 15 bytes: the single-token table, then merged pieces, and only
-    /// then the merges themselves.
-    #[inline(always)]
+    /// then the merges themselves. Out of line, as the pieces of at most 15 bytes' path is kept small
+    /// enough to be inlined into the scanner's loops.
+    #[inline(never)]
     fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
         if let Some(&id) = self.whole.long.get(piece) {
             out.push(id);
@@ -209,7 +210,7 @@ impl Encoder {
     }
 
     /// Encodes one pre-token of at most 15 bytes, packed into `key`: the single-token table, then the hot
-    /// slot, then the thread's merged pieces, and only then the merges themselves.
+    /// slot; the rest (`encode_short_miss`) out of line.
     #[inline(always)]
     fn encode_short(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
         if let Some(id) = self.whole.get_packed(key) {
@@ -218,19 +219,29 @@ impl Encoder {
         }
         let slot = ThreadCache::hot_slot(key);
         let (hot_key, hot_ids) = cache.hot[slot];
-        let cached = if hot_key == key {
-            hot_ids
-        } else if let Some(cached) = cache.pieces.short.get(key) {
-            cached
+        if hot_key == key {
+            cache.extend(&hot_ids, out);
         } else {
-            let start = out.len();
-            self.merge_piece(piece, out);
-            let cached = cache.insert(piece, &out[start..]);
-            cache.hot[slot] = (key, cached);
-            return;
+            self.encode_short_miss(piece, key, slot, out, cache);
+        }
+    }
+
+    /// `encode_short` past the hot slot: the thread's merged pieces, and only then the merges themselves.
+    #[cold]
+    #[inline(never)]
+    fn encode_short_miss(&self, piece: &[u8], key: u128, slot: usize, out: &mut Vec<u32>, cache: &mut ThreadCache) {
+        let cached = match cache.pieces.short.get(key) {
+            Some(cached) => {
+                cache.extend(&cached, out);
+                cached
+            }
+            None => {
+                let start = out.len();
+                self.merge_piece(piece, out);
+                cache.insert(piece, &out[start..])
+            }
         };
         cache.hot[slot] = (key, cached);
-        cache.extend(&cached, out);
     }
 
     /// Encodes the pre-tokens of `text` (no special tokens in it).
