@@ -53,7 +53,10 @@ impl Encoder {
         pattern: Option<&str>,
     ) -> Result<Self> {
         if vocab.len() >= u32::MAX as usize {
-            return Err(Error::InvalidArgument("vocabulary too large".into()));
+            return Err(Error::Vocabulary {
+                merge_rank: None,
+                message: "vocabulary too large".into(),
+            });
         }
         let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
         for (id, token) in vocab.iter().enumerate() {
@@ -77,21 +80,23 @@ impl Encoder {
         }
         let mut byte_ids = [0u32; 256];
         for b in 0..=255u8 {
-            byte_ids[b as usize] = *ids.get([b].as_slice()).ok_or_else(|| {
-                Error::InvalidArgument(format!("vocabulary has no token for the single byte {b:#04x}"))
+            byte_ids[b as usize] = *ids.get([b].as_slice()).ok_or_else(|| Error::Vocabulary {
+                merge_rank: None,
+                message: format!("vocabulary has no token for the single byte {b:#04x}"),
             })?;
         }
         let mut merge_map: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
         let mut joined = Vec::new();
         for (rank, (left, right)) in merges.iter().enumerate() {
             let lookup = |t: &[u8]| {
-                ids.get(t).copied().ok_or_else(|| {
-                    Error::InvalidArgument(format!(
+                ids.get(t).copied().ok_or_else(|| Error::Vocabulary {
+                    merge_rank: Some(rank),
+                    message: format!(
                         "merge {rank} ({:?} {:?}): {:?} is not in the vocabulary",
                         String::from_utf8_lossy(left),
                         String::from_utf8_lossy(right),
                         String::from_utf8_lossy(t)
-                    ))
+                    ),
                 })
             };
             joined.clear();

@@ -21,6 +21,8 @@ pub enum Error {
     },
     /// A caller passed an argument the core cannot use.
     InvalidArgument(String),
+    /// A vocabulary and merges that do not make a tokenizer; `merge_rank` names the merge at fault, if one is.
+    Vocabulary { merge_rank: Option<usize>, message: String },
     /// A user-supplied pre-tokenization pattern failed to compile or to run.
     Pattern(String),
     /// A token id outside the vocabulary.
@@ -59,6 +61,7 @@ impl fmt::Display for Error {
                 message,
             } => write!(f, "{}: {position}: {message}", path.display()),
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
+            Error::Vocabulary { message, .. } => write!(f, "{message}"),
             Error::Pattern(msg) => write!(f, "pre-tokenization pattern: {msg}"),
             Error::UnknownTokenId(id) => write!(f, "unknown token id {id}"),
             Error::Interrupted => write!(f, "interrupted"),

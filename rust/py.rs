@@ -47,13 +47,39 @@ fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(msg),
             },
         },
-        Error::InvalidUtf8 { .. }
-        | Error::InvalidRecord { .. }
-        | Error::InvalidArgument(_)
-        | Error::Pattern(_)
-        | Error::UnknownTokenId(_) => PyValueError::new_err(msg),
+        Error::InvalidUtf8 { path, offset } => typed_error("TextEncodingError", msg, |e| {
+            e.setattr("path", path.map(|p| p.display().to_string()))?;
+            e.setattr("offset", offset)
+        }),
+        Error::InvalidRecord { path, position, .. } => typed_error("RecordError", msg, |e| {
+            e.setattr("path", path.display().to_string())?;
+            e.setattr("position", position)
+        }),
+        Error::InvalidArgument(_) => typed_error("ArgumentError", msg, |_| Ok(())),
+        Error::Vocabulary { merge_rank, .. } => {
+            typed_error("VocabularyError", msg, |e| e.setattr("merge_rank", merge_rank))
+        }
+        Error::Pattern(_) => typed_error("PatternError", msg, |_| Ok(())),
+        Error::UnknownTokenId(id) => typed_error("UnknownTokenError", msg, |e| e.setattr("token_id", id)),
         Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
     }
+}
+
+/// An instance of `bpe_lm.errors.<class_name>` (each a `BpeLmError` and a `ValueError`) carrying `message`,
+/// its attributes set by `details`. The classes live in Python, so that the package's own errors share
+/// their base; taking the interpreter here is safe from inside `detach` as well.
+fn typed_error(class_name: &str, message: String, details: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<()>) -> PyErr {
+    Python::attach(|py| {
+        let made = py
+            .import("bpe_lm.errors")
+            .and_then(|module| module.getattr(class_name))
+            .and_then(|class| class.call1((message.as_str(),)))
+            .and_then(|instance| details(&instance).map(|()| instance));
+        match made {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(failure) => failure, // the errors module itself could not be used: say why, not something else
+        }
+    })
 }
 
 /// Runs core work and turns a panic into a Python RuntimeError instead of letting it cross over.

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bpe_lm.errors import BpeLmError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(BpeLmError, FileExistsError):
     """An output that is already there and was not to be replaced."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from bpe_lm.errors import BpeLmError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -99,7 +101,7 @@ class ModelConfig:
         return cls(**d)
 
 
-class ConfigError(ValueError):
+class ConfigError(BpeLmError, ValueError):
     """A problem with the run configuration, named by its setting."""
 
 

@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpe_lm.errors import BpeLmError
+
 HF = "https://huggingface.co/datasets"
 
 
@@ -37,7 +39,7 @@ DATASETS: dict[str, dict[str, Remote]] = {
 }
 
 
-class DownloadError(OSError):
+class DownloadError(BpeLmError, OSError):
     pass
 
 

@@ -35,6 +35,7 @@ import torch
 
 from bpe_lm._io import atomic_directory
 from bpe_lm.checkpoint import check_vocabularies_match
+from bpe_lm.errors import BpeLmError
 from bpe_lm.formats import read_json_object
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
 
@@ -56,7 +57,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 RMS_NORM_EPS = RMSNorm(1).eps  # the eps every RMSNorm of TransformerLM uses
 
 
-class ExportError(ValueError):
+class ExportError(BpeLmError, ValueError):
     """The model or the files cannot be converted: the message names the setting or the file."""
 
 

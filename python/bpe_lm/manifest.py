@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpe_lm import _core
 from bpe_lm._io import atomic_write
+from bpe_lm.errors import BpeLmError
 from bpe_lm.readers import Input, Stats, Unit
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(BpeLmError, ValueError):
     """An output directory that cannot be written as asked (files of someone else's in the way)."""
 
 

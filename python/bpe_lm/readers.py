@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
+from bpe_lm.errors import BpeLmError
 
 DEFAULT_TEXT_FIELD = "text"
 # The end-of-text special token: the document separator of text corpora, and the id after each record.
@@ -104,7 +105,7 @@ SUPPORTED = (
 )
 
 
-class InputError(ValueError):
+class InputError(BpeLmError, ValueError):
     """An input that cannot be read as a corpus: the message names the file and what is wrong."""
 
 

@@ -9,7 +9,6 @@ argument checks and special-token rules. File formats are in `formats` (tokenize
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpe_lm import _core
 from bpe_lm._io import atomic_output
+from bpe_lm.errors import ArgumentError, PatternError, UnknownTokenError, VocabularyError
 from bpe_lm.formats import (
     CONFIG_FILE,
     MERGES_FILE,
@@ -76,6 +76,13 @@ def default_num_threads(num_threads: int | None = None) -> int | None:
 
 # ----------------------------------------------------------------------------------------------------
 # Training
+
+
+def _with_message(error: VocabularyError, message: str) -> VocabularyError:
+    """`error` again (same class and details) with `message`."""
+    again = VocabularyError(message)
+    again.merge_rank = error.merge_rank
+    return again
 
 
 def _check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
@@ -324,21 +331,17 @@ class Tokenizer:
         merges, lines = _read_gpt2_merges_with_lines(merges_filepath)
         try:
             return cls(read_gpt2_vocab(vocab_filepath), merges, special_tokens, pattern=pattern)
-        except ValueError as e:
-            bad_merge = re.match(r"merge (\d+) ", str(e))
-            if bad_merge and int(bad_merge.group(1)) < len(
-                lines
-            ):  # the core names the merge by rank: name the file and line
-                raise ValueError(f"{os.fspath(merges_filepath)}: line {lines[int(bad_merge.group(1))]}: {e}") from None
-            if str(e).startswith("pre-tokenization pattern"):
-                raise
-            # Which file is at fault: the vocabulary's ids, or the pair of files together.
+        except VocabularyError as e:
+            # The core says which merge is at fault, if one is: name its file and line; else the vocabulary.
+            rank = e.merge_rank
             where = (
-                os.fspath(vocab_filepath)
-                if "vocab" in str(e)
-                else f"{os.fspath(vocab_filepath)} with {os.fspath(merges_filepath)}"
+                f"{os.fspath(merges_filepath)}: line {lines[rank]}"
+                if rank is not None and rank < len(lines)
+                else os.fspath(vocab_filepath)
             )
-            raise ValueError(f"{where}: {e}") from None
+            raise _with_message(e, f"{where}: {e}") from None
+        except ArgumentError as e:
+            raise ArgumentError(f"{os.fspath(vocab_filepath)} with {os.fspath(merges_filepath)}: {e}") from None
 
     @classmethod
     def load(cls, directory: PathLike) -> Tokenizer:
@@ -354,10 +357,8 @@ class Tokenizer:
         specials, pattern = read_tokenizer_config(d / CONFIG_FILE)
         try:
             return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
-        except ValueError as e:
-            if str(e).startswith("pre-tokenization pattern"):
-                raise ValueError(f"{d / CONFIG_FILE}: {e}") from None
-            raise
+        except PatternError as e:
+            raise PatternError(f"{d / CONFIG_FILE}: {e}") from None
 
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
@@ -397,7 +398,7 @@ class Tokenizer:
 
     def id_to_token(self, token_id: int) -> bytes:
         if not 0 <= token_id < len(self._tokens):
-            raise ValueError(f"unknown token id {token_id} (vocabulary has {len(self._tokens)} tokens)")
+            raise self._unknown_id(token_id)
         return self._tokens[token_id]
 
     def token_to_id(self, token: bytes | str) -> int:
@@ -639,7 +640,7 @@ class Tokenizer:
             flat = ids.reshape(-1)
             if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
                 bad = int(flat[(flat < 0) | (flat >= self.vocab_size)][0])
-                raise ValueError(f"unknown token id {bad} (vocabulary has {self.vocab_size} tokens)")
+                raise self._unknown_id(bad)
             return self._core.decode_buffer(flat.astype("<u4").tobytes(), 4)
         id_list = ids if isinstance(ids, list) else list(ids)
         try:
@@ -649,10 +650,15 @@ class Tokenizer:
                 if not hasattr(i, "__index__") or isinstance(i, bool):
                     raise TypeError(f"token ids must be integers, got {i!r}") from None
                 if i < 0:
-                    raise ValueError(f"unknown token id {i} (vocabulary has {self.vocab_size} tokens)") from None
+                    raise self._unknown_id(int(i)) from None
             raise
-        except ValueError as e:
-            raise ValueError(f"{e} (vocabulary has {self.vocab_size} tokens)") from None
+        except UnknownTokenError as e:
+            raise self._unknown_id(e.token_id) from None
+
+    def _unknown_id(self, token_id: int | None) -> UnknownTokenError:
+        error = UnknownTokenError(f"unknown token id {token_id} (vocabulary has {self.vocab_size} tokens)")
+        error.token_id = token_id
+        return error
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Decodes ids to text; bytes that are not valid UTF-8 become U+FFFD."""

@@ -26,6 +26,7 @@ from bpe_lm.accounting import account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, to_toml
 from bpe_lm.data import check_data, get_batch, load_tokens
+from bpe_lm.errors import BpeLmError
 from bpe_lm.evaluation import evaluate
 from bpe_lm.metrics import METRICS_NAME, MetricsLog
 from bpe_lm.model import TransformerLM
@@ -50,7 +51,7 @@ RUN_CONFIG_HEADER = (
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
 
-class TrainingError(RuntimeError):
+class TrainingError(BpeLmError, RuntimeError):
     """Training cannot go on (non-finite loss, out of memory, bad data): the message says what to do."""
 
 

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from bpe_lm import __version__
-from bpe_lm.cli.common import UserError
 from bpe_lm.cli.model_commands import add_accounting, add_eval, add_export, add_generate, add_plot, add_train
 from bpe_lm.cli.pipeline_commands import add_demo, add_download
 from bpe_lm.cli.tokenizer_commands import (
@@ -27,6 +26,7 @@ from bpe_lm.cli.tokenizer_commands import (
     add_tokenizer_stats,
     add_train_tokenizer,
 )
+from bpe_lm.errors import BpeLmError
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
@@ -76,9 +76,11 @@ def describe_error(err: BaseException) -> str:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that are about the user's input, files or settings: one line, exit status 1. Anything else
+    """Errors that are about the user's input, files or settings: one line, exit status 1. `BpeLmError`
+    (bpe_lm.errors) is the base of every error bpe-lm raises on purpose, the CLI's `UserError` included;
+    ValueError and OSError from elsewhere (numpy reading a file, the OS) are the user's too. Anything else
     (KeyError, a RuntimeError from inside torch or the core, ...) is a bug and shows its traceback."""
-    types: list[type[BaseException]] = [UserError, ValueError, OSError]
+    types: list[type[BaseException]] = [BpeLmError, ValueError, OSError]
     if "bpe_lm.train" in sys.modules:
         types.append(sys.modules["bpe_lm.train"].TrainingError)
     return tuple(types)

@@ -9,8 +9,10 @@ import resource
 import sys
 from pathlib import Path
 
+from bpe_lm.errors import BpeLmError
 
-class UserError(Exception):
+
+class UserError(BpeLmError):
     """A problem with the user's input: printed as one line, exit status 1."""
 
 
