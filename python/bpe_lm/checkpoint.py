@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bpe_lm._io import atomic_output
+from bpe_lm.run_files import CHECKPOINT_NAME
 
 COMPILED_PREFIX = "_orig_mod."
 
@@ -145,10 +146,10 @@ def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu
 
     path = Path(source)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = path / CHECKPOINT_NAME
         if not path.is_file():
             raise FileNotFoundError(
-                f"{source}: no checkpoint.pt in this run directory (has `bpe-lm train` saved one yet?)"
+                f"{source}: no {CHECKPOINT_NAME} in this run directory (has `bpe-lm train` saved one yet?)"
             )
     state = read_checkpoint(path, map_location="cpu")
     if not isinstance(state.get("config"), dict) or not state["config"]:

@@ -14,6 +14,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from bpe_lm.readers import END_OF_TEXT
+
 DOCUMENT_JOINER = "\n<|endoftext|>\n"  # between documents, as in TinyStories and OpenWebText dumps
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__", "lib2to3", "turtledemo"}
 MIN_CHARS = 40
@@ -33,7 +35,7 @@ def stdlib_docstrings(root: str | os.PathLike[str] | None = None) -> Iterator[st
             for node in ast.walk(tree):
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     doc = ast.get_docstring(node)
-                    if doc and len(doc) >= MIN_CHARS and "<|endoftext|>" not in doc:
+                    if doc and len(doc) >= MIN_CHARS and END_OF_TEXT not in doc:
                         yield doc
 
 

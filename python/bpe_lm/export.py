@@ -38,12 +38,12 @@ from bpe_lm.checkpoint import check_vocabularies_match
 from bpe_lm.errors import BpeLmError
 from bpe_lm.formats import read_json_object
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
+from bpe_lm.readers import END_OF_TEXT as EOT
 
 if TYPE_CHECKING:
     from bpe_lm.tokenizer import Tokenizer
 
 PathLike = str | os.PathLike[str]
-EOT = "<|endoftext|>"
 WEIGHTS_NAME = "model.safetensors"
 HF_FILES = (
     "config.json",

@@ -8,8 +8,6 @@ from torch import Tensor
 
 from bpe_lm.model import KVCache, TransformerLM, softmax
 
-EOT = "<|endoftext|>"
-
 
 def sample_next(
     logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None

@@ -12,8 +12,8 @@ from typing import Any
 
 from bpe_lm._io import atomic_write
 from bpe_lm.config import RunConfig
+from bpe_lm.run_files import METRICS_NAME
 
-METRICS_NAME = "metrics.jsonl"
 # Fields of a row that readers (plot, resume, the demo's report) compute with: numbers when present.
 NUMERIC_FIELDS = ("step", "tokens", "time", "train_loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 

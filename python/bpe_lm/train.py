@@ -28,9 +28,10 @@ from bpe_lm.config import ConfigError, RunConfig, to_toml
 from bpe_lm.data import check_data, get_batch, load_tokens
 from bpe_lm.errors import BpeLmError
 from bpe_lm.evaluation import evaluate
-from bpe_lm.metrics import METRICS_NAME, MetricsLog
+from bpe_lm.metrics import MetricsLog
 from bpe_lm.model import TransformerLM
 from bpe_lm.optim import AdamW, Muon, clip_grad_norm, cosine_lr, param_groups_for
+from bpe_lm.run_files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
 from bpe_lm.runtime import (
     Dist,
     autocast,
@@ -41,8 +42,6 @@ from bpe_lm.runtime import (
     resolve_device,
 )
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CONFIG_NAME = "config.toml"
 LOCK_NAME = "train.lock"
 # The first line of the run's copy of its settings: what tells it from a file of the user's by that name.
 RUN_CONFIG_HEADER = (
@@ -152,7 +151,7 @@ class Trainer:
             self.warmup_done_at = elapsed
         span = max(budget - self.warmup_done_at, 1e-9)
         progress = min(max((elapsed - self.warmup_done_at) / span, 0.0), 1.0)
-        return o.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
+        return cosine_lr(progress, o.lr, o.min_lr, 0.0, 1.0)  # the same cosine, over the fraction of time left
 
     def budget_reached(self, it: int, elapsed: float) -> bool:
         total = self.total_iters()

@@ -252,7 +252,8 @@ def run_generate(args: argparse.Namespace) -> None:
     import torch
 
     from bpe_lm.checkpoint import check_vocabularies_match, load_model
-    from bpe_lm.generate import EOT, generate
+    from bpe_lm.generate import generate
+    from bpe_lm.readers import END_OF_TEXT as EOT
     from bpe_lm.runtime import resolve_device
 
     if args.temperature < 0:
@@ -357,10 +358,11 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
 
 def run_plot(args: argparse.Namespace) -> None:
     from bpe_lm.plot import plot_runs
+    from bpe_lm.run_files import METRICS_NAME
 
     check_output_file(args.output, args.force)
     for run in args.runs:
-        if not (Path(run) / "metrics.jsonl").is_file():
-            raise UserError(f"{run}: no metrics.jsonl (is this a run directory from `bpe-lm train`?)")
+        if not (Path(run) / METRICS_NAME).is_file():
+            raise UserError(f"{run}: no {METRICS_NAME} (is this a run directory from `bpe-lm train`?)")
     out = plot_runs(args.runs, args.output, title=args.title)
     print(f"wrote {out}", file=sys.stderr)

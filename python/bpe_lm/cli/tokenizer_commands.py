@@ -23,6 +23,7 @@ from bpe_lm.cli.common import (
     positive_int,
     thread_count,
 )
+from bpe_lm.readers import END_OF_TEXT
 from bpe_lm.units import format_duration, shown_token
 
 
@@ -121,7 +122,7 @@ def run_train_tokenizer(args: argparse.Namespace) -> None:
         return train_tokenizer_from_counts(args)
     if args.no_special_tokens and args.special_tokens:
         raise UserError("--no-special-tokens and --special-token contradict each other")
-    specials = [] if args.no_special_tokens else (args.special_tokens or ["<|endoftext|>"])
+    specials = [] if args.no_special_tokens else (args.special_tokens or [END_OF_TEXT])
     if any(not s for s in specials):
         raise UserError("--special-token: must not be empty")
     specials = list(dict.fromkeys(specials))
@@ -264,7 +265,7 @@ def _units(inputs, shard: str | None, separators: list[bytes]):
 def run_count_pretokens(args: argparse.Namespace) -> None:
     from bpe_lm.tokenizer import _core, default_num_threads, write_counts
 
-    specials = list(dict.fromkeys(args.special_tokens or ["<|endoftext|>"]))
+    specials = list(dict.fromkeys(args.special_tokens or [END_OF_TEXT]))
     inputs = check_inputs(args.inputs)
     check_output_file(args.output, args.force)
     _refuse_output_among_inputs(args.output, inputs)
