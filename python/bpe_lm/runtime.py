@@ -73,7 +73,6 @@ def peak_flops(device: torch.device, autocast_dtype: torch.dtype | None) -> floa
 class Dist:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -99,7 +98,7 @@ def init_distributed(device_name: str) -> tuple[Dist, str]:
     elif device_name == "auto":
         device_name = "cpu"
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(rank, world, local), device_name
+    return Dist(rank, world), device_name
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -118,7 +118,6 @@ class Trainer:
             )
         self.micro_batch = t.batch_size // (self.dist.world_size * t.grad_accum)
         self.warmup_done_at: float | None = None  # wall-clock budget: when the warmup ended (saved in checkpoints)
-        self.best_valid: float | None = None
         self.tokens_per_step = t.batch_size * cfg.model.context_length
 
     # -- setup
@@ -183,7 +182,6 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed_before = 0.0
         self.warmup_done_at = None
-        self.best_valid = None
         if self.resume:
             self._restore()
         self.step_model: Any = self.model  # the module as called: maybe wrapped by DDP and torch.compile
@@ -215,7 +213,6 @@ class Trainer:
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self.warmup_done_at = state.get("warmup_done_at")
-        self.best_valid = state.get("best_valid")
         self.generator.set_state(state["data_generator"])
         restore_rng_states(state.get("rng", {}))
 
@@ -230,7 +227,6 @@ class Trainer:
             tokens_seen=self.tokens_seen,
             elapsed=elapsed,
             warmup_done_at=self.warmup_done_at,
-            best_valid=self.best_valid,
             data_generator=generator_state,
             run_config=json.dumps(self.cfg.to_dict()),
         )
@@ -446,7 +442,6 @@ class Trainer:
                 self.autocast_dtype,
                 t.seed + EVAL_SEED_OFFSET,
             )
-            self.best_valid = loss if self.best_valid is None else min(self.best_valid, loss)
             log.write(
                 [
                     {
