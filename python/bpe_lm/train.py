@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,9 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.force = force
+        # Seconds on a monotonic clock: what time budgets, throughput and `elapsed` are measured with. Tests
+        # replace it to run a budget on simulated time, whatever the machine's load.
+        self.clock: Callable[[], float] = time.perf_counter
         self._lock_fd: int | None = None  # the run directory's lock, held while running
         self._set_aside: list[tuple[Path, Path]] = []  # (earlier run's file, where it waits) under --force
         self._saved = False  # whether this run has saved a checkpoint
@@ -372,8 +375,8 @@ class Trainer:
                 bar = tqdm(total=round(t.max_minutes, 2), initial=round(self.elapsed_before / 60, 2), desc="training", dynamic_ncols=True,
                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} min [{remaining} left{postfix}]")  # fmt: skip
         pending: list[tuple[int, int, float, torch.Tensor, float, torch.Tensor]] = []
-        last_flush = (time.perf_counter(), self.tokens_seen)
-        start = time.perf_counter()
+        last_flush = (self.clock(), self.tokens_seen)
+        start = self.clock()
         generator_state = self.generator.get_state()
         last_good = (self.iteration, generator_state, self.elapsed_before)
         summary: dict[str, Any] = {}
@@ -394,7 +397,7 @@ class Trainer:
                 dist.all_reduce(losses)  # SUM: gloo has no AVG
                 losses /= self.dist.world_size
             losses_l, norms_l = losses.float().tolist(), norms.float().tolist()
-            now = time.perf_counter()
+            now = self.clock()
             tokens_per_s = (pending[-1][1] - last_flush[1]) / max(now - last_flush[0], 1e-9)
             throughput[0] += pending[-1][1] - last_flush[1]
             throughput[1] += now - last_flush[0]
@@ -467,9 +470,11 @@ class Trainer:
             with _StopFlag() as stop, out_of_memory_named(step_advice):
                 if self.iteration == 0:
                     run_eval(0.0)  # the starting point of the validation curve
-                    last_flush = (time.perf_counter(), self.tokens_seen)
+                    last_flush = (self.clock(), self.tokens_seen)
                 self.step_model.train()
-                clock = _RunClock(self.dist, self.device, start, self.elapsed_before, agree_every=t.log_interval)
+                clock = _RunClock(
+                    self.dist, self.device, start, self.elapsed_before, agree_every=t.log_interval, clock=self.clock
+                )
                 elapsed = self.elapsed_before
                 while not self.budget_reached(self.iteration, elapsed):
                     lr = self.lr_at(self.iteration, elapsed)
@@ -498,7 +503,7 @@ class Trainer:
                         last_good = (self.iteration, generator_state, elapsed)
                     if last_flush[1] == self.tokens_seen:
                         # Throughput is measured over training steps only, not evaluation or saving.
-                        last_flush = (time.perf_counter(), self.tokens_seen)
+                        last_flush = (self.clock(), self.tokens_seen)
                     if stopping:
                         interrupted = True
                         stop_signal = stop.signum
@@ -517,7 +522,7 @@ class Trainer:
         summary.update(
             steps=self.iteration,
             tokens=self.tokens_seen,
-            seconds=self.elapsed_before + time.perf_counter() - start,
+            seconds=self.elapsed_before + self.clock() - start,
             interrupted=interrupted,
             signal=stop_signal,
             checkpoint=str(self.checkpoint_path),
@@ -587,9 +592,16 @@ class _RunClock:
     arithmetic on every rank, and a Ctrl-C waits for the next agreement."""
 
     def __init__(
-        self, dist_info: Dist, device: torch.device, start: float, elapsed_before: float, agree_every: int
+        self,
+        dist_info: Dist,
+        device: torch.device,
+        start: float,
+        elapsed_before: float,
+        agree_every: int,
+        clock: Callable[[], float],
     ) -> None:
         self.dist, self.start, self.elapsed_before, self.every = dist_info, start, elapsed_before, max(agree_every, 1)
+        self.clock = clock
         self.device = (
             device if device.type == "cuda" else torch.device("cpu")
         )  # NCCL reduces CUDA tensors, gloo CPU ones
@@ -597,7 +609,7 @@ class _RunClock:
         self.seconds_per_step = 0.0
 
     def local(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.start
+        return self.elapsed_before + self.clock() - self.start
 
     def read(self, iteration: int, stop_requested: bool) -> tuple[float, bool]:
         if not self.dist.enabled:
