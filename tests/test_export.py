@@ -141,11 +141,41 @@ def test_autotokenizer_ids_equal_ours_on_shared_files(tmp_path):
     assert separators > 100
 
 
-@pytest.mark.parametrize(
-    "setting, message",
-    [({"norm": "post"}, "model.norm = 'post'"), ({"norm": "none"}, "model.norm = 'none'"), ({"position": "none"}, "model.position = 'none'"),
-     ({"ffn": "silu"}, "model.ffn = 'silu'")],
-)  # fmt: skip
+def test_every_model_setting_is_examined_by_export():
+    from dataclasses import fields
+
+    from bpe_lm.config import ModelConfig
+    from bpe_lm.export import CARRIED_SETTINGS, LLAMA_SETTINGS, SAME_FUNCTION_SETTINGS
+
+    tables = [set(CARRIED_SETTINGS), set(LLAMA_SETTINGS), set(SAME_FUNCTION_SETTINGS)]
+    assert set().union(*tables) == {f.name for f in fields(ModelConfig)}, "classify the new model setting in export.py"
+    assert sum(len(t) for t in tables) == len(set().union(*tables)), "a setting in two tables"
+
+
+def other_values(name: str) -> list:
+    """Every value of a Llama-constrained setting but Llama's (Literal options, the other bool, a cap)."""
+    import typing
+
+    from bpe_lm.config import ModelConfig
+    from bpe_lm.export import LLAMA_SETTINGS
+
+    llama_value = LLAMA_SETTINGS[name][0]
+    if isinstance(llama_value, bool):
+        return [not llama_value]
+    if isinstance(llama_value, float):
+        return [5.0]
+    options = typing.get_args(typing.get_type_hints(ModelConfig)[name])  # the setting's Literal choices
+    assert options, f"model.{name}: no Literal choices to test"
+    return [v for v in options if v != llama_value]
+
+
+def _refused_settings():
+    from bpe_lm.export import LLAMA_SETTINGS
+
+    return [({name: v}, f"model.{name} = {v!r}") for name in LLAMA_SETTINGS for v in other_values(name)]
+
+
+@pytest.mark.parametrize("setting, message", _refused_settings())
 def test_models_llama_cannot_express_are_refused(tmp_path, tok, capsys, setting, message):
     model = tiny_model(tok.vocab_size, **setting)
     with pytest.raises(ExportError, match=message):

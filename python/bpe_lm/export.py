@@ -61,14 +61,37 @@ class ExportError(BpeLmError, ValueError):
     """The model or the files cannot be converted: the message names the setting or the file."""
 
 
+# How each ModelConfig setting reaches the exported Llama. Every field is in exactly one of the three
+# (tests/test_export.py holds them to ModelConfig's fields), so a new setting cannot export unexamined.
+# Written into config.json or carried by the weights' shapes:
+CARRIED_SETTINGS = (
+    "vocab_size",
+    "context_length",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "d_ff",
+    "rope_theta",
+    "tie_embeddings",
+)
+# How weights start or which kernel computes attention: the function the trained model computes is the same.
+SAME_FUNCTION_SETTINGS = ("zero_init_output", "attention")
+# The only value a Llama can compute, and why, for every other setting.
+LLAMA_SETTINGS: dict[str, tuple[Any, str]] = {
+    "norm": ("pre", "Llama is pre-norm (RMSNorm before each sublayer), so only norm = 'pre' exports"),
+    "position": ("rope", "Llama uses RoPE, so a model without position encoding (NoPE) does not export"),
+    "ffn": ("swiglu", "Llama's feed-forward is SwiGLU (gate, up, down), so only ffn = 'swiglu' exports"),
+    "qk_norm": (False, "Llama has no RMSNorm on queries and keys, so its logits would differ from this model's"),
+    "logit_softcap": (0.0, "Llama does not cap its logits (c·tanh(logits / c)), so its outputs would differ"),
+}
+
+
 def llama_incompatibility(config: ModelConfig) -> str | None:
-    """Why a model with this config has no Llama equivalent, or None when it has one."""
-    if config.norm != "pre":
-        return f"model.norm = {config.norm!r}: Llama is pre-norm (RMSNorm before each sublayer), so only norm = 'pre' exports"
-    if config.position != "rope":
-        return f"model.position = {config.position!r}: Llama uses RoPE, so a model without position encoding (NoPE) does not export"
-    if config.ffn != "swiglu":
-        return f"model.ffn = {config.ffn!r}: Llama's feed-forward is SwiGLU (gate, up, down), so only ffn = 'swiglu' exports"
+    """Why a model with this config has no Llama equivalent (the first setting that has none), or None."""
+    for name, (llama_value, why) in LLAMA_SETTINGS.items():
+        value = getattr(config, name)
+        if value != llama_value:
+            return f"model.{name} = {value!r}: {why}"
     return None
 
 
