@@ -35,6 +35,7 @@ PACKAGE_CLASSES = [
 
 
 def test_every_error_class_shares_the_base_and_keeps_its_builtin():
+    assert bpe_lm.BpeLmError is BpeLmError
     for cls in CORE_CLASSES:
         assert issubclass(cls, BpeLmError) and issubclass(cls, ValueError), cls
     for module, name, builtin in PACKAGE_CLASSES:

@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from bpe_lm.errors import BpeLmError  # noqa: E402
 from bpe_lm.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe  # noqa: E402
 
-__all__ = ["GPT2_PATTERN", "Tokenizer", "train_bpe", "__version__"]
+__all__ = ["GPT2_PATTERN", "BpeLmError", "Tokenizer", "train_bpe", "__version__"]
