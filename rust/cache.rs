@@ -11,8 +11,8 @@ pub(crate) const CACHED_PIECE_BYTES: usize = 4096;
 pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of the direct-mapped table of recently used multi-token pieces in front of the cache's full table
 /// (a power of two; 32 bytes each, 1 MB a thread and encoder): one probe, mostly from L2, where the full
-/// table (up to 8 MB) would miss it on text whose pieces are mostly several tokens (Cyrillic in GPT-2's
-/// vocabulary: 1.3x as fast cold with it).
+/// table (up to 8 MB) would miss it; it matters on text whose pieces are mostly several tokens (Cyrillic
+/// in GPT-2's vocabulary).
 pub(crate) const HOT_SLOTS: usize = 1 << 15;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
