@@ -180,6 +180,8 @@ def test_encode_decode_round_trip(tmp_path, tokenizer_dir, corpus_file, capsys):
     code, err = run(capsys, "decode", out, "--tokenizer", tokenizer_dir, "-o", back)
     assert code == 0, err
     assert back.read_text(encoding="utf-8") == text
+    # It says what it wrote, as every command that writes a file does.
+    assert f"wrote {back}: {len(ids):,} ids -> {len(text.encode()):,} bytes of text" in err
 
 
 def test_encode_gzip_and_uint32(tmp_path, tokenizer_dir, corpus_file, capsys):

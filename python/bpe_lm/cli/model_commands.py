@@ -284,9 +284,13 @@ def run_generate(args: argparse.Namespace) -> None:
         )
         if ids and ids[-1] == eos:
             ids = ids[:-1]
+        text = args.prompt + tok.decode(ids)
         if i:
-            print("\n" + "-" * 40)
-        print(args.prompt + tok.decode(ids))
+            sys.stdout.write("\n" + "-" * 40 + "\n")
+        # Exactly what the model wrote, no newline of ours: piped output is the text itself. A terminal gets
+        # one, so the shell prompt does not land on the last line.
+        sys.stdout.write(text + ("\n" if sys.stdout.isatty() and not text.endswith("\n") else ""))
+        sys.stdout.flush()
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:

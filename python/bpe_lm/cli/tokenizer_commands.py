@@ -459,6 +459,7 @@ def run_decode(args: argparse.Namespace) -> None:
     from bpe_lm._io import atomic_write
 
     atomic_write(args.output, data)
+    print(f"wrote {args.output}: {len(ids):,} ids -> {len(data):,} bytes of text", file=sys.stderr)
 
 
 def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
