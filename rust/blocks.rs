@@ -14,7 +14,7 @@
 //! A start at k depends on bytes k − 3 ..= k + 1 at most, so starts at 0 ..= TRUSTED are exact from the
 //! 64 bytes alone; the last start found is where the next block begins.
 
-use crate::pretokenize::{class_table, LETTER, NUMBER, SPACE};
+use crate::pretokenize::{class_table, contraction_len, LETTER, NUMBER, SPACE};
 
 pub(crate) const BLOCK: usize = 64;
 /// The last position of a block whose start bit is exact (see the module comment).
@@ -80,16 +80,6 @@ pub(crate) fn block_masks(block: &[u8; BLOCK]) -> BlockMasks {
     crate::arch::block_masks(block).unwrap_or_else(|| portable_masks(block))
 }
 
-/// Length of a contraction at `bytes[at]` (an apostrophe), or 0.
-#[inline(always)]
-fn contraction_len(bytes: &[u8], at: usize) -> u32 {
-    match (bytes.get(at + 1), bytes.get(at + 2)) {
-        (Some(b's' | b'd' | b'm' | b't'), _) => 2,
-        (Some(b'l'), Some(b'l')) | (Some(b'v' | b'r'), Some(b'e')) => 3,
-        _ => 0,
-    }
-}
-
 /// Pre-token starts of the block `bytes[at..at + 64]`, whose first byte starts a pre-token, as bits;
 /// exact at 0 ..= `limit` (≤ TRUSTED), where every byte up to `limit + 1` must be ASCII.
 #[inline(always)]
@@ -106,8 +96,8 @@ pub(crate) fn block_starts(bytes: &[u8], at: usize, m: &BlockMasks, limit: u32) 
     while quotes != 0 {
         let k = quotes.trailing_zeros();
         quotes &= quotes - 1;
-        let len = contraction_len(bytes, at + k as usize);
-        if len > 0 {
+        if let Some(len) = contraction_len(bytes, at + k as usize) {
+            let len = len as u32;
             let inside = ((1u64 << (len - 1)) - 1) << (k + 1);
             starts &= !inside;
             if k + len < 64 {

@@ -110,7 +110,7 @@ impl ClassTable {
 
 /// Length of a contraction (`'s 'd 'm 't 'll 've 're`) at `bytes[i]`, which holds an apostrophe.
 #[inline(always)]
-fn contraction_len(bytes: &[u8], i: usize) -> Option<usize> {
+pub(crate) fn contraction_len(bytes: &[u8], i: usize) -> Option<usize> {
     match bytes.get(i + 1)? {
         b's' | b'd' | b'm' | b't' => Some(2),
         b'l' if bytes.get(i + 2) == Some(&b'l') => Some(3),
