@@ -1,6 +1,6 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::{PieceMap, ShortTable};
+use crate::keys::{slot_of, PieceMap, ShortTable};
 
 /// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
@@ -72,8 +72,7 @@ impl ThreadCache {
     /// The hot slot of a packed piece.
     #[inline(always)]
     pub(crate) fn hot_slot(key: u128) -> usize {
-        let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> (64 - HOT_SLOTS.trailing_zeros())) as usize
+        slot_of(key, HOT_SLOTS)
     }
 
     /// Remembers the ids of a merged piece, first clearing the cache if it is full; returns the entry.

@@ -67,6 +67,14 @@ pub(crate) fn pack_short_in(text: &[u8], start: usize, end: usize) -> Option<u12
     }
 }
 
+/// The slot of a packed piece in a table of `slots` slots (a power of two): its two halves mixed by one
+/// multiplication, the top bits taken.
+#[inline(always)]
+pub(crate) fn slot_of(key: u128, slots: usize) -> usize {
+    let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - slots.trailing_zeros())) as usize
+}
+
 /// Packed short pieces (`pack_short`) → value, by open addressing: the key and its value sit side by
 /// side in one slot, so a probe that finds its key reads one cache line, where a general hash map reads
 /// a control group and then the entry. Key 0 marks an empty slot (a packed piece holds its non-zero
@@ -97,8 +105,7 @@ impl<V: Copy + Default> ShortTable<V> {
     /// The first slot probed for `key`.
     #[inline(always)]
     pub(crate) fn home(&self, key: u128) -> usize {
-        let mixed = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> (64 - self.slots.len().trailing_zeros())) as usize
+        slot_of(key, self.slots.len())
     }
 
     #[inline(always)]
