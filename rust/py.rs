@@ -15,7 +15,7 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 
 use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
@@ -47,34 +47,36 @@ fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(msg),
             },
         },
-        Error::InvalidUtf8 { path, offset } => typed_error("TextEncodingError", msg, |e| {
-            e.setattr("path", path.map(|p| p.display().to_string()))?;
-            e.setattr("offset", offset)
+        Error::InvalidUtf8 { path, offset } => typed_error("TextEncodingError", msg, |d| {
+            d.set_item("path", path.map(|p| p.display().to_string()))?;
+            d.set_item("offset", offset)
         }),
-        Error::InvalidRecord { path, position, .. } => typed_error("RecordError", msg, |e| {
-            e.setattr("path", path.display().to_string())?;
-            e.setattr("position", position)
+        Error::InvalidRecord { path, position, .. } => typed_error("RecordError", msg, |d| {
+            d.set_item("path", path.display().to_string())?;
+            d.set_item("position", position)
         }),
         Error::InvalidArgument(_) => typed_error("ArgumentError", msg, |_| Ok(())),
         Error::Vocabulary { merge_rank, .. } => {
-            typed_error("VocabularyError", msg, |e| e.setattr("merge_rank", merge_rank))
+            typed_error("VocabularyError", msg, |d| d.set_item("merge_rank", merge_rank))
         }
         Error::Pattern(_) => typed_error("PatternError", msg, |_| Ok(())),
-        Error::UnknownTokenId(id) => typed_error("UnknownTokenError", msg, |e| e.setattr("token_id", id)),
+        Error::UnknownTokenId(id) => typed_error("UnknownTokenError", msg, |d| d.set_item("token_id", id)),
         Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
     }
 }
 
-/// An instance of `bpe_lm.errors.<class_name>` (each a `BpeLmError` and a `ValueError`) carrying `message`,
-/// its attributes set by `details`. The classes live in Python, so that the package's own errors share
-/// their base; taking the interpreter here is safe from inside `detach` as well.
-fn typed_error(class_name: &str, message: String, details: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<()>) -> PyErr {
+/// An instance of `bpe_lm.errors.<class_name>` (each a `BpeLmError` and a `ValueError`) made from `message`
+/// and the keyword arguments `details` puts in a dict (the class keeps them as attributes). The classes live
+/// in Python, so that the package's own errors share their base; taking the interpreter here is safe from
+/// inside `detach` as well.
+fn typed_error(class_name: &str, message: String, details: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>) -> PyErr {
     Python::attach(|py| {
-        let made = py
-            .import("bpe_lm.errors")
-            .and_then(|module| module.getattr(class_name))
-            .and_then(|class| class.call1((message.as_str(),)))
-            .and_then(|instance| details(&instance).map(|()| instance));
+        let kwargs = PyDict::new(py);
+        let made = details(&kwargs).and_then(|()| {
+            py.import("bpe_lm.errors")?
+                .getattr(class_name)?
+                .call((message.as_str(),), Some(&kwargs))
+        });
         match made {
             Ok(instance) => PyErr::from_value(instance),
             Err(failure) => failure, // the errors module itself could not be used: say why, not something else

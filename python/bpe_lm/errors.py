@@ -4,7 +4,7 @@
 is not UTF-8); anything else that escapes bpe-lm is a bug. Each class also derives from the built-in
 exception code written before it caught (`ValueError`, `OSError`, ...), so `except ValueError` keeps working.
 The Rust core raises the classes below by name (rust/py.rs), one per variant of its error enum, with the
-details as attributes, so callers never parse messages.
+details as keyword arguments kept as attributes, so callers never parse messages.
 """
 
 from __future__ import annotations
@@ -22,28 +22,34 @@ class VocabularyError(BpeLmError, ValueError):
     """A vocabulary and merges that do not make a tokenizer. `merge_rank` is the rank (0-based) of the
     merge at fault, or None when the vocabulary itself is."""
 
-    merge_rank: int | None = None
+    def __init__(self, message: str, *, merge_rank: int | None = None) -> None:
+        super().__init__(message)
+        self.merge_rank = merge_rank
 
 
 class RecordError(BpeLmError, ValueError):
     """A record of a record corpus (a JSON line, an Arrow row) that cannot be read as a document.
     `path` and `position` ("line 7", "row 12") say where."""
 
-    path: str | None = None
-    position: str | None = None
+    def __init__(self, message: str, *, path: str | None = None, position: str | None = None) -> None:
+        super().__init__(message)
+        self.path, self.position = path, position
 
 
 class TextEncodingError(BpeLmError, ValueError):
     """Text that is not UTF-8: `offset` counts bytes of (decompressed) text from the start of `path`."""
 
-    path: str | None = None
-    offset: int | None = None
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.path, self.offset = path, offset
 
 
 class UnknownTokenError(BpeLmError, ValueError):
     """A token id outside the vocabulary (`token_id`)."""
 
-    token_id: int | None = None
+    def __init__(self, message: str, *, token_id: int | None = None) -> None:
+        super().__init__(message)
+        self.token_id = token_id
 
 
 class ArgumentError(BpeLmError, ValueError):

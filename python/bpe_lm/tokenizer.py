@@ -78,13 +78,6 @@ def default_num_threads(num_threads: int | None = None) -> int | None:
 # Training
 
 
-def _with_message(error: VocabularyError, message: str) -> VocabularyError:
-    """`error` again (same class and details) with `message`."""
-    again = VocabularyError(message)
-    again.merge_rank = error.merge_rank
-    return again
-
-
 def _check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
     if special_tokens is None:
         return []
@@ -339,7 +332,7 @@ class Tokenizer:
                 if rank is not None and rank < len(lines)
                 else os.fspath(vocab_filepath)
             )
-            raise _with_message(e, f"{where}: {e}") from None
+            raise VocabularyError(f"{where}: {e}", merge_rank=rank) from None
         except ArgumentError as e:
             raise ArgumentError(f"{os.fspath(vocab_filepath)} with {os.fspath(merges_filepath)}: {e}") from None
 
@@ -656,9 +649,8 @@ class Tokenizer:
             raise self._unknown_id(e.token_id) from None
 
     def _unknown_id(self, token_id: int | None) -> UnknownTokenError:
-        error = UnknownTokenError(f"unknown token id {token_id} (vocabulary has {self.vocab_size} tokens)")
-        error.token_id = token_id
-        return error
+        message = f"unknown token id {token_id} (vocabulary has {self.vocab_size} tokens)"
+        return UnknownTokenError(message, token_id=token_id)
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Decodes ids to text; bytes that are not valid UTF-8 become U+FFFD."""
