@@ -44,6 +44,13 @@ def tiny_model(vocab_size: int, tie: bool = False, seed: int = 0, **kw) -> Trans
     return TransformerLM(config).eval()
 
 
+def export_command(tmp_path: Path, model: TransformerLM, tok: Tokenizer, *extra: str | Path) -> list[str]:
+    """Saves `model` and `tok` under tmp_path (m.pt, tok/) and returns `bpe-lm export` of them, then `extra`."""
+    save_checkpoint(model, None, 0, tmp_path / "m.pt")
+    tok.save(tmp_path / "tok")
+    return ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), *map(str, extra)]
+
+
 def load_hf(out: Path):
     return transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
 
@@ -180,35 +187,17 @@ def test_models_llama_cannot_express_are_refused(tmp_path, tok, capsys, setting,
     model = tiny_model(tok.vocab_size, **setting)
     with pytest.raises(ExportError, match=message):
         to_hf(model, tok, tmp_path / "hf")
-    save_checkpoint(model, None, 0, tmp_path / "m.pt")
-    tok.save(tmp_path / "tok")
-    assert (
-        main(
-            [
-                "export",
-                "--checkpoint",
-                str(tmp_path / "m.pt"),
-                "--tokenizer",
-                str(tmp_path / "tok"),
-                "-o",
-                str(tmp_path / "hf"),
-            ]
-        )
-        == 1
-    )
+    assert main(export_command(tmp_path, model, tok, "-o", tmp_path / "hf")) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "hf").exists()
 
 
 def test_export_never_clobbers(tmp_path, tok, capsys):
-    model = tiny_model(tok.vocab_size)
-    save_checkpoint(model, None, 0, tmp_path / "m.pt")
-    tok.save(tmp_path / "tok")
     out = tmp_path / "hf"
+    args = export_command(tmp_path, tiny_model(tok.vocab_size), tok, "-o", out)
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "-o", str(out)]
     assert main(args) == 1
     assert "already exists" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert main([*args, "--force"]) == 0
@@ -292,10 +281,8 @@ def gguf_forward(path: Path, ids: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("tie", [False, True])
 def test_gguf_tensors_give_our_logits_in_an_independent_forward(tmp_path, tok, tie):
     model = tiny_model(tok.vocab_size, tie, seed=2)
-    save_checkpoint(model, None, 0, tmp_path / "m.pt")
-    tok.save(tmp_path / "tok")
     out = tmp_path / "m.gguf"
-    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok"), "--format", "gguf"]
+    args = export_command(tmp_path, model, tok, "--format", "gguf")
     assert main([*args, "-o", str(out)]) == 0
     ids = torch.randint(
         0, tok.vocab_size, (model.config.context_length,), generator=torch.Generator().manual_seed(4)
@@ -316,20 +303,8 @@ def test_gguf_logits_and_ids_equal_ours_in_llama_cpp(tmp_path, tok, tie, capsys)
     import llama_cpp
 
     model = tiny_model(tok.vocab_size, tie, seed=2)
-    save_checkpoint(model, None, 0, tmp_path / "m.pt")
-    tok.save(tmp_path / "tok")
     out = tmp_path / "m.gguf"
-    args = [
-        "export",
-        "--checkpoint",
-        str(tmp_path / "m.pt"),
-        "--tokenizer",
-        str(tmp_path / "tok"),
-        "--format",
-        "gguf",
-        "-o",
-        str(out),
-    ]
+    args = export_command(tmp_path, model, tok, "--format", "gguf", "-o", out)
     assert main(args) == 0
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced unasked
     ctx = model.config.context_length
@@ -356,20 +331,9 @@ def test_a_full_disk_while_writing_weights_is_an_io_error(tmp_path, tok, monkeyp
         )
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
-    save_checkpoint(tiny_model(tok.vocab_size), None, 0, tmp_path / "m.pt")
-    tok.save(tmp_path / "tok")
+    args = export_command(tmp_path, tiny_model(tok.vocab_size), tok, "-o", tmp_path / "hf", "--force")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "keep.txt").write_text("mine")
-    args = [
-        "export",
-        "--checkpoint",
-        str(tmp_path / "m.pt"),
-        "--tokenizer",
-        str(tmp_path / "tok"),
-        "-o",
-        str(tmp_path / "hf"),
-        "--force",
-    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "model.safetensors could not be written" in err and "No space left" in err and "Traceback" not in err
