@@ -16,7 +16,7 @@ import bpe_lm
 PACKAGE = Path(bpe_lm.__file__).resolve().parent
 TORCH_FREE = ["bpe_lm", "bpe_lm.config", "bpe_lm.metrics", "bpe_lm.accounting", "bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop",
               "bpe_lm.progress", "bpe_lm.shards", "bpe_lm.stats", "bpe_lm.corpus", "bpe_lm.download", "bpe_lm.pipeline", "bpe_lm.units",
-              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest"]  # fmt: skip
+              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.run_files"]  # fmt: skip
 # Run with `torch` made unimportable, as on a machine without the `lm` extra.
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
@@ -111,6 +111,13 @@ def test_accounting_and_plot_commands_run_without_torch(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "c.png").stat().st_size > 1000
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH + "from bpe_lm.cli import main; sys.exit(main(['eval', '--run', 'x', '--data', 'y']))"],
-                          capture_output=True, text=True)  # fmt: skip
-    assert proc.returncode == 1 and "needs PyTorch" in proc.stderr and "Traceback" not in proc.stderr
+    # A command that needs torch checks its files first, then says what to install.
+    (run / "checkpoint.pt").write_bytes(b"PK")
+    import numpy as np
+
+    np.save(tmp_path / "valid.npy", np.zeros(10, dtype=np.uint16))
+    for data, expected in ((tmp_path / "absent.npy", "token file not found"), (tmp_path / "valid.npy", "needs PyTorch")):
+        argv = ["eval", "--run", str(run), "--data", str(data)]
+        proc = subprocess.run([sys.executable, "-c", NO_TORCH + f"from bpe_lm.cli import main; sys.exit(main({argv!r}))"],
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -248,7 +248,7 @@ def test_eval_raw_text_must_be_the_text_of_the_tokens(tmp_path, tok_dir, corpus,
     assert main([*base, "--raw-text", str(other), "--tokenizer", str(tok_dir)]) == 1
     one_line_error(capsys, "--raw-text", "other.txt", "encodes to")
     assert main([*base, "--raw-text", str(corpus)]) == 1
-    one_line_error(capsys, "--raw-text needs --tokenizer")
+    one_line_error(capsys, "the run has no copy of its tokenizer", "give --tokenizer DIR")
     # The right text, gzip-compressed: bits per byte from the decompressed size, computed here independently.
     gz = tmp_path / "corpus.txt.gz"
     gz.write_bytes(gzip.compress(corpus.read_bytes()))

@@ -181,12 +181,3 @@ def load_model(source: str | os.PathLike[str], device: str | torch.device = "cpu
     model.load_state_dict(weights)
     model.eval()
     return model, state
-
-
-def check_vocabularies_match(tokenizer_size: int, config: Any, tokenizer_name: str = "the tokenizer") -> None:
-    """A model samples ids below its vocab_size and a tokenizer decodes ids below its own size: they must
-    be equal, or sampling prints wrong text or stops on an unknown id."""
-    if tokenizer_size != config.vocab_size:
-        raise ValueError(
-            f"{tokenizer_name} has {tokenizer_size:,} tokens but the model's vocabulary has {config.vocab_size:,}: not the tokenizer it was trained with"
-        )

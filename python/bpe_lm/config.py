@@ -124,6 +124,12 @@ class OptimizerConfig:
 class DataConfig:
     train: str = ""
     valid: str = ""
+    # The tokenizer directory the token files were encoded with. When set, model.vocab_size comes from it
+    # (or must equal it), the run keeps a copy (RUN/tokenizer) and the commands that read the run use it.
+    tokenizer: str = ""
+    # That tokenizer's fingerprint (`Tokenizer.fingerprint`): filled in from it, and when given, checked
+    # against it; the run's config.toml records it, so a run is tied to exactly one tokenizer.
+    tokenizer_sha256: str = ""
 
 
 @dataclass
@@ -271,6 +277,8 @@ def _build_section(cls, name: str, values: Any):
         missing = re.search(r"missing \d+ required positional arguments?: (.*)", message)
         if missing:
             message = f"missing setting(s) {missing.group(1).replace(chr(39), '')}"
+            if name == "model" and "vocab_size" in message:
+                message += " (or set data.tokenizer: the vocabulary size is then the tokenizer's)"
         raise ConfigError(message if message.startswith(f"{name}.") else f"[{name}]: {message}") from None
 
 
@@ -301,22 +309,64 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
         raise ConfigError(f"unknown section(s) [{'], ['.join(unknown)}] (known: model, {', '.join(SECTIONS)})")
     if "model" not in raw:
         raise ConfigError("the config has no [model] section")
-    model = _build_section(ModelConfig, "model", expand_recipe("model", raw["model"]))
-    sections = {
-        name: _build_section(cls, name, expand_recipe(name, raw.get(name, {}))) for name, cls in SECTIONS.items()
-    }
+
+    def section(name: str) -> Any:
+        built = _build_section(SECTIONS[name], name, expand_recipe(name, raw.get(name, {})))
+        if base_dir is not None:  # relative paths are relative to the config file, as the README says
+            for key in PATH_SETTINGS.get(name, ()):
+                value = getattr(built, key)
+                if value and not os.path.isabs(value):
+                    setattr(built, key, str(Path(base_dir) / value))
+        return built
+
+    # [data] first: its tokenizer gives [model] its vocabulary size.
+    data = section("data")
+    model_values = expand_recipe("model", raw["model"])
+    if data.tokenizer:
+        model_values = _vocabulary_from_tokenizer(model_values, data)
+    model = _build_section(ModelConfig, "model", model_values)
+    sections = {name: data if name == "data" else section(name) for name in SECTIONS}
     cfg = RunConfig(model=model, **sections)
     if not cfg.training.out_dir.strip():
         raise ConfigError(
             'training.out_dir must name a directory, not "" (the run would write into the working directory)'
         )
-    if base_dir is not None:  # relative paths are relative to the config file, as the README says
-        for section, key in (("data", "train"), ("data", "valid"), ("training", "out_dir")):
-            value = getattr(getattr(cfg, section), key)
-            if value and not os.path.isabs(value):
-                setattr(getattr(cfg, section), key, str(Path(base_dir) / value))
     validate(cfg)
     return cfg
+
+
+PATH_SETTINGS = {"data": ("train", "valid", "tokenizer"), "training": ("out_dir",)}
+
+
+def _vocabulary_from_tokenizer(model_values: Any, data: DataConfig) -> Any:
+    """[model] with vocab_size taken from data.tokenizer when it is absent, and refused when it differs;
+    data.tokenizer_sha256 filled in from the tokenizer, or checked against it. Before any compute: a
+    mismatch found here costs nothing, one found at the first batch costs the import of torch and a model."""
+    from bpe_lm.tokenizer import Tokenizer
+
+    if not Path(data.tokenizer).is_dir():
+        raise ConfigError(
+            f"data.tokenizer {data.tokenizer}: tokenizer directory not found (train one with `bpe-lm train-tokenizer`)"
+        )
+    tokenizer = Tokenizer.load(data.tokenizer)
+    fingerprint = tokenizer.fingerprint()
+    if data.tokenizer_sha256 and data.tokenizer_sha256 != fingerprint:
+        raise ConfigError(
+            f"data.tokenizer {data.tokenizer}: its fingerprint is {fingerprint[:16]}…, but data.tokenizer_sha256 "
+            f"says {data.tokenizer_sha256[:16]}…: not the tokenizer this config was written for"
+        )
+    data.tokenizer_sha256 = fingerprint
+    if not isinstance(model_values, dict):
+        return model_values  # refused, naming the section, by _build_section
+    given = model_values.get("vocab_size")
+    if given is None:
+        return {**model_values, "vocab_size": tokenizer.vocab_size}
+    if given != tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size = {given!r}, but data.tokenizer {data.tokenizer} has {tokenizer.vocab_size:,} tokens: "
+            "leave model.vocab_size out to take the tokenizer's, or give the tokenizer the token files came from"
+        )
+    return model_values
 
 
 def validate(cfg: RunConfig) -> None:

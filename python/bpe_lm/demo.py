@@ -75,9 +75,10 @@ def run_demo(
 
     context = 128 if counts["valid"] > 2 * 128 + 1 else max(8, counts["valid"] // 4)
     raw: dict[str, dict[str, Any]] = {
-        "model": dict(vocab_size=tok.vocab_size, context_length=context, d_model=128, num_layers=4, num_heads=4, d_ff=344),
+        "model": dict(context_length=context, d_model=128, num_layers=4, num_heads=4, d_ff=344),
         "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_iters=50, weight_decay=0.1, grad_clip=1.0),
-        "data": dict(train=str((out / "train.npy").resolve()), valid=str((out / "valid.npy").resolve())),
+        "data": dict(train=str((out / "train.npy").resolve()), valid=str((out / "valid.npy").resolve()),
+                     tokenizer=str(prepared.tokenizer_dir.resolve())),
         "training": dict(batch_size=32, max_minutes=minutes, eval_interval=100, eval_iters=10, log_interval=10,
                          checkpoint_interval=500, out_dir=str((out / "run").resolve()), seed=seed, device="cpu"),
     }  # fmt: skip
@@ -107,7 +108,9 @@ def run_demo(
 
     from bpe_lm.checkpoint import load_model
     from bpe_lm.evaluation import bits_per_byte
+    from bpe_lm.run_files import tokenizer_for_model
 
+    tok, _ = tokenizer_for_model(out / "run", None)  # the run's own copy, as `bpe-lm generate --run` uses it
     model, _ = load_model(out / "run")
     generator = torch.Generator().manual_seed(seed)
     samples = []

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bpe_lm._io import atomic_directory
-from bpe_lm.checkpoint import check_vocabularies_match
 from bpe_lm.errors import BpeLmError
 from bpe_lm.formats import read_json_object
 from bpe_lm.model import ModelConfig, RMSNorm, TransformerLM
 from bpe_lm.readers import END_OF_TEXT as EOT
+from bpe_lm.run_files import check_vocabularies_match
 
 if TYPE_CHECKING:
     from bpe_lm.tokenizer import Tokenizer
@@ -101,7 +101,7 @@ def check_exportable(model: TransformerLM, tokenizer: Tokenizer) -> None:
     if problem:
         raise ExportError(problem)
     try:
-        check_vocabularies_match(tokenizer.vocab_size, model.config)
+        check_vocabularies_match(tokenizer.vocab_size, model.config.vocab_size)
     except ValueError as e:
         raise ExportError(str(e)) from None
 

@@ -76,6 +76,7 @@ def split_train_valid(text: str, valid_fraction: float = 0.05, separator: str = 
 @dataclass
 class PreparedData:
     tokenizer: Tokenizer
+    tokenizer_dir: Path
     train: Path  # .npy of token ids
     valid: Path
     train_tokens: int
@@ -110,6 +111,7 @@ def prepare_data(
     }
     return PreparedData(
         tok,
+        out / "tokenizer",
         out / "train.npy",
         out / "valid.npy",
         counts["train"],

@@ -286,7 +286,7 @@ class Tokenizer:
         ids = sorted(vocab)
         if ids != list(range(len(ids))):
             missing = next(i for i, v in enumerate(ids) if i != v) if ids and ids[-1] >= len(ids) else None
-            raise ValueError(
+            raise VocabularyError(
                 f"vocab ids must be 0..{len(ids) - 1} without gaps"
                 + (f" (id {missing} is missing)" if missing is not None else "")
             )
@@ -347,11 +347,18 @@ class Tokenizer:
                 raise FileNotFoundError(
                     f"{d}: no {name} (is this a tokenizer directory from `bpe-lm train-tokenizer`?)"
                 )
-        specials, pattern = read_tokenizer_config(d / CONFIG_FILE)
+        specials, pattern, recorded_size = read_tokenizer_config(d / CONFIG_FILE)
         try:
-            return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
+            tokenizer = cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, specials, pattern=pattern)
         except PatternError as e:
             raise PatternError(f"{d / CONFIG_FILE}: {e}") from None
+        if recorded_size is not None and recorded_size != tokenizer.vocab_size:
+            # The three files were written together; a size that disagrees means one was replaced since.
+            raise VocabularyError(
+                f"{d / CONFIG_FILE}: says vocab_size {recorded_size:,}, but {VOCAB_FILE} with its special tokens "
+                f"makes {tokenizer.vocab_size:,}: the files are not of one tokenizer"
+            )
+        return tokenizer
 
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:

@@ -25,13 +25,25 @@ from bpe_lm._io import atomic_write
 from bpe_lm.accounting import account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, to_toml
-from bpe_lm.data import check_data, get_batch, load_tokens
+from bpe_lm.data import check_token_file, get_batch, load_tokens
 from bpe_lm.errors import BpeLmError
 from bpe_lm.evaluation import evaluate
 from bpe_lm.metrics import MetricsLog
 from bpe_lm.model import TransformerLM
 from bpe_lm.optim import AdamW, Muon, clip_grad_norm, cosine_lr, param_groups_for
-from bpe_lm.run_files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
+from bpe_lm.run_files import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    RUN_CONFIG_HEADER,
+    check_resumed_tokenizer,
+    check_run_dir,
+    copy_tokenizer,
+    drop_set_aside,
+    lock_run_dir,
+    read_tokenizer,
+    restore_set_aside,
+    set_aside,
+)
 from bpe_lm.runtime import (
     Dist,
     autocast,
@@ -42,11 +54,6 @@ from bpe_lm.runtime import (
     resolve_device,
 )
 
-LOCK_NAME = "train.lock"
-# The first line of the run's copy of its settings: what tells it from a file of the user's by that name.
-RUN_CONFIG_HEADER = (
-    "# Written by `bpe-lm train`: the settings this run used. Edit your own config file, not this copy.\n"
-)
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
 
@@ -128,8 +135,9 @@ class Trainer:
     def _load_data(self) -> None:
         self.train_tokens = load_tokens(self.cfg.data.train)
         self.valid_tokens = load_tokens(self.cfg.data.valid)
-        check_data(self.train_tokens, self.cfg.data.train, self.cfg.model)
-        check_data(self.valid_tokens, self.cfg.data.valid, self.cfg.model)
+        m = self.cfg.model
+        check_token_file(self.train_tokens, self.cfg.data.train, m.vocab_size, m.context_length)
+        check_token_file(self.valid_tokens, self.cfg.data.valid, m.vocab_size, m.context_length)
 
     def total_iters(self) -> int | None:
         t = self.cfg.training
@@ -234,7 +242,8 @@ class Trainer:
             run_config=json.dumps(self.cfg.to_dict()),
         )
         self._saved = True
-        self._drop_set_aside()
+        drop_set_aside(self._set_aside)
+        self._set_aside = []
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of the next global micro-batch."""
@@ -254,32 +263,12 @@ class Trainer:
     # -- the loop
 
     def _check_run_dir(self) -> None:
-        """An earlier run's files are continued (--resume) or replaced (--force), never overwritten unasked; a
-        config.toml there that is not the run's own copy (a file of the user's, a link) is never replaced
-        without --force, and the config file this run was started from never (it is written by replacing the
-        name, so a link's target is never written through)."""
-        earlier = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (self.run_dir / name).exists()]
-        if self.resume and self.force:
-            raise ConfigError("--resume and --force contradict each other (continue the run, or start it over)")
-        copy = self.run_dir / CONFIG_NAME
-        if copy.is_symlink() or copy.exists():
-            source = self.cfg.source
-            if source is not None and copy.exists() and os.path.samefile(copy, source):
-                raise ConfigError(
-                    f"{copy}: is the config file this run was started from, and the run writes its own copy of its "
-                    "settings there; keep your config file outside training.out_dir (or name it otherwise)"
-                )
-            ours = copy.is_file() and not copy.is_symlink() and _starts_with(copy, RUN_CONFIG_HEADER)
-            if not ours and not self.force:
-                raise ConfigError(
-                    f"{copy}: is not the copy of its settings that `bpe-lm train` writes ({'a link' if copy.is_symlink() else 'a file of yours'}); "
-                    "move it away, or use --force to replace it"
-                )
-        if earlier and not self.resume and not self.force:
-            raise ConfigError(
-                f"{self.run_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume, start it over with "
-                f"--force (replaces those files), or set another training.out_dir"
-            )
+        data = self.cfg.data
+        check_run_dir(
+            self.run_dir, resume=self.resume, force=self.force, source=self.cfg.source, tokenizer=data.tokenizer
+        )
+        if self.resume:
+            check_resumed_tokenizer(self.run_dir, data.tokenizer_sha256, data.tokenizer)
 
     def run(self) -> dict[str, Any]:
         try:
@@ -290,28 +279,10 @@ class Trainer:
                 os.close(self._lock_fd)  # releases the lock
                 self._lock_fd = None
 
-    def _set_aside_earlier_run(self) -> None:
-        """--force: the earlier run's checkpoint and metrics are renamed aside (NAME.replaced), and removed
-        only once this run has saved its first checkpoint; a run that dies before that gets them back."""
-        self._set_aside = []
-        for name in (CHECKPOINT_NAME, METRICS_NAME):
-            path = self.run_dir / name
-            if path.exists():
-                aside = self.run_dir / f"{name}.replaced"
-                os.replace(path, aside)
-                self._set_aside.append((path, aside))
-
-    def _drop_set_aside(self) -> None:
-        for _, aside in self._set_aside:
-            aside.unlink(missing_ok=True)
-        self._set_aside = []
-
     def _restore_set_aside(self) -> None:
         if self._saved or not self._set_aside:
             return
-        for path, aside in self._set_aside:
-            if aside.exists():
-                os.replace(aside, path)  # over this run's partial metrics, if any
+        restore_set_aside(self._set_aside)
         self._set_aside = []
         print(
             f"the earlier run's files in {self.run_dir} are back in place (this run saved no checkpoint)",
@@ -319,30 +290,8 @@ class Trainer:
         )
 
     def _lock_run_dir(self) -> None:
-        """Takes an exclusive lock (flock on RUN/train.lock) held for the run's life, so a second trainer or a
-        --resume of the same directory is refused instead of interleaving steps and replacing files. The
-        lock goes with the process (a kill -9 releases it); the file stays, of no meaning once unlocked.
-        Creates the run directory."""
-        if not self.dist.is_main or self._lock_fd is not None:
-            return
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): no lock
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
-            os.close(fd)
-            raise ConfigError(
-                f"{self.run_dir}: another `bpe-lm train` is using this run directory (pid {holder}); wait for it to "
-                "finish or stop it (Ctrl-C saves), or set another training.out_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        if self.dist.is_main and self._lock_fd is None:
+            self._lock_fd = lock_run_dir(self.run_dir)
 
     def _run(self) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.training
@@ -360,7 +309,9 @@ class Trainer:
             self._check_run_dir()  # again, under the lock: another run may have started meanwhile
             atomic_write(self.run_dir / CONFIG_NAME, RUN_CONFIG_HEADER + to_toml(cfg.to_dict()))
         if self.force and self.dist.is_main:
-            self._set_aside_earlier_run()
+            self._set_aside = set_aside(self.run_dir)
+        if self.dist.is_main and cfg.data.tokenizer:
+            copy_tokenizer(read_tokenizer(cfg.data.tokenizer, "data.tokenizer"), cfg.data.tokenizer, self.run_dir)
         log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume, self.iteration)
         peak = peak_flops(self.device, self.autocast_dtype)
         flops_per_token = account(cfg.model).training_flops_per_token
@@ -653,11 +604,6 @@ def is_out_of_memory(e: BaseException) -> bool:
     if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "not enough memory" in str(e))
-
-
-def _starts_with(path: Path, prefix: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(prefix.encode("utf-8"))) == prefix.encode("utf-8")
 
 
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -172,6 +172,26 @@ def add_model_source(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file")
 
 
+def add_tokenizer_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help=f"{what} (default: the run's own copy, RUN/tokenizer; when given, it must be the one the run recorded)",
+    )
+
+
+def check_model_source(source: str) -> None:
+    """Before torch is imported: the run directory has a checkpoint, or the checkpoint file exists."""
+    from bpe_lm.run_files import CHECKPOINT_NAME
+
+    path = Path(source)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise UserError(f"{source}: no {CHECKPOINT_NAME} in this run directory (has `bpe-lm train` saved one yet?)")
+    elif not path.is_file():
+        raise UserError(f"{source}: no such run directory or checkpoint file")
+
+
 def add_errors_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--errors",

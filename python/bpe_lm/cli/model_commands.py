@@ -13,13 +13,15 @@ from bpe_lm.cli.common import (
     HelpFormatter,
     UserError,
     add_model_source,
+    add_tokenizer_option,
     check_inputs,
+    check_model_source,
     check_output_file,
-    load_tokenizer,
     number,
     positive_int,
     require_torch,
 )
+from bpe_lm.run_files import check_model_tokenizer, recorded_vocab_size, tokenizer_for_model
 from bpe_lm.units import format_duration
 
 
@@ -132,11 +134,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    require_torch()
     from bpe_lm.config import load_config
+    from bpe_lm.run_files import check_before_training
+
+    cfg = load_config(args.config, args.set)
+    check_before_training(cfg, resume=args.resume, force=args.force)  # before torch: a bad input costs a second
+    require_torch()
     from bpe_lm.train import train
 
-    summary = train(load_config(args.config, args.set), resume=args.resume, force=args.force, progress=not args.quiet)
+    summary = train(cfg, resume=args.resume, force=args.force, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", format_duration(summary["seconds"])]
         if "tokens_per_s" in summary:
@@ -175,7 +181,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="with --raw-text in a record format: the field or column that holds each record's text",
     )
-    p.add_argument("--tokenizer", metavar="DIR", help="the tokenizer the tokens came from (needed with --raw-text)")
+    add_tokenizer_option(p, "with --raw-text: the tokenizer the tokens came from")
     p.add_argument(
         "--text-bytes", type=positive_int, default=None, help="UTF-8 size of that text, instead of --raw-text"
     )
@@ -185,35 +191,42 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    require_torch()
     import json
     import math
 
-    from bpe_lm.checkpoint import load_model
-    from bpe_lm.data import check_data, load_tokens
-    from bpe_lm.evaluation import bits_per_byte, file_loss
-    from bpe_lm.runtime import resolve_device
+    from bpe_lm.formats import check_token_file, load_tokens
 
+    source = args.run or args.checkpoint
     if args.raw_text and args.text_bytes:
         raise UserError("give --raw-text or --text-bytes, not both")
-    if args.raw_text and not args.tokenizer:
-        raise UserError("--raw-text needs --tokenizer DIR: the text is encoded to check that the tokens came from it")
+    check_model_source(source)
     if args.raw_text:
         check_inputs(args.raw_text)
-    device = resolve_device(args.device, "--device")
     tokens = load_tokens(args.data)
+    vocab_size = recorded_vocab_size(source)
+    if vocab_size is not None:  # the run's recorded model; the checkpoint itself is checked once loaded
+        check_token_file(tokens, args.data, vocab_size)
     text_bytes = args.text_bytes
+    tok = None
     if args.raw_text:
         # A wrong text file would give a wrong bits per byte without any sign: check it encodes to these tokens.
-        tok = load_tokenizer(args.tokenizer)
+        tok, tok_name = tokenizer_for_model(source, args.tokenizer)
         read = tok.count_file(args.raw_text, text_field=args.text_field)
         encoded = read.tokens
         if encoded != len(tokens):
-            raise UserError(f"--raw-text {args.raw_text}: encodes to {encoded:,} tokens with {args.tokenizer}, but {args.data} holds {len(tokens):,}; "
+            raise UserError(f"--raw-text {args.raw_text}: encodes to {encoded:,} tokens with {tok_name}, but {args.data} holds {len(tokens):,}; "
                             "give the text these tokens were encoded from (and its tokenizer)")  # fmt: skip
         text_bytes = read.text_bytes
-    model, _ = load_model(args.run or args.checkpoint, device)
-    check_data(tokens, args.data, model.config)
+    require_torch()
+    from bpe_lm.checkpoint import load_model
+    from bpe_lm.evaluation import bits_per_byte, file_loss
+    from bpe_lm.runtime import resolve_device
+
+    device = resolve_device(args.device, "--device")
+    model, state = load_model(source, device)
+    if tok is not None:
+        check_model_tokenizer(state, model.config.vocab_size, tok, tok_name, source)
+    check_token_file(tokens, args.data, model.config.vocab_size, model.config.context_length)
     loss, count = file_loss(model, tokens, args.batch_size, device, args.max_batches)
     result = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens_evaluated": count}
     if text_bytes:
@@ -232,7 +245,7 @@ def run_eval(args: argparse.Namespace) -> None:
 def add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample text from a trained model", formatter_class=HelpFormatter)
     add_model_source(p)
-    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
+    add_tokenizer_option(p, "the tokenizer the model was trained with")
     p.add_argument("--prompt", default="Once upon a time", help="text to continue")
     p.add_argument("--max-tokens", type=positive_int, default=256, help="most tokens to generate")
     p.add_argument("--temperature", type=number(0), default=0.8, help="0 = greedy")
@@ -248,24 +261,27 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    require_torch()
-    import torch
-
-    from bpe_lm.checkpoint import check_vocabularies_match, load_model
-    from bpe_lm.generate import generate
     from bpe_lm.readers import END_OF_TEXT as EOT
-    from bpe_lm.runtime import resolve_device
 
+    source = args.run or args.checkpoint
     if args.temperature < 0:
         raise UserError(f"--temperature {args.temperature}: must not be negative")
     if not 0 < args.top_p <= 1:
         raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
-    tok = load_tokenizer(args.tokenizer)
+    check_model_source(source)
+    tok, tok_name = tokenizer_for_model(source, args.tokenizer)
     if not args.prompt and EOT not in tok.special_token_ids:
-        raise UserError(f"--prompt is empty and {args.tokenizer} has no {EOT} token to start from; give a prompt")
+        raise UserError(f"--prompt is empty and {tok_name} has no {EOT} token to start from; give a prompt")
+    require_torch()
+    import torch
+
+    from bpe_lm.checkpoint import load_model
+    from bpe_lm.generate import generate
+    from bpe_lm.runtime import resolve_device
+
     device = resolve_device(args.device, "--device")
-    model, _ = load_model(args.run or args.checkpoint, device)
-    check_vocabularies_match(tok.vocab_size, model.config, args.tokenizer)
+    model, state = load_model(source, device)
+    check_model_tokenizer(state, model.config.vocab_size, tok, tok_name, source)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.token_to_id(EOT)]
     eos = tok.special_token_ids.get(EOT)
     generator = torch.Generator(device=device)
@@ -303,7 +319,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     add_model_source(p)
-    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory the model was trained with")
+    add_tokenizer_option(p, "the tokenizer the model was trained with")
     p.add_argument("--format", choices=["hf", "gguf"], default="hf",
                    help="hf: a directory in transformers' LlamaForCausalLM layout with safetensors weights; gguf: one file for llama.cpp")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (hf) or file (gguf)")
@@ -320,12 +336,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    require_torch()
     from bpe_lm._io import check_new_directory
-    from bpe_lm.checkpoint import load_model
-    from bpe_lm.export import DTYPES, llama_incompatibility, to_gguf, to_hf
 
-    tok = load_tokenizer(args.tokenizer)
+    source = args.run or args.checkpoint
     out = Path(args.output)
     if args.format == "gguf":
         if args.dtype == "bfloat16":
@@ -333,10 +346,17 @@ def run_export(args: argparse.Namespace) -> None:
         check_output_file(out, args.force)
     else:
         check_new_directory(out, args.force)
-    model, _ = load_model(args.run or args.checkpoint, "cpu")
+    check_model_source(source)
+    tok, tok_name = tokenizer_for_model(source, args.tokenizer)
+    require_torch()
+    from bpe_lm.checkpoint import load_model
+    from bpe_lm.export import DTYPES, llama_incompatibility, to_gguf, to_hf
+
+    model, state = load_model(source, "cpu")
+    check_model_tokenizer(state, model.config.vocab_size, tok, tok_name, source)
     problem = llama_incompatibility(model.config)
     if problem:
-        raise UserError(f"{args.run or args.checkpoint}: {problem}")
+        raise UserError(f"{source}: {problem}")
     if args.format == "gguf":
         to_gguf(model, tok, out, force=args.force, dtype=DTYPES[args.dtype])
         print(
