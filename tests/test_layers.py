@@ -116,7 +116,10 @@ def test_accounting_and_plot_commands_run_without_torch(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "valid.npy", np.zeros(10, dtype=np.uint16))
-    for data, expected in ((tmp_path / "absent.npy", "token file not found"), (tmp_path / "valid.npy", "needs PyTorch")):
+    for data, expected in (
+        (tmp_path / "absent.npy", "token file not found"),
+        (tmp_path / "valid.npy", "needs PyTorch"),
+    ):
         argv = ["eval", "--run", str(run), "--data", str(data)]
         proc = subprocess.run([sys.executable, "-c", NO_TORCH + f"from bpe_lm.cli import main; sys.exit(main({argv!r}))"],
                               capture_output=True, text=True)  # fmt: skip

@@ -235,4 +235,6 @@ def test_generate_refuses_a_mismatched_tokenizer_before_importing_torch(tmp_path
     argv = ["generate", "--run", str(tmp_path / "run"), "--tokenizer", str(small)]
     code = NO_TORCH + f"from bpe_lm.cli import main; sys.exit(main({argv!r}))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 1 and "is not the tokenizer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "is not the tokenizer" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )

@@ -289,39 +289,107 @@ def test_metrics_every_step_and_budget_in_tokens(tmp_path, token_files):
     assert written.to_dict() == cfg.to_dict()
 
 
+def time_budget_config(tmp_path, token_files, minutes: float, optimizer: dict | None = None, **training):
+    """run_config under a time budget: warm-up and evaluation in shares of the budget, not in steps."""
+    raw = {
+        "model": tiny_config().to_dict(),
+        "optimizer": {"lr": 3e-3, "min_lr": 3e-4, **(optimizer or {})},
+        "data": {"train": str(token_files[0]), "valid": str(token_files[1])},
+        "training": {"batch_size": 8, "max_minutes": minutes, "eval_iters": 2, "log_interval": 5,
+                     "checkpoint_interval": 1000, "out_dir": str(tmp_path / "run"), "device": "cpu", **training},
+    }  # fmt: skip
+    return build_config(raw)
+
+
 def test_wall_clock_budget(tmp_path, token_files):
-    cfg = run_config(tmp_path, token_files, max_iters=0, max_minutes=0.02)
+    cfg = time_budget_config(tmp_path, token_files, 0.02)
     start = time.perf_counter()
     summary = Trainer(cfg, progress=False).run()
     assert summary["steps"] > 0 and time.perf_counter() - start < 20
     rows = [r for r in read_metrics(cfg.training.out_dir) if "train_loss" in r]
-    o = cfg.optimizer
-    decay = [r["lr"] for r in rows if r["step"] > o.warmup_iters]
-    # Past warm-up the rate only falls (how far it gets depends on this machine's speed: the test below
-    # checks the schedule itself, on simulated time).
+    peak = max(range(len(rows)), key=lambda i: rows[i]["lr"])
+    decay = [r["lr"] for r in rows[peak:]]
+    # Past warm-up the rate only falls (how far it gets depends on this machine's speed: the tests below
+    # check the schedule itself, on simulated time).
     assert all(b <= a for a, b in zip(decay, decay[1:]))
+
+
+def test_step_counts_are_refused_under_a_time_budget(tmp_path, token_files):
+    for section, key, replacement in (
+        ("optimizer", "warmup_iters", "warmup_fraction"),
+        ("training", "eval_interval", "evals"),
+    ):
+        with pytest.raises(ConfigError, match=f"{section}.{key} counts steps.*set {section}.{replacement} instead"):
+            time_budget_config(
+                tmp_path, token_files, 1.0, **({"optimizer": {key: 10}} if section == "optimizer" else {key: 10})
+            )
+    with pytest.raises(ConfigError, match="set optimizer.warmup_iters or optimizer.warmup_fraction, not both"):
+        build_config({**_raw(tmp_path, token_files), "optimizer": {"warmup_iters": 5, "warmup_fraction": 0.1}})
+    cfg = time_budget_config(tmp_path, token_files, 1.0)
+    assert (cfg.optimizer.warmup_iters, cfg.optimizer.warmup_fraction) == (None, 0.02)
+    assert (cfg.training.eval_interval, cfg.training.evals) == (None, 20)
+    cfg = run_config(tmp_path, token_files)
+    assert cfg.optimizer.warmup_fraction is None and cfg.training.evals is None
+
+
+def _raw(tmp_path, token_files) -> dict:
+    return {
+        "model": tiny_config().to_dict(),
+        "data": {"train": str(token_files[0]), "valid": str(token_files[1])},
+        "training": {"max_iters": 20, "out_dir": str(tmp_path / "run"), "device": "cpu"},
+    }
 
 
 def test_wall_clock_budget_schedule_on_simulated_time(tmp_path, token_files):
     # Every step takes exactly 0.05 s of simulated time, however loaded the machine: a 1.2 s budget is 24
-    # steps, and the cosine runs from the end of warm-up to min_lr with the clock.
-    cfg = run_config(tmp_path, token_files, max_iters=0, max_minutes=0.02, log_interval=1, eval_interval=1000)
+    # steps; warm-up is the first quarter of the time, then the cosine runs to min_lr with the clock.
+    cfg = time_budget_config(tmp_path, token_files, 0.02, optimizer={"warmup_fraction": 0.25}, log_interval=1, evals=6)
     trainer = Trainer(cfg, progress=False)
     trainer.clock = lambda: 0.05 * trainer.iteration
     summary = trainer.run()
     assert summary["steps"] == 24
-    rows = [r for r in read_metrics(cfg.training.out_dir) if "train_loss" in r]
+    rows = read_metrics(cfg.training.out_dir)
     o = cfg.optimizer
-    lrs = {r["step"]: r["lr"] for r in rows}
+    lrs = {r["step"]: r["lr"] for r in rows if "train_loss" in r}
     assert sorted(lrs) == list(range(1, 25))
     for step, lr in lrs.items():
-        it = step - 1  # the row of step s reports the rate its update used: iteration s - 1
-        if it < o.warmup_iters:
-            assert lr == pytest.approx(o.lr * it / o.warmup_iters)
+        progress = 0.05 * (step - 1) / 1.2  # the row of step s reports the rate its update used: iteration s - 1
+        if progress < 0.25:
+            assert lr == pytest.approx(o.lr * progress / 0.25)
         else:
-            done_at = 0.05 * o.warmup_iters  # the clock when warm-up ended
-            progress = (0.05 * it - done_at) / (1.2 - done_at)
-            assert lr == pytest.approx(o.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (o.lr - o.min_lr))
+            cosine = (progress - 0.25) / 0.75
+            assert lr == pytest.approx(o.min_lr + 0.5 * (1 + math.cos(math.pi * cosine)) * (o.lr - o.min_lr))
+    # Six evaluations over the budget, evenly in time (every 4 steps), besides the one at the start.
+    assert [r["step"] for r in rows if "valid_loss" in r] == [0, 4, 8, 12, 16, 20, 24]
+
+
+def test_a_slow_machine_keeps_the_schedule_and_the_budget_covers_evaluation(tmp_path, token_files, monkeypatch):
+    """A 5-minute budget on a machine where a step takes 20 s and an evaluation 30 s (simulated): the rate
+    leaves warm-up and decays to near min_lr, the run evaluates along the way, and the final evaluation
+    and checkpoint fit in the budget (time is kept free for them), give or take one step."""
+    import bpe_lm.train as train_module
+
+    evaluations = [0]
+    real_evaluate = train_module.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        evaluations[0] += 1
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", slow_evaluate)
+    cfg = time_budget_config(tmp_path, token_files, 5.0, log_interval=1, evals=4)
+    trainer = Trainer(cfg, progress=False)
+    trainer.clock = lambda: 20.0 * trainer.iteration + 30.0 * evaluations[0]
+    summary = trainer.run()
+    rows = read_metrics(cfg.training.out_dir)
+    lrs = [r["lr"] for r in rows if "train_loss" in r]
+    o = cfg.optimizer
+    assert 5 <= summary["steps"] <= 12
+    assert max(lrs) > 0.8 * o.lr  # warm-up ended (2% of the time: within the first step)
+    assert lrs[-1] < o.min_lr + 0.15 * (o.lr - o.min_lr)  # and the cosine ran nearly to its end
+    valid_steps = [r["step"] for r in rows if "valid_loss" in r]
+    assert len(valid_steps) >= 4 and valid_steps[-1] == summary["steps"]
+    assert 300 - 20 <= summary["seconds"] < 300 + 20
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, token_files):

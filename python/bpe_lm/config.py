@@ -109,7 +109,11 @@ class ConfigError(BpeLmError, ValueError):
 class OptimizerConfig:
     lr: float = ranged(1e-3, above=0)  # peak learning rate
     min_lr: float = ranged(1e-4, at_least=0)
-    warmup_iters: int = ranged(100, at_least=0)
+    # Warm-up: linear from 0 to lr over warmup_iters steps, or over warmup_fraction of the budget in the
+    # budget's own unit (steps, tokens or minutes); one of the two. Unset: 100 steps under a step or token
+    # budget, 2% of the time under training.max_minutes (where the number of steps is not known in advance).
+    warmup_iters: int | None = ranged(None, at_least=0)
+    warmup_fraction: float | None = ranged(None, at_least=0, below=1)
     betas: tuple[float, float] = ranged((0.9, 0.95), at_least=0, below=1)
     eps: float = ranged(1e-8, above=0)
     weight_decay: float = ranged(0.1, at_least=0)
@@ -140,7 +144,10 @@ class TrainingConfig:
     max_iters: int = ranged(0, at_least=0)
     max_tokens: int = ranged(0, at_least=0)
     max_minutes: float = ranged(0.0, at_least=0)
-    eval_interval: int = ranged(100, at_least=1)
+    # Validation: every eval_interval steps, or `evals` times over the budget, evenly in its unit; one of the
+    # two. Unset: every 100 steps under a step or token budget, 20 times under max_minutes.
+    eval_interval: int | None = ranged(None, at_least=1)
+    evals: int | None = ranged(None, at_least=1)
     eval_iters: int = ranged(20, at_least=1)
     log_interval: int = ranged(10, at_least=1)
     checkpoint_interval: int = ranged(500, at_least=1)
@@ -369,6 +376,42 @@ def _vocabulary_from_tokenizer(model_values: Any, data: DataConfig) -> Any:
     return model_values
 
 
+# What an unset warm-up and evaluation schedule means, by the kind of budget (see OptimizerConfig and
+# TrainingConfig): counted in steps where the budget fixes the number of steps, in fractions of the budget
+# where it does not (a time budget on a slow machine makes few steps, and must still warm up and evaluate).
+DEFAULT_WARMUP_ITERS = 100
+DEFAULT_EVAL_INTERVAL = 100
+TIME_BUDGET_WARMUP_FRACTION = 0.02
+TIME_BUDGET_EVALS = 20
+
+
+def _resolve_schedule(t: TrainingConfig, o: OptimizerConfig) -> None:
+    """Fills in the unset one of each pair (warm-up, evaluation), or refuses a pair set twice, or a count of
+    steps under a time budget."""
+    for section, by_steps, by_budget in (
+        ("optimizer", "warmup_iters", "warmup_fraction"),
+        ("training", "eval_interval", "evals"),
+    ):
+        owner = o if section == "optimizer" else t
+        if getattr(owner, by_steps) is not None and getattr(owner, by_budget) is not None:
+            raise ConfigError(f"set {section}.{by_steps} or {section}.{by_budget}, not both")
+        if t.max_minutes and getattr(owner, by_steps) is not None:
+            raise ConfigError(
+                f"{section}.{by_steps} counts steps, but under training.max_minutes the number of steps depends on the "
+                f"machine (a slow one may never reach it); set {section}.{by_budget} instead, a share of the time"
+            )  # fmt: skip
+    if o.warmup_iters is None and o.warmup_fraction is None:
+        if t.max_minutes:
+            o.warmup_fraction = TIME_BUDGET_WARMUP_FRACTION
+        else:
+            o.warmup_iters = DEFAULT_WARMUP_ITERS
+    if t.eval_interval is None and t.evals is None:
+        if t.max_minutes:
+            t.evals = TIME_BUDGET_EVALS
+        else:
+            t.eval_interval = DEFAULT_EVAL_INTERVAL
+
+
 def validate(cfg: RunConfig) -> None:
     t, o = cfg.training, cfg.optimizer
     budgets = [name for name in ("max_iters", "max_tokens", "max_minutes") if getattr(t, name)]
@@ -376,6 +419,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"set exactly one budget of training.max_iters, training.max_tokens, training.max_minutes (got {', '.join(budgets) or 'none'})"
         )
+    _resolve_schedule(t, o)
     if t.batch_size % t.grad_accum:
         raise ConfigError(
             f"training.batch_size ({t.batch_size}) must be divisible by training.grad_accum ({t.grad_accum})"

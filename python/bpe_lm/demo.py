@@ -76,10 +76,10 @@ def run_demo(
     context = 128 if counts["valid"] > 2 * 128 + 1 else max(8, counts["valid"] // 4)
     raw: dict[str, dict[str, Any]] = {
         "model": dict(context_length=context, d_model=128, num_layers=4, num_heads=4, d_ff=344),
-        "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_iters=50, weight_decay=0.1, grad_clip=1.0),
+        "optimizer": dict(lr=3e-3, min_lr=3e-4, warmup_fraction=0.05, weight_decay=0.1, grad_clip=1.0),
         "data": dict(train=str((out / "train.npy").resolve()), valid=str((out / "valid.npy").resolve()),
                      tokenizer=str(prepared.tokenizer_dir.resolve())),
-        "training": dict(batch_size=32, max_minutes=minutes, eval_interval=100, eval_iters=10, log_interval=10,
+        "training": dict(batch_size=32, max_minutes=minutes, evals=20, eval_iters=10, log_interval=10,
                          checkpoint_interval=500, out_dir=str((out / "run").resolve()), seed=seed, device="cpu"),
     }  # fmt: skip
     (out / "run.toml").write_text(to_toml(raw), encoding="utf-8")

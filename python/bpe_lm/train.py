@@ -127,7 +127,9 @@ class Trainer:
                 f"training.batch_size ({t.batch_size}) must be divisible by processes × grad_accum ({self.dist.world_size} × {t.grad_accum})"
             )
         self.micro_batch = t.batch_size // (self.dist.world_size * t.grad_accum)
-        self.warmup_done_at: float | None = None  # wall-clock budget: when the warmup ended (saved in checkpoints)
+        # Under a time budget: seconds kept free at the end for the final evaluation and checkpoint, as long
+        # as the latest ones took (on rank 0's clock, agreed by all ranks), so the budget covers them.
+        self.reserve = 0.0
         self.tokens_per_step = t.batch_size * cfg.model.context_length
 
     # -- setup
@@ -147,27 +149,44 @@ class Trainer:
             return math.ceil(t.max_tokens / self.tokens_per_step)
         return None  # a wall-clock budget
 
-    def lr_at(self, it: int, elapsed: float) -> float:
-        o, t = self.cfg.optimizer, self.cfg.training
+    def progress(self, it: int, elapsed: float) -> float:
+        """The share of the budget used, in the budget's own unit: steps (tokens are whole steps), or seconds
+        of the time left for training once the final evaluation and checkpoint are set aside."""
         total = self.total_iters()
         if total is not None:
-            return cosine_lr(it, o.lr, o.min_lr, o.warmup_iters, total)
-        # Wall-clock budget: warm up by iterations, then decay by the fraction of the budget used, so the
-        # schedule reaches min_lr exactly when time runs out.
-        if it < o.warmup_iters:
-            return cosine_lr(it, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters)
-        budget = t.max_minutes * 60
-        if self.warmup_done_at is None:
-            self.warmup_done_at = elapsed
-        span = max(budget - self.warmup_done_at, 1e-9)
-        progress = min(max((elapsed - self.warmup_done_at) / span, 0.0), 1.0)
-        return cosine_lr(progress, o.lr, o.min_lr, 0.0, 1.0)  # the same cosine, over the fraction of time left
+            return min(it / total, 1.0)
+        usable = max(self.cfg.training.max_minutes * 60 - self.reserve, 1e-9)
+        return min(max(elapsed / usable, 0.0), 1.0)
+
+    def lr_at(self, it: int, elapsed: float) -> float:
+        """Linear warm-up, then cosine to min_lr exactly at the budget: counted in steps (warmup_iters), or
+        in the budget's own unit (warmup_fraction), so a time budget keeps its shape however few steps a
+        slow machine makes."""
+        o = self.cfg.optimizer
+        if o.warmup_fraction is not None:
+            return cosine_lr(self.progress(it, elapsed), o.lr, o.min_lr, o.warmup_fraction, 1.0)
+        total = self.total_iters()
+        assert total is not None and o.warmup_iters is not None  # config.validate: steps only with a step budget
+        return cosine_lr(it, o.lr, o.min_lr, o.warmup_iters, total)
 
     def budget_reached(self, it: int, elapsed: float) -> bool:
         total = self.total_iters()
         if total is not None:
             return it >= total
-        return elapsed >= self.cfg.training.max_minutes * 60
+        return elapsed + self.reserve >= self.cfg.training.max_minutes * 60
+
+    def evaluation_due(self, it: int, elapsed: float, done_before: int) -> bool:
+        """Whether step `it` evaluates: every eval_interval steps, or at each new 1/evals of the budget.
+        `done_before` is the 1/evals share of the budget reached at the last evaluation (`evals_reached`)."""
+        t = self.cfg.training
+        if t.evals is None:
+            assert t.eval_interval is not None
+            return it % t.eval_interval == 0
+        return self.evals_reached(it, elapsed) > done_before
+
+    def evals_reached(self, it: int, elapsed: float) -> int:
+        evals = self.cfg.training.evals or 1
+        return min(math.floor(self.progress(it, elapsed) * evals + 1e-9), evals)
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -192,7 +211,6 @@ class Trainer:
         self.iteration = 0
         self.tokens_seen = 0
         self.elapsed_before = 0.0
-        self.warmup_done_at = None
         if self.resume:
             self._restore()
         self.step_model: Any = self.model  # the module as called: maybe wrapped by DDP and torch.compile
@@ -223,7 +241,6 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.elapsed_before = float(state.get("elapsed", 0.0))
-        self.warmup_done_at = state.get("warmup_done_at")
         self.generator.set_state(state["data_generator"])
         restore_rng_states(state.get("rng", {}))
 
@@ -237,7 +254,6 @@ class Trainer:
             self.checkpoint_path,
             tokens_seen=self.tokens_seen,
             elapsed=elapsed,
-            warmup_done_at=self.warmup_done_at,
             data_generator=generator_state,
             run_config=json.dumps(self.cfg.to_dict()),
         )
@@ -419,14 +435,19 @@ class Trainer:
         )
         try:
             with _StopFlag() as stop, out_of_memory_named(step_advice):
+                timed = t.max_minutes > 0
+                eval_seconds = save_seconds = 0.0  # how long the latest ones took, for the reserve
                 if self.iteration == 0:
+                    began = self.clock()
                     run_eval(0.0)  # the starting point of the validation curve
+                    eval_seconds = self.clock() - began
                     last_flush = (self.clock(), self.tokens_seen)
                 self.step_model.train()
                 clock = _RunClock(
                     self.dist, self.device, start, self.elapsed_before, agree_every=t.log_interval, clock=self.clock
                 )
                 elapsed = self.elapsed_before
+                evals_done = self.evals_reached(self.iteration, elapsed)
                 while not self.budget_reached(self.iteration, elapsed):
                     lr = self.lr_at(self.iteration, elapsed)
                     for group in self.optimizer.param_groups:
@@ -434,8 +455,11 @@ class Trainer:
                     step_loss, norm = self._train_step(params)
                     self.iteration += 1
                     self.tokens_seen += self.tokens_per_step
-                    # The ranks of a DDP run agree on the time and on a Ctrl-C every log_interval steps.
-                    elapsed, stopping = clock.read(self.iteration, stop.requested)
+                    # The ranks of a DDP run agree on the time, the reserve and a Ctrl-C every log_interval steps.
+                    elapsed, stopping, reserve = clock.read(
+                        self.iteration, stop.requested, eval_seconds + save_seconds if timed else 0.0
+                    )
+                    self.reserve = reserve
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
                     if bar is not None:
                         bar.update(
@@ -444,13 +468,18 @@ class Trainer:
                     done = self.budget_reached(self.iteration, elapsed) or stopping
                     if self.iteration % t.log_interval == 0 or done:
                         flush()
-                    if self.iteration % t.eval_interval == 0 or done:
+                    if self.evaluation_due(self.iteration, elapsed, evals_done) or done:
                         flush()
+                        began = self.clock()
                         run_eval(elapsed)
+                        eval_seconds = self.clock() - began
+                        evals_done = self.evals_reached(self.iteration, elapsed)
                     if self.iteration % t.checkpoint_interval == 0 or done:
                         flush()
                         generator_state = self.generator.get_state()
+                        began = self.clock()
                         self._save(generator_state, elapsed)
+                        save_seconds = self.clock() - began
                         last_good = (self.iteration, generator_state, elapsed)
                     if last_flush[1] == self.tokens_seen:
                         # Throughput is measured over training steps only, not evaluation or saving.
@@ -474,6 +503,7 @@ class Trainer:
             steps=self.iteration,
             tokens=self.tokens_seen,
             seconds=self.elapsed_before + self.clock() - start,
+            session_seconds=self.clock() - start,  # this process's part (a resumed run's earlier part excluded)
             interrupted=interrupted,
             signal=stop_signal,
             checkpoint=str(self.checkpoint_path),
@@ -558,28 +588,36 @@ class _RunClock:
         )  # NCCL reduces CUDA tensors, gloo CPU ones
         self.agreed: tuple[int, float] | None = None  # (iteration, elapsed) at the last agreement
         self.seconds_per_step = 0.0
+        self.agreed_reserve = 0.0
 
     def local(self) -> float:
         return self.elapsed_before + self.clock() - self.start
 
-    def read(self, iteration: int, stop_requested: bool) -> tuple[float, bool]:
+    def read(self, iteration: int, stop_requested: bool, reserve: float = 0.0) -> tuple[float, bool, float]:
+        """(elapsed seconds, whether to stop, the reserve), the same on every rank: rank 0's clock and
+        reserve, any rank's stop request."""
         if not self.dist.enabled:
-            return self.local(), stop_requested
+            return self.local(), stop_requested, reserve
         if self.agreed is None or iteration % self.every == 0:
             import torch.distributed as dist
 
-            both = torch.tensor(
-                [float(stop_requested), self.local() if self.dist.is_main else 0.0],
+            main = self.dist.is_main
+            agreed = torch.tensor(
+                [float(stop_requested), self.local() if main else 0.0, reserve if main else 0.0],
                 dtype=torch.float64,
                 device=self.device,
             )
-            dist.all_reduce(both)  # SUM: the stop flags add up; only rank 0 contributes a clock
-            stop, elapsed = bool(both[0].item() > 0), float(both[1].item())
+            dist.all_reduce(agreed)  # SUM: the stop flags add up; only rank 0 contributes a clock and reserve
+            stop, elapsed, self.agreed_reserve = (
+                bool(agreed[0].item() > 0),
+                float(agreed[1].item()),
+                float(agreed[2].item()),
+            )
             if self.agreed is not None and iteration > self.agreed[0]:
                 self.seconds_per_step = (elapsed - self.agreed[1]) / (iteration - self.agreed[0])
             self.agreed = (iteration, elapsed)
-            return elapsed, stop
-        return self.agreed[1] + (iteration - self.agreed[0]) * self.seconds_per_step, False
+            return elapsed, stop, self.agreed_reserve
+        return self.agreed[1] + (iteration - self.agreed[0]) * self.seconds_per_step, False, self.agreed_reserve
 
 
 def _grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:

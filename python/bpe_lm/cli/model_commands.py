@@ -134,9 +134,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    import time
+
     from bpe_lm.config import load_config
     from bpe_lm.run_files import check_before_training
 
+    began = time.perf_counter()
     cfg = load_config(args.config, args.set)
     check_before_training(cfg, resume=args.resume, force=args.force)  # before torch: a bad input costs a second
     require_torch()
@@ -152,6 +155,15 @@ def run_train(args: argparse.Namespace) -> None:
         by = f" by {signal.Signals(summary['signal']).name}" if summary.get("signal") else ""
         state = f"interrupted{by}; saved" if summary["interrupted"] else "done;"
         print(f"{state} {', '.join(parts)}; checkpoint {summary['checkpoint']}", file=sys.stderr)
+        if cfg.training.max_minutes:
+            # The budget covers the steps, the evaluations and the final checkpoint (time is kept free for the
+            # last two); what came before the first step, and any overrun, is said.
+            budget = cfg.training.max_minutes * 60
+            note = f"the {format_duration(budget)} budget covered {format_duration(summary['seconds'])} of steps, evaluations and checkpoints"
+            if summary["seconds"] > budget + 1 and not summary["interrupted"]:
+                note += f" ({format_duration(summary['seconds'] - budget)} past it: the final evaluation and checkpoint took longer than the earlier ones)"
+            before = time.perf_counter() - began - summary["session_seconds"]
+            print(f"{note}; before the first step: {format_duration(before)} (importing PyTorch, checks, building the model)", file=sys.stderr)  # fmt: skip
     if summary["interrupted"]:
         # 128 + the signal, as a shell reports a command a signal stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
         raise SystemExit(128 + (summary.get("signal") or signal.SIGINT))
