@@ -12,8 +12,10 @@ calls: "cold" is the first call of a freshly built Tokenizer (what encoding a ne
 the best of the following calls on the same text (what re-encoding it costs, memo included). The other
 encoders keep nothing between calls; their cold and warm differ by noise and first-touch costs only.
 
-    python benches/encode.py                      # both corpora, 2 threads, 1 cold + 2 warm runs
-    python benches/encode.py --mb 20 --repeat 5
+    pip install ".[bench]"                        # tiktoken, HF tokenizers
+    python benches/encode.py                      # 8 MB of both corpora, 2 threads, 1 cold + 1 warm run
+    python benches/encode.py --quick              # 2 MB of one corpus, pathological inputs to 1 MB
+    python benches/encode.py --mb 20 --repeat 5   # larger: HF tokenizers' batch holds every encoding (GBs)
 """
 
 from __future__ import annotations
@@ -110,12 +112,16 @@ def main() -> None:
         action="append",
         help="corpus files (default: imdb.txt.gz and fairytales.txt.gz from ../shared/data)",
     )
-    ap.add_argument("--mb", type=float, default=None, help="use only the first MB of each corpus")
+    ap.add_argument("--mb", type=float, default=8.0, help="use only the first MB of each corpus (0: all of it)")
     ap.add_argument("--threads", type=int, default=THREADS_DEFAULT)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per encoder: 1 cold, the rest warm")
     ap.add_argument("--vocab", type=int, default=32000, help="size of the vocabulary trained by bpe-lm")
-    ap.add_argument("--pathological-mb", type=float, default=10.0)
+    ap.add_argument("--pathological-mb", type=float, default=4.0)
+    ap.add_argument("--quick", action="store_true", help="--mb 2 --pathological-mb 1, the first corpus only")
     args = ap.parse_args()
+    if args.quick:
+        args.mb, args.pathological_mb = 2.0, 1.0
+        args.corpus = (args.corpus or [str(SHARED / "imdb.txt.gz")])[:1]
     os.environ.setdefault("RAYON_RS_NUM_CPUS", str(args.threads))  # HF tokenizers' thread count
     corpora = [Path(c) for c in (args.corpus or [SHARED / "imdb.txt.gz", SHARED / "fairytales.txt.gz"])]
     rows: list[tuple[str, str, str, str, float, float, str]] = []

@@ -1,7 +1,10 @@
 """Runs the core's fuzz harness (tests/fuzz.rs: property tests on generated inputs, shrunk on failure) for a
 time budget and tabulates executions and failures per target.
 
-    python benches/fuzz.py --minutes 10          # 10 minutes in all, shared between the targets
+    pip install ".[test]"                        # a Rust toolchain builds the harness
+    python benches/fuzz.py                       # 5 minutes in all, shared between the targets
+    python benches/fuzz.py --quick               # 30 s
+    python benches/fuzz.py --minutes 10          # 10 minutes in all
     python benches/fuzz.py --minutes 1 --target encode_decode_round_trip
 
 CI runs the same targets for one second each (`cargo test --release`, part of .ci/run). Exits non-zero when a
@@ -34,7 +37,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="total time, shared equally between the targets")
     ap.add_argument("--target", action="append", choices=TARGETS, help="run only this target (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="--minutes 0.5")
     args = ap.parse_args()
+    if args.quick:
+        args.minutes = 0.5
     targets = args.target or TARGETS
     seconds = args.minutes * 60 / len(targets)
     # Build first, so compilation is not taken from the budget.

@@ -8,7 +8,9 @@ nn.Linear head + F.cross_entropy), so with --compile it sits inside the compiled
 arm's first-step loss is cross-checked against the others before anything is timed. Prints tokens/s, MFU
 (where the device's peak is known), peak device memory, and each arm's speed relative to plain + torch.
 
+    pip install ".[lm]"
     python benches/train_throughput.py                                   # CPU: the small config, eager
+    python benches/train_throughput.py --quick                           # 3 timed steps, one round
     python benches/train_throughput.py --compile                         # CUDA: tinystories-17m:128, gpt2-small:32
     python benches/train_throughput.py --compile --cuda-graphs --check-sync --config tinystories-17m:128
 """
@@ -113,7 +115,10 @@ def main() -> None:
         "--cuda-graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs) for both models"
     )
     ap.add_argument("--check-sync", action="store_true", help="CUDA: fail if a timed step synchronises with the host")
+    ap.add_argument("--quick", action="store_true", help="3 timed steps after 1 untimed, one round")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.repeat = args.steps or 3, args.warmup or 1, 1
     if args.cuda_graphs and not args.compile:
         ap.error("--cuda-graphs needs --compile")
     device = resolve_device(args.device)

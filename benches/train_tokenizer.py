@@ -11,7 +11,9 @@ the file itself ("hf-tokenizers-files", its fastest path, which reads every line
 Prints a Markdown table, and checks that the three vocabularies share most of their tokens (ties are broken
 differently: only bpe-lm follows CS336's rule, so they are not identical).
 
+    pip install ".[bench]"                                  # gigatoken, HF tokenizers, rustbpe
     python benches/train_tokenizer.py                       # fairytales -> 10K, imdb -> 32K, 2 threads
+    python benches/train_tokenizer.py --quick               # fairytales -> 10K, bpe-lm and gigatoken only
     python benches/train_tokenizer.py --threads 1 --repeat 3
     python benches/train_tokenizer.py --corpus big.txt:32000 --scale-mb 300
 
@@ -162,7 +164,10 @@ def main() -> None:
         default="bpe-lm,gigatoken,hf-tokenizers,hf-tokenizers-files,rustbpe",
         help="hf-tokenizers-files: HF training from the file itself (per-line sequences; not the same split)",
     )
+    ap.add_argument("--quick", action="store_true", help="fairytales -> 10K with bpe-lm and gigatoken only")
     args = ap.parse_args()
+    if args.quick:
+        args.corpus, args.trainers = args.corpus or ["fairytales.txt.gz:10000"], "bpe-lm,gigatoken"
     corpora = args.corpus or ["fairytales.txt.gz:10000", "imdb.txt.gz:32000"]
     trainers = args.trainers.split(",")
     rows = []

@@ -231,7 +231,44 @@ def test_encode_malformed_vocab(tmp_path, tokenizer_dir, corpus_file, capsys):
 def test_decode_unknown_id(tmp_path, tokenizer_dir, capsys):
     np.save(tmp_path / "ids.npy", np.array([1, 2, 60000], dtype=np.uint16))
     code, err = run(capsys, "decode", tmp_path / "ids.npy", "--tokenizer", tokenizer_dir)
-    assert code == 1 and "unknown token id 60000" in err
+    assert code == 1 and "token id 60000 at position 2 is outside the vocabulary of" in err
+
+
+def test_decode_streams_in_bounded_memory(tmp_path, tokenizer_dir):
+    """Text many times larger than the decoder's chunk: the peak RSS of `bpe-lm decode` stays near that of
+    decoding a tiny file (a decoder that held the whole text would add its 80 MB), and the text is exact."""
+    from bpe_lm.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
+    longest = max(range(256, tok.vocab_size), key=lambda i: len(tok.id_to_token(i)))
+    pattern = np.array([longest, 40, longest, 100], dtype=np.uint16)  # long tokens and two single bytes
+    piece = tok.decode_bytes(pattern)
+    repeats = -(-80_000_000 // len(piece))
+    np.save(tmp_path / "big.npy", np.tile(pattern, repeats))
+    np.save(tmp_path / "tiny.npy", pattern)
+
+    def peak_mb(name: str) -> float:
+        code = (
+            "import resource, sys; from bpe_lm.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)"
+        )
+        argv = [
+            "decode",
+            str(tmp_path / f"{name}.npy"),
+            "--tokenizer",
+            str(tokenizer_dir),
+            "-o",
+            str(tmp_path / f"{name}.txt"),
+        ]
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+        return float(proc.stdout.split()[-1])
+
+    tiny, big = peak_mb("tiny"), peak_mb("big")
+    size = (tmp_path / "big.txt").stat().st_size
+    assert size == repeats * len(piece) >= 80_000_000
+    with open(tmp_path / "big.txt", "rb") as f:
+        assert f.read(len(piece) * 3) == piece * 3
+    assert big < tiny + 40, (tiny, big)
 
 
 def test_encode_notes_a_pattern_that_runs_on_the_regex_engine(tmp_path, corpus_file, capsys):

@@ -283,11 +283,18 @@ def _checked_key(tokens: np.ndarray, vocab_size: int) -> tuple | None:
 
 
 def check_token_file(
-    tokens: np.ndarray, path: PathLike, vocab_size: int, context_length: int | None = None, chunk: int = 1 << 24
+    tokens: np.ndarray,
+    path: PathLike,
+    vocab_size: int,
+    context_length: int | None = None,
+    chunk: int = 1 << 24,
+    *,
+    vocabulary: str | None = None,
 ) -> None:
     """Before any compute: enough tokens for one context (when `context_length` is given) and every id of
     the file in [0, vocab_size), read in chunks (a few hundred MB/s, memory bounded by one chunk). The error
-    names the file, the first bad id and its position."""
+    names the file, the first bad id and its position, and `vocabulary` (default: the model's)."""
+    vocabulary = vocabulary or f"the model's vocabulary 0..{vocab_size - 1} (model.vocab_size = {vocab_size})"
     if context_length is not None and len(tokens) <= context_length + 1:
         raise ValueError(f"{path}: {len(tokens):,} tokens, fewer than model.context_length + 1 = {context_length + 1}")
     key = _checked_key(tokens, vocab_size)
@@ -300,8 +307,8 @@ def check_token_file(
         if part.max() >= vocab_size or (signed and part.min() < 0):
             where = int(np.flatnonzero((part >= vocab_size) | (part < 0))[0])
             raise ValueError(
-                f"{path}: token id {int(part[where])} at position {start + where:,} is outside the model's vocabulary "
-                f"0..{vocab_size - 1} (model.vocab_size = {vocab_size}); was the file encoded with another tokenizer?"
+                f"{path}: token id {int(part[where])} at position {start + where:,} is outside {vocabulary}; "
+                "was the file encoded with another tokenizer?"
             )
     if key is not None:
         _checked_files.add(key)

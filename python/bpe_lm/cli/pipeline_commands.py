@@ -63,8 +63,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> None:
-    require_torch()
-    from bpe_lm.demo import default_out_dir, run_demo
+    from bpe_lm.demo import default_out_dir, run_demo  # torch-free until run_demo runs
     from bpe_lm.tokenizer import check_vocab_size
 
     if args.minutes <= 0:
@@ -79,6 +78,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
     if out.exists():
         raise UserError(f"{out}: already exists; choose another --output")
     check_writable_directory(out)
+    require_torch()  # after the checks: a bad argument costs no import of PyTorch
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from bpe_lm.cli.common import (
     INPUT_HELP,
@@ -25,6 +26,8 @@ from bpe_lm.cli.common import (
 )
 from bpe_lm.readers import END_OF_TEXT
 from bpe_lm.units import format_duration, shown_token
+
+DECODE_CHUNK_IDS = 1 << 20  # ids decoded at a time by `bpe-lm decode`: a few MB of text
 
 
 def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
@@ -435,7 +438,7 @@ def add_decode(sub: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from bpe_lm.formats import load_tokens
+    from bpe_lm.formats import check_token_file, load_tokens, window_reader
 
     if not Path(args.input).is_file():
         raise UserError(f"{args.input}: no such file")
@@ -446,20 +449,33 @@ def run_decode(args: argparse.Namespace) -> None:
     tok = load_tokenizer(args.tokenizer)
     try:
         ids = load_tokens(args.input)
+        # Every id checked first (one streamed pass), so a bad one stops the command before any text is out.
+        check_token_file(
+            ids, args.input, tok.vocab_size, vocabulary=f"the vocabulary of {args.tokenizer} (0..{tok.vocab_size - 1})"
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
-    try:
-        data = tok.decode_bytes(np.asarray(ids))
-    except ValueError as e:  # an id beyond the vocabulary: say which file holds it
-        raise UserError(f"{args.input}: {e}") from None
+    # Streamed in chunks of ids read with pread (not through the memory map), so memory stays bounded by a
+    # chunk whatever the file's size; a token's bytes never straddle chunks, so the text is the same.
+    read = window_reader(ids)
+
+    def write_text(out: BinaryIO) -> int:
+        written = 0
+        for start in range(0, len(ids), DECODE_CHUNK_IDS):
+            data = tok.decode_bytes(np.asarray(read(start, min(DECODE_CHUNK_IDS, len(ids) - start))))
+            out.write(data)
+            written += len(data)
+        return written
+
     if args.output == "-":
-        sys.stdout.buffer.write(data)
+        write_text(sys.stdout.buffer)
         sys.stdout.flush()
         return
-    from bpe_lm._io import atomic_write
+    from bpe_lm._io import atomic_output
 
-    atomic_write(args.output, data)
-    print(f"wrote {args.output}: {len(ids):,} ids -> {len(data):,} bytes of text", file=sys.stderr)
+    with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
+        size = write_text(f)
+    print(f"wrote {args.output}: {len(ids):,} ids -> {size:,} bytes of text", file=sys.stderr)
 
 
 def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
