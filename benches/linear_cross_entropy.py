@@ -6,8 +6,8 @@ Each method runs in a fresh process, so its peak resident memory is its own; the
 peak above the process's resident memory after the inputs are made. Loss and gradients are cross-checked.
 
     pip install ".[lm]"
-    python benches/linear_cross_entropy.py                     # N = 2048 rows, V = 50257 (GPT-2), D = 768
-    python benches/linear_cross_entropy.py --quick             # N = 1024, V = 10000, D = 256
+    python benches/linear_cross_entropy.py                     # N = 1024 rows, V = 50257 (GPT-2), D = 768
+    python benches/linear_cross_entropy.py --quick             # N = 512, V = 10000, D = 256
     python benches/linear_cross_entropy.py --rows 32768 --vocab 10000 --dim 512
 """
 
@@ -58,15 +58,15 @@ def measure(method: str, rows: int, vocab: int, dim: int, threads: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=2048, help="N: tokens in the batch")
+    ap.add_argument("--rows", type=int, default=1024, help="N: tokens in the batch")
     ap.add_argument("--vocab", type=int, default=50257, help="V")
     ap.add_argument("--dim", type=int, default=768, help="D: the model width")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="--rows 1024 --vocab 10000 --dim 256")
+    ap.add_argument("--quick", action="store_true", help="--rows 512 --vocab 10000 --dim 256")
     ap.add_argument("--one", choices=METHODS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.vocab, args.dim = 1024, 10000, 256
+        args.rows, args.vocab, args.dim = 512, 10000, 256
     if args.one:
         print(json.dumps(measure(args.one, args.rows, args.vocab, args.dim, args.threads)))
         return

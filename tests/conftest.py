@@ -130,3 +130,17 @@ def write_token_files(directory: Path, vocab_size: int) -> tuple[Path, Path]:
     np.save(directory / "train.npy", data[:16000])
     np.save(directory / "valid.npy", data[16000:])
     return directory / "train.npy", directory / "valid.npy"
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The command's stderr is one error line (warnings aside), with no traceback, holding each needle."""
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("bpe-lm: warning:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# Prefix of a `python -c` program that runs with `torch` made unimportable, as without the `lm` extra.
+NO_TORCH = "import sys; sys.modules['torch'] = None; "

@@ -20,18 +20,7 @@ from bpe_lm.formats import CONFIG_FILE  # noqa: E402
 from bpe_lm.run_files import RUN_COPY_KEY, TOKENIZER_DIR, recorded_fingerprint, saved_settings  # noqa: E402
 from bpe_lm.tokenizer import Tokenizer  # noqa: E402
 
-from conftest import generated_corpus  # noqa: E402
-
-NO_TORCH = "import sys; sys.modules['torch'] = None; "
-
-
-def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("bpe-lm: warning:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from conftest import NO_TORCH, generated_corpus, one_line_error  # noqa: E402
 
 
 def train_tokenizer(tmp_path: Path, name: str, seed: int, vocab: int = 300) -> Path:

@@ -28,18 +28,9 @@ from bpe_lm.progress import ProgressBars  # noqa: E402
 from bpe_lm.tokenizer import Tokenizer  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
 
-from conftest import generated_corpus, write_token_files  # noqa: E402
+from conftest import generated_corpus, one_line_error, write_token_files  # noqa: E402
 
 EOT = "<|endoftext|>"
-
-
-def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("bpe-lm: warning:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

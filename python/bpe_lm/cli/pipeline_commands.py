@@ -64,6 +64,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> None:
     from bpe_lm.demo import default_out_dir, run_demo  # torch-free until run_demo runs
+    from bpe_lm.run_files import CHECKPOINT_NAME
     from bpe_lm.tokenizer import check_vocab_size
 
     if args.minutes <= 0:
@@ -110,5 +111,5 @@ def run_demo_command(args: argparse.Namespace) -> None:
     curve = f"curve {out / 'curves.png'}, " if plot else ""
     print(
         f"validation loss {report['first_valid_loss']:.3f} -> {report['final_valid_loss']:.3f}; "
-        f"report {out / 'report.md'}, {curve}checkpoint {out / 'run' / 'checkpoint.pt'}"
+        f"report {out / 'report.md'}, {curve}checkpoint {out / 'run' / CHECKPOINT_NAME}"
     )
