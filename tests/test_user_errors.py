@@ -675,13 +675,18 @@ def test_a_second_trainer_on_one_run_directory_is_refused(tmp_path, token_files,
 
 def _wrong_values(hint) -> list:
     """Values of the wrong type for a setting of type `hint` (as TOML or --set can give them)."""
+    import types
     import typing
 
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         return ["surely-not-a-choice", 5]
-    if type(None) in args:
-        hint = next(a for a in args if a is not type(None))
+    options = [a for a in args if a is not type(None)] if origin in (typing.Union, types.UnionType) else [hint]
+    if len(options) > 1:  # wrong for every option: str | list[str]
+        return [5, 1.5, {"a": 1}, [1], ["a", 2]]
+    hint = options[0]
+    if typing.get_origin(hint) is list:
+        return ["x", 0.9, [True], [["a"]]] if typing.get_args(hint)[0] in (int, float) else [5, "x", [1], [True]]
     return {
         bool: ["False", "yes", "false", 1, 0.0],
         int: ["ten", 1.5, [1], True, {"a": 1}],

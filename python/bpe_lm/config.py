@@ -126,8 +126,13 @@ class OptimizerConfig:
 
 @dataclass
 class DataConfig:
-    train: str = ""
-    valid: str = ""
+    # Each: a .npy from `bpe-lm encode`, a glob of them, a directory `encode -o DIR/` wrote (its manifest),
+    # or a list of these; every entry is a source. Windows never straddle two files.
+    train: str | list[str] = ""
+    valid: str | list[str] = ""
+    # One weight per train entry, normalised: the share of windows drawn from it. Unset: every file in
+    # proportion to its tokens (uniform over all windows).
+    train_weights: list[float] | None = None
     # The tokenizer directory the token files were encoded with. When set, model.vocab_size comes from it
     # (or must equal it), the run keeps a copy (RUN/tokenizer) and the commands that read the run use it.
     tokenizer: str = ""
@@ -176,6 +181,9 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The config file these settings were read from (None when built in code): never to be written over.
     source: str | None = field(default=None, compare=False)
+    # data.train and data.valid entries as written in the config (before relative paths were resolved):
+    # the names of the sources in metrics and summaries.
+    written: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {
@@ -226,6 +234,12 @@ def _in_range(setting: str, value: float, meta: Any) -> None:
         raise ConfigError(f"{setting} must be below {below:g}, not {value!r}")
 
 
+def _kind_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_kind_name(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
 def _typed(setting: str, hint: Any, value: Any, meta: Any = None) -> Any:
     """`value` as the type the setting's dataclass field declares, or a ConfigError naming the setting: the
     one table of types (derived from the dataclasses) for the config file and for --set alike."""
@@ -234,12 +248,23 @@ def _typed(setting: str, hint: Any, value: Any, meta: Any = None) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        return _typed(setting, options[0], value, meta) if len(options) == 1 else value
+        if len(options) == 1:
+            return _typed(setting, options[0], value, meta)
+        for option in options:  # the first kind the value is (str | list[str]: a path, or a list of them)
+            try:
+                return _typed(setting, option, value, meta)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{setting} must be {' or '.join(_kind_name(o) for o in options)}, not {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{setting} must be {_kind_name(hint)}, not {value!r}")
+        return [_typed(setting, args[0], v, meta) for v in value]
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{setting} must be one of {', '.join(map(str, args))}, not {value!r}")
         return value
-    hint_name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint)
+    hint_name = _kind_name(hint)
     if hint is bool and not isinstance(value, bool) or hint is str and not isinstance(value, str):
         spelled = ""
         if hint is bool and isinstance(value, str) and value in _TOML_SPELLING:
@@ -319,13 +344,19 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
 
     def section(name: str) -> Any:
         built = _build_section(SECTIONS[name], name, expand_recipe(name, raw.get(name, {})))
+        if name == "data":
+            _check_data_entries(built)
+            written.update(train=data_entries(built.train), valid=data_entries(built.valid))
         if base_dir is not None:  # relative paths are relative to the config file, as the README says
             for key in PATH_SETTINGS.get(name, ()):
                 value = getattr(built, key)
-                if value and not os.path.isabs(value):
+                if isinstance(value, list):
+                    setattr(built, key, [v if os.path.isabs(v) else str(Path(base_dir) / v) for v in value])
+                elif value and not os.path.isabs(value):
                     setattr(built, key, str(Path(base_dir) / value))
         return built
 
+    written: dict[str, list[str]] = {}
     # [data] first: its tokenizer gives [model] its vocabulary size.
     data = section("data")
     model_values = expand_recipe("model", raw["model"])
@@ -333,13 +364,49 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
         model_values = _vocabulary_from_tokenizer(model_values, data)
     model = _build_section(ModelConfig, "model", model_values)
     sections = {name: data if name == "data" else section(name) for name in SECTIONS}
-    cfg = RunConfig(model=model, **sections)
+    cfg = RunConfig(model=model, **sections, written=written)
     if not cfg.training.out_dir.strip():
         raise ConfigError(
             'training.out_dir must name a directory, not "" (the run would write into the working directory)'
         )
     validate(cfg)
     return cfg
+
+
+def data_entries(value: str | list[str]) -> list[str]:
+    """data.train or data.valid as a list of entries (one path, glob or directory each)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_data_entries(data: DataConfig) -> None:
+    for key in ("train", "valid"):
+        value = getattr(data, key)
+        if value == "":
+            continue  # not set: `validate` says so
+        entries = data_entries(value) if isinstance(value, (str, list)) else None
+        if (
+            entries is None
+            or not all(isinstance(e, str) and e for e in entries)
+            or (isinstance(value, list) and not value)
+        ):
+            raise ConfigError(
+                f"data.{key} must be a path, a glob, or a list of them (non-empty strings), not {value!r}"
+            )
+    weights = data.train_weights
+    if weights is not None:
+        if not isinstance(value := data.train, list) or len(weights) != len(value):
+            count = len(data_entries(data.train))
+            raise ConfigError(
+                f"data.train_weights has {len(weights)} weights for {count} data.train entr{'y' if count == 1 else 'ies'}: give one per entry"
+            )
+        if (
+            not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
+            )
+            or not sum(weights) > 0
+        ):
+            raise ConfigError(f"data.train_weights must be non-negative finite numbers, not all zero, not {weights!r}")
+        data.train_weights = [float(w) for w in weights]
 
 
 PATH_SETTINGS = {"data": ("train", "valid", "tokenizer"), "training": ("out_dir",)}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bpe_lm.config import ModelConfig
-from bpe_lm.data import get_batch, sequential_batches
+from bpe_lm.data import WindowSampler, sequential_batches
 from bpe_lm.model import TransformerLM
 from bpe_lm.runtime import autocast
 
@@ -17,7 +17,7 @@ from bpe_lm.runtime import autocast
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    tokens: np.ndarray,
+    tokens: np.ndarray | WindowSampler,
     config: ModelConfig,
     batch_size: int,
     iters: int,
@@ -25,13 +25,15 @@ def evaluate(
     autocast_dtype: torch.dtype | None,
     seed: int,
 ) -> float:
-    """Mean loss over a fixed subset of windows (the same `iters` batches every time)."""
+    """Mean loss over a fixed subset of windows (the same `iters` batches every time) of a token array or
+    of the files of a source (`WindowSampler`)."""
+    sampler = tokens if isinstance(tokens, WindowSampler) else WindowSampler([[tokens]], config.context_length)
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros((), device=device)
     for _ in range(iters):
-        x, y = get_batch(tokens, batch_size, config.context_length, device, generator)
+        x, y, _ = sampler.draw(batch_size, device, generator)
         with autocast(device, autocast_dtype):
             total += model(x, targets=y).float()
     model.train(was_training)

@@ -295,9 +295,9 @@ def check_before_training(cfg: RunConfig, *, resume: bool, force: bool) -> None:
     second, not the import and a model: the run directory (as `check_run_dir`, and the tokenizer of a resumed
     run) and the token files (length, dtype, every id below model.vocab_size, checked once per process; the
     trainer finds them checked)."""
-    from bpe_lm.formats import check_token_file, load_tokens
+    from bpe_lm.sources import open_run_sources
 
-    run_dir, data, model = Path(cfg.training.out_dir), cfg.data, cfg.model
+    run_dir, data = Path(cfg.training.out_dir), cfg.data
     if (run_dir / LOCK_NAME).is_file():  # a run going on there is the first thing to say
         fd = _try_lock(run_dir, 0)
         if fd is not None:
@@ -307,8 +307,7 @@ def check_before_training(cfg: RunConfig, *, resume: bool, force: bool) -> None:
         if not (run_dir / CHECKPOINT_NAME).is_file():
             raise RunDirectoryError(f"--resume: no checkpoint at {run_dir / CHECKPOINT_NAME}")
         check_resumed_tokenizer(run_dir, data.tokenizer_sha256, data.tokenizer)
-    for path in (data.train, data.valid):
-        check_token_file(load_tokens(path), path, model.vocab_size, model.context_length)
+    open_run_sources(cfg)
 
 
 def set_aside(run_dir: Path, names: tuple[str, ...] = EARLIER_RUN_FILES) -> list[tuple[Path, Path]]:

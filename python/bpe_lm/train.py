@@ -25,7 +25,7 @@ from bpe_lm._io import atomic_write
 from bpe_lm.accounting import account
 from bpe_lm.checkpoint import read_checkpoint, restore_rng_states, save_checkpoint
 from bpe_lm.config import ConfigError, RunConfig, to_toml
-from bpe_lm.data import check_token_file, get_batch, load_tokens
+from bpe_lm.data import WindowSampler
 from bpe_lm.errors import BpeLmError
 from bpe_lm.evaluation import evaluate
 from bpe_lm.metrics import MetricsLog
@@ -53,6 +53,7 @@ from bpe_lm.runtime import (
     resolve_autocast_dtype,
     resolve_device,
 )
+from bpe_lm.sources import open_run_sources
 
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
@@ -135,11 +136,12 @@ class Trainer:
     # -- setup
 
     def _load_data(self) -> None:
-        self.train_tokens = load_tokens(self.cfg.data.train)
-        self.valid_tokens = load_tokens(self.cfg.data.valid)
-        m = self.cfg.model
-        check_token_file(self.train_tokens, self.cfg.data.train, m.vocab_size, m.context_length)
-        check_token_file(self.valid_tokens, self.cfg.data.valid, m.vocab_size, m.context_length)
+        self.train_sources, self.valid_sources = open_run_sources(self.cfg)
+        ctx = self.cfg.model.context_length
+        self.train_sampler = WindowSampler([s.arrays for s in self.train_sources], ctx, self.cfg.data.train_weights)
+        self.valid_samplers = [WindowSampler([s.arrays], ctx) for s in self.valid_sources]
+        # Tokens drawn from each train source so far (all processes' rows: each draws the whole batch).
+        self.tokens_by_source = [0] * len(self.train_sources)
 
     def total_iters(self) -> int | None:
         t = self.cfg.training
@@ -240,6 +242,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
+        drawn = state.get("tokens_by_source")
+        names = [s.name for s in self.train_sources]
+        if isinstance(drawn, dict) and sorted(drawn) == sorted(names):
+            self.tokens_by_source = [int(drawn[n]) for n in names]
+        elif drawn is not None or len(names) > 1:
+            raise ConfigError(
+                f"--resume: the checkpoint drew from the train sources {sorted(drawn or {}) or '(one file)'}, the config "
+                f"names {names}: continue with the data.train the run started with"
+            )
+        else:
+            self.tokens_by_source = [self.tokens_seen]
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self.generator.set_state(state["data_generator"])
         restore_rng_states(state.get("rng", {}))
@@ -253,6 +266,7 @@ class Trainer:
             self.iteration,
             self.checkpoint_path,
             tokens_seen=self.tokens_seen,
+            tokens_by_source=self._drawn(),
             elapsed=elapsed,
             data_generator=generator_state,
             run_config=json.dumps(self.cfg.to_dict()),
@@ -261,15 +275,15 @@ class Trainer:
         drop_set_aside(self._set_aside)
         self._set_aside = []
 
+    def _drawn(self) -> dict[str, int]:
+        return {s.name: n for s, n in zip(self.train_sources, self.tokens_by_source)}
+
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of the next global micro-batch."""
-        x, y = get_batch(
-            self.train_tokens,
-            self.micro_batch * self.dist.world_size,
-            self.cfg.model.context_length,
-            "cpu",
-            self.generator,
-        )
+        x, y, source = self.train_sampler.draw(self.micro_batch * self.dist.world_size, "cpu", self.generator)
+        ctx = self.cfg.model.context_length
+        for i, rows_drawn in enumerate(torch.bincount(source, minlength=len(self.tokens_by_source)).tolist()):
+            self.tokens_by_source[i] += rows_drawn * ctx
         rows = slice(self.dist.rank * self.micro_batch, (self.dist.rank + 1) * self.micro_batch)
         x, y = x[rows], y[rows]
         if self.device.type == "cuda":
@@ -342,6 +356,7 @@ class Trainer:
                 bar = tqdm(total=round(t.max_minutes, 2), initial=round(self.elapsed_before / 60, 2), desc="training", dynamic_ncols=True,
                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} min [{remaining} left{postfix}]")  # fmt: skip
         pending: list[tuple[int, int, float, torch.Tensor, float, torch.Tensor]] = []
+        drawn_at: dict[int, dict[str, int]] = {}  # tokens_by_source after each pending step
         last_flush = (self.clock(), self.tokens_seen)
         start = self.clock()
         generator_state = self.generator.get_state()
@@ -390,6 +405,7 @@ class Trainer:
                         "grad_norm": norm,
                         "tokens_per_s": round(tokens_per_s, 1),
                         "mfu": round(mfu, 4) if mfu is not None else None,
+                        "tokens_by_source": drawn_at.get(step, {}),
                     }
                 )
             log.write(rows)
@@ -398,31 +414,37 @@ class Trainer:
             if bar is not None:
                 bar.set_postfix(loss=f"{losses_l[-1]:.3f}", tok_s=f"{tokens_per_s:,.0f}")
             pending.clear()
+            drawn_at.clear()
             last_flush = (now, self.tokens_seen)
 
         def run_eval(elapsed: float) -> None:
             # The eager module: evaluation is rare, and needs neither compilation for eval mode nor DDP.
-            loss = evaluate(
-                self.model,
-                self.valid_tokens,
-                cfg.model,
-                max(self.micro_batch, 1),
-                t.eval_iters,
-                self.device,
-                self.autocast_dtype,
-                t.seed + EVAL_SEED_OFFSET,
-            )
-            log.write(
-                [
-                    {
-                        "step": self.iteration,
-                        "tokens": self.tokens_seen,
-                        "time": round(elapsed, 3),
-                        "valid_loss": loss,
-                        "valid_perplexity": math.exp(min(loss, 50)),
-                    }
-                ]
-            )
+            losses = [
+                evaluate(
+                    self.model,
+                    sampler,
+                    cfg.model,
+                    max(self.micro_batch, 1),
+                    t.eval_iters,
+                    self.device,
+                    self.autocast_dtype,
+                    t.seed + EVAL_SEED_OFFSET,
+                )
+                for sampler in self.valid_samplers
+            ]
+            sizes = [s.tokens for s in self.valid_sources]
+            loss = sum(x * n for x, n in zip(losses, sizes)) / sum(sizes)  # token-weighted over the sources
+            row: dict[str, Any] = {
+                "step": self.iteration,
+                "tokens": self.tokens_seen,
+                "time": round(elapsed, 3),
+                "valid_loss": loss,
+                "valid_perplexity": math.exp(min(loss, 50)),
+            }
+            if len(losses) > 1:
+                row["valid_loss_by_source"] = {s.name: x for s, x in zip(self.valid_sources, losses)}
+                summary["valid_loss_by_source"] = row["valid_loss_by_source"]
+            log.write([row])
             summary["valid_loss"] = loss
             if bar is not None:
                 shown = {"loss": f"{summary['train_loss']:.3f}"} if "train_loss" in summary else {}
@@ -461,6 +483,7 @@ class Trainer:
                     )
                     self.reserve = reserve
                     pending.append((self.iteration, self.tokens_seen, elapsed, step_loss, lr, norm))
+                    drawn_at[self.iteration] = self._drawn()
                     if bar is not None:
                         bar.update(
                             1 if total is not None else max(round(min(elapsed / 60, t.max_minutes), 2) - bar.n, 0)
@@ -502,6 +525,7 @@ class Trainer:
         summary.update(
             steps=self.iteration,
             tokens=self.tokens_seen,
+            tokens_by_source=self._drawn(),
             seconds=self.elapsed_before + self.clock() - start,
             session_seconds=self.clock() - start,  # this process's part (a resumed run's earlier part excluded)
             interrupted=interrupted,
@@ -518,7 +542,7 @@ class Trainer:
         if self.compiled and not self._compile_checked:
             # Compilation runs at the first step. If it fails (no C compiler, an unsupported op...), redo
             # that step eagerly on the same batch; any later error, or a non-compilation one, is raised.
-            sampler = self.generator.get_state()
+            sampler, drawn = self.generator.get_state(), list(self.tokens_by_source)
             try:
                 result = self._step_once(params)
             except torch._dynamo.exc.TorchDynamoException as e:
@@ -531,6 +555,7 @@ class Trainer:
                 self.optimizer.compiled = False
                 self.optimizer.zero_grad(set_to_none=True)
                 self.generator.set_state(sampler)
+                self.tokens_by_source = drawn  # the step is drawn again
                 result = self._step_once(params)
             self._compile_checked = True
             return result

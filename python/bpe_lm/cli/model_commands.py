@@ -155,6 +155,10 @@ def run_train(args: argparse.Namespace) -> None:
         by = f" by {signal.Signals(summary['signal']).name}" if summary.get("signal") else ""
         state = f"interrupted{by}; saved" if summary["interrupted"] else "done;"
         print(f"{state} {', '.join(parts)}; checkpoint {summary['checkpoint']}", file=sys.stderr)
+        drawn = summary.get("tokens_by_source") or {}
+        if len(drawn) > 1:  # the mixture actually drawn, against the one asked for
+            total = max(sum(drawn.values()), 1)
+            print("drawn: " + ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in drawn.items()), file=sys.stderr)
         if cfg.training.max_minutes:
             # The budget covers the steps, the evaluations and the final checkpoint (time is kept free for the
             # last two); what came before the first step, and any overrun, is said.
