@@ -1,5 +1,5 @@
 """The batch sampler's share of a CPU training step: drawing a batch from 3 weighted sources (5 token files on
-disk, read with pread) against one file (`get_batch`), both against a whole training step (forward, backward,
+disk, read with pread; windows anywhere, and at document starts) against one file (`get_batch`), both against a whole training step (forward, backward,
 AdamW) of the `cpu-small` model on the same batch size. Clock after the imports; each figure is the median of
 `--repeat` timings.
 
@@ -52,9 +52,13 @@ def main() -> None:
             np.save(paths[-1], rng.integers(0, CONFIG["vocab_size"], n, dtype=np.uint16))
         files = [load_tokens(p) for p in paths]
         mixture = WindowSampler([files[:2], files[2:4], files[4:]], ctx, [0.5, 0.3, 0.2])
+        # Aligned: documents of about 300 tokens (their starts as data.align = "document" finds them).
+        starts = [np.unique(np.concatenate([[0], rng.integers(1, len(f), len(f) // 300)])) for f in files]
+        aligned = WindowSampler([files[:2], files[2:4], files[4:]], ctx, [0.5, 0.3, 0.2], starts)
         generator = torch.Generator().manual_seed(0)
         one = median_seconds(lambda: get_batch(files[0], args.batch_size, ctx, "cpu", generator), args.draws)
         mixed = median_seconds(lambda: mixture.draw(args.batch_size, "cpu", generator), args.draws)
+        mixed_aligned = median_seconds(lambda: aligned.draw(args.batch_size, "cpu", generator), args.draws)
 
         model = TransformerLM(ModelConfig(**CONFIG))
         optimizer = AdamW(model.parameters(), lr=1e-3)
@@ -74,6 +78,9 @@ def main() -> None:
     print(f"| training step (cpu-small) | {train_step * 1e3:.1f} | 100% |")
     print(f"| get_batch, one file | {one * 1e3:.3f} | {100 * one / train_step:.2f}% |")
     print(f"| WindowSampler, 3 weighted sources, 5 files | {mixed * 1e3:.3f} | {100 * mixed / train_step:.2f}% |")
+    print(
+        f"| the same, windows at document starts | {mixed_aligned * 1e3:.3f} | {100 * mixed_aligned / train_step:.2f}% |"
+    )
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class ModelConfig:
     # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch one in bpe_lm.model;
     # "auto": fused (both agree within tolerance; fused is faster on every device).
     attention: Literal["auto", "fused", "reference"] = "auto"
+    # Attention stops at document boundaries: a token attends only to earlier tokens of its own document,
+    # the documents of a window told apart by end_of_text_id (an end-of-text token ends its document).
+    document_mask: bool = False
+    end_of_text_id: int | None = ranged(None, at_least=0)  # with document_mask: data.end_of_text_id
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
@@ -133,6 +137,11 @@ class DataConfig:
     # One weight per train entry, normalised: the share of windows drawn from it. Unset: every file in
     # proportion to its tokens (uniform over all windows).
     train_weights: list[float] | None = None
+    # "random": windows start anywhere (CS336); "document": every window starts at a document start (the
+    # file's start or the position after an end-of-text id), found once per file and kept beside it.
+    align: Literal["random", "document"] = "random"
+    # The end-of-text id that separates documents; unset: data.tokenizer's <|endoftext|>.
+    end_of_text_id: int | None = ranged(None, at_least=0)
     # The tokenizer directory the token files were encoded with. When set, model.vocab_size comes from it
     # (or must equal it), the run keeps a copy (RUN/tokenizer) and the commands that read the run use it.
     tokenizer: str = ""
@@ -507,9 +516,43 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optimizer.name must be adamw or muon, not {o.name!r}")
     if o.head_lr and cfg.model.tie_embeddings:
         raise ConfigError("optimizer.head_lr needs an untied head (model.tie_embeddings = false)")
+    if cfg.data.align == "document" or cfg.model.document_mask:
+        _resolve_end_of_text(cfg)
     for key in ("train", "valid"):
         if not getattr(cfg.data, key):
             raise ConfigError(f"data.{key} is not set (a .npy file from `bpe-lm encode`)")
+
+
+def _resolve_end_of_text(cfg: RunConfig) -> None:
+    """The end-of-text id that data.align = "document" and model.document_mask find documents by: the one
+    given (data.end_of_text_id, or model.end_of_text_id: they must agree), else data.tokenizer's
+    <|endoftext|>. Both settings hold it afterwards (the model's goes into checkpoints)."""
+    d, m = cfg.data, cfg.model
+    needs = 'data.align = "document"' if d.align == "document" else "model.document_mask"
+    if d.end_of_text_id is not None and m.end_of_text_id is not None and d.end_of_text_id != m.end_of_text_id:
+        raise ConfigError(
+            f"data.end_of_text_id ({d.end_of_text_id}) and model.end_of_text_id ({m.end_of_text_id}) differ"
+        )
+    eot = d.end_of_text_id if d.end_of_text_id is not None else m.end_of_text_id
+    if eot is None:
+        if not d.tokenizer:
+            raise ConfigError(
+                f"{needs} finds documents by their end-of-text id: set data.tokenizer (or data.end_of_text_id)"
+            )
+        from bpe_lm.readers import END_OF_TEXT
+        from bpe_lm.tokenizer import Tokenizer
+
+        ids = Tokenizer.load(d.tokenizer).special_token_ids
+        if END_OF_TEXT not in ids:
+            raise ConfigError(
+                f"{needs}: data.tokenizer {d.tokenizer} has no {END_OF_TEXT} token; set data.end_of_text_id"
+            )
+        eot = ids[END_OF_TEXT]
+    if eot >= m.vocab_size:
+        raise ConfigError(f"data.end_of_text_id ({eot}) must be below model.vocab_size ({m.vocab_size})")
+    d.end_of_text_id = eot
+    if m.document_mask:
+        m.end_of_text_id = eot
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:

@@ -47,12 +47,21 @@ class WindowSampler:
     lists of arrays, one list per source), never across two files. Without `weights`, every valid window
     of every file is equally likely (each file in proportion to its tokens); with them, a row first picks
     its source by weight, then a window uniformly within that source. One file without weights draws
-    exactly as `get_batch` does, from the same generator state."""
+    exactly as `get_batch` does, from the same generator state. With `starts` (one array per file, in the
+    order of the files: its document starts), windows start only there, each start equally likely."""
 
-    def __init__(self, sources: list[list[np.ndarray]], context_length: int, weights: list[float] | None = None):
+    def __init__(
+        self,
+        sources: list[list[np.ndarray]],
+        context_length: int,
+        weights: list[float] | None = None,
+        starts: list[np.ndarray] | None = None,
+    ):
         self.files = [f for files in sources for f in files]
         self.context_length = context_length
-        counts = [len(f) - context_length for f in self.files]  # valid starts per file, as get_batch draws them
+        # Where windows may start: every position with a whole window after it, or those of `starts`.
+        self.starts = None if starts is None else [s[s < len(f) - context_length] for s, f in zip(starts, self.files)]
+        counts = [len(f) - context_length for f in self.files] if self.starts is None else [len(s) for s in self.starts]
         if not self.files or min(counts) < 1:
             raise ValueError(f"every token file needs at least {context_length + 1} tokens")
         self.ends = torch.tensor(counts, dtype=torch.int64).cumsum(0)  # global window index where each file ends
@@ -77,7 +86,10 @@ class WindowSampler:
             index = self.source_begin[source] + torch.minimum((within * size).long(), size - 1)
         file = torch.searchsorted(self.ends, index, right=True)
         offset = index - self.begins[file]
-        windows = [self.readers[f](o, self.context_length + 1) for f, o in zip(file.tolist(), offset.tolist())]
+        pairs = zip(file.tolist(), offset.tolist())
+        if self.starts is not None:
+            pairs = ((f, int(self.starts[f][o])) for f, o in pairs)  # type: ignore[assignment]
+        windows = [self.readers[f](o, self.context_length + 1) for f, o in pairs]
         x, y = _to_batch(windows, self.context_length, device)
         return x, y, self.file_source[file]
 

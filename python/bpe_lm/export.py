@@ -75,7 +75,7 @@ CARRIED_SETTINGS = (
     "tie_embeddings",
 )
 # How weights start or which kernel computes attention: the function the trained model computes is the same.
-SAME_FUNCTION_SETTINGS = ("zero_init_output", "attention")
+SAME_FUNCTION_SETTINGS = ("zero_init_output", "attention", "end_of_text_id")  # the id: only with document_mask
 # The only value a Llama can compute, and why, for every other setting.
 LLAMA_SETTINGS: dict[str, tuple[Any, str]] = {
     "norm": ("pre", "Llama is pre-norm (RMSNorm before each sublayer), so only norm = 'pre' exports"),
@@ -83,6 +83,10 @@ LLAMA_SETTINGS: dict[str, tuple[Any, str]] = {
     "ffn": ("swiglu", "Llama's feed-forward is SwiGLU (gate, up, down), so only ffn = 'swiglu' exports"),
     "qk_norm": (False, "Llama has no RMSNorm on queries and keys, so its logits would differ from this model's"),
     "logit_softcap": (0.0, "Llama does not cap its logits (c·tanh(logits / c)), so its outputs would differ"),
+    "document_mask": (
+        False,
+        "Llama attends across end-of-text tokens, so wherever a sequence holds one its logits would differ",
+    ),
 }
 
 

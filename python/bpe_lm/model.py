@@ -297,6 +297,9 @@ class KVCache:
     def __init__(self, num_layers: int) -> None:
         self.keys: list[Tensor | None] = [None] * num_layers
         self.values: list[Tensor | None] = [None] * num_layers
+        # With document_mask: the document of each cached position (B, past), and end-of-text ids seen (B,).
+        self.documents: Tensor | None = None
+        self.ends_seen: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -355,7 +358,9 @@ class MultiHeadSelfAttention(nn.Module):
         token_positions: Tensor | None = None,
         kv_cache: KVCache | None = None,
         rope_tables: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:  # (..., T, D) -> (..., T, D); rope_tables: (cos, sin) at these positions, from RotaryEmbedding.tables
+        """`mask` (B, 1, T, past + T) bool, True = may attend: replaces the causal mask (document_mask)."""
         T = x.shape[-2]
         past = kv_cache.layer_length(self.layer_index) if kv_cache is not None else 0
         # q, k and v as one GEMM over the stacked weights (the saved parameters stay q_proj/k_proj/v_proj).
@@ -372,8 +377,13 @@ class MultiHeadSelfAttention(nn.Module):
             q, k = RotaryEmbedding.rotate(q, cos, sin), RotaryEmbedding.rotate(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.append(self.layer_index, k, v)  # (..., H, past + T, K)
-        out = self._attend(q, k, v, past)  # (..., H, T, K)
+        out = self._attend(q, k, v, past) if mask is None else self._attend_masked(q, k, v, mask)  # (..., H, T, K)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))  # (..., T, D)
+
+    def _attend_masked(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        if self.attention in ("auto", "fused"):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return scaled_dot_product_attention(q, k, v, mask)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
         T, total = q.shape[-2], k.shape[-2]
@@ -436,17 +446,20 @@ class TransformerBlock(nn.Module):
         token_positions: Tensor | None = None,
         kv_cache: KVCache | None = None,
         rope_tables: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:  # (B, T, D)
         if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions, kv_cache, rope_tables))
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache, rope_tables, mask))
             return self.ln2(x + self.ffn(x))
-        x = x + self.attn(self.ln1(x), token_positions, kv_cache, rope_tables)
+        x = x + self.attn(self.ln1(x), token_positions, kv_cache, rope_tables, mask)
         return x + self.ffn(self.ln2(x))
 
 
 class TransformerLM(nn.Module):
     def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
         super().__init__()
+        if config.document_mask and config.end_of_text_id is None:
+            raise ValueError("model.document_mask needs model.end_of_text_id (the id that ends a document)")
         self.config = config
         self.token_embeddings = Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer (its buffers are not parameters).
@@ -477,15 +490,37 @@ class TransformerLM(nn.Module):
         rope_tables = (
             self.rope.tables(positions) if self.rope is not None else None
         )  # (T, K/2) each, shared by every layer
+        mask = self._document_mask(token_ids, kv_cache) if self.config.document_mask else None
         x = self.token_embeddings(token_ids)  # (B, T, D)
         for layer in self.layers:
-            x = layer(x, positions, kv_cache, rope_tables)
+            x = layer(x, positions, kv_cache, rope_tables, mask)
         x = self.ln_final(x)
         cap = self.config.logit_softcap
         if targets is None:
             logits = self.lm_head(x)  # (B, T, V)
             return cap * torch.tanh(logits / cap) if cap else logits
         return linear_cross_entropy(x.flatten(0, -2), self.lm_head.weight, targets.flatten(), softcap=cap)  # scalar
+
+    def _document_mask(self, token_ids: Tensor, kv_cache: KVCache | None) -> Tensor:
+        """(B, 1, T, past + T) bool: query i may attend key j when j is not after it and both are of one
+        document. An end-of-text token ends its document (it belongs to the text before it), so the token
+        after it starts a new one. With a KV cache, the documents of the cached positions are kept in it."""
+        assert self.config.end_of_text_id is not None  # checked in __init__
+        ends = token_ids.eq(self.config.end_of_text_id)  # (B, T)
+        count = torch.cumsum(ends.long(), dim=-1)
+        seen = kv_cache.ends_seen if kv_cache is not None and kv_cache.ends_seen is not None else None
+        documents = count - ends.long() + (seen.unsqueeze(-1) if seen is not None else 0)  # (B, T)
+        keys = documents
+        past = 0
+        if kv_cache is not None:
+            if kv_cache.documents is not None:
+                past = kv_cache.documents.shape[-1]
+                keys = torch.cat((kv_cache.documents, documents), dim=-1)
+            kv_cache.documents = keys
+            kv_cache.ends_seen = documents[..., -1] + ends[..., -1].long()
+        T = token_ids.shape[-1]
+        causal = torch.ones(T, past + T, dtype=torch.bool, device=token_ids.device).tril(diagonal=past)
+        return (causal & (documents.unsqueeze(-1) == keys.unsqueeze(-2))).unsqueeze(-3)
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counts once)."""

@@ -113,3 +113,56 @@ def open_run_sources(cfg: RunConfig) -> tuple[list[Source], list[Source]]:
         )  # fmt: skip
         for key in ("train", "valid")
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Document starts, for data.align = "document"
+
+_INDEX_MAGIC = 0x7374726174736F64  # b"docstart", little-endian: what tells our index from another file
+_INDEX_CHUNK = 1 << 24  # ids scanned at a time: memory bounded by one chunk, whatever the file's size
+
+
+def index_path(path: Path, end_of_text_id: int) -> Path:
+    """Where the document starts of a token file are kept: a hidden file beside it (no .npy suffix, so a
+    glob of token files never picks it up)."""
+    return path.with_name(f".{path.name}.docstarts-{end_of_text_id}")
+
+
+def document_starts(tokens: np.ndarray, path: Path, end_of_text_id: int) -> np.ndarray:
+    """Every document start of a token file (0 and each position after an end-of-text id that is not the
+    file's end), as int64, found in one pass of bounded memory and kept beside the file for the next run
+    (recomputed when the file's size or modification time changed; held in memory only when the directory is
+    not writable). The number of documents, not of tokens, sets its size."""
+    from bpe_lm._io import atomic_write
+    from bpe_lm.formats import window_reader
+
+    stat = os.stat(path)
+    identity = np.array([_INDEX_MAGIC, stat.st_size, stat.st_mtime_ns, end_of_text_id], dtype="<i8")
+    cache = index_path(path, end_of_text_id)
+    try:
+        stored = np.fromfile(cache, dtype="<i8")
+        if len(stored) >= 4 and np.array_equal(stored[:4], identity):
+            return stored[4:].astype(np.int64)
+    except OSError:
+        pass
+    read = window_reader(tokens)
+    found = [np.zeros(1, dtype=np.int64)]
+    for start in range(0, len(tokens), _INDEX_CHUNK):
+        part = np.asarray(read(start, min(_INDEX_CHUNK, len(tokens) - start)))
+        found.append(np.flatnonzero(part == end_of_text_id).astype(np.int64) + start + 1)
+    starts = np.concatenate(found)
+    starts = starts[starts < len(tokens)]
+    try:
+        if not cache.exists() or _is_index(cache):  # never over a file of someone else's by that name
+            atomic_write(cache, np.concatenate([identity, starts.astype("<i8")]).tobytes())
+    except OSError:
+        pass  # a read-only directory: the starts live in memory for this run
+    return starts
+
+
+def _is_index(path: Path) -> bool:
+    try:
+        head = np.fromfile(path, dtype="<i8", count=1)
+    except OSError:
+        return False
+    return len(head) == 1 and int(head[0]) == _INDEX_MAGIC

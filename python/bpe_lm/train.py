@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bpe_lm._io import atomic_write
@@ -53,7 +54,7 @@ from bpe_lm.runtime import (
     resolve_autocast_dtype,
     resolve_device,
 )
-from bpe_lm.sources import open_run_sources
+from bpe_lm.sources import Source, document_starts, open_run_sources
 
 EVAL_SEED_OFFSET = 1_000_003  # the validation subset's sampler seed, apart from the training sampler's
 
@@ -138,8 +139,18 @@ class Trainer:
     def _load_data(self) -> None:
         self.train_sources, self.valid_sources = open_run_sources(self.cfg)
         ctx = self.cfg.model.context_length
-        self.train_sampler = WindowSampler([s.arrays for s in self.train_sources], ctx, self.cfg.data.train_weights)
-        self.valid_samplers = [WindowSampler([s.arrays], ctx) for s in self.valid_sources]
+        d = self.cfg.data
+
+        def starts(sources: list[Source]) -> list[np.ndarray] | None:
+            if d.align != "document":
+                return None
+            assert d.end_of_text_id is not None  # config.validate fills it in
+            return [document_starts(a, p, d.end_of_text_id) for s in sources for a, p in zip(s.arrays, s.paths)]
+
+        self.train_sampler = WindowSampler(
+            [s.arrays for s in self.train_sources], ctx, d.train_weights, starts(self.train_sources)
+        )
+        self.valid_samplers = [WindowSampler([s.arrays], ctx, starts=starts([s])) for s in self.valid_sources]
         # Tokens drawn from each train source so far (all processes' rows: each draws the whole batch).
         self.tokens_by_source = [0] * len(self.train_sources)
 
