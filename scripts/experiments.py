@@ -7,6 +7,7 @@ a table of final validation losses.
     python scripts/experiments.py lr-sweep   --preset cpu      # minutes on ../shared/data/fairytales.txt.gz
     python scripts/experiments.py batch-sweep --preset cpu
     python scripts/experiments.py ablations  --preset cpu
+    python scripts/experiments.py documents  --preset cpu      # random vs document-aligned vs aligned + masked
     python scripts/experiments.py ablations  --preset tinystories --train data/train.npy --valid data/valid.npy
 
 Presets: `cpu` prepares its own data (tokenizer 4096 + encoded fairytales slice) and trains a 1.8M-parameter
@@ -64,16 +65,18 @@ PRESETS = {
 }
 
 
-def prepare_cpu_data(out: Path) -> tuple[Path, Path]:
-    """Tokenizer (4096) and encoded splits of a fairytales slice, made once and reused."""
-    train, valid = out / "data" / "train.npy", out / "data" / "valid.npy"
+def prepare_cpu_data(out: Path, corpus: str = "fairytales.txt.gz") -> tuple[Path, Path]:
+    """Tokenizer (4096) and encoded splits of a 12 MB slice of a shared corpus, made once and reused (in
+    out/data for the fairy tales, out/data-NAME for another corpus)."""
+    directory = out / ("data" if corpus == "fairytales.txt.gz" else f"data-{corpus.split('.')[0]}")
+    train, valid = directory / "train.npy", directory / "valid.npy"
     if train.exists() and valid.exists():
         return train, valid
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    source = SHARED / "fairytales.txt.gz"
+    directory.mkdir(parents=True, exist_ok=True)
+    source = SHARED / corpus
     if not source.exists():
-        raise SystemExit(f"{source}: not found; the cpu preset trains on the shared fairytales corpus")
-    data = prepare_data(*split_train_valid(read_text(source, 12_000_000)), out / "data", 4096)
+        raise SystemExit(f"{source}: not found; the cpu preset trains on the shared corpora")
+    data = prepare_data(*split_train_valid(read_text(source, 12_000_000)), directory, 4096)
     return data.train, data.valid
 
 
@@ -86,12 +89,13 @@ def run_variant(
     model: dict | None = None,
     optimizer: dict | None = None,
     training: dict | None = None,
+    data: dict | None = None,
 ) -> dict:
     run_dir = out / name
     config = {
         "model": {**preset["model"], **(model or {})},
         "optimizer": {**preset["optimizer"], **(optimizer or {})},
-        "data": {"train": str(train.resolve()), "valid": str(valid.resolve())},
+        "data": {"train": str(train.resolve()), "valid": str(valid.resolve()), **(data or {})},
         "training": {**preset["training"], **(training or {}), "out_dir": str(run_dir.resolve())},
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,15 +245,58 @@ def _plot_modern(path: Path, results: dict[str, dict], preset: dict) -> None:
     fig.savefig(path, dpi=120)
 
 
+# The `documents` experiment: CS336's random windows, windows at document starts, and those with attention
+# kept within documents, at equal tokens and learning rate, `seeds` seeds each.
+DOCUMENT_ARMS: list[tuple[str, dict, dict]] = [
+    ("random windows", {}, {"align": "random"}),
+    ("document-aligned", {}, {"align": "document"}),
+    ("aligned + masked", {"document_mask": True}, {"align": "document"}),
+]
+
+
+def documents(out: Path, preset: dict, train: Path, valid: Path, seeds: int, eot: dict) -> None:
+    out = out / "documents"
+    t = preset["training"]
+    evals = {"eval_interval": max(1, (t.get("max_iters") or 1000) // 10)}
+    # Each arm's own validation draws windows as it trains (aligned or not); the whole valid file read in
+    # consecutive windows (`bpe-lm eval`) is the same measure for every arm.
+    print(
+        "\n| arm | final valid loss (its own windows), per seed | mean | whole valid file (`bpe-lm eval`), per seed | mean |"
+    )
+    print("|---|---|---|---|---|")
+    rows = {}
+    for name, model, data in DOCUMENT_ARMS:
+        slug = name.replace(" + ", "-").replace(" ", "-")
+        runs = [run_variant(out, f"{slug}-s{seed}", preset, train, valid, model=model, data={**data, **eot},
+                            training={"seed": seed, **evals}) for seed in range(seeds)]  # fmt: skip
+        own = [r["final_valid_loss"] for r in runs if r["final_valid_loss"] is not None]
+        whole = [_file_loss(r["run_dir"], valid) for r in runs]
+        rows[name] = {"own_windows": own, "whole_file": whole}
+        mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
+        print(f"| {name} | {' / '.join(f'{v:.4f}' for v in own)} | {mean(own):.4f} | "
+              f"{' / '.join(f'{v:.4f}' for v in whole)} | {mean(whole):.4f} |", flush=True)  # fmt: skip
+    (out / "documents.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+def _file_loss(run_dir: str, valid: Path) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpe_lm", "eval", "--run", run_dir, "--data", str(valid), "--device", "cpu", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(proc.stdout)["loss"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment", choices=["lr-sweep", "batch-sweep", "ablations", "modern"])
+    ap.add_argument("experiment", choices=["lr-sweep", "batch-sweep", "ablations", "modern", "documents"])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--train", type=Path, help="train.npy (required for presets other than cpu)")
     ap.add_argument("--valid", type=Path, help="valid.npy")
     ap.add_argument("--out", type=Path, default=Path("runs/experiments"))
     ap.add_argument("--max-iters", type=int, default=None, help="override the preset's budget (quick checks)")
-    ap.add_argument("--seeds", type=int, default=2, help="modern: seeds per arm at its best learning rate")
+    ap.add_argument("--seeds", type=int, default=2, help="modern, documents: seeds per arm")
+    ap.add_argument("--end-of-text-id", type=int, default=None, help="documents: the id that ends a document "
+                    "(default: the cpu preset's tokenizer's <|endoftext|>)")  # fmt: skip
     args = ap.parse_args()
     preset = PRESETS[args.preset]
     if args.max_iters:
@@ -261,7 +308,10 @@ def main() -> None:
     out = args.out / args.preset
     out.mkdir(parents=True, exist_ok=True)
     if args.preset == "cpu":
-        train, valid = prepare_cpu_data(out)
+        # The fairy tales are 31 books of ~100K tokens: document-aligned windows would see 31 distinct
+        # windows. The documents experiment trains on the reviews (short documents) instead.
+        corpus = "imdb.txt.gz" if args.experiment == "documents" else "fairytales.txt.gz"
+        train, valid = prepare_cpu_data(out, corpus)
     elif args.train and args.valid:
         train, valid = args.train, args.valid
     else:
@@ -269,6 +319,15 @@ def main() -> None:
     results = []
     if args.experiment == "modern":
         modern(out, preset, train, valid, args.seeds)
+        return
+    if args.experiment == "documents":
+        if args.end_of_text_id is not None:
+            eot = {"end_of_text_id": args.end_of_text_id}
+        elif args.preset == "cpu":
+            eot = {"tokenizer": str((train.parent / "tokenizer").resolve())}
+        else:
+            raise SystemExit("documents: give --end-of-text-id, the id that ends each document in your data")
+        documents(out, preset, train, valid, args.seeds, eot)
         return
     if args.experiment == "lr-sweep":
         for lr in preset["lrs"]:

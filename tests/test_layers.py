@@ -18,7 +18,7 @@ from conftest import NO_TORCH
 PACKAGE = Path(bpe_lm.__file__).resolve().parent
 TORCH_FREE = ["bpe_lm", "bpe_lm.config", "bpe_lm.metrics", "bpe_lm.accounting", "bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop",
               "bpe_lm.progress", "bpe_lm.shards", "bpe_lm.stats", "bpe_lm.corpus", "bpe_lm.download", "bpe_lm.pipeline", "bpe_lm.units",
-              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.run_files"]  # fmt: skip
+              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.run_files", "bpe_lm.sources"]  # fmt: skip
 
 
 def module_name(path: Path) -> str:

@@ -257,6 +257,8 @@ class Trainer:
         names = [s.name for s in self.train_sources]
         if isinstance(drawn, dict) and sorted(drawn) == sorted(names):
             self.tokens_by_source = [int(drawn[n]) for n in names]
+        elif isinstance(drawn, dict) and len(drawn) == len(names) == 1:  # one source, spelt otherwise now
+            self.tokens_by_source = [int(next(iter(drawn.values())))]
         elif drawn is not None or len(names) > 1:
             raise ConfigError(
                 f"--resume: the checkpoint drew from the train sources {sorted(drawn or {}) or '(one file)'}, the config "
