@@ -30,4 +30,5 @@ step pytest_gpu 110 python -m pytest -q -m gpu -p no:cacheprovider tests
 step throughput_17m 150 python benches/train_throughput.py --compile --config tinystories-17m:128
 step throughput_gpt2_small 300 python benches/train_throughput.py --compile --config gpt2-small:32 --steps 15 --warmup 6 --repeat 1
 step cuda_graphs_17m 110 python benches/train_throughput.py --compile --cuda-graphs --check-sync --config tinystories-17m:128
+step document_mask 120 python benches/document_mask.py
 exit $status

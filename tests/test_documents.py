@@ -179,3 +179,35 @@ def test_training_with_alignment_and_masking_resumes_exactly(tmp_path):
     loss = lambda d: {r["step"]: r["train_loss"] for r in read_metrics(d) if "train_loss" in r}  # noqa: E731
     a, b = loss(tmp_path / "full"), loss(tmp_path / "resumed")
     assert [a[s] for s in range(7, 13)] == [b[s] for s in range(7, 13)]
+
+
+def _flex_and_dense(device: str):
+    torch.manual_seed(2)
+    dense = TransformerLM(model_config(document_mask=True, end_of_text_id=EOT, attention="reference"), device=device)
+    flex = TransformerLM(model_config(document_mask=True, end_of_text_id=EOT, attention="flex"), device=device)
+    flex.load_state_dict(dense.state_dict())
+    ids = torch.randint(0, EOT, (2, CTX), device=device)
+    ids[0, 4], ids[0, 11], ids[1, 7] = EOT, EOT, EOT
+    return flex, dense, ids, torch.randint(0, 64, (2, CTX), device=device)
+
+
+def test_flex_attention_block_mask_equals_the_dense_mask():
+    """FlexAttention with the block mask (what `auto` takes on CUDA) = the dense mask: the forward pass here
+    on CPU (torch has no FlexAttention backward on CPU; the GPU test below checks the gradients)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    flex, dense, ids, targets = _flex_and_dense("cpu")
+    with torch.no_grad():
+        assert torch.allclose(flex(ids), dense(ids), atol=1e-5)
+        assert torch.allclose(flex(ids, targets=targets), dense(ids, targets=targets), atol=1e-5)
+    with pytest.raises(ValueError, match='model.attention = "flex" computes the document mask'):
+        model_config(attention="flex")
+
+
+@pytest.mark.gpu
+def test_flex_attention_gradients_on_cuda():
+    flex, dense, ids, targets = _flex_and_dense("cuda")
+    a, b = flex(ids, targets=targets), dense(ids, targets=targets)
+    a.backward()
+    b.backward()
+    assert torch.allclose(a, b, atol=1e-4)
+    assert all(torch.allclose(p.grad, q.grad, atol=1e-4) for p, q in zip(flex.parameters(), dense.parameters()))

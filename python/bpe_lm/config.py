@@ -55,8 +55,9 @@ class ModelConfig:
     zero_init_output: bool = False  # attention output_proj and feed-forward w2 start at zero
     logit_softcap: float = ranged(0.0, at_least=0)  # logits -> c·tanh(logits / c) with c = this; 0 = off
     # "fused": torch's scaled_dot_product_attention; "reference": the from-scratch one in bpe_lm.model;
-    # "auto": fused (both agree within tolerance; fused is faster on every device).
-    attention: Literal["auto", "fused", "reference"] = "auto"
+    # "flex": FlexAttention with a block mask (only with document_mask, where it skips the masked blocks);
+    # "auto": fused, or with document_mask on CUDA flex (all agree within tolerance).
+    attention: Literal["auto", "fused", "reference", "flex"] = "auto"
     # Attention stops at document boundaries: a token attends only to earlier tokens of its own document,
     # the documents of a window told apart by end_of_text_id (an end-of-text token ends its document).
     document_mask: bool = False
@@ -73,11 +74,13 @@ class ModelConfig:
             "norm": ("pre", "post", "none"),
             "position": ("rope", "none"),
             "ffn": ("swiglu", "silu", "relu2"),
-            "attention": ("auto", "fused", "reference"),
+            "attention": ("auto", "fused", "reference", "flex"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.attention == "flex" and not self.document_mask:
+            raise ValueError('model.attention = "flex" computes the document mask: it needs model.document_mask = true')
         if self.position == "rope" and (self.d_model // self.num_heads) % 2:
             raise ValueError(
                 f"RoPE needs an even head dimension; d_model / num_heads = {self.d_model // self.num_heads}"

@@ -13,6 +13,7 @@ B = batch (any leading dims), T = sequence, D = d_model, H = heads, K = d_model 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -319,6 +320,19 @@ class KVCache:
         return k, v  # (B, H, T_past + T_new, K)
 
 
+_FLEX: Any = None
+
+
+def _flex_attention() -> Any:
+    """FlexAttention, compiled once (eager it materialises the whole score matrix and warns)."""
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention with optional RoPE on queries and keys."""
 
@@ -380,8 +394,10 @@ class MultiHeadSelfAttention(nn.Module):
         out = self._attend(q, k, v, past) if mask is None else self._attend_masked(q, k, v, mask)  # (..., H, T, K)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))  # (..., T, D)
 
-    def _attend_masked(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-        if self.attention in ("auto", "fused"):
+    def _attend_masked(self, q: Tensor, k: Tensor, v: Tensor, mask: Any) -> Tensor:
+        if not isinstance(mask, Tensor):  # a FlexAttention BlockMask (document_mask, see TransformerLM)
+            return _flex_attention()(q, k, v, block_mask=mask)
+        if self.attention in ("auto", "fused", "flex"):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return scaled_dot_product_attention(q, k, v, mask)
 
@@ -490,7 +506,14 @@ class TransformerLM(nn.Module):
         rope_tables = (
             self.rope.tables(positions) if self.rope is not None else None
         )  # (T, K/2) each, shared by every layer
-        mask = self._document_mask(token_ids, kv_cache) if self.config.document_mask else None
+        mask: Any = None
+        if self.config.document_mask:
+            flex = self.config.attention == "flex" or (self.config.attention == "auto" and token_ids.is_cuda)
+            mask = (
+                self._document_block_mask(token_ids)
+                if flex and kv_cache is None
+                else self._document_mask(token_ids, kv_cache)
+            )
         x = self.token_embeddings(token_ids)  # (B, T, D)
         for layer in self.layers:
             x = layer(x, positions, kv_cache, rope_tables, mask)
@@ -501,12 +524,28 @@ class TransformerLM(nn.Module):
             return cap * torch.tanh(logits / cap) if cap else logits
         return linear_cross_entropy(x.flatten(0, -2), self.lm_head.weight, targets.flatten(), softcap=cap)  # scalar
 
+    def _ends(self, token_ids: Tensor) -> Tensor:
+        assert self.config.end_of_text_id is not None  # checked in __init__
+        return token_ids.eq(self.config.end_of_text_id)
+
+    def _document_block_mask(self, token_ids: Tensor) -> Any:
+        """The document mask as FlexAttention's BlockMask: blocks wholly masked are skipped, not computed."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        ends = self._ends(token_ids)
+        documents = torch.cumsum(ends.long(), dim=-1) - ends.long()  # (B, T): an end belongs to its document
+
+        def same_document(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            return (q >= k) & (documents[b, q] == documents[b, k])
+
+        B, T = token_ids.shape
+        return create_block_mask(same_document, B, None, T, T, device=token_ids.device)
+
     def _document_mask(self, token_ids: Tensor, kv_cache: KVCache | None) -> Tensor:
         """(B, 1, T, past + T) bool: query i may attend key j when j is not after it and both are of one
         document. An end-of-text token ends its document (it belongs to the text before it), so the token
         after it starts a new one. With a KV cache, the documents of the cached positions are kept in it."""
-        assert self.config.end_of_text_id is not None  # checked in __init__
-        ends = token_ids.eq(self.config.end_of_text_id)  # (B, T)
+        ends = self._ends(token_ids)  # (B, T)
         count = torch.cumsum(ends.long(), dim=-1)
         seen = kv_cache.ends_seen if kv_cache is not None and kv_cache.ends_seen is not None else None
         documents = count - ends.long() + (seen.unsqueeze(-1) if seen is not None else 0)  # (B, T)
