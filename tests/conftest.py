@@ -144,3 +144,22 @@ def one_line_error(capsys, *needles: str) -> str:
 
 # Prefix of a `python -c` program that runs with `torch` made unimportable, as without the `lm` extra.
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def run_keeping_checkpoint(cfg, step: int, resume_dir: Path) -> dict:
+    """Trains `cfg` to its end, copying the checkpoint saved at `step` to `resume_dir`/checkpoint.pt, where
+    a run resumed from that step can go on; returns the run's summary."""
+    import shutil
+
+    from bpe_lm.run_files import CHECKPOINT_NAME
+    from bpe_lm.train import Trainer
+
+    resume_dir.mkdir(parents=True, exist_ok=True)
+
+    class KeepCheckpoint(Trainer):
+        def _save(self, generator_state, elapsed):
+            super()._save(generator_state, elapsed)
+            if self.iteration == step:
+                shutil.copy(self.checkpoint_path, resume_dir / CHECKPOINT_NAME)
+
+    return KeepCheckpoint(cfg, progress=False).run()

@@ -5,7 +5,6 @@ validation per source; exact resume with a mixture."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from bpe_lm.data import WindowSampler, get_batch  # noqa: E402
 from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.sources import DataSourceError  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
+
+from conftest import run_keeping_checkpoint  # noqa: E402
 
 CTX = 16
 
@@ -154,15 +155,7 @@ def test_a_mixture_trains_reports_its_sources_and_resumes_exactly(files):
     valid = ["valid_web.npy", "valid_stories.npy"]
     raw = raw_config(files, train, valid, train_weights=[0.5, 0.25, 0.25])
     raw["training"]["out_dir"] = str(files / "full")
-    saved_at_10 = files / "at10.pt"
-
-    class KeepTen(Trainer):
-        def _save(self, generator_state, elapsed):
-            super()._save(generator_state, elapsed)
-            if self.iteration == 10:
-                shutil.copy(self.checkpoint_path, saved_at_10)
-
-    summary = KeepTen(build_config(raw, base_dir=files), progress=False).run()
+    summary = run_keeping_checkpoint(build_config(raw, base_dir=files), 10, files / "resumed")
     rows = read_metrics(files / "full")
     train_rows = [r for r in rows if "train_loss" in r]
     for r in train_rows:
@@ -179,8 +172,6 @@ def test_a_mixture_trains_reports_its_sources_and_resumes_exactly(files):
         assert r["valid_loss"] == pytest.approx((600 * by["valid_web.npy"] + 300 * by["valid_stories.npy"]) / 900)
 
     raw["training"]["out_dir"] = str(files / "resumed")
-    (files / "resumed").mkdir()
-    shutil.copy(saved_at_10, files / "resumed" / "checkpoint.pt")
     Trainer(build_config(raw, base_dir=files), resume=True, progress=False).run()
     resumed = {r["step"]: r for r in read_metrics(files / "resumed") if "train_loss" in r}
     full = {r["step"]: r for r in train_rows}

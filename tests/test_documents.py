@@ -16,6 +16,8 @@ from bpe_lm.model import KVCache, TransformerLM  # noqa: E402
 from bpe_lm.sources import document_starts, index_path  # noqa: E402
 from bpe_lm.train import Trainer  # noqa: E402
 
+from conftest import run_keeping_checkpoint  # noqa: E402
+
 EOT = 63
 CTX = 16
 
@@ -149,8 +151,6 @@ def test_export_refuses_the_document_mask_only():
 
 
 def test_training_with_alignment_and_masking_resumes_exactly(tmp_path):
-    import shutil
-
     documents_file(tmp_path / "train.npy", 400, seed=1)
     documents_file(tmp_path / "valid.npy", 60, seed=2)
     raw = {
@@ -161,20 +161,10 @@ def test_training_with_alignment_and_masking_resumes_exactly(tmp_path):
         "training": {"batch_size": 8, "max_iters": 12, "eval_interval": 6, "eval_iters": 2, "log_interval": 1,
                      "checkpoint_interval": 6, "out_dir": str(tmp_path / "full"), "device": "cpu"},
     }  # fmt: skip
-    saved = tmp_path / "at6.pt"
-
-    class KeepSix(Trainer):
-        def _save(self, generator_state, elapsed):
-            super()._save(generator_state, elapsed)
-            if self.iteration == 6:
-                shutil.copy(self.checkpoint_path, saved)
-
     cfg = build_config(raw)
     assert cfg.model.end_of_text_id == EOT
-    KeepSix(cfg, progress=False).run()
+    run_keeping_checkpoint(cfg, 6, tmp_path / "resumed")
     raw["training"]["out_dir"] = str(tmp_path / "resumed")
-    (tmp_path / "resumed").mkdir()
-    shutil.copy(saved, tmp_path / "resumed" / "checkpoint.pt")
     Trainer(build_config(raw), resume=True, progress=False).run()
     loss = lambda d: {r["step"]: r["train_loss"] for r in read_metrics(d) if "train_loss" in r}  # noqa: E731
     a, b = loss(tmp_path / "full"), loss(tmp_path / "resumed")

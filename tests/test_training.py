@@ -6,7 +6,6 @@ import io
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from bpe_lm.generate import generate, sample_next  # noqa: E402
 from bpe_lm.metrics import read_metrics  # noqa: E402
 from bpe_lm.model import ModelConfig, TransformerLM, cross_entropy  # noqa: E402
 from bpe_lm.train import Trainer, TrainingError  # noqa: E402
+
+from conftest import run_keeping_checkpoint  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------- optim
 
@@ -237,21 +238,11 @@ def run_config(tmp_path, token_files, **training):
 
 
 def test_resume_is_bit_identical(tmp_path, token_files):
-    saved_at_10 = tmp_path / "at10.pt"
-
-    class KeepTen(Trainer):
-        def _save(self, generator_state, elapsed):
-            super()._save(generator_state, elapsed)
-            if self.iteration == 10:
-                shutil.copy(self.checkpoint_path, saved_at_10)
-
-    full = KeepTen(
-        run_config(tmp_path, token_files, log_interval=1, out_dir=str(tmp_path / "full")), progress=False
-    ).run()
-    assert full["steps"] == 20
     resumed_dir = tmp_path / "resumed"
-    resumed_dir.mkdir()
-    shutil.copy(saved_at_10, resumed_dir / "checkpoint.pt")
+    full = run_keeping_checkpoint(
+        run_config(tmp_path, token_files, log_interval=1, out_dir=str(tmp_path / "full")), 10, resumed_dir
+    )
+    assert full["steps"] == 20
     Trainer(
         run_config(tmp_path, token_files, log_interval=1, out_dir=str(resumed_dir)), resume=True, progress=False
     ).run()
