@@ -14,9 +14,12 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bpe_lm.errors import BpeLmError
+
+if TYPE_CHECKING:
+    from bpe_lm.tokenizer import Tokenizer
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -372,8 +375,9 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
     # [data] first: its tokenizer gives [model] its vocabulary size.
     data = section("data")
     model_values = expand_recipe("model", raw["model"])
-    if data.tokenizer:
-        model_values = _vocabulary_from_tokenizer(model_values, data)
+    tokenizer = _load_data_tokenizer(data) if data.tokenizer else None  # loaded once, for every use here
+    if tokenizer is not None:
+        model_values = _vocabulary_from_tokenizer(model_values, data, tokenizer)
     model = _build_section(ModelConfig, "model", model_values)
     sections = {name: data if name == "data" else section(name) for name in SECTIONS}
     cfg = RunConfig(model=model, **sections, written=written)
@@ -381,7 +385,7 @@ def build_config(raw: dict[str, Any], base_dir: str | os.PathLike[str] | None = 
         raise ConfigError(
             'training.out_dir must name a directory, not "" (the run would write into the working directory)'
         )
-    validate(cfg)
+    validate(cfg, tokenizer)
     return cfg
 
 
@@ -424,17 +428,20 @@ def _check_data_entries(data: DataConfig) -> None:
 PATH_SETTINGS = {"data": ("train", "valid", "tokenizer"), "training": ("out_dir",)}
 
 
-def _vocabulary_from_tokenizer(model_values: Any, data: DataConfig) -> Any:
-    """[model] with vocab_size taken from data.tokenizer when it is absent, and refused when it differs;
-    data.tokenizer_sha256 filled in from the tokenizer, or checked against it. Before any compute: a
-    mismatch found here costs nothing, one found at the first batch costs the import of torch and a model."""
+def _load_data_tokenizer(data: DataConfig) -> Tokenizer:
     from bpe_lm.tokenizer import Tokenizer
 
     if not Path(data.tokenizer).is_dir():
         raise ConfigError(
             f"data.tokenizer {data.tokenizer}: tokenizer directory not found (train one with `bpe-lm train-tokenizer`)"
         )
-    tokenizer = Tokenizer.load(data.tokenizer)
+    return Tokenizer.load(data.tokenizer)
+
+
+def _vocabulary_from_tokenizer(model_values: Any, data: DataConfig, tokenizer: Tokenizer) -> Any:
+    """[model] with vocab_size taken from data.tokenizer when it is absent, and refused when it differs;
+    data.tokenizer_sha256 filled in from the tokenizer, or checked against it. Before any compute: a
+    mismatch found here costs nothing, one found at the first batch costs the import of torch and a model."""
     fingerprint = tokenizer.fingerprint()
     if data.tokenizer_sha256 and data.tokenizer_sha256 != fingerprint:
         raise ConfigError(
@@ -491,7 +498,8 @@ def _resolve_schedule(t: TrainingConfig, o: OptimizerConfig) -> None:
             t.eval_interval = DEFAULT_EVAL_INTERVAL
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg: RunConfig, tokenizer: Tokenizer | None = None) -> None:
+    """The rules between settings; `tokenizer` is data.tokenizer's, loaded (None without one)."""
     t, o = cfg.training, cfg.optimizer
     budgets = [name for name in ("max_iters", "max_tokens", "max_minutes") if getattr(t, name)]
     if len(budgets) != 1:
@@ -520,13 +528,13 @@ def validate(cfg: RunConfig) -> None:
     if o.head_lr and cfg.model.tie_embeddings:
         raise ConfigError("optimizer.head_lr needs an untied head (model.tie_embeddings = false)")
     if cfg.data.align == "document" or cfg.model.document_mask:
-        _resolve_end_of_text(cfg)
+        _resolve_end_of_text(cfg, tokenizer)
     for key in ("train", "valid"):
         if not getattr(cfg.data, key):
             raise ConfigError(f"data.{key} is not set (a .npy file from `bpe-lm encode`)")
 
 
-def _resolve_end_of_text(cfg: RunConfig) -> None:
+def _resolve_end_of_text(cfg: RunConfig, tokenizer: Tokenizer | None) -> None:
     """The end-of-text id that data.align = "document" and model.document_mask find documents by: the one
     given (data.end_of_text_id, or model.end_of_text_id: they must agree), else data.tokenizer's
     <|endoftext|>. Both settings hold it afterwards (the model's goes into checkpoints)."""
@@ -538,14 +546,13 @@ def _resolve_end_of_text(cfg: RunConfig) -> None:
         )
     eot = d.end_of_text_id if d.end_of_text_id is not None else m.end_of_text_id
     if eot is None:
-        if not d.tokenizer:
+        if tokenizer is None:
             raise ConfigError(
                 f"{needs} finds documents by their end-of-text id: set data.tokenizer (or data.end_of_text_id)"
             )
         from bpe_lm.readers import END_OF_TEXT
-        from bpe_lm.tokenizer import Tokenizer
 
-        ids = Tokenizer.load(d.tokenizer).special_token_ids
+        ids = tokenizer.special_token_ids
         if END_OF_TEXT not in ids:
             raise ConfigError(
                 f"{needs}: data.tokenizer {d.tokenizer} has no {END_OF_TEXT} token; set data.end_of_text_id"
