@@ -82,24 +82,25 @@ def _same_directory(a: Path, b: Path) -> bool:
         return False
 
 
-def copy_tokenizer(tokenizer: Tokenizer, source: str, run_dir: Path) -> None:
-    """Writes the run's copy of its tokenizer (RUN/tokenizer, atomically; its tokenizer_config.json says
-    where it came from), unless `source` is that directory itself. Called once the run directory is locked
-    and an earlier run's copy has been set aside."""
-    from bpe_lm.formats import save_tokenizer_dir
+def copy_tokenizer(source: str, run_dir: Path) -> None:
+    """Writes the run's copy of its tokenizer, RUN/tokenizer (atomically): vocab.json and merges.txt byte for
+    byte, tokenizer_config.json with a key saying where it came from; unless `source` is that directory
+    itself. Called once the run directory is locked and an earlier run's copy has been set aside."""
+    from bpe_lm._io import atomic_directory
+    from bpe_lm.formats import CONFIG_FILE, MERGES_FILE, VOCAB_FILE, read_json_object
 
-    target = run_dir / TOKENIZER_DIR
-    if _same_directory(target, Path(source)):
+    target, origin = run_dir / TOKENIZER_DIR, Path(source)
+    if _same_directory(target, origin):
         return
-    save_tokenizer_dir(
-        target,
-        tokenizer.vocab,
-        tokenizer.merges,
-        tokenizer.special_tokens,
-        tokenizer.pattern,
-        force=True,
-        extra={RUN_COPY_KEY: str(Path(source).resolve())},
-    )
+
+    def build(tmp: Path) -> list[str]:
+        for name in (VOCAB_FILE, MERGES_FILE):
+            shutil.copyfile(origin / name, tmp / name)
+        config = {**read_json_object(origin / CONFIG_FILE), RUN_COPY_KEY: str(origin.resolve())}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        return [VOCAB_FILE, MERGES_FILE, CONFIG_FILE]
+
+    atomic_directory(target, build, force=True)
 
 
 def saved_settings(run_dir: Path) -> dict[str, Any] | None:

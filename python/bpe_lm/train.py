@@ -41,7 +41,6 @@ from bpe_lm.run_files import (
     copy_tokenizer,
     drop_set_aside,
     lock_run_dir,
-    read_tokenizer,
     restore_set_aside,
     set_aside,
 )
@@ -354,7 +353,7 @@ class Trainer:
         if self.force and self.dist.is_main:
             self._set_aside = set_aside(self.run_dir)
         if self.dist.is_main and cfg.data.tokenizer:
-            copy_tokenizer(read_tokenizer(cfg.data.tokenizer, "data.tokenizer"), cfg.data.tokenizer, self.run_dir)
+            copy_tokenizer(cfg.data.tokenizer, self.run_dir)
         log = MetricsLog(self.run_dir, cfg, self.dist.is_main, self.resume, self.iteration)
         peak = peak_flops(self.device, self.autocast_dtype)
         flops_per_token = account(cfg.model).training_flops_per_token
