@@ -1,24 +1,22 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::{slot_of, PieceMap, ShortTable};
+use crate::keys::{PieceMap, ShortTable};
 
-/// Cached multi-token pieces per thread before the cache is cleared (bounds memory on diverse text).
+/// Cached pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
 /// The longest piece the cache keeps (longer ones are rare in text and are merged afresh each time).
 pub(crate) const CACHED_PIECE_BYTES: usize = 4096;
 /// Bytes of cached keys and ids per thread and encoder before the cache is cleared: with CACHE_LIMIT,
 /// what bounds its memory on any text (2^17 long pieces would otherwise take gigabytes).
 pub(crate) const CACHE_BYTES: usize = 32 << 20;
-/// Slots of the direct-mapped table of recently used multi-token pieces in front of the cache's full table
-/// (a power of two; 32 bytes each, 1 MB a thread and encoder): one probe, mostly from L2, where the full
-/// table (up to 8 MB) would miss it; it matters on text whose pieces are mostly several tokens (Cyrillic
-/// in GPT-2's vocabulary).
-pub(crate) const HOT_SLOTS: usize = 1 << 15;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
 const FIRST_SLOTS: usize = 1 << 15;
 /// Ids a cache entry holds in its own slot; pieces of more tokens keep theirs in the arena.
 const INLINE_IDS: usize = 3;
+/// Pieces of up to this many tokens are copied out of the arena as one fixed-size block (then cut to
+/// length), not by a call to memmove per piece: most of GPT-2's pieces of Cyrillic or Greek.
+const BLOCK_IDS: usize = 8;
 
 /// The ids of a cached piece: up to INLINE_IDS in the entry itself (no second memory access), more as a
 /// span of the arena (`ids[0]` its start). With its key, an entry fills half a cache line.
@@ -28,11 +26,11 @@ pub(crate) struct CachedIds {
     ids: [u32; INLINE_IDS],
 }
 
-/// What one thread remembers between calls for one encoder: the ids of pieces already merged, keyed by
-/// the piece, with the recently used short ones also in `hot`.
+/// What one thread remembers between calls for one encoder: the ids of every piece it has encoded,
+/// single tokens included, keyed by the piece. Text repeats its pieces (Zipf), so nearly every piece is
+/// answered by one probe of this table, whose entries hold the ids themselves.
 pub(crate) struct ThreadCache {
     pub(crate) owner: u64,
-    pub(crate) hot: Vec<(u128, CachedIds)>,
     pub(crate) pieces: PieceMap<CachedIds>,
     arena: Vec<u32>,
     /// Bytes of the cached pieces' keys held outside the table (long pieces only: short ones are packed).
@@ -43,7 +41,6 @@ impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
         ThreadCache {
             owner,
-            hot: vec![(0, CachedIds::default()); HOT_SLOTS],
             pieces: PieceMap {
                 short: ShortTable::with_slots(FIRST_SLOTS),
                 long: Default::default(),
@@ -65,14 +62,16 @@ impl ThreadCache {
             out.truncate(at + len);
         } else {
             let start = cached.ids[0] as usize;
-            out.extend_from_slice(&self.arena[start..start + len]);
+            match self.arena.get(start..start + BLOCK_IDS) {
+                Some(block) if len <= BLOCK_IDS => {
+                    let block: &[u32; BLOCK_IDS] = block.try_into().expect("BLOCK_IDS ids");
+                    let at = out.len();
+                    out.extend_from_slice(block);
+                    out.truncate(at + len);
+                }
+                _ => out.extend_from_slice(&self.arena[start..start + len]),
+            }
         }
-    }
-
-    /// The hot slot of a packed piece.
-    #[inline(always)]
-    pub(crate) fn hot_slot(key: u128) -> usize {
-        slot_of(key, HOT_SLOTS)
     }
 
     /// Remembers the ids of a merged piece, first clearing the cache if it is full; returns the entry.
@@ -82,7 +81,6 @@ impl ThreadCache {
             self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len()) + 2 * slot_bytes * self.pieces.len();
         if self.pieces.len() >= CACHE_LIMIT || bytes > CACHE_BYTES {
             self.pieces.clear(2 * CACHE_LIMIT);
-            self.hot.fill((0, CachedIds::default())); // its entries may point into the arena
             self.arena.clear();
             self.arena.shrink_to(CACHE_BYTES / 16);
             self.key_bytes = 0;
@@ -134,6 +132,30 @@ pub(crate) fn cache_for(caches: &mut Vec<ThreadCache>, owner: u64) -> &mut Threa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_ids_come_back_exactly_at_every_length() {
+        // Lengths inline, copied as a block, and past a block; the last entries end the arena, where the
+        // block copy would read past it and the plain copy is used.
+        let mut cache = ThreadCache::new(1);
+        let pieces: Vec<(Vec<u8>, Vec<u32>)> = (1..=20u32)
+            .chain(1..=9)
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    format!("piece {i}").into_bytes(),
+                    (0..n).map(|k| 1000 * i as u32 + k).collect(),
+                )
+            })
+            .collect();
+        let entries: Vec<CachedIds> = pieces.iter().map(|(p, ids)| cache.insert(p, ids)).collect();
+        for ((_, ids), entry) in pieces.iter().zip(&entries) {
+            let mut out = vec![7, 7];
+            cache.extend(entry, &mut out);
+            assert_eq!(out[..2], [7, 7]);
+            assert_eq!(out[2..], ids[..]);
+        }
+    }
 
     #[test]
     fn caches_of_alternating_encoders_survive() {

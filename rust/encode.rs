@@ -1,11 +1,12 @@
 //! Encoding text to token ids, with CS336 §2.6 semantics: within each pre-token, merges apply in
 //! merge-rank order (equivalently, the lowest-ranked adjacent pair first, leftmost on ties).
 //!
-//! Fast paths, each exact: ASCII text pre-tokenizes 64 bytes at a time (blocks.rs); a whole pre-token
-//! that is a token BPE leaves intact maps straight to its id, through a table probed in one cache line
-//! (keys.rs) with its packed key read in one load; a per-thread cache (cache.rs) holds multi-token pieces
-//! with their ids inline; long pieces merge through rank buckets (merge.rs, O(n log n), never quadratic);
-//! big inputs split at safe cuts and encode in parallel.
+//! Fast paths, each exact: ASCII text pre-tokenizes 64 bytes at a time (blocks.rs); each pre-token of up
+//! to 15 bytes is packed into one integer in one load and looked up in a per-thread cache (cache.rs) of
+//! the pieces already encoded, with their ids inline, by one probe; only a piece new to the thread goes
+//! on to the table of pre-tokens that BPE leaves as one token (keys.rs), and then to the merges; long
+//! pieces merge through rank buckets (merge.rs, O(n log n), never quadratic); big inputs split at safe
+//! cuts and encode in parallel.
 //! Whole files stream to `.npy` in encode_file.rs; ids go back to bytes in decode.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,59 +195,50 @@ impl Encoder {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// Encodes one pre-token longer than 15 bytes: the single-token table, then merged pieces, and only
-    /// then the merges themselves. Out of line, as the pieces of at most 15 bytes' path is kept small
+    /// Encodes one pre-token longer than 15 bytes: the thread's cache, then the single-token table, and
+    /// only then the merges themselves. Out of line, as the pieces of at most 15 bytes' path is kept small
     /// enough to be inlined into the scanner's loops.
     #[inline(never)]
     fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        if let Some(&id) = self.whole.long.get(piece) {
-            out.push(id);
-        } else if piece.len() > CACHED_PIECE_BYTES {
-            // Rare in text, and each would cost the cache its own length twice over (key and ids):
-            // merged afresh every time, so the cache's memory stays bounded on any input.
-            self.merge_piece(piece, out);
-        } else if let Some(cached) = cache.pieces.long.get(piece) {
-            cache.extend(cached, out);
-        } else {
-            let start = out.len();
-            self.merge_piece(piece, out);
+        // Longer pieces are rare in text, and each would cost the cache its own length twice over (key
+        // and ids): they are merged afresh every time, so the cache's memory stays bounded on any input.
+        let cacheable = piece.len() <= CACHED_PIECE_BYTES;
+        if cacheable {
+            if let Some(cached) = cache.pieces.long.get(piece) {
+                cache.extend(cached, out);
+                return;
+            }
+        }
+        let start = out.len();
+        match self.whole.long.get(piece) {
+            Some(&id) => out.push(id),
+            None => self.merge_piece(piece, out),
+        }
+        if cacheable {
             cache.insert(piece, &out[start..]);
         }
     }
 
-    /// Encodes one pre-token of at most 15 bytes, packed into `key`: the single-token table, then the hot
-    /// slot; the rest (`encode_short_miss`) out of line.
+    /// Encodes one pre-token of at most 15 bytes, packed into `key`: one probe of the thread's cache;
+    /// the rest (`encode_short_miss`) out of line.
     #[inline(always)]
     fn encode_short(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        if let Some(id) = self.whole.get_packed(key) {
-            out.push(id);
-            return;
-        }
-        let slot = ThreadCache::hot_slot(key);
-        let (hot_key, hot_ids) = cache.hot[slot];
-        if hot_key == key {
-            cache.extend(&hot_ids, out);
-        } else {
-            self.encode_short_miss(piece, key, slot, out, cache);
+        match cache.pieces.short.get(key) {
+            Some(cached) => cache.extend(&cached, out),
+            None => self.encode_short_miss(piece, key, out, cache),
         }
     }
 
-    /// `encode_short` past the hot slot: the thread's merged pieces, and only then the merges themselves.
+    /// A piece new to the thread's cache: the single-token table, else the merges; then cached.
     #[cold]
     #[inline(never)]
-    fn encode_short_miss(&self, piece: &[u8], key: u128, slot: usize, out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        let cached = match cache.pieces.short.get(key) {
-            Some(cached) => {
-                cache.extend(&cached, out);
-                cached
-            }
-            None => {
-                let start = out.len();
-                self.merge_piece(piece, out);
-                cache.insert(piece, &out[start..])
-            }
-        };
-        cache.hot[slot] = (key, cached);
+    fn encode_short_miss(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
+        let start = out.len();
+        match self.whole.get_packed(key) {
+            Some(id) => out.push(id),
+            None => self.merge_piece(piece, out),
+        }
+        cache.insert(piece, &out[start..]);
     }
 
     /// Encodes the pre-tokens of `text` (no special tokens in it).
