@@ -31,7 +31,7 @@ mod avx2 {
     /// `&[u8; 64]`, so every byte read is inside the array).
     #[target_feature(enable = "avx2")]
     pub(super) fn masks_avx2(block: &[u8; BLOCK]) -> BlockMasks {
-        let half = |offset: usize| -> [u32; 6] {
+        let half = |offset: usize| -> [u32; 7] {
             // SAFETY: `offset` is 0 or 32, so the 32 bytes read lie within the 64-byte array.
             let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(offset) as *const __m256i) };
             let in_range = |v: __m256i, lo: u8, hi: u8| {
@@ -49,6 +49,7 @@ mod avx2 {
             let blank = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b' ' as i8));
             let space = _mm256_or_si256(blank, in_range(v, 0x09, 0x0D));
             let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\'' as i8));
+            let cyrillic_lead = in_range(v, 0xD0, 0xD1);
             let bits = |m: __m256i| _mm256_movemask_epi8(m) as u32;
             [
                 bits(letter),
@@ -57,6 +58,7 @@ mod avx2 {
                 bits(blank),
                 bits(quote),
                 bits(v),
+                bits(cyrillic_lead),
             ]
         };
         let (lo, hi) = (half(0), half(32));
@@ -68,6 +70,7 @@ mod avx2 {
             blank: join(3),
             quote: join(4),
             non_ascii: join(5),
+            cyrillic_lead: join(6),
         }
     }
 }

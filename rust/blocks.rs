@@ -1,4 +1,5 @@
-//! The GPT-2 scanner's fast path for ASCII text: 64 bytes at a time, the bytes are classified into bit
+//! The GPT-2 scanner's fast path for ASCII text (and Cyrillic letters, see `with_cyrillic_letters`): 64
+//! bytes at a time, the bytes are classified into bit
 //! masks (AVX2 in arch.rs where the CPU has it, else the portable loop here) and every pre-token start of
 //! the block is found with a few shifts and ands, instead of one byte and one branch at a time. Text
 //! with other bytes, and the rare piece longer than a block, go through the byte scanner
@@ -31,6 +32,21 @@ pub(crate) struct BlockMasks {
     pub(crate) blank: u64,
     pub(crate) quote: u64,
     pub(crate) non_ascii: u64,
+    /// 0xD0 or 0xD1: the lead byte of a character in U+0400..=U+047F, all of them letters (Cyrillic).
+    pub(crate) cyrillic_lead: u64,
+}
+
+/// The masks with the two-byte letters that lead bytes 0xD0 and 0xD1 begin taken as letters, so Russian,
+/// Ukrainian or Bulgarian words pre-tokenize 64 bytes at a time like ASCII ones. Valid UTF-8 (a `str`)
+/// puts a continuation byte after each such lead, so the lead and the byte after it are one letter. A
+/// block starts at a pre-token start, never inside a character; a lead in its last byte leaves its
+/// continuation to the next block, past the starts the block trusts (TRUSTED).
+#[inline(always)]
+pub(crate) fn with_cyrillic_letters(mut m: BlockMasks) -> BlockMasks {
+    let letter = m.cyrillic_lead | (m.cyrillic_lead << 1);
+    m.letter |= letter;
+    m.non_ascii &= !letter;
+    m
 }
 
 /// Class bits of each byte: what the masks hold, from the same table the byte scanner uses.
@@ -41,7 +57,7 @@ fn byte_bits() -> &'static [u8; 256] {
         let mut bits = [0u8; 256];
         for (b, out) in bits.iter_mut().enumerate() {
             *out = if b >= 0x80 {
-                1 << 5
+                1 << 5 | ((b == 0xD0 || b == 0xD1) as u8) << 6
             } else {
                 let class = table.class_of(b as u32);
                 (class == LETTER) as u8
@@ -58,7 +74,7 @@ fn byte_bits() -> &'static [u8; 256] {
 /// The masks without CPU-specific instructions.
 pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
     let bits = byte_bits();
-    let mut m = [0u64; 6];
+    let mut m = [0u64; 7];
     for (k, &b) in block.iter().enumerate() {
         let c = bits[b as usize] as u64;
         for (j, mask) in m.iter_mut().enumerate() {
@@ -72,6 +88,7 @@ pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
         blank: m[3],
         quote: m[4],
         non_ascii: m[5],
+        cyrillic_lead: m[6],
     }
 }
 
@@ -140,6 +157,7 @@ mod tests {
             for (k, &b) in block.iter().enumerate() {
                 let bit = |mask: u64| mask >> k & 1 == 1;
                 assert_eq!(bit(m.non_ascii), b >= 0x80, "{b:#x}");
+                assert_eq!(bit(m.cyrillic_lead), b == 0xD0 || b == 0xD1, "{b:#x}");
                 if b < 0x80 {
                     let class = table.class_of(b as u32);
                     assert_eq!(bit(m.letter), class == LETTER, "{b:#x}");

@@ -1,6 +1,6 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::{PieceMap, ShortTable};
+use crate::keys::{PairTable, PieceMap};
 
 /// Cached pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
@@ -13,10 +13,10 @@ pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// it many times over (1 MB; untouched pages cost nothing).
 const FIRST_SLOTS: usize = 1 << 15;
 /// Ids a cache entry holds in its own slot; pieces of more tokens keep theirs in the arena.
-const INLINE_IDS: usize = 3;
+pub(crate) const INLINE_IDS: usize = 3;
 /// Pieces of up to this many tokens are copied out of the arena as one fixed-size block (then cut to
 /// length), not by a call to memmove per piece: most of GPT-2's pieces of Cyrillic or Greek.
-const BLOCK_IDS: usize = 8;
+pub(crate) const BLOCK_IDS: usize = 8;
 
 /// The ids of a cached piece: up to INLINE_IDS in the entry itself (no second memory access), more as a
 /// span of the arena (`ids[0]` its start). With its key, an entry fills half a cache line.
@@ -37,12 +37,22 @@ pub(crate) struct ThreadCache {
     key_bytes: usize,
 }
 
+/// The ids of a cached piece (`ThreadCache::lanes`): the first `len` lanes of a block, or a slice.
+pub(crate) enum Lanes<'c> {
+    Inline(&'c [u32; INLINE_IDS], usize),
+    Block(&'c [u32; BLOCK_IDS], usize),
+    Slice(&'c [u32]),
+}
+
+// Two entries with their keys fill one cache line (keys::Pair).
+const _: () = assert!(std::mem::size_of::<(u128, CachedIds)>() == 32);
+
 impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
         ThreadCache {
             owner,
             pieces: PieceMap {
-                short: ShortTable::with_slots(FIRST_SLOTS),
+                short: PairTable::with_slots(FIRST_SLOTS),
                 long: Default::default(),
             },
             arena: Vec::new(),
@@ -50,27 +60,17 @@ impl ThreadCache {
         }
     }
 
-    /// Appends the ids of a cached piece to `out`.
+    /// Where the ids of a cached piece are, as fixed-size blocks of lanes where they fit in one.
     #[inline(always)]
-    pub(crate) fn extend(&self, cached: &CachedIds, out: &mut Vec<u32>) {
+    pub(crate) fn lanes<'c>(&'c self, cached: &'c CachedIds) -> Lanes<'c> {
         let len = cached.len as usize;
         if len <= INLINE_IDS {
-            // All INLINE_IDS copied, the extra ones cut off again: a fixed-size copy the compiler does in
-            // registers, where a copy of `len` ids would be a call to memmove for every piece.
-            let at = out.len();
-            out.extend_from_slice(&cached.ids);
-            out.truncate(at + len);
-        } else {
-            let start = cached.ids[0] as usize;
-            match self.arena.get(start..start + BLOCK_IDS) {
-                Some(block) if len <= BLOCK_IDS => {
-                    let block: &[u32; BLOCK_IDS] = block.try_into().expect("BLOCK_IDS ids");
-                    let at = out.len();
-                    out.extend_from_slice(block);
-                    out.truncate(at + len);
-                }
-                _ => out.extend_from_slice(&self.arena[start..start + len]),
-            }
+            return Lanes::Inline(&cached.ids, len);
+        }
+        let start = cached.ids[0] as usize;
+        match self.arena.get(start..start + BLOCK_IDS) {
+            Some(block) if len <= BLOCK_IDS => Lanes::Block(block.try_into().expect("BLOCK_IDS ids"), len),
+            _ => Lanes::Slice(&self.arena[start..start + len]),
         }
     }
 
@@ -150,10 +150,12 @@ mod tests {
             .collect();
         let entries: Vec<CachedIds> = pieces.iter().map(|(p, ids)| cache.insert(p, ids)).collect();
         for ((_, ids), entry) in pieces.iter().zip(&entries) {
-            let mut out = vec![7, 7];
-            cache.extend(entry, &mut out);
-            assert_eq!(out[..2], [7, 7]);
-            assert_eq!(out[2..], ids[..]);
+            let got = match cache.lanes(entry) {
+                Lanes::Inline(lanes, len) => lanes[..len].to_vec(),
+                Lanes::Block(lanes, len) => lanes[..len].to_vec(),
+                Lanes::Slice(ids) => ids.to_vec(),
+            };
+            assert_eq!(got, *ids);
         }
     }
 

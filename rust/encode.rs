@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{cache_for, ThreadCache, CACHED_PIECE_BYTES, THREAD_CACHES};
+use crate::cache::{cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, TokenMap};
@@ -24,6 +24,73 @@ use crate::train::Bpe;
 
 /// Inputs larger than this are split and encoded in parallel.
 pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
+
+/// Appends ids to a Vec through fixed-size writes: the Vec is kept at least BLOCK_IDS zeros longer than
+/// the ids written so far (`written`), so a cached piece's block of lanes (`cache::Lanes`) can always be
+/// stored at `written` whatever its count, and `written` moves on by the count. The zeros are added a few
+/// thousand at a time, right before they are written over (so they are in cache then); `finish` cuts
+/// the Vec back to the ids.
+struct IdWriter<'a> {
+    out: &'a mut Vec<u32>,
+    written: usize,
+    /// Zeros added at a time beyond the BLOCK_IDS: SLACK_IDS, or fewer for a short text (a quarter of
+    /// its bytes: about the ids it has, so a Vec sized for them needs no second allocation).
+    step: usize,
+}
+
+/// Zeros added to an IdWriter's Vec at a time beyond the BLOCK_IDS it always has (16 KB).
+const SLACK_IDS: usize = 4096;
+
+impl<'a> IdWriter<'a> {
+    /// A writer for the ids of a text of `text_bytes` bytes (at most one id per byte).
+    fn new(out: &'a mut Vec<u32>, text_bytes: usize) -> Self {
+        let written = out.len();
+        let step = SLACK_IDS.min(text_bytes / 4 + 16);
+        out.resize(written + BLOCK_IDS + step, 0);
+        IdWriter { out, written, step }
+    }
+
+    /// Appends `lanes[..len]` (len ≤ N ≤ BLOCK_IDS).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, lanes: &[u32; N], len: usize) {
+        self.out[self.written..self.written + N].copy_from_slice(lanes);
+        self.written += len;
+        if self.out.len() < self.written + BLOCK_IDS {
+            self.grow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        self.out.resize(self.written + BLOCK_IDS + self.step, 0);
+    }
+
+    /// Appends the ids of a cached piece.
+    #[inline(always)]
+    fn put_lanes(&mut self, lanes: Lanes) {
+        match lanes {
+            Lanes::Inline(lanes, len) => self.put(lanes, len),
+            Lanes::Block(lanes, len) => self.put(lanes, len),
+            Lanes::Slice(ids) => self.put_slice(ids),
+        }
+    }
+
+    /// Appends `ids`, of any length.
+    #[inline(always)]
+    fn put_slice(&mut self, ids: &[u32]) {
+        let end = self.written + ids.len();
+        if self.out.len() < end + BLOCK_IDS {
+            self.out.resize(end + BLOCK_IDS + self.step, 0);
+        }
+        self.out[self.written..end].copy_from_slice(ids);
+        self.written = end;
+    }
+
+    fn finish(self) {
+        self.out.truncate(self.written);
+    }
+}
 
 /// Identifies encoders so a thread's cache is never used with another encoder's vocabulary.
 static NEXT_ENCODER_ID: AtomicU64 = AtomicU64::new(1);
@@ -195,61 +262,64 @@ impl Encoder {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// Encodes one pre-token longer than 15 bytes: the thread's cache, then the single-token table, and
-    /// only then the merges themselves. Out of line, as the pieces of at most 15 bytes' path is kept small
-    /// enough to be inlined into the scanner's loops.
+    /// The ids of a piece `encode_plain` did not find in its home pair (or could not pack: `key` 0):
+    /// the rest of the thread's cache, else (a piece new to the thread) the single-token table or the
+    /// merges, cached now. None only for a piece too long to cache, whose ids are then in `scratch`.
     #[inline(never)]
-    fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut ThreadCache) {
+    fn find_or_encode(
+        &self,
+        piece: &[u8],
+        key: u128,
+        cache: &mut ThreadCache,
+        scratch: &mut Vec<u32>,
+    ) -> Option<CachedIds> {
         // Longer pieces are rare in text, and each would cost the cache its own length twice over (key
         // and ids): they are merged afresh every time, so the cache's memory stays bounded on any input.
         let cacheable = piece.len() <= CACHED_PIECE_BYTES;
-        if cacheable {
-            if let Some(cached) = cache.pieces.long.get(piece) {
-                cache.extend(cached, out);
-                return;
-            }
+        let cached = match key {
+            0 if cacheable => cache.pieces.long.get(piece).copied(),
+            0 => None,
+            _ => cache.pieces.short.get(key),
+        };
+        if cached.is_some() {
+            return cached;
         }
-        let start = out.len();
-        match self.whole.long.get(piece) {
-            Some(&id) => out.push(id),
-            None => self.merge_piece(piece, out),
+        scratch.clear();
+        let single = match key {
+            0 => self.whole.long.get(piece).copied(),
+            _ => self.whole.get_packed(key),
+        };
+        match single {
+            Some(id) => scratch.push(id),
+            None => self.merge_piece(piece, scratch),
         }
-        if cacheable {
-            cache.insert(piece, &out[start..]);
-        }
+        cacheable.then(|| cache.insert(piece, scratch))
     }
 
-    /// Encodes one pre-token of at most 15 bytes, packed into `key`: one probe of the thread's cache;
-    /// the rest (`encode_short_miss`) out of line.
-    #[inline(always)]
-    fn encode_short(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        match cache.pieces.short.get(key) {
-            Some(cached) => cache.extend(&cached, out),
-            None => self.encode_short_miss(piece, key, out, cache),
-        }
-    }
-
-    /// A piece new to the thread's cache: the single-token table, else the merges; then cached.
-    #[cold]
-    #[inline(never)]
-    fn encode_short_miss(&self, piece: &[u8], key: u128, out: &mut Vec<u32>, cache: &mut ThreadCache) {
-        let start = out.len();
-        match self.whole.get_packed(key) {
-            Some(id) => out.push(id),
-            None => self.merge_piece(piece, out),
-        }
-        cache.insert(piece, &out[start..]);
-    }
-
-    /// Encodes the pre-tokens of `text` (no special tokens in it).
+    /// Encodes the pre-tokens of `text` (no special tokens in it). Each piece of at most 15 bytes is
+    /// packed into a key (0 for longer ones) and probed in its home pair of the thread's cache; when its
+    /// ids are there in the entry, all INLINE_IDS lanes are written to the output and the write position
+    /// moves on by the piece's count: no branch on the count, and nothing but a well-predicted branch
+    /// per piece, so the loop stays inside the scanner's. Everything else goes out of line.
     #[inline(always)]
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>, cache: &mut ThreadCache) -> Result<()> {
         let bytes = text.as_bytes();
-        self.pretokenizer
-            .for_each_range(text, |start, end| match pack_short_in(bytes, start, end) {
-                Some(key) => self.encode_short(&bytes[start..end], key, out, cache),
-                None => self.encode_long(&bytes[start..end], out, cache),
-            })
+        let mut ids = IdWriter::new(out, text.len());
+        let mut scratch = Vec::new();
+        let scanned = self.pretokenizer.for_each_range(text, |start, end| {
+            let key = pack_short_in(bytes, start, end).unwrap_or(0);
+            let (found, cached) = cache.pieces.short.probe(key);
+            let cached = match found {
+                true => Some(cached),
+                false => self.find_or_encode(&bytes[start..end], key, cache, &mut scratch),
+            };
+            match cached {
+                Some(cached) => ids.put_lanes(cache.lanes(&cached)),
+                None => ids.put_slice(&scratch),
+            }
+        });
+        ids.finish();
+        scanned
     }
 
     /// Runs `f` with this thread's cache for this encoder.

@@ -94,14 +94,6 @@ impl<V: Copy + Default> Default for ShortTable<V> {
 }
 
 impl<V: Copy + Default> ShortTable<V> {
-    /// An empty table of `slots` slots (a power of two), which grows as it fills.
-    pub(crate) fn with_slots(slots: usize) -> Self {
-        ShortTable {
-            slots: vec![(0, V::default()); slots.next_power_of_two().max(16)],
-            len: 0,
-        }
-    }
-
     /// The first slot probed for `key`.
     #[inline(always)]
     pub(crate) fn home(&self, key: u128) -> usize {
@@ -150,20 +142,6 @@ impl<V: Copy + Default> ShortTable<V> {
                 _ => i = (i + 1) & mask,
             }
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Empties the table, keeping at most `slots` slots of its memory.
-    pub(crate) fn clear(&mut self, slots: usize) {
-        if self.slots.len() > slots {
-            self.slots = vec![(0, V::default()); slots.next_power_of_two().max(16)];
-        } else {
-            self.slots.fill((0, V::default()));
-        }
-        self.len = 0;
     }
 }
 
@@ -295,16 +273,127 @@ impl TokenMap {
     }
 }
 
+/// Two slots of a `PairTable`, on one cache line (for slots of up to 32 bytes).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Pair<V> {
+    slots: [(u128, V); 2],
+}
+
+/// Packed short pieces → value, like `ShortTable`, but probed a pair of slots at a time from a home pair
+/// that sits on one cache line: `probe` answers the common case (the key in its home pair) with one
+/// line read and no branch on which slot holds it, so the encoder's loop runs without mispredicted
+/// jumps; `get` walks on past full pairs for the rest. Key 0 marks an empty slot; at most half the slots
+/// are used, so nearly every key lies in its home pair.
+pub(crate) struct PairTable<V> {
+    pairs: Vec<Pair<V>>,
+    len: usize,
+}
+
+impl<V: Copy + Default> Default for PairTable<V> {
+    fn default() -> Self {
+        PairTable::with_slots(16)
+    }
+}
+
+impl<V: Copy + Default> PairTable<V> {
+    /// An empty table of at least `slots` slots (a power of two), which grows as it fills.
+    pub(crate) fn with_slots(slots: usize) -> Self {
+        PairTable {
+            pairs: vec![Pair::default(); (slots.next_power_of_two() / 2).max(8)],
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn home(&self, key: u128) -> usize {
+        slot_of(key, self.pairs.len())
+    }
+
+    /// `key`'s value if it is in its home pair: (true, value); else (false, a value to ignore). The key
+    /// 0 is never found.
+    #[inline(always)]
+    pub(crate) fn probe(&self, key: u128) -> (bool, V) {
+        let pair = &self.pairs[self.home(key)].slots;
+        let second = pair[1].0 == key;
+        // The slot picked by index, not by a jump: which slot holds a key is a coin toss to a predictor.
+        (((pair[0].0 == key) | second) & (key != 0), pair[second as usize].1)
+    }
+
+    /// `key`'s value (`key` non-zero).
+    #[inline]
+    pub(crate) fn get(&self, key: u128) -> Option<V> {
+        let mask = self.pairs.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            for &(k, v) in &self.pairs[i].slots {
+                if k == key {
+                    return Some(v);
+                }
+                if k == 0 {
+                    return None;
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Inserts `key` (non-zero) unless present.
+    pub(crate) fn insert_if_absent(&mut self, key: u128, value: V) {
+        debug_assert_ne!(key, 0);
+        if self.len + 1 > self.pairs.len() {
+            let grown = vec![Pair::default(); 2 * self.pairs.len()];
+            let old = std::mem::replace(&mut self.pairs, grown);
+            self.len = 0;
+            for (k, v) in old.iter().flat_map(|pair| pair.slots) {
+                if k != 0 {
+                    self.insert_if_absent(k, v);
+                }
+            }
+        }
+        let mask = self.pairs.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            for slot in &mut self.pairs[i].slots {
+                if slot.0 == key {
+                    return;
+                }
+                if slot.0 == 0 {
+                    *slot = (key, value);
+                    self.len += 1;
+                    return;
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Empties the table, keeping at most `slots` slots of its memory.
+    pub(crate) fn clear(&mut self, slots: usize) {
+        let pairs = (slots.next_power_of_two() / 2).max(8);
+        if self.pairs.len() > pairs {
+            self.pairs = vec![Pair::default(); pairs];
+        } else {
+            self.pairs.fill(Pair::default());
+        }
+        self.len = 0;
+    }
+}
+
 /// Byte string → value, with the packed fast path for short keys.
 pub(crate) struct PieceMap<V> {
-    pub(crate) short: ShortTable<V>,
+    pub(crate) short: PairTable<V>,
     pub(crate) long: FxHashMap<Box<[u8]>, V>,
 }
 
 impl<V: Copy + Default> Default for PieceMap<V> {
     fn default() -> Self {
         PieceMap {
-            short: ShortTable::default(),
+            short: PairTable::default(),
             long: FxHashMap::default(),
         }
     }
@@ -406,21 +495,41 @@ mod tests {
     }
 
     #[test]
-    fn short_table_finds_what_it_holds_through_growth() {
-        let mut table = ShortTable::<u32>::default();
+    fn packed_tables_find_what_they_hold_through_growth() {
         let keys: Vec<u128> = (1..5000u128)
             .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 120)
             .collect();
+        let mut short = ShortTable::<u32>::default();
+        let mut pairs = PairTable::<u32>::default();
         for (i, &k) in keys.iter().enumerate() {
-            table.insert_if_absent(k, i as u32);
-            table.insert_if_absent(k, 0); // a second insert keeps the first value
+            for value in [i as u32, 0] {
+                // A second insert keeps the first value.
+                short.insert_if_absent(k, value);
+                pairs.insert_if_absent(k, value);
+            }
         }
-        assert_eq!(table.len(), keys.len());
+        assert_eq!(pairs.len(), keys.len());
+        let mut in_home_pair = 0;
         for (i, &k) in keys.iter().enumerate() {
-            assert_eq!(table.get(k), Some(i as u32));
+            assert_eq!(short.get(k), Some(i as u32));
+            assert_eq!(pairs.get(k), Some(i as u32));
+            if let (true, value) = pairs.probe(k) {
+                assert_eq!(value, i as u32);
+                in_home_pair += 1;
+            }
         }
-        assert_eq!(table.get(7 << 120), None);
-        table.clear(64);
-        assert_eq!((table.len(), table.get(keys[0])), (0, None));
+        // At most half full: nearly every key is in its home pair.
+        assert!(in_home_pair * 10 > keys.len() * 9, "{in_home_pair} of {}", keys.len());
+        let absent = 7 << 120;
+        assert_eq!(
+            (short.get(absent), pairs.get(absent), pairs.probe(absent).0),
+            (None, None, false)
+        );
+        assert!(!pairs.probe(0).0, "0 is no key, though empty slots hold it");
+        pairs.clear(64);
+        assert_eq!(
+            (pairs.len(), pairs.get(keys[0]), pairs.probe(keys[0]).0),
+            (0, None, false)
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::blocks::{block_masks, block_starts, BlockMasks, BLOCK, TRUSTED};
+use crate::blocks::{block_masks, block_starts, with_cyrillic_letters, BlockMasks, BLOCK, TRUSTED};
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
@@ -205,7 +205,7 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, m
     while i < bytes.len() {
         if i >= bytewise_until && i + BLOCK <= bytes.len() {
             let block: &[u8; BLOCK] = bytes[i..i + BLOCK].try_into().expect("a block's length");
-            let m = masks(block);
+            let m = with_cyrillic_letters(masks(block));
             let limit = if m.non_ascii == 0 {
                 TRUSTED
             } else {
@@ -401,13 +401,14 @@ mod tests {
         }
     }
 
-    /// Long texts, mostly ASCII, so the 64-byte block path (blocks.rs) runs, meets block edges at every
-    /// offset, and hands over to the byte scanner around other bytes and long runs.
+    /// Long texts, mostly ASCII and Cyrillic letters, so the 64-byte block path (blocks.rs) runs, meets
+    /// block edges at every offset, and hands over to the byte scanner around other bytes and long runs.
     #[test]
     fn block_scanner_equals_regex_on_long_texts() {
-        let alphabet: Vec<char> = "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«"
+                .chars()
+                .collect();
         let mut rng = Lcg(99);
         for round in 0..4000 {
             let len = 60 + (rng.next() % 300) as usize;
@@ -415,7 +416,9 @@ mod tests {
             let mut text = String::new();
             while text.len() < len {
                 let c = alphabet[(rng.next() as usize) % alphabet.len()];
-                let c = if c.is_ascii() || rng.next().is_multiple_of(4) {
+                // Cyrillic letters as often as ASCII (the block path takes them), other characters rarely.
+                let cyrillic = ('\u{400}'..='\u{47f}').contains(&c);
+                let c = if c.is_ascii() || cyrillic || rng.next().is_multiple_of(4) {
                     c
                 } else {
                     'a'
