@@ -354,6 +354,30 @@ def test_wall_clock_budget_schedule_on_simulated_time(tmp_path, token_files):
     assert [r["step"] for r in rows if "valid_loss" in r] == [0, 4, 8, 12, 16, 20, 24]
 
 
+def test_the_rate_never_turns_back_up_when_later_evaluations_are_quicker(tmp_path, token_files, monkeypatch):
+    """Simulated time: a step takes 0.05 s, the first two evaluations 0.3 s each, later ones nothing (the
+    first ones pay for warming up). The time kept for the final evaluation is the longest seen, so the
+    share of the budget used only grows and, past its peak, the rate only falls."""
+    import bpe_lm.train as train_module
+
+    spent = [0.0]
+    real_evaluate = train_module.evaluate
+
+    def evaluate_quicker_each_time(*args, **kwargs):
+        spent[0] += 0.3 if spent[0] < 0.6 else 0.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate_quicker_each_time)
+    cfg = time_budget_config(tmp_path, token_files, 0.05, log_interval=1, evals=10)
+    trainer = Trainer(cfg, progress=False)
+    trainer.clock = lambda: 0.05 * trainer.iteration + spent[0]
+    trainer.run()
+    lrs = [r["lr"] for r in read_metrics(cfg.training.out_dir) if "train_loss" in r]
+    peak = lrs.index(max(lrs))
+    assert len(lrs) > peak + 10
+    assert all(b <= a for a, b in zip(lrs[peak:], lrs[peak + 1 :])), lrs
+
+
 def test_a_slow_machine_keeps_the_schedule_and_the_budget_covers_evaluation(tmp_path, token_files, monkeypatch):
     """A 5-minute budget on a machine where a step takes 20 s and an evaluation 30 s (simulated): the rate
     leaves warm-up and decays to near min_lr, the run evaluates along the way, and the final evaluation

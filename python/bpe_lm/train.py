@@ -470,7 +470,10 @@ class Trainer:
         try:
             with _StopFlag() as stop, out_of_memory_named(step_advice):
                 timed = t.max_minutes > 0
-                eval_seconds = save_seconds = 0.0  # how long the latest ones took, for the reserve
+                # The longest evaluation and checkpoint so far, kept for the final ones: the reserve only
+                # grows, so the share of a time budget used (and past warm-up the learning rate's fall)
+                # never turns back when a later evaluation happens to be quicker than the first.
+                eval_seconds = save_seconds = 0.0
                 if self.iteration == 0:
                     began = self.clock()
                     run_eval(0.0)  # the starting point of the validation curve
@@ -507,14 +510,14 @@ class Trainer:
                         flush()
                         began = self.clock()
                         run_eval(elapsed)
-                        eval_seconds = self.clock() - began
+                        eval_seconds = max(eval_seconds, self.clock() - began)
                         evals_done = self.evals_reached(self.iteration, elapsed)
                     if self.iteration % t.checkpoint_interval == 0 or done:
                         flush()
                         generator_state = self.generator.get_state()
                         began = self.clock()
                         self._save(generator_state, elapsed)
-                        save_seconds = self.clock() - began
+                        save_seconds = max(save_seconds, self.clock() - began)
                         last_good = (self.iteration, generator_state, elapsed)
                     if last_flush[1] == self.tokens_seen:
                         # Throughput is measured over training steps only, not evaluation or saving.
