@@ -4,19 +4,19 @@
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
 #![allow(unsafe_code)]
 
-use crate::blocks::{BlockMasks, BLOCK};
+use crate::blocks::{BlockMasks, LeadTables, BLOCK};
 
 /// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it.
 #[inline(always)]
-pub(crate) fn block_masks(block: &[u8; BLOCK]) -> Option<BlockMasks> {
+pub(crate) fn block_masks(block: &[u8; BLOCK], leads: &LeadTables) -> Option<BlockMasks> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has just reported AVX2, the only feature `masks_avx2` is compiled for.
-            return Some(unsafe { avx2::masks_avx2(block) });
+            return Some(unsafe { avx2::masks_avx2(block, leads) });
         }
     }
-    let _ = block;
+    let _ = (block, leads);
     None
 }
 
@@ -24,14 +24,21 @@ pub(crate) fn block_masks(block: &[u8; BLOCK]) -> Option<BlockMasks> {
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use crate::blocks::{BlockMasks, BLOCK};
+    use crate::blocks::{BlockMasks, LeadTables, BLOCK, LEAD2_BITS, LEAD3_BITS};
 
     /// Bit k of each mask describes `block[k]`: two 32-byte halves, each compared lane by lane and
     /// collapsed with `movemask`. Reads exactly the 64 bytes of `block` (unaligned loads of a
     /// `&[u8; 64]`, so every byte read is inside the array).
     #[target_feature(enable = "avx2")]
-    pub(super) fn masks_avx2(block: &[u8; BLOCK]) -> BlockMasks {
-        let half = |offset: usize| -> [u32; 7] {
+    pub(super) fn masks_avx2(block: &[u8; BLOCK], leads: &LeadTables) -> BlockMasks {
+        // SAFETY: each table is 16 bytes, read whole by an unaligned 16-byte load.
+        let by_low = unsafe { _mm_loadu_si128(leads.by_low.as_ptr() as *const __m128i) };
+        let by_high = unsafe { _mm_loadu_si128(leads.by_high.as_ptr() as *const __m128i) };
+        let (by_low, by_high) = (
+            _mm256_broadcastsi128_si256(by_low),
+            _mm256_broadcastsi128_si256(by_high),
+        );
+        let half = |offset: usize| -> [u32; 8] {
             // SAFETY: `offset` is 0 or 32, so the 32 bytes read lie within the 64-byte array.
             let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(offset) as *const __m256i) };
             let in_range = |v: __m256i, lo: u8, hi: u8| {
@@ -49,7 +56,18 @@ mod avx2 {
             let blank = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b' ' as i8));
             let space = _mm256_or_si256(blank, in_range(v, 0x09, 0x0D));
             let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\'' as i8));
-            let cyrillic_lead = in_range(v, 0xD0, 0xD1);
+            // LeadTables::flags of every byte: the two nibbles looked up in 16-byte tables (a shuffle
+            // reads the low four bits of each index byte; bytes below 0x80 find 0 in `by_high`).
+            let nibble = _mm256_set1_epi8(0x0F);
+            let low = _mm256_and_si256(v, nibble);
+            let high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+            let flags = _mm256_and_si256(_mm256_shuffle_epi8(by_low, low), _mm256_shuffle_epi8(by_high, high));
+            let has = |bits: u8| {
+                let zero = _mm256_setzero_si256();
+                let none = _mm256_cmpeq_epi8(_mm256_and_si256(flags, _mm256_set1_epi8(bits as i8)), zero);
+                _mm256_xor_si256(none, _mm256_set1_epi8(-1))
+            };
+            let (lead2, lead3) = (has(LEAD2_BITS), has(LEAD3_BITS));
             let bits = |m: __m256i| _mm256_movemask_epi8(m) as u32;
             [
                 bits(letter),
@@ -58,7 +76,8 @@ mod avx2 {
                 bits(blank),
                 bits(quote),
                 bits(v),
-                bits(cyrillic_lead),
+                bits(lead2),
+                bits(lead3),
             ]
         };
         let (lo, hi) = (half(0), half(32));
@@ -70,7 +89,8 @@ mod avx2 {
             blank: join(3),
             quote: join(4),
             non_ascii: join(5),
-            cyrillic_lead: join(6),
+            letter_lead2: join(6),
+            letter_lead3: join(7),
         }
     }
 }

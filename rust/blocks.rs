@@ -1,5 +1,5 @@
-//! The GPT-2 scanner's fast path for ASCII text (and Cyrillic letters, see `with_cyrillic_letters`): 64
-//! bytes at a time, the bytes are classified into bit
+//! The GPT-2 scanner's fast path for ASCII text (and letters of other scripts, `with_multibyte_letters`):
+//! 64 bytes at a time, the bytes are classified into bit
 //! masks (AVX2 in arch.rs where the CPU has it, else the portable loop here) and every pre-token start of
 //! the block is found with a few shifts and ands, instead of one byte and one branch at a time. Text
 //! with other bytes, and the rare piece longer than a block, go through the byte scanner
@@ -32,18 +32,73 @@ pub(crate) struct BlockMasks {
     pub(crate) blank: u64,
     pub(crate) quote: u64,
     pub(crate) non_ascii: u64,
-    /// 0xD0 or 0xD1: the lead byte of a character in U+0400..=U+047F, all of them letters (Cyrillic).
-    pub(crate) cyrillic_lead: u64,
+    /// Lead bytes of two-byte characters that are all letters (`LeadTables`).
+    pub(crate) letter_lead2: u64,
+    /// Lead bytes of three-byte characters that are all letters (`LeadTables`).
+    pub(crate) letter_lead3: u64,
 }
 
-/// The masks with the two-byte letters that lead bytes 0xD0 and 0xD1 begin taken as letters, so Russian,
-/// Ukrainian or Bulgarian words pre-tokenize 64 bytes at a time like ASCII ones. Valid UTF-8 (a `str`)
-/// puts a continuation byte after each such lead, so the lead and the byte after it are one letter. A
-/// block starts at a pre-token start, never inside a character; a lead in its last byte leaves its
-/// continuation to the next block, past the starts the block trusts (TRUSTED).
+/// Which UTF-8 lead bytes begin nothing but letters, found once from the class table (so from the same
+/// Unicode data as the regex engine): 0xC4..=0xCA (Latin Extended, IPA), 0xD0 and 0xD1 (Cyrillic),
+/// 0xE5..=0xE9 (CJK ideographs), 0xEB and 0xEC (Hangul) in today's data. Each lead's bit k comes from
+/// two 16-entry tables, by its low and its high nibble (`flags`), the form a byte shuffle looks up: the
+/// high nibble picks one bit (0xC_ and 0xD_ leads begin two-byte characters, 0xE_ three-byte ones), and
+/// the low-nibble table holds, in that bit, whether the lead qualifies.
+pub(crate) struct LeadTables {
+    pub(crate) by_low: [u8; 16],
+    pub(crate) by_high: [u8; 16],
+}
+
+/// Bits of `LeadTables::flags`.
+pub(crate) const LEAD2_BITS: u8 = 0b011;
+pub(crate) const LEAD3_BITS: u8 = 0b100;
+
+impl LeadTables {
+    /// The flag bits of byte `b`: LEAD2_BITS or LEAD3_BITS where it leads letters only, else 0.
+    pub(crate) fn flags(&self, b: u8) -> u8 {
+        self.by_low[(b & 0x0F) as usize] & self.by_high[(b >> 4) as usize]
+    }
+}
+
+pub(crate) fn lead_tables() -> &'static LeadTables {
+    static TABLES: std::sync::OnceLock<LeadTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let table = class_table();
+        let all_letters = |first: u32, last: u32| {
+            (first..=last)
+                .filter(|cp| !(0xD800..0xE000).contains(cp)) // surrogates are not characters
+                .all(|cp| table.class_of(cp) == LETTER)
+        };
+        let mut tables = LeadTables {
+            by_low: [0; 16],
+            by_high: [0; 16],
+        };
+        tables.by_high[0xC] = 0b001;
+        tables.by_high[0xD] = 0b010;
+        tables.by_high[0xE] = 0b100;
+        for b in 0xC2..=0xEFu32 {
+            let (first, last) = if b < 0xE0 {
+                ((b & 0x1F) << 6, ((b & 0x1F) << 6) | 0x3F)
+            } else {
+                (((b & 0x0F) << 12).max(0x800), ((b & 0x0F) << 12) | 0xFFF)
+            };
+            if all_letters(first, last) {
+                tables.by_low[(b & 0x0F) as usize] |= tables.by_high[(b >> 4) as usize];
+            }
+        }
+        tables
+    })
+}
+
+/// The masks with the characters that `LeadTables`' lead bytes begin taken as letters, so words of
+/// Cyrillic, Chinese, Korean or extended Latin letters pre-tokenize 64 bytes at a time like ASCII ones.
+/// Valid UTF-8 (a `str`) puts the continuation bytes after each lead, so the lead and the one or two bytes
+/// after it are one letter. A block starts at a pre-token start, never inside a character; a character
+/// cut by the block's end leaves its last bytes to the next block, past the starts it trusts (TRUSTED).
 #[inline(always)]
-pub(crate) fn with_cyrillic_letters(mut m: BlockMasks) -> BlockMasks {
-    let letter = m.cyrillic_lead | (m.cyrillic_lead << 1);
+pub(crate) fn with_multibyte_letters(mut m: BlockMasks) -> BlockMasks {
+    let letter =
+        m.letter_lead2 | (m.letter_lead2 << 1) | m.letter_lead3 | (m.letter_lead3 << 1) | (m.letter_lead3 << 2);
     m.letter |= letter;
     m.non_ascii &= !letter;
     m
@@ -57,7 +112,8 @@ fn byte_bits() -> &'static [u8; 256] {
         let mut bits = [0u8; 256];
         for (b, out) in bits.iter_mut().enumerate() {
             *out = if b >= 0x80 {
-                1 << 5 | ((b == 0xD0 || b == 0xD1) as u8) << 6
+                let flags = lead_tables().flags(b as u8);
+                1 << 5 | ((flags & LEAD2_BITS != 0) as u8) << 6 | ((flags & LEAD3_BITS != 0) as u8) << 7
             } else {
                 let class = table.class_of(b as u32);
                 (class == LETTER) as u8
@@ -74,7 +130,7 @@ fn byte_bits() -> &'static [u8; 256] {
 /// The masks without CPU-specific instructions.
 pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
     let bits = byte_bits();
-    let mut m = [0u64; 7];
+    let mut m = [0u64; 8];
     for (k, &b) in block.iter().enumerate() {
         let c = bits[b as usize] as u64;
         for (j, mask) in m.iter_mut().enumerate() {
@@ -88,13 +144,14 @@ pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
         blank: m[3],
         quote: m[4],
         non_ascii: m[5],
-        cyrillic_lead: m[6],
+        letter_lead2: m[6],
+        letter_lead3: m[7],
     }
 }
 
 #[inline(always)]
 pub(crate) fn block_masks(block: &[u8; BLOCK]) -> BlockMasks {
-    crate::arch::block_masks(block).unwrap_or_else(|| portable_masks(block))
+    crate::arch::block_masks(block, lead_tables()).unwrap_or_else(|| portable_masks(block))
 }
 
 /// Pre-token starts of the block `bytes[at..at + 64]`, whose first byte starts a pre-token, as bits;
@@ -130,6 +187,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lead_bytes_of_letters_only_are_found() {
+        let leads: Vec<u8> = (0x80..=0xFFu8).filter(|&b| lead_tables().flags(b) != 0).collect();
+        // Cyrillic, CJK ideographs from U+5000 and Hangul syllables, Latin Extended-A and -B and IPA...
+        for b in [0xD0, 0xD1, 0xE5, 0xE9, 0xEB, 0xEC, 0xC4, 0xC5] {
+            assert!(leads.contains(&b), "{b:#x} in {leads:x?}");
+        }
+        // ...but not where a sign or a mark is among the letters: × ÷ (0xC3), ҂ and combining marks
+        // (0xD2), the Yijing hexagrams before U+4E00 (0xE4), CJK punctuation (0xE3); nor continuation bytes.
+        for b in [0xC3, 0xD2, 0xE4, 0xE3, 0x80, 0xBF, 0xF0] {
+            assert!(!leads.contains(&b), "{b:#x} in {leads:x?}");
+        }
+        let table = class_table();
+        for b in leads {
+            let flags = lead_tables().flags(b);
+            // A lead of two-byte characters has a two-byte flag, of three-byte ones a three-byte flag.
+            assert_eq!(flags & LEAD2_BITS != 0, b < 0xE0, "{b:#x}");
+            let step = if b < 0xE0 { 1 << 6 } else { 1 << 12 };
+            let first = if b < 0xE0 {
+                (b as u32 & 0x1F) << 6
+            } else {
+                (b as u32 & 0x0F) << 12
+            };
+            assert!((first..first + step).all(|cp| table.class_of(cp) == LETTER), "{b:#x}");
+        }
+    }
+
+    #[test]
     fn masks_equal_portable_and_classes_agree() {
         let mut rng = 0x1234_5678u64;
         for round in 0..5000 {
@@ -144,7 +228,7 @@ mod tests {
                 };
             }
             let portable = portable_masks(&block);
-            if let Some(fast) = crate::arch::block_masks(&block) {
+            if let Some(fast) = crate::arch::block_masks(&block, lead_tables()) {
                 assert_eq!(fast, portable, "{block:?}");
             }
         }
@@ -157,7 +241,9 @@ mod tests {
             for (k, &b) in block.iter().enumerate() {
                 let bit = |mask: u64| mask >> k & 1 == 1;
                 assert_eq!(bit(m.non_ascii), b >= 0x80, "{b:#x}");
-                assert_eq!(bit(m.cyrillic_lead), b == 0xD0 || b == 0xD1, "{b:#x}");
+                let flags = lead_tables().flags(b);
+                assert_eq!(bit(m.letter_lead2), flags & LEAD2_BITS != 0, "{b:#x}");
+                assert_eq!(bit(m.letter_lead3), flags & LEAD3_BITS != 0, "{b:#x}");
                 if b < 0x80 {
                     let class = table.class_of(b as u32);
                     assert_eq!(bit(m.letter), class == LETTER, "{b:#x}");

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::blocks::{block_masks, block_starts, with_cyrillic_letters, BlockMasks, BLOCK, TRUSTED};
+use crate::blocks::{block_masks, block_starts, with_multibyte_letters, BlockMasks, BLOCK, TRUSTED};
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
@@ -205,7 +205,7 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, m
     while i < bytes.len() {
         if i >= bytewise_until && i + BLOCK <= bytes.len() {
             let block: &[u8; BLOCK] = bytes[i..i + BLOCK].try_into().expect("a block's length");
-            let m = with_cyrillic_letters(masks(block));
+            let m = with_multibyte_letters(masks(block));
             let limit = if m.non_ascii == 0 {
                 TRUSTED
             } else {
@@ -401,12 +401,13 @@ mod tests {
         }
     }
 
-    /// Long texts, mostly ASCII and Cyrillic letters, so the 64-byte block path (blocks.rs) runs, meets
-    /// block edges at every offset, and hands over to the byte scanner around other bytes and long runs.
+    /// Long texts, mostly ASCII and the letters of other scripts that the 64-byte block path (blocks.rs)
+    /// takes, so it runs, meets block edges at every offset, and hands over to the byte scanner around
+    /// other bytes and long runs.
     #[test]
     fn block_scanner_equals_regex_on_long_texts() {
         let alphabet: Vec<char> =
-            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«"
+            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«的是人你한국ąłʃ×÷˂\u{4dc0}、"
                 .chars()
                 .collect();
         let mut rng = Lcg(99);
@@ -416,9 +417,10 @@ mod tests {
             let mut text = String::new();
             while text.len() < len {
                 let c = alphabet[(rng.next() as usize) % alphabet.len()];
-                // Cyrillic letters as often as ASCII (the block path takes them), other characters rarely.
-                let cyrillic = ('\u{400}'..='\u{47f}').contains(&c);
-                let c = if c.is_ascii() || cyrillic || rng.next().is_multiple_of(4) {
+                // Letters the block path takes (blocks::LeadTables) as often as ASCII, other characters rarely.
+                let block_letter =
+                    c.len_utf8() > 1 && crate::blocks::lead_tables().flags(c.to_string().as_bytes()[0]) != 0;
+                let c = if c.is_ascii() || block_letter || rng.next().is_multiple_of(4) {
                     c
                 } else {
                     'a'

@@ -156,10 +156,10 @@ fn pretokenizer_matches_fancy_regex() {
 
 /// Long, mostly ASCII text with runs of one character, so the scanner's 64-byte block path (and its
 /// CPU-specific class masks, arch.rs) meets every block offset and hands over at other bytes and long runs;
-/// with Cyrillic letters, which the block path takes too (lead bytes 0xD0, 0xD1), and neighbours of theirs
-/// that it does not (0xD2: a sign, a combining mark, a letter).
+/// with letters of other scripts that the block path takes too (Cyrillic, CJK, Hangul, extended Latin:
+/// blocks::LeadTables) and neighbours of theirs that it does not (signs, marks, letters of the same lead).
 fn ascii_text() -> impl Strategy<Value = String> {
-    let edge: Vec<char> = "  \t\n\r\u{b}\u{c}\u{1f}\u{7f}'sdmtlvreSLVDXaz09.,!?-_\"@[`{~ЖжяЀѿ\u{482}\u{483}Ґ«—"
+    let edge: Vec<char> = "  \t\n\r\u{b}\u{c}\u{1f}\u{7f}'sdmtlvreSLVDXaz09.,!?-_\"@[`{~ЖжяЀѿ\u{482}\u{483}Ґ«—中的是人你한국ąłʃ×÷˂\u{4dc0}、"
         .chars()
         .collect();
     let unit = prop_oneof![
