@@ -18,25 +18,34 @@ use crate::stream::{ChunkReader, TextSource};
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
 
+/// Chunks being encoded or waiting to be written at once: one per thread, and one more so that a thread
+/// finishing its chunk finds the next one ready while the oldest is written.
+fn in_flight(pool: &rayon::ThreadPool) -> usize {
+    pool.current_num_threads() + 1
+}
+
 /// Bytes of documents per unit of parallel work when encoding a batch of records.
 const DOCUMENT_RUN_BYTES: usize = 256 << 10;
 
-/// Reads items on a thread of its own and hands them over in batches of `batch`, each batch processed
-/// by `work` (in parallel on `pool`) and its results consumed in order by `sink`, while the reader goes on.
-/// At most two batches are held in memory.
+/// Reads items on a thread of its own and processes each with `work` on `pool` as soon as it is read, at
+/// most `in_flight` at a time, while this thread hands the results to `sink` in the items' order. No
+/// thread waits for a batch's slowest item or for the sink: a worker that finishes takes the next item,
+/// and the sink (writing the ids) runs beside the workers. At most `in_flight` items are held being
+/// processed or waiting for their turn at the sink, and as many more read ahead.
 fn pipelined<I, O>(
     items: impl Iterator<Item = Result<I>> + Send,
-    batch: usize,
+    in_flight: usize,
     pool: &rayon::ThreadPool,
     work: impl Fn(&I) -> Result<O> + Sync,
     mut sink: impl FnMut(O) -> Result<()>,
 ) -> Result<()>
 where
-    I: Send + Sync,
+    I: Send,
     O: Send,
 {
+    let in_flight = in_flight.max(1);
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<I>>(batch);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<I>>(in_flight);
         scope.spawn(move || {
             for item in items {
                 let failed = item.is_err();
@@ -45,23 +54,38 @@ where
                 }
             }
         });
-        loop {
-            let mut got = Vec::with_capacity(batch);
-            while got.len() < batch {
-                match rx.recv() {
-                    Ok(item) => got.push(item?),
-                    Err(_) => break,
+        let work = &work;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<O>)>();
+        // The scope waits for every spawned item, also when an error ends the loop early.
+        pool.in_place_scope(|tasks| -> Result<()> {
+            let mut waiting = std::collections::BTreeMap::new(); // done, not yet their turn at the sink
+            let (mut started, mut sunk, mut read_all) = (0usize, 0usize, false);
+            loop {
+                while !read_all && started - sunk < in_flight {
+                    match rx.recv() {
+                        Ok(item) => {
+                            let item = item?;
+                            let done_tx = done_tx.clone();
+                            let index = started;
+                            tasks.spawn(move |_| {
+                                let _ = done_tx.send((index, work(&item)));
+                            });
+                            started += 1;
+                        }
+                        Err(_) => read_all = true,
+                    }
+                }
+                if sunk == started {
+                    return Ok(());
+                }
+                let (index, result) = done_rx.recv().expect("a spawned item always reports");
+                waiting.insert(index, result);
+                while let Some(result) = waiting.remove(&sunk) {
+                    sink(result?)?;
+                    sunk += 1;
                 }
             }
-            if got.is_empty() {
-                return Ok(());
-            }
-            let done: Vec<O> = pool.install(|| got.par_iter().map(&work).collect::<Result<_>>())?;
-            drop(got);
-            for o in done {
-                sink(o)?;
-            }
-        }
+        })
     })
 }
 
@@ -102,7 +126,7 @@ impl Encoder {
         let before = writer.count();
         let mut text_bytes = 0u64;
         let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
-        pipelined(reader, pool.current_num_threads().max(1), pool, work, |(ids, len)| {
+        pipelined(reader, in_flight(pool), pool, work, |(ids, len)| {
             writer.write(&ids)?;
             text_bytes += len;
             if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
@@ -137,7 +161,7 @@ impl Encoder {
         let mut stats = RecordStats::default();
         pipelined(
             chunks,
-            pool.current_num_threads().max(1),
+            in_flight(pool),
             pool,
             |chunk| {
                 let docs = records::parse_jsonl(chunk, field, &input.path, whole)?;
