@@ -491,6 +491,43 @@ def test_ray_engine_gives_the_single_process_ids_and_merges(local_ray, gpt2, for
     assert (vocab, merges) == bpe_lm.train_bpe([i.path for i in inputs[:-1]] + [formats["jsonl.zst"]], 420, [EOT])
 
 
+def test_ray_tasks_write_parts_and_a_rerun_encodes_only_the_unfinished(local_ray, gpt2, tmp_path, monkeypatch):
+    from bpe_lm import ray_engine
+    from bpe_lm.ingest import whole_units
+
+    lines = [json.dumps({"text": f"document {i}: " + "the cat sat on the mat. " * (i % 7 + 1)}) for i in range(3000)]
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    broken = lines[:2500] + ['{"text": "cut short"'] + lines[2501:]
+    bad.write_text("\n".join(broken) + "\n")
+    out = tmp_path / "out.npy"
+    with pytest.raises(Exception, match="bad.jsonl"):
+        ray_engine.encode_on_ray(gpt2, whole_units([detect(good), detect(bad)]), out)
+    assert not out.exists()
+    parts = tmp_path / "out.npy.parts"
+    listed = json.loads((parts / "manifest.json").read_text())["parts"]
+    from_good = {
+        e["index"]: (parts / f"part-{e['index']:06d}.npy").stat().st_mtime_ns
+        for e in listed
+        if "good" in e["unit"]["input"]
+    }
+    assert from_good and all(e["tokens"] > 0 for e in listed)
+
+    bad.write_text("\n".join(lines) + "\n")  # mended: its units are encoded again, the good file's reused
+    monkeypatch.setattr(ray_engine._Parts, "remove", lambda self, count: None)  # keep the parts to look at
+    stats = ray_engine.encode_on_ray(gpt2, whole_units([detect(good), detect(bad)]), out)
+    gpt2.encode_files([good, bad], tmp_path / "local.npy")
+    assert np.array_equal(np.load(out), np.load(tmp_path / "local.npy"))
+    assert stats.tokens == len(np.load(out)) and stats.documents == 6000
+    for i, mtime in from_good.items():
+        assert (parts / f"part-{i:06d}.npy").stat().st_mtime_ns == mtime, f"part {i} was written again"
+
+    monkeypatch.undo()
+    ray_engine.encode_on_ray(gpt2, whole_units([detect(good), detect(bad)]), tmp_path / "again.npy")
+    assert np.array_equal(np.load(tmp_path / "again.npy"), np.load(out))
+    assert not (tmp_path / "again.npy.parts").exists()  # joined, then removed
+
+
 def test_one_thread_inside_ray_tasks(local_ray, gpt2):
     @local_ray.remote(num_cpus=1)
     def threads_and_ids(tok):

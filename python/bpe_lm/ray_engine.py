@@ -5,14 +5,21 @@ are split into units (`readers.plan_units`: byte ranges of plain text at documen
 JSON lines at line ends, parquet row groups, Arrow files, whole compressed files), one task each, each on
 one CPU with one encoding thread. Counting: each task returns its units' counts as a count file, which the
 driver adds up in the core (sums checked for overflow), so the merges equal one machine's exactly.
-Encoding: each task returns its unit's ids; the driver writes them in unit order, so the output equals one
-process's id for id. Input paths must be readable by every worker (a shared file system on a cluster).
+Encoding: each task writes its unit's ids as a part file, `OUT.npy.parts/part-NNNNNN.npy` beside the output
+(a local path or a URL: s3://, gs://...), and returns only what it read; the driver records each finished
+part in `OUT.npy.parts/manifest.json` and at the end joins the parts in unit order into OUT.npy, so the
+output equals one process's id for id, and then removes the parts. Ids never travel through the object
+store; a run that fails or is killed leaves its finished parts listed, and a rerun encodes only the others
+(a part is reused when its unit is the same piece of the same, unchanged input, and the tokenizer, id type
+and text field are the same; the units depend on the inputs' sizes and the cluster's CPUs). Input and
+output paths must be reachable from every worker (a shared file system or an object store on a cluster).
 
 Ray is optional (`pip install 'bpe-lm[ray]'`) and imported only here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -20,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, plan_units
+from bpe_lm._io import atomic_write
+from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, is_url, plan_units
 
 # Units are cut to about this many bytes of input at most, so a task's output stays a few tens of MB.
 MAX_UNIT_BYTES = 64 << 20
+# Bytes of ids read from a part at a time when the parts are joined.
+JOIN_BLOCK_BYTES = 8 << 20
 
 
 def ray_module() -> Any:
@@ -59,13 +69,102 @@ def _count_task(
         return path.read_bytes(), stats
 
 
-def _encode_task(tok: Any, unit: Unit, dtype: Any, text_field: str, errors: str) -> tuple[Any, Stats]:
-    import numpy as np
+def _encode_task(tok: Any, unit: Unit, part: str, dtype: Any, text_field: str, errors: str) -> Stats:
+    return tok.encode_units([unit], part, dtype=dtype, num_threads=1, errors=errors, text_field=text_field)
 
-    with tempfile.TemporaryDirectory(prefix="bpe-lm-ray-") as tmp:
-        path = Path(tmp) / "ids.npy"
-        stats = tok.encode_units([unit], path, dtype=dtype, num_threads=1, errors=errors, text_field=text_field)
-        return np.load(path), stats
+
+PARTS_MANIFEST = "manifest.json"
+PARTS_VERSION = 1
+
+
+class _Parts:
+    """`OUTPUT.parts/`: the part files of one Ray encoding and the manifest that lists the finished ones,
+    on the local file system or at a URL. Only files it names itself are ever written or removed there."""
+
+    def __init__(self, output: str) -> None:
+        self.root = output.rstrip("/") + ".parts"
+        self.fs: Any = None
+        if is_url(self.root):
+            from bpe_lm.readers import _fsspec
+
+            self.fs, self.path = _fsspec(self.root)
+
+    def part(self, index: int) -> str:
+        return f"{self.root}/part-{index:06d}.npy"
+
+    def _size(self, name: str) -> int | None:
+        if self.fs is not None:
+            target = f"{self.path}/{name}"
+            return int(self.fs.info(target)["size"]) if self.fs.exists(target) else None
+        local = Path(self.root) / name
+        return local.stat().st_size if local.is_file() else None
+
+    def finished(self, index: int, tokens: int, width: int) -> bool:
+        return self._size(Path(self.part(index)).name) == _core.NPY_HEADER_BYTES + tokens * width
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest of an earlier run, or None where there is none; refuses a directory there that is
+        not one of ours."""
+        name = f"{self.root}/{PARTS_MANIFEST}"
+        if self._size(PARTS_MANIFEST) is None:
+            if self.fs is None and Path(self.root).exists():
+                raise InputError(
+                    f"{self.root}: exists and is not the parts directory of a `bpe-lm encode --engine ray` "
+                    "(no manifest.json); move it away"
+                )
+            return None
+        raw = self.fs.cat_file(f"{self.path}/{PARTS_MANIFEST}") if self.fs is not None else Path(name).read_bytes()
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("version") != PARTS_VERSION:
+                raise ValueError("not this version's")
+        except ValueError as e:
+            raise InputError(
+                f"{name}: not a parts manifest of `bpe-lm encode --engine ray` ({e}); move it away"
+            ) from None
+        return data
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        text = json.dumps(data, indent=2) + "\n"
+        if self.fs is not None:
+            self.fs.pipe_file(f"{self.path}/{PARTS_MANIFEST}", text.encode("utf-8"))
+        else:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            atomic_write(Path(self.root) / PARTS_MANIFEST, text)
+
+    def open_part(self, index: int) -> Any:
+        return (
+            self.fs.open(f"{self.path}/{Path(self.part(index)).name}", "rb")
+            if self.fs
+            else open(self.part(index), "rb")
+        )
+
+    def remove(self, count: int) -> None:
+        """Removes the parts 0..count and the manifest, then the directory if nothing else is in it."""
+        names = [Path(self.part(i)).name for i in range(count)] + [PARTS_MANIFEST]
+        for name in names:
+            if self.fs is not None:
+                if self.fs.exists(f"{self.path}/{name}"):
+                    self.fs.rm_file(f"{self.path}/{name}")
+            else:
+                (Path(self.root) / name).unlink(missing_ok=True)
+        if self.fs is None:
+            try:
+                Path(self.root).rmdir()
+            except OSError:
+                pass  # someone else's files are there too: left alone
+
+
+def _unit_identity(unit: Unit) -> dict[str, Any]:
+    """What a unit is, to tell whether a part made from it is still current."""
+    from bpe_lm.manifest import _identity
+
+    return {
+        **_identity(unit.input),
+        "byte_range": list(unit.byte_range) if unit.byte_range is not None else None,
+        "row_groups": list(unit.row_groups) if unit.row_groups is not None else None,
+        "files": [os.fspath(f) for f in unit.files] if unit.files is not None else None,
+    }
 
 
 def _in_order(ray: Any, refs: Iterator[Any], window: int) -> Iterator[Any]:
@@ -137,16 +236,62 @@ def encode_on_ray(
     whole = [u.input for u in units if u.byte_range is None and u.row_groups is None and u.files is None]
     if len(whole) == len(units):
         units = plan_units(whole, _parts(whole, cpus), [s.encode("utf-8") for s in tok.special_tokens])
+    parts = _Parts(os.fspath(output))
+    run = {"version": PARTS_VERSION, "tokenizer": tok.fingerprint(), "dtype": str(dt), "text_field": text_field}
+    previous = parts.read_manifest()
+    done: dict[int, dict[str, Any]] = {}
+    if previous is not None and all(previous.get(k) == v for k, v in run.items()):
+        for entry in previous.get("parts", []):
+            i, tokens = entry.get("index"), entry.get("tokens")
+            if (
+                isinstance(i, int)
+                and 0 <= i < len(units)
+                and isinstance(tokens, int)
+                and entry.get("unit") == _unit_identity(units[i])
+                and parts.finished(i, tokens, dt.itemsize)
+            ):
+                done[i] = entry
+
+    def save() -> None:
+        parts.write_manifest({**run, "parts": [done[i] for i in sorted(done)]})
+
+    save()
     task = ray.remote(num_cpus=1)(_encode_task)
     tok_ref = ray.put(tok)
-    refs = (task.remote(tok_ref, u, str(dt), text_field, errors) for u in units)
+    refs = {
+        task.remote(tok_ref, u, parts.part(i), str(dt), text_field, errors): i
+        for i, u in enumerate(units)
+        if i not in done
+    }
+    with _bar(progress, sum(u.size for u in units), "encoding on Ray") as bar:
+        bar.update(sum(units[i].size for i in done))
+        pending, failure = list(refs), None
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            i = refs[ready[0]]
+            try:
+                part: Stats = ray.get(ready[0])
+            except Exception as e:  # the first failure is raised once the other tasks are in, and listed
+                failure = failure or e
+                continue
+            done[i] = {"index": i, "unit": _unit_identity(units[i]), **part.as_dict(), "inputs": part.inputs}
+            save()
+            bar.update(units[i].size)
+    if failure is not None:
+        raise failure
     stats = Stats()
-    with _bar(progress, sum(u.size for u in units), "encoding on Ray") as bar, output_file(output) as tmp:
+    with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
-        for unit, (ids, part) in zip(units, _in_order(ray, refs, min(2 * cpus, 32))):
-            writer.append(ids.astype(dt.newbyteorder("<"), copy=False).tobytes())
-            stats.add(part)
-            bar.update(unit.size)
+        for i in range(len(units)):
+            entry = done[i]
+            if not parts.finished(i, entry["tokens"], dt.itemsize):
+                raise InputError(f"{parts.part(i)}: not the {entry['tokens']:,} ids its task wrote (changed since?)")
+            with parts.open_part(i) as f:
+                f.seek(_core.NPY_HEADER_BYTES)
+                while block := f.read(JOIN_BLOCK_BYTES):
+                    writer.append(block)
+            stats.add(Stats(**{k: entry[k] for k in ("documents", "skipped", "text_bytes", "tokens", "inputs")}))
         writer.finish()
+    parts.remove(len(units))
     stats.inputs = list(dict.fromkeys(stats.inputs))
     return stats
