@@ -600,8 +600,23 @@ def test_cli_reads_and_writes_urls(gpt2, formats, tmp_path):
     assert np.array_equal(np.load(out), np.load(tmp_path / "l.npy"))
     again = bpe_lm_cli("encode", f"file://{formats['parquet']}", "-o", f"file://{out}", "--tokenizer", tokdir)
     assert again.returncode == 1 and "already exists" in again.stderr, again.stderr
-    r = bpe_lm_cli("encode", f"file://{formats['parquet']}", "-o", f"file://{tmp_path}/d/", "--tokenizer", tokdir)
-    assert r.returncode == 1 and "writes a local (or mounted) directory" in r.stderr, r.stderr
+    # -o URL/: one .npy per input and the manifest, written at the URL; a rerun skips what is complete.
+    inputs = [f"file://{formats['parquet']}", f"file://{formats['jsonl.zst']}"]
+    r = bpe_lm_cli("encode", *inputs, "-o", f"file://{tmp_path}/d/", "--tokenizer", tokdir, "--quiet")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    names = [e["output"] for e in manifest["outputs"]]
+    assert names == ["00000-c.npy", "00001-c.npy"]
+    gpt2.encode_files(formats["jsonl.zst"], tmp_path / "z.npy")
+    for name, local in zip(names, ("l.npy", "z.npy")):
+        assert np.array_equal(np.load(tmp_path / "d" / name), np.load(tmp_path / local))
+    again = bpe_lm_cli("encode", *inputs, "-o", f"file://{tmp_path}/d/", "--tokenizer", tokdir)
+    assert again.returncode == 0 and again.stderr.count("complete and current, skipped") == 2, again.stderr
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "00000-c.npy").write_bytes(b"someone else's")
+    clash = bpe_lm_cli("encode", *inputs, "-o", f"file://{tmp_path}/e/", "--tokenizer", tokdir, "--quiet")
+    assert clash.returncode == 1 and "is not listed in" in clash.stderr, clash.stderr
+    assert (tmp_path / "e" / "00000-c.npy").read_bytes() == b"someone else's"
 
 
 # ---------------------------------------------------------------------------------------------------- other readers

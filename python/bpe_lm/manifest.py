@@ -1,4 +1,5 @@
-"""`bpe-lm encode IN... -o DIR/`: one `.npy` per input and a `manifest.json` that says what each holds.
+"""`bpe-lm encode IN... -o DIR/`: one `.npy` per input and a `manifest.json` that says what each holds, in a
+local directory or at a URL (`locations.Location`).
 
 Each output is written atomically and the manifest is rewritten (atomically) after each one, so after a
 `kill -9` a rerun finds the finished outputs listed and skips them: an entry is reused when its input
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_write
 from bpe_lm.errors import BpeLmError
+from bpe_lm.locations import Location
 from bpe_lm.readers import Input, Stats, Unit
 
 if TYPE_CHECKING:
@@ -53,17 +54,18 @@ def _identity(inp: Input) -> dict[str, Any]:
     }
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
+def read_manifest(directory: str | os.PathLike[str] | Location) -> dict[str, Any] | None:
+    """The manifest in `directory` (a path, a URL or a Location), or None where there is none."""
+    where = directory if isinstance(directory, Location) else Location(directory)
+    if where.size(MANIFEST_FILE) is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(where.read_bytes(MANIFEST_FILE))
         if not isinstance(data, dict) or not isinstance(data.get("outputs"), list):
             raise ValueError("no list of outputs")
     except ValueError as e:
         raise ManifestError(
-            f"{path}: not a manifest written by `bpe-lm encode` ({e}); move it away or use --force"
+            f"{where.child(MANIFEST_FILE)}: not a manifest written by `bpe-lm encode` ({e}); move it away or use --force"
         ) from None
     return data
 
@@ -76,15 +78,16 @@ def encode_to_directory(
     dtype: Any = None,
     text_field: str,
     force: bool,
-    encode_one: Callable[[Unit, Path], Stats],
+    encode_one: Callable[[Unit, Path | str], Stats],
     say: Callable[[str], None] = lambda _: None,
 ) -> tuple[Stats, int]:
-    """Encodes each input to its own file in `directory` with `encode_one(unit, output)`, skipping those whose
-    finished output is still current (unless `force`). Returns (what was encoded now, outputs reused)."""
-    out = Path(directory)
-    if out.exists() and not out.is_dir():
-        raise ManifestError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    """Encodes each input to its own file in `directory` (a local path or a URL) with `encode_one(unit,
+    output)`, skipping those whose finished output is still current (unless `force`). Returns (what was
+    encoded now, outputs reused)."""
+    out = Location(directory)
+    if out.is_file():
+        raise ManifestError(f"{out.where}: exists and is not a directory")
+    out.mkdir()
     dt = tok._resolve_dtype(dtype)
     common = {"tokenizer": tok.fingerprint(), "dtype": str(dt), "text_field": text_field}
     previous = None if force else read_manifest(out)
@@ -95,24 +98,26 @@ def encode_to_directory(
     names = [output_name(i, inp) for i, inp in enumerate(inputs)]
     if not force:
         for name in names:
-            if (out / name).exists() and name not in listed:
+            if out.size(name) is not None and name not in listed:
                 raise ManifestError(
-                    f"{out / name}: already exists and is not listed in {out / MANIFEST_FILE} (use --force to replace it)"
+                    f"{out.child(name)}: already exists and is not listed in {out.child(MANIFEST_FILE)} (use --force to replace it)"
                 )
     entries: list[dict[str, Any]] = []
     done_now, reused = Stats(), 0
 
     def save() -> None:
-        atomic_write(
-            out / MANIFEST_FILE,
-            json.dumps({"version": MANIFEST_VERSION, **common, "outputs": entries}, indent=2) + "\n",
-        )
+        text = json.dumps({"version": MANIFEST_VERSION, **common, "outputs": entries}, indent=2) + "\n"
+        out.write(MANIFEST_FILE, text.encode("utf-8"))
 
     for name, inp in zip(names, inputs):
         ident = _identity(inp)
         old = reusable.get(name)
-        target = out / name
-        if old is not None and all(old.get(k) == v for k, v in ident.items()) and _complete(target, old, dt.itemsize):
+        target = out.child(name)
+        if (
+            old is not None
+            and all(old.get(k) == v for k, v in ident.items())
+            and _complete(out, name, old, dt.itemsize)
+        ):
             entries.append(old)
             reused += 1
             say(f"{inp.path}: {target} is complete and current, skipped")
@@ -125,6 +130,6 @@ def encode_to_directory(
     return done_now, reused
 
 
-def _complete(path: Path, entry: dict[str, Any], width: int) -> bool:
+def _complete(out: Location, name: str, entry: dict[str, Any], width: int) -> bool:
     tokens = entry.get("tokens")
-    return isinstance(tokens, int) and path.is_file() and path.stat().st_size == _core.NPY_HEADER_BYTES + tokens * width
+    return isinstance(tokens, int) and out.size(name) == _core.NPY_HEADER_BYTES + tokens * width

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_write
-from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, is_url, plan_units
+from bpe_lm.locations import Location
+from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, plan_units
 
 # Units are cut to about this many bytes of input at most, so a task's output stays a few tens of MB.
 MAX_UNIT_BYTES = 64 << 20
@@ -79,80 +79,53 @@ PARTS_VERSION = 1
 
 class _Parts:
     """`OUTPUT.parts/`: the part files of one Ray encoding and the manifest that lists the finished ones,
-    on the local file system or at a URL. Only files it names itself are ever written or removed there."""
+    on the local file system or at a URL (`locations.Location`). Only files it names itself are ever
+    written or removed there."""
 
     def __init__(self, output: str) -> None:
-        self.root = output.rstrip("/") + ".parts"
-        self.fs: Any = None
-        if is_url(self.root):
-            from bpe_lm.readers import _fsspec
+        self.dir = Location(output.rstrip("/") + ".parts")
 
-            self.fs, self.path = _fsspec(self.root)
+    @staticmethod
+    def _name(index: int) -> str:
+        return f"part-{index:06d}.npy"
 
     def part(self, index: int) -> str:
-        return f"{self.root}/part-{index:06d}.npy"
-
-    def _size(self, name: str) -> int | None:
-        if self.fs is not None:
-            target = f"{self.path}/{name}"
-            return int(self.fs.info(target)["size"]) if self.fs.exists(target) else None
-        local = Path(self.root) / name
-        return local.stat().st_size if local.is_file() else None
+        return os.fspath(self.dir.child(self._name(index)))
 
     def finished(self, index: int, tokens: int, width: int) -> bool:
-        return self._size(Path(self.part(index)).name) == _core.NPY_HEADER_BYTES + tokens * width
+        return self.dir.size(self._name(index)) == _core.NPY_HEADER_BYTES + tokens * width
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The manifest of an earlier run, or None where there is none; refuses a directory there that is
         not one of ours."""
-        name = f"{self.root}/{PARTS_MANIFEST}"
-        if self._size(PARTS_MANIFEST) is None:
-            if self.fs is None and Path(self.root).exists():
+        if self.dir.size(PARTS_MANIFEST) is None:
+            if self.dir.exists():
                 raise InputError(
-                    f"{self.root}: exists and is not the parts directory of a `bpe-lm encode --engine ray` "
+                    f"{self.dir.where}: exists and is not the parts directory of a `bpe-lm encode --engine ray` "
                     "(no manifest.json); move it away"
                 )
             return None
-        raw = self.fs.cat_file(f"{self.path}/{PARTS_MANIFEST}") if self.fs is not None else Path(name).read_bytes()
         try:
-            data = json.loads(raw)
+            data = json.loads(self.dir.read_bytes(PARTS_MANIFEST))
             if not isinstance(data, dict) or data.get("version") != PARTS_VERSION:
                 raise ValueError("not this version's")
         except ValueError as e:
             raise InputError(
-                f"{name}: not a parts manifest of `bpe-lm encode --engine ray` ({e}); move it away"
+                f"{self.dir.child(PARTS_MANIFEST)}: not a parts manifest of `bpe-lm encode --engine ray` ({e}); "
+                "move it away"
             ) from None
         return data
 
     def write_manifest(self, data: dict[str, Any]) -> None:
-        text = json.dumps(data, indent=2) + "\n"
-        if self.fs is not None:
-            self.fs.pipe_file(f"{self.path}/{PARTS_MANIFEST}", text.encode("utf-8"))
-        else:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-            atomic_write(Path(self.root) / PARTS_MANIFEST, text)
+        self.dir.mkdir()
+        self.dir.write(PARTS_MANIFEST, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
     def open_part(self, index: int) -> Any:
-        return (
-            self.fs.open(f"{self.path}/{Path(self.part(index)).name}", "rb")
-            if self.fs
-            else open(self.part(index), "rb")
-        )
+        return self.dir.open(self._name(index))
 
     def remove(self, count: int) -> None:
         """Removes the parts 0..count and the manifest, then the directory if nothing else is in it."""
-        names = [Path(self.part(i)).name for i in range(count)] + [PARTS_MANIFEST]
-        for name in names:
-            if self.fs is not None:
-                if self.fs.exists(f"{self.path}/{name}"):
-                    self.fs.rm_file(f"{self.path}/{name}")
-            else:
-                (Path(self.root) / name).unlink(missing_ok=True)
-        if self.fs is None:
-            try:
-                Path(self.root).rmdir()
-            except OSError:
-                pass  # someone else's files are there too: left alone
+        self.dir.remove([self._name(i) for i in range(count)] + [PARTS_MANIFEST])
 
 
 def _unit_identity(unit: Unit) -> dict[str, Any]:

@@ -347,10 +347,6 @@ def run_encode(args: argparse.Namespace) -> None:
     inputs = check_inputs(args.inputs)
     remote_out = is_url(args.output)
     to_dir = args.output.endswith(("/", os.sep)) or (not remote_out and Path(args.output).is_dir())
-    if to_dir and remote_out:
-        raise UserError(
-            f"{args.output}: -o DIR/ writes a local (or mounted) directory; give a local path, or -o URL.npy for one file"
-        )
     out: Path | str = args.output if remote_out else Path(args.output)
     if to_dir and args.shard:
         raise UserError("--shard writes one file: give -o OUT.npy (the shards' files, in order, make the whole)")
@@ -363,7 +359,7 @@ def run_encode(args: argparse.Namespace) -> None:
             fs, path = _fsspec(args.output)
         except InputError as e:
             raise UserError(str(e)) from None
-        if fs.exists(path) and not args.force:
+        if not to_dir and fs.exists(path) and not args.force:
             raise UserError(f"{args.output}: already exists (use --force to replace it)")
     elif not to_dir:
         check_output_file(out, args.force)
@@ -404,7 +400,7 @@ def run_encode(args: argparse.Namespace) -> None:
             encode_one=lambda unit, target: encode_one([unit], target),
             say=lambda line: print(line, file=sys.stderr) if not args.quiet else None,
         )  # fmt: skip
-        wrote = f"wrote {len(inputs) - reused} of {len(inputs)} outputs and {Path(out) / MANIFEST_FILE}" + (
+        wrote = f"wrote {len(inputs) - reused} of {len(inputs)} outputs and {str(out).rstrip('/')}/{MANIFEST_FILE}" + (
             f" ({reused} complete and current, kept)" if reused else ""
         )
     else:
