@@ -617,6 +617,10 @@ def test_cli_reads_and_writes_urls(gpt2, formats, tmp_path):
     clash = bpe_lm_cli("encode", *inputs, "-o", f"file://{tmp_path}/e/", "--tokenizer", tokdir, "--quiet")
     assert clash.returncode == 1 and "is not listed in" in clash.stderr, clash.stderr
     assert (tmp_path / "e" / "00000-c.npy").read_bytes() == b"someone else's"
+    (tmp_path / "e" / "00000-c.npy").unlink()
+    (tmp_path / "e" / "00000-c.npy").mkdir()  # a directory in the way, too
+    clash = bpe_lm_cli("encode", *inputs, "-o", f"file://{tmp_path}/e/", "--tokenizer", tokdir, "--quiet")
+    assert clash.returncode == 1 and "is not listed in" in clash.stderr, clash.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- other readers

@@ -45,6 +45,13 @@ class Location:
         else:
             Path(self.where).mkdir(parents=True, exist_ok=True)
 
+    def has(self, name: str) -> bool:
+        """Whether anything is at `name` here: a file, a directory, a link (even a dangling one)."""
+        if self.remote:
+            return bool(self.fs.exists(f"{self.path}/{name}"))
+        local = Path(self.where) / name
+        return local.exists() or local.is_symlink()
+
     def size(self, name: str) -> int | None:
         """Bytes of the file `name` here, or None where there is no such file."""
         if self.remote:

@@ -98,7 +98,7 @@ def encode_to_directory(
     names = [output_name(i, inp) for i, inp in enumerate(inputs)]
     if not force:
         for name in names:
-            if out.size(name) is not None and name not in listed:
+            if out.has(name) and name not in listed:
                 raise ManifestError(
                     f"{out.child(name)}: already exists and is not listed in {out.child(MANIFEST_FILE)} (use --force to replace it)"
                 )
