@@ -1,9 +1,9 @@
 //! The GPT-2 scanner's fast path for ASCII text (and letters of other scripts, `with_multibyte_letters`):
-//! 64 bytes at a time, the bytes are classified into bit
-//! masks (AVX2 in arch.rs where the CPU has it, else the portable loop here) and every pre-token start of
-//! the block is found with a few shifts and ands, instead of one byte and one branch at a time. Text
-//! with other bytes, and the rare piece longer than a block, go through the byte scanner
-//! (`pretokenize::gpt2_piece_end`); the tests prove both give the same pieces.
+//! 64 bytes at a time, the bytes are classified into bit masks (AVX2 in arch.rs where the CPU has it, else
+//! the portable loop here) and every pre-token start of the block is found with a few shifts and ands,
+//! instead of one byte and one branch at a time. Text with other bytes, and the rare piece longer than a
+//! block, go through the byte scanner (`pretokenize::gpt2_piece_end`); the tests prove both give the same
+//! pieces.
 //!
 //! The rules, for ASCII and with a block that starts at a pre-token start (bit k = byte k):
 //! 1. a pre-token starts where the class (letter, digit, white space, other) changes;

@@ -55,15 +55,21 @@ impl<'a> IdWriter<'a> {
     fn put<const N: usize>(&mut self, lanes: &[u32; N], len: usize) {
         self.out[self.written..self.written + N].copy_from_slice(lanes);
         self.written += len;
-        if self.out.len() < self.written + BLOCK_IDS {
-            self.grow();
+        self.keep_slack_after(self.written);
+    }
+
+    /// Keeps BLOCK_IDS zeros after position `end` (adding `step` more when it has to add any).
+    #[inline(always)]
+    fn keep_slack_after(&mut self, end: usize) {
+        if self.out.len() < end + BLOCK_IDS {
+            self.grow(end);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn grow(&mut self) {
-        self.out.resize(self.written + BLOCK_IDS + self.step, 0);
+    fn grow(&mut self, end: usize) {
+        self.out.resize(end + BLOCK_IDS + self.step, 0);
     }
 
     /// Appends the ids of a cached piece.
@@ -80,9 +86,7 @@ impl<'a> IdWriter<'a> {
     #[inline(always)]
     fn put_slice(&mut self, ids: &[u32]) {
         let end = self.written + ids.len();
-        if self.out.len() < end + BLOCK_IDS {
-            self.out.resize(end + BLOCK_IDS + self.step, 0);
-        }
+        self.keep_slack_after(end);
         self.out[self.written..end].copy_from_slice(ids);
         self.written = end;
     }
@@ -297,10 +301,10 @@ impl Encoder {
     }
 
     /// Encodes the pre-tokens of `text` (no special tokens in it). Each piece of at most 15 bytes is
-    /// packed into a key (0 for longer ones) and probed in its home pair of the thread's cache; when its
-    /// ids are there in the entry, all INLINE_IDS lanes are written to the output and the write position
-    /// moves on by the piece's count: no branch on the count, and nothing but a well-predicted branch
-    /// per piece, so the loop stays inside the scanner's. Everything else goes out of line.
+    /// packed into a key (0 for longer ones) and probed in its home pair of the thread's cache; when it is
+    /// there, its whole block of lanes (`cache::Lanes`: the entry's INLINE_IDS, or BLOCK_IDS of the arena)
+    /// is written to the output and the write position moves on by the piece's count: no branch on the
+    /// count, so the loop stays inside the scanner's. Everything else goes out of line.
     #[inline(always)]
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>, cache: &mut ThreadCache) -> Result<()> {
         let bytes = text.as_bytes();

@@ -75,76 +75,6 @@ pub(crate) fn slot_of(key: u128, slots: usize) -> usize {
     (mixed >> (64 - slots.trailing_zeros())) as usize
 }
 
-/// Packed short pieces (`pack_short`) → value, by open addressing: the key and its value sit side by
-/// side in one slot, so a probe that finds its key reads one cache line, where a general hash map reads
-/// a control group and then the entry. Key 0 marks an empty slot (a packed piece holds its non-zero
-/// length in the top byte); at most half the slots are used, so probes stay short.
-pub(crate) struct ShortTable<V> {
-    slots: Vec<(u128, V)>,
-    len: usize,
-}
-
-impl<V: Copy + Default> Default for ShortTable<V> {
-    fn default() -> Self {
-        ShortTable {
-            slots: vec![(0, V::default()); 16],
-            len: 0,
-        }
-    }
-}
-
-impl<V: Copy + Default> ShortTable<V> {
-    /// The first slot probed for `key`.
-    #[inline(always)]
-    pub(crate) fn home(&self, key: u128) -> usize {
-        slot_of(key, self.slots.len())
-    }
-
-    #[inline(always)]
-    pub(crate) fn get(&self, key: u128) -> Option<V> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            let (k, v) = self.slots[i];
-            if k == key {
-                return Some(v);
-            }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Inserts `key` (non-zero) unless present.
-    pub(crate) fn insert_if_absent(&mut self, key: u128, value: V) {
-        debug_assert_ne!(key, 0);
-        if 2 * (self.len + 1) > self.slots.len() {
-            let grown = vec![(0, V::default()); 2 * self.slots.len()];
-            let old = std::mem::replace(&mut self.slots, grown);
-            self.len = 0;
-            for (k, v) in old {
-                if k != 0 {
-                    self.insert_if_absent(k, v);
-                }
-            }
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            match self.slots[i].0 {
-                0 => {
-                    self.slots[i] = (key, value);
-                    self.len += 1;
-                    return;
-                }
-                k if k == key => return,
-                _ => i = (i + 1) & mask,
-            }
-        }
-    }
-}
-
 /// Pieces of up to this many bytes (nearly all pre-tokens of text) have their own 16-byte slots in a
 /// `TokenMap`.
 const SMALL_PIECE: u32 = 11;
@@ -161,7 +91,7 @@ struct SmallSlot {
 }
 
 /// Pre-token → token id, for the pieces that are one token: small pieces in `SmallSlot`s, other
-/// packed pieces in a `ShortTable`, longer ones in a hash map. Built once; only read while encoding.
+/// packed pieces in a `PairTable`, longer ones in a hash map. Built once; only read while encoding.
 pub(crate) struct TokenMap {
     /// One bit per hash of a packed piece: clear where no token hashes there, so most pieces that are
     /// not tokens (nearly every piece of Cyrillic text in GPT-2's vocabulary) are turned away by one
@@ -169,7 +99,7 @@ pub(crate) struct TokenMap {
     filter: Vec<u64>,
     small: Vec<SmallSlot>,
     small_len: usize,
-    short: ShortTable<u32>,
+    short: PairTable<u32>,
     pub(crate) long: FxHashMap<Box<[u8]>, u32>,
 }
 
@@ -179,7 +109,7 @@ impl Default for TokenMap {
             filter: vec![0; FILTER_BITS / 64],
             small: vec![SmallSlot::default(); 16],
             small_len: 0,
-            short: ShortTable::default(),
+            short: PairTable::default(),
             long: FxHashMap::default(),
         }
     }
@@ -280,11 +210,13 @@ struct Pair<V> {
     slots: [(u128, V); 2],
 }
 
-/// Packed short pieces → value, like `ShortTable`, but probed a pair of slots at a time from a home pair
-/// that sits on one cache line: `probe` answers the common case (the key in its home pair) with one
-/// line read and no branch on which slot holds it, so the encoder's loop runs without mispredicted
-/// jumps; `get` walks on past full pairs for the rest. Key 0 marks an empty slot; at most half the slots
-/// are used, so nearly every key lies in its home pair.
+/// Packed short pieces (`pack_short`) → value, by open addressing: the key and its value sit side by
+/// side in one slot, so a probe that finds its key reads one cache line, where a general hash map reads
+/// a control group and then the entry. Slots come in pairs on one cache line and a key's walk starts at
+/// its home pair: `probe` answers the common case (the key in its home pair) with one line read and no
+/// branch on which slot holds it, so the encoder's loop runs without mispredicted jumps; `get` walks on
+/// past full pairs for the rest. Key 0 marks an empty slot (a packed piece holds its non-zero length in
+/// the top byte); at most half the slots are used, so nearly every key lies in its home pair.
 pub(crate) struct PairTable<V> {
     pairs: Vec<Pair<V>>,
     len: usize,
@@ -495,23 +427,20 @@ mod tests {
     }
 
     #[test]
-    fn packed_tables_find_what_they_hold_through_growth() {
+    fn pair_table_finds_what_it_holds_through_growth() {
         let keys: Vec<u128> = (1..5000u128)
             .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 120)
             .collect();
-        let mut short = ShortTable::<u32>::default();
         let mut pairs = PairTable::<u32>::default();
         for (i, &k) in keys.iter().enumerate() {
             for value in [i as u32, 0] {
                 // A second insert keeps the first value.
-                short.insert_if_absent(k, value);
                 pairs.insert_if_absent(k, value);
             }
         }
         assert_eq!(pairs.len(), keys.len());
         let mut in_home_pair = 0;
         for (i, &k) in keys.iter().enumerate() {
-            assert_eq!(short.get(k), Some(i as u32));
             assert_eq!(pairs.get(k), Some(i as u32));
             if let (true, value) = pairs.probe(k) {
                 assert_eq!(value, i as u32);
@@ -521,10 +450,7 @@ mod tests {
         // At most half full: nearly every key is in its home pair.
         assert!(in_home_pair * 10 > keys.len() * 9, "{in_home_pair} of {}", keys.len());
         let absent = 7 << 120;
-        assert_eq!(
-            (short.get(absent), pairs.get(absent), pairs.probe(absent).0),
-            (None, None, false)
-        );
+        assert_eq!((pairs.get(absent), pairs.probe(absent).0), (None, false));
         assert!(!pairs.probe(0).0, "0 is no key, though empty slots hold it");
         pairs.clear(64);
         assert_eq!(
