@@ -19,6 +19,8 @@ pub enum Error {
         position: String,
         message: String,
     },
+    /// An input that cannot be read as a corpus at all (a damaged parquet file, a missing column).
+    InvalidInput { path: PathBuf, message: String },
     /// A caller passed an argument the core cannot use.
     InvalidArgument(String),
     /// A vocabulary and merges that do not make a tokenizer; `merge_rank` names the merge at fault, if one is.
@@ -60,6 +62,7 @@ impl fmt::Display for Error {
                 position,
                 message,
             } => write!(f, "{}: {position}: {message}", path.display()),
+            Error::InvalidInput { path, message } => write!(f, "{}: {message}", path.display()),
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
             Error::Vocabulary { message, .. } => write!(f, "{message}"),
             Error::Pattern(msg) => write!(f, "pre-tokenization pattern: {msg}"),

@@ -21,9 +21,10 @@ use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
 use crate::error::Error;
 use crate::npy::{Dtype, IdWriter};
+use crate::parquet_input::ParquetFile;
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{Phase, Progress};
-use crate::records;
+use crate::records::{self, RecordChunk, RecordSpec};
 use crate::specials::SpecialMatcher;
 use crate::stream::TextSource;
 use crate::threads;
@@ -55,6 +56,9 @@ fn to_pyerr(err: Error) -> PyErr {
             d.set_item("path", path.display().to_string())?;
             d.set_item("position", position)
         }),
+        Error::InvalidInput { path, .. } => {
+            typed_error("InputError", msg, |d| d.set_item("path", path.display().to_string()))
+        }
         Error::InvalidArgument(_) => typed_error("ArgumentError", msg, |_| Ok(())),
         Error::Vocabulary { merge_rank, .. } => {
             typed_error("VocabularyError", msg, |d| d.set_item("merge_rank", merge_rank))
@@ -544,6 +548,34 @@ impl Encoder {
         })
     }
 
+    /// Appends the ids of a parquet file's string column `field` to `writer` (per row: `encode_ordinary`,
+    /// then `end_id`), of the row groups `row_groups` (all when None); returns (documents, skipped
+    /// records, text bytes, tokens).
+    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, row_groups=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_parquet_into(
+        &self,
+        py: Python<'_>,
+        input: PathBuf,
+        field: String,
+        end_id: Option<u32>,
+        writer: &TokenWriter,
+        num_threads: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+        row_groups: Option<Vec<usize>>,
+    ) -> PyResult<(u64, u64, u64, u64)> {
+        run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            writer.with(|w| {
+                let before = w.count();
+                let s = self
+                    .inner
+                    .encode_parquet_into(&input, &field, row_groups.as_deref(), end_id, w, &pool, p)?;
+                Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
+            })
+        })
+    }
+
     /// Appends the ids of a batch of documents to `writer`: per document `encode_ordinary`, then `end_id`.
     /// The documents come as Arrow holds string columns, one or more (see `documents_of_columns`), encoded
     /// together in parallel. Returns (documents, skipped empty ones, text bytes, tokens).
@@ -789,6 +821,26 @@ impl PretokenCounter {
         Ok((stats.documents, stats.skipped, stats.text_bytes))
     }
 
+    /// Counts the rows of a parquet file's string column `field` (of the row groups `row_groups`, all
+    /// when None), one document each; returns (documents, skipped, text bytes).
+    #[pyo3(signature = (path, field, row_groups=None, num_threads=None, progress=None))]
+    fn add_parquet(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        field: String,
+        row_groups: Option<Vec<usize>>,
+        num_threads: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<(u64, u64, u64)> {
+        let (counted, stats) = run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            train::count_parquet(&path, &field, row_groups.as_deref(), &self.pretokenizer, &pool, p)
+        })?;
+        py.detach(|| self.add(counted));
+        Ok((stats.documents, stats.skipped, stats.text_bytes))
+    }
+
     /// Counts a batch of documents held as Arrow holds string columns (see
     /// `Encoder.encode_documents_into`); returns (documents, skipped empty ones, text bytes).
     #[pyo3(signature = (columns, num_threads=None, row0=0, path=None))]
@@ -901,6 +953,71 @@ impl DecompressedReader {
     }
 }
 
+/// Bytes of each row group of a parquet file (compressed, as stored); a damaged file raises InputError.
+#[pyfunction]
+fn parquet_row_groups(py: Python<'_>, path: PathBuf) -> PyResult<Vec<u64>> {
+    py.detach(|| guarded(|| ParquetFile::row_group_sizes(&path)))
+}
+
+/// Raises InputError unless `path` is a readable parquet file with a top-level string column `field`.
+#[pyfunction]
+fn check_parquet_column(py: Python<'_>, path: PathBuf, field: String) -> PyResult<()> {
+    py.detach(|| guarded(|| ParquetFile::open(&path, &field).map(|_| ())))
+}
+
+/// The documents of a parquet file's string column, in lists of about 2 MB of text (null and empty
+/// values left out): for Python code that reads small amounts of a corpus itself.
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct ParquetTexts {
+    chunks: Mutex<crate::parquet_input::ColumnChunks>,
+    spec: RecordSpec,
+}
+
+#[pymethods]
+impl ParquetTexts {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf, field: String) -> PyResult<Self> {
+        let chunks = py.detach(|| {
+            guarded(|| {
+                ParquetFile::open(&path, &field)?.chunks(
+                    None,
+                    crate::records::RECORD_CHUNK_BYTES,
+                    std::sync::Arc::new(AtomicU64::new(0)),
+                )
+            })
+        })?;
+        let spec = RecordSpec {
+            path,
+            field,
+            whole_file: true,
+        };
+        Ok(ParquetTexts {
+            chunks: Mutex::new(chunks),
+            spec,
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<String>>> {
+        py.detach(|| {
+            guarded(|| {
+                let mut chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+                match chunks.next() {
+                    None => Ok(None),
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        let docs = chunk.documents(&self.spec)?;
+                        Ok(Some(docs.texts.into_iter().map(|t| t.into_owned()).collect()))
+                    }
+                }
+            })
+        })
+    }
+}
+
 #[pymodule]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -915,5 +1032,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TokenWriter>()?;
     m.add_class::<PretokenCounter>()?;
     m.add_class::<DecompressedReader>()?;
+    m.add_class::<ParquetTexts>()?;
+    m.add_function(wrap_pyfunction!(parquet_row_groups, m)?)?;
+    m.add_function(wrap_pyfunction!(check_parquet_column, m)?)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Record corpora: JSON lines (plain, gzip or zstd) read as one document per record, and batches of
-//! documents handed over by other readers (Arrow and parquet columns, read in Python by pyarrow).
+//! Record corpora: JSON lines (plain, gzip or zstd) read as one document per record, the chunks of
+//! every record reader (these, and parquet's in `parquet.rs`) as the pipelines take them, and batches of
+//! documents handed over by readers in Python (Arrow columns, read by pyarrow).
 //!
 //! A record's text is text: special-token strings inside it are ordinary bytes. Null and empty texts
 //! are skipped and counted; a line that is not a JSON object, or whose field is missing or not a
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::{Error, Result};
+use crate::json_line::{self, Scan};
 use crate::stream::{fill_buffer, take_front};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
@@ -100,6 +102,36 @@ impl Iterator for LineChunker {
     }
 }
 
+/// Where a chunk of records comes from, for its documents and for errors.
+pub struct RecordSpec {
+    pub path: PathBuf,
+    /// The field (JSON lines) holding each record's text.
+    pub field: String,
+    /// The chunks are the whole file's (lines are then numbered; else placed by byte offset).
+    pub whole_file: bool,
+}
+
+/// A chunk of records, read on the reader thread; its documents are found on a worker.
+pub trait RecordChunk: Send {
+    /// The chunk's documents (borrowed from it where possible) and the records skipped.
+    fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>>;
+}
+
+impl RecordChunk for LineChunk {
+    fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
+        parse_jsonl(self, &spec.field, &spec.path, spec.whole_file)
+    }
+}
+
+/// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error).
+pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| Error::InvalidRecord {
+        path: path.to_path_buf(),
+        position: format!("row {row}"),
+        message: format!("is not valid UTF-8 (at byte {} of the text)", e.valid_up_to()),
+    })
+}
+
 /// The documents of some records (borrowed from the chunk where the JSON string holds no escapes), and
 /// how many records were skipped as null or empty.
 #[derive(Debug, Default)]
@@ -134,7 +166,8 @@ impl RecordStats {
 }
 
 /// What a record's field held.
-enum FieldValue<'a> {
+#[derive(Debug, PartialEq, Eq)]
+pub enum FieldValue<'a> {
     Text(Cow<'a, str>),
     Null,
     Other(&'static str),
@@ -224,6 +257,15 @@ impl<'de> de::Deserialize<'de> for ValueKind<'de> {
     }
 }
 
+/// The field `field` of the JSON object on `line`, read by serde_json: the reference the fast scanner
+/// (`json_line`) answers like, and the reader of every line that scanner leaves to it.
+pub fn serde_field<'a>(line: &'a [u8], field: &str) -> serde_json::Result<Option<FieldValue<'a>>> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let value = FieldOf { name: field }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
 /// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
 /// skipped (they hold no record).
 pub fn parse_jsonl<'a>(
@@ -234,7 +276,12 @@ pub fn parse_jsonl<'a>(
 ) -> Result<Documents<'a>> {
     let mut docs = Documents::default();
     let mut offset = chunk.offset;
-    for (line_no, raw) in (chunk.first_line..).zip(chunk.bytes.split_inclusive(|&b| b == b'\n')) {
+    let mut start = 0;
+    let line_ends = memchr::memchr_iter(b'\n', &chunk.bytes).map(|i| i + 1);
+    let ends = line_ends.chain((chunk.bytes.last() != Some(&b'\n')).then_some(chunk.bytes.len()));
+    for (line_no, end) in (chunk.first_line..).zip(ends) {
+        let raw = &chunk.bytes[start..end];
+        start = end;
         let line = raw.strip_suffix(b"\n").unwrap_or(raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let here = || {
@@ -250,14 +297,19 @@ pub fn parse_jsonl<'a>(
             message,
         };
         if !line.iter().all(u8::is_ascii_whitespace) {
-            let mut de = serde_json::Deserializer::from_slice(line);
-            let value = FieldOf { name: field }
-                .deserialize(&mut de)
-                .and_then(|v| de.end().map(|()| v))
-                .map_err(|e| match e.classify() {
+            let fast = match json_line::text_field(line, field) {
+                Scan::Field(Some(t)) => Some(Some(FieldValue::Text(t))),
+                Scan::Field(None) => Some(Some(FieldValue::Null)),
+                Scan::NoField => Some(None),
+                Scan::Unsure => None,
+            };
+            let value = match fast {
+                Some(v) => v,
+                None => serde_field(line, field).map_err(|e| match e.classify() {
                     serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
                     _ => bad(format!("is not valid JSON ({e})")),
-                })?;
+                })?,
+            };
             match value {
                 Some(FieldValue::Text(t)) if t.is_empty() => docs.skipped += 1,
                 Some(FieldValue::Text(t)) => docs.texts.push(t),
@@ -284,7 +336,7 @@ pub fn documents_of_buffer<'a>(
 ) -> Result<(Vec<&'a str>, u64)> {
     let mut docs = Vec::with_capacity(offsets.len().saturating_sub(1));
     let mut skipped = 0;
-    let name = || path.map(|p| p.to_path_buf()).unwrap_or_default();
+    let path = path.unwrap_or(std::path::Path::new(""));
     for (i, w) in offsets.windows(2).enumerate() {
         let (start, end) = (w[0], w[1]);
         if start < 0 || end < start || end as usize > data.len() {
@@ -298,12 +350,7 @@ pub fn documents_of_buffer<'a>(
             skipped += 1;
             continue;
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidRecord {
-            path: name(),
-            position: format!("row {}", row0 + i as u64),
-            message: format!("is not valid UTF-8 (at byte {} of the text)", e.valid_up_to()),
-        })?;
-        docs.push(text);
+        docs.push(document_text(bytes, path, row0 + i as u64)?);
     }
     Ok((docs, skipped))
 }

@@ -17,9 +17,10 @@ use rustc_hash::FxHashMap;
 use crate::cuts::Cutter;
 use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
+use crate::parquet_input::ParquetFile;
 use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, LineChunker, RecordStats};
+use crate::records::{self, LineChunker, RecordChunk, RecordSpec, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -179,7 +180,50 @@ pub fn count_jsonl(
         source.start(),
         records::RECORD_CHUNK_BYTES,
     );
-    let whole = source.range.is_none();
+    let spec = RecordSpec {
+        path: source.path.clone(),
+        field: field.to_string(),
+        whole_file: source.range.is_none(),
+    };
+    count_records(chunks, &spec, pretokenizer, pool, progress, || {
+        (read.load(Ordering::Relaxed), total)
+    })
+}
+
+/// Counts the pre-tokens of a parquet file's string column `field` (of the row groups `row_groups`, all
+/// when None), one document per row, in parallel on `pool`.
+pub fn count_parquet(
+    path: &std::path::Path,
+    field: &str,
+    row_groups: Option<&[usize]>,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<(PretokenCounts, RecordStats)> {
+    let file = ParquetFile::open(path, field)?;
+    let total = file.stored_bytes(row_groups)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let chunks = file.chunks(row_groups, records::RECORD_CHUNK_BYTES, read.clone())?;
+    let spec = RecordSpec {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        whole_file: true,
+    };
+    count_records(chunks, &spec, pretokenizer, pool, progress, || {
+        (read.load(Ordering::Relaxed), total)
+    })
+}
+
+/// Counts the documents of record chunks (of any record reader) in parallel on `pool`; `read_so_far`
+/// gives (bytes read, bytes in all), for progress.
+fn count_records<C: RecordChunk>(
+    chunks: impl Iterator<Item = Result<C>> + Send,
+    spec: &RecordSpec,
+    pretokenizer: &Pretokenizer,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+    read_so_far: impl Fn() -> (u64, u64) + Sync,
+) -> Result<(PretokenCounts, RecordStats)> {
     pool.install(|| {
         chunks
             .par_bridge()
@@ -187,13 +231,14 @@ pub fn count_jsonl(
                 || (PretokenCounts::default(), RecordStats::default()),
                 |(mut counts, mut stats), chunk| {
                     let chunk = chunk?;
-                    let docs = records::parse_jsonl(&chunk, field, &source.path, whole)?;
+                    let docs = chunk.documents(spec)?;
                     for t in &docs.texts {
                         count_document(t, pretokenizer, &mut counts)?;
                     }
                     let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                     stats.add(RecordStats::of(&texts, docs.skipped));
-                    if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                    let (done, total) = read_so_far();
+                    if !progress.update(Phase::Read, done, total) {
                         return Err(Error::Interrupted);
                     }
                     Ok((counts, stats))

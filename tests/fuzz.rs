@@ -471,6 +471,101 @@ fn jsonl_reader_on_arbitrary_bytes() {
     });
 }
 
+/// JSON values of every kind, a few levels deep, with keys that include the target field's.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e12f64..1e12).prop_map(Value::from),
+        text(30).prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec((prop_oneof![Just("text".to_string()), text(6)], inner), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// `json` with every non-ASCII character as a \uXXXX escape (surrogate pairs beyond the BMP), as Python's
+/// `json.dumps` writes by default.
+fn ascii_escaped(json: &str) -> String {
+    let mut out = String::new();
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn json_line_scanner_answers_like_serde_json() {
+    // The JSON-lines reader's fast scanner against serde_json, its reference: on valid lines (written by
+    // serde_json, or with non-ASCII escaped as Python writes it) it must answer, and answer the same; on
+    // lines damaged by edits of JSON's own bytes, whenever it answers, serde_json reads the line alike.
+    use _core::json_line::{text_field, Scan};
+    use _core::records::{serde_field, FieldValue};
+    let object = proptest::collection::vec((prop_oneof![Just("text".to_string()), text(6)], json_value()), 0..5)
+        .prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect()));
+    let edits = proptest::collection::vec(
+        (
+            any::<usize>(),
+            0u8..3,
+            proptest::sample::select(b"\"\\u{}[],:0-.eE tnx\x01\xffd8".to_vec()),
+        ),
+        0..4,
+    );
+    fuzz(
+        "json_line_scanner_answers_like_serde_json",
+        (object, any::<bool>(), edits),
+        |(object, escaped, edits)| {
+            let written = object.to_string();
+            let line = if escaped { ascii_escaped(&written) } else { written };
+            let mut bytes = line.into_bytes();
+            for &(at, kind, byte) in &edits {
+                let at = if bytes.is_empty() { 0 } else { at % bytes.len() };
+                match kind {
+                    0 => bytes.insert(at, byte),
+                    1 if !bytes.is_empty() => drop(bytes.remove(at)),
+                    _ if !bytes.is_empty() => bytes[at] = byte,
+                    _ => {}
+                }
+            }
+            let reference = serde_field(&bytes, "text");
+            let target_is_text = matches!(
+                object.get("text"),
+                None | Some(serde_json::Value::String(_) | serde_json::Value::Null)
+            );
+            match text_field(&bytes, "text") {
+                Scan::Unsure => prop_assert!(
+                    !edits.is_empty() || !target_is_text,
+                    "valid line left to serde: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+                Scan::Field(text) => {
+                    let expected = text.map_or(FieldValue::Null, FieldValue::Text);
+                    prop_assert_eq!(
+                        reference.ok(),
+                        Some(Some(expected)),
+                        "{:?}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+                Scan::NoField => prop_assert!(matches!(reference, Ok(None)), "{:?}", String::from_utf8_lossy(&bytes)),
+            }
+            Ok(())
+        },
+    );
+}
+
 #[test]
 fn records_encode_as_documents_in_any_grouping() {
     // Documents encoded as a batch (in runs over threads) equal each one's encode_ordinary + end id.
@@ -488,6 +583,91 @@ fn records_encode_as_documents_in_any_grouping() {
                 expected.push(7);
             }
             prop_assert_eq!(parts.concat(), expected);
+            Ok(())
+        },
+    );
+}
+
+/// A parquet file of `docs` (None: null) in row groups of `group_rows`, the text column among others, as
+/// writers of real corpora lay it out (an id column beside it, snappy pages).
+fn parquet_file(path: &std::path::Path, docs: &[Option<String>], group_rows: usize) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    let schema = parse_message_type("message m { required int64 id; optional binary text (UTF8); }").unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_data_page_row_count_limit(7)
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema.into(), props.into()).unwrap();
+    for (g, group) in docs.chunks(group_rows.max(1)).enumerate() {
+        let mut rows = writer.next_row_group().unwrap();
+        let ids: Vec<i64> = (0..group.len() as i64).map(|i| (g * group_rows) as i64 + i).collect();
+        let mut col = rows.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>().write_batch(&ids, None, None).unwrap();
+        col.close().unwrap();
+        let values: Vec<ByteArray> = group.iter().flatten().map(|d| ByteArray::from(d.as_str())).collect();
+        let levels: Vec<i16> = group.iter().map(|d| d.is_some() as i16).collect();
+        let mut col = rows.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&levels), None)
+            .unwrap();
+        col.close().unwrap();
+        rows.close().unwrap();
+    }
+    writer.close().unwrap();
+}
+
+#[test]
+fn parquet_reader_on_damaged_files() {
+    // Parquet files of random documents and row groups: read whole, each row is one document (ids =
+    // encode_ordinary + end id, nulls and empty texts skipped); the same file with bytes changed or cut
+    // off: read, or refused with an error naming the file; never a panic.
+    let enc = encoder();
+    let pool = _core::threads::pool(Some(2)).unwrap();
+    let dir = TempDir::new("parquet");
+    let docs = proptest::collection::vec(proptest::option::weighted(0.9, text(40)), 0..40);
+    let edits = proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3);
+    fuzz(
+        "parquet_reader_on_damaged_files",
+        (docs, 1usize..12, edits, any::<bool>(), any::<usize>()),
+        |(docs, group_rows, edits, cut, cut_at)| {
+            let path = dir.path("c.parquet");
+            parquet_file(&path, &docs, group_rows);
+            let out = dir.path("ids.npy");
+            let encode = |path: &std::path::Path| -> _core::Result<Vec<u32>> {
+                let mut writer = _core::npy::IdWriter::create(&out, _core::npy::Dtype::U32)?;
+                enc.encode_parquet_into(path, "text", None, Some(7), &mut writer, &pool, &NoProgress)?;
+                writer.finish()?;
+                let bytes = std::fs::read(&out).unwrap();
+                let body = &bytes[_core::npy::HEADER_BYTES..];
+                Ok(body
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect())
+            };
+            let mut expected = Vec::new();
+            for d in docs.iter().flatten().filter(|d| !d.is_empty()) {
+                enc.encode_ordinary_into(d, &mut expected).unwrap();
+                expected.push(7);
+            }
+            prop_assert_eq!(encode(&path).unwrap(), expected);
+            let mut bytes = std::fs::read(&path).unwrap();
+            for &(at, byte) in &edits {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if cut {
+                bytes.truncate(cut_at % bytes.len());
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(e) = encode(&path) {
+                prop_assert!(e.to_string().contains("c.parquet"), "{e}");
+            }
+            std::fs::remove_file(&path).unwrap();
             Ok(())
         },
     );

@@ -13,6 +13,7 @@ from bpe_lm import errors
 from bpe_lm.errors import (
     ArgumentError,
     BpeLmError,
+    InputError,
     PatternError,
     RecordError,
     TextEncodingError,
@@ -21,14 +22,13 @@ from bpe_lm.errors import (
 )
 from bpe_lm.tokenizer import Tokenizer
 
-CORE_CLASSES = [ArgumentError, PatternError, RecordError, TextEncodingError, UnknownTokenError, VocabularyError]
+CORE_CLASSES = [ArgumentError, InputError, PatternError, RecordError, TextEncodingError, UnknownTokenError, VocabularyError]
 PACKAGE_CLASSES = [
     ("bpe_lm._io", "OutputExistsError", FileExistsError),
     ("bpe_lm.config", "ConfigError", ValueError),
     ("bpe_lm.download", "DownloadError", OSError),
     ("bpe_lm.export", "ExportError", ValueError),
     ("bpe_lm.manifest", "ManifestError", ValueError),
-    ("bpe_lm.readers", "InputError", ValueError),
     ("bpe_lm.train", "TrainingError", RuntimeError),
     ("bpe_lm.cli.common", "UserError", Exception),
 ]
@@ -80,7 +80,12 @@ def test_core_errors_arrive_typed_with_their_details(tmp_path):
     with pytest.raises(RecordError) as record:
         tok.encode_file(records, tmp_path / "out2.npy")
     assert record.value.position == "line 2" and record.value.path == str(records)
-    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out2.npy").exists()
+    damaged = tmp_path / "cut.parquet"
+    damaged.write_bytes(b"PAR1" + b"\0" * 64)
+    with pytest.raises(InputError, match="not a readable parquet file") as unreadable:
+        tok.encode_file(damaged, tmp_path / "out3.npy")
+    assert unreadable.value.path == str(damaged)
+    assert not any((tmp_path / f"out{n}.npy").exists() for n in ("", "2", "3"))
 
 
 def test_files_at_fault_are_named_from_the_error_type(tmp_path):

@@ -68,6 +68,16 @@ class Encoder:
         progress: ProgressCallback | None = None,
         range: tuple[int, int] | None = None,
     ) -> tuple[int, int, int, int]: ...
+    def encode_parquet_into(
+        self,
+        input: str | PathLike[str],
+        field: str,
+        end_id: int | None,
+        writer: TokenWriter,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        row_groups: Sequence[int] | None = None,
+    ) -> tuple[int, int, int, int]: ...
     def encode_documents_into(
         self,
         columns: Sequence[tuple[bytes, bytes, int]],
@@ -105,6 +115,14 @@ class PretokenCounter:
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> tuple[int, int, int]: ...
+    def add_parquet(
+        self,
+        path: str | PathLike[str],
+        field: str,
+        row_groups: Sequence[int] | None = None,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, int, int]: ...
     def add_documents(
         self,
         columns: Sequence[tuple[bytes, bytes, int]],
@@ -121,3 +139,11 @@ class PretokenCounter:
 class DecompressedReader:
     def __init__(self, path: str | PathLike[str]) -> None: ...
     def read(self, size: int) -> bytes: ...
+
+class ParquetTexts:
+    def __init__(self, path: str | PathLike[str], field: str) -> None: ...
+    def __iter__(self) -> ParquetTexts: ...
+    def __next__(self) -> list[str]: ...
+
+def parquet_row_groups(path: str | PathLike[str]) -> list[int]: ...
+def check_parquet_column(path: str | PathLike[str], field: str) -> None: ...

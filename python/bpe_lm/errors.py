@@ -27,6 +27,15 @@ class VocabularyError(BpeLmError, ValueError):
         self.merge_rank = merge_rank
 
 
+class InputError(BpeLmError, ValueError):
+    """An input that cannot be read as a corpus (damaged, of a format bpe-lm does not read, lacking the text
+    column): the message names the file (`path`, when known) and what is wrong."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class RecordError(BpeLmError, ValueError):
     """A record of a record corpus (a JSON line, an Arrow row) that cannot be read as a document.
     `path` and `position` ("line 7", "row 12") say where."""

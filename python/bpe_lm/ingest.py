@@ -77,7 +77,7 @@ class UnitProgress:
 
 def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, bytes, int]], int], tuple[int, ...]],
                  report: Callback | None) -> Stats:  # fmt: skip
-    """Feeds a parquet/Arrow unit's text column to `add(columns, row0)` in batches (each column as
+    """Feeds an Arrow unit's text column to `add(columns, row0)` in batches (each column as
     (data, offsets, offset width)), the next batch read while this one is processed."""
     stats = Stats()
     rows = 0
@@ -93,13 +93,13 @@ def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, b
             Stats(documents=got[0], skipped=got[1] + nulls, text_bytes=got[2], tokens=got[3] if len(got) > 3 else 0)
         )
         if report is not None:
-            report("read", int(unit.size * min(1.0, stats.text_bytes / max(1, _text_estimate(unit)))), unit.size)
+            # Arrow stores text as is: the text read tracks the bytes of the unit.
+            report("read", min(unit.size, stats.text_bytes), unit.size)
     return stats
 
 
-def _text_estimate(unit: Unit) -> int:
-    """Rough bytes of text in a unit, for progress only: Arrow stores text as is, parquet compresses it ~3x."""
-    return unit.size * (3 if unit.input.format == "parquet" else 1)
+def _row_groups(unit: Unit) -> list[int] | None:
+    return None if unit.row_groups is None else list(unit.row_groups)
 
 
 @contextmanager
@@ -135,6 +135,10 @@ def encode_unit(
             stats = Stats(*tok._core.encode_jsonl_into(
                 path, text_field, end_of_text_id(tok), writer, num_threads, progress, here.byte_range
             ))  # fmt: skip
+        elif inp.format == "parquet":
+            stats = Stats(*tok._core.encode_parquet_into(
+                path, text_field, end_of_text_id(tok), writer, num_threads, progress, _row_groups(here)
+            ))  # fmt: skip
         else:
             eot = end_of_text_id(tok)
 
@@ -164,6 +168,8 @@ def count_unit(
             stats = Stats(text_bytes=text_bytes)
         elif inp.format == "jsonl":
             stats = Stats(*counter.add_jsonl(path, text_field, here.byte_range, num_threads, progress))
+        elif inp.format == "parquet":
+            stats = Stats(*counter.add_parquet(path, text_field, _row_groups(here), num_threads, progress))
         else:
 
             def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
@@ -175,7 +181,8 @@ def count_unit(
 
 
 def check_units(units: Sequence[Unit], text_field: str) -> None:
-    """Before heavy work: every parquet/Arrow unit has a string column `text_field` and pyarrow is there."""
+    """Before heavy work: every parquet/Arrow unit has a string column `text_field` (and for Arrow,
+    pyarrow is there)."""
     from bpe_lm.readers import check_columns
 
     seen: set[Path] = set()

@@ -11,7 +11,8 @@ Formats, told by content first and by name where content cannot tell:
 
 In record formats (JSON lines, parquet, Arrow) each record is one document and its text is text: a
 special-token string inside it stays ordinary bytes. Null and empty texts are skipped and counted.
-Parquet and Arrow are read by pyarrow (`pip install 'bpe-lm[parquet]'`); everything else by the core.
+Arrow files are read by pyarrow (`pip install 'bpe-lm[parquet]'`); everything else, parquet included, by the
+core.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm.errors import BpeLmError
+from bpe_lm.errors import InputError
 
 DEFAULT_TEXT_FIELD = "text"
 # The end-of-text special token: the document separator of text corpora, and the id after each record.
@@ -39,7 +40,7 @@ END_OF_TEXT = "<|endoftext|>"
 RECORD_FORMATS = ("jsonl", "parquet", "arrow")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-# Text per batch handed to the core from parquet and Arrow: large enough that the serial steps between
+# Text per batch handed to the core from Arrow files: large enough that the serial steps between
 # batches (decoding the next one overlaps, writing ids does not) are a small share, small enough that the
 # two batches in flight stay a few tens of MB.
 ARROW_BATCH_BYTES = 8 << 20
@@ -68,27 +69,6 @@ class _Ramp:
             start += rows
             self.target = min(2 * self.target, ARROW_BATCH_BYTES)
 
-    def grouped(self, chunks: Iterator[Any]) -> Iterator[list[Any]]:
-        """String arrays (row groups' chunks) in batches of about `target` bytes: small ones together, as
-        lists the core takes in one call (no copy to join them), large ones sliced."""
-        pending: list[Any] = []
-        size = 0
-        for chunk in chunks:
-            if chunk.nbytes >= 2 * self.target:
-                if pending:
-                    yield pending
-                    pending, size = [], 0
-                yield from self.sliced(chunk)
-                continue
-            pending.append(chunk)
-            size += chunk.nbytes
-            if size >= self.target:
-                yield pending
-                pending, size = [], 0
-                self.target = min(2 * self.target, ARROW_BATCH_BYTES)
-        if pending:
-            yield pending
-
 
 _MAGIC_FORMATS_WE_DO_NOT_READ = [
     (b"BZh", "a bzip2 file"),
@@ -103,10 +83,6 @@ _MAGIC_FORMATS_WE_DO_NOT_READ = [
 SUPPORTED = (
     "plain, gzip or zstd text; JSON lines (.jsonl, .jsonl.gz, .jsonl.zst); parquet; Arrow / `datasets` directories"
 )
-
-
-class InputError(BpeLmError, ValueError):
-    """An input that cannot be read as a corpus: the message names the file and what is wrong."""
 
 
 class MissingInputError(InputError, FileNotFoundError):
@@ -411,7 +387,7 @@ def open_decompressed(path: str | os.PathLike[str]) -> io.BufferedReader:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Arrow and parquet, through pyarrow
+# Parquet (through the core) and Arrow (through pyarrow)
 
 
 def _pyarrow() -> Any:
@@ -420,7 +396,7 @@ def _pyarrow() -> Any:
         import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise InputError("reading parquet and Arrow files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
+        raise InputError("reading Arrow files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
     return pyarrow
 
 
@@ -435,48 +411,24 @@ def _check_column(schema: Any, text_field: str, where: Path) -> None:
 
 
 def check_columns(inp: Input, text_field: str) -> None:
-    """Before heavy work: pyarrow is installed, and every file of a parquet or Arrow input opens and has a
-    string column `text_field`."""
-    pa = _pyarrow()
+    """Before heavy work: every file of a parquet or Arrow input opens and has a string column
+    `text_field` (and for Arrow, pyarrow is installed)."""
     for f in inp.files:
+        if inp.format == "parquet":
+            _core.check_parquet_column(os.fspath(f), text_field)
+            continue
         try:
-            if inp.format == "parquet":
-                schema = pa.parquet.ParquetFile(f).schema_arrow
-            else:
-                schema = _open_arrow(f)[0]
+            schema = _open_arrow(f)[0]
+        except InputError:
+            raise
         except Exception as e:
-            kind = "parquet" if inp.format == "parquet" else "Arrow"
-            raise InputError(f"{f}: not a readable {kind} file ({type(e).__name__}: {e})") from None
+            raise InputError(f"{f}: not a readable Arrow file ({type(e).__name__}: {e})") from None
         _check_column(schema, text_field, f)
 
 
 def parquet_row_groups(path: Path) -> list[int]:
     """Bytes of each row group of a parquet file (compressed, as stored)."""
-    pq = _pyarrow().parquet
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except Exception as e:  # pyarrow raises ArrowInvalid, OSError... for damaged files
-        raise InputError(f"{path}: not a readable parquet file ({e})") from None
-    return [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
-
-
-def _parquet_batches(path: Path, text_field: str, row_groups: Sequence[int] | None) -> Iterator[Any]:
-    pq = _pyarrow().parquet
-    try:
-        pf = pq.ParquetFile(path)
-        _check_column(pf.schema_arrow, text_field, path)
-        # Row group by row group, not `iter_batches`, whose buffers pile up over a whole file (pyarrow 26:
-        # 1 GB of text took 0.9 GB); one decoding thread, as it runs beside the encoder (see `prefetch`).
-        # Small row groups go together (as a list: no copy joins them), so each batch holds about ARROW_BATCH_BYTES.
-        groups = range(pf.metadata.num_row_groups) if row_groups is None else row_groups
-        chunks = (
-            c for g in groups for c in pf.read_row_group(g, columns=[text_field], use_threads=False).column(0).chunks
-        )
-        yield from _Ramp().grouped(chunks)
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    return list(_core.parquet_row_groups(os.fspath(path)))
 
 
 def _open_arrow(path: Path) -> tuple[Any, Iterator[Any]]:
@@ -525,10 +477,8 @@ def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
 
 
 def record_batches(unit: Unit, text_field: str) -> Iterator[Any]:
-    """The text column of a parquet or Arrow unit, in batches (lists of string arrays) of about
-    ARROW_BATCH_BYTES of text."""
-    if unit.input.format == "parquet":
-        return _parquet_batches(unit.input.path, text_field, unit.row_groups)
+    """The text column of an Arrow unit, in batches (lists of string arrays) of about ARROW_BATCH_BYTES
+    of text."""
     files = unit.files if unit.files is not None else unit.input.files
 
     def chained() -> Iterator[Any]:
@@ -702,6 +652,9 @@ def iter_documents(
                         f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
                     )
                 yield value[: cap if cap >= 0 else None]
+    elif inp.format == "parquet":
+        for texts in _core.ParquetTexts(os.fspath(inp.path), text_field):
+            yield from (t[: cap if cap >= 0 else None] for t in texts)
     else:
         for batch in record_batches(Unit(inp), text_field):
             for column in batch:
