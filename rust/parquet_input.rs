@@ -224,16 +224,21 @@ pub struct ColumnChunk {
     first_row: u64,
 }
 
-impl RecordChunk for ColumnChunk {
-    fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
-        let mut docs = Documents::default();
-        let rows = if self.max_def > 0 {
+impl ColumnChunk {
+    fn rows(&self) -> usize {
+        if self.max_def > 0 {
             self.levels.len()
         } else {
             self.values.len()
-        };
+        }
+    }
+}
+
+impl RecordChunk for ColumnChunk {
+    fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
+        let mut docs = Documents::default();
         let mut values = self.values.iter();
-        for i in 0..rows {
+        for i in 0..self.rows() {
             if self.max_def > 0 && self.levels[i] < self.max_def {
                 docs.skipped += 1;
                 continue;
@@ -309,18 +314,17 @@ impl ColumnChunks {
                     break;
                 };
                 self.next_group += 1;
-                self.current = Some(self.open_group(g)?);
-                if !chunk.values.is_empty() || !chunk.levels.is_empty() {
-                    // A chunk holds consecutive rows: rows of the next group start a new one (the
-                    // unit's row groups need not be consecutive).
-                    let cursor = self.current.as_ref().expect("just set");
-                    if cursor.next_row != chunk.first_row + (chunk.levels.len().max(chunk.values.len())) as u64 {
-                        break;
-                    }
+                let cursor = self.open_group(g)?;
+                // Small row groups share a chunk, but a chunk holds consecutive rows (a unit's row
+                // groups need not be): a group that does not follow on starts the next chunk.
+                let follows = cursor.next_row == chunk.first_row + chunk.rows() as u64;
+                self.current = Some(cursor);
+                if chunk.rows() > 0 && !follows {
+                    break;
                 }
             }
             let cursor = self.current.as_mut().expect("set above");
-            if chunk.values.is_empty() && chunk.levels.is_empty() {
+            if chunk.rows() == 0 {
                 chunk.first_row = cursor.next_row;
             }
             let want = (cursor.rows_left as usize).min(ROWS_PER_READ);
@@ -358,10 +362,7 @@ impl ColumnChunks {
                 break;
             }
         }
-        if chunk.values.is_empty() && chunk.levels.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(chunk))
+        Ok((chunk.rows() > 0).then_some(chunk))
     }
 }
 
