@@ -22,7 +22,15 @@ from bpe_lm.errors import (
 )
 from bpe_lm.tokenizer import Tokenizer
 
-CORE_CLASSES = [ArgumentError, InputError, PatternError, RecordError, TextEncodingError, UnknownTokenError, VocabularyError]
+CORE_CLASSES = [
+    ArgumentError,
+    InputError,
+    PatternError,
+    RecordError,
+    TextEncodingError,
+    UnknownTokenError,
+    VocabularyError,
+]
 PACKAGE_CLASSES = [
     ("bpe_lm._io", "OutputExistsError", FileExistsError),
     ("bpe_lm.config", "ConfigError", ValueError),

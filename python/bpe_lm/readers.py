@@ -394,7 +394,6 @@ def _pyarrow() -> Any:
     try:
         import pyarrow
         import pyarrow.ipc  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise InputError("reading Arrow files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
     return pyarrow
