@@ -11,9 +11,9 @@ use rayon::prelude::*;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::npy::{Dtype, IdWriter};
-use crate::parquet_input::ParquetFile;
+use crate::parquet_input::parquet_input;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, LineChunker, RecordChunk, RecordSpec, RecordStats, RECORD_CHUNK_BYTES};
+use crate::records::{self, RecordChunk, RecordInput, RecordStats};
 use crate::stream::{ChunkReader, TextSource};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
@@ -149,21 +149,7 @@ impl Encoder {
         pool: &rayon::ThreadPool,
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
-        let total = input.disk_bytes()?;
-        let read = Arc::new(AtomicU64::new(0));
-        let chunks = LineChunker::new(
-            input.open(read.clone())?,
-            input.path.clone(),
-            input.start(),
-            RECORD_CHUNK_BYTES,
-        );
-        let spec = RecordSpec {
-            path: input.path.clone(),
-            field: field.to_string(),
-            whole_file: input.range.is_none(),
-        };
-        let read_so_far = || (read.load(Ordering::Relaxed), total);
-        self.encode_records_into(chunks, &spec, end_id, writer, pool, progress, read_so_far)
+        self.encode_records_into(records::jsonl_input(input, field)?, end_id, writer, pool, progress)
     }
 
     /// Appends the ids of a parquet file's string column `field` (of the row groups `row_groups`, all
@@ -179,41 +165,35 @@ impl Encoder {
         pool: &rayon::ThreadPool,
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
-        let file = ParquetFile::open(path, field)?;
-        let total = file.stored_bytes(row_groups)?;
-        let read = Arc::new(AtomicU64::new(0));
-        let chunks = file.chunks(row_groups, RECORD_CHUNK_BYTES, read.clone())?;
-        let spec = RecordSpec {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            whole_file: true,
-        };
-        let read_so_far = || (read.load(Ordering::Relaxed), total);
-        self.encode_records_into(chunks, &spec, end_id, writer, pool, progress, read_so_far)
+        let input = parquet_input(path, field, row_groups)?;
+        self.encode_records_into(input, end_id, writer, pool, progress)
     }
 
     /// The record pipeline of every record reader: chunks read on one thread, their documents found and
     /// encoded on `pool` (per record `encode_ordinary`, then `end_id`), the ids written in order beside
-    /// the workers. `read_so_far` gives (bytes read, bytes in all), for progress.
-    #[allow(clippy::too_many_arguments)]
+    /// the workers.
     fn encode_records_into<C: RecordChunk>(
         &self,
-        chunks: impl Iterator<Item = Result<C>> + Send,
-        spec: &RecordSpec,
+        input: RecordInput<impl Iterator<Item = Result<C>> + Send>,
         end_id: Option<u32>,
         writer: &mut IdWriter,
         pool: &rayon::ThreadPool,
         progress: &dyn Progress,
-        read_so_far: impl Fn() -> (u64, u64),
     ) -> Result<RecordStats> {
         writer.dtype().check_holds(self.vocab_size())?;
+        let RecordInput {
+            chunks,
+            spec,
+            read,
+            total,
+        } = input;
         let mut stats = RecordStats::default();
         pipelined(
             chunks,
             in_flight(pool),
             pool,
             |chunk| {
-                let docs = chunk.documents(spec)?;
+                let docs = chunk.documents(&spec)?;
                 let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                 let mut ids = Vec::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() / 4 + texts.len());
                 for t in &texts {
@@ -224,8 +204,7 @@ impl Encoder {
             |(ids, s)| {
                 writer.write(&ids)?;
                 stats.add(s);
-                let (done, total) = read_so_far();
-                if !progress.update(Phase::Read, done, total) {
+                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                     return Err(Error::Interrupted);
                 }
                 Ok(())

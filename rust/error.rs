@@ -35,6 +35,15 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What a caught panic said (its payload is a `&str` or a `String` when it came from `panic!`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 impl Error {
     pub fn io(path: Option<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path, source }

@@ -57,38 +57,45 @@ impl<'a> Scanner<'a> {
     /// The top-level object, keeping the value of key `name`: Some(found) when the line is a valid object.
     fn object_field(&mut self, name: &[u8]) -> Option<Option<Option<Cow<'a, str>>>> {
         self.white();
-        self.eat(b'{')?;
-        self.white();
         let mut found = None;
-        if self.eat(b'}').is_none() {
-            loop {
-                self.white();
-                let key = self.string()?;
-                self.white();
-                self.eat(b':')?;
-                self.white();
-                if key.as_bytes() == name {
-                    if found.is_some() {
-                        return None; // serde_json keeps the last; not worth a second rule here
-                    }
-                    found = Some(match self.peek()? {
-                        b'"' => Some(self.string()?),
-                        b'n' => self.literal(b"null").map(|()| None)?,
-                        _ => return None, // a wrong type: serde_json words the error
-                    });
-                } else {
-                    self.value(1)?;
-                }
-                self.white();
-                if self.eat(b',').is_some() {
-                    continue;
-                }
-                self.eat(b'}')?;
-                break;
+        self.members(|scanner, key| {
+            if key.as_bytes() != name {
+                return scanner.value(1);
             }
-        }
+            if found.is_some() {
+                return None; // serde_json keeps the last; not worth a second rule here
+            }
+            found = Some(match scanner.peek()? {
+                b'"' => Some(scanner.string()?),
+                b'n' => scanner.literal(b"null").map(|()| None)?,
+                _ => return None, // a wrong type: serde_json words the error
+            });
+            Some(())
+        })?;
         self.white();
         (self.at == self.bytes.len()).then_some(found)
+    }
+
+    /// An object (the scanner is at its `{`): each member's key handed to `member` with the scanner at
+    /// the member's value, which `member` reads.
+    fn members(&mut self, mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.white();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.white();
+            let key = self.string()?;
+            self.white();
+            self.eat(b':')?;
+            self.white();
+            member(self, key)?;
+            self.white();
+            if self.eat(b',').is_none() {
+                return self.eat(b'}');
+            }
+        }
     }
 
     /// Skips any value (the scanner is at its first byte).
@@ -98,25 +105,7 @@ impl<'a> Scanner<'a> {
         }
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
-                self.at += 1;
-                self.white();
-                if self.eat(b'}').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.white();
-                    self.string()?;
-                    self.white();
-                    self.eat(b':')?;
-                    self.white();
-                    self.value(depth + 1)?;
-                    self.white();
-                    if self.eat(b',').is_none() {
-                        return self.eat(b'}');
-                    }
-                }
-            }
+            b'{' => self.members(|scanner, _| scanner.value(depth + 1)),
             b'[' => {
                 self.at += 1;
                 self.white();

@@ -18,8 +18,8 @@ use parquet::data_type::{ByteArray, ByteArrayType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::Type;
 
-use crate::error::{Error, Result};
-use crate::records::{document_text, Documents, RecordChunk, RecordSpec};
+use crate::error::{panic_message, Error, Result};
+use crate::records::{document_text, Documents, RecordChunk, RecordInput, RecordSpec, RECORD_CHUNK_BYTES};
 
 /// Rows asked of the column reader at a time while a chunk fills up to its target size.
 const ROWS_PER_READ: usize = 256;
@@ -59,14 +59,7 @@ fn shielded<T>(path: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
     SHIELDED.with(|s| s.set(was));
     match result {
         Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "damaged".into());
-            Err(unreadable(path, format!("damaged: {what}")))
-        }
+        Err(panic) => Err(unreadable(path, format!("damaged: {}", panic_message(&*panic)))),
     }
 }
 
@@ -102,6 +95,26 @@ fn is_text(field: &Type) -> bool {
         && field.get_physical_type() == PhysicalType::BYTE_ARRAY
         && (matches!(info.logical_type_ref(), Some(&LogicalType::String))
             || info.converted_type() == ConvertedType::UTF8)
+}
+
+/// A parquet file's string column `field`, of the row groups `row_groups` (all when None), one record
+/// per row.
+pub fn parquet_input(path: &Path, field: &str, row_groups: Option<&[usize]>) -> Result<RecordInput<ColumnChunks>> {
+    let file = ParquetFile::open(path, field)?;
+    let total = file.stored_bytes(row_groups)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let chunks = file.chunks(row_groups, RECORD_CHUNK_BYTES, read.clone())?;
+    let spec = RecordSpec {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        whole_file: true,
+    };
+    Ok(RecordInput {
+        chunks,
+        spec,
+        read,
+        total,
+    })
 }
 
 /// A parquet file opened for its text column `field` (a top-level string column).
@@ -186,8 +199,17 @@ impl ParquetFile {
                 self.path.display()
             )));
         }
+        let meta = self.reader.metadata();
+        let first_rows = (0..count)
+            .scan(0u64, |rows, g| {
+                let first = *rows;
+                *rows = rows.saturating_add(meta.row_group(g).num_rows().max(0) as u64);
+                Some(first)
+            })
+            .collect();
         Ok(ColumnChunks {
             file: self,
+            first_rows,
             groups,
             next_group: 0,
             current: None,
@@ -270,6 +292,8 @@ struct GroupCursor {
 /// The chunks of a parquet file's text column (see `ParquetFile::chunks`).
 pub struct ColumnChunks {
     file: ParquetFile,
+    /// Row number (in the whole file) of each row group's first row.
+    first_rows: Vec<u64>,
     groups: Vec<usize>,
     next_group: usize,
     current: Option<GroupCursor>,
@@ -281,7 +305,7 @@ pub struct ColumnChunks {
 impl ColumnChunks {
     fn open_group(&mut self, g: usize) -> Result<GroupCursor> {
         let meta = self.file.reader.metadata();
-        let first_row: u64 = (0..g).map(|i| meta.row_group(i).num_rows().max(0) as u64).sum();
+        let first_row = self.first_rows[g];
         let rows = meta.row_group(g).num_rows().max(0) as u64;
         let stored = meta.row_group(g).compressed_size().max(0) as u64;
         let (reader, column, path) = (&self.file.reader, self.file.column, &self.file.path);

@@ -19,9 +19,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 
 use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
-use crate::error::Error;
+use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdWriter};
-use crate::parquet_input::ParquetFile;
+use crate::parquet_input::{parquet_input, ParquetFile};
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, RecordChunk, RecordSpec};
@@ -92,14 +92,10 @@ fn typed_error(class_name: &str, message: String, details: impl FnOnce(&Bound<'_
 fn guarded<T>(work: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(result) => result.map_err(to_pyerr),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(PyRuntimeError::new_err(format!("bpe_lm internal error: {what}")))
-        }
+        Err(panic) => Err(PyRuntimeError::new_err(format!(
+            "bpe_lm internal error: {}",
+            panic_message(&*panic)
+        ))),
     }
 }
 
@@ -977,23 +973,10 @@ struct ParquetTexts {
 impl ParquetTexts {
     #[new]
     fn new(py: Python<'_>, path: PathBuf, field: String) -> PyResult<Self> {
-        let chunks = py.detach(|| {
-            guarded(|| {
-                ParquetFile::open(&path, &field)?.chunks(
-                    None,
-                    crate::records::RECORD_CHUNK_BYTES,
-                    std::sync::Arc::new(AtomicU64::new(0)),
-                )
-            })
-        })?;
-        let spec = RecordSpec {
-            path,
-            field,
-            whole_file: true,
-        };
+        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None)))?;
         Ok(ParquetTexts {
-            chunks: Mutex::new(chunks),
-            spec,
+            chunks: Mutex::new(input.chunks),
+            spec: input.spec,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Record corpora: JSON lines (plain, gzip or zstd) read as one document per record, the chunks of
-//! every record reader (these, and parquet's in `parquet.rs`) as the pipelines take them, and batches of
-//! documents handed over by readers in Python (Arrow columns, read by pyarrow).
+//! every record reader (these, and parquet's in `parquet_input.rs`) as the pipelines take them, and
+//! batches of documents handed over by readers in Python (Arrow columns, read by pyarrow).
 //!
 //! A record's text is text: special-token strings inside it are ordinary bytes. Null and empty texts
 //! are skipped and counted; a line that is not a JSON object, or whose field is missing or not a
@@ -10,12 +10,14 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::{Error, Result};
 use crate::json_line::{self, Scan};
-use crate::stream::{fill_buffer, take_front};
+use crate::stream::{fill_buffer, take_front, TextSource};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
 pub const RECORD_CHUNK_BYTES: usize = 2 << 20;
@@ -109,6 +111,39 @@ pub struct RecordSpec {
     pub field: String,
     /// The chunks are the whole file's (lines are then numbered; else placed by byte offset).
     pub whole_file: bool,
+}
+
+/// An opened record input as the pipelines take it: its chunks (read on one thread), where they come
+/// from, and for progress the bytes read so far (`read`, grown by the reader) of `total`.
+pub struct RecordInput<I> {
+    pub chunks: I,
+    pub spec: RecordSpec,
+    pub read: Arc<AtomicU64>,
+    pub total: u64,
+}
+
+/// A JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that starts at a line), its
+/// records' text in the field `field`.
+pub fn jsonl_input(source: &TextSource, field: &str) -> Result<RecordInput<LineChunker>> {
+    let total = source.disk_bytes()?;
+    let read = Arc::new(AtomicU64::new(0));
+    let chunks = LineChunker::new(
+        source.open(read.clone())?,
+        source.path.clone(),
+        source.start(),
+        RECORD_CHUNK_BYTES,
+    );
+    let spec = RecordSpec {
+        path: source.path.clone(),
+        field: field.to_string(),
+        whole_file: source.range.is_none(),
+    };
+    Ok(RecordInput {
+        chunks,
+        spec,
+        read,
+        total,
+    })
 }
 
 /// A chunk of records, read on the reader thread; its documents are found on a worker.

@@ -17,10 +17,10 @@ use rustc_hash::FxHashMap;
 use crate::cuts::Cutter;
 use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
-use crate::parquet_input::ParquetFile;
+use crate::parquet_input::parquet_input;
 use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, LineChunker, RecordChunk, RecordSpec, RecordStats};
+use crate::records::{self, RecordChunk, RecordInput, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -172,22 +172,7 @@ pub fn count_jsonl(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, RecordStats)> {
-    let total = source.disk_bytes()?;
-    let read = Arc::new(AtomicU64::new(0));
-    let chunks = LineChunker::new(
-        source.open(read.clone())?,
-        source.path.clone(),
-        source.start(),
-        records::RECORD_CHUNK_BYTES,
-    );
-    let spec = RecordSpec {
-        path: source.path.clone(),
-        field: field.to_string(),
-        whole_file: source.range.is_none(),
-    };
-    count_records(chunks, &spec, pretokenizer, pool, progress, || {
-        (read.load(Ordering::Relaxed), total)
-    })
+    count_records(records::jsonl_input(source, field)?, pretokenizer, pool, progress)
 }
 
 /// Counts the pre-tokens of a parquet file's string column `field` (of the row groups `row_groups`, all
@@ -200,30 +185,22 @@ pub fn count_parquet(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, RecordStats)> {
-    let file = ParquetFile::open(path, field)?;
-    let total = file.stored_bytes(row_groups)?;
-    let read = Arc::new(AtomicU64::new(0));
-    let chunks = file.chunks(row_groups, records::RECORD_CHUNK_BYTES, read.clone())?;
-    let spec = RecordSpec {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        whole_file: true,
-    };
-    count_records(chunks, &spec, pretokenizer, pool, progress, || {
-        (read.load(Ordering::Relaxed), total)
-    })
+    count_records(parquet_input(path, field, row_groups)?, pretokenizer, pool, progress)
 }
 
-/// Counts the documents of record chunks (of any record reader) in parallel on `pool`; `read_so_far`
-/// gives (bytes read, bytes in all), for progress.
+/// Counts the documents of a record input (of any record reader) in parallel on `pool`.
 fn count_records<C: RecordChunk>(
-    chunks: impl Iterator<Item = Result<C>> + Send,
-    spec: &RecordSpec,
+    input: RecordInput<impl Iterator<Item = Result<C>> + Send>,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
-    read_so_far: impl Fn() -> (u64, u64) + Sync,
 ) -> Result<(PretokenCounts, RecordStats)> {
+    let RecordInput {
+        chunks,
+        spec,
+        read,
+        total,
+    } = input;
     pool.install(|| {
         chunks
             .par_bridge()
@@ -231,14 +208,13 @@ fn count_records<C: RecordChunk>(
                 || (PretokenCounts::default(), RecordStats::default()),
                 |(mut counts, mut stats), chunk| {
                     let chunk = chunk?;
-                    let docs = chunk.documents(spec)?;
+                    let docs = chunk.documents(&spec)?;
                     for t in &docs.texts {
                         count_document(t, pretokenizer, &mut counts)?;
                     }
                     let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                     stats.add(RecordStats::of(&texts, docs.skipped));
-                    let (done, total) = read_so_far();
-                    if !progress.update(Phase::Read, done, total) {
+                    if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                         return Err(Error::Interrupted);
                     }
                     Ok((counts, stats))
