@@ -157,8 +157,8 @@ def run_keeping_checkpoint(cfg, step: int, resume_dir: Path) -> dict:
     resume_dir.mkdir(parents=True, exist_ok=True)
 
     class KeepCheckpoint(Trainer):
-        def _save(self, generator_state, elapsed):
-            super()._save(generator_state, elapsed)
+        def _save(self, *args):
+            super()._save(*args)
             if self.iteration == step:
                 shutil.copy(self.checkpoint_path, resume_dir / CHECKPOINT_NAME)
 

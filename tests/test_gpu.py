@@ -82,3 +82,13 @@ def test_model_on_cuda_equals_model_on_cpu(exact_fp32):
         cpu = model(ids)
         cuda = model.to("cuda")(ids.to("cuda")).cpu()
     torch.testing.assert_close(cuda, cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_float8_training_on_cuda_follows_bf16(tmp_path, token_files):
+    """training.float8 on the device (float8 tensor cores, compiled): within a few percent of the bf16 run."""
+    common = dict(device="cuda", dtype="bfloat16", max_iters=40, compile=True)
+    Trainer(build_config(run_raw(tmp_path, token_files, "bf16", **common)), progress=False).run()
+    Trainer(build_config(run_raw(tmp_path, token_files, "float8", float8=True, **common)), progress=False).run()
+    bf16, low = train_losses(tmp_path / "bf16"), train_losses(tmp_path / "float8")
+    assert np.mean(low[-5:]) < np.mean(low[:5]) - 0.5
+    np.testing.assert_allclose(low, bf16, rtol=0.05)

@@ -243,9 +243,12 @@ def test_resume_is_bit_identical(tmp_path, token_files):
         run_config(tmp_path, token_files, log_interval=1, out_dir=str(tmp_path / "full")), 10, resumed_dir
     )
     assert full["steps"] == 20
+    saved_seconds = read_checkpoint(resumed_dir / "checkpoint.pt")["train_seconds"]
     Trainer(
         run_config(tmp_path, token_files, log_interval=1, out_dir=str(resumed_dir)), resume=True, progress=False
     ).run()
+    # The training-step clock carries on from the checkpoint's.
+    assert all(r["train_seconds"] > saved_seconds > 0 for r in read_metrics(resumed_dir) if "valid_loss" in r)
     losses = lambda run: {r["step"]: r["train_loss"] for r in read_metrics(run) if "train_loss" in r}  # noqa: E731
     a, b = losses(tmp_path / "full"), losses(resumed_dir)
     assert sorted(b) == list(range(11, 21))
@@ -276,6 +279,10 @@ def test_metrics_every_step_and_budget_in_tokens(tmp_path, token_files):
     assert {"tokens", "time", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(train_rows[0])
     assert train_rows[-1]["lr"] < train_rows[6]["lr"]  # decaying toward min_lr at the budget
     assert any("valid_loss" in r and "valid_perplexity" in r for r in rows)
+    # Seconds in training steps: none before the first step, then growing, never past the wall clock.
+    spent = [(r["train_seconds"], r["time"]) for r in rows if "valid_loss" in r]
+    assert spent[0][0] == 0.0 and all(0 < t <= wall for t, wall in spent[1:])
+    assert [t for t, _ in spent] == sorted(t for t, _ in spent)
     written = load_config(Path(cfg.training.out_dir) / "config.toml")
     assert written.to_dict() == cfg.to_dict()
 

@@ -179,6 +179,9 @@ class TrainingConfig:
     cuda_graphs: bool = (
         False  # with compile on CUDA: replay each step as CUDA graphs (mode "reduce-overhead"); best for small models
     )
+    # The layers' projections (attention, feed-forward) multiply in float8 with per-tensor dynamic scales
+    # (bpe_lm.float8); fast on GPUs of compute capability 8.9+, exact-enough everywhere, slow on CPU.
+    float8: bool = False
 
 
 @dataclass

@@ -124,17 +124,23 @@ NEWTON_SCHULZ_STEPS = 5
 
 
 def newton_schulz(g: Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float = 1e-7) -> Tensor:
-    """Approximately the nearest semi-orthogonal matrix to the 2-D `g` (its U Vᵀ), in float32."""
+    """Approximately the nearest semi-orthogonal matrix to `g` (its U Vᵀ), in float32: of a 2-D matrix, or of
+    each matrix of a (k, rows, cols) stack, all at once (one batched GEMM per product instead of k small ones)."""
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = g.float()
-    tall = x.shape[0] > x.shape[1]
+    stacked = x if x.ndim == 3 else x.unsqueeze(0)
+    tall = x.shape[-2] > x.shape[-1]
     if tall:  # iterate on the wide orientation: X Xᵀ is the smaller Gram matrix
-        x = x.T
-    x = x / (x.norm() + eps)  # spectral norm ≤ Frobenius norm ≤ 1: inside p's basin
+        stacked = stacked.mT
+    # Spectral norm ≤ Frobenius norm ≤ 1: inside p's basin.
+    stacked = stacked / (stacked.norm(dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+        gram = stacked @ stacked.mT
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b·G + c·G²
+        stacked = torch.baddbmm(stacked, poly, stacked, beta=a)  # a·X + (b·G + c·G²) X
+    if tall:
+        stacked = stacked.mT
+    return (stacked if x.ndim == 3 else stacked[0]).to(g.dtype)
 
 
 class Muon(AdamW):
@@ -162,6 +168,7 @@ class Muon(AdamW):
 
     def _muon_group(self, group: dict) -> None:
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        by_shape: dict[tuple[tuple[int, ...], torch.dtype, torch.device], list[tuple[Tensor, Tensor]]] = {}
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -175,9 +182,14 @@ class Muon(AdamW):
             buf = state["momentum_buffer"]
             buf.mul_(mu).add_(p.grad)
             update = p.grad.add(buf, alpha=mu)  # Nesterov
-            scale = max(1.0, p.shape[0] / p.shape[1]) ** 0.5
-            p.mul_(1 - lr * wd)
-            p.add_(newton_schulz(update), alpha=-lr * scale)
+            by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append((p, update))
+        # Matrices of one shape (a model's layers repeat theirs) are orthogonalised as one stack.
+        for (shape, _, _), pairs in by_shape.items():
+            scale = max(1.0, shape[0] / shape[1]) ** 0.5
+            orthogonal = newton_schulz(torch.stack([u for _, u in pairs]))
+            for (p, _), o in zip(pairs, orthogonal):
+                p.mul_(1 - lr * wd)
+                p.add_(o, alpha=-lr * scale)
 
 
 def param_groups_for(model: torch.nn.Module, lr: float, muon_lr: float, head_lr: float = 0.0) -> list[dict]:

@@ -207,6 +207,13 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model = TransformerLM(cfg.model, device=self.device)
+        if cfg.training.float8:
+            from bpe_lm.float8 import float8_unsupported
+
+            why = float8_unsupported(self.device)
+            if why is not None:
+                raise ConfigError(f"training.float8: {why}; set training.float8 = false")
+            self.model.enable_float8(self.device)
         o = cfg.optimizer
         t = cfg.training
         adamw: dict[str, Any] = dict(betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, compiled=t.compile)
@@ -223,6 +230,7 @@ class Trainer:
         self.iteration = 0
         self.tokens_seen = 0
         self.elapsed_before = 0.0
+        self.train_seconds_before = 0.0
         if self.resume:
             self._restore()
         self.step_model: Any = self.model  # the module as called: maybe wrapped by DDP and torch.compile
@@ -266,10 +274,12 @@ class Trainer:
         else:
             self.tokens_by_source = [self.tokens_seen]
         self.elapsed_before = float(state.get("elapsed", 0.0))
+        # Checkpoints from before train_seconds existed: their elapsed time, evaluations included.
+        self.train_seconds_before = float(state.get("train_seconds", self.elapsed_before))
         self.generator.set_state(state["data_generator"])
         restore_rng_states(state.get("rng", {}))
 
-    def _save(self, generator_state: torch.Tensor, elapsed: float) -> None:
+    def _save(self, generator_state: torch.Tensor, elapsed: float, train_seconds: float) -> None:
         if not self.dist.is_main:
             return
         save_checkpoint(
@@ -280,6 +290,7 @@ class Trainer:
             tokens_seen=self.tokens_seen,
             tokens_by_source=self._drawn(),
             elapsed=elapsed,
+            train_seconds=train_seconds,
             data_generator=generator_state,
             run_config=json.dumps(self.cfg.to_dict()),
         )
@@ -450,6 +461,9 @@ class Trainer:
                 "step": self.iteration,
                 "tokens": self.tokens_seen,
                 "time": round(elapsed, 3),
+                # Seconds spent in training steps (compilation included; evaluations and saves not): the
+                # clock of time-to-loss comparisons, as speedruns keep it.
+                "train_seconds": round(self.train_seconds_before + throughput[1], 3),
                 "valid_loss": loss,
                 "valid_perplexity": math.exp(min(loss, 50)),
             }
@@ -516,7 +530,7 @@ class Trainer:
                         flush()
                         generator_state = self.generator.get_state()
                         began = self.clock()
-                        self._save(generator_state, elapsed)
+                        self._save(generator_state, elapsed, self.train_seconds_before + throughput[1])
                         save_seconds = max(save_seconds, self.clock() - began)
                         last_good = (self.iteration, generator_state, elapsed)
                     if last_flush[1] == self.tokens_seen:
