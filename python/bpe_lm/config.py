@@ -180,7 +180,8 @@ class TrainingConfig:
         False  # with compile on CUDA: replay each step as CUDA graphs (mode "reduce-overhead"); best for small models
     )
     # The layers' projections (attention, feed-forward) multiply in float8 with per-tensor dynamic scales
-    # (bpe_lm.float8); fast on GPUs of compute capability 8.9+, exact-enough everywhere, slow on CPU.
+    # (bpe_lm.float8): on CUDA it needs compute capability 8.9+ (float8 tensor cores); on CPU it runs,
+    # slowly (for tests). Its GPU speed has not been measured yet (scripts/gpu_check.sh).
     float8: bool = False
 
 

@@ -27,7 +27,8 @@ def to_float8(t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     largest = torch.finfo(dtype).max
     amax = t.detach().abs().amax().float()
     scale = torch.where(amax > 0, largest / amax, torch.ones_like(amax))
-    scaled = (t.float() * scale).clamp(-largest, largest).to(dtype)
+    # Row-major, as `_scaled_mm` wants its first operand on CUDA (a no-op for the usual contiguous input).
+    scaled = (t.float() * scale).clamp(-largest, largest).to(dtype).contiguous()
     return scaled, scale.reciprocal()
 
 
