@@ -65,18 +65,23 @@ PRESETS = {
 }
 
 
-def prepare_cpu_data(out: Path, corpus: str = "fairytales.txt.gz") -> tuple[Path, Path]:
-    """Tokenizer (4096) and encoded splits of a 12 MB slice of a shared corpus, made once and reused (in
-    out/data for the fairy tales, out/data-NAME for another corpus)."""
+def prepare_cpu_data(
+    out: Path, corpus: str = "fairytales.txt.gz", vocab_size: int = 4096, max_chars: int | None = 12_000_000
+) -> tuple[Path, Path]:
+    """A tokenizer of `vocab_size` and encoded splits of the first `max_chars` characters of a shared corpus
+    (None: all of it), made once and reused: in out/data for the fairy tales, out/data-NAME for another
+    corpus, with -VOCAB after either for another vocabulary size than the cpu preset's 4096."""
     directory = out / ("data" if corpus == "fairytales.txt.gz" else f"data-{corpus.split('.')[0]}")
+    if vocab_size != 4096:
+        directory = directory.with_name(f"{directory.name}-{vocab_size}")
     train, valid = directory / "train.npy", directory / "valid.npy"
     if train.exists() and valid.exists():
         return train, valid
     directory.mkdir(parents=True, exist_ok=True)
     source = SHARED / corpus
     if not source.exists():
-        raise SystemExit(f"{source}: not found; the cpu preset trains on the shared corpora")
-    data = prepare_data(*split_train_valid(read_text(source, 12_000_000)), directory, 4096)
+        raise SystemExit(f"{source}: not found; the presets' own data come from the shared corpora")
+    data = prepare_data(*split_train_valid(read_text(source, max_chars)), directory, vocab_size)
     return data.train, data.valid
 
 

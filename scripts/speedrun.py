@@ -1,4 +1,4 @@
-"""Time to loss: how long each trainer takes, in wall-clock seconds, to reach the validation loss that the
+"""Time to loss: how long each trainer takes, in seconds of training, to reach the validation loss that the
 CS336 baseline recipe in plain PyTorch reaches at a fixed budget.
 
 Three arms, the same data, tokenizer, model shape, batch and evaluation, `--seeds` seeds each, each run a
@@ -17,9 +17,9 @@ same steps on the same fixed windows of the validation file (bpe-lm's evaluation
 same seed). The clock is the one speedruns keep: seconds spent training (drawing batches, the steps, and
 the first step's compilation), stopped while evaluating, read from each validation row's `train_seconds`.
 Seconds to the target are read where the mean curve over seeds (and each seed's curve) first reaches it,
-interpolated linearly between evaluations; each run's whole wall-clock time is reported beside it. Plain PyTorch starts from the same weights as
-bpe-lm (copied from the same seeded initialisation), so the step-0 losses are a check that the two measure
-the same thing. Writes speedrun.json and speedrun.png (loss against seconds) under --out.
+interpolated linearly between evaluations; each run's whole wall-clock time is reported beside it. Plain
+PyTorch starts from the same weights as bpe-lm (copied from the same seeded initialisation), so the step-0
+losses are a check that the two measure the same thing. Writes speedrun.json and speedrun.png (loss against seconds) under --out.
 
     python scripts/speedrun.py                                   # cpu preset on ../shared/data's fairy tales: ~15 min
     python scripts/speedrun.py --max-iters 60 --seeds 1          # a quick look: ~3 min
@@ -31,37 +31,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiments import PRESETS, run_variant  # noqa: E402  (scripts/ is not a package)
+from experiments import PRESETS, prepare_cpu_data, run_variant  # noqa: E402  (scripts/ is not a package)
 
 from bpe_lm.metrics import read_metrics  # noqa: E402
-from bpe_lm.pipeline import prepare_data, read_text, shared_data_dir, split_train_valid  # noqa: E402
 
 # The budget, evaluation and rates of each preset's speedrun. The CS336 arms' lr is the baseline's best in
 # the `modern` experiment's grid (README), Muon's rate the modern recipe's best there.
 SPEEDRUN = {
-    "cpu": dict(max_iters=300, evals=20, eval_iters=10, lr=0.02, min_lr=0.002, muon_lr=0.04, corpus_bytes=12_000_000),
-    "tinystories": dict(max_iters=5000, evals=20, eval_iters=20, lr=3e-3, min_lr=3e-4, muon_lr=0.04, corpus_bytes=None),
+    "cpu": dict(max_iters=300, evals=20, eval_iters=10, lr=0.02, min_lr=0.002, muon_lr=0.04, corpus_chars=12_000_000),
+    "tinystories": dict(max_iters=5000, evals=20, eval_iters=20, lr=3e-3, min_lr=3e-4, muon_lr=0.04, corpus_chars=None),
 }
 ARMS = ("plain PyTorch", "bpe-lm CS336", "bpe-lm modern")
-
-
-def prepare_shared(out: Path, vocab_size: int, max_bytes: int | None) -> tuple[Path, Path]:
-    """A tokenizer of `vocab_size` and encoded train/valid splits of the shared fairy tales, made once."""
-    directory = out / f"data-{vocab_size}"
-    train, valid = directory / "train.npy", directory / "valid.npy"
-    if not (train.exists() and valid.exists()):
-        source = shared_data_dir() / "fairytales.txt.gz"
-        if not source.exists():
-            raise SystemExit(f"{source}: not found; give --train and --valid")
-        prepare_data(*split_train_valid(read_text(source, max_bytes)), directory, vocab_size)
-    return train, valid
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,6 +62,7 @@ def plain_run(run_dir: Path) -> None:
     from bpe_lm.config import OptimizerConfig
     from bpe_lm.evaluation import evaluate
     from bpe_lm.model import ModelConfig, TransformerLM
+    from bpe_lm.optim import cosine_lr
     from bpe_lm.runtime import autocast, resolve_autocast_dtype, resolve_device
     from bpe_lm.train import EVAL_SEED_OFFSET
 
@@ -104,12 +91,6 @@ def plain_run(run_dir: Path) -> None:
     valid = np.load(spec["valid"], mmap_mode="r")
     rng = np.random.default_rng(t["seed"])
     batch, context, steps = t["batch_size"], config.context_length, t["max_iters"]
-    warmup, peak, floor = o["warmup_iters"], o["lr"], o["min_lr"]
-
-    def lr_at(it: int) -> float:
-        if it < warmup:
-            return peak * it / warmup
-        return floor + 0.5 * (1 + math.cos(math.pi * (it - warmup) / max(steps - warmup, 1))) * (peak - floor)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor]:
         starts = rng.integers(0, len(train) - context, batch)
@@ -134,7 +115,7 @@ def plain_run(run_dir: Path) -> None:
     first_step = 0.0
     for it in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(it)
+            group["lr"] = cosine_lr(it, o["lr"], o["min_lr"], o["warmup_iters"], steps)  # the schedule bpe-lm uses
         x, y = draw()
         began = time.perf_counter()
         with autocast(device, dtype):
@@ -231,7 +212,9 @@ def main() -> None:
             ap.error("--train and --valid go together")
         train, valid = args.train, args.valid
     else:
-        train, valid = prepare_shared(args.out, preset["model"]["vocab_size"], run["corpus_bytes"])
+        train, valid = prepare_cpu_data(
+            args.out, vocab_size=preset["model"]["vocab_size"], max_chars=run["corpus_chars"]
+        )
     training = {k: v for k, v in preset["training"].items() if k not in ("max_tokens", "eval_interval")}
     training.update(max_iters=steps, evals=run["evals"], eval_iters=run["eval_iters"], checkpoint_interval=10 * steps)
     preset["optimizer"].update(lr=run["lr"], min_lr=run["min_lr"])
