@@ -2,9 +2,27 @@
 //! chosen at run time from what the CPU reports, with a safe portable path beside it (blocks.rs); the unit
 //! tests in blocks.rs and pretokenize.rs check both give the same masks and pieces, and the fuzz target
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
+//! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache.
 #![allow(unsafe_code)]
 
 use crate::blocks::{BlockMasks, LeadTables, BLOCK};
+
+/// Asks the CPU to start loading the cache line that holds `value` into L1, so a read of it a little
+/// later does not wait on memory. A hint only: nothing is read into a register, nothing can fault, and
+/// where the target has no such instruction it does nothing.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 (SSE, part of every x86-64 CPU) has no architectural effect: it loads no
+    // register, writes nothing and raises no fault, whatever the address; here the address is that of a
+    // live reference besides.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(value as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
 
 /// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it.
 #[inline(always)]

@@ -12,18 +12,35 @@ pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
 const FIRST_SLOTS: usize = 1 << 15;
-/// Ids a cache entry holds in its own slot; pieces of more tokens keep theirs in the arena.
-pub(crate) const INLINE_IDS: usize = 3;
+/// Ids a cache entry holds in its own slot (when the first is below 2^24, as in every real vocabulary);
+/// pieces of more tokens keep theirs in the arena.
+pub(crate) const INLINE_IDS: usize = 4;
 /// Pieces of up to this many tokens are copied out of the arena as one fixed-size block (then cut to
 /// length), not by a call to memmove per piece: most of GPT-2's pieces of Cyrillic or Greek.
 pub(crate) const BLOCK_IDS: usize = 8;
 
-/// The ids of a cached piece: up to INLINE_IDS in the entry itself (no second memory access), more as a
-/// span of the arena (`ids[0]` its start). With its key, an entry fills half a cache line.
+/// The ids of a cached piece, in 16 bytes. Inline (up to INLINE_IDS ids, the first below 2^24): the low
+/// byte of `head` is the count and its high 24 bits the first id, `rest` the others; read with no second
+/// memory access. Otherwise the low byte is 0 and `rest` holds the span of the arena (start, count).
+/// With its key, an entry fills half a cache line.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CachedIds {
-    len: u32,
-    ids: [u32; INLINE_IDS],
+    head: u32,
+    rest: [u32; 3],
+}
+
+impl CachedIds {
+    /// How many ids the entry holds inline: 0 when they are in the arena.
+    #[inline(always)]
+    pub(crate) fn inline_count(&self) -> usize {
+        (self.head & 0xFF) as usize
+    }
+
+    /// The INLINE_IDS lanes of an inline entry (those past `inline_count` are zeros or leftovers).
+    #[inline(always)]
+    pub(crate) fn inline_lanes(&self) -> [u32; INLINE_IDS] {
+        [self.head >> 8, self.rest[0], self.rest[1], self.rest[2]]
+    }
 }
 
 /// What one thread remembers between calls for one encoder: the ids of every piece it has encoded,
@@ -39,7 +56,7 @@ pub(crate) struct ThreadCache {
 
 /// The ids of a cached piece (`ThreadCache::lanes`): the first `len` lanes of a block, or a slice.
 pub(crate) enum Lanes<'c> {
-    Inline(&'c [u32; INLINE_IDS], usize),
+    Inline([u32; INLINE_IDS], usize),
     Block(&'c [u32; BLOCK_IDS], usize),
     Slice(&'c [u32]),
 }
@@ -62,12 +79,11 @@ impl ThreadCache {
 
     /// Where the ids of a cached piece are, as fixed-size blocks of lanes where they fit in one.
     #[inline(always)]
-    pub(crate) fn lanes<'c>(&'c self, cached: &'c CachedIds) -> Lanes<'c> {
-        let len = cached.len as usize;
-        if len <= INLINE_IDS {
-            return Lanes::Inline(&cached.ids, len);
+    pub(crate) fn lanes(&self, cached: &CachedIds) -> Lanes<'_> {
+        if cached.inline_count() != 0 {
+            return Lanes::Inline(cached.inline_lanes(), cached.inline_count());
         }
-        let start = cached.ids[0] as usize;
+        let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
         match self.arena.get(start..start + BLOCK_IDS) {
             Some(block) if len <= BLOCK_IDS => Lanes::Block(block.try_into().expect("BLOCK_IDS ids"), len),
             _ => Lanes::Slice(&self.arena[start..start + len]),
@@ -88,16 +104,24 @@ impl ThreadCache {
         if piece.len() > 15 {
             self.key_bytes += piece.len();
         }
-        let mut cached = CachedIds {
-            len: ids.len() as u32,
-            ids: [0; INLINE_IDS],
+        let cached = match ids {
+            [first, rest @ ..] if rest.len() < INLINE_IDS && *first < 1 << 24 => {
+                let mut lanes = [0; 3];
+                lanes[..rest.len()].copy_from_slice(rest);
+                CachedIds {
+                    head: first << 8 | ids.len() as u32,
+                    rest: lanes,
+                }
+            }
+            _ => {
+                let start = self.arena.len() as u32;
+                self.arena.extend_from_slice(ids);
+                CachedIds {
+                    head: 0,
+                    rest: [start, ids.len() as u32, 0],
+                }
+            }
         };
-        if ids.len() <= INLINE_IDS {
-            cached.ids[..ids.len()].copy_from_slice(ids);
-        } else {
-            cached.ids[0] = self.arena.len() as u32;
-            self.arena.extend_from_slice(ids);
-        }
         self.pieces.insert_if_absent(piece, cached);
         cached
     }
@@ -144,7 +168,8 @@ mod tests {
             .map(|(i, n)| {
                 (
                     format!("piece {i}").into_bytes(),
-                    (0..n).map(|k| 1000 * i as u32 + k).collect(),
+                    // Ids of every size: a first id of 2^24 or more is kept in the arena.
+                    (0..n).map(|k| (1000 * i as u32 + k) << (i % 3 * 6)).collect(),
                 )
             })
             .collect();

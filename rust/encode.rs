@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES};
+use crate::cache::{
+    cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, INLINE_IDS, THREAD_CACHES,
+};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, TokenMap};
-use crate::pretokenize::Pretokenizer;
+use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
 
@@ -76,7 +78,7 @@ impl<'a> IdWriter<'a> {
     #[inline(always)]
     fn put_lanes(&mut self, lanes: Lanes) {
         match lanes {
-            Lanes::Inline(lanes, len) => self.put(lanes, len),
+            Lanes::Inline(lanes, len) => self.put(&lanes, len),
             Lanes::Block(lanes, len) => self.put(lanes, len),
             Lanes::Slice(ids) => self.put_slice(ids),
         }
@@ -93,6 +95,68 @@ impl<'a> IdWriter<'a> {
 
     fn finish(self) {
         self.out.truncate(self.written);
+    }
+}
+
+/// Pieces scanned before their ids are looked up and written (`Encoder::emit_batch`): enough that the
+/// cache lines of the first ones have arrived when their probes come, few enough that all their lines
+/// (8 KB) stay in L1 until then.
+const PIECE_BATCH: usize = 128;
+
+/// Scanned pieces awaiting their ids: packed keys (0: not packed) and byte ranges.
+struct PieceBatch {
+    keys: [u128; PIECE_BATCH],
+    spans: [(usize, usize); PIECE_BATCH],
+    len: usize,
+}
+
+impl PieceBatch {
+    fn new() -> Self {
+        PieceBatch {
+            keys: [0; PIECE_BATCH],
+            spans: [(0, 0); PIECE_BATCH],
+            len: 0,
+        }
+    }
+
+    /// Adds a piece; true when the batch is then full.
+    #[inline(always)]
+    fn push(&mut self, key: u128, start: usize, end: usize) -> bool {
+        self.keys[self.len] = key;
+        self.spans[self.len] = (start, end);
+        self.len += 1;
+        self.len == PIECE_BATCH
+    }
+}
+
+/// Where the scanner's pieces go while encoding (`Encoder::encode_plain`). As each piece is found, a piece
+/// of at most 15 bytes is packed into a key (0 for longer ones) and its home pair of the thread's cache
+/// starts loading (`PairTable::prefetch`); each full batch goes to `Encoder::emit_batch`, which then
+/// probes pairs mostly in L1 by then. Probing piece by piece instead, the loop would wait on each load in
+/// turn (the write position depends on the ids read).
+struct BatchSink<'a, 'o> {
+    encoder: &'a Encoder,
+    bytes: &'a [u8],
+    batch: PieceBatch,
+    cache: &'a mut ThreadCache,
+    ids: IdWriter<'o>,
+    scratch: Vec<u32>,
+}
+
+impl PieceSink for BatchSink<'_, '_> {
+    #[inline(always)]
+    fn piece(&mut self, start: usize, end: usize) {
+        let key = pack_short_in(self.bytes, start, end).unwrap_or(0);
+        self.cache.pieces.short.prefetch(key);
+        if self.batch.push(key, start, end) {
+            self.encoder.emit_batch(
+                &mut self.batch,
+                self.bytes,
+                self.cache,
+                &mut self.ids,
+                &mut self.scratch,
+            );
+        }
     }
 }
 
@@ -266,10 +330,10 @@ impl Encoder {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// The ids of a piece `encode_plain` did not find in its home pair (or could not pack: `key` 0):
+    /// The ids of a piece `emit_batch` did not find in its home pair (or could not pack: `key` 0):
     /// the rest of the thread's cache, else (a piece new to the thread) the single-token table or the
     /// merges, cached now. None only for a piece too long to cache, whose ids are then in `scratch`.
-    #[inline(never)]
+    #[inline(always)]
     fn find_or_encode(
         &self,
         piece: &[u8],
@@ -300,30 +364,83 @@ impl Encoder {
         cacheable.then(|| cache.insert(piece, scratch))
     }
 
-    /// Encodes the pre-tokens of `text` (no special tokens in it). Each piece of at most 15 bytes is
-    /// packed into a key (0 for longer ones) and probed in its home pair of the thread's cache; when it is
-    /// there, its whole block of lanes (`cache::Lanes`: the entry's INLINE_IDS, or BLOCK_IDS of the arena)
-    /// is written to the output and the write position moves on by the piece's count: no branch on the
-    /// count, so the loop stays inside the scanner's. Everything else goes out of line.
+    /// Encodes the pre-tokens of `text` (no special tokens in it), PIECE_BATCH pieces at a time
+    /// (`BatchSink`).
     #[inline(always)]
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>, cache: &mut ThreadCache) -> Result<()> {
-        let bytes = text.as_bytes();
-        let mut ids = IdWriter::new(out, text.len());
-        let mut scratch = Vec::new();
-        let scanned = self.pretokenizer.for_each_range(text, |start, end| {
-            let key = pack_short_in(bytes, start, end).unwrap_or(0);
-            let (found, cached) = cache.pieces.short.probe(key);
-            let cached = match found {
-                true => Some(cached),
-                false => self.find_or_encode(&bytes[start..end], key, cache, &mut scratch),
-            };
-            match cached {
-                Some(cached) => ids.put_lanes(cache.lanes(&cached)),
-                None => ids.put_slice(&scratch),
-            }
-        });
+        let mut sink = BatchSink {
+            encoder: self,
+            bytes: text.as_bytes(),
+            batch: PieceBatch::new(),
+            cache,
+            ids: IdWriter::new(out, text.len()),
+            scratch: Vec::new(),
+        };
+        let scanned = self.pretokenizer.for_each_range_into(text, &mut sink);
+        let BatchSink {
+            mut batch,
+            cache,
+            mut ids,
+            mut scratch,
+            bytes,
+            ..
+        } = sink;
+        self.emit_batch(&mut batch, bytes, cache, &mut ids, &mut scratch);
         ids.finish();
         scanned
+    }
+
+    /// Writes the ids of the batch's pieces and empties it. For each piece, the INLINE_IDS lanes of the
+    /// entry in its home pair are written at the write position, which then moves on by the entry's
+    /// inline count if the piece was found there, else not at all: no branch on the count or on which
+    /// slot held the piece. Pieces not found so, or with their ids in the arena, go out of line.
+    #[inline(never)]
+    fn emit_batch(
+        &self,
+        batch: &mut PieceBatch,
+        bytes: &[u8],
+        cache: &mut ThreadCache,
+        ids: &mut IdWriter,
+        scratch: &mut Vec<u32>,
+    ) {
+        let n = batch.len;
+        // Room for INLINE_IDS lanes per piece (the write position moves on by at most that many here;
+        // `emit_other` makes room again after it writes more).
+        ids.keep_slack_after(ids.written + n * INLINE_IDS);
+        let mut w = ids.written;
+        for (i, (&key, &(start, end))) in batch.keys[..n].iter().zip(&batch.spans[..n]).enumerate() {
+            let (found, cached) = cache.pieces.short.probe(key);
+            let count = if found { cached.inline_count() } else { 0 };
+            ids.out[w..w + INLINE_IDS].copy_from_slice(&cached.inline_lanes());
+            w += count;
+            if count == 0 {
+                ids.written = w;
+                self.emit_other(&bytes[start..end], key, found.then_some(cached), cache, ids, scratch);
+                w = ids.written;
+                ids.keep_slack_after(w + (n - i) * INLINE_IDS);
+            }
+        }
+        ids.written = w;
+        ids.keep_slack_after(w);
+        batch.len = 0;
+    }
+
+    /// Writes the ids of a piece `emit_batch` did not find in its home pair (`cached` None) or found with
+    /// its ids in the arena.
+    #[inline(never)]
+    fn emit_other(
+        &self,
+        piece: &[u8],
+        key: u128,
+        cached: Option<CachedIds>,
+        cache: &mut ThreadCache,
+        ids: &mut IdWriter,
+        scratch: &mut Vec<u32>,
+    ) {
+        match cached.or_else(|| self.find_or_encode(piece, key, cache, scratch)) {
+            Some(cached) => ids.put_lanes(cache.lanes(&cached)),
+            None => ids.put_slice(scratch),
+        }
     }
 
     /// Runs `f` with this thread's cache for this encoder.

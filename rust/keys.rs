@@ -63,8 +63,16 @@ pub(crate) fn pack_short_in(text: &[u8], start: usize, end: usize) -> Option<u12
             let word = u128::from_le_bytes(window.try_into().expect("16 bytes"));
             Some((word & ((1u128 << (8 * n)) - 1)) | (n as u128) << 120)
         }
-        _ => pack_short(&text[start..end]),
+        _ => pack_short_cold(&text[start..end]),
     }
+}
+
+/// `pack_short` out of line, for `pack_short_in`'s rare cases: kept out of the encoder's scanning loop,
+/// the rest of it is small enough to be inlined there.
+#[cold]
+#[inline(never)]
+fn pack_short_cold(piece: &[u8]) -> Option<u128> {
+    pack_short(piece)
 }
 
 /// The slot of a packed piece in a table of `slots` slots (a power of two): its two halves mixed by one
@@ -242,14 +250,22 @@ impl<V: Copy + Default> PairTable<V> {
         slot_of(key, self.pairs.len())
     }
 
+    /// Starts loading `key`'s home pair into the CPU's cache (`arch::prefetch`), for a `probe` soon after.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, key: u128) {
+        crate::arch::prefetch(&self.pairs[self.home(key)]);
+    }
+
     /// `key`'s value if it is in its home pair: (true, value); else (false, a value to ignore). The key
     /// 0 is never found.
     #[inline(always)]
     pub(crate) fn probe(&self, key: u128) -> (bool, V) {
         let pair = &self.pairs[self.home(key)].slots;
-        let second = pair[1].0 == key;
-        // The slot picked by index, not by a jump: which slot holds a key is a coin toss to a predictor.
-        (((pair[0].0 == key) | second) & (key != 0), pair[second as usize].1)
+        let (first, second) = (pair[0].0 == key, pair[1].0 == key);
+        // Both values read, one kept without a jump (which slot holds a key is a coin toss to a predictor)
+        // and without picking an address to load from, which would add a load's latency.
+        let value = std::hint::select_unpredictable(second, pair[1].1, pair[0].1);
+        ((first | second) & (key != 0), value)
     }
 
     /// `key`'s value (`key` non-zero).

@@ -182,18 +182,32 @@ pub fn slice_end(text: &str, start: usize, end: usize) -> usize {
 
 /// Calls `f` on the ranges of `text[start..end]` in slices of at most MAX_PIECE_BYTES.
 #[inline]
-fn emit_sliced(text: &str, mut start: usize, end: usize, f: &mut impl FnMut(usize, usize)) {
+fn emit_sliced(text: &str, mut start: usize, end: usize, f: &mut impl PieceSink) {
     while start < end {
         let cut = slice_end(text, start, end);
-        f(start, cut);
+        f.piece(start, cut);
         start = cut;
+    }
+}
+
+/// What receives the scanner's pre-tokens, as byte ranges. Closures are sinks; a type of its own whose
+/// `piece` is `#[inline(always)]` is inlined at every call site of the scanner, where a closure's body is
+/// left out of line once it grows past a few instructions.
+pub trait PieceSink {
+    fn piece(&mut self, start: usize, end: usize);
+}
+
+impl<F: FnMut(usize, usize)> PieceSink for F {
+    #[inline(always)]
+    fn piece(&mut self, start: usize, end: usize) {
+        self(start, end)
     }
 }
 
 /// The GPT-2 scanner over all of `text`: ASCII blocks through blocks.rs (their class masks from `masks`),
 /// the rest a pre-token at a time.
 #[inline(always)]
-fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, mut f: impl FnMut(usize, usize)) {
+fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, f: &mut impl PieceSink) {
     let table = class_table();
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -217,7 +231,7 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, m
                 let mut piece_start = 0;
                 while starts != 0 {
                     let k = starts.trailing_zeros() as usize;
-                    f(i + piece_start, i + k);
+                    f.piece(i + piece_start, i + k);
                     piece_start = k;
                     starts &= starts - 1;
                 }
@@ -228,19 +242,19 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, m
             bytewise_until = bytewise_until.max(i + backoff * BLOCK);
             backoff = (2 * backoff).min(16);
         }
-        i = bytewise_run(table, text, i, bytewise_until, &mut f);
+        i = bytewise_run(table, text, i, bytewise_until, f);
     }
 }
 
 /// Pre-tokens a character at a time from `i` (a pre-token start): at least one, then on up to `until`
 /// (where blocks are worth trying again) or the end; returns where it stopped.
 #[inline(always)]
-fn bytewise_run(table: &ClassTable, text: &str, mut i: usize, until: usize, f: &mut impl FnMut(usize, usize)) -> usize {
+fn bytewise_run(table: &ClassTable, text: &str, mut i: usize, until: usize, f: &mut impl PieceSink) -> usize {
     let bytes = text.as_bytes();
     loop {
         let end = gpt2_piece_end(table, bytes, i);
         if end - i <= MAX_PIECE_BYTES {
-            f(i, end);
+            f.piece(i, end);
         } else {
             emit_sliced(text, i, end, f);
         }
@@ -298,6 +312,12 @@ impl Pretokenizer {
     /// `for_each_piece` as byte ranges of `text`, each on character boundaries.
     #[inline]
     pub fn for_each_range(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
+        self.for_each_range_into(text, &mut f)
+    }
+
+    /// `for_each_range` into a `PieceSink`.
+    #[inline]
+    pub fn for_each_range_into(&self, text: &str, f: &mut impl PieceSink) -> Result<()> {
         match self {
             Pretokenizer::Gpt2 => {
                 for_each_gpt2_range(text, block_masks, f);
@@ -311,7 +331,7 @@ impl Pretokenizer {
                     if m.start() != covered {
                         return Err(gap(text, covered));
                     }
-                    emit_sliced(text, m.start(), m.end(), &mut f);
+                    emit_sliced(text, m.start(), m.end(), f);
                     covered = m.end();
                 }
                 if covered != text.len() {
@@ -431,7 +451,9 @@ mod tests {
             assert_eq!(scanner(&text), reference(&text), "text {text:?}");
             // The same with the portable class masks, which CPUs without AVX2 use.
             let mut portable = Vec::new();
-            for_each_gpt2_range(&text, crate::blocks::portable_masks, |s, e| portable.push(&text[s..e]));
+            for_each_gpt2_range(&text, crate::blocks::portable_masks, &mut |s, e| {
+                portable.push(&text[s..e])
+            });
             assert_eq!(portable, scanner(&text), "text {text:?}");
         }
     }
