@@ -3,7 +3,8 @@
 //!
 //! Fast paths, each exact: ASCII text pre-tokenizes 64 bytes at a time (blocks.rs); each pre-token of up
 //! to 15 bytes is packed into one integer in one load and looked up in a per-thread cache (cache.rs) of
-//! the pieces already encoded, with their ids inline, by one probe; only a piece new to the thread goes
+//! the pieces already encoded, with their ids inline, by one probe, a batch of pieces at a time with their
+//! cache lines prefetched as they are scanned (`BatchSink`); only a piece new to the thread goes
 //! on to the table of pre-tokens that BPE leaves as one token (keys.rs), and then to the merges; long
 //! pieces merge through rank buckets (merge.rs, O(n log n), never quadratic); big inputs split at safe
 //! cuts and encode in parallel.
@@ -106,6 +107,8 @@ const PIECE_BATCH: usize = 128;
 /// Scanned pieces awaiting their ids: packed keys (0: not packed) and byte ranges.
 struct PieceBatch {
     keys: [u128; PIECE_BATCH],
+    /// Each key's home pair in the thread's cache (`PairTable::prefetch_home`).
+    homes: [usize; PIECE_BATCH],
     spans: [(usize, usize); PIECE_BATCH],
     len: usize,
 }
@@ -114,6 +117,7 @@ impl PieceBatch {
     fn new() -> Self {
         PieceBatch {
             keys: [0; PIECE_BATCH],
+            homes: [0; PIECE_BATCH],
             spans: [(0, 0); PIECE_BATCH],
             len: 0,
         }
@@ -121,8 +125,9 @@ impl PieceBatch {
 
     /// Adds a piece; true when the batch is then full.
     #[inline(always)]
-    fn push(&mut self, key: u128, start: usize, end: usize) -> bool {
+    fn push(&mut self, key: u128, home: usize, start: usize, end: usize) -> bool {
         self.keys[self.len] = key;
+        self.homes[self.len] = home;
         self.spans[self.len] = (start, end);
         self.len += 1;
         self.len == PIECE_BATCH
@@ -131,7 +136,7 @@ impl PieceBatch {
 
 /// Where the scanner's pieces go while encoding (`Encoder::encode_plain`). As each piece is found, a piece
 /// of at most 15 bytes is packed into a key (0 for longer ones) and its home pair of the thread's cache
-/// starts loading (`PairTable::prefetch`); each full batch goes to `Encoder::emit_batch`, which then
+/// starts loading (`PairTable::prefetch_home`); each full batch goes to `Encoder::emit_batch`, which then
 /// probes pairs mostly in L1 by then. Probing piece by piece instead, the loop would wait on each load in
 /// turn (the write position depends on the ids read).
 struct BatchSink<'a, 'o> {
@@ -147,8 +152,8 @@ impl PieceSink for BatchSink<'_, '_> {
     #[inline(always)]
     fn piece(&mut self, start: usize, end: usize) {
         let key = pack_short_in(self.bytes, start, end).unwrap_or(0);
-        self.cache.pieces.short.prefetch(key);
-        if self.batch.push(key, start, end) {
+        let home = self.cache.pieces.short.prefetch_home(key);
+        if self.batch.push(key, home, start, end) {
             self.encoder.emit_batch(
                 &mut self.batch,
                 self.bytes,
@@ -404,24 +409,35 @@ impl Encoder {
         scratch: &mut Vec<u32>,
     ) {
         let n = batch.len;
-        // Room for INLINE_IDS lanes per piece (the write position moves on by at most that many here;
-        // `emit_other` makes room again after it writes more).
-        ids.keep_slack_after(ids.written + n * INLINE_IDS);
-        let mut w = ids.written;
-        for (i, (&key, &(start, end))) in batch.keys[..n].iter().zip(&batch.spans[..n]).enumerate() {
-            let (found, cached) = cache.pieces.short.probe(key);
-            let count = if found { cached.inline_count() } else { 0 };
-            ids.out[w..w + INLINE_IDS].copy_from_slice(&cached.inline_lanes());
-            w += count;
-            if count == 0 {
-                ids.written = w;
-                self.emit_other(&bytes[start..end], key, found.then_some(cached), cache, ids, scratch);
-                w = ids.written;
-                ids.keep_slack_after(w + (n - i) * INLINE_IDS);
+        let mut i = 0;
+        while i < n {
+            // Runs of pieces found inline, with the table and the output borrowed for the whole run (so
+            // their addresses stay in registers); the piece that ends a run goes to `emit_other`. Room for
+            // INLINE_IDS lanes per piece: a run moves the write position on by at most that many a piece.
+            ids.keep_slack_after(ids.written + (n - i) * INLINE_IDS);
+            let table = &cache.pieces.short;
+            let out = &mut ids.out[..];
+            let mut w = ids.written;
+            let mut stop = None;
+            while i < n {
+                let key = batch.keys[i];
+                let (found, cached) = table.probe_at(batch.homes[i], key);
+                let count = if found { cached.inline_count() } else { 0 };
+                out[w..w + INLINE_IDS].copy_from_slice(&cached.inline_lanes());
+                w += count;
+                i += 1;
+                if count == 0 {
+                    stop = Some((key, found.then_some(cached)));
+                    break;
+                }
+            }
+            ids.written = w;
+            if let Some((key, cached)) = stop {
+                let (start, end) = batch.spans[i - 1];
+                self.emit_other(&bytes[start..end], key, cached, cache, ids, scratch);
             }
         }
-        ids.written = w;
-        ids.keep_slack_after(w);
+        ids.keep_slack_after(ids.written);
         batch.len = 0;
     }
 

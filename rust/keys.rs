@@ -250,17 +250,23 @@ impl<V: Copy + Default> PairTable<V> {
         slot_of(key, self.pairs.len())
     }
 
-    /// Starts loading `key`'s home pair into the CPU's cache (`arch::prefetch`), for a `probe` soon after.
+    /// The index of `key`'s home pair, whose loading into the CPU's cache starts now (`arch::prefetch`),
+    /// for a `probe_at` soon after.
     #[inline(always)]
-    pub(crate) fn prefetch(&self, key: u128) {
-        crate::arch::prefetch(&self.pairs[self.home(key)]);
+    pub(crate) fn prefetch_home(&self, key: u128) -> usize {
+        let home = self.home(key);
+        crate::arch::prefetch(&self.pairs[home]);
+        home
     }
 
-    /// `key`'s value if it is in its home pair: (true, value); else (false, a value to ignore). The key
-    /// 0 is never found.
+    /// `key`'s value if it is in pair `home`: (true, value); else (false, a value to ignore). The key 0 is
+    /// never found. `home` is `key`'s home pair from `prefetch_home`; where the table has grown or been
+    /// cleared since, the key is just not found there.
     #[inline(always)]
-    pub(crate) fn probe(&self, key: u128) -> (bool, V) {
-        let pair = &self.pairs[self.home(key)].slots;
+    pub(crate) fn probe_at(&self, home: usize, key: u128) -> (bool, V) {
+        let Some(Pair { slots: pair }) = self.pairs.get(home) else {
+            return (false, V::default());
+        };
         let (first, second) = (pair[0].0 == key, pair[1].0 == key);
         // Both values read, one kept without a jump (which slot holds a key is a coin toss to a predictor)
         // and without picking an address to load from, which would add a load's latency.
@@ -458,7 +464,7 @@ mod tests {
         let mut in_home_pair = 0;
         for (i, &k) in keys.iter().enumerate() {
             assert_eq!(pairs.get(k), Some(i as u32));
-            if let (true, value) = pairs.probe(k) {
+            if let (true, value) = pairs.probe_at(pairs.prefetch_home(k), k) {
                 assert_eq!(value, i as u32);
                 in_home_pair += 1;
             }
@@ -466,11 +472,24 @@ mod tests {
         // At most half full: nearly every key is in its home pair.
         assert!(in_home_pair * 10 > keys.len() * 9, "{in_home_pair} of {}", keys.len());
         let absent = 7 << 120;
-        assert_eq!((pairs.get(absent), pairs.probe(absent).0), (None, false));
-        assert!(!pairs.probe(0).0, "0 is no key, though empty slots hold it");
+        let probe = |pairs: &PairTable<u32>, k| pairs.probe_at(pairs.prefetch_home(k), k).0;
+        assert_eq!((pairs.get(absent), probe(&pairs, absent)), (None, false));
+        assert!(!probe(&pairs, 0), "0 is no key, though empty slots hold it");
+        // Home pairs found before the table grew: a key probed there is found with its own value or
+        // not found, never mistaken for another.
+        let mut small = PairTable::<u32>::default();
+        small.insert_if_absent(keys[0], 0);
+        let stale: Vec<usize> = keys.iter().map(|&k| small.prefetch_home(k)).collect();
+        for (i, &k) in keys.iter().enumerate() {
+            small.insert_if_absent(k, i as u32);
+        }
+        for (i, (&k, &home)) in keys.iter().zip(&stale).enumerate() {
+            let (found, value) = small.probe_at(home, k);
+            assert!(!found || value == i as u32, "key {i}");
+        }
         pairs.clear(64);
         assert_eq!(
-            (pairs.len(), pairs.get(keys[0]), pairs.probe(keys[0]).0),
+            (pairs.len(), pairs.get(keys[0]), probe(&pairs, keys[0])),
             (0, None, false)
         );
     }
