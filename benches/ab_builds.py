@@ -1,0 +1,76 @@
+"""Two or more builds of the core, side by side in one process: which encodes faster, on the same texts.
+
+On a shared machine whose speed drifts by 20% from one minute to the next, separate runs of two builds
+cannot tell a 5% change from noise. Here every build's `_core` extension is loaded into the same process
+under its own name and the builds' encoders take turns, call by call, on the same text (one pinned core,
+one thread each), so a slow spell hits them all alike. Each build keeps its own per-thread caches. Reported
+per text: the first call (cold: empty caches) and the best of the rest (warm), MB/s, and whether every build
+gave the same ids.
+
+    cargo build --release --features python && cp target/release/lib_core.so /tmp/new.so
+    git stash && cargo build --release --features python && cp target/release/lib_core.so /tmp/old.so && git stash pop
+    python benches/ab_builds.py /tmp/old.so /tmp/new.so                 # English books, web reviews
+    python benches/ab_builds.py /tmp/old.so /tmp/new.so --rounds 30 --texts multilingual/stories_ru.txt.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.machinery
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+from bpe_lm.pipeline import shared_data_dir
+
+
+def load_core(path: Path):
+    """The `_core` extension at `path`, as a module of its own (its statics, caches included, are its own)."""
+    loader = importlib.machinery.ExtensionFileLoader("bpe_lm._core", str(path))
+    spec = importlib.util.spec_from_file_location("bpe_lm._core", str(path), loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("builds", nargs="+", type=Path, help="paths of built _core extensions (lib_core.so)")
+    ap.add_argument("--texts", default="fairytales.txt.gz,imdb.txt.gz", help="shared files, comma-separated")
+    ap.add_argument("--mb", type=float, default=10.0, help="millions of characters of each text (default: 10)")
+    ap.add_argument("--rounds", type=int, default=20, help="calls per build and text (default: 20)")
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    import bpe_lm
+
+    gpt2 = shared_data_dir() / "gpt2"
+    tok = bpe_lm.Tokenizer.from_files(gpt2 / "vocab.json", gpt2 / "merges.txt", ["<|endoftext|>"])
+    vocab, merges = tok._tokens[: tok._core_vocab_size], tok._merges
+    names = [f"{i} ({p})" for i, p in enumerate(args.builds)]
+    encoders = [load_core(p).Encoder(vocab, merges, tok.special_tokens, None) for p in args.builds]
+    for name in args.texts.split(","):
+        with gzip.open(shared_data_dir() / name, "rt", encoding="utf-8") as f:
+            text = f.read(int(args.mb * 1e6))
+        size = len(text.encode("utf-8"))
+        cold, warm, ids = [0.0] * len(encoders), [float("inf")] * len(encoders), [b""] * len(encoders)
+        for r in range(args.rounds):
+            for k, enc in enumerate(encoders):
+                start = time.perf_counter()
+                out = enc.encode_to_buffer(text, 4, 1)
+                seconds = time.perf_counter() - start
+                if r == 0:
+                    cold[k], ids[k] = seconds, bytes(out)
+                else:
+                    warm[k] = min(warm[k], seconds)
+        same = "ids equal" if len(set(ids)) == 1 else "IDS DIFFER"
+        figures = "  ".join(
+            f"{n}: cold {size / c / 1e6:.0f} warm {size / w / 1e6:.0f} MB/s" for n, c, w in zip(names, cold, warm)
+        )
+        print(f"{name} ({size / 1e6:.0f} MB, {same}): {figures}")
+
+
+if __name__ == "__main__":
+    main()
