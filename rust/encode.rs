@@ -165,6 +165,20 @@ impl PieceSink for BatchSink<'_, '_> {
     }
 }
 
+impl BatchSink<'_, '_> {
+    /// Writes the ids of the pieces still in the batch and cuts the output to the ids.
+    fn finish(mut self) {
+        self.encoder.emit_batch(
+            &mut self.batch,
+            self.bytes,
+            self.cache,
+            &mut self.ids,
+            &mut self.scratch,
+        );
+        self.ids.finish();
+    }
+}
+
 /// Identifies encoders so a thread's cache is never used with another encoder's vocabulary.
 static NEXT_ENCODER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -382,16 +396,7 @@ impl Encoder {
             scratch: Vec::new(),
         };
         let scanned = self.pretokenizer.for_each_range_into(text, &mut sink);
-        let BatchSink {
-            mut batch,
-            cache,
-            mut ids,
-            mut scratch,
-            bytes,
-            ..
-        } = sink;
-        self.emit_batch(&mut batch, bytes, cache, &mut ids, &mut scratch);
-        ids.finish();
+        sink.finish();
         scanned
     }
 
