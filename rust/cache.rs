@@ -26,7 +26,7 @@ pub(crate) const BLOCK_IDS: usize = 8;
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CachedIds {
     head: u32,
-    rest: [u32; 3],
+    rest: [u32; INLINE_IDS - 1],
 }
 
 impl CachedIds {
@@ -106,7 +106,7 @@ impl ThreadCache {
         }
         let cached = match ids {
             [first, rest @ ..] if rest.len() < INLINE_IDS && *first < 1 << 24 => {
-                let mut lanes = [0; 3];
+                let mut lanes = [0; INLINE_IDS - 1];
                 lanes[..rest.len()].copy_from_slice(rest);
                 CachedIds {
                     head: first << 8 | ids.len() as u32,

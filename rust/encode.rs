@@ -154,20 +154,14 @@ impl PieceSink for BatchSink<'_, '_> {
         let key = pack_short_in(self.bytes, start, end).unwrap_or(0);
         let home = self.cache.pieces.short.prefetch_home(key);
         if self.batch.push(key, home, start, end) {
-            self.encoder.emit_batch(
-                &mut self.batch,
-                self.bytes,
-                self.cache,
-                &mut self.ids,
-                &mut self.scratch,
-            );
+            self.flush();
         }
     }
 }
 
 impl BatchSink<'_, '_> {
-    /// Writes the ids of the pieces still in the batch and cuts the output to the ids.
-    fn finish(mut self) {
+    /// Writes the ids of the batch's pieces and empties it (`Encoder::emit_batch`).
+    fn flush(&mut self) {
         self.encoder.emit_batch(
             &mut self.batch,
             self.bytes,
@@ -175,6 +169,11 @@ impl BatchSink<'_, '_> {
             &mut self.ids,
             &mut self.scratch,
         );
+    }
+
+    /// Writes the ids of the pieces still in the batch and cuts the output to the ids.
+    fn finish(mut self) {
+        self.flush();
         self.ids.finish();
     }
 }
