@@ -411,8 +411,8 @@ impl Encoder {
         texts: Vec<PyBackedStr>,
         num_threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyList>>> {
-        let batches = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
-        batches.iter().map(|ids| self.to_list(py, ids)).collect()
+        let batch = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
+        batch.texts().map(|ids| self.to_list(py, ids)).collect()
     }
 
     /// Encodes `text` (in parallel when large) straight into a bytearray of little-endian ids of
@@ -444,15 +444,16 @@ impl Encoder {
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
-        let batches = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
-        let mut offsets = Vec::with_capacity(8 * (batches.len() + 1));
-        let mut total = 0u64;
-        offsets.extend_from_slice(&total.to_le_bytes());
-        for ids in &batches {
-            total += ids.len() as u64;
-            offsets.extend_from_slice(&total.to_le_bytes());
+        let batch = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
+        let mut offsets = Vec::with_capacity(8 * (batch.ends.len() + 1));
+        offsets.extend_from_slice(&0u64.to_le_bytes());
+        for end in &batch.ends {
+            offsets.extend_from_slice(&end.to_le_bytes());
         }
-        Ok((ids_to_bytearray(py, &batches, dtype)?, PyByteArray::new(py, &offsets)))
+        Ok((
+            ids_to_bytearray(py, &batch.parts, dtype)?,
+            PyByteArray::new(py, &offsets),
+        ))
     }
 
     /// Byte offset in `text` (UTF-8) up to which it can be encoded now without knowing what follows,

@@ -392,12 +392,12 @@ pub fn documents_of_buffer<'a>(
 
 /// Groups documents into runs of about `target` bytes, the units of parallel work (so that many
 /// small documents do not each cost a task, and one long one does not hold up a whole run).
-pub fn runs<'d, 'a>(docs: &'d [&'a str], target: usize) -> Vec<&'d [&'a str]> {
+pub fn runs<S: AsRef<str>>(docs: &[S], target: usize) -> Vec<&[S]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut size = 0;
     for (i, d) in docs.iter().enumerate() {
-        size += d.len();
+        size += d.as_ref().len();
         if size >= target {
             out.push(&docs[start..=i]);
             start = i + 1;
