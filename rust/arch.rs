@@ -1,8 +1,10 @@
-//! The core's only unsafe code: CPU instructions that std reaches only through `core::arch`. Each is
-//! chosen at run time from what the CPU reports, with a safe portable path beside it (blocks.rs); the unit
-//! tests in blocks.rs and pretokenize.rs check both give the same masks and pieces, and the fuzz target
+//! The core's only unsafe code: CPU instructions that std reaches only through `core::arch`, and the
+//! system calls std has no wrapper for (`mmap`, `madvise`). Each instruction is chosen at run time from what the
+//! CPU reports, with a safe portable path beside it (blocks.rs); the unit tests in blocks.rs and
+//! pretokenize.rs check both give the same masks and pieces, and the fuzz target
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
-//! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache.
+//! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is memory
+//! from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages.
 #![allow(unsafe_code)]
 
 use crate::blocks::{BlockMasks, LeadTables, BLOCK};
@@ -22,6 +24,169 @@ pub(crate) fn prefetch<T>(value: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// Types whose value may be all zero bytes (`TableMemory` hands out memory zeroed).
+///
+/// # Safety
+/// All-zero bytes must be a valid value of the type: integers, arrays and structs of them.
+pub(crate) unsafe trait Zeroable: Copy {}
+
+// SAFETY: integers and arrays of them: any bytes are a valid value.
+unsafe impl Zeroable for u32 {}
+unsafe impl Zeroable for u128 {}
+unsafe impl<T: Zeroable, const N: usize> Zeroable for [T; N] {}
+unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
+// SAFETY: structs of the integer types above (their own comments say so).
+unsafe impl<V: Zeroable> Zeroable for crate::keys::Pair<V> {}
+unsafe impl Zeroable for crate::cache::CachedIds {}
+
+/// The bytes of a huge page (x86-64's and most arm64 kernels' transparent huge pages).
+const HUGE_PAGE: usize = 2 << 20;
+/// The bytes of a page.
+const PAGE: usize = 4096;
+
+/// `len` zeroed values of `T`, for a table that is read at random. From `HUGE_PAGE` bytes up, on Linux,
+/// the memory comes straight from the kernel (mmap, untouched until used, so zeroed for free and
+/// cleared by mapping it anew), aligned to a huge page and advised to be backed by huge pages
+/// (`MADV_HUGEPAGE`: Linux's transparent huge pages in their default `madvise` mode give them only to
+/// memory advised so): a table of megabytes then costs a few TLB entries, where in 4 KB pages nearly
+/// every probe would miss the TLB. Smaller tables, and other systems, use the global allocator.
+pub(crate) struct TableMemory<T: Zeroable> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+    /// Mapped by `map_huge` (and so unmapped on drop), else from the global allocator.
+    mapped: bool,
+}
+
+// SAFETY: a TableMemory owns its values alone, as a Box<[T]> does.
+unsafe impl<T: Zeroable + Send> Send for TableMemory<T> {}
+unsafe impl<T: Zeroable + Sync> Sync for TableMemory<T> {}
+
+impl<T: Zeroable> TableMemory<T> {
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("table size overflows");
+        if bytes == 0 {
+            return TableMemory {
+                ptr: std::ptr::NonNull::dangling(),
+                len,
+                mapped: false,
+            };
+        }
+        if let Some(ptr) = map_huge(bytes) {
+            return TableMemory {
+                ptr: ptr.cast(),
+                len,
+                mapped: true,
+            };
+        }
+        let layout = Self::layout(bytes);
+        // SAFETY: the layout's size is not zero (checked above).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw.cast()).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        TableMemory {
+            ptr,
+            len,
+            mapped: false,
+        }
+    }
+
+    fn layout(bytes: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(bytes, std::mem::align_of::<T>()).expect("table layout")
+    }
+}
+
+impl<T: Zeroable> std::ops::Deref for TableMemory<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` holds `len` initialised values (zero bytes, a valid T by `Zeroable`, until written
+        // through `deref_mut`), owned by self and aligned for T (mmap's pages, or the allocator's layout).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> std::ops::DerefMut for TableMemory<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> Drop for TableMemory<T> {
+    fn drop(&mut self) {
+        let bytes = self.len * std::mem::size_of::<T>();
+        if bytes == 0 {
+            return;
+        }
+        if self.mapped {
+            unmap(self.ptr.cast(), bytes);
+        } else {
+            // SAFETY: allocated in `zeroed` with this layout (the same `len`, so the same size).
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout(bytes)) };
+        }
+    }
+}
+
+/// `bytes` (at least HUGE_PAGE) of fresh zeroed memory starting at a huge-page boundary and advised to be
+/// backed by huge pages; None where the system cannot (not Linux, too small, or mmap refused).
+fn map_huge(bytes: usize) -> Option<std::ptr::NonNull<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        if bytes < HUGE_PAGE {
+            return None;
+        }
+        let size = bytes.next_multiple_of(PAGE);
+        // Room to slide the start to a huge-page boundary; what lies before and after it is unmapped.
+        let room = size.checked_add(HUGE_PAGE)?;
+        // SAFETY: a new private anonymous mapping at an address the kernel picks: no existing memory is
+        // touched. Its pages read as zero until written.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                room,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = start.next_multiple_of(HUGE_PAGE);
+        // SAFETY: both ranges lie inside the mapping just made ([start, start + room)), are page-aligned
+        // (mmap's start, `aligned`, `aligned + size` are multiples of PAGE) and nothing refers to them.
+        // The advice changes no contents; a kernel without huge pages refuses it, which changes nothing.
+        unsafe {
+            if aligned > start {
+                libc::munmap(raw, aligned - start);
+            }
+            let tail = start + room - (aligned + size);
+            if tail > 0 {
+                libc::munmap((aligned + size) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        }
+        std::ptr::NonNull::new(aligned as *mut u8)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
+        None
+    }
+}
+
+/// Unmaps memory `map_huge` made for `bytes`.
+fn unmap(ptr: std::ptr::NonNull<u8>, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `ptr` and the rounded size are exactly what `map_huge` kept mapped, and the TableMemory that
+    // owned it is being dropped, so nothing refers to it any more.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), bytes.next_multiple_of(PAGE));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, bytes);
 }
 
 /// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it.
@@ -109,6 +274,67 @@ mod avx2 {
             non_ascii: join(5),
             letter_lead2: join(6),
             letter_lead3: join(7),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_memory_is_zeroed_and_keeps_what_is_written() {
+        // Sizes below a huge page (the allocator's memory), at one, and past it (mapped, advised).
+        for len in [
+            0,
+            1,
+            3,
+            4095,
+            HUGE_PAGE / 16 - 1,
+            HUGE_PAGE / 16,
+            3 * HUGE_PAGE / 16 + 5,
+        ] {
+            let mut memory = TableMemory::<u128>::zeroed(len);
+            assert_eq!(memory.len(), len);
+            assert!(memory.iter().all(|&v| v == 0), "{len}");
+            let mut rng = len as u128 + 1;
+            let mut model = vec![0u128; len];
+            for _ in 0..1000.min(len) {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let at = (rng >> 64) as usize % len;
+                memory[at] = rng;
+                model[at] = rng;
+            }
+            assert!(memory.iter().eq(model.iter()), "{len}");
+            if len * 16 >= HUGE_PAGE && cfg!(target_os = "linux") {
+                assert!(memory.mapped);
+                assert_eq!(
+                    memory.as_ptr() as usize % HUGE_PAGE,
+                    0,
+                    "{len}: not on a huge-page boundary"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn table_memory_comes_and_goes_many_times() {
+        // Mapping and unmapping in turn, with tables alive at once: every table keeps its own values.
+        let mut alive: Vec<TableMemory<u32>> = Vec::new();
+        for round in 0..40usize {
+            let mut memory = TableMemory::<u32>::zeroed((round % 5 + 1) * HUGE_PAGE / 4 + round);
+            let last = memory.len() - 1;
+            memory[0] = round as u32;
+            memory[last] = round as u32 + 1;
+            alive.push(memory);
+            if round % 3 == 0 {
+                alive.remove(0);
+            }
+            for table in &alive {
+                let first = table[0];
+                assert_eq!(table[table.len() - 1], first + 1);
+                assert!(table[1..table.len() - 1].iter().all(|&v| v == 0));
+            }
         }
     }
 }

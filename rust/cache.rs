@@ -22,7 +22,8 @@ pub(crate) const BLOCK_IDS: usize = 8;
 /// The ids of a cached piece, in 16 bytes. Inline (up to INLINE_IDS ids, the first below 2^24): the low
 /// byte of `head` is the count and its high 24 bits the first id, `rest` the others; read with no second
 /// memory access. Otherwise the low byte is 0 and `rest` holds the span of the arena (start, count).
-/// With its key, an entry fills half a cache line.
+/// With its key, an entry fills half a cache line. Integers only: zero bytes are an empty entry
+/// (`arch::Zeroable`).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CachedIds {
     head: u32,

@@ -2,6 +2,8 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::arch::{TableMemory, Zeroable};
+
 /// A pair of token ids as one integer (left id in the high half): the key of the merge table and of
 /// the trainer's pair counts.
 #[inline]
@@ -211,10 +213,11 @@ impl TokenMap {
     }
 }
 
-/// Two slots of a `PairTable`, on one cache line (for slots of up to 32 bytes).
+/// Two slots of a `PairTable`, on one cache line (for slots of up to 32 bytes). Integers only, so zero
+/// bytes are a pair of empty slots (`arch::Zeroable`).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Pair<V> {
+pub(crate) struct Pair<V> {
     slots: [(u128, V); 2],
 }
 
@@ -225,22 +228,23 @@ struct Pair<V> {
 /// branch on which slot holds it, so the encoder's loop runs without mispredicted jumps; `get` walks on
 /// past full pairs for the rest. Key 0 marks an empty slot (a packed piece holds its non-zero length in
 /// the top byte); at most half the slots are used, so nearly every key lies in its home pair.
-pub(crate) struct PairTable<V> {
-    pairs: Vec<Pair<V>>,
+pub(crate) struct PairTable<V: Zeroable> {
+    /// Zeroed memory (`arch::TableMemory`) is a table of empty pairs: key 0 marks an empty slot.
+    pairs: TableMemory<Pair<V>>,
     len: usize,
 }
 
-impl<V: Copy + Default> Default for PairTable<V> {
+impl<V: Zeroable + Default> Default for PairTable<V> {
     fn default() -> Self {
         PairTable::with_slots(16)
     }
 }
 
-impl<V: Copy + Default> PairTable<V> {
+impl<V: Zeroable + Default> PairTable<V> {
     /// An empty table of at least `slots` slots (a power of two), which grows as it fills.
     pub(crate) fn with_slots(slots: usize) -> Self {
         PairTable {
-            pairs: vec![Pair::default(); (slots.next_power_of_two() / 2).max(8)],
+            pairs: TableMemory::zeroed((slots.next_power_of_two() / 2).max(8)),
             len: 0,
         }
     }
@@ -296,7 +300,7 @@ impl<V: Copy + Default> PairTable<V> {
     pub(crate) fn insert_if_absent(&mut self, key: u128, value: V) {
         debug_assert_ne!(key, 0);
         if self.len + 1 > self.pairs.len() {
-            let grown = vec![Pair::default(); 2 * self.pairs.len()];
+            let grown = TableMemory::zeroed(2 * self.pairs.len());
             let old = std::mem::replace(&mut self.pairs, grown);
             self.len = 0;
             for (k, v) in old.iter().flat_map(|pair| pair.slots) {
@@ -330,7 +334,7 @@ impl<V: Copy + Default> PairTable<V> {
     pub(crate) fn clear(&mut self, slots: usize) {
         let pairs = (slots.next_power_of_two() / 2).max(8);
         if self.pairs.len() > pairs {
-            self.pairs = vec![Pair::default(); pairs];
+            self.pairs = TableMemory::zeroed(pairs);
         } else {
             self.pairs.fill(Pair::default());
         }
@@ -339,12 +343,12 @@ impl<V: Copy + Default> PairTable<V> {
 }
 
 /// Byte string → value, with the packed fast path for short keys.
-pub(crate) struct PieceMap<V> {
+pub(crate) struct PieceMap<V: Zeroable> {
     pub(crate) short: PairTable<V>,
     pub(crate) long: FxHashMap<Box<[u8]>, V>,
 }
 
-impl<V: Copy + Default> Default for PieceMap<V> {
+impl<V: Zeroable + Default> Default for PieceMap<V> {
     fn default() -> Self {
         PieceMap {
             short: PairTable::default(),
@@ -353,7 +357,7 @@ impl<V: Copy + Default> Default for PieceMap<V> {
     }
 }
 
-impl<V: Copy + Default> PieceMap<V> {
+impl<V: Zeroable + Default> PieceMap<V> {
     pub(crate) fn insert_if_absent(&mut self, piece: &[u8], value: V) {
         match pack_short(piece) {
             Some(key) => self.short.insert_if_absent(key, value),
@@ -450,7 +454,8 @@ mod tests {
 
     #[test]
     fn pair_table_finds_what_it_holds_through_growth() {
-        let keys: Vec<u128> = (1..5000u128)
+        // Enough keys that the table grows from the allocator's memory to huge-page memory (arch.rs).
+        let keys: Vec<u128> = (1..70_000u128)
             .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 120)
             .collect();
         let mut pairs = PairTable::<u32>::default();
@@ -487,10 +492,18 @@ mod tests {
             let (found, value) = small.probe_at(home, k);
             assert!(!found || value == i as u32, "key {i}");
         }
-        pairs.clear(64);
-        assert_eq!(
-            (pairs.len(), pairs.get(keys[0]), probe(&pairs, keys[0])),
-            (0, None, false)
-        );
+        for slots in [64, 1 << 20] {
+            // Cleared to fresh memory (fewer slots) or in place.
+            pairs.clear(slots);
+            assert_eq!(
+                (pairs.len(), pairs.get(keys[0]), probe(&pairs, keys[0])),
+                (0, None, false)
+            );
+            pairs.insert_if_absent(keys[1], 5);
+            assert_eq!(
+                (pairs.len(), pairs.get(keys[1]), pairs.get(keys[0])),
+                (1, Some(5), None)
+            );
+        }
     }
 }
