@@ -23,6 +23,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bpe_lm.pipeline import shared_data_dir
 
 
@@ -64,7 +66,7 @@ def main() -> None:
                 out = enc.encode_to_buffer(text, 4, 1)
                 seconds = time.perf_counter() - start
                 if r == 0:
-                    cold[k], ids[k] = seconds, bytes(out)
+                    cold[k], ids[k] = seconds, np.asarray(out).tobytes()
                 else:
                     warm[k] = min(warm[k], seconds)
         same = "ids equal" if len(set(ids)) == 1 else "IDS DIFFER"

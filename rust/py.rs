@@ -15,7 +15,7 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
@@ -301,30 +301,66 @@ fn dtype_of(width: usize) -> PyResult<Dtype> {
     dtype_of_width(width).map_err(to_pyerr)
 }
 
-/// The ids of `parts`, in order, as one bytearray of little-endian ids of `dtype`.
-fn ids_to_bytearray<'py>(py: Python<'py>, parts: &[Vec<u32>], dtype: Dtype) -> PyResult<Bound<'py, PyByteArray>> {
-    let width = dtype.width();
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    PyByteArray::new_with(py, len * width, |buf| {
-        let mut at = 0;
-        for ids in parts {
-            let out = &mut buf[at..at + ids.len() * width];
-            match dtype {
-                Dtype::U16 => {
-                    for (slot, &id) in out.chunks_exact_mut(2).zip(ids) {
-                        slot.copy_from_slice(&(id as u16).to_le_bytes());
-                    }
+/// Ids the core made, handed to numpy without a copy: `numpy.asarray` reads them in place through
+/// `__array_interface__` (shape, little-endian type, address) and keeps this object as the array's base,
+/// so they live as long as the array. (The stable ABI this module is built for has no buffer protocol
+/// for classes before Python 3.11; a bytearray would cost a zeroed allocation and a copy of every id.)
+#[pyclass(frozen, module = "bpe_lm._core")]
+struct IdArray {
+    ids: Ids,
+}
+
+enum Ids {
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    /// Offsets into a batch's ids.
+    U64(Vec<u64>),
+}
+
+impl IdArray {
+    /// The ids of `parts`, in order, as ids of `dtype` (the one part of `U32` ids is taken as it is).
+    fn of_parts(mut parts: Vec<Vec<u32>>, dtype: Dtype) -> Self {
+        let ids = match dtype {
+            Dtype::U32 if parts.len() == 1 => Ids::U32(parts.pop().unwrap_or_default()),
+            Dtype::U32 => Ids::U32(parts.concat()),
+            Dtype::U16 => {
+                let mut ids = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+                for part in &parts {
+                    ids.extend(part.iter().map(|&id| id as u16));
                 }
-                Dtype::U32 => {
-                    for (slot, &id) in out.chunks_exact_mut(4).zip(ids) {
-                        slot.copy_from_slice(&id.to_le_bytes());
-                    }
-                }
+                Ids::U16(ids)
             }
-            at += ids.len() * width;
+        };
+        IdArray { ids }
+    }
+}
+
+#[pymethods]
+impl IdArray {
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (len, typestr, address) = match &self.ids {
+            Ids::U16(ids) => (ids.len(), "<u2", ids.as_ptr() as usize),
+            Ids::U32(ids) => (ids.len(), "<u4", ids.as_ptr() as usize),
+            Ids::U64(ids) => (ids.len(), "<u8", ids.as_ptr() as usize),
+        };
+        let interface = PyDict::new(py);
+        interface.set_item("version", 3)?;
+        interface.set_item("shape", (len,))?;
+        interface.set_item("typestr", typestr)?;
+        // Writable, as an array of a bytearray was: the ids are this object's alone, and the core never
+        // reads them again.
+        interface.set_item("data", (address, false))?;
+        Ok(interface)
+    }
+
+    fn __len__(&self) -> usize {
+        match &self.ids {
+            Ids::U16(ids) => ids.len(),
+            Ids::U32(ids) => ids.len(),
+            Ids::U64(ids) => ids.len(),
         }
-        Ok(())
-    })
+    }
 }
 
 /// The encoding engine behind `bpe_lm.Tokenizer`.
@@ -415,45 +451,45 @@ impl Encoder {
         batch.texts().map(|ids| self.to_list(py, ids)).collect()
     }
 
-    /// Encodes `text` (in parallel when large) straight into a bytearray of little-endian ids of
-    /// `width` bytes, for `numpy.frombuffer` without a Python list.
+    /// Encodes `text` (in parallel when large) into an array of ids of `width` bytes (an `IdArray`, for
+    /// `numpy.asarray`), without a Python list.
     #[pyo3(signature = (text, width, num_threads=None))]
-    fn encode_to_buffer<'py>(
+    fn encode_to_buffer(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         text: &str,
         width: usize,
         num_threads: Option<usize>,
-    ) -> PyResult<Bound<'py, PyByteArray>> {
+    ) -> PyResult<IdArray> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
-        let parts = py.detach(|| guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?)))?;
-        ids_to_bytearray(py, &parts, dtype)
+        py.detach(|| {
+            let parts = guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?))?;
+            Ok(IdArray::of_parts(parts, dtype))
+        })
     }
 
-    /// Encodes many texts in parallel into one flat bytearray of little-endian ids of `width` bytes, and
-    /// a bytearray of `len(texts) + 1` little-endian uint64 offsets: text `i`'s ids are the ids from
-    /// `offsets[i]` to `offsets[i + 1]`. No Python object per id or per text.
+    /// Encodes many texts in parallel into one flat array of ids of `width` bytes, and an array of
+    /// `len(texts) + 1` uint64 offsets: text `i`'s ids are the ids from `offsets[i]` to `offsets[i + 1]`.
+    /// No Python object per id or per text (`IdArray`s, for `numpy.asarray`).
     #[pyo3(signature = (texts, width, num_threads=None))]
-    fn encode_batch_to_buffers<'py>(
+    fn encode_batch_to_buffers(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         texts: Vec<PyBackedStr>,
         width: usize,
         num_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    ) -> PyResult<(IdArray, IdArray)> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
-        let batch = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
-        let mut offsets = Vec::with_capacity(8 * (batch.ends.len() + 1));
-        offsets.extend_from_slice(&0u64.to_le_bytes());
-        for end in &batch.ends {
-            offsets.extend_from_slice(&end.to_le_bytes());
-        }
-        Ok((
-            ids_to_bytearray(py, &batch.parts, dtype)?,
-            PyByteArray::new(py, &offsets),
-        ))
+        py.detach(|| {
+            let batch = guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?))?;
+            let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
+            offsets.push(0);
+            offsets.extend_from_slice(&batch.ends);
+            let offsets = IdArray { ids: Ids::U64(offsets) };
+            Ok((IdArray::of_parts(batch.parts, dtype), offsets))
+        })
     }
 
     /// Byte offset in `text` (UTF-8) up to which it can be encoded now without knowing what follows,
@@ -1013,6 +1049,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_count_files, m)?)?;
     m.add_class::<Encoder>()?;
+    m.add_class::<IdArray>()?;
     m.add_class::<TokenWriter>()?;
     m.add_class::<PretokenCounter>()?;
     m.add_class::<DecompressedReader>()?;

@@ -457,8 +457,8 @@ class Tokenizer:
         import numpy as np
 
         dt = self._resolve_dtype(dtype)
-        buf = self._core.encode_to_buffer(text, dt.itemsize, default_num_threads(num_threads))
-        return np.frombuffer(buf, dtype=dt.newbyteorder("<")).astype(dt, copy=False)
+        ids = self._core.encode_to_buffer(text, dt.itemsize, default_num_threads(num_threads))
+        return np.asarray(ids).astype(dt, copy=False)
 
     def encode_batch_to_numpy(
         self, texts: Sequence[str], dtype: Any = None, *, num_threads: int | None = None
@@ -470,10 +470,7 @@ class Tokenizer:
 
         dt = self._resolve_dtype(dtype)
         ids, offsets = self._core.encode_batch_to_buffers(list(texts), dt.itemsize, default_num_threads(num_threads))
-        return (
-            np.frombuffer(ids, dtype=dt.newbyteorder("<")).astype(dt, copy=False),
-            np.frombuffer(offsets, dtype="<u8").astype(np.uint64, copy=False),
-        )
+        return np.asarray(ids).astype(dt, copy=False), np.asarray(offsets).astype(np.uint64, copy=False)
 
     def encode_iterable(
         self, iterable: Iterable[str], *, flush_chars: int = 1 << 16, max_chars: int = 1 << 24
