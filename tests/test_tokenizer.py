@@ -3,6 +3,7 @@ streaming, numpy output and error handling."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import tempfile
 from pathlib import Path
@@ -112,6 +113,12 @@ def test_encode_batch_and_numpy(small_tokenizer):
     assert arr.dtype == np.uint16 and arr.flags.writeable
     assert arr.tolist() == tok.encode(big)
     assert tok.encode_to_numpy("hello", dtype=np.uint32).dtype == np.uint32
+    # One part of uint32 ids is handed over without a copy: the array keeps the core's memory alive.
+    wide = tok.encode_to_numpy(big, dtype=np.uint32, num_threads=1)
+    gc.collect()
+    assert wide.base is not None and wide.flags.writeable and wide.tolist() == arr.tolist()
+    wide[:3] = 7
+    assert wide[:4].tolist() == [7, 7, 7, arr[3]]
     with pytest.raises(ValueError, match="dtype must be uint16 or uint32"):
         tok.encode_to_numpy("x", dtype=np.int64)
 
