@@ -11,7 +11,7 @@ reports its median, so a load that comes and goes hits all alike. The ids of eve
 checked equal to tiktoken's.
 Last, a >= 1 GB parquet file (the documents repeated, so its speed is not quoted) for peak memory.
 
-    pip install ".[bench,test]" && python benches/formats.py            # about 6 min, peak < 2 GB, on 2 cores
+    pip install ".[bench,test]" && python benches/formats.py            # about 4 min, peak < 2 GB, on 2 cores
     python benches/formats.py --quick                                     # about 1 min
 """
 

@@ -15,7 +15,7 @@ fastokens `encode_ordinary(...).ids`, tiktoken `encode_ordinary`), 1 thread with
 flattened, fastokens `encode_batch_flat`, tiktoken `encode_ordinary_batch` joined).
 
     pip install ".[bench]"                     # tiktoken, gigatoken, fastokens
-    python benches/peers.py                    # 4 corpora x 3 cases x 4 encoders, 1 round: about 8 min, < 1 GB
+    python benches/peers.py                    # 4 corpora x 3 cases x 4 encoders, 1 round: about 1 min, < 1 GB
     python benches/peers.py --quick            # 10 MB of English only: about 15 s
     python benches/peers.py --rounds 3 --calls 3 --threads 2
 """

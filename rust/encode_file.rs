@@ -28,9 +28,9 @@ fn in_flight(pool: &rayon::ThreadPool) -> usize {
 /// Where a pipeline reads its items (`pipelined`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reading {
-    /// On a thread of its own, beside the pool's threads (`read_beside`).
+    /// On a thread of its own, which hands each item to the pool as soon as it is read.
     Beside,
-    /// On the pool's threads, in turns (`read_in_turns`).
+    /// On the pool's threads, in turns: a thread reads an item, processes it and comes back for another.
     InTurns,
 }
 
@@ -70,6 +70,7 @@ where
     pipelined_reading(Reading::for_pool(pool), items, in_flight, pool, work, sink)
 }
 
+/// `pipelined`, reading as told (the tests run both ways on any machine).
 fn pipelined_reading<I, O>(
     reading: Reading,
     items: impl Iterator<Item = Result<I>> + Send,
