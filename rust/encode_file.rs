@@ -55,23 +55,8 @@ impl Reading {
 /// thread. No thread waits for a batch's slowest item or for the sink: a thread that finishes takes the
 /// next item, and the sink (writing the ids) runs beside the workers. At most `in_flight` items are
 /// held being processed or waiting for their turn at the sink, so memory stays bounded. The items are
-/// read as `Reading::for_pool` chooses.
+/// read as `reading` says (`Reading::for_pool`; the tests run both ways on any machine).
 fn pipelined<I, O>(
-    items: impl Iterator<Item = Result<I>> + Send,
-    in_flight: usize,
-    pool: &rayon::ThreadPool,
-    work: impl Fn(&I) -> Result<O> + Sync,
-    sink: impl FnMut(O) -> Result<()>,
-) -> Result<()>
-where
-    I: Send,
-    O: Send,
-{
-    pipelined_reading(Reading::for_pool(pool), items, in_flight, pool, work, sink)
-}
-
-/// `pipelined`, reading as told (the tests run both ways on any machine).
-fn pipelined_reading<I, O>(
     reading: Reading,
     items: impl Iterator<Item = Result<I>> + Send,
     in_flight: usize,
@@ -218,14 +203,21 @@ impl Encoder {
         let before = writer.count();
         let mut text_bytes = 0u64;
         let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
-        pipelined(reader, in_flight(pool), pool, work, |(ids, len)| {
-            writer.write(&ids)?;
-            text_bytes += len;
-            if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                return Err(Error::Interrupted);
-            }
-            Ok(())
-        })?;
+        pipelined(
+            Reading::for_pool(pool),
+            reader,
+            in_flight(pool),
+            pool,
+            work,
+            |(ids, len)| {
+                writer.write(&ids)?;
+                text_bytes += len;
+                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                    return Err(Error::Interrupted);
+                }
+                Ok(())
+            },
+        )?;
         Ok((writer.count() - before, text_bytes))
     }
 
@@ -280,6 +272,7 @@ impl Encoder {
         } = input;
         let mut stats = RecordStats::default();
         pipelined(
+            Reading::for_pool(pool),
             chunks,
             in_flight(pool),
             pool,
@@ -350,7 +343,7 @@ mod tests {
             }
         });
         let mut sunk = Vec::new();
-        let outcome = pipelined_reading(
+        let outcome = pipelined(
             reading,
             items,
             2,
