@@ -21,6 +21,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,10 +127,13 @@ def main() -> None:
         "--big-gb", type=float, default=1.0, help="size of the parquet file for the peak-memory run (0: skip)"
     )
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; each figure is the median")
-    ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1")
+    ap.add_argument(
+        "--files", type=int, default=5000, help="documents written one file each, for the many-files run (0: skip)"
+    )
+    ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1 --files 500")
     args = ap.parse_args()
     if args.quick:
-        args.mb, args.big_gb, args.repeat = 8.0, 0.25, 1
+        args.mb, args.big_gb, args.repeat, args.files = 8.0, 0.25, 1, 500
     import numpy as np
 
     docs = documents(args.mb)
@@ -171,6 +175,24 @@ def main() -> None:
                 f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
             )
             print(f"bpe-lm {fmt} vs the same text as .txt: {ratios}")
+        if args.files > 0:
+            # A corpus as many small files (one document each, as users often keep their own text) against
+            # the same documents in one file: what each file costs beyond its text.
+            small = d / "small"
+            small.mkdir()
+            some = docs[: args.files]
+            for i, doc in enumerate(some):
+                (small / f"{i:06d}.txt").write_text(doc, encoding="utf-8")
+            (d / "joined.txt").write_text("".join(some), encoding="utf-8")
+            some_mb = sum(len(t.encode("utf-8")) for t in some) / 1e6
+            many = statistics.median(
+                run("bpe-lm", Path(small / "*.txt"), d / "many.npy", threads=2)["seconds"] for _ in range(args.repeat)
+            )
+            one = statistics.median(
+                run("bpe-lm", d / "joined.txt", d / "one.npy", threads=2)["seconds"] for _ in range(args.repeat)
+            )
+            print(f"\n{len(some):,} documents as {len(some):,} .txt files ({some_mb:.1f} MB), 2 threads: {some_mb / many:.1f} MB/s "
+                  f"({(many - one) / len(some) * 1e6:.0f} µs a file beyond the text), against {some_mb / one:.1f} MB/s as one file")  # fmt: skip
         if args.big_gb > 0:
             import pyarrow as pa
             import pyarrow.parquet as pq

@@ -953,10 +953,12 @@ struct DecompressedReader {
 
 #[pymethods]
 impl DecompressedReader {
+    /// `buffer_bytes`: the size of its buffers (small for a look at the first bytes only).
     #[new]
-    fn new(path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, buffer_bytes=256 << 10))]
+    fn new(path: PathBuf, buffer_bytes: usize) -> PyResult<Self> {
         let source = TextSource::whole(&path);
-        let inner = guarded(|| source.open(std::sync::Arc::new(AtomicU64::new(0))))?;
+        let inner = guarded(|| source.open_buffered(std::sync::Arc::new(AtomicU64::new(0)), buffer_bytes.max(1)))?;
         Ok(DecompressedReader {
             inner: Mutex::new(inner),
             path,
