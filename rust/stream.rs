@@ -346,7 +346,9 @@ mod tests {
             if self.reads % 5 == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "try again"));
             }
-            let n = (self.reads % 7 * 1000 + 1).min(buf.len()).min(self.bytes.len() - self.at);
+            let n = (self.reads % 7 * 1000 + 1)
+                .min(buf.len())
+                .min(self.bytes.len() - self.at);
             buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
             self.at += n;
             Ok(n)
