@@ -343,7 +343,7 @@ mod tests {
     impl Read for Trickle {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             self.reads += 1;
-            if self.reads % 5 == 0 {
+            if self.reads.is_multiple_of(5) {
                 return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "try again"));
             }
             let n = (self.reads % 7 * 1000 + 1)
