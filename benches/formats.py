@@ -186,7 +186,7 @@ def main() -> None:
             (d / "joined.txt").write_text("".join(some), encoding="utf-8")
             some_mb = sum(len(t.encode("utf-8")) for t in some) / 1e6
             many = statistics.median(
-                run("bpe-lm", Path(small / "*.txt"), d / "many.npy", threads=2)["seconds"] for _ in range(args.repeat)
+                run("bpe-lm", small / "*.txt", d / "many.npy", threads=2)["seconds"] for _ in range(args.repeat)
             )
             one = statistics.median(
                 run("bpe-lm", d / "joined.txt", d / "one.npy", threads=2)["seconds"] for _ in range(args.repeat)

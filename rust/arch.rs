@@ -1,10 +1,10 @@
 //! The core's only unsafe code: CPU instructions that std reaches only through `core::arch`, and the
-//! system calls std has no wrapper for (`mmap`, `madvise`). Each instruction is chosen at run time from what the
-//! CPU reports, with a safe portable path beside it (blocks.rs); the unit tests in blocks.rs and
+//! system calls std has no wrapper for (`mmap`, `madvise`). Each instruction is chosen at run time from
+//! what the CPU reports, with a safe portable path beside it (blocks.rs); the unit tests in blocks.rs and
 //! pretokenize.rs check both give the same masks and pieces, and the fuzz target
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
-//! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is memory
-//! from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages.
+//! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is
+//! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages.
 #![allow(unsafe_code)]
 
 use crate::blocks::{BlockMasks, LeadTables, BLOCK};

@@ -589,7 +589,7 @@ impl Encoder {
     }
 }
 
-/// Bytes of text per unit of parallel work when encoding many texts (`Encoder::encode_batch`, documents):
+/// Bytes of text per unit of parallel work over many texts (`Encoder::encode_batch`, documents, counting):
 /// enough that a unit's setup costs nothing next to it, few enough that every thread gets several units.
 pub(crate) fn run_bytes(total: usize, threads: usize) -> usize {
     (total / (4 * threads.max(1))).clamp(16 << 10, 256 << 10)

@@ -317,6 +317,17 @@ enum Ids {
     U64(Vec<u64>),
 }
 
+impl Ids {
+    /// (count, numpy's little-endian type string, address of the first).
+    fn layout(&self) -> (usize, &'static str, usize) {
+        match self {
+            Ids::U16(ids) => (ids.len(), "<u2", ids.as_ptr() as usize),
+            Ids::U32(ids) => (ids.len(), "<u4", ids.as_ptr() as usize),
+            Ids::U64(ids) => (ids.len(), "<u8", ids.as_ptr() as usize),
+        }
+    }
+}
+
 impl IdArray {
     /// The ids of `parts`, in order, as ids of `dtype` (the one part of `U32` ids is taken as it is).
     fn of_parts(mut parts: Vec<Vec<u32>>, dtype: Dtype) -> Self {
@@ -339,11 +350,7 @@ impl IdArray {
 impl IdArray {
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (len, typestr, address) = match &self.ids {
-            Ids::U16(ids) => (ids.len(), "<u2", ids.as_ptr() as usize),
-            Ids::U32(ids) => (ids.len(), "<u4", ids.as_ptr() as usize),
-            Ids::U64(ids) => (ids.len(), "<u8", ids.as_ptr() as usize),
-        };
+        let (len, typestr, address) = self.ids.layout();
         let interface = PyDict::new(py);
         interface.set_item("version", 3)?;
         interface.set_item("shape", (len,))?;
@@ -355,11 +362,7 @@ impl IdArray {
     }
 
     fn __len__(&self) -> usize {
-        match &self.ids {
-            Ids::U16(ids) => ids.len(),
-            Ids::U32(ids) => ids.len(),
-            Ids::U64(ids) => ids.len(),
-        }
+        self.ids.layout().0
     }
 }
 
@@ -953,12 +956,17 @@ struct DecompressedReader {
 
 #[pymethods]
 impl DecompressedReader {
-    /// `buffer_bytes`: the size of its buffers (small for a look at the first bytes only).
+    /// `buffer_bytes`: the size of its buffers, at most the core's usual (small for a look at the first
+    /// bytes only); None, the usual.
     #[new]
-    #[pyo3(signature = (path, buffer_bytes=256 << 10))]
-    fn new(path: PathBuf, buffer_bytes: usize) -> PyResult<Self> {
+    #[pyo3(signature = (path, buffer_bytes=None))]
+    fn new(path: PathBuf, buffer_bytes: Option<usize>) -> PyResult<Self> {
         let source = TextSource::whole(&path);
-        let inner = guarded(|| source.open_buffered(std::sync::Arc::new(AtomicU64::new(0)), buffer_bytes.max(1)))?;
+        let counter = std::sync::Arc::new(AtomicU64::new(0));
+        let inner = guarded(|| match buffer_bytes {
+            Some(bytes) => source.open_buffered(counter, bytes),
+            None => source.open(counter),
+        })?;
         Ok(DecompressedReader {
             inner: Mutex::new(inner),
             path,

@@ -47,12 +47,17 @@ impl TextSource {
 
     /// Bytes this source covers on disk (for progress).
     pub fn disk_bytes(&self) -> Result<u64> {
-        match self.range {
-            Some((start, end)) => Ok(end.saturating_sub(start)),
+        match self.range_bytes() {
+            Some(bytes) => Ok(bytes),
             None => Ok(std::fs::metadata(&self.path)
                 .map_err(|e| Error::io(Some(self.path.clone()), e))?
                 .len()),
         }
+    }
+
+    /// Bytes of the range, when the source is one.
+    fn range_bytes(&self) -> Option<u64> {
+        self.range.map(|(start, end)| end.saturating_sub(start))
     }
 
     /// Opens the source, transparently decompressing gzip and zstd (detected by their magic bytes, not
@@ -62,9 +67,11 @@ impl TextSource {
         self.open_buffered(counter, READ_BUFFER_BYTES)
     }
 
-    /// `open`, with buffers of `buffer_bytes` (a look at a file's first bytes wants small ones: a
-    /// buffer is filled whole, so a first read of a zstd file inflates as much as its buffer holds).
+    /// `open`, with buffers of `buffer_bytes` (at least 1, at most `open`'s own). A look at a file's first
+    /// bytes wants small ones: a buffer is filled whole, so a first read of a zstd file inflates as much as
+    /// its buffer holds.
     pub fn open_buffered(&self, counter: Arc<AtomicU64>, buffer_bytes: usize) -> Result<Box<dyn Read + Send>> {
+        let buffer_bytes = buffer_bytes.clamp(1, READ_BUFFER_BYTES);
         let path = &self.path;
         let io_err = |e| Error::io(Some(path.clone()), e);
         let mut file = File::open(path).map_err(io_err)?;
@@ -77,15 +84,12 @@ impl TextSource {
         }
         // A buffer is made ready (zeroed) whole on first use: no bigger than the bytes on disk (a corpus
         // of many small files would otherwise pay for 256 KB a file).
-        let on_disk = match self.range {
-            Some((start, end)) => end.saturating_sub(start),
-            None => metadata.len(),
-        };
+        let on_disk = self.range_bytes().unwrap_or(metadata.len());
         let disk_buffer_bytes = buffer_bytes.min(usize::try_from(on_disk).unwrap_or(usize::MAX).max(1 << 12));
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let compression = Compression::of(&magic[..n]);
-        if let Some((start, end)) = self.range {
+        if let Some((start, _)) = self.range {
             if compression != Compression::None {
                 return Err(Error::InvalidArgument(format!(
                     "{}: a byte range (shard) of a compressed file cannot be read; decompress it first",
@@ -94,7 +98,7 @@ impl TextSource {
             }
             file.seek(SeekFrom::Start(start)).map_err(io_err)?;
             let counted = CountingReader {
-                inner: file.take(end.saturating_sub(start)),
+                inner: file.take(on_disk),
                 counter,
             };
             return Ok(Box::new(BufReader::with_capacity(disk_buffer_bytes, counted)));
@@ -179,8 +183,9 @@ pub(crate) fn fill_buffer(
     Ok(())
 }
 
-/// The most `fill_buffer` asks of its source at a time: less than the source's buffer (READ_BUFFER_BYTES),
-/// so each read is copied out of it rather than handed a fresh stretch of the chunk to zero first.
+/// The most `fill_buffer` asks of its source at a time: less than `open`'s buffers (READ_BUFFER_BYTES), so
+/// each read is copied out of the buffer; where the buffer is smaller (a small file), a read that passes it
+/// by has at most this much of the chunk zeroed first.
 const READ_STEP_BYTES: usize = 64 << 10;
 
 /// The first `len` bytes of `buf`, taken out of it (the rest stays, at the front).

@@ -150,7 +150,8 @@ fn count_document(text: &str, pretokenizer: &Pretokenizer, counts: &mut Pretoken
 
 /// Counts the pre-tokens of documents in parallel on `pool`; no pre-token crosses two documents.
 pub fn count_documents(docs: &[&str], pretokenizer: &Pretokenizer, pool: &rayon::ThreadPool) -> Result<PretokenCounts> {
-    let runs = records::runs(docs, 256 << 10);
+    let total = docs.iter().map(|d| d.len()).sum();
+    let runs = records::runs(docs, crate::encode::run_bytes(total, pool.current_num_threads()));
     pool.install(|| {
         runs.par_iter()
             .try_fold(PretokenCounts::default, |mut counts, run| {

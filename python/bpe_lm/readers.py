@@ -385,7 +385,7 @@ class _CoreRaw(io.RawIOBase):
 def open_decompressed(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> io.BufferedReader:
     """A binary file object over a file's bytes, decompressed when it is gzip or zstd (by content), through
     the same reader the core uses for every input."""
-    reader = _core.DecompressedReader(os.fspath(path), min(buffer_size, 1 << 18))
+    reader = _core.DecompressedReader(os.fspath(path), buffer_size)  # the core's buffers at most its usual
     return io.BufferedReader(_CoreRaw(reader), buffer_size=buffer_size)
 
 
