@@ -7,7 +7,8 @@
 //! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages.
 #![allow(unsafe_code)]
 
-use crate::blocks::{BlockMasks, LeadTables, BLOCK};
+use crate::blocks::portable_masks;
+use crate::pretokenize::{for_each_gpt2_range, PieceSink};
 
 /// Asks the CPU to start loading the cache line that holds `value` into L1, so a read of it a little
 /// later does not wait on memory. A hint only: nothing is read into a register, nothing can fault, and
@@ -189,17 +190,34 @@ fn unmap(ptr: std::ptr::NonNull<u8>, bytes: usize) {
     let _ = (ptr, bytes);
 }
 
-/// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it.
+/// Runs the GPT-2 scanner (`pretokenize::for_each_gpt2_range`) over `text`, into `f`: where the CPU has
+/// AVX2, BMI1, BMI2 and LZCNT (every x86-64 CPU since 2013 that has one has all four), a copy of the whole
+/// scanning loop compiled for them, the sink's `piece` included, with the class masks computed in registers
+/// by AVX2; elsewhere the same loop compiled for the baseline, with the portable masks.
 #[inline(always)]
-pub(crate) fn block_masks(block: &[u8; BLOCK], leads: &LeadTables) -> Option<BlockMasks> {
+pub(crate) fn scan_gpt2(text: &str, f: &mut impl PieceSink) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has just reported AVX2, the only feature `masks_avx2` is compiled for.
-            return Some(unsafe { avx2::masks_avx2(block, leads) });
+        if avx2::available() {
+            // SAFETY: the CPU has just reported every feature `scan` is compiled for.
+            return unsafe { avx2::scan(text, f) };
         }
     }
-    let _ = (block, leads);
+    for_each_gpt2_range(text, portable_masks, f)
+}
+
+/// Class masks of a block of `BLOCK` bytes with AVX2, or None where the CPU lacks it (for tests: the
+/// scanner gets its masks inside `scan_gpt2`).
+#[cfg(test)]
+pub(crate) fn avx2_block_masks(block: &[u8; crate::blocks::BLOCK]) -> Option<crate::blocks::BlockMasks> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() {
+            // SAFETY: the CPU has just reported every feature `masks_avx2` is compiled for.
+            return Some(unsafe { avx2::masks_avx2(block, crate::blocks::lead_tables()) });
+        }
+    }
+    let _ = block;
     None
 }
 
@@ -207,12 +225,31 @@ pub(crate) fn block_masks(block: &[u8; BLOCK], leads: &LeadTables) -> Option<Blo
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use crate::blocks::{BlockMasks, LeadTables, BLOCK, LEAD2_BITS, LEAD3_BITS};
+    use crate::blocks::{lead_tables, BlockMasks, LeadTables, BLOCK, LEAD2_BITS, LEAD3_BITS};
+    use crate::pretokenize::{for_each_gpt2_range, PieceSink};
+
+    /// Whether the CPU has the features `scan` and `masks_avx2` are compiled for (std caches the answer).
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("bmi2")
+            && std::arch::is_x86_feature_detected!("lzcnt")
+    }
+
+    /// The scanning loop and everything it inlines (the sink's `piece`, the masks) compiled for these
+    /// features: the masks stay in registers, and bit scans and variable shifts take one instruction each.
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    pub(super) fn scan(text: &str, f: &mut impl PieceSink) {
+        let leads = lead_tables();
+        for_each_gpt2_range(text, |block| masks_avx2(block, leads), f)
+    }
 
     /// Bit k of each mask describes `block[k]`: two 32-byte halves, each compared lane by lane and
     /// collapsed with `movemask`. Reads exactly the 64 bytes of `block` (unaligned loads of a
     /// `&[u8; 64]`, so every byte read is inside the array).
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    #[inline]
     pub(super) fn masks_avx2(block: &[u8; BLOCK], leads: &LeadTables) -> BlockMasks {
         // SAFETY: each table is 16 bytes, read whole by an unaligned 16-byte load.
         let by_low = unsafe { _mm_loadu_si128(leads.by_low.as_ptr() as *const __m128i) };

@@ -149,11 +149,6 @@ pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
     }
 }
 
-#[inline(always)]
-pub(crate) fn block_masks(block: &[u8; BLOCK]) -> BlockMasks {
-    crate::arch::block_masks(block, lead_tables()).unwrap_or_else(|| portable_masks(block))
-}
-
 /// Pre-token starts of the block `bytes[at..at + 64]`, whose first byte starts a pre-token, as bits;
 /// exact at 0 ..= `limit` (≤ TRUSTED), where every byte up to `limit + 1` must be ASCII.
 #[inline(always)]
@@ -228,7 +223,7 @@ mod tests {
                 };
             }
             let portable = portable_masks(&block);
-            if let Some(fast) = crate::arch::block_masks(&block, lead_tables()) {
+            if let Some(fast) = crate::arch::avx2_block_masks(&block) {
                 assert_eq!(fast, portable, "{block:?}");
             }
         }
@@ -237,7 +232,7 @@ mod tests {
         let all: Vec<u8> = (0..=255u8).collect();
         for chunk in all.chunks(BLOCK) {
             let block: [u8; BLOCK] = chunk.try_into().unwrap();
-            let m = block_masks(&block);
+            let m = crate::arch::avx2_block_masks(&block).unwrap_or_else(|| portable_masks(&block));
             for (k, &b) in block.iter().enumerate() {
                 let bit = |mask: u64| mask >> k & 1 == 1;
                 assert_eq!(bit(m.non_ascii), b >= 0x80, "{b:#x}");

@@ -20,7 +20,7 @@ use crate::cache::{
 };
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
-use crate::keys::{pack_short_in, pair_key, TokenMap};
+use crate::keys::{pack_short_in, pair_key, PairTable, TokenMap};
 use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -101,51 +101,67 @@ impl<'a> IdWriter<'a> {
 
 /// Pieces scanned before their ids are looked up and written (`Encoder::emit_batch`): enough that the
 /// cache lines of the first ones have arrived when their probes come, few enough that all their lines
-/// (8 KB) stay in L1 until then.
-const PIECE_BATCH: usize = 128;
+/// (16 KB) stay in L1 until then. A block of text adds up to 64 at once: the batch is emptied before a
+/// block when fewer than that are free.
+const PIECE_BATCH: usize = 256;
 
-/// Scanned pieces awaiting their ids: packed keys (0: not packed) and byte ranges.
+/// How many pieces ahead of its probe a piece's home pair starts loading.
+const PREFETCH_AHEAD: usize = 32;
+
+/// Scanned pieces awaiting their ids: where each ends (it starts where the one before ended, the first
+/// at `first_start`), and, while `emit_batch` runs, their packed keys (0: not packed) and home pairs.
 struct PieceBatch {
+    ends: [usize; PIECE_BATCH],
     keys: [u128; PIECE_BATCH],
     /// Each key's home pair in the thread's cache (`PairTable::prefetch_home`).
     homes: [usize; PIECE_BATCH],
-    spans: [(usize, usize); PIECE_BATCH],
+    first_start: usize,
     len: usize,
 }
 
 impl PieceBatch {
     fn new() -> Self {
         PieceBatch {
+            ends: [0; PIECE_BATCH],
             keys: [0; PIECE_BATCH],
             homes: [0; PIECE_BATCH],
-            spans: [(0, 0); PIECE_BATCH],
+            first_start: 0,
             len: 0,
         }
     }
 
-    /// Adds a piece; true when the batch is then full.
+    /// Packs piece `i` (starting at `start`) into its key and starts loading its home pair in `table`;
+    /// returns where the piece ends.
     #[inline(always)]
-    fn push(&mut self, key: u128, home: usize, start: usize, end: usize) -> bool {
-        self.keys[self.len] = key;
-        self.homes[self.len] = home;
-        self.spans[self.len] = (start, end);
-        self.len += 1;
-        self.len == PIECE_BATCH
+    fn key_piece(&mut self, i: usize, start: usize, bytes: &[u8], table: &PairTable<CachedIds>) -> usize {
+        let end = self.ends[i];
+        let key = pack_short_in(bytes, start, end).unwrap_or(0);
+        self.keys[i] = key;
+        self.homes[i] = table.prefetch_home(key);
+        end
+    }
+
+    /// The byte range of piece `i`.
+    #[inline(always)]
+    fn span(&self, i: usize) -> (usize, usize) {
+        let start = if i == 0 { self.first_start } else { self.ends[i - 1] };
+        (start, self.ends[i])
     }
 }
 
-/// Where the scanner's pieces go while encoding (`Encoder::with_sink`). As each piece is found, a piece
-/// of at most 15 bytes is packed into a key (0 for longer ones) and its home pair of the thread's cache
-/// starts loading (`PairTable::prefetch_home`); each full batch goes to `Encoder::emit_batch`, which then
-/// probes pairs mostly in L1 by then. Probing piece by piece instead, the loop would wait on each load in
-/// turn (the write position depends on the ids read).
+/// Where the scanner's pieces go while encoding (`Encoder::with_sink`): their ends are gathered into a
+/// batch, a block's at a time, and each full batch goes to `Encoder::emit_batch`, which packs each piece
+/// of at most 15 bytes into a key and starts loading its home pair of the thread's cache
+/// (`PairTable::prefetch_home`), all pieces first, then probes pairs that are mostly in L1 by then. Probing
+/// piece by piece instead, the loop would wait on each load in turn (the write position depends on the
+/// ids read).
 ///
 /// One sink serves any number of texts in turn (`text`, with ids of their own between them: `id`), with
 /// one borrow of the thread's cache, one batch and one output: a corpus of short documents then encodes
 /// at the speed of one long text, where a sink per document cost about half a microsecond each.
 pub(crate) struct BatchSink<'e, 't, 'o> {
     encoder: &'e Encoder,
-    /// The text being scanned (the batch's spans are ranges of it).
+    /// The text being scanned (the batch's pieces are ranges of it).
     bytes: &'t [u8],
     batch: PieceBatch,
     cache: &'e mut ThreadCache,
@@ -155,12 +171,28 @@ pub(crate) struct BatchSink<'e, 't, 'o> {
 
 impl PieceSink for BatchSink<'_, '_, '_> {
     #[inline(always)]
-    fn piece(&mut self, start: usize, end: usize) {
-        let key = pack_short_in(self.bytes, start, end).unwrap_or(0);
-        let home = self.cache.pieces.short.prefetch_home(key);
-        if self.batch.push(key, home, start, end) {
+    fn piece_to(&mut self, end: usize) {
+        self.batch.ends[self.batch.len] = end;
+        self.batch.len += 1;
+        if self.batch.len == PIECE_BATCH {
             self.flush();
         }
+    }
+
+    #[inline(always)]
+    fn pieces_to(&mut self, base: usize, mut ends: u64) {
+        if self.batch.len > PIECE_BATCH - 64 {
+            self.flush();
+        }
+        let len = self.batch.len;
+        let free: &mut [usize; 64] = (&mut self.batch.ends[len..len + 64]).try_into().expect("64 free");
+        let mut n = 0;
+        while ends != 0 {
+            free[n & 63] = base + ends.trailing_zeros() as usize;
+            n += 1;
+            ends &= ends - 1;
+        }
+        self.batch.len = len + n;
     }
 }
 
@@ -170,8 +202,9 @@ impl<'t> BatchSink<'_, 't, '_> {
     pub(crate) fn text(&mut self, text: &'t str) -> Result<()> {
         let encoder = self.encoder;
         self.bytes = text.as_bytes();
+        self.batch.first_start = 0;
         let scanned = encoder.pretokenizer.for_each_range_into(text, self);
-        // The batch's spans belong to this text: its pieces are written before the next text comes.
+        // The batch's pieces belong to this text: their ids are written before the next text comes.
         self.flush();
         scanned
     }
@@ -452,6 +485,13 @@ impl Encoder {
         scratch: &mut Vec<u32>,
     ) {
         let n = batch.len;
+        // Pieces are keyed and their pairs start loading PREFETCH_AHEAD pieces before they are probed.
+        let mut keyed = 0;
+        let mut key_start = batch.first_start;
+        while keyed < n.min(PREFETCH_AHEAD) {
+            key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces.short);
+            keyed += 1;
+        }
         let mut i = 0;
         while i < n {
             // Runs of pieces found inline, with the table and the output borrowed for the whole run (so
@@ -463,6 +503,10 @@ impl Encoder {
             let mut w = ids.written;
             let mut stop = None;
             while i < n {
+                if keyed < n {
+                    key_start = batch.key_piece(keyed, key_start, bytes, table);
+                    keyed += 1;
+                }
                 let key = batch.keys[i];
                 let (found, cached) = table.probe_at(batch.homes[i], key);
                 let count = if found { cached.inline_count() } else { 0 };
@@ -476,11 +520,14 @@ impl Encoder {
             }
             ids.written = w;
             if let Some((key, cached)) = stop {
-                let (start, end) = batch.spans[i - 1];
+                let (start, end) = batch.span(i - 1);
                 self.emit_other(&bytes[start..end], key, cached, cache, ids, scratch);
             }
         }
         ids.keep_slack_after(ids.written);
+        if n > 0 {
+            batch.first_start = batch.ends[n - 1];
+        }
         batch.len = 0;
     }
 

@@ -55,6 +55,18 @@ pub(crate) fn pack_short(piece: &[u8]) -> Option<u128> {
     Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
 }
 
+/// `LOW_BYTES[n]` keeps the low `n` bytes of a u128 (one load, where a shift by a variable count of a
+/// 128-bit integer takes a handful of instructions and a conditional move).
+const LOW_BYTES: [u128; 16] = {
+    let mut masks = [0u128; 16];
+    let mut n = 1;
+    while n < 16 {
+        masks[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
+
 /// `pack_short(&text[start..end])` without branching on the length, where 16 bytes of `text` follow
 /// `start` (one whole load, the bytes past the piece masked off); else through `pack_short`.
 #[inline(always)]
@@ -63,7 +75,7 @@ pub(crate) fn pack_short_in(text: &[u8], start: usize, end: usize) -> Option<u12
     match text.get(start..start + 16) {
         Some(window) if n <= 15 => {
             let word = u128::from_le_bytes(window.try_into().expect("16 bytes"));
-            Some((word & ((1u128 << (8 * n)) - 1)) | (n as u128) << 120)
+            Some((word & LOW_BYTES[n]) | (n as u128) << 120)
         }
         _ => pack_short_cold(&text[start..end]),
     }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::blocks::{block_masks, block_starts, with_multibyte_letters, BlockMasks, BLOCK, TRUSTED};
+use crate::blocks::{block_starts, with_multibyte_letters, BlockMasks, BLOCK, TRUSTED};
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
@@ -180,34 +180,60 @@ pub fn slice_end(text: &str, start: usize, end: usize) -> usize {
     cut
 }
 
-/// Calls `f` on the ranges of `text[start..end]` in slices of at most MAX_PIECE_BYTES.
+/// Gives `f` the piece `text[start..end]` (`start`: where the last one ended) in slices of at most
+/// MAX_PIECE_BYTES.
 #[inline]
 fn emit_sliced(text: &str, mut start: usize, end: usize, f: &mut impl PieceSink) {
     while start < end {
         let cut = slice_end(text, start, end);
-        f.piece(start, cut);
+        f.piece_to(cut);
         start = cut;
     }
 }
 
-/// What receives the scanner's pre-tokens, as byte ranges. Closures are sinks; a type of its own whose
-/// `piece` is `#[inline(always)]` is inlined at every call site of the scanner, where a closure's body is
-/// left out of line once it grows past a few instructions.
+/// What receives the scanner's pre-tokens. Pre-tokens cover the text one after another, so a piece is
+/// told by where it ends alone (it starts where the one before it ended, the first at the text's start);
+/// a block of ASCII text passes all its pieces at once, as a mask. A sink type's methods are
+/// `#[inline(always)]`, so they are compiled into the scanner's loop (`Ranges` makes a sink of a closure).
 pub trait PieceSink {
-    fn piece(&mut self, start: usize, end: usize);
+    /// The next piece ends at `end`.
+    fn piece_to(&mut self, end: usize);
+
+    /// The next pieces end at `base + k`, for each set bit k of `ends` in turn.
+    #[inline(always)]
+    fn pieces_to(&mut self, base: usize, mut ends: u64) {
+        while ends != 0 {
+            self.piece_to(base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
+    }
 }
 
-impl<F: FnMut(usize, usize)> PieceSink for F {
+/// A sink that calls a closure on each piece's byte range.
+pub(crate) struct Ranges<F> {
+    start: usize,
+    f: F,
+}
+
+impl<F: FnMut(usize, usize)> Ranges<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Ranges { start: 0, f }
+    }
+}
+
+impl<F: FnMut(usize, usize)> PieceSink for Ranges<F> {
     #[inline(always)]
-    fn piece(&mut self, start: usize, end: usize) {
-        self(start, end)
+    fn piece_to(&mut self, end: usize) {
+        (self.f)(self.start, end);
+        self.start = end;
     }
 }
 
 /// The GPT-2 scanner over all of `text`: ASCII blocks through blocks.rs (their class masks from `masks`),
-/// the rest a pre-token at a time.
+/// the rest a pre-token at a time. Run through `arch::scan_gpt2`, which picks the masks and the
+/// instructions this loop is compiled for.
 #[inline(always)]
-fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, f: &mut impl PieceSink) {
+pub(crate) fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, f: &mut impl PieceSink) {
     let table = class_table();
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -226,16 +252,11 @@ fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> BlockMasks, f
                 bytewise_until = i + BLOCK - m.non_ascii.leading_zeros() as usize;
                 m.non_ascii.trailing_zeros().saturating_sub(2).min(TRUSTED)
             };
-            let mut starts = block_starts(bytes, i, &m, limit) & !1;
-            if starts != 0 {
-                let mut piece_start = 0;
-                while starts != 0 {
-                    let k = starts.trailing_zeros() as usize;
-                    f.piece(i + piece_start, i + k);
-                    piece_start = k;
-                    starts &= starts - 1;
-                }
-                i += piece_start;
+            // Where a piece starts, the one before it ends (bit 0: where the last block's pieces ended).
+            let ends = block_starts(bytes, i, &m, limit) & !1;
+            if ends != 0 {
+                f.pieces_to(i, ends);
+                i += 63 - ends.leading_zeros() as usize;
                 backoff = 1;
                 continue;
             }
@@ -254,7 +275,7 @@ fn bytewise_run(table: &ClassTable, text: &str, mut i: usize, until: usize, f: &
     loop {
         let end = gpt2_piece_end(table, bytes, i);
         if end - i <= MAX_PIECE_BYTES {
-            f.piece(i, end);
+            f.piece_to(end);
         } else {
             emit_sliced(text, i, end, f);
         }
@@ -311,16 +332,16 @@ impl Pretokenizer {
 
     /// `for_each_piece` as byte ranges of `text`, each on character boundaries.
     #[inline]
-    pub fn for_each_range(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
-        self.for_each_range_into(text, &mut f)
+    pub fn for_each_range(&self, text: &str, f: impl FnMut(usize, usize)) -> Result<()> {
+        self.for_each_range_into(text, &mut Ranges::new(f))
     }
 
-    /// `for_each_range` into a `PieceSink`.
+    /// `for_each_range` into a `PieceSink` (as ends: the first piece starts at 0).
     #[inline]
     pub fn for_each_range_into(&self, text: &str, f: &mut impl PieceSink) -> Result<()> {
         match self {
             Pretokenizer::Gpt2 => {
-                for_each_gpt2_range(text, block_masks, f);
+                crate::arch::scan_gpt2(text, f);
                 Ok(())
             }
             Pretokenizer::Regex(re) => {
@@ -451,9 +472,11 @@ mod tests {
             assert_eq!(scanner(&text), reference(&text), "text {text:?}");
             // The same with the portable class masks, which CPUs without AVX2 use.
             let mut portable = Vec::new();
-            for_each_gpt2_range(&text, crate::blocks::portable_masks, &mut |s, e| {
-                portable.push(&text[s..e])
-            });
+            for_each_gpt2_range(
+                &text,
+                crate::blocks::portable_masks,
+                &mut Ranges::new(|s, e| portable.push(&text[s..e])),
+            );
             assert_eq!(portable, scanner(&text), "text {text:?}");
         }
     }
