@@ -39,7 +39,7 @@ unsafe impl Zeroable for u128 {}
 unsafe impl<T: Zeroable, const N: usize> Zeroable for [T; N] {}
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
 // SAFETY: structs of the integer types above (their own comments say so).
-unsafe impl<V: Zeroable> Zeroable for crate::keys::Pair<V> {}
+unsafe impl<K: Zeroable, V: Zeroable> Zeroable for crate::keys::Pair<K, V> {}
 unsafe impl Zeroable for crate::cache::CachedIds {}
 
 /// The bytes of a huge page (x86-64's and most arm64 kernels' transparent huge pages).

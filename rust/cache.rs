@@ -1,6 +1,6 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::{PairTable, PieceMap};
+use crate::keys::PieceMap;
 
 /// Cached pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
@@ -17,7 +17,7 @@ const FIRST_SLOTS: usize = 1 << 15;
 pub(crate) const INLINE_IDS: usize = 4;
 /// Pieces of up to this many tokens are copied out of the arena as one fixed-size block (then cut to
 /// length), not by a call to memmove per piece: most of GPT-2's pieces of Cyrillic or Greek.
-pub(crate) const BLOCK_IDS: usize = 8;
+pub(crate) const BLOCK_IDS: usize = 16;
 
 /// The ids of a cached piece, in 16 bytes. Inline (up to INLINE_IDS ids, the first below 2^24): the low
 /// byte of `head` is the count and its high 24 bits the first id, `rest` the others; read with no second
@@ -69,10 +69,7 @@ impl ThreadCache {
     pub(crate) fn new(owner: u64) -> Self {
         ThreadCache {
             owner,
-            pieces: PieceMap {
-                short: PairTable::with_slots(FIRST_SLOTS),
-                long: Default::default(),
-            },
+            pieces: PieceMap::with_slots(FIRST_SLOTS),
             arena: Vec::new(),
             key_bytes: 0,
         }
@@ -84,11 +81,26 @@ impl ThreadCache {
         if cached.inline_count() != 0 {
             return Lanes::Inline(cached.inline_lanes(), cached.inline_count());
         }
-        let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
-        match self.arena.get(start..start + BLOCK_IDS) {
-            Some(block) if len <= BLOCK_IDS => Lanes::Block(block.try_into().expect("BLOCK_IDS ids"), len),
-            _ => Lanes::Slice(&self.arena[start..start + len]),
+        match self.arena_block(cached) {
+            Some((block, len)) => Lanes::Block(block, len),
+            None => {
+                let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
+                Lanes::Slice(&self.arena[start..start + len])
+            }
         }
+    }
+
+    /// The ids of an entry that keeps them in the arena, as a block of BLOCK_IDS lanes (the first `len`
+    /// its ids) where they fit in one; None for more ids or an inline entry. (The arena ends in BLOCK_IDS
+    /// zeros, so every span's block is there.)
+    #[inline(always)]
+    pub(crate) fn arena_block(&self, cached: &CachedIds) -> Option<(&[u32; BLOCK_IDS], usize)> {
+        let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
+        if cached.inline_count() != 0 || len > BLOCK_IDS {
+            return None;
+        }
+        let block = self.arena.get(start..start + BLOCK_IDS)?;
+        Some((block.try_into().expect("BLOCK_IDS ids"), len))
     }
 
     /// Remembers the ids of a merged piece, first clearing the cache if it is full; returns the entry.
@@ -115,8 +127,11 @@ impl ThreadCache {
                 }
             }
             _ => {
+                // The arena's last BLOCK_IDS lanes are zeros (`arena_block`): the ids go in their place.
+                self.arena.truncate(self.arena.len().saturating_sub(BLOCK_IDS));
                 let start = self.arena.len() as u32;
                 self.arena.extend_from_slice(ids);
+                self.arena.resize(self.arena.len() + BLOCK_IDS, 0);
                 CachedIds {
                     head: 0,
                     rest: [start, ids.len() as u32, 0],

@@ -20,7 +20,7 @@ use crate::cache::{
 };
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
-use crate::keys::{pack_short_in, pair_key, PairTable, TokenMap};
+use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap};
 use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -133,11 +133,14 @@ impl PieceBatch {
     /// Packs piece `i` (starting at `start`) into its key and starts loading its home pair in `table`;
     /// returns where the piece ends.
     #[inline(always)]
-    fn key_piece(&mut self, i: usize, start: usize, bytes: &[u8], table: &PairTable<CachedIds>) -> usize {
+    fn key_piece(&mut self, i: usize, start: usize, bytes: &[u8], pieces: &PieceMap<CachedIds>) -> usize {
         let end = self.ends[i];
         let key = pack_short_in(bytes, start, end).unwrap_or(0);
         self.keys[i] = key;
-        self.homes[i] = table.prefetch_home(key);
+        self.homes[i] = pieces.short.prefetch_home(key);
+        if key == 0 {
+            pieces.prefetch_unpacked(&bytes[start..end]);
+        }
         end
     }
 
@@ -428,7 +431,7 @@ impl Encoder {
         // and ids): they are merged afresh every time, so the cache's memory stays bounded on any input.
         let cacheable = piece.len() <= CACHED_PIECE_BYTES;
         let cached = match key {
-            0 if cacheable => cache.pieces.long.get(piece).copied(),
+            0 if cacheable => cache.pieces.get_unpacked(piece),
             0 => None,
             _ => cache.pieces.short.get(key),
         };
@@ -489,22 +492,23 @@ impl Encoder {
         let mut keyed = 0;
         let mut key_start = batch.first_start;
         while keyed < n.min(PREFETCH_AHEAD) {
-            key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces.short);
+            key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces);
             keyed += 1;
         }
         let mut i = 0;
         while i < n {
-            // Runs of pieces found inline, with the table and the output borrowed for the whole run (so
-            // their addresses stay in registers); the piece that ends a run goes to `emit_other`. Room for
-            // INLINE_IDS lanes per piece: a run moves the write position on by at most that many a piece.
-            ids.keep_slack_after(ids.written + (n - i) * INLINE_IDS);
+            // Runs of pieces found in their home pairs, with the table and the output borrowed for the whole
+            // run (so their addresses stay in registers); the piece that ends a run goes to `emit_other`.
+            // Room for BLOCK_IDS lanes per piece: a run moves the write position on by at most that many a
+            // piece.
+            ids.keep_slack_after(ids.written + (n - i) * BLOCK_IDS);
             let table = &cache.pieces.short;
             let out = &mut ids.out[..];
             let mut w = ids.written;
             let mut stop = None;
             while i < n {
                 if keyed < n {
-                    key_start = batch.key_piece(keyed, key_start, bytes, table);
+                    key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces);
                     keyed += 1;
                 }
                 let key = batch.keys[i];
@@ -514,8 +518,17 @@ impl Encoder {
                 w += count;
                 i += 1;
                 if count == 0 {
-                    stop = Some((key, found.then_some(cached)));
-                    break;
+                    // Ids in the arena: a block of them copied here too, unless there are more.
+                    match cache.arena_block(&cached) {
+                        Some((block, len)) if found => {
+                            out[w..w + BLOCK_IDS].copy_from_slice(block);
+                            w += len;
+                        }
+                        _ => {
+                            stop = Some((key, found.then_some(cached)));
+                            break;
+                        }
+                    }
                 }
             }
             ids.written = w;

@@ -55,6 +55,22 @@ pub(crate) fn pack_short(piece: &[u8]) -> Option<u128> {
     Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
 }
 
+/// A piece of 16 to 31 bytes packed into two integers: bytes 0..16 in the first; bytes 16.. in the
+/// second's low bytes (read with one load that ends at the piece's end, shifted), the length in its top
+/// byte.
+#[inline]
+pub(crate) fn pack_wide(piece: &[u8]) -> Option<WideKey> {
+    let n = piece.len();
+    if !(16..=31).contains(&n) {
+        return None;
+    }
+    let first = u128::from_le_bytes(piece[..16].try_into().expect("16 bytes"));
+    let last = u128::from_le_bytes(piece[n - 16..].try_into().expect("16 bytes"));
+    // The last load's top n - 16 bytes are the piece's bytes 16..n (none when n is 16).
+    let rest = last.checked_shr(8 * (32 - n as u32)).unwrap_or(0);
+    Some([first, rest | (n as u128) << 120])
+}
+
 /// `LOW_BYTES[n]` keeps the low `n` bytes of a u128 (one load, where a shift by a variable count of a
 /// 128-bit integer takes a handful of instructions and a conditional move).
 const LOW_BYTES: [u128; 16] = {
@@ -229,8 +245,32 @@ impl TokenMap {
 /// bytes are a pair of empty slots (`arch::Zeroable`).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-pub(crate) struct Pair<V> {
-    slots: [(u128, V); 2],
+pub(crate) struct Pair<K, V> {
+    slots: [(K, V); 2],
+}
+
+/// A `PairTable`'s key: a piece packed into integers (`pack_short`, `pack_wide`), never all zeros (its
+/// length is in it), so zero bytes mark an empty slot.
+pub(crate) trait PackedKey: Copy + Eq + Default + Zeroable {
+    /// The key's home pair in a table of `pairs` pairs (a power of two).
+    fn home(self, pairs: usize) -> usize;
+}
+
+impl PackedKey for u128 {
+    #[inline(always)]
+    fn home(self, pairs: usize) -> usize {
+        slot_of(self, pairs)
+    }
+}
+
+/// A piece of 16 to 31 bytes packed into two integers (`pack_wide`).
+pub(crate) type WideKey = [u128; 2];
+
+impl PackedKey for WideKey {
+    #[inline(always)]
+    fn home(self, pairs: usize) -> usize {
+        slot_of(self[0] ^ self[1].rotate_left(77), pairs)
+    }
 }
 
 /// Packed short pieces (`pack_short`) → value, by open addressing: the key and its value sit side by
@@ -240,19 +280,19 @@ pub(crate) struct Pair<V> {
 /// branch on which slot holds it, so the encoder's loop runs without mispredicted jumps; `get` walks on
 /// past full pairs for the rest. Key 0 marks an empty slot (a packed piece holds its non-zero length in
 /// the top byte); at most half the slots are used, so nearly every key lies in its home pair.
-pub(crate) struct PairTable<V: Zeroable> {
+pub(crate) struct PairTable<V: Zeroable, K: PackedKey = u128> {
     /// Zeroed memory (`arch::TableMemory`) is a table of empty pairs: key 0 marks an empty slot.
-    pairs: TableMemory<Pair<V>>,
+    pairs: TableMemory<Pair<K, V>>,
     len: usize,
 }
 
-impl<V: Zeroable + Default> Default for PairTable<V> {
+impl<V: Zeroable + Default, K: PackedKey> Default for PairTable<V, K> {
     fn default() -> Self {
         PairTable::with_slots(16)
     }
 }
 
-impl<V: Zeroable + Default> PairTable<V> {
+impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
     /// An empty table of at least `slots` slots (a power of two), which grows as it fills.
     pub(crate) fn with_slots(slots: usize) -> Self {
         PairTable {
@@ -262,14 +302,14 @@ impl<V: Zeroable + Default> PairTable<V> {
     }
 
     #[inline(always)]
-    fn home(&self, key: u128) -> usize {
-        slot_of(key, self.pairs.len())
+    fn home(&self, key: K) -> usize {
+        key.home(self.pairs.len())
     }
 
     /// The index of `key`'s home pair, whose loading into the CPU's cache starts now (`arch::prefetch`),
     /// for a `probe_at` soon after.
     #[inline(always)]
-    pub(crate) fn prefetch_home(&self, key: u128) -> usize {
+    pub(crate) fn prefetch_home(&self, key: K) -> usize {
         let home = self.home(key);
         crate::arch::prefetch(&self.pairs[home]);
         home
@@ -279,7 +319,7 @@ impl<V: Zeroable + Default> PairTable<V> {
     /// never found. `home` is `key`'s home pair from `prefetch_home`; where the table has grown or been
     /// cleared since, the key is just not found there.
     #[inline(always)]
-    pub(crate) fn probe_at(&self, home: usize, key: u128) -> (bool, V) {
+    pub(crate) fn probe_at(&self, home: usize, key: K) -> (bool, V) {
         let Some(Pair { slots: pair }) = self.pairs.get(home) else {
             return (false, V::default());
         };
@@ -287,12 +327,12 @@ impl<V: Zeroable + Default> PairTable<V> {
         // Both values read, one kept without a jump (which slot holds a key is a coin toss to a predictor)
         // and without picking an address to load from, which would add a load's latency.
         let value = std::hint::select_unpredictable(second, pair[1].1, pair[0].1);
-        ((first | second) & (key != 0), value)
+        ((first | second) & (key != K::default()), value)
     }
 
     /// `key`'s value (`key` non-zero).
     #[inline]
-    pub(crate) fn get(&self, key: u128) -> Option<V> {
+    pub(crate) fn get(&self, key: K) -> Option<V> {
         let mask = self.pairs.len() - 1;
         let mut i = self.home(key);
         loop {
@@ -300,7 +340,7 @@ impl<V: Zeroable + Default> PairTable<V> {
                 if k == key {
                     return Some(v);
                 }
-                if k == 0 {
+                if k == K::default() {
                     return None;
                 }
             }
@@ -309,14 +349,14 @@ impl<V: Zeroable + Default> PairTable<V> {
     }
 
     /// Inserts `key` (non-zero) unless present.
-    pub(crate) fn insert_if_absent(&mut self, key: u128, value: V) {
-        debug_assert_ne!(key, 0);
+    pub(crate) fn insert_if_absent(&mut self, key: K, value: V) {
+        debug_assert!(key != K::default());
         if self.len + 1 > self.pairs.len() {
             let grown = TableMemory::zeroed(2 * self.pairs.len());
             let old = std::mem::replace(&mut self.pairs, grown);
             self.len = 0;
             for (k, v) in old.iter().flat_map(|pair| pair.slots) {
-                if k != 0 {
+                if k != K::default() {
                     self.insert_if_absent(k, v);
                 }
             }
@@ -328,7 +368,7 @@ impl<V: Zeroable + Default> PairTable<V> {
                 if slot.0 == key {
                     return;
                 }
-                if slot.0 == 0 {
+                if slot.0 == K::default() {
                     *slot = (key, value);
                     self.len += 1;
                     return;
@@ -354,40 +394,61 @@ impl<V: Zeroable + Default> PairTable<V> {
     }
 }
 
-/// Byte string → value, with the packed fast path for short keys.
+/// Byte string → value, with the packed fast paths: pieces of up to 15 bytes (`pack_short`) in `short`,
+/// of 16 to 31 bytes (`pack_wide`: many words of Cyrillic or Greek, with their leading space) in `wide`,
+/// the rare longer ones in a general hash map.
 pub(crate) struct PieceMap<V: Zeroable> {
     pub(crate) short: PairTable<V>,
-    pub(crate) long: FxHashMap<Box<[u8]>, V>,
-}
-
-impl<V: Zeroable + Default> Default for PieceMap<V> {
-    fn default() -> Self {
-        PieceMap {
-            short: PairTable::default(),
-            long: FxHashMap::default(),
-        }
-    }
+    wide: PairTable<V, WideKey>,
+    long: FxHashMap<Box<[u8]>, V>,
 }
 
 impl<V: Zeroable + Default> PieceMap<V> {
+    /// An empty map whose short-piece table starts with `slots` slots.
+    pub(crate) fn with_slots(slots: usize) -> Self {
+        PieceMap {
+            short: PairTable::with_slots(slots),
+            wide: PairTable::default(),
+            long: FxHashMap::default(),
+        }
+    }
+
+    /// The value of a piece `pack_short` does not pack (more than 15 bytes).
+    #[inline]
+    pub(crate) fn get_unpacked(&self, piece: &[u8]) -> Option<V> {
+        match pack_wide(piece) {
+            Some(key) => self.wide.get(key),
+            None => self.long.get(piece).copied(),
+        }
+    }
+
+    /// Starts loading where `get_unpacked(piece)` will look, for a piece of 16 to 31 bytes (out of the
+    /// encoder's loop: most pieces are packed).
+    #[inline(never)]
+    pub(crate) fn prefetch_unpacked(&self, piece: &[u8]) {
+        if let Some(key) = pack_wide(piece) {
+            self.wide.prefetch_home(key);
+        }
+    }
+
     pub(crate) fn insert_if_absent(&mut self, piece: &[u8], value: V) {
-        match pack_short(piece) {
-            Some(key) => self.short.insert_if_absent(key, value),
-            None => {
-                if !self.long.contains_key(piece) {
-                    self.long.insert(piece.into(), value);
-                }
-            }
+        if let Some(key) = pack_short(piece) {
+            self.short.insert_if_absent(key, value);
+        } else if let Some(key) = pack_wide(piece) {
+            self.wide.insert_if_absent(key, value);
+        } else if !self.long.contains_key(piece) {
+            self.long.insert(piece.into(), value);
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        self.short.len() + self.wide.len() + self.long.len()
     }
 
-    /// Empties the map, keeping at most `slots` slots of the short table's memory.
+    /// Empties the map, keeping at most `slots` slots of each table's memory.
     pub(crate) fn clear(&mut self, slots: usize) {
         self.short.clear(slots);
+        self.wide.clear(slots);
         self.long.clear();
     }
 }
@@ -426,6 +487,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn wide_keys_hold_every_byte_and_piece_maps_find_every_length() {
+        let mut rng = 99u64;
+        let mut next = || {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 60) as u8 // few byte values: many pieces share prefixes and suffixes
+        };
+        let pieces: Vec<Vec<u8>> = (0..30_000).map(|i| (0..1 + i % 40).map(|_| next()).collect()).collect();
+        let mut map = PieceMap::<u32>::with_slots(16);
+        let mut first: std::collections::HashMap<&[u8], u32> = Default::default();
+        for (i, piece) in pieces.iter().enumerate() {
+            let wide = pack_wide(piece);
+            assert_eq!(wide.is_some(), (16..=31).contains(&piece.len()), "{piece:?}");
+            if let Some([lo, hi]) = wide {
+                let (lo, hi) = (lo.to_le_bytes(), hi.to_le_bytes());
+                let n = piece.len();
+                assert_eq!(&lo[..], &piece[..16]);
+                assert_eq!(&hi[..n - 16], &piece[16..]);
+                assert!(hi[n - 16..15].iter().all(|&b| b == 0));
+                assert_eq!(hi[15] as usize, n);
+            }
+            map.insert_if_absent(piece, i as u32);
+            first.entry(piece).or_insert(i as u32);
+        }
+        assert_eq!(map.len(), first.len());
+        for piece in &pieces {
+            let found = match pack_short(piece) {
+                Some(key) => map.short.get(key),
+                None => map.get_unpacked(piece),
+            };
+            assert_eq!(found, Some(first[piece.as_slice()]), "{piece:?}");
+        }
+        assert_eq!(map.get_unpacked(&[0xff; 20]), None);
+        assert_eq!(map.get_unpacked(&[0xff; 40]), None);
+        map.clear(16);
+        assert_eq!((map.len(), map.get_unpacked(&pieces[20])), (0, None));
     }
 
     #[test]
