@@ -4,7 +4,8 @@
 //! pretokenize.rs check both give the same masks and pieces, and the fuzz target
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
 //! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is
-//! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages.
+//! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages;
+//! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them).
 #![allow(unsafe_code)]
 
 use crate::blocks::portable_masks;
@@ -190,6 +191,44 @@ fn unmap(ptr: std::ptr::NonNull<u8>, bytes: usize) {
     let _ = (ptr, bytes);
 }
 
+/// Fixed-size writes of ids into a Vec's spare capacity (`append_lanes`): each stores a whole block of
+/// lanes at the write position and moves it on by the block's count of ids, so ids are appended with no
+/// branch on their count and without zeroing the memory first (the lanes past the count are written over
+/// by the next write, or left beyond the Vec's length).
+pub(crate) struct LaneRun<'v> {
+    spare: &'v mut [std::mem::MaybeUninit<u32>],
+    /// Every lane before this one has been written (the invariant `append_lanes` relies on).
+    written: usize,
+}
+
+impl LaneRun<'_> {
+    /// Writes `lanes` at the write position and moves it on by `len` (at most N). Panics where fewer
+    /// than N lanes of room are left (the caller asked `append_lanes` for room enough).
+    #[inline(always)]
+    pub(crate) fn put<const N: usize>(&mut self, lanes: &[u32; N], len: usize) {
+        let at = self.written;
+        self.spare[at..at + N].copy_from_slice(&lanes.map(std::mem::MaybeUninit::new));
+        self.written = at + len.min(N);
+    }
+}
+
+/// Runs `f` with a `LaneRun` over the spare capacity of `out` (first grown to `room` lanes at least), then
+/// appends the ids it wrote to `out`.
+#[inline(always)]
+pub(crate) fn append_lanes<R>(out: &mut Vec<u32>, room: usize, f: impl FnOnce(&mut LaneRun<'_>) -> R) -> R {
+    out.reserve(room);
+    let mut run = LaneRun {
+        spare: out.spare_capacity_mut(),
+        written: 0,
+    };
+    let result = f(&mut run);
+    let written = run.written;
+    // SAFETY: `written` ≤ the spare capacity's length (`put` writes each lane it moves past, in bounds),
+    // and every lane before it has been written by `put`, so the Vec's new elements are initialised.
+    unsafe { out.set_len(out.len() + written) };
+    result
+}
+
 /// Runs the GPT-2 scanner (`pretokenize::for_each_gpt2_range`) over `text`, into `f`: where the CPU has
 /// AVX2, BMI1, BMI2 and LZCNT (every x86-64 CPU since 2013 that has one has all four), a copy of the whole
 /// scanning loop compiled for them, the sink's `piece` included, with the class masks computed in registers
@@ -352,6 +391,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn appended_lanes_are_the_counted_ids_in_order() {
+        // Blocks of 4 and 16 lanes with every count, into a Vec that already holds ids and has to grow.
+        let mut out = vec![7u32, 8];
+        let mut model = out.clone();
+        let mut next = 100u32;
+        for round in 0..300usize {
+            let count4 = round % 5;
+            let count16 = round % 17;
+            let four: [u32; 4] = std::array::from_fn(|k| next + k as u32);
+            let sixteen: [u32; 16] = std::array::from_fn(|k| next + 1000 + k as u32);
+            append_lanes(&mut out, 4 + 16, |run| {
+                run.put(&four, count4);
+                run.put(&sixteen, count16);
+            });
+            model.extend_from_slice(&four[..count4]);
+            model.extend_from_slice(&sixteen[..count16]);
+            next += 17;
+        }
+        assert_eq!(out, model);
+        // A run that writes nothing appends nothing.
+        append_lanes(&mut out, 16, |_| {});
+        assert_eq!(out, model);
     }
 
     #[test]

@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{
-    cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, INLINE_IDS, THREAD_CACHES,
-};
+use crate::cache::{cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap};
@@ -28,51 +26,30 @@ use crate::train::Bpe;
 /// Inputs larger than this are split and encoded in parallel.
 pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
 
-/// Appends ids to a Vec through fixed-size writes: the Vec is kept at least BLOCK_IDS zeros longer than
-/// the ids written so far (`written`), so a cached piece's block of lanes (`cache::Lanes`) can always be
-/// stored at `written` whatever its count, and `written` moves on by the count. The zeros are added a few
-/// thousand at a time, right before they are written over (so they are in cache then); `finish` cuts
-/// the Vec back to the ids.
+/// Appends ids to a Vec, each piece's through one fixed-size write of its block of lanes
+/// (`arch::append_lanes`): a cached piece's lanes (`cache::Lanes`) are stored at the end whatever its
+/// count of ids, and the end moves on by the count.
 struct IdWriter<'a> {
     out: &'a mut Vec<u32>,
-    written: usize,
-    /// Zeros added at a time beyond the BLOCK_IDS: SLACK_IDS, or fewer for a short text (a quarter of
-    /// its bytes: about the ids it has, so a Vec sized for them needs no second allocation).
-    step: usize,
 }
 
-/// Zeros added to an IdWriter's Vec at a time beyond the BLOCK_IDS it always has (16 KB).
-const SLACK_IDS: usize = 4096;
-
 impl<'a> IdWriter<'a> {
-    /// A writer for the ids of a text of `text_bytes` bytes (at most one id per byte).
+    /// A writer for the ids of about `text_bytes` bytes of text (at most one id per byte; about a quarter
+    /// of that in most text, reserved now so a Vec sized for them needs no second allocation).
     fn new(out: &'a mut Vec<u32>, text_bytes: usize) -> Self {
-        let written = out.len();
-        let step = SLACK_IDS.min(text_bytes / 4 + 16);
-        out.resize(written + BLOCK_IDS + step, 0);
-        IdWriter { out, written, step }
+        out.reserve(text_bytes / 4 + BLOCK_IDS);
+        IdWriter { out }
     }
 
-    /// Appends `lanes[..len]` (len ≤ N ≤ BLOCK_IDS).
+    /// Ids written so far (after those the output held already).
+    fn written(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends `lanes[..len]` (len ≤ N).
     #[inline(always)]
     fn put<const N: usize>(&mut self, lanes: &[u32; N], len: usize) {
-        self.out[self.written..self.written + N].copy_from_slice(lanes);
-        self.written += len;
-        self.keep_slack_after(self.written);
-    }
-
-    /// Keeps BLOCK_IDS zeros after position `end` (adding `step` more when it has to add any).
-    #[inline(always)]
-    fn keep_slack_after(&mut self, end: usize) {
-        if self.out.len() < end + BLOCK_IDS {
-            self.grow(end);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self, end: usize) {
-        self.out.resize(end + BLOCK_IDS + self.step, 0);
+        crate::arch::append_lanes(self.out, N, |run| run.put(lanes, len));
     }
 
     /// Appends the ids of a cached piece.
@@ -88,14 +65,7 @@ impl<'a> IdWriter<'a> {
     /// Appends `ids`, of any length.
     #[inline(always)]
     fn put_slice(&mut self, ids: &[u32]) {
-        let end = self.written + ids.len();
-        self.keep_slack_after(end);
-        self.out[self.written..end].copy_from_slice(ids);
-        self.written = end;
-    }
-
-    fn finish(self) {
-        self.out.truncate(self.written);
+        self.out.extend_from_slice(ids);
     }
 }
 
@@ -231,7 +201,7 @@ impl<'t> BatchSink<'_, 't, '_> {
 
     /// Ids written so far (by this sink, after those the output held already).
     pub(crate) fn written(&self) -> usize {
-        self.ids.written
+        self.ids.written()
     }
 
     /// Writes the ids of the batch's pieces and empties it (`Encoder::emit_batch`).
@@ -468,9 +438,7 @@ impl Encoder {
                 ids: IdWriter::new(out, text_bytes),
                 scratch: Vec::new(),
             };
-            let result = f(&mut sink);
-            sink.ids.finish();
-            result
+            f(&mut sink)
         })
     }
 
@@ -501,43 +469,33 @@ impl Encoder {
             // run (so their addresses stay in registers); the piece that ends a run goes to `emit_other`.
             // Room for BLOCK_IDS lanes per piece: a run moves the write position on by at most that many a
             // piece.
-            ids.keep_slack_after(ids.written + (n - i) * BLOCK_IDS);
-            let table = &cache.pieces.short;
-            let out = &mut ids.out[..];
-            let mut w = ids.written;
-            let mut stop = None;
-            while i < n {
-                if keyed < n {
-                    key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces);
-                    keyed += 1;
-                }
-                let key = batch.keys[i];
-                let (found, cached) = table.probe_at(batch.homes[i], key);
-                let count = if found { cached.inline_count() } else { 0 };
-                out[w..w + INLINE_IDS].copy_from_slice(&cached.inline_lanes());
-                w += count;
-                i += 1;
-                if count == 0 {
-                    // Ids in the arena: a block of them copied here too, unless there are more.
-                    match cache.arena_block(&cached) {
-                        Some((block, len)) if found => {
-                            out[w..w + BLOCK_IDS].copy_from_slice(block);
-                            w += len;
-                        }
-                        _ => {
-                            stop = Some((key, found.then_some(cached)));
-                            break;
+            let stop = crate::arch::append_lanes(ids.out, (n - i) * BLOCK_IDS, |run| {
+                let table = &cache.pieces.short;
+                while i < n {
+                    if keyed < n {
+                        key_start = batch.key_piece(keyed, key_start, bytes, &cache.pieces);
+                        keyed += 1;
+                    }
+                    let key = batch.keys[i];
+                    let (found, cached) = table.probe_at(batch.homes[i], key);
+                    let count = if found { cached.inline_count() } else { 0 };
+                    run.put(&cached.inline_lanes(), count);
+                    i += 1;
+                    if count == 0 {
+                        // Ids in the arena: a block of them copied here too, unless there are more.
+                        match cache.arena_block(&cached) {
+                            Some((block, len)) if found => run.put(block, len),
+                            _ => return Some((key, found.then_some(cached))),
                         }
                     }
                 }
-            }
-            ids.written = w;
+                None
+            });
             if let Some((key, cached)) = stop {
                 let (start, end) = batch.span(i - 1);
                 self.emit_other(&bytes[start..end], key, cached, cache, ids, scratch);
             }
         }
-        ids.keep_slack_after(ids.written);
         if n > 0 {
             batch.first_start = batch.ends[n - 1];
         }
