@@ -19,28 +19,32 @@ pub(crate) const INLINE_IDS: usize = 4;
 /// length), not by a call to memmove per piece: most of GPT-2's pieces of Cyrillic or Greek.
 pub(crate) const BLOCK_IDS: usize = 16;
 
-/// The ids of a cached piece, in 16 bytes. Inline (up to INLINE_IDS ids, the first below 2^24): the low
-/// byte of `head` is the count and its high 24 bits the first id, `rest` the others; read with no second
-/// memory access. Otherwise the low byte is 0 and `rest` holds the span of the arena (start, count).
-/// With its key, an entry fills half a cache line. Integers only: zero bytes are an empty entry
-/// (`arch::Zeroable`).
+/// The ids of a cached piece, in 16 bytes. Inline (up to INLINE_IDS ids, a fourth one below 2^24): the
+/// ids in the lanes from the first, the count in the top byte of the last lane; the lanes go to the output
+/// as they are, that byte masked off, with no second memory access and no shifting of lanes. Otherwise the
+/// count byte is 0 and the first two lanes hold the span of the arena (start, count). With its key, an
+/// entry fills half a cache line. Integers only: zero bytes are an empty entry (`arch::Zeroable`).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CachedIds {
-    head: u32,
-    rest: [u32; INLINE_IDS - 1],
+    lanes: [u32; INLINE_IDS],
 }
+
+/// Where `CachedIds` keeps the inline count: the top byte of its last lane.
+const COUNT_SHIFT: u32 = 24;
 
 impl CachedIds {
     /// How many ids the entry holds inline: 0 when they are in the arena.
     #[inline(always)]
     pub(crate) fn inline_count(&self) -> usize {
-        (self.head & 0xFF) as usize
+        (self.lanes[INLINE_IDS - 1] >> COUNT_SHIFT) as usize
     }
 
-    /// The INLINE_IDS lanes of an inline entry (those past `inline_count` are zeros or leftovers).
+    /// The INLINE_IDS lanes of an inline entry (those past `inline_count` are zeros).
     #[inline(always)]
     pub(crate) fn inline_lanes(&self) -> [u32; INLINE_IDS] {
-        [self.head >> 8, self.rest[0], self.rest[1], self.rest[2]]
+        let mut lanes = self.lanes;
+        lanes[INLINE_IDS - 1] &= (1 << COUNT_SHIFT) - 1;
+        lanes
     }
 }
 
@@ -84,7 +88,7 @@ impl ThreadCache {
         match self.arena_block(cached) {
             Some((block, len)) => Lanes::Block(block, len),
             None => {
-                let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
+                let (start, len) = (cached.lanes[0] as usize, cached.lanes[1] as usize);
                 Lanes::Slice(&self.arena[start..start + len])
             }
         }
@@ -95,7 +99,7 @@ impl ThreadCache {
     /// zeros, so every span's block is there.)
     #[inline(always)]
     pub(crate) fn arena_block(&self, cached: &CachedIds) -> Option<(&[u32; BLOCK_IDS], usize)> {
-        let (start, len) = (cached.rest[0] as usize, cached.rest[1] as usize);
+        let (start, len) = (cached.lanes[0] as usize, cached.lanes[1] as usize);
         if cached.inline_count() != 0 || len > BLOCK_IDS {
             return None;
         }
@@ -117,25 +121,24 @@ impl ThreadCache {
         if piece.len() > 15 {
             self.key_bytes += piece.len();
         }
-        let cached = match ids {
-            [first, rest @ ..] if rest.len() < INLINE_IDS && *first < 1 << 24 => {
-                let mut lanes = [0; INLINE_IDS - 1];
-                lanes[..rest.len()].copy_from_slice(rest);
-                CachedIds {
-                    head: first << 8 | ids.len() as u32,
-                    rest: lanes,
-                }
-            }
-            _ => {
-                // The arena's last BLOCK_IDS lanes are zeros (`arena_block`): the ids go in their place.
-                self.arena.truncate(self.arena.len().saturating_sub(BLOCK_IDS));
-                let start = self.arena.len() as u32;
-                self.arena.extend_from_slice(ids);
-                self.arena.resize(self.arena.len() + BLOCK_IDS, 0);
-                CachedIds {
-                    head: 0,
-                    rest: [start, ids.len() as u32, 0],
-                }
+        let inline = match ids.len() {
+            1..INLINE_IDS => true,
+            INLINE_IDS => ids[INLINE_IDS - 1] < 1 << COUNT_SHIFT,
+            _ => false,
+        };
+        let cached = if inline {
+            let mut lanes = [0; INLINE_IDS];
+            lanes[..ids.len()].copy_from_slice(ids);
+            lanes[INLINE_IDS - 1] |= (ids.len() as u32) << COUNT_SHIFT;
+            CachedIds { lanes }
+        } else {
+            // The arena's last BLOCK_IDS lanes are zeros (`arena_block`): the ids go in their place.
+            self.arena.truncate(self.arena.len().saturating_sub(BLOCK_IDS));
+            let start = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+            self.arena.resize(self.arena.len() + BLOCK_IDS, 0);
+            CachedIds {
+                lanes: [start, ids.len() as u32, 0, 0],
             }
         };
         self.pieces.insert_if_absent(piece, cached);
