@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::cache::{cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
-use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap};
+use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap, UNPACKED};
 use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -79,7 +79,8 @@ const PIECE_BATCH: usize = 256;
 const PREFETCH_AHEAD: usize = 32;
 
 /// Scanned pieces awaiting their ids: where each ends (it starts where the one before ended, the first
-/// at `first_start`), and, while `emit_batch` runs, their packed keys (0: not packed) and home pairs.
+/// at `first_start`), and, while `emit_batch` runs, their packed keys (`UNPACKED`: not packed) and home
+/// pairs.
 struct PieceBatch {
     ends: [usize; PIECE_BATCH],
     keys: [u128; PIECE_BATCH],
@@ -105,10 +106,10 @@ impl PieceBatch {
     #[inline(always)]
     fn key_piece(&mut self, i: usize, start: usize, bytes: &[u8], pieces: &PieceMap<CachedIds>) -> usize {
         let end = self.ends[i];
-        let key = pack_short_in(bytes, start, end).unwrap_or(0);
+        let key = pack_short_in(bytes, start, end).unwrap_or(UNPACKED);
         self.keys[i] = key;
         self.homes[i] = pieces.short.prefetch_home(key);
-        if key == 0 {
+        if key == UNPACKED {
             pieces.prefetch_unpacked(&bytes[start..end]);
         }
         end
@@ -386,7 +387,7 @@ impl Encoder {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// The ids of a piece `emit_batch` did not find in its home pair (or could not pack: `key` 0):
+    /// The ids of a piece `emit_batch` did not find in its home pair (or could not pack: `key` UNPACKED):
     /// the rest of the thread's cache, else (a piece new to the thread) the single-token table or the
     /// merges, cached now. None only for a piece too long to cache, whose ids are then in `scratch`.
     #[inline(always)]
@@ -401,8 +402,8 @@ impl Encoder {
         // and ids): they are merged afresh every time, so the cache's memory stays bounded on any input.
         let cacheable = piece.len() <= CACHED_PIECE_BYTES;
         let cached = match key {
-            0 if cacheable => cache.pieces.get_unpacked(piece),
-            0 => None,
+            UNPACKED if cacheable => cache.pieces.get_unpacked(piece),
+            UNPACKED => None,
             _ => cache.pieces.short.get(key),
         };
         if cached.is_some() {
@@ -410,7 +411,7 @@ impl Encoder {
         }
         scratch.clear();
         let single = match key {
-            0 => self.whole.long.get(piece).copied(),
+            UNPACKED => self.whole.long.get(piece).copied(),
             _ => self.whole.get_packed(key),
         };
         match single {

@@ -83,6 +83,11 @@ const LOW_BYTES: [u128; 16] = {
     masks
 };
 
+/// The key the encoder gives a piece `pack_short` does not pack (`pack_short_in`): not zero (an empty
+/// slot), and its length byte (0xFF) is no packed piece's, so no table holds it and probing for it finds
+/// nothing, with no test of its own.
+pub(crate) const UNPACKED: u128 = u128::MAX;
+
 /// `pack_short(&text[start..end])` without branching on the length, where 16 bytes of `text` follow
 /// `start` (one whole load, the bytes past the piece masked off); else through `pack_short`.
 #[inline(always)]
@@ -315,11 +320,12 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
         home
     }
 
-    /// `key`'s value if it is in pair `home`: (true, value); else (false, a value to ignore). The key 0 is
-    /// never found. `home` is `key`'s home pair from `prefetch_home`; where the table has grown or been
-    /// cleared since, the key is just not found there.
+    /// `key`'s value if it is in pair `home`: (true, value); else (false, a value to ignore). `key` is a
+    /// packed key or `UNPACKED`, never zero (which empty slots hold). `home` is `key`'s home pair from
+    /// `prefetch_home`; where the table has grown or been cleared since, the key is just not found there.
     #[inline(always)]
     pub(crate) fn probe_at(&self, home: usize, key: K) -> (bool, V) {
+        debug_assert!(key != K::default());
         let Some(Pair { slots: pair }) = self.pairs.get(home) else {
             return (false, V::default());
         };
@@ -327,7 +333,7 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
         // Both values read, one kept without a jump (which slot holds a key is a coin toss to a predictor)
         // and without picking an address to load from, which would add a load's latency.
         let value = std::hint::select_unpredictable(second, pair[1].1, pair[0].1);
-        ((first | second) & (key != K::default()), value)
+        (first | second, value)
     }
 
     /// `key`'s value (`key` non-zero).
@@ -590,7 +596,7 @@ mod tests {
         let absent = 7 << 120;
         let probe = |pairs: &PairTable<u32>, k| pairs.probe_at(pairs.prefetch_home(k), k).0;
         assert_eq!((pairs.get(absent), probe(&pairs, absent)), (None, false));
-        assert!(!probe(&pairs, 0), "0 is no key, though empty slots hold it");
+        assert!(!probe(&pairs, UNPACKED), "no piece is packed as UNPACKED");
         // Home pairs found before the table grew: a key probed there is found with its own value or
         // not found, never mistaken for another.
         let mut small = PairTable::<u32>::default();
