@@ -23,6 +23,28 @@ use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
 
+/// The ids of `parts` joined into one Vec of `T` (`u32`, or `u16` where every id fits), the parts copied
+/// (and narrowed) in parallel on `pool`: a single-threaded copy of the whole output would otherwise be a
+/// tenth of a batch's time. The output starts as zero pages from the kernel, so it is written only once.
+pub fn join_parts<T: Copy + Default + Send + TryFrom<u32>>(parts: &[Vec<u32>], pool: &rayon::ThreadPool) -> Vec<T> {
+    let mut out = vec![T::default(); parts.iter().map(Vec::len).sum()];
+    let mut chunks = Vec::with_capacity(parts.len());
+    let mut rest = out.as_mut_slice();
+    for part in parts {
+        let (chunk, tail) = rest.split_at_mut(part.len());
+        chunks.push(chunk);
+        rest = tail;
+    }
+    pool.install(|| {
+        chunks.into_par_iter().zip(parts).for_each(|(chunk, part)| {
+            for (slot, &id) in chunk.iter_mut().zip(part) {
+                *slot = T::try_from(id).unwrap_or_default();
+            }
+        })
+    });
+    out
+}
+
 /// Inputs larger than this are split and encoded in parallel.
 pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
 
@@ -796,6 +818,19 @@ mod tests {
             enc.encode_documents(&docs, Some(0), &pool).unwrap().concat(),
             expected[1..]
         );
+    }
+
+    #[test]
+    fn joined_parts_are_the_parts_in_order() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let parts: Vec<Vec<u32>> = (0..40u32)
+            .map(|p| (0..(p * 37) % 50).map(|i| p * 1000 + i).collect())
+            .collect();
+        let joined: Vec<u32> = join_parts(&parts, &pool);
+        assert_eq!(joined, parts.concat());
+        let narrow: Vec<u16> = join_parts(&parts, &pool);
+        assert_eq!(narrow, parts.concat().iter().map(|&id| id as u16).collect::<Vec<_>>());
+        assert!(join_parts::<u32>(&[], &pool).is_empty());
     }
 
     #[test]

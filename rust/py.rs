@@ -329,18 +329,13 @@ impl Ids {
 }
 
 impl IdArray {
-    /// The ids of `parts`, in order, as ids of `dtype` (the one part of `U32` ids is taken as it is).
-    fn of_parts(mut parts: Vec<Vec<u32>>, dtype: Dtype) -> Self {
+    /// The ids of `parts`, in order, as ids of `dtype` (the one part of `U32` ids is taken as it is), joined
+    /// on `pool` (`encode::join_parts`; the caller has checked that `dtype` holds every id).
+    fn of_parts(mut parts: Vec<Vec<u32>>, dtype: Dtype, pool: &rayon::ThreadPool) -> Self {
         let ids = match dtype {
             Dtype::U32 if parts.len() == 1 => Ids::U32(parts.pop().unwrap_or_default()),
-            Dtype::U32 => Ids::U32(parts.concat()),
-            Dtype::U16 => {
-                let mut ids = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-                for part in &parts {
-                    ids.extend(part.iter().map(|&id| id as u16));
-                }
-                Ids::U16(ids)
-            }
+            Dtype::U32 => Ids::U32(crate::encode::join_parts(&parts, pool)),
+            Dtype::U16 => Ids::U16(crate::encode::join_parts(&parts, pool)),
         };
         IdArray { ids }
     }
@@ -467,8 +462,9 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         py.detach(|| {
-            let parts = guarded(|| self.inner.encode_parts(text, &*threads::pool(num_threads)?))?;
-            Ok(IdArray::of_parts(parts, dtype))
+            let pool = guarded(|| threads::pool(num_threads))?;
+            let parts = guarded(|| self.inner.encode_parts(text, &pool))?;
+            Ok(IdArray::of_parts(parts, dtype, &pool))
         })
     }
 
@@ -486,12 +482,13 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         py.detach(|| {
-            let batch = guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?))?;
+            let pool = guarded(|| threads::pool(num_threads))?;
+            let batch = guarded(|| self.inner.encode_batch(&texts, &pool))?;
             let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
             offsets.push(0);
             offsets.extend_from_slice(&batch.ends);
             let offsets = IdArray { ids: Ids::U64(offsets) };
-            Ok((IdArray::of_parts(batch.parts, dtype), offsets))
+            Ok((IdArray::of_parts(batch.parts, dtype, &pool), offsets))
         })
     }
 
