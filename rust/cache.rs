@@ -6,8 +6,9 @@ use crate::keys::PieceMap;
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
 /// The longest piece the cache keeps (longer ones are rare in text and are merged afresh each time).
 pub(crate) const CACHED_PIECE_BYTES: usize = 4096;
-/// Bytes of cached keys and ids per thread and encoder before the cache is cleared: with CACHE_LIMIT,
-/// what bounds its memory on any text (2^17 long pieces would otherwise take gigabytes).
+/// Bytes of the cache per thread and encoder (its tables' memory, the keys of long pieces, the arena's ids)
+/// before it is cleared: with CACHE_LIMIT, what bounds its memory on any text (2^17 long pieces would
+/// otherwise take gigabytes).
 pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
@@ -55,7 +56,8 @@ pub(crate) struct ThreadCache {
     pub(crate) owner: u64,
     pub(crate) pieces: PieceMap<CachedIds>,
     arena: Vec<u32>,
-    /// Bytes of the cached pieces' keys held outside the table (long pieces only: short ones are packed).
+    /// Bytes of the cached pieces' keys held outside the tables (pieces of more than 31 bytes: shorter
+    /// ones are packed into them).
     key_bytes: usize,
 }
 
@@ -109,16 +111,14 @@ impl ThreadCache {
 
     /// Remembers the ids of a merged piece, first clearing the cache if it is full; returns the entry.
     pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) -> CachedIds {
-        let slot_bytes = std::mem::size_of::<(u128, CachedIds)>();
-        let bytes =
-            self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len()) + 2 * slot_bytes * self.pieces.len();
+        let bytes = self.key_bytes + piece.len() + 4 * (self.arena.len() + ids.len()) + self.pieces.memory_bytes();
         if self.pieces.len() >= CACHE_LIMIT || bytes > CACHE_BYTES {
             self.pieces.clear(2 * CACHE_LIMIT);
             self.arena.clear();
             self.arena.shrink_to(CACHE_BYTES / 16);
             self.key_bytes = 0;
         }
-        if piece.len() > 15 {
+        if piece.len() > 31 {
             self.key_bytes += piece.len();
         }
         let inline = match ids.len() {

@@ -388,6 +388,11 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
         self.len
     }
 
+    /// Bytes of the table's memory.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.pairs.len() * std::mem::size_of::<Pair<K, V>>()
+    }
+
     /// Empties the table, keeping at most `slots` slots of its memory.
     pub(crate) fn clear(&mut self, slots: usize) {
         let pairs = (slots.next_power_of_two() / 2).max(8);
@@ -449,6 +454,12 @@ impl<V: Zeroable + Default> PieceMap<V> {
 
     pub(crate) fn len(&self) -> usize {
         self.short.len() + self.wide.len() + self.long.len()
+    }
+
+    /// Bytes of the tables' memory (the long pieces' own bytes not included).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let long_entry = std::mem::size_of::<(Box<[u8]>, V)>() + 1; // and a control byte
+        self.short.memory_bytes() + self.wide.memory_bytes() + self.long.capacity() * long_entry
     }
 
     /// Empties the map, keeping at most `slots` slots of each table's memory.
