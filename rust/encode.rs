@@ -4,7 +4,7 @@
 //! Fast paths, each exact: ASCII text pre-tokenizes 64 bytes at a time (blocks.rs); each pre-token of up
 //! to 15 bytes is packed into one integer in one load and looked up in a per-thread cache (cache.rs) of
 //! the pieces already encoded, with their ids inline, by one probe, a batch of pieces at a time with their
-//! cache lines prefetched as they are scanned (`BatchSink`); only a piece new to the thread goes
+//! cache lines prefetched a few dozen pieces ahead (`BatchSink`); only a piece new to the thread goes
 //! on to the table of pre-tokens that BPE leaves as one token (keys.rs), and then to the merges; long
 //! pieces merge through rank buckets (merge.rs, O(n log n), never quadratic); big inputs split at safe
 //! cuts and encode in parallel.
@@ -148,9 +148,9 @@ impl PieceBatch {
 /// Where the scanner's pieces go while encoding (`Encoder::with_sink`): their ends are gathered into a
 /// batch, a block's at a time, and each full batch goes to `Encoder::emit_batch`, which packs each piece
 /// of at most 15 bytes into a key and starts loading its home pair of the thread's cache
-/// (`PairTable::prefetch_home`), all pieces first, then probes pairs that are mostly in L1 by then. Probing
-/// piece by piece instead, the loop would wait on each load in turn (the write position depends on the
-/// ids read).
+/// (`PairTable::prefetch_home`) PREFETCH_AHEAD pieces before probing it, so the pair is mostly in L1 by
+/// then. Probing piece by piece as scanned, the loop would wait on each load in turn (the write position
+/// depends on the ids read).
 ///
 /// One sink serves any number of texts in turn (`text`, with ids of their own between them: `id`), with
 /// one borrow of the thread's cache, one batch and one output: a corpus of short documents then encodes
@@ -468,7 +468,8 @@ impl Encoder {
     /// Writes the ids of the batch's pieces and empties it. For each piece, the INLINE_IDS lanes of the
     /// entry in its home pair are written at the write position, which then moves on by the entry's
     /// inline count if the piece was found there, else not at all: no branch on the count or on which
-    /// slot held the piece. Pieces not found so, or with their ids in the arena, go out of line.
+    /// slot held the piece. An entry with its ids in the arena has a block of BLOCK_IDS of them copied the
+    /// same way; pieces not found so, or with more ids, go out of line (`emit_other`).
     #[inline(never)]
     fn emit_batch(
         &self,
