@@ -479,7 +479,8 @@ impl Encoder {
         ids: &mut IdWriter,
         scratch: &mut Vec<u32>,
     ) {
-        let n = batch.len;
+        // A batch never holds more (the min tells the compiler, so the indexes below need no checks).
+        let n = batch.len.min(PIECE_BATCH);
         // Pieces are keyed and their pairs start loading PREFETCH_AHEAD pieces before they are probed.
         let mut keyed = 0;
         let mut key_start = batch.first_start;
