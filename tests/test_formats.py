@@ -162,6 +162,24 @@ def test_every_format_encodes_to_the_per_record_reference(gpt2, formats, documen
         assert stats.text_bytes == sum(len(d.encode()) for d in documents)
 
 
+def test_small_inputs_encode_on_one_thread_to_the_same_ids(gpt2, documents, tmp_path):
+    # Inputs of at most 256 KB skip the pipeline (read and encoded on one thread, no helper thread); the
+    # fixture's ~1 MB inputs take it. Both must give the per-record reference.
+    few = documents[:60]
+    small = write_formats(tmp_path / "small", few)
+    for name, path in small.items():
+        if path.is_file():
+            assert path.stat().st_size <= 256 << 10, name
+        out = tmp_path / f"{name}.npy"
+        stats = gpt2.encode_files(path, out, num_threads=2)
+        assert np.array_equal(np.load(out), reference_ids(gpt2, few)), name
+        assert stats.documents == sum(1 for d in few if d), name
+    text = tmp_path / "small.txt"
+    text.write_text(EOT.join(few), encoding="utf-8")
+    gpt2.encode_files(text, tmp_path / "text.npy", num_threads=2)
+    assert np.array_equal(np.load(tmp_path / "text.npy"), gpt2.encode(EOT.join(few)))
+
+
 def test_records_match_tiktoken_gpt2(gpt2, formats, documents, tmp_path):
     tiktoken = pytest.importorskip("tiktoken", reason="tiktoken not installed")
     tiktoken_load = pytest.importorskip("tiktoken.load", reason="tiktoken not installed")
