@@ -44,8 +44,9 @@ impl Reading {
     /// or a few) on one thread, where there is nothing to share between threads and waking the pool's
     /// threads and passing items between them cost more than the work (a document of 1 KB per file took about 160 µs a file
     /// through the pool, most of it waiting on threads); anything larger as `for_pool` says.
-    fn for_input(pool: &rayon::ThreadPool, disk_bytes: u64) -> Self {
-        if disk_bytes <= SMALL_INPUT_BYTES {
+    /// A pipe or a device is never taken for small: its size on disk says nothing of what it holds.
+    fn for_input(pool: &rayon::ThreadPool, path: &Path, disk_bytes: u64) -> Self {
+        if disk_bytes <= SMALL_INPUT_BYTES && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
             Reading::Here
         } else {
             Reading::for_pool(pool)
@@ -232,7 +233,7 @@ impl Encoder {
         let mut text_bytes = 0u64;
         let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
         pipelined(
-            Reading::for_input(pool, total),
+            Reading::for_input(pool, &input.path, total),
             reader,
             in_flight(pool),
             pool,
@@ -260,7 +261,8 @@ impl Encoder {
         pool: &rayon::ThreadPool,
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
-        self.encode_records_into(records::jsonl_input(input, field)?, end_id, writer, pool, progress)
+        let records = records::jsonl_input(input, field)?;
+        self.encode_records_into(records, &input.path, end_id, writer, pool, progress)
     }
 
     /// Appends the ids of a parquet file's string column `field` (of the row groups `row_groups`, all
@@ -277,7 +279,7 @@ impl Encoder {
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
         let input = parquet_input(path, field, row_groups)?;
-        self.encode_records_into(input, end_id, writer, pool, progress)
+        self.encode_records_into(input, path, end_id, writer, pool, progress)
     }
 
     /// The record pipeline of every record reader: chunks read on one thread, their documents found and
@@ -286,6 +288,7 @@ impl Encoder {
     fn encode_records_into<C: RecordChunk>(
         &self,
         input: RecordInput<impl Iterator<Item = Result<C>> + Send>,
+        path: &Path,
         end_id: Option<u32>,
         writer: &mut IdWriter,
         pool: &rayon::ThreadPool,
@@ -300,7 +303,7 @@ impl Encoder {
         } = input;
         let mut stats = RecordStats::default();
         pipelined(
-            Reading::for_input(pool, total),
+            Reading::for_input(pool, path, total),
             chunks,
             in_flight(pool),
             pool,

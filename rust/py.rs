@@ -203,11 +203,13 @@ fn run_sized<T: Send>(
     }
 }
 
-/// Bytes on disk of `path`, or of the byte range of it that is read; None where it cannot be told.
+/// Bytes on disk of `path`, or of the byte range of it that is read; None where it cannot be told (no
+/// such file, or not a regular file: a pipe's size says nothing of what it holds).
 fn input_bytes(path: &Path, range: Option<(u64, u64)>) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
     match range {
         Some((start, end)) => Some(end.saturating_sub(start)),
-        None => std::fs::metadata(path).ok().map(|m| m.len()),
+        None => Some(meta.len()),
     }
 }
 
