@@ -25,8 +25,17 @@ fn in_flight(pool: &rayon::ThreadPool) -> usize {
     pool.current_num_threads() + 1
 }
 
-/// Inputs of at most this many bytes on disk are read and encoded on one thread (`Reading::Here`).
-pub const SMALL_INPUT_BYTES: u64 = 256 << 10;
+/// Inputs of at most this many bytes on disk are small (`is_small_input`).
+const SMALL_INPUT_BYTES: u64 = 256 << 10;
+
+/// Whether the input at `path` is small: a regular file (a pipe's or a device's size says nothing of what
+/// it holds) of at most SMALL_INPUT_BYTES, or of which at most that many are read (`bytes`; None: all of
+/// it). A small input is one chunk of text or a few, with nothing to share between threads: it is read and
+/// encoded on one thread (`Reading::Here`), and the bindings run it without a helper thread (a document of
+/// 1 KB per file took about 160 µs a file through the pool, most of it waiting on threads).
+pub fn is_small_input(path: &Path, bytes: Option<u64>) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && bytes.unwrap_or(m.len()) <= SMALL_INPUT_BYTES)
+}
 
 /// Where a pipeline reads its items (`pipelined`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,13 +49,10 @@ enum Reading {
 }
 
 impl Reading {
-    /// How to read an input of `disk_bytes`: a small one (at most SMALL_INPUT_BYTES: one chunk of text,
-    /// or a few) on one thread, where there is nothing to share between threads and waking the pool's
-    /// threads and passing items between them cost more than the work (a document of 1 KB per file took about 160 µs a file
-    /// through the pool, most of it waiting on threads); anything larger as `for_pool` says.
-    /// A pipe or a device is never taken for small: its size on disk says nothing of what it holds.
+    /// How to read the input at `path`, of which `disk_bytes` are read: a small one (`is_small_input`) on
+    /// one thread, anything larger as `for_pool` says.
     fn for_input(pool: &rayon::ThreadPool, path: &Path, disk_bytes: u64) -> Self {
-        if disk_bytes <= SMALL_INPUT_BYTES && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        if is_small_input(path, Some(disk_bytes)) {
             Reading::Here
         } else {
             Reading::for_pool(pool)
@@ -80,7 +86,7 @@ fn pipelined<I, O>(
     in_flight: usize,
     pool: &rayon::ThreadPool,
     work: impl Fn(&I) -> Result<O> + Sync,
-    sink: impl FnMut(O) -> Result<()>,
+    mut sink: impl FnMut(O) -> Result<()>,
 ) -> Result<()>
 where
     I: Send,
@@ -89,22 +95,23 @@ where
     use std::sync::atomic::AtomicBool;
     use std::sync::{Condvar, Mutex, PoisonError};
 
-    let mut sink = sink;
-    if reading == Reading::Here {
-        // The work on one of the pool's threads, whose piece caches are warm from earlier inputs (the
-        // calling thread may be new for every input: the bindings run each call on a thread of its own).
-        let work = &work;
-        for item in items {
-            let item = item?;
-            sink(pool.install(move || work(&item))?)?;
+    let reader_of_its_own = match reading {
+        Reading::Here => {
+            // The work on one of the pool's threads, whose piece caches are warm from earlier inputs (the
+            // calling thread may be new for every input: the bindings run some calls on a thread of their
+            // own).
+            let work = &work;
+            for item in items {
+                let item = item?;
+                sink(pool.install(move || work(&item))?)?;
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    // Items read and not yet at the sink, at most: a reader of its own keeps as many again read ahead.
-    let window = match reading {
-        Reading::Beside | Reading::Here => 2 * in_flight.max(1),
-        Reading::InTurns => in_flight.max(1),
+        Reading::Beside => true,
+        Reading::InTurns => false,
     };
+    // Items read and not yet at the sink, at most: a reader of its own keeps as many again read ahead.
+    let window = if reader_of_its_own { 2 } else { 1 } * in_flight.max(1);
     // The items (None once all are read or one failed) and the index of the next one.
     let source = Mutex::new((Some(items), 0usize));
     // How many results the sink has taken: item i is read only once i < taken + window.
@@ -136,27 +143,24 @@ where
     // Both scopes wait for every thread and task, also when an error ends the sink early.
     pool.in_place_scope(|tasks| {
         std::thread::scope(|threads| {
-            match reading {
-                Reading::Beside => {
-                    let (done_tx, next_item) = (done_tx.clone(), &next_item);
-                    threads.spawn(move || {
-                        while let Some((index, item)) = next_item() {
-                            let done_tx = done_tx.clone();
-                            tasks.spawn(move |_| {
-                                let _ = done_tx.send((index, item.and_then(|item| work(&item))));
-                            });
-                        }
-                    });
-                }
-                Reading::InTurns | Reading::Here => {
-                    for _ in 0..pool.current_num_threads() {
-                        let (done_tx, next_item) = (done_tx.clone(), &next_item);
+            if reader_of_its_own {
+                let (done_tx, next_item) = (done_tx.clone(), &next_item);
+                threads.spawn(move || {
+                    while let Some((index, item)) = next_item() {
+                        let done_tx = done_tx.clone();
                         tasks.spawn(move |_| {
-                            while let Some((index, item)) = next_item() {
-                                let _ = done_tx.send((index, item.and_then(|item| work(&item))));
-                            }
+                            let _ = done_tx.send((index, item.and_then(|item| work(&item))));
                         });
                     }
+                });
+            } else {
+                for _ in 0..pool.current_num_threads() {
+                    let (done_tx, next_item) = (done_tx.clone(), &next_item);
+                    tasks.spawn(move |_| {
+                        while let Some((index, item)) = next_item() {
+                            let _ = done_tx.send((index, item.and_then(|item| work(&item))));
+                        }
+                    });
                 }
             }
             drop(done_tx);

@@ -3,7 +3,7 @@
 //! the Python package.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::counts;
 use crate::encode::Encoder as CoreEncoder;
-use crate::encode_file::SMALL_INPUT_BYTES;
+use crate::encode_file::is_small_input;
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdWriter};
 use crate::parquet_input::{parquet_input, ParquetFile};
@@ -187,29 +187,20 @@ fn run_long<T: Send>(
     }
 }
 
-/// `run_long`, except for a small input (at most `SMALL_INPUT_BYTES` of `bytes` on disk), which runs right
-/// here with the GIL released: it takes a few milliseconds at most, so Ctrl-C waits no longer than that,
-/// while a helper thread and the hand-offs to and from it cost more than the work (a file of 1 KB: about
-/// 120 µs a call). Its progress is not reported (the caller knows when it is done).
+/// `run_long`, except for a small input (`encode_file::is_small_input`), which runs right here with the GIL
+/// released: it takes a few milliseconds at most, so Ctrl-C waits no longer than that, while a helper
+/// thread and the hand-offs to and from it cost more than the work (a file of 1 KB: about 120 µs a call).
+/// Its progress is not reported (the caller knows when it is done).
 fn run_sized<T: Send>(
     py: Python<'_>,
     callback: Option<&Bound<'_, PyAny>>,
-    bytes: Option<u64>,
+    small: bool,
     work: impl FnOnce(&dyn Progress) -> crate::Result<T> + Send,
 ) -> PyResult<T> {
-    match bytes {
-        Some(bytes) if bytes <= SMALL_INPUT_BYTES => py.detach(|| guarded(|| work(&NoProgress))),
-        _ => run_long(py, callback, work),
-    }
-}
-
-/// Bytes on disk of `path`, or of the byte range of it that is read; None where it cannot be told (no
-/// such file, or not a regular file: a pipe's size says nothing of what it holds).
-fn input_bytes(path: &Path, range: Option<(u64, u64)>) -> Option<u64> {
-    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
-    match range {
-        Some((start, end)) => Some(end.saturating_sub(start)),
-        None => Some(meta.len()),
+    if small {
+        py.detach(|| guarded(|| work(&NoProgress)))
+    } else {
+        run_long(py, callback, work)
     }
 }
 
@@ -575,9 +566,9 @@ impl Encoder {
         progress: Option<Bound<'_, PyAny>>,
         range: Option<(u64, u64)>,
     ) -> PyResult<(u64, u64)> {
-        let bytes = input_bytes(&input, range);
         let source = TextSource { path: input, range };
-        run_sized(py, progress.as_ref(), bytes, |p| {
+        let small = is_small_input(&source.path, source.range_bytes());
+        run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| self.inner.encode_text_into(&source, w, &pool, errors_replace, p))
         })
@@ -598,9 +589,9 @@ impl Encoder {
         progress: Option<Bound<'_, PyAny>>,
         range: Option<(u64, u64)>,
     ) -> PyResult<(u64, u64, u64, u64)> {
-        let bytes = input_bytes(&input, range);
         let source = TextSource { path: input, range };
-        run_sized(py, progress.as_ref(), bytes, |p| {
+        let small = is_small_input(&source.path, source.range_bytes());
+        run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| {
                 let before = w.count();
@@ -626,8 +617,8 @@ impl Encoder {
         progress: Option<Bound<'_, PyAny>>,
         row_groups: Option<Vec<usize>>,
     ) -> PyResult<(u64, u64, u64, u64)> {
-        let bytes = input_bytes(&input, None);
-        run_sized(py, progress.as_ref(), bytes, |p| {
+        let small = is_small_input(&input, None);
+        run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| {
                 let before = w.count();

@@ -56,7 +56,7 @@ impl TextSource {
     }
 
     /// Bytes of the range, when the source is one.
-    fn range_bytes(&self) -> Option<u64> {
+    pub(crate) fn range_bytes(&self) -> Option<u64> {
         self.range.map(|(start, end)| end.saturating_sub(start))
     }
 
