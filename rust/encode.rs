@@ -123,8 +123,8 @@ impl PieceBatch {
         }
     }
 
-    /// Packs piece `i` (starting at `start`) into its key and starts loading its home pair in `table`;
-    /// returns where the piece ends.
+    /// Packs piece `i` (starting at `start`) into its key and starts loading its home pair in `pieces`
+    /// (for an unpacked piece, where `pieces` will look for it); returns where the piece ends.
     #[inline(always)]
     fn key_piece(&mut self, i: usize, start: usize, bytes: &[u8], pieces: &PieceMap<CachedIds>) -> usize {
         let end = self.ends[i];
