@@ -968,7 +968,7 @@ impl PretokenCounter {
 /// goes through, for Python code that reads small amounts of a corpus itself.
 #[pyclass(frozen, module = "bpe_lm._core")]
 struct DecompressedReader {
-    inner: Mutex<Box<dyn std::io::Read + Send>>,
+    inner: Mutex<Box<dyn crate::stream::Source>>,
     path: PathBuf,
 }
 

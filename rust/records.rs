@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::{Error, Result};
 use crate::json_line::{self, Scan};
-use crate::stream::{fill_buffer, take_front, TextSource};
+use crate::stream::{fill_buffer, take_front, Source, TextSource};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
 pub const RECORD_CHUNK_BYTES: usize = 2 << 20;
@@ -33,7 +32,7 @@ pub struct LineChunk {
 
 /// Cuts a stream into chunks of whole lines of about `target` bytes (a longer line makes a longer chunk).
 pub struct LineChunker {
-    source: Box<dyn Read + Send>,
+    source: Box<dyn Source>,
     path: PathBuf,
     buf: Vec<u8>,
     target: usize,
@@ -43,7 +42,7 @@ pub struct LineChunker {
 }
 
 impl LineChunker {
-    pub fn new(source: Box<dyn Read + Send>, path: PathBuf, start_offset: u64, target: usize) -> Self {
+    pub fn new(source: Box<dyn Source>, path: PathBuf, start_offset: u64, target: usize) -> Self {
         LineChunker {
             source,
             path,

@@ -1,7 +1,7 @@
 //! Streaming text files in bounded, safely cut, UTF-8-validated chunks.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,14 +63,14 @@ impl TextSource {
     /// Opens the source, transparently decompressing gzip and zstd (detected by their magic bytes, not
     /// the name). Bytes read from disk are added to `counter`. A range must be of an uncompressed file: a
     /// compressed stream cannot be entered in the middle.
-    pub fn open(&self, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
+    pub fn open(&self, counter: Arc<AtomicU64>) -> Result<Box<dyn Source>> {
         self.open_buffered(counter, READ_BUFFER_BYTES)
     }
 
     /// `open`, with buffers of `buffer_bytes` (at least 1, at most `open`'s own). A look at a file's first
     /// bytes wants small ones: a buffer is filled whole, so a first read of a zstd file inflates as much as
     /// its buffer holds.
-    pub fn open_buffered(&self, counter: Arc<AtomicU64>, buffer_bytes: usize) -> Result<Box<dyn Read + Send>> {
+    pub fn open_buffered(&self, counter: Arc<AtomicU64>, buffer_bytes: usize) -> Result<Box<dyn Source>> {
         let buffer_bytes = buffer_bytes.clamp(1, READ_BUFFER_BYTES);
         let path = &self.path;
         let io_err = |e| Error::io(Some(path.clone()), e);
@@ -115,11 +115,7 @@ impl TextSource {
                 buffer_bytes,
                 flate2::read::MultiGzDecoder::new(raw),
             )),
-            // Reads every frame of a multi-frame file (zstd's streaming decoder does by default).
-            Compression::Zstd => Box::new(BufReader::with_capacity(
-                buffer_bytes,
-                zstd::stream::read::Decoder::with_buffer(raw).map_err(io_err)?,
-            )),
+            Compression::Zstd => Box::new(ZstdStream::new(raw).map_err(io_err)?),
         })
     }
 
@@ -162,23 +158,113 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// A file's bytes as the chunkers read them: a `Read` that may also append to a buffer without copying
+/// through a buffer of its own.
+pub trait Source: Read + Send {
+    /// Appends to `buf` until `at_least` more bytes have come or the stream ends (then fewer come); a
+    /// source may append more, up to `buf`'s capacity. Returns how many bytes came.
+    fn append(&mut self, buf: &mut Vec<u8>, at_least: usize) -> std::io::Result<usize> {
+        // Retries interrupted reads; std's own readers (a BufReader) copy into `buf` without zeroing it.
+        (&mut *self).take(at_least as u64).read_to_end(buf)
+    }
+}
+
+impl<R: Read + Send> Source for BufReader<R> {}
+impl<T: AsRef<[u8]> + Send> Source for std::io::Cursor<T> {}
+
+/// A zstd file, every frame in turn, inflated straight into the caller's buffer. (The zstd crate's
+/// `Decoder` reads through a `Read` slice, so a chunk took a BufReader of its own and one more copy of
+/// every byte: 2.5% of the work of encoding a `.jsonl.zst` file.)
+struct ZstdStream<R> {
+    input: R,
+    dctx: zstd::zstd_safe::DCtx<'static>,
+    /// A frame has begun and not ended: the input may not end here.
+    in_frame: bool,
+}
+
+impl<R: BufRead + Send> ZstdStream<R> {
+    fn new(input: R) -> std::io::Result<Self> {
+        let dctx = zstd::zstd_safe::DCtx::try_create()
+            .ok_or_else(|| std::io::Error::other("zstd: no memory for a decompression context"))?;
+        Ok(ZstdStream {
+            input,
+            dctx,
+            in_frame: false,
+        })
+    }
+
+    /// Inflates into `out` until it is full or the input ends.
+    fn inflate<C: zstd::zstd_safe::WriteBuf + ?Sized>(
+        &mut self,
+        out: &mut zstd::zstd_safe::OutBuffer<'_, C>,
+    ) -> std::io::Result<()> {
+        while out.pos() < out.capacity() {
+            let compressed = self.input.fill_buf()?;
+            if compressed.is_empty() {
+                if self.in_frame {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the zstd stream ends inside a frame (is the file cut short?)",
+                    ));
+                }
+                return Ok(());
+            }
+            let mut input = zstd::zstd_safe::InBuffer::around(compressed);
+            let hint = self.dctx.decompress_stream(out, &mut input).map_err(|code| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("zstd: {}", zstd::zstd_safe::get_error_name(code)),
+                )
+            })?;
+            let used = input.pos();
+            self.input.consume(used);
+            // 0: a frame has ended and all of it has been handed out.
+            self.in_frame = hint != 0;
+        }
+        Ok(())
+    }
+}
+
+impl<R: BufRead + Send> Read for ZstdStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut out = zstd::zstd_safe::OutBuffer::around(buf);
+        self.inflate(&mut out)?;
+        Ok(out.pos())
+    }
+}
+
+impl<R: BufRead + Send> Source for ZstdStream<R> {
+    fn append(&mut self, buf: &mut Vec<u8>, at_least: usize) -> std::io::Result<usize> {
+        let start = buf.len();
+        buf.reserve(at_least);
+        // Into the spare capacity (no zeroing); `buf`'s length follows what is written.
+        let mut out = zstd::zstd_safe::OutBuffer::around_pos(buf, start);
+        self.inflate(&mut out)?;
+        let end = out.pos();
+        Ok(end - start)
+    }
+}
+
 /// Reads from `source` until `buf` holds at least `want` bytes, or to the end (then sets `eof`): the
 /// buffer both chunkers cut from (text at safe cuts, JSON lines at line ends). Read in steps of at most
 /// READ_STEP_BYTES, each appended through the source's buffer: a chunk's worth of room (2 MB) zeroed
 /// before each read, as it was, cost a third of a millisecond a file, most of the time of a corpus of
 /// many small files.
 pub(crate) fn fill_buffer(
-    source: &mut (dyn Read + Send + '_),
+    source: &mut (dyn Source + '_),
     buf: &mut Vec<u8>,
     want: usize,
     eof: &mut bool,
 ) -> std::io::Result<()> {
     while !*eof && buf.len() < want {
         let step = (want - buf.len()).min(READ_STEP_BYTES);
-        buf.reserve(step);
-        // Reads until `step` bytes have come or the source ends (then fewer come); retries interrupted reads.
-        let n = (&mut *source).take(step as u64).read_to_end(buf)?;
+        let n = source.append(buf, step)?;
         *eof = n < step;
+        if !*eof {
+            // More is coming: room for all of it at once (growing step by step doubles the buffer
+            // several times, each a copy of what it holds).
+            buf.reserve_exact(want.saturating_sub(buf.len()));
+        }
     }
     Ok(())
 }
@@ -206,7 +292,7 @@ pub struct Chunk {
 /// Yields the chunks of one stream, in order. Memory stays near `target` bytes, except when a stream
 /// has no safe cut for a long stretch (then the chunk grows until one is found).
 pub struct ChunkReader<'c> {
-    source: Box<dyn Read + Send + 'c>,
+    source: Box<dyn Source + 'c>,
     path: Option<PathBuf>,
     cutter: &'c Cutter,
     buf: Vec<u8>,
@@ -217,7 +303,7 @@ pub struct ChunkReader<'c> {
 }
 
 impl<'c> ChunkReader<'c> {
-    pub fn new(source: Box<dyn Read + Send + 'c>, path: Option<PathBuf>, cutter: &'c Cutter, target: usize) -> Self {
+    pub fn new(source: Box<dyn Source + 'c>, path: Option<PathBuf>, cutter: &'c Cutter, target: usize) -> Self {
         ChunkReader {
             source,
             path,
@@ -358,6 +444,35 @@ mod tests {
             self.at += n;
             Ok(n)
         }
+    }
+
+    impl Source for Trickle {}
+
+    #[test]
+    fn zstd_frames_inflate_in_turn_and_a_cut_frame_is_named() {
+        let text = b"Once upon a time, a cat sat on the mat.\n".repeat(3000);
+        let mut bytes = zstd::encode_all(&text[..], 3).unwrap();
+        bytes.extend(zstd::encode_all(&b"the end\n"[..], 1).unwrap());
+        let inflate = |bytes: &[u8], step: usize| {
+            // A small input buffer: frames and blocks arrive in pieces.
+            let mut stream = ZstdStream::new(BufReader::with_capacity(7, bytes)).unwrap();
+            let mut out = Vec::new();
+            while stream.append(&mut out, step)? >= step {}
+            Ok::<_, std::io::Error>(out)
+        };
+        for step in [1, 100, 1 << 16, 1 << 20] {
+            let got = inflate(&bytes, step).unwrap();
+            assert!(
+                got == [&text[..], b"the end\n"].concat(),
+                "step {step}: {} bytes",
+                got.len()
+            );
+        }
+        let err = inflate(&bytes[..bytes.len() / 2], 1 << 16).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("cut short"), "{err}");
+        let err = inflate(&[&bytes[..], b"junk"].concat(), 1 << 16).unwrap_err();
+        assert!(err.to_string().starts_with("zstd: "), "{err}");
     }
 
     #[test]

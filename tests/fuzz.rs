@@ -471,6 +471,83 @@ fn jsonl_reader_on_arbitrary_bytes() {
     });
 }
 
+#[test]
+fn zstd_stream_on_damaged_frames() {
+    // zstd files of one to three frames, damaged or not, read through `open` in steps of any size (appended to
+    // a buffer, as the chunkers read, and by plain reads): the bytes of the zstd crate's own reader
+    // (`decode_all`) whenever it decodes them, an error naming the file whenever it does not; never a panic.
+    let dir = TempDir::new("zstd-frames");
+    let frames = proptest::collection::vec((text(300), 1usize..4, 1i32..6), 1..4);
+    let edits = proptest::collection::vec((4usize..4096, any::<u8>(), 0u8..4), 0..3);
+    let steps = proptest::collection::vec(1usize..70_000, 1..5);
+    fuzz(
+        "zstd_stream_on_damaged_frames",
+        (frames, edits, steps),
+        |(frames, edits, steps)| {
+            let mut bytes = Vec::new();
+            for (text, repeat, level) in &frames {
+                bytes.extend(zstd::encode_all(text.repeat(*repeat).as_bytes(), *level).unwrap());
+            }
+            for (at, byte, kind) in edits {
+                let at = at.min(bytes.len());
+                match kind {
+                    0 if at < bytes.len() => bytes[at] ^= byte.max(1),
+                    1 => bytes.truncate(at),
+                    2 => bytes.insert(at, byte),
+                    _ => {}
+                }
+            }
+            let path = dir.path("c.zst");
+            std::fs::write(&path, &bytes).unwrap();
+            let expected = zstd::decode_all(&bytes[..]).ok();
+            let source = TextSource::whole(&path);
+            let counter = std::sync::Arc::new(AtomicU64::new(0));
+            // Appended in steps, as `fill_buffer` asks (fewer bytes than asked: the end).
+            let mut appended = Vec::new();
+            let by_append = source
+                .open(counter.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|mut s| {
+                    for step in steps.iter().cycle() {
+                        let n = s.append(&mut appended, *step).map_err(|e| e.to_string())?;
+                        if n < *step {
+                            return Ok(appended);
+                        }
+                    }
+                    unreachable!()
+                });
+            // Read into a buffer of the first step's size.
+            let mut read = Vec::new();
+            let by_read = source.open(counter).map_err(|e| e.to_string()).and_then(|mut s| {
+                let mut buf = vec![0u8; steps[0]];
+                loop {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(0) => return Ok(read),
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            });
+            std::fs::remove_file(&path).unwrap();
+            for got in [by_append, by_read] {
+                match (&expected, got) {
+                    (Some(want), Ok(got)) => {
+                        prop_assert!(*want == got, "{} bytes, not the {} expected", got.len(), want.len())
+                    }
+                    (Some(_), Err(e)) => {
+                        return Err(TestCaseError::fail(format!("refused a stream zstd decodes: {e}")))
+                    }
+                    (None, Ok(got)) => {
+                        return Err(TestCaseError::fail(format!("decoded {} bytes zstd refuses", got.len())))
+                    }
+                    (None, Err(_)) => {}
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
 /// JSON values of every kind, a few levels deep, with keys that include the target field's.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     use serde_json::Value;
