@@ -1,18 +1,21 @@
-"""Encoding throughput: bpe-lm vs tiktoken vs HF tokenizers, side by side in one run.
+"""Encoding throughput: bpe-lm vs tiktoken, HF tokenizers, gigatoken and fastokens, side by side in one run.
 
 For each corpus and each vocabulary (GPT-2's, and a 32K vocabulary trained by bpe-lm on the corpus):
   * one thread:  bpe-lm `encode` (list) and `encode_to_numpy`, tiktoken `encode_ordinary`
   * N threads:   bpe-lm `encode_batch` and `encode_to_numpy`, tiktoken `encode_ordinary_batch`,
                  HF tokenizers `encode_batch` (documents split on <|endoftext|>)
-Every competitor's ids are checked against ours. Then pathological inputs (one letter, one line of
-digits, spaces) at growing sizes, to show encoding time stays linear.
+Every competitor's ids are checked against ours. gigatoken and fastokens (the fastest peers) run as
+`benches/peers.py` runs them, for both vocabularies: each case in a fresh process pinned to its cores, the
+tokenizer loaded from one tokenizer.json (bpe-lm's too), 1 thread with a list and with an array out, N threads
+over 4 KB documents into one flat array; peak RSS from VmHWM. Then pathological inputs (one letter, one line
+of digits, spaces) at growing sizes, to show encoding time stays linear.
 
 Cold and warm are reported apart. bpe-lm remembers the pieces each thread has encoded, per tokenizer, across
 calls: "cold" is the first call of a freshly built Tokenizer (what encoding a new corpus once costs), "warm"
 the best of the following calls on the same text (what re-encoding it costs, memo included). The other
 encoders keep nothing between calls; their cold and warm differ by noise and first-touch costs only.
 
-    pip install ".[bench]"                        # tiktoken, HF tokenizers
+    pip install ".[bench]"                        # tiktoken, HF tokenizers, gigatoken, fastokens
     python benches/encode.py                      # 8 MB of both corpora, 2 threads, 1 cold + 1 warm run
     python benches/encode.py --quick              # 2 MB of one corpus, pathological inputs to 1 MB
     python benches/encode.py --mb 20 --repeat 5   # larger: HF tokenizers' batch holds every encoding (GBs)
@@ -105,6 +108,40 @@ def trained_tokenizers(corpus: Path, tmp: Path, vocab_size: int):
     return ours, tk, hf_from_files(out / "vocab.json", out / "merges.txt")
 
 
+def fastest_peers(ours, text: str, label: str, tmp: Path, args) -> list[str]:
+    """Table rows: bpe-lm, gigatoken and fastokens on `text` with `ours`' vocabulary, as `benches/peers.py`
+    runs them (a fresh pinned process per case and encoder, all loading one tokenizer.json)."""
+    import peers
+
+    from bpe_lm.interop import export_hf
+
+    tok_json = tmp / "peer-tokenizer.json"
+    export_hf(ours, tok_json)
+    path = tmp / "peer-text.txt"
+    path.write_text(text, encoding="utf-8")
+    mb = path.stat().st_size / 1e6
+    rows = []
+    for case in peers.CASES:
+        threads = args.threads if case.startswith("N") else 1
+        runs = {enc: peers.one_run(threads, enc, case, path, tok_json, max(args.repeat, 2)) for enc in PEERS}
+        ours_run = runs["bpe-lm"]
+        for enc, run in runs.items():
+            if "error" in run:
+                rows.append(f"| {label} | {case} | {enc} | failed: {run['error']} | | | | |")
+                continue
+            ratio = f"{ours_run['warm'] / run['warm']:.2f}×" if "error" not in ours_run else "—"
+            same = "—" if enc == "bpe-lm" else ("yes" if run["ids"] == ours_run.get("ids") else "NO")
+            rows.append(
+                f"| {label} | {case} | {enc} | {mb / run['cold']:.1f} | {mb / run['warm']:.1f} | {ratio} |"
+                f" {run['rss_mb']:.0f} | {same} |"
+            )
+            print(f"  {label} {case} {enc}: warm {mb / run['warm']:.1f} MB/s", file=sys.stderr)
+    return rows
+
+
+PEERS = ("bpe-lm", "gigatoken", "fastokens")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -125,6 +162,7 @@ def main() -> None:
     os.environ.setdefault("RAYON_RS_NUM_CPUS", str(args.threads))  # HF tokenizers' thread count
     corpora = [Path(c) for c in (args.corpus or [SHARED / "imdb.txt.gz", SHARED / "fairytales.txt.gz"])]
     rows: list[tuple[str, str, str, str, float, float, str]] = []
+    peer_rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for corpus in corpora:
@@ -181,12 +219,23 @@ def main() -> None:
                         lambda: hf, lambda t: t.encode_batch(docs, add_special_tokens=False), args.repeat
                     )
                     add(many, "HF tokenizers encode_batch", cold, warm, [i for e in enc for i in e.ids] == flat_ref)
+                peer_rows += fastest_peers(ours, ordinary_text, f"{name} | {vocab_name}", tmp, args)
 
         print(f"\n## Throughput (MB/s of UTF-8 text; cold: first run, warm: best of {max(args.repeat - 1, 1)} more)\n")
         print("| corpus | vocab | threads | encoder | cold MB/s | warm MB/s | ids equal bpe-lm |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} |")
+
+        print(
+            f"\n## The fastest peers (MB/s; each run a fresh pinned process: cold = its first call, warm = best of"
+            f" {max(args.repeat - 1, 1)} more; N = {args.threads})\n"
+        )
+        print(
+            "| corpus | vocab | case | encoder | cold MB/s | warm MB/s | warm ÷ bpe-lm | peak RSS MB | ids equal bpe-lm |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(peer_rows))
 
         print("\n## Pathological inputs (GPT-2 vocab, bpe-lm encode_to_numpy, 1 thread)\n")
         ours = gpt2_tokenizers(tmp)[0]

@@ -66,7 +66,7 @@ def docs_of(text, size):
 docs = docs_of(text, int(sys.argv[8])) if case.startswith("N threads") else None
 if enc_name == "bpe-lm":
     import bpe_lm
-    tok = bpe_lm.Tokenizer.from_files(f"{gpt2_dir}/vocab.json", f"{gpt2_dir}/merges.txt", ["<|endoftext|>"])
+    tok = bpe_lm.Tokenizer.from_hf(tok_json)  # the very file the peers load
     run = {
         "1 thread, list": lambda: tok.encode_ordinary(text),
         "1 thread, array": lambda: tok.encode_to_numpy(text, np.uint32, num_threads=1),

@@ -592,7 +592,9 @@ impl Encoder {
             return Ok(vec![self.encode(text)?]);
         }
         let parts = split_at_safe_cuts(text, &self.cutter, PARALLEL_CHUNK_BYTES);
-        pool.install(|| parts.par_iter().map(|p| self.encode(p)).collect())
+        crate::threads::map_sticky(pool, &parts, |p| self.encode(p))
+            .into_iter()
+            .collect()
     }
 
     /// Encodes many texts in parallel on `pool`, special-token strings as their ids: each text's ids equal
@@ -601,23 +603,21 @@ impl Encoder {
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], pool: &rayon::ThreadPool) -> Result<BatchIds> {
         let total = texts.iter().map(|t| t.as_ref().len()).sum();
         let runs = crate::records::runs(texts, run_bytes(total, pool.current_num_threads()));
-        let encoded = pool.install(|| {
-            runs.par_iter()
-                .map(|run| {
-                    let mut ids = Vec::new();
-                    let mut ends = Vec::with_capacity(run.len());
-                    let bytes = run.iter().map(|t| t.as_ref().len()).sum();
-                    self.with_sink(&mut ids, bytes, |sink| {
-                        for text in run.iter() {
-                            sink.text_with_specials(text.as_ref())?;
-                            ends.push(sink.written() as u64);
-                        }
-                        Ok(())
-                    })?;
-                    Ok((ids, ends))
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let encoded = crate::threads::map_sticky(pool, &runs, |run| {
+            let mut ids = Vec::new();
+            let mut ends = Vec::with_capacity(run.len());
+            let bytes = run.iter().map(|t| t.as_ref().len()).sum();
+            self.with_sink(&mut ids, bytes, |sink| {
+                for text in run.iter() {
+                    sink.text_with_specials(text.as_ref())?;
+                    ends.push(sink.written() as u64);
+                }
+                Ok(())
+            })?;
+            Ok((ids, ends))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let mut batch = BatchIds {
             parts: Vec::with_capacity(encoded.len()),
             ends: Vec::with_capacity(texts.len()),

@@ -2,7 +2,8 @@
 //! inherits the pool's bookkeeping but not its threads, and would wait forever on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::{Error, Result};
 
@@ -55,4 +56,68 @@ pub fn pool(threads: Option<usize>) -> Result<Arc<rayon::ThreadPool>> {
     let p = Arc::new(p);
     pools.by_threads.insert(n, p.clone());
     Ok(p)
+}
+
+/// `f` of every item, in order, computed on `pool` so that each thread starts on a share of its own (thread
+/// `t` of `T` on the `t`-th of `T` equal runs of the items) and then helps with what the others have not
+/// begun, from the far end of their shares. The same items go to the same thread call after call, so each
+/// thread's piece cache holds what its share needs: under work stealing, which thread took which half changed
+/// from call to call, and a second call on a batch found half its pieces in the other thread's cache (2
+/// threads, 10 MB in 4 KB documents: 400-520 MB/s on the second call, 640 once both caches held everything).
+pub fn map_sticky<T: Sync, O: Send>(pool: &rayon::ThreadPool, items: &[T], f: impl Fn(&T) -> O + Sync) -> Vec<O> {
+    let (n, threads) = (items.len(), pool.current_num_threads());
+    if threads == 1 || n <= 1 {
+        return pool.install(|| items.iter().map(&f).collect());
+    }
+    let claimed: Vec<AtomicBool> = items.iter().map(|_| AtomicBool::new(false)).collect();
+    let results: Vec<Mutex<Option<O>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let share = |t: usize| (t * n / threads)..((t + 1) * n / threads);
+    let run = |i: usize| {
+        if !claimed[i].swap(true, Ordering::AcqRel) {
+            let out = f(&items[i]);
+            *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
+        }
+    };
+    pool.broadcast(|ctx| {
+        let me = ctx.index();
+        share(me).for_each(run);
+        for other in 1..threads {
+            share((me + other) % threads).rev().for_each(run);
+        }
+    });
+    // Every item lies in some share, and every thread visits every share: each was claimed and computed
+    // (a panic in `f` reaches the caller from `broadcast`, before this).
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every item computed")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_map_keeps_order_and_gives_each_thread_its_share() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for n in [0, 1, 2, 3, 7, 100] {
+            let items: Vec<usize> = (0..n).collect();
+            let got = map_sticky(&pool, &items, |&i| (i * 2, rayon::current_thread_index().unwrap()));
+            assert_eq!(
+                got.iter().map(|g| g.0).collect::<Vec<_>>(),
+                (0..n).map(|i| i * 2).collect::<Vec<_>>()
+            );
+        }
+        // Items that take a while (a thread would have to start 150 ms late for another to reach its share).
+        let items: Vec<usize> = (0..12).collect();
+        let got = map_sticky(&pool, &items, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            rayon::current_thread_index().unwrap()
+        });
+        assert_eq!(got, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+    }
 }
