@@ -26,7 +26,7 @@ fn in_flight(pool: &rayon::ThreadPool) -> usize {
 }
 
 /// Inputs of at most this many bytes on disk are small (`is_small_input`).
-const SMALL_INPUT_BYTES: u64 = 256 << 10;
+pub(crate) const SMALL_INPUT_BYTES: u64 = 256 << 10;
 
 /// Whether the input at `path` is small: a regular file (a pipe's or a device's size says nothing of what
 /// it holds) of at most SMALL_INPUT_BYTES, or of which at most that many are read (`bytes`; None: all of
@@ -252,6 +252,62 @@ impl Encoder {
             },
         )?;
         Ok((writer.count() - before, text_bytes))
+    }
+
+    /// Appends the ids of text files (each read whole, plain, gzip or zstd) to `writer`, in order, each
+    /// file's ids those `encode_text_into` gives it; returns (ids written, bytes of text read) per file.
+    /// The files are the items of one pipeline: each is opened, read and encoded by whichever thread is
+    /// free, and written in turn. A corpus of many small files (a document a file) cost a call each, with
+    /// a hop to the pool and back: about 80 µs a file of a kilobyte, ten times the work of encoding it.
+    pub fn encode_texts_into(
+        &self,
+        inputs: &[TextSource],
+        writer: &mut IdWriter,
+        pool: &rayon::ThreadPool,
+        lossy: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(u64, u64)>> {
+        writer.dtype().check_holds(self.vocab_size())?;
+        let sizes = inputs
+            .iter()
+            .map(TextSource::disk_bytes)
+            .collect::<Result<Vec<u64>>>()?;
+        let total = sizes.iter().sum();
+        let mut done = 0u64;
+        let mut counts = Vec::with_capacity(inputs.len());
+        let work = |&(input, disk): &(&TextSource, u64)| {
+            let source = input.open(Arc::new(AtomicU64::new(0)))?;
+            let reader = ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
+                .lossy(lossy)
+                .starting_at(input.start());
+            let mut ids = Vec::new();
+            let mut text_bytes = 0u64;
+            for chunk in reader {
+                let chunk = chunk?;
+                self.encode_into(&chunk.text, &mut ids)?;
+                text_bytes += chunk.text.len() as u64;
+            }
+            Ok((ids, text_bytes, disk))
+        };
+        let items = inputs.iter().zip(sizes.iter().copied()).map(Ok);
+        pipelined(
+            Reading::for_pool(pool),
+            items,
+            in_flight(pool),
+            pool,
+            work,
+            |(ids, text_bytes, disk)| {
+                let before = writer.count();
+                writer.write(&ids)?;
+                counts.push((writer.count() - before, text_bytes));
+                done += disk;
+                if !progress.update(Phase::Read, done, total) {
+                    return Err(Error::Interrupted);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(counts)
     }
 
     /// Appends the ids of a JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that

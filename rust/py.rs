@@ -574,6 +574,25 @@ impl Encoder {
         })
     }
 
+    /// Appends the ids of whole text files to `writer`, in order, read and encoded side by side (for many
+    /// small files: one call, not one each); returns (ids written, bytes of text read) per file.
+    #[pyo3(signature = (inputs, writer, num_threads=None, errors_replace=false, progress=None))]
+    fn encode_texts_into(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<PathBuf>,
+        writer: &TokenWriter,
+        num_threads: Option<usize>,
+        errors_replace: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<(u64, u64)>> {
+        let sources: Vec<TextSource> = inputs.into_iter().map(TextSource::whole).collect();
+        run_long(py, progress.as_ref(), |p| {
+            let pool = threads::pool(num_threads)?;
+            writer.with(|w| self.inner.encode_texts_into(&sources, w, &pool, errors_replace, p))
+        })
+    }
+
     /// Appends the ids of a JSON-lines file's records to `writer` (per record: `encode_ordinary` of
     /// `field`, then `end_id`); returns (documents, skipped records, text bytes, tokens).
     #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, range=None))]
@@ -1072,6 +1091,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GPT2_PATTERN", GPT2_PATTERN)?;
     m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
     m.add("MAX_THREADS_PER_CORE", threads::MAX_THREADS_PER_CORE)?;
+    m.add("SMALL_INPUT_BYTES", crate::encode_file::SMALL_INPUT_BYTES)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;

@@ -101,23 +101,18 @@ pub fn count_files_in_chunks(
     }
     let read = Arc::new(AtomicU64::new(0));
     let cutter = Cutter::new(specials.clone(), pretokenizer);
-    let mut streams = Vec::with_capacity(sources.len());
-    for s in sources {
-        let reader = s.open(read.clone())?;
-        streams.push(
-            ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes)
-                .starting_at(s.start())
-                .lossy(lossy),
-        );
-    }
     // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
     // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
-    // thread's work.
+    // thread's work. A file is opened when a thread takes it up (thousands of files open at once would
+    // run out of file descriptors).
     let counts = pool.install(|| {
-        streams
-            .into_par_iter()
-            .map(|stream| {
-                stream
+        sources
+            .par_iter()
+            .map(|s| {
+                let reader = s.open(read.clone())?;
+                ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes)
+                    .starting_at(s.start())
+                    .lossy(lossy)
                     .par_bridge()
                     .try_fold(PretokenCounts::default, |mut counts, chunk| {
                         let chunk = chunk?;

@@ -22,8 +22,8 @@ import pytest
 import zstandard
 
 import bpe_lm
-from bpe_lm import _core
-from bpe_lm.readers import InputError, detect, expand_inputs, plan_units, shard_units
+from bpe_lm import _core, ingest
+from bpe_lm.readers import InputError, detect, expand_inputs, plan_units, resolve, shard_units
 from bpe_lm.tokenizer import Tokenizer, default_num_threads
 
 import reference_bpe as ref
@@ -178,6 +178,55 @@ def test_small_inputs_encode_on_one_thread_to_the_same_ids(gpt2, documents, tmp_
     text.write_text(EOT.join(few), encoding="utf-8")
     gpt2.encode_files(text, tmp_path / "text.npy", num_threads=2)
     assert np.array_equal(np.load(tmp_path / "text.npy"), gpt2.encode(EOT.join(few)))
+
+
+def test_runs_of_small_text_files_encode_and_count_as_file_by_file(gpt2, documents, tmp_path):
+    # Consecutive small text files go to the core in one call (read and encoded side by side); a larger
+    # file, a record file or a compressed small file in between cuts the run. Ids, counts and stats must
+    # be those of the files one by one.
+    d = tmp_path / "many"
+    d.mkdir()
+    files = []
+    for i, doc in enumerate(documents[:40]):
+        path = d / f"{i:03d}.txt"
+        path.write_text(doc + (EOT + "tail" if i % 7 == 0 else ""), encoding="utf-8")
+        files.append(path)
+    files[5].write_text("", encoding="utf-8")  # an empty file: no ids
+    files[9] = d / "009.txt.gz"
+    files[9].write_bytes(gzip.compress(documents[9].encode()))
+    files[20] = d / "020.txt"
+    files[20].write_text(EOT.join(documents[:300]), encoding="utf-8")  # over 256 KB: a unit of its own
+    assert files[20].stat().st_size > _core.SMALL_INPUT_BYTES
+    files[30] = d / "030.jsonl"
+    files[30].write_text(json.dumps({"text": documents[30]}) + "\n", encoding="utf-8")
+    runs = [len(r) for r in ingest._in_runs(ingest.whole_units(resolve(files)))]
+    assert runs == [20, 1, 9, 1, 9], runs  # the large file and the JSON lines file stand alone
+    out = tmp_path / "many.npy"
+    stats = gpt2.encode_files(files, out, num_threads=2)
+    one_by_one = []
+    for f in files:
+        gpt2.encode_files(f, tmp_path / "one.npy", num_threads=2)
+        one_by_one.append(np.load(tmp_path / "one.npy"))
+    assert np.array_equal(np.load(out), np.concatenate(one_by_one))
+    assert stats.tokens == len(np.load(out)) and stats.inputs == [str(f) for f in files]
+    trained = bpe_lm.train_bpe(files, 300, [EOT], num_threads=2)
+    assert trained == ref.train_documents([t for f in files for t in _documents_of(f)], 300, [EOT])
+    # A bad file inside a run is named, and nothing is written.
+    files[3].write_bytes(b"good text \xff bad")
+    (tmp_path / "bad.npy").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="003.txt"):
+        gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
+    assert not (tmp_path / "bad.npy").exists()
+    gpt2.encode_files(files, tmp_path / "lossy.npy", num_threads=2, errors="replace")
+    assert len(np.load(tmp_path / "lossy.npy")) > 0
+
+
+def _documents_of(path: Path) -> list[str]:
+    """The documents the reference trainer sees in one input: a text file split on EOT, or its records."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.decode("utf-8").split(EOT)
 
 
 def test_records_match_tiktoken_gpt2(gpt2, formats, documents, tmp_path):

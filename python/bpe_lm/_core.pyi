@@ -7,6 +7,7 @@ from typing import Any
 GPT2_PATTERN: str
 NPY_HEADER_BYTES: int
 MAX_THREADS_PER_CORE: int
+SMALL_INPUT_BYTES: int
 
 ProgressCallback = Callable[[str, int, int], object]
 
@@ -66,6 +67,14 @@ class Encoder:
         progress: ProgressCallback | None = None,
         range: tuple[int, int] | None = None,
     ) -> tuple[int, int]: ...
+    def encode_texts_into(
+        self,
+        inputs: list[str | PathLike[str]],
+        writer: TokenWriter,
+        num_threads: int | None = None,
+        errors_replace: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> list[tuple[int, int]]: ...
     def encode_jsonl_into(
         self,
         input: str | PathLike[str],

@@ -9,6 +9,7 @@ and tokenizer training counts it as text of its own (no pre-token crosses two re
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -60,9 +61,13 @@ class UnitProgress:
         self.base = 0
 
     def for_unit(self, unit: Unit) -> Callback | None:
+        return self.for_units([unit])
+
+    def for_units(self, units: Sequence[Unit]) -> Callback | None:
+        """The callback for work on `units` (consecutive), reporting in their bytes together."""
         if self.callback is None:
             return None
-        base, size, cb = self.base, unit.size, self.callback
+        base, size, cb = self.base, sum(u.size for u in units), self.callback
 
         def report(phase: str, done: int, total: int) -> None:
             cb("read", base + min(done, size), self.total)
@@ -70,9 +75,42 @@ class UnitProgress:
         return report
 
     def finish_unit(self, unit: Unit) -> None:
-        self.base += unit.size
+        self.finish_units([unit])
+
+    def finish_units(self, units: Sequence[Unit]) -> None:
+        self.base += sum(u.size for u in units)
         if self.callback is not None:
             self.callback("read", self.base, self.total)
+
+
+def _is_small_text(unit: Unit) -> bool:
+    """A whole local text file of at most the core's SMALL_INPUT_BYTES, and a regular one (a pipe's size
+    says nothing of what it holds): such files are read and encoded many in one call (`_in_runs`)."""
+    inp = unit.input
+    if inp.format != "text" or inp.url is not None or unit.byte_range is not None:
+        return False
+    if unit.size > _core.SMALL_INPUT_BYTES:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(inp.path).st_mode)
+    except OSError:
+        return False  # the single-unit path words the error
+
+
+def _in_runs(units: Sequence[Unit]) -> Iterator[list[Unit]]:
+    """The units in order, in runs: consecutive small text files together (a corpus of a document a file
+    costs a call into the core a run, not a call a file), every other unit alone."""
+    run: list[Unit] = []
+    for unit in units:
+        if _is_small_text(unit):
+            run.append(unit)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [unit]
+    if run:
+        yield run
 
 
 def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, bytes, int]], int], tuple[int, ...]],
@@ -211,10 +249,18 @@ def encode_units(
     bars = UnitProgress(progress, sum(u.size for u in units))
     with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
-        for unit in units:
-            stats.add(encode_unit(tok, unit, writer, text_field=text_field, num_threads=num_threads,
-                                  errors=errors, progress=bars.for_unit(unit)))  # fmt: skip
-            bars.finish_unit(unit)
+        for run in _in_runs(units):
+            if len(run) == 1:
+                stats.add(encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads,
+                                      errors=errors, progress=bars.for_unit(run[0])))  # fmt: skip
+            else:
+                paths = [os.fspath(u.input.path) for u in run]
+                counts = tok._core.encode_texts_into(
+                    paths, writer, num_threads, errors == "replace", bars.for_units(run)
+                )
+                for unit, (tokens, text_bytes) in zip(run, counts):
+                    stats.add(Stats(text_bytes=text_bytes, tokens=tokens, inputs=[unit.input.where]))
+            bars.finish_units(run)
         writer.finish()
     return stats
 
@@ -232,10 +278,15 @@ def count_units(
     check_units(units, text_field)
     stats = Stats()
     bars = UnitProgress(progress, sum(u.size for u in units))
-    for unit in units:
-        stats.add(count_unit(counter, unit, text_field=text_field, num_threads=num_threads, errors=errors,
-                             progress=bars.for_unit(unit)))  # fmt: skip
-        bars.finish_unit(unit)
+    for run in _in_runs(units):
+        if len(run) == 1:
+            stats.add(count_unit(counter, run[0], text_field=text_field, num_threads=num_threads, errors=errors,
+                                 progress=bars.for_unit(run[0])))  # fmt: skip
+        else:
+            paths = [os.fspath(u.input.path) for u in run]
+            text_bytes = counter.add_text(paths, None, num_threads, errors == "replace", bars.for_units(run))
+            stats.add(Stats(text_bytes=text_bytes, inputs=[u.input.where for u in run]))
+        bars.finish_units(run)
     return stats
 
 

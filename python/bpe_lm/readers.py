@@ -17,12 +17,14 @@ core.
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import json
 import os
 import queue
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -217,10 +219,9 @@ def _head(path: Path, n: int = 8) -> bytes:
         return f.read(n)
 
 
-def _suffixes(path: Path) -> tuple[str, str]:
-    """(compression suffix or '', the suffix before it), lower-cased."""
-    name = path.name.lower()
-    stem, ext = os.path.splitext(name)
+def _suffixes(name: str) -> tuple[str, str]:
+    """(compression suffix or '', the suffix before it) of a file name, lower-cased."""
+    stem, ext = os.path.splitext(name.lower())
     if ext in COMPRESSED_SUFFIXES:
         return ext, os.path.splitext(stem)[1]
     return "", ext
@@ -252,10 +253,16 @@ def detect(path: str | os.PathLike[str]) -> Input:
     JSON lines), by its name. A URL is looked at through fsspec (its first bytes, its size)."""
     if isinstance(path, str) and is_url(path):
         return _detect_remote(path)
-    p = Path(path)
-    if not p.exists():
-        raise MissingInputError(f"{p}: no such file")
-    if p.is_dir():
+    # One stat for what pathlib's exists() and is_dir() would ask in turn: a corpus of many small files is
+    # detected file by file, and this is a share of each file's cost.
+    p = path if isinstance(path, Path) else Path(path)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(p).st_mode)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # as Path.exists() has it
+            raise
+        raise MissingInputError(f"{p}: no such file") from None
+    if is_dir:
         files = _arrow_directory(p)
         for f in files:
             if detect(f).format != "arrow":
@@ -303,9 +310,9 @@ def _detect_remote(url: str) -> Input:
 
 def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
     """(format, compression) from a file's name and first bytes."""
-    p = Path(name)
+    suffix = os.path.splitext(name.lower())[1]
     if not head:  # an empty file holds no documents, in any format: read as (empty) text or JSON lines
-        return ("jsonl" if _suffixes(p)[1] in JSONL_SUFFIXES else "text"), "none"
+        return ("jsonl" if _suffixes(name)[1] in JSONL_SUFFIXES else "text"), "none"
     if head.startswith(b"PAR1"):
         return "parquet", "none"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
@@ -313,12 +320,12 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
     for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ:
         if head.startswith(magic):
             raise InputError(f"{where}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
-    compressed, ext = _suffixes(p)
-    if p.suffix.lower() == ".parquet":
+    compressed, ext = _suffixes(name)
+    if suffix == ".parquet":
         raise InputError(
             f"{where}: named .parquet but not a parquet file (it lacks the PAR1 magic: damaged or misnamed)"
         )
-    if p.suffix.lower() == ".arrow":
+    if suffix == ".arrow":
         raise InputError(f"{where}: named .arrow but not an Arrow IPC file (damaged or misnamed)")
     if head.startswith(b"\x1f\x8b"):
         compression = "gzip"
