@@ -254,11 +254,13 @@ impl Encoder {
         Ok((writer.count() - before, text_bytes))
     }
 
-    /// Appends the ids of text files (each read whole, plain, gzip or zstd) to `writer`, in order, each
-    /// file's ids those `encode_text_into` gives it; returns (ids written, bytes of text read) per file.
-    /// The files are the items of one pipeline: each is opened, read and encoded by whichever thread is
-    /// free, and written in turn. A corpus of many small files (a document a file) cost a call each, with
-    /// a hop to the pool and back: about 80 µs a file of a kilobyte, ten times the work of encoding it.
+    /// Appends the ids of text files to `writer`, in order, each file's ids those `encode_text_into` gives
+    /// it; returns (ids written, bytes of text read) per file. The files are the items of one pipeline:
+    /// each is opened, read and encoded by whichever thread is free, and written in turn, so a file's ids
+    /// are held whole until then: for small files (`is_small_input`, uncompressed; the caller chooses
+    /// them), not for a stream of any size. A corpus of many small files (a document a file) cost a call
+    /// each, with a hop to the pool and back: about 80 µs a file of a kilobyte, ten times the work of
+    /// encoding it.
     pub fn encode_texts_into(
         &self,
         inputs: &[TextSource],

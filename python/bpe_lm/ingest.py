@@ -84,10 +84,12 @@ class UnitProgress:
 
 
 def _is_small_text(unit: Unit) -> bool:
-    """A whole local text file of at most the core's SMALL_INPUT_BYTES, and a regular one (a pipe's size
-    says nothing of what it holds): such files are read and encoded many in one call (`_in_runs`)."""
+    """A whole local uncompressed text file of at most the core's SMALL_INPUT_BYTES, and a regular one (a
+    pipe's size says nothing of what it holds): such files are read and encoded many in one call
+    (`_in_runs`), each file's ids held whole until its turn to be written. A compressed file is not one of
+    them, however small: 256 KB of gzip can inflate to gigabytes, which the streaming path takes in chunks."""
     inp = unit.input
-    if inp.format != "text" or inp.url is not None or unit.byte_range is not None:
+    if inp.format != "text" or inp.compression != "none" or inp.url is not None or unit.byte_range is not None:
         return False
     if unit.size > _core.SMALL_INPUT_BYTES:
         return False
