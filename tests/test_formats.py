@@ -510,6 +510,59 @@ def test_killed_many_file_encode_reruns_only_the_unfinished(gpt2, tmp_path):
     assert r.stderr.count("complete and current, skipped") == len(inputs) - 1, r.stderr
 
 
+def test_an_output_written_but_not_yet_listed_is_rewritten_by_a_rerun(gpt2, tmp_path, monkeypatch):
+    # The manifest is rewritten only now and then (its cost bounded, not once per output), but names every
+    # output the run will write as pending first: one finished after the last rewrite, when the run was
+    # killed, is the run's own, and a rerun writes it again instead of refusing it as someone else's.
+    from bpe_lm import manifest as manifests
+    from bpe_lm.manifest import encode_to_directory
+    from bpe_lm.readers import resolve
+
+    monkeypatch.setattr(manifests, "MANIFEST_TIME_SHARE", float("inf"))  # listed after every output here
+
+    inputs = []
+    for i in range(6):
+        p = tmp_path / f"doc{i}.txt"
+        p.write_text(f"document {i} " * 50, encoding="utf-8")
+        inputs.append(p)
+    out = tmp_path / "out"
+    calls = []
+
+    def killed_after_three(unit, target):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run stops here, as a kill would
+        calls.append(target)
+        return gpt2.encode_units([unit], target)
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_to_directory(gpt2, resolve(inputs), out, text_field="text", force=False, encode_one=killed_after_three)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["pending"]) == 6
+    listed = {e["output"] for e in manifest["outputs"]}
+    written = {p.name for p in out.glob("*.npy")}
+    assert len(written) == 3 and listed == written
+    # As if the kill came before the manifest listed the last of them:
+    manifest["outputs"] = [e for e in manifest["outputs"] if e["output"] != sorted(written)[-1]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / ".00005-doc5.npy.999999999.x.tmp").write_bytes(b"left by a writer that is gone")
+    with pytest.warns(UserWarning, match="00005-doc5.npy left by an interrupted run"):
+        stats, reused = encode_to_directory(
+            gpt2,
+            resolve(inputs),
+            out,
+            text_field="text",
+            force=False,
+            encode_one=lambda u, t: gpt2.encode_units([u], t),
+        )
+    assert reused == 2 and len(stats.inputs) == 4
+    final = json.loads((out / "manifest.json").read_text())
+    assert "pending" not in final and len(final["outputs"]) == 6
+    assert not list(out.glob(".*.tmp"))  # swept once, at the start
+    gpt2.encode_files(inputs, tmp_path / "whole.npy")
+    names = sorted(p.name for p in out.glob("*.npy"))
+    assert np.array_equal(np.concatenate([np.load(out / n) for n in names]), np.load(tmp_path / "whole.npy"))
+
+
 def test_directory_output_never_replaces_files_it_did_not_write(gpt2, tmp_path, formats):
     out = tmp_path / "out"
     out.mkdir()

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,20 +82,46 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     """Deletes temporary files of `path` left by a writer that no longer runs (killed with -9, say), and
-    warns about each. Temporaries of a writer still running are left alone."""
+    warns about each. Temporaries of a writer still running are left alone. Inside `sweeping(directory)`
+    this was done for the whole directory once, and is not done again."""
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
+    if os.path.abspath(parent) in _SWEPT:
+        return []
+    return _remove_stale(parent, {out.name})
+
+
+# Directories swept once for a run of many writes into them (`sweeping`).
+_SWEPT: set[str] = set()
+
+
+@contextmanager
+def sweeping(directory: str | os.PathLike[str], names: Iterable[str]) -> Iterator[None]:
+    """For a run of many outputs written into `directory` (the files `names`): their stale temporaries are
+    removed now, in one listing of the directory, and not again at each write in the block (2,000 outputs
+    written into one directory had it listed 4,000 times)."""
+    where = os.path.abspath(directory)
+    _remove_stale(Path(where), set(names))
+    _SWEPT.add(where)
+    try:
+        yield
+    finally:
+        _SWEPT.discard(where)
+
+
+def _remove_stale(parent: Path, targets: set[str]) -> list[Path]:
+    """`remove_stale_temporaries` of the files `targets` in `parent`, in one listing of it."""
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
-    prefix = f".{out.name}."
-    for entry in parent.iterdir():
-        name = entry.name
-        if not (name.startswith(prefix) and (name.endswith(".tmp") or ".tmp-" in name)):
+    for name in os.listdir(parent):
+        if not (name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)):
             continue
-        pid_text = name[len(prefix) :].split(".", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        target, pid_text = _temporary_of(name, targets)
+        if target is None or _pid_alive(int(pid_text)):
             continue
+        entry = parent / name
+        out = parent / target
         try:
             size = (
                 sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
@@ -107,9 +133,20 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
             continue
         removed.append(entry)
         warnings.warn(
-            f"removed {entry} ({size / 1e6:.1f} MB), a temporary file of {out} left by an interrupted run", stacklevel=3
+            f"removed {entry} ({size / 1e6:.1f} MB), a temporary file of {out} left by an interrupted run", stacklevel=4
         )
     return removed
+
+
+def _temporary_of(name: str, targets: set[str]) -> tuple[str | None, str]:
+    """(the file of `targets` whose temporary `name` is, its writer's pid), or (None, "") for none of them.
+    A temporary is named `.{target}.{pid}.…` (`_temp_prefix`), and a target may hold dots itself."""
+    parts = name[1:].split(".")
+    for i in range(1, len(parts)):
+        target = ".".join(parts[:i])
+        if target in targets and parts[i].isdigit():
+            return target, parts[i]
+    return None, ""
 
 
 def _rename_noreplace(src: Path, dst: Path) -> None:

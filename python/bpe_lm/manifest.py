@@ -1,22 +1,30 @@
 """`bpe-lm encode IN... -o DIR/`: one `.npy` per input and a `manifest.json` that says what each holds, in a
 local directory or at a URL (`locations.Location`).
 
-Each output is written atomically and the manifest is rewritten (atomically) after each one, so after a
-`kill -9` a rerun finds the finished outputs listed and skips them: an entry is reused when its input
-has the same path, size and modification time, the tokenizer, id type and text field are the same, and
-the output file is there with the size its token count implies. Output names keep the input order
-(`00000-name.npy`, `00001-...`), so the outputs concatenated in name order equal `encode IN... -o OUT.npy`.
+Each output is written atomically, and the manifest (rewritten atomically) lists the finished ones, so
+after a `kill -9` a rerun finds them and skips them: an entry is reused when its input has the same path,
+size and modification time, the tokenizer, id type and text field are the same, and the output file is
+there with the size its token count implies. Before any output is written the manifest names every output
+the run will write as `pending`, and it is rewritten after an output only while rewriting it has taken at
+most a twentieth of the run's time (a manifest of thousands of entries rewritten after each of thousands of
+small inputs made the run quadratic: 2,000 one-kilobyte files took 17 s): an output finished but not yet
+listed is then one of the last run's pending ones, and a rerun writes it again instead of refusing it as
+someone else's file. Output names keep the input order (`00000-name.npy`, `00001-...`), so the outputs
+concatenated in name order equal `encode IN... -o OUT.npy`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpe_lm import _core
+from bpe_lm._io import sweeping
 from bpe_lm.errors import BpeLmError
 from bpe_lm.locations import Location
 from bpe_lm.readers import Input, Stats, Unit
@@ -26,6 +34,8 @@ if TYPE_CHECKING:
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
+# At most this share of a run's time goes to rewriting its manifest (see the module's docstring).
+MANIFEST_TIME_SHARE = 0.05
 
 
 class ManifestError(BpeLmError, ValueError):
@@ -94,7 +104,9 @@ def encode_to_directory(
     reusable: dict[str, dict[str, Any]] = {}
     if previous is not None and all(previous.get(k) == v for k, v in common.items()):
         reusable = {str(e.get("output")): e for e in previous["outputs"] if isinstance(e, dict)}
-    listed = {e.get("output") for e in previous["outputs"]} if previous else set()
+    # The last run's outputs, finished or announced (a kill may have come between writing one and listing it).
+    listed = {e.get("output") for e in previous["outputs"] if isinstance(e, dict)} if previous else set()
+    listed |= {n for n in previous.get("pending", []) if isinstance(n, str)} if previous else set()
     names = [output_name(i, inp) for i, inp in enumerate(inputs)]
     if not force:
         for name in names:
@@ -104,30 +116,49 @@ def encode_to_directory(
                 )
     entries: list[dict[str, Any]] = []
     done_now, reused = Stats(), 0
+    idents = [_identity(inp) for inp in inputs]
+    current = [
+        (old := reusable.get(name)) is not None
+        and all(old.get(k) == v for k, v in ident.items())
+        and _complete(out, name, old, dt.itemsize)
+        for name, ident in zip(names, idents)
+    ]
+    pending = [name for name, keep in zip(names, current) if not keep]
+    started, saving = time.perf_counter(), 0.0
 
     def save() -> None:
-        text = json.dumps({"version": MANIFEST_VERSION, **common, "outputs": entries}, indent=2) + "\n"
-        out.write(MANIFEST_FILE, text.encode("utf-8"))
+        nonlocal saving
+        begun = time.perf_counter()
+        manifest = {"version": MANIFEST_VERSION, **common, "outputs": entries}
+        if pending:
+            manifest["pending"] = pending
+        out.write(MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+        saving += time.perf_counter() - begun
 
-    for name, inp in zip(names, inputs):
-        ident = _identity(inp)
-        old = reusable.get(name)
-        target = out.child(name)
-        if (
-            old is not None
-            and all(old.get(k) == v for k, v in ident.items())
-            and _complete(out, name, old, dt.itemsize)
-        ):
-            entries.append(old)
-            reused += 1
-            say(f"{inp.path}: {target} is complete and current, skipped")
-            continue
-        stats = encode_one(Unit(inp, size=inp.disk_bytes()), target)
-        done_now.add(stats)
-        entries.append({**ident, "output": name, **stats.as_dict()})
-        save()
+    save()  # the outputs about to be written, named before any is
+    with sweeping_outputs(out, [*names, MANIFEST_FILE]):
+        for name, inp, ident, keep in zip(names, inputs, idents, current):
+            target = out.child(name)
+            if keep:
+                entries.append(reusable[name])
+                reused += 1
+                say(f"{inp.path}: {target} is complete and current, skipped")
+                continue
+            stats = encode_one(Unit(inp, size=inp.disk_bytes()), target)
+            done_now.add(stats)
+            entries.append({**ident, "output": name, **stats.as_dict()})
+            if saving <= MANIFEST_TIME_SHARE * (time.perf_counter() - started):
+                save()
+    pending = []
     save()
     return done_now, reused
+
+
+def sweeping_outputs(out: Location, names: list[str]) -> Any:
+    """`_io.sweeping` for a local directory (a remote one has no temporaries of ours)."""
+    if out.remote:
+        return nullcontext()
+    return sweeping(out.where, names)
 
 
 def _complete(out: Location, name: str, entry: dict[str, Any], width: int) -> bool:
