@@ -124,18 +124,15 @@ def encode_to_directory(
         for name, ident in zip(names, idents)
     ]
     pending = [name for name, keep in zip(names, current) if not keep]
-    started, saving = time.perf_counter(), 0.0
 
-    def save() -> None:
-        nonlocal saving
-        begun = time.perf_counter()
+    def write() -> None:
         manifest = {"version": MANIFEST_VERSION, **common, "outputs": entries}
         if pending:
             manifest["pending"] = pending
         out.write(MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
-        saving += time.perf_counter() - begun
 
-    save()  # the outputs about to be written, named before any is
+    save = ThrottledSaves(write)
+    save(now=True)  # the outputs about to be written, named before any is
     with sweeping_outputs(out, [*names, MANIFEST_FILE]):
         for name, inp, ident, keep in zip(names, inputs, idents, current):
             target = out.child(name)
@@ -147,11 +144,27 @@ def encode_to_directory(
             stats = encode_one(Unit(inp, size=inp.disk_bytes()), target)
             done_now.add(stats)
             entries.append({**ident, "output": name, **stats.as_dict()})
-            if saving <= MANIFEST_TIME_SHARE * (time.perf_counter() - started):
-                save()
+            save()
     pending = []
-    save()
+    save(now=True)
     return done_now, reused
+
+
+class ThrottledSaves:
+    """Calls `write` (a rewrite of a whole manifest) when asked, unless the writes so far have taken more
+    than MANIFEST_TIME_SHARE of the time since the first: a manifest rewritten after each of thousands of
+    small outputs grows with them, and the run becomes quadratic. `now`: write whatever the time."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self.write = write
+        self.started = time.perf_counter()
+        self.writing = 0.0
+
+    def __call__(self, now: bool = False) -> None:
+        if now or self.writing <= MANIFEST_TIME_SHARE * (time.perf_counter() - self.started):
+            begun = time.perf_counter()
+            self.write()
+            self.writing += time.perf_counter() - begun
 
 
 def sweeping_outputs(out: Location, names: list[str]) -> Any:

@@ -28,6 +28,7 @@ from typing import Any
 
 from bpe_lm import _core
 from bpe_lm.locations import Location
+from bpe_lm.manifest import ThrottledSaves
 from bpe_lm.readers import DEFAULT_TEXT_FIELD, Input, InputError, Stats, Unit, plan_units
 
 # Units are cut to about this many bytes of input at most, so a task's output stays a few tens of MB.
@@ -225,10 +226,10 @@ def encode_on_ray(
             ):
                 done[i] = entry
 
-    def save() -> None:
-        parts.write_manifest({**run, "parts": [done[i] for i in sorted(done)]})
-
-    save()
+    # Rewritten as parts finish, at most MANIFEST_TIME_SHARE of the time (a part finished but not listed
+    # when the driver dies is encoded again by the rerun, its file replaced).
+    save = ThrottledSaves(lambda: parts.write_manifest({**run, "parts": [done[i] for i in sorted(done)]}))
+    save(now=True)
     task = ray.remote(num_cpus=1)(_encode_task)
     tok_ref = ray.put(tok)
     refs = {
@@ -250,6 +251,7 @@ def encode_on_ray(
             done[i] = {"index": i, "unit": _unit_identity(units[i]), **part.as_dict(), "inputs": part.inputs}
             save()
             bar.update(units[i].size)
+    save(now=True)
     if failure is not None:
         raise failure
     stats = Stats()
