@@ -246,10 +246,10 @@ impl<R: BufRead + Send> Source for ZstdStream<R> {
 }
 
 /// Reads from `source` until `buf` holds at least `want` bytes, or to the end (then sets `eof`): the
-/// buffer both chunkers cut from (text at safe cuts, JSON lines at line ends). Read in steps of at most
-/// READ_STEP_BYTES, each appended through the source's buffer: a chunk's worth of room (2 MB) zeroed
+/// buffer both chunkers cut from (text at safe cuts, JSON lines at line ends). Asked for in steps of at
+/// most READ_STEP_BYTES, each appended through the source's buffer (a chunk's worth of room, 2 MB, zeroed
 /// before each read, as it was, cost a third of a millisecond a file, most of the time of a corpus of
-/// many small files.
+/// many small files), or by a source that writes straight into `buf` (zstd's) up to its room.
 pub(crate) fn fill_buffer(
     source: &mut (dyn Source + '_),
     buf: &mut Vec<u8>,
