@@ -237,6 +237,26 @@ def test_loading_errors(tmp_path):
         bpe_lm.formats.read_gpt2_vocab(tmp_path / "vocab.json")
 
 
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(sorted(bpe_lm.formats.unicode_to_bytes())) | st.characters(), max_size=12))
+def test_gpt2_characters_map_to_their_bytes_and_nothing_else_passes(text):
+    # The C-level translation against the per-character table it replaces: equal bytes, or an error
+    # exactly where some character is not one of GPT-2's 256.
+    table = bpe_lm.formats.unicode_to_bytes()
+    if all(c in table for c in text):
+        assert bpe_lm.formats.text_to_token(text) == bytes(table[c] for c in text)
+    else:
+        with pytest.raises(ValueError, match="not a GPT-2 byte character"):
+            bpe_lm.formats.text_to_token(text)
+
+
+def test_a_bad_character_in_merges_names_its_line(tmp_path):
+    path = tmp_path / "merges.txt"
+    path.write_text("#version: 0.2\nĠ t\nĠ a\u0000\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"merges.txt: line 3: token 'a\\x00' holds"):
+        bpe_lm.formats.read_gpt2_merges(path)
+
+
 # ---------------------------------------------------------------------------------------------------- GPT-2 parity
 
 
