@@ -1,6 +1,6 @@
 //! Each thread's memory of pieces it has encoded, per encoder.
 
-use crate::keys::PieceMap;
+use crate::keys::{PieceMap, WIDE_PIECE_BYTES};
 
 /// Cached pieces per thread before the cache is cleared (bounds memory on diverse text).
 pub(crate) const CACHE_LIMIT: usize = 1 << 17;
@@ -118,7 +118,7 @@ impl ThreadCache {
             self.arena.shrink_to(CACHE_BYTES / 16);
             self.key_bytes = 0;
         }
-        if piece.len() > 31 {
+        if piece.len() > WIDE_PIECE_BYTES {
             self.key_bytes += piece.len();
         }
         let inline = match ids.len() {

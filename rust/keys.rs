@@ -55,13 +55,16 @@ pub(crate) fn pack_short(piece: &[u8]) -> Option<u128> {
     Some(((n as u128) << 120) | (hi as u128) << 64 | lo as u128)
 }
 
+/// The longest piece a table keeps packed (`pack_wide`); longer ones keep their bytes outside.
+pub(crate) const WIDE_PIECE_BYTES: usize = 31;
+
 /// A piece of 16 to 31 bytes packed into two integers: bytes 0..16 in the first; bytes 16.. in the
 /// second's low bytes (read with one load that ends at the piece's end, shifted), the length in its top
 /// byte.
 #[inline]
 pub(crate) fn pack_wide(piece: &[u8]) -> Option<WideKey> {
     let n = piece.len();
-    if !(16..=31).contains(&n) {
+    if !(16..=WIDE_PIECE_BYTES).contains(&n) {
         return None;
     }
     let first = u128::from_le_bytes(piece[..16].try_into().expect("16 bytes"));

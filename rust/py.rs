@@ -210,6 +210,13 @@ fn bpe_to_py<'py>(py: Python<'py>, bpe: train::Bpe) -> (Vec<Bound<'py, PyBytes>>
 
 /// Pre-tokens of `text` (no special-token handling). `reference=True` runs fancy-regex even for the
 /// GPT-2 pattern, to check the scanner against it.
+/// Whether the file at `path` is a small input (`encode_file::is_small_input`): a regular file of at most
+/// SMALL_INPUT_BYTES. The one rule, for Python's choice of the files it encodes many in one call.
+#[pyfunction(name = "is_small_input")]
+fn py_is_small_input(path: PathBuf) -> bool {
+    is_small_input(&path, None)
+}
+
 #[pyfunction]
 #[pyo3(signature = (text, pattern=None, reference=false))]
 fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: bool) -> PyResult<Vec<String>> {
@@ -1092,6 +1099,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
     m.add("MAX_THREADS_PER_CORE", threads::MAX_THREADS_PER_CORE)?;
     m.add("SMALL_INPUT_BYTES", crate::encode_file::SMALL_INPUT_BYTES)?;
+    m.add_function(wrap_pyfunction!(py_is_small_input, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;

@@ -9,6 +9,8 @@ NPY_HEADER_BYTES: int
 MAX_THREADS_PER_CORE: int
 SMALL_INPUT_BYTES: int
 
+def is_small_input(path: str | PathLike[str]) -> bool: ...
+
 ProgressCallback = Callable[[str, int, int], object]
 
 def pretokenize(text: str, pattern: str | None = None, reference: bool = False) -> list[str]: ...

@@ -9,7 +9,6 @@ and tokenizer training counts it as text of its own (no pre-token crosses two re
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -84,19 +83,14 @@ class UnitProgress:
 
 
 def _is_small_text(unit: Unit) -> bool:
-    """A whole local uncompressed text file of at most the core's SMALL_INPUT_BYTES, and a regular one (a
-    pipe's size says nothing of what it holds): such files are read and encoded many in one call
-    (`_in_runs`), each file's ids held whole until its turn to be written. A compressed file is not one of
-    them, however small: 256 KB of gzip can inflate to gigabytes, which the streaming path takes in chunks."""
+    """A whole local uncompressed text file that the core deems small (`_core.is_small_input`: a regular
+    file of at most SMALL_INPUT_BYTES): such files are read and encoded many in one call (`_in_runs`), each
+    file's ids held whole until its turn to be written. A compressed file is not one of them, however small:
+    256 KB of gzip can inflate to gigabytes, which the streaming path takes in chunks."""
     inp = unit.input
     if inp.format != "text" or inp.compression != "none" or inp.url is not None or unit.byte_range is not None:
         return False
-    if unit.size > _core.SMALL_INPUT_BYTES:
-        return False
-    try:
-        return stat.S_ISREG(os.stat(inp.path).st_mode)
-    except OSError:
-        return False  # the single-unit path words the error
+    return _core.is_small_input(os.fspath(inp.path))
 
 
 def _in_runs(units: Sequence[Unit]) -> Iterator[list[Unit]]:

@@ -141,7 +141,7 @@ def encode_to_directory(
                 reused += 1
                 say(f"{inp.path}: {target} is complete and current, skipped")
                 continue
-            stats = encode_one(Unit(inp, size=inp.disk_bytes()), target)
+            stats = encode_one(Unit(inp, size=ident["size"]), target)
             done_now.add(stats)
             entries.append({**ident, "output": name, **stats.as_dict()})
             save()

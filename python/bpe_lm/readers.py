@@ -253,16 +253,16 @@ def detect(path: str | os.PathLike[str]) -> Input:
     JSON lines), by its name. A URL is looked at through fsspec (its first bytes, its size)."""
     if isinstance(path, str) and is_url(path):
         return _detect_remote(path)
-    # One stat for what pathlib's exists() and is_dir() would ask in turn: a corpus of many small files is
+    # One stat for what pathlib's exists(), is_dir() and stat() would ask in turn: a corpus of many small files is
     # detected file by file, and this is a share of each file's cost.
     p = path if isinstance(path, Path) else Path(path)
     try:
-        is_dir = stat.S_ISDIR(os.stat(p).st_mode)
+        st = os.stat(p)
     except OSError as e:
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # as Path.exists() has it
             raise
         raise MissingInputError(f"{p}: no such file") from None
-    if is_dir:
+    if stat.S_ISDIR(st.st_mode):
         files = _arrow_directory(p)
         for f in files:
             if detect(f).format != "arrow":
@@ -271,7 +271,7 @@ def detect(path: str | os.PathLike[str]) -> Input:
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: permission denied")
     fmt, compression = _classify(os.fspath(p), p.name, _head(p))
-    if fmt == "jsonl" and p.stat().st_size:
+    if fmt == "jsonl" and st.st_size:
         first = _first_non_space(p)
         if first == b"[":
             raise InputError(
