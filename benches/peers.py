@@ -10,12 +10,13 @@ round by round so machine load hits all encoders alike.
 
 Cases: 1 thread with a Python list out (bpe-lm `encode_ordinary`, gigatoken `encode(...).tolist()`,
 fastokens `encode_ordinary(...).ids`, tiktoken `encode_ordinary`), 1 thread with an array out (bpe-lm
-`encode_to_numpy`, gigatoken `encode`, fastokens `encode_batch_flat` of the one text), and N threads over documents of about
+`encode_to_numpy`, gigatoken `encode`, fastokens `encode_batch_flat` of the one text), the same from the
+file's UTF-8 bytes (bpe-lm and gigatoken take bytes; the others str only), and N threads over documents of about
 4 KB (cut before a space) with one flat array out (bpe-lm `encode_batch_to_numpy`, gigatoken `encode_batch`
 flattened, fastokens `encode_batch_flat`, tiktoken `encode_ordinary_batch` joined).
 
     pip install ".[bench]"                     # tiktoken, gigatoken, fastokens
-    python benches/peers.py                    # 4 corpora x 3 cases x 4 encoders, 1 round: about 1 min, < 1 GB
+    python benches/peers.py                    # 4 corpora x 4 cases, 1 round: about 1 min 20 s, < 1 GB
     python benches/peers.py --quick            # 10 MB of English only: about 15 s
     python benches/peers.py --rounds 3 --calls 3 --threads 2
 """
@@ -43,7 +44,15 @@ CORPORA = {
     "Chinese": ("multilingual/poems_zh.txt.gz", 4.0),
 }
 ENCODERS = ("bpe-lm", "gigatoken", "fastokens", "tiktoken")
-CASES = ("1 thread, list", "1 thread, array", "N threads, 4 KB documents, flat array")
+CASES = (
+    "1 thread, list",
+    "1 thread, array",
+    "1 thread, array, UTF-8 bytes in",
+    "N threads, 4 KB documents, flat array",
+)
+# The case only some encoders have (fastokens and tiktoken take str only): their rows are left out.
+BYTES_CASE = "1 thread, array, UTF-8 bytes in"
+TAKE_BYTES = ("bpe-lm", "gigatoken")
 DOC_BYTES = 4096
 
 # One run: load the encoder, then time `calls` calls of one case on one text; print a JSON line.
@@ -52,6 +61,7 @@ import hashlib, json, os, sys, time
 threads, enc_name, case, text_path, tok_json, gpt2_dir, calls = sys.argv[1:8]
 threads, calls = int(threads), int(calls)
 text = open(text_path, encoding="utf-8").read()
+data = open(text_path, "rb").read()  # the same text as UTF-8 bytes, for the bytes case
 import numpy as np
 
 def docs_of(text, size):
@@ -70,6 +80,7 @@ if enc_name == "bpe-lm":
     run = {
         "1 thread, list": lambda: tok.encode_ordinary(text),
         "1 thread, array": lambda: tok.encode_to_numpy(text, np.uint32, num_threads=1),
+        "1 thread, array, UTF-8 bytes in": lambda: tok.encode_to_numpy(data, np.uint32, num_threads=1),
         "batch": lambda: tok.encode_batch_to_numpy(docs, np.uint32, num_threads=threads)[0],
     }
 elif enc_name == "gigatoken":
@@ -78,6 +89,7 @@ elif enc_name == "gigatoken":
     run = {
         "1 thread, list": lambda: tok.encode(text).tolist(),
         "1 thread, array": lambda: tok.encode(text),
+        "1 thread, array, UTF-8 bytes in": lambda: tok.encode(data),
         "batch": lambda: np.asarray(awkward.flatten(tok.encode_batch(docs)), np.uint32),
     }
 elif enc_name == "fastokens":
@@ -160,6 +172,8 @@ def main() -> None:
             for name, path in texts.items():
                 for case in CASES:
                     for encoder in ENCODERS:
+                        if case == BYTES_CASE and encoder not in TAKE_BYTES:
+                            continue
                         res = one_run(
                             args.threads if case.startswith("N") else 1, encoder, case, path, tok_json, args.calls
                         )
@@ -183,8 +197,12 @@ def main() -> None:
     for name in texts:
         for case in CASES:
             ours = results[(name, case, "bpe-lm")]
-            reference = {x.get("ids") for x in results[(name, case, "tiktoken")] if "error" not in x}
+            # The bytes case has no tiktoken run: its ids are those of the same text as a str.
+            same_text = "1 thread, array" if case == BYTES_CASE else case
+            reference = {x.get("ids") for x in results[(name, same_text, "tiktoken")] if "error" not in x}
             for encoder in ENCODERS:
+                if (name, case, encoder) not in results:
+                    continue
                 runs = results[(name, case, encoder)]
                 cold, warm = speed(runs, "cold"), speed(runs, "warm")
                 if cold is None or warm is None:

@@ -5,7 +5,8 @@
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
 //! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is
 //! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages;
-//! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them).
+//! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them);
+//! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed.
 #![allow(unsafe_code)]
 
 use crate::blocks::portable_masks;
@@ -26,6 +27,27 @@ pub(crate) fn prefetch<T>(value: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// `bytes` as a str where they are UTF-8, else the length of their longest UTF-8 prefix (what std's
+/// `Utf8Error::valid_up_to` says). Checked with SIMD by the simdutf8 crate (AVX2 or SSE4.2, chosen at run
+/// time; a scalar check elsewhere), which accepts exactly what std accepts: std's check goes about a byte
+/// at a time through text that is not ASCII (measured on the development machine: 621 MB/s on the shared
+/// Russian stories, 984 MB/s on the Chinese poems, against 7.4 and 14 GB/s; both run at memory speed on
+/// English), a third of the time of encoding Russian bytes on one thread.
+pub(crate) fn utf8_str(bytes: &[u8]) -> Result<&str, usize> {
+    simdutf8::compat::from_utf8(bytes).map_err(|e| e.valid_up_to())
+}
+
+/// `bytes` as a String where they are UTF-8 (`utf8_str`'s check), else the bytes back with the length
+/// of their longest UTF-8 prefix.
+pub(crate) fn utf8_string(bytes: Vec<u8>) -> Result<String, (Vec<u8>, usize)> {
+    match utf8_str(&bytes) {
+        // SAFETY: `utf8_str` has just found all of `bytes` to be UTF-8 (`String::from_utf8` would check
+        // them again, a byte at a time, undoing what the SIMD check saved).
+        Ok(_) => Ok(unsafe { String::from_utf8_unchecked(bytes) }),
+        Err(valid) => Err((bytes, valid)),
+    }
 }
 
 /// Types whose value may be all zero bytes (`TableMemory` hands out memory zeroed).
@@ -357,6 +379,46 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_checks_answer_as_std_does() {
+        // Text with every width of character, cut anywhere, with one of the sequences UTF-8 forbids
+        // (overlong forms, surrogates, code points past U+10FFFF, stray continuation and lead bytes)
+        // spliced in anywhere: up to 500 bytes, several of the blocks the SIMD check takes at once.
+        let chars = "aé€𝄞 z\n\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}";
+        let bad: [&[u8]; 9] = [
+            b"\xc0\xaf",
+            b"\xe0\x80\xaf",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf8\x88\x80\x80\x80",
+            b"\x80",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xff",
+        ];
+        let mut rng = 7u64;
+        let mut next = |n: usize| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) as usize % n
+        };
+        for case in 0..3000 {
+            let mut bytes: Vec<u8> = chars.repeat(1 + next(12)).into_bytes();
+            bytes.truncate(next(bytes.len() + 1));
+            if case % 3 != 0 {
+                let at = next(bytes.len() + 1);
+                bytes.splice(at..at, bad[next(bad.len())].iter().copied());
+            }
+            let std = std::str::from_utf8(&bytes).map_err(|e| e.valid_up_to());
+            assert_eq!(utf8_str(&bytes), std, "{bytes:?}");
+            let string = utf8_string(bytes.clone()).map_err(|(back, valid)| (back == bytes, valid));
+            assert_eq!(
+                string,
+                std.map(str::to_string).map_err(|valid| (true, valid)),
+                "{bytes:?}"
+            );
+        }
+    }
 
     #[test]
     fn table_memory_is_zeroed_and_keeps_what_is_written() {

@@ -185,10 +185,10 @@ impl<'a> Scanner<'a> {
             if self.bytes[stop] == b'"' {
                 self.at = stop + 1;
                 return match unescaped {
-                    None => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+                    None => crate::arch::utf8_str(raw).ok().map(Cow::Borrowed),
                     Some(mut text) => {
                         text.extend_from_slice(raw);
-                        String::from_utf8(text).ok().map(Cow::Owned)
+                        crate::arch::utf8_string(text).ok().map(Cow::Owned)
                     }
                 };
             }

@@ -159,10 +159,10 @@ impl RecordChunk for LineChunk {
 
 /// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error).
 pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64) -> Result<&'a str> {
-    std::str::from_utf8(bytes).map_err(|e| Error::InvalidRecord {
+    crate::arch::utf8_str(bytes).map_err(|valid| Error::InvalidRecord {
         path: path.to_path_buf(),
         position: format!("row {row}"),
-        message: format!("is not valid UTF-8 (at byte {} of the text)", e.valid_up_to()),
+        message: format!("is not valid UTF-8 (at byte {valid} of the text)"),
     })
 }
 

@@ -338,15 +338,15 @@ impl<'c> ChunkReader<'c> {
         let offset = self.offset;
         self.offset += len as u64;
         if self.lossy {
-            let text = match String::from_utf8(bytes) {
+            let text = match crate::arch::utf8_string(bytes) {
                 Ok(t) => t,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Err((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
             };
             return Ok(Chunk { text, offset });
         }
-        let text = String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
+        let text = crate::arch::utf8_string(bytes).map_err(|(_, valid)| Error::InvalidUtf8 {
             path: self.path.clone(),
-            offset: offset + e.utf8_error().valid_up_to() as u64,
+            offset: offset + valid as u64,
         })?;
         Ok(Chunk { text, offset })
     }

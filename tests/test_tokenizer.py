@@ -123,6 +123,27 @@ def test_encode_batch_and_numpy(small_tokenizer):
         tok.encode_to_numpy("x", dtype=np.int64)
 
 
+def test_utf8_bytes_encode_as_their_text(small_tokenizer):
+    tok, _, _ = small_tokenizer
+    big = generated_corpus(3000, seed=4)  # > 1 MB: encode_to_numpy's parallel parts
+    for text in ("", "héllo wörld ’quoted’ 🎉" + EOT + "tail", big):
+        for data in (text.encode(), bytearray(text.encode())):
+            assert tok.encode(data) == tok.encode(text)
+            assert tok.encode_ordinary(data) == tok.encode_ordinary(text)
+            assert tok.encode_to_numpy(data, num_threads=2).tolist() == tok.encode(text)
+    # Bytes that are not UTF-8 are named by the offset of the first bad byte, whichever call gets them.
+    for call in (tok.encode, tok.encode_ordinary, tok.encode_to_numpy):
+        with pytest.raises(bpe_lm.errors.TextEncodingError, match="byte offset 3") as caught:
+            call(b"abc\xff" + big.encode())
+        assert caught.value.offset == 3
+    with pytest.raises(bpe_lm.errors.TextEncodingError, match="byte offset 2"):
+        tok.encode("é".encode() + "é".encode()[:1])  # cut inside a character
+    with pytest.raises(TypeError, match="text must be str or bytes, not int"):
+        tok.encode(7)
+    with pytest.raises(UnicodeEncodeError):
+        tok.encode("lone \udc80 surrogate")
+
+
 def test_encode_batch_to_numpy_is_the_batch_flattened(small_tokenizer):
     tok, _, _ = small_tokenizer
     texts = [generated_corpus(3, seed=s) for s in range(30)] + ["", EOT, "x" * 70_000]

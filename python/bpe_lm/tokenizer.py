@@ -441,19 +441,23 @@ class Tokenizer:
 
     # -- encoding
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str | bytes) -> list[int]:
+        """Encodes `text`, special-token strings as their ids. `text` may be UTF-8 bytes (a file read in
+        binary mode, say: the same ids as its str, without decoding it to a str and back; bytes that are
+        not UTF-8 raise `TextEncodingError` with the offset of the first bad byte)."""
         return self._core.encode(text)
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encodes with special-token strings treated as plain text."""
+    def encode_ordinary(self, text: str | bytes) -> list[int]:
+        """Encodes with special-token strings treated as plain text (`text` a str or UTF-8 bytes)."""
         return self._core.encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str], *, num_threads: int | None = None) -> list[list[int]]:
         """Encodes many texts in parallel (default: all cores)."""
         return self._core.encode_batch(list(texts), default_num_threads(num_threads))
 
-    def encode_to_numpy(self, text: str, dtype: Any = None, *, num_threads: int | None = None) -> np.ndarray:
-        """Encodes straight into a numpy array (no Python list); large texts encode in parallel."""
+    def encode_to_numpy(self, text: str | bytes, dtype: Any = None, *, num_threads: int | None = None) -> np.ndarray:
+        """Encodes straight into a numpy array (no Python list); large texts encode in parallel. `text` may
+        be UTF-8 bytes, as for `encode`: the fast way to encode a file, `open(path, "rb").read()`."""
         import numpy as np
 
         dt = self._resolve_dtype(dtype)
