@@ -123,6 +123,31 @@ def test_encode_batch_and_numpy(small_tokenizer):
         tok.encode_to_numpy("x", dtype=np.int64)
 
 
+def test_id_lists_hold_one_reference_per_id(small_tokenizer):
+    # The lists share one int per id: each use holds a reference, all given back when the list goes.
+    # (Ids above 256: CPython's small ints are immortal from 3.12, with a reference count that stays.)
+    import sys
+
+    tok, _, _ = small_tokenizer
+    text = generated_corpus(50, seed=9)
+    ids = tok.encode(text)
+    assert ids == tok.encode_to_numpy(text, dtype=np.uint32).tolist()
+    # Keyed by name, so the bookkeeping itself holds the same references at every count.
+    ints = {str(i): ids[ids.index(i)] for i in set(ids) if i > 256}
+    uses = {name: ids.count(int(name)) for name in ints}
+    assert len(ints) > 20 and max(uses.values()) > 5
+
+    def references() -> dict[str, int]:
+        return {name: sys.getrefcount(value) for name, value in ints.items()}
+
+    before = references()
+    again = [tok.encode(text), tok.encode(text)] + tok.encode_batch([text, text], num_threads=2)
+    assert references() == {name: before[name] + 4 * uses[name] for name in ints}
+    del again
+    gc.collect()
+    assert references() == before
+
+
 def test_utf8_bytes_encode_as_their_text(small_tokenizer):
     tok, _, _ = small_tokenizer
     big = generated_corpus(3000, seed=4)  # > 1 MB: encode_to_numpy's parallel parts
