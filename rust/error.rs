@@ -10,8 +10,13 @@ pub enum Error {
         path: Option<PathBuf>,
         source: std::io::Error,
     },
-    /// Input text is not UTF-8; `offset` counts bytes of (decompressed) text from the start of the file.
-    InvalidUtf8 { path: Option<PathBuf>, offset: u64 },
+    /// Input text is not UTF-8; `offset` counts bytes of (decompressed) text from the start of the file,
+    /// or of the text at index `item` of a batch.
+    InvalidUtf8 {
+        path: Option<PathBuf>,
+        item: Option<usize>,
+        offset: u64,
+    },
     /// A record of a record corpus (a JSON line, an Arrow row) that cannot be read as a document:
     /// `position` says where ("line 7", "row 12"), `message` what is wrong.
     InvalidRecord {
@@ -55,9 +60,10 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path: Some(p), source } => write!(f, "{}: {}", p.display(), source),
             Error::Io { path: None, source } => write!(f, "{source}"),
-            Error::InvalidUtf8 { path, offset } => {
+            Error::InvalidUtf8 { path, item, offset } => {
                 let name = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
-                write!(f, "{name}invalid UTF-8 at byte offset {offset}")
+                let item = item.map(|i| format!("texts[{i}]: ")).unwrap_or_default();
+                write!(f, "{name}{item}invalid UTF-8 at byte offset {offset}")
             }
             Error::InvalidRecord {
                 path,

@@ -50,8 +50,9 @@ fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(msg),
             },
         },
-        Error::InvalidUtf8 { path, offset } => typed_error("TextEncodingError", msg, |d| {
+        Error::InvalidUtf8 { path, item, offset } => typed_error("TextEncodingError", msg, |d| {
             d.set_item("path", path.map(|p| p.display().to_string()))?;
+            d.set_item("item", item)?;
             d.set_item("offset", offset)
         }),
         Error::InvalidRecord { path, position, .. } => typed_error("RecordError", msg, |d| {
@@ -353,16 +354,26 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Text {
 }
 
 impl Text {
-    /// The text, bytes checked to be UTF-8 (an error names the first byte that is not); for a call
-    /// with the GIL released.
-    fn utf8(&self) -> Result<&str, Error> {
+    /// The text, bytes checked to be UTF-8 (an error names the first byte that is not, and `item`, the
+    /// text's index in a batch); for a call with the GIL released.
+    fn utf8_at(&self, item: Option<usize>) -> Result<&str, Error> {
         match self {
             Text::Str(text) => Ok(text),
             Text::Bytes(bytes) => crate::arch::utf8_str(bytes).map_err(|valid| Error::InvalidUtf8 {
                 path: None,
+                item,
                 offset: valid as u64,
             }),
         }
+    }
+
+    fn utf8(&self) -> Result<&str, Error> {
+        self.utf8_at(None)
+    }
+
+    /// Every text of a batch (`utf8_at`).
+    fn all_utf8(texts: &[Text]) -> Result<Vec<&str>, Error> {
+        texts.iter().enumerate().map(|(i, t)| t.utf8_at(Some(i))).collect()
     }
 }
 
@@ -540,10 +551,15 @@ impl Encoder {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: Vec<Text>,
         num_threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyList>>> {
-        let batch = py.detach(|| guarded(|| self.inner.encode_batch(&texts, &*threads::pool(num_threads)?)))?;
+        let batch = py.detach(|| {
+            guarded(|| {
+                self.inner
+                    .encode_batch(&Text::all_utf8(&texts)?, &*threads::pool(num_threads)?)
+            })
+        })?;
         batch.texts().map(|ids| self.to_list(py, ids)).collect()
     }
 
@@ -573,7 +589,7 @@ impl Encoder {
     fn encode_batch_to_buffers(
         &self,
         py: Python<'_>,
-        texts: Vec<PyBackedStr>,
+        texts: Vec<Text>,
         width: usize,
         num_threads: Option<usize>,
     ) -> PyResult<(IdArray, IdArray)> {
@@ -581,7 +597,7 @@ impl Encoder {
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         py.detach(|| {
             let pool = guarded(|| threads::pool(num_threads))?;
-            let batch = guarded(|| self.inner.encode_batch(&texts, &pool))?;
+            let batch = guarded(|| self.inner.encode_batch(&Text::all_utf8(&texts)?, &pool))?;
             let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
             offsets.push(0);
             offsets.extend_from_slice(&batch.ends);

@@ -346,6 +346,7 @@ impl<'c> ChunkReader<'c> {
         }
         let text = crate::arch::utf8_string(bytes).map_err(|(_, valid)| Error::InvalidUtf8 {
             path: self.path.clone(),
+            item: None,
             offset: offset + valid as u64,
         })?;
         Ok(Chunk { text, offset })

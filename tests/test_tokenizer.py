@@ -163,6 +163,16 @@ def test_utf8_bytes_encode_as_their_text(small_tokenizer):
         assert caught.value.offset == 3
     with pytest.raises(bpe_lm.errors.TextEncodingError, match="byte offset 2"):
         tok.encode("é".encode() + "é".encode()[:1])  # cut inside a character
+    # Batches take str and bytes mixed; a bad text is named by its index.
+    texts = [generated_corpus(3, seed=s) for s in range(12)] + ["ünï " + EOT, ""]
+    mixed = [t.encode() if i % 2 else t for i, t in enumerate(texts)]
+    assert tok.encode_batch(mixed, num_threads=2) == tok.encode_batch(texts, num_threads=2)
+    flat, offsets = tok.encode_batch_to_numpy(mixed, num_threads=2)
+    assert (flat.tolist(), offsets.tolist()) == tuple(x.tolist() for x in tok.encode_batch_to_numpy(texts))
+    for call in (tok.encode_batch, tok.encode_batch_to_numpy):
+        with pytest.raises(bpe_lm.errors.TextEncodingError, match=r"texts\[3\]: invalid UTF-8 at byte offset 1") as bad:
+            call(mixed[:3] + [b"a\xc3("] + mixed[3:])
+        assert (bad.value.item, bad.value.offset, bad.value.path) == (3, 1, None)
     with pytest.raises(TypeError, match="text must be str or bytes, not int"):
         tok.encode(7)
     with pytest.raises(UnicodeEncodeError):

@@ -46,11 +46,14 @@ class RecordError(BpeLmError, ValueError):
 
 
 class TextEncodingError(BpeLmError, ValueError):
-    """Text that is not UTF-8: `offset` counts bytes of (decompressed) text from the start of `path`."""
+    """Text that is not UTF-8: `offset` counts bytes of (decompressed) text from the start of `path`, or of
+    the bytes given to an encode call (`item`: their index in a batch)."""
 
-    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, item: int | None = None, offset: int | None = None
+    ) -> None:
         super().__init__(message)
-        self.path, self.offset = path, offset
+        self.path, self.item, self.offset = path, item, offset
 
 
 class UnknownTokenError(BpeLmError, ValueError):

@@ -451,8 +451,9 @@ class Tokenizer:
         """Encodes with special-token strings treated as plain text (`text` a str or UTF-8 bytes)."""
         return self._core.encode_ordinary(text)
 
-    def encode_batch(self, texts: Sequence[str], *, num_threads: int | None = None) -> list[list[int]]:
-        """Encodes many texts in parallel (default: all cores)."""
+    def encode_batch(self, texts: Sequence[str | bytes], *, num_threads: int | None = None) -> list[list[int]]:
+        """Encodes many texts in parallel (default: all cores); each a str or UTF-8 bytes, as for `encode`
+        (bytes that are not UTF-8 raise `TextEncodingError` naming the text's index, `item`)."""
         return self._core.encode_batch(list(texts), default_num_threads(num_threads))
 
     def encode_to_numpy(self, text: str | bytes, dtype: Any = None, *, num_threads: int | None = None) -> np.ndarray:
@@ -465,11 +466,12 @@ class Tokenizer:
         return np.asarray(ids).astype(dt, copy=False)
 
     def encode_batch_to_numpy(
-        self, texts: Sequence[str], dtype: Any = None, *, num_threads: int | None = None
+        self, texts: Sequence[str | bytes], dtype: Any = None, *, num_threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Encodes many texts in parallel into one flat array: `(ids, offsets)`, where text `i`'s ids are
         `ids[offsets[i]:offsets[i + 1]]` (`offsets` is uint64, `len(texts) + 1` long). No Python object per
-        id or per text, so it is the fast way to tokenize a batch of documents for training."""
+        id or per text, so it is the fast way to tokenize a batch of documents for training. Texts may be
+        str or UTF-8 bytes, as for `encode_batch`."""
         import numpy as np
 
         dt = self._resolve_dtype(dtype)
