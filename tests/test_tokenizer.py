@@ -148,6 +148,20 @@ def test_id_lists_hold_one_reference_per_id(small_tokenizer):
     assert references() == before
 
 
+def test_lists_come_right_from_a_reused_buffer_and_from_threads_at_once(small_tokenizer):
+    # encode and encode_ordinary write into the buffer the call before used (long then short texts,
+    # both calls in turn), and into buffers of their own when Python threads call at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok, _, _ = small_tokenizer
+    texts = [generated_corpus(n, seed=n) for n in (400, 3, 0, 60, 400, 1)] + ["x" + EOT + "y"]
+    expected = [(tok.encode_to_numpy(t).tolist(), tok.encode_batch([t])[0]) for t in texts]
+    assert [(tok.encode(t), tok.encode_ordinary(t) if EOT not in t else tok.encode(t)) for t in texts] == expected
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda t: (tok.encode(t), tok.encode_batch([t])[0]), texts * 6))
+    assert got == expected * 6
+
+
 def test_utf8_bytes_encode_as_their_text(small_tokenizer):
     tok, _, _ = small_tokenizer
     big = generated_corpus(3000, seed=4)  # > 1 MB: encode_to_numpy's parallel parts
