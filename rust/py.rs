@@ -330,9 +330,9 @@ fn dtype_of(width: usize) -> PyResult<Dtype> {
 
 /// A text to encode as the bindings take it: a str, or bytes (or a bytearray) of UTF-8, such as a file
 /// read in binary mode. Bytes skip the UTF-8 form CPython makes of a str the first time one is asked of
-/// it, which is most of the cost of a first call on text that is not all ASCII (a str of English books
-/// with curly quotes holds two bytes a character): of the first `encode_to_numpy` of 20 MB of them, 37
-/// ms of 131 (gigatoken's first `encode`: 49 of 138).
+/// it, about a third of a first call on text that is not all ASCII (a str of English books with curly
+/// quotes holds two bytes a character): of the first `encode_to_numpy` of 20 MB of them, 37 ms of 131
+/// (gigatoken's first `encode`: 49 of 138).
 enum Text {
     Str(PyBackedStr),
     Bytes(PyBackedBytes),
@@ -447,7 +447,7 @@ struct Encoder {
     /// blocked on a plain `OnceLock` there could hold what the filling thread needs (PyO3's deadlock warning).
     ints: PyOnceLock<Vec<Py<PyAny>>>,
     /// The ids of the last text `encode` or `encode_ordinary` turned into a list, kept for the next one to
-    /// write into (`with_spare_ids`): a fresh buffer is fresh memory from the kernel, faulted in page by
+    /// write into (`list_of`): a fresh buffer is fresh memory from the kernel, faulted in page by
     /// page, for ids that are only copied into the list. Kept up to SPARE_IDS ids (64 MB), half what the
     /// list made of them takes. Measured: 20 MB of English books, `encode_ordinary` on one thread, fresh
     /// processes, two runs of 5 rounds: later calls 147–149 → 162–167 MB/s (20 MB of reviews, fewer ids,
@@ -482,23 +482,20 @@ impl Encoder {
         list
     }
 
-    /// `ids` as a list of the shared ints (`ints`), made through the C API: each int is given all the
-    /// references its uses in the list need in one run of calls (the uses counted first), so its memory
-    /// is touched once a call rather than once an id, at scattered places, as PyO3's `PyList::new` did
-    /// (a reference taken, then the slot set, id by id). Measured: 20 MB of English books and of reviews,
-    /// `encode_ordinary` on one thread, fresh processes, medians of 5 rounds: first call 95 → 98 and
-    /// 115 → 119 MB/s, later calls 148 → 159 and 191 → 203 MB/s.
+    /// `ids` as a list of the shared ints (`ints`), made through the C API. For a list of at least as many
+    /// ids as the vocabulary has tokens, each int is given all the references its uses in the list need
+    /// in one run of calls (the uses counted first), so its memory is touched once a call rather than once
+    /// an id, at scattered places, as PyO3's `PyList::new` did (a reference taken, then the slot set, id by
+    /// id). Measured: 20 MB of English books and of reviews, `encode_ordinary` on one thread, fresh
+    /// processes, medians of 5 rounds: first call 95 → 98 and 115 → 119 MB/s, later calls 148 → 159 and
+    /// 191 → 203 MB/s. A shorter list takes its references id by id: counting over the whole vocabulary
+    /// made a call on a 200-byte text 2.5 → 23 µs.
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(py, || {
             (0..self.inner.vocab_size() as u32)
                 .map(|i| i.into_pyobject(py).unwrap().into_any().unbind())
                 .collect()
         });
-        // Every id is checked against `ints` here first (a bad one stops the call before any reference is taken).
-        let mut uses = vec![0u32; ints.len()];
-        for &id in ids {
-            uses[id as usize] += 1;
-        }
         let len = ffi::Py_ssize_t::try_from(ids.len()).map_err(|_| PyValueError::new_err("too many ids for a list"))?;
         // SAFETY: attached to the interpreter (`py`); PyList_New returns a new reference, or null with the
         // exception set.
@@ -508,16 +505,28 @@ impl Encoder {
         }
         // SAFETY: `list` is the new reference just made; owned from here, it is released on any return.
         let list = unsafe { Bound::from_owned_ptr(py, list) };
-        for (int, &n) in ints.iter().zip(&uses) {
-            for _ in 0..n {
-                // SAFETY: `int` is alive (`ints` holds it); one reference for each of its uses below.
-                unsafe { ffi::Py_IncRef(int.as_ptr()) };
+        let counted = ids.len() >= ints.len();
+        if counted {
+            let mut uses = vec![0u32; ints.len()];
+            for &id in ids {
+                uses[id as usize] += 1;
+            }
+            for (int, &n) in ints.iter().zip(&uses) {
+                for _ in 0..n {
+                    // SAFETY: `int` is alive (`ints` holds it); one reference for each of its uses below.
+                    unsafe { ffi::Py_IncRef(int.as_ptr()) };
+                }
             }
         }
         for (at, &id) in ids.iter().enumerate() {
+            let int = ints[id as usize].as_ptr();
+            if !counted {
+                // SAFETY: `int` is alive (`ints` holds it); the reference is the one the slot takes below.
+                unsafe { ffi::Py_IncRef(int) };
+            }
             // SAFETY: `list` is a list of `len` empty slots and `at < len`; PyList_SetItem takes over one
-            // of the references given to the int above (so each int ends with one per use).
-            if unsafe { ffi::PyList_SetItem(list.as_ptr(), at as ffi::Py_ssize_t, ints[id as usize].as_ptr()) } != 0 {
+            // reference given to the int above (so each int ends with one per use).
+            if unsafe { ffi::PyList_SetItem(list.as_ptr(), at as ffi::Py_ssize_t, int) } != 0 {
                 return Err(PyErr::fetch(py));
             }
         }

@@ -143,7 +143,16 @@ def test_id_lists_hold_one_reference_per_id(small_tokenizer):
     before = references()
     again = [tok.encode(text), tok.encode(text)] + tok.encode_batch([text, text], num_threads=2)
     assert references() == {name: before[name] + 4 * uses[name] for name in ints}
+    # Lists shorter than the vocabulary take their references id by id, the others counted first.
+    assert len(ids) >= tok.vocab_size > 100
+    short_texts = [tok.decode(ids[:100])] * 3 + [tok.decode(ids[:1])]
+    extra = {name: 3 * ids[:100].count(int(name)) + ids[:1].count(int(name)) for name in ints}
+    pieces = [tok.encode(t) for t in short_texts]
+    assert pieces[0] == ids[:100] and pieces[3] == ids[:1]
     del again
+    gc.collect()
+    assert references() == {name: before[name] + extra[name] for name in ints}
+    del pieces
     gc.collect()
     assert references() == before
 
