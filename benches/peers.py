@@ -44,15 +44,10 @@ CORPORA = {
     "Chinese": ("multilingual/poems_zh.txt.gz", 4.0),
 }
 ENCODERS = ("bpe-lm", "gigatoken", "fastokens", "tiktoken")
-CASES = (
-    "1 thread, list",
-    "1 thread, array",
-    "1 thread, array, UTF-8 bytes in",
-    "N threads, 4 KB documents, flat array",
-)
 # The case only some encoders have (fastokens and tiktoken take str only): their rows are left out.
 BYTES_CASE = "1 thread, array, UTF-8 bytes in"
 TAKE_BYTES = ("bpe-lm", "gigatoken")
+CASES = ("1 thread, list", "1 thread, array", BYTES_CASE, "N threads, 4 KB documents, flat array")
 DOC_BYTES = 4096
 
 # One run: load the encoder, then time `calls` calls of one case on one text; print a JSON line.
