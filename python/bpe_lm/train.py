@@ -548,9 +548,8 @@ class Trainer:
                 bar.close()
             log.close()
             if self.dist.enabled:
-                import torch.distributed as dist
-
-                dist.destroy_process_group()
+                # Not after an exception: a barrier would wait for ranks that may never arrive.
+                self._leave_process_group(together=sys.exc_info()[0] is None)
         summary.update(
             steps=self.iteration,
             tokens=self.tokens_seen,
@@ -564,6 +563,22 @@ class Trainer:
             device=str(self.device),
         )
         return summary
+
+    def _leave_process_group(self, together: bool) -> None:
+        """Tears the process group down while the interpreter is whole. DDP's reducer holds the group (and
+        gloo's worker threads) past `destroy_process_group`, which only drops the registry's reference; left
+        to interpreter exit, a rank can abort ("terminate called without an active exception", SIGABRT)
+        depending on which rank finishes first. So: wait for every rank (rank 0 may still be saving), drop
+        the DDP wrapper and collect it, then destroy the group."""
+        import gc
+
+        import torch.distributed as dist
+
+        if together:
+            dist.barrier()
+        self.step_model = self.model
+        gc.collect()
+        dist.destroy_process_group()
 
     def _train_step(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (mean loss, gradient norm before clipping) as tensors, not read, so
