@@ -453,6 +453,7 @@ impl Encoder {
         f: impl FnOnce(&mut BatchSink<'_, 't, '_>) -> Result<T>,
     ) -> Result<T> {
         self.with_cache(|cache| {
+            cache.expect(text_bytes);
             let mut sink = BatchSink {
                 encoder: self,
                 bytes: &[],

@@ -391,6 +391,25 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
         self.len
     }
 
+    /// Makes room for `entries` keys in all without growing (the table grows once, to the size it would
+    /// reach by doubling, instead of being rebuilt at every doubling on the way).
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        let mut pairs = self.pairs.len();
+        while entries > pairs {
+            pairs *= 2;
+        }
+        if pairs == self.pairs.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.pairs, TableMemory::zeroed(pairs));
+        self.len = 0;
+        for (k, v) in old.iter().flat_map(|pair| pair.slots) {
+            if k != K::default() {
+                self.insert_if_absent(k, v);
+            }
+        }
+    }
+
     /// Bytes of the table's memory.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.pairs.len() * std::mem::size_of::<Pair<K, V>>()
@@ -623,6 +642,24 @@ mod tests {
             let (found, value) = small.probe_at(home, k);
             assert!(!found || value == i as u32, "key {i}");
         }
+        // Room made ahead: the keys held stay found, and the table does not grow until that many are in.
+        let mut reserved = PairTable::<u32>::default();
+        for (i, &k) in keys[..100].iter().enumerate() {
+            reserved.insert_if_absent(k, i as u32);
+        }
+        reserved.reserve(40_000);
+        let memory = reserved.memory_bytes();
+        assert!(memory >= 40_000 * 2 * std::mem::size_of::<(u128, u32)>());
+        for (i, &k) in keys[..40_000].iter().enumerate() {
+            reserved.insert_if_absent(k, i as u32);
+        }
+        assert_eq!((reserved.len(), reserved.memory_bytes()), (40_000, memory));
+        assert!(keys[..40_000]
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| reserved.get(k) == Some(i as u32)));
+        reserved.reserve(10); // never shrinks
+        assert_eq!(reserved.memory_bytes(), memory);
         for slots in [64, 1 << 20] {
             // Cleared to fresh memory (fewer slots) or in place.
             pairs.clear(slots);
