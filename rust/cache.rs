@@ -84,8 +84,10 @@ impl ThreadCache {
     /// Sizes an empty cache for encoding `text_bytes` of text at once: its table is made at about the
     /// size the text's distinct pieces will need (never beyond CACHE_LIMIT's), not grown to it through
     /// every doubling, each a rebuild into fresh zeroed memory. The estimate stays below what English and
-    /// web text reach (distinct pieces ~ 16K × √MB; 20 MB of books has 96K), so the table never ends
-    /// larger than growing would have made it. A cache in use is left as it is. Measured (`encode_to_numpy`
+    /// web text reach (distinct pieces ~ 16K × √MB; 20 MB of books has 96K), so there the table ends no
+    /// larger than growing would have made it; on text of fewer distinct pieces it is larger (at most
+    /// CACHE_LIMIT's, 8 MB), of which only the pages written become memory. A cache in use is left as
+    /// it is. Measured (`encode_to_numpy`
     /// on one pinned core, fresh processes, 7 rounds, medians): first call on 20 MB of English books
     /// 146 → 154 MB/s, of reviews 158 → 161; 4 MB of Chinese (nearly every piece new) unchanged.
     pub(crate) fn expect(&mut self, text_bytes: usize) {
