@@ -13,6 +13,17 @@ pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
 const FIRST_SLOTS: usize = 1 << 15;
+/// The distinct pieces a cache is sized for when `text_bytes` of text are about to be encoded
+/// (`ThreadCache::expect`): ~16K × √MB, below what English and web text reach, at most CACHE_LIMIT.
+pub(crate) fn expected_pieces(text_bytes: usize) -> usize {
+    ((16_000.0 * (text_bytes as f64 / 1e6).sqrt()) as usize).min(CACHE_LIMIT)
+}
+
+/// Whether `text_bytes` of text are expected to fill more than a new cache's table holds.
+pub(crate) fn outgrows_first_table(text_bytes: usize) -> bool {
+    expected_pieces(text_bytes) > FIRST_SLOTS / 2
+}
+
 /// Ids a cache entry holds in its own slot (when the first is below 2^24, as in every real vocabulary);
 /// pieces of more tokens keep theirs in the arena.
 pub(crate) const INLINE_IDS: usize = 4;
@@ -91,9 +102,8 @@ impl ThreadCache {
     /// on one pinned core, fresh processes, 7 rounds, medians): first call on 20 MB of English books
     /// 146 → 154 MB/s, of reviews 158 → 161; 4 MB of Chinese (nearly every piece new) unchanged.
     pub(crate) fn expect(&mut self, text_bytes: usize) {
-        if self.pieces.len() == 0 {
-            let estimate = 16_000.0 * (text_bytes as f64 / 1e6).sqrt();
-            self.pieces.short.reserve((estimate as usize).min(CACHE_LIMIT));
+        if self.pieces.len() == 0 && outgrows_first_table(text_bytes) {
+            self.pieces.short.reserve(expected_pieces(text_bytes));
         }
     }
 

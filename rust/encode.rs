@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::cache::{cache_for, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES};
+use crate::cache::{
+    cache_for, outgrows_first_table, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES,
+};
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap, UNPACKED};
@@ -546,6 +548,18 @@ impl Encoder {
         }
     }
 
+    /// Sizes each of `pool`'s threads' caches for its share of `text_bytes` of text about to be encoded
+    /// there in pieces (`ThreadCache::expect`): a file reaches the encoders chunk by chunk, each too small
+    /// for the sizing to see how much text the thread will meet. Measured (`encode_files` of 40 MB of
+    /// documents, fresh processes, 9 rounds, medians, 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 →
+    /// 172, parquet 161 → 158; 1 thread (5 rounds): `.txt` 198 → 183, `.jsonl.zst` 211 → 201.
+    pub(crate) fn expect_text(&self, text_bytes: u64, pool: &rayon::ThreadPool) {
+        let share = usize::try_from(text_bytes).unwrap_or(usize::MAX) / pool.current_num_threads().max(1);
+        if outgrows_first_table(share) {
+            pool.broadcast(|_| self.with_cache(|cache| cache.expect(share)));
+        }
+    }
+
     /// Runs `f` with this thread's cache for this encoder.
     fn with_cache<T>(&self, f: impl FnOnce(&mut ThreadCache) -> T) -> T {
         THREAD_CACHES.with(|cell| match cell.try_borrow_mut() {
@@ -776,6 +790,23 @@ mod tests {
             text.as_bytes()
         );
         assert!(matches!(enc.decode_bytes([99_999]), Err(Error::UnknownTokenId(99_999))));
+    }
+
+    #[test]
+    fn each_thread_is_sized_for_its_share_of_a_large_input_only() {
+        let enc = trained(&TEXT.repeat(3), 320);
+        let pool = crate::threads::pool(Some(2)).unwrap();
+        let table_bytes = |enc: &Encoder| pool.broadcast(|_| enc.with_cache(|c| c.pieces.short.memory_bytes()));
+        let first = table_bytes(&enc);
+        enc.expect_text(100_000, &pool); // small: nothing to size
+        assert_eq!(table_bytes(&enc), first);
+        enc.expect_text(40_000_000, &pool);
+        let sized = table_bytes(&enc);
+        assert!(sized.iter().zip(&first).all(|(s, f)| s > f), "{sized:?} {first:?}");
+        // The ids are those of an unsized cache.
+        let big = TEXT.repeat(3_000);
+        let ids = pool.install(|| enc.encode(&big).unwrap());
+        assert_eq!(ids, trained(&TEXT.repeat(3), 320).encode(&big).unwrap());
     }
 
     #[test]

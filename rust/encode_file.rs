@@ -235,6 +235,7 @@ impl Encoder {
             .starting_at(input.start());
         let before = writer.count();
         let mut text_bytes = 0u64;
+        self.expect_text(total, pool); // compressed: at least this much text
         let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
         pipelined(
             Reading::for_input(pool, &input.path, total),
@@ -364,6 +365,7 @@ impl Encoder {
             total,
         } = input;
         let mut stats = RecordStats::default();
+        self.expect_text(total, pool); // the records' text is less than the file when not compressed
         pipelined(
             Reading::for_input(pool, path, total),
             chunks,
