@@ -276,6 +276,7 @@ impl Encoder {
             .map(TextSource::disk_bytes)
             .collect::<Result<Vec<u64>>>()?;
         let total = sizes.iter().sum();
+        self.expect_text(total, pool);
         let mut done = 0u64;
         let mut counts = Vec::with_capacity(inputs.len());
         let work = |&(input, disk): &(&TextSource, u64)| {
