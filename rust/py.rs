@@ -210,8 +210,6 @@ fn bpe_to_py<'py>(py: Python<'py>, bpe: train::Bpe) -> (Vec<Bound<'py, PyBytes>>
     (bpe.vocab.iter().map(|t| PyBytes::new(py, t)).collect(), bpe.merges)
 }
 
-/// Pre-tokens of `text` (no special-token handling). `reference=True` runs fancy-regex even for the
-/// GPT-2 pattern, to check the scanner against it.
 /// Whether the file at `path` is a small input (`encode_file::is_small_input`): a regular file of at most
 /// SMALL_INPUT_BYTES. The one rule, for Python's choice of the files it encodes many in one call.
 #[pyfunction(name = "is_small_input")]
@@ -219,6 +217,8 @@ fn py_is_small_input(path: PathBuf) -> bool {
     is_small_input(&path, None)
 }
 
+/// Pre-tokens of `text` (no special-token handling). `reference=True` runs fancy-regex even for the
+/// GPT-2 pattern, to check the scanner against it.
 #[pyfunction]
 #[pyo3(signature = (text, pattern=None, reference=false))]
 fn pretokenize(py: Python<'_>, text: &str, pattern: Option<&str>, reference: bool) -> PyResult<Vec<String>> {
