@@ -13,6 +13,7 @@ pub(crate) const CACHE_BYTES: usize = 32 << 20;
 /// Slots of a new cache's table: what a few megabytes of text fill, so a first call does not rehash
 /// it many times over (1 MB; untouched pages cost nothing).
 const FIRST_SLOTS: usize = 1 << 15;
+
 /// The distinct pieces a cache is sized for when `text_bytes` of text are about to be encoded
 /// (`ThreadCache::expect`): ~16K × √MB, below what English and web text reach, at most CACHE_LIMIT.
 pub(crate) fn expected_pieces(text_bytes: usize) -> usize {
@@ -93,14 +94,13 @@ impl ThreadCache {
     }
 
     /// Sizes an empty cache for encoding `text_bytes` of text at once: its table is made at about the
-    /// size the text's distinct pieces will need (never beyond CACHE_LIMIT's), not grown to it through
-    /// every doubling, each a rebuild into fresh zeroed memory. The estimate stays below what English and
-    /// web text reach (distinct pieces ~ 16K × √MB; 20 MB of books has 96K), so there the table ends no
-    /// larger than growing would have made it; on text of fewer distinct pieces it is larger (at most
-    /// CACHE_LIMIT's, 8 MB), of which only the pages written become memory. A cache in use is left as
-    /// it is. Measured (`encode_to_numpy`
-    /// on one pinned core, fresh processes, 7 rounds, medians): first call on 20 MB of English books
-    /// 146 → 154 MB/s, of reviews 158 → 161; 4 MB of Chinese (nearly every piece new) unchanged.
+    /// size the text's distinct pieces will need (`expected_pieces`), not grown to it through every
+    /// doubling, each a rebuild into fresh zeroed memory. On English and web text (20 MB of books has 96K
+    /// distinct pieces) the table ends no larger than growing would have made it; on text of fewer
+    /// distinct pieces it is larger (at most CACHE_LIMIT's, 8 MB), of which only the pages written become
+    /// memory. A cache in use is left as it is. Measured (`encode_to_numpy` on one pinned core, fresh
+    /// processes, 7 rounds, medians): first call on 20 MB of English books 146 → 154 MB/s, of reviews
+    /// 158 → 161; 4 MB of Chinese (nearly every piece new) unchanged.
     pub(crate) fn expect(&mut self, text_bytes: usize) {
         if self.pieces.len() == 0 && outgrows_first_table(text_bytes) {
             self.pieces.short.reserve(expected_pieces(text_bytes));

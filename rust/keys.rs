@@ -361,14 +361,7 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
     pub(crate) fn insert_if_absent(&mut self, key: K, value: V) {
         debug_assert!(key != K::default());
         if self.len + 1 > self.pairs.len() {
-            let grown = TableMemory::zeroed(2 * self.pairs.len());
-            let old = std::mem::replace(&mut self.pairs, grown);
-            self.len = 0;
-            for (k, v) in old.iter().flat_map(|pair| pair.slots) {
-                if k != K::default() {
-                    self.insert_if_absent(k, v);
-                }
-            }
+            self.rebuild(2 * self.pairs.len());
         }
         let mask = self.pairs.len() - 1;
         let mut i = self.home(key);
@@ -398,9 +391,13 @@ impl<V: Zeroable + Default, K: PackedKey> PairTable<V, K> {
         while entries > pairs {
             pairs *= 2;
         }
-        if pairs == self.pairs.len() {
-            return;
+        if pairs > self.pairs.len() {
+            self.rebuild(pairs);
         }
+    }
+
+    /// Moves every key into fresh memory of `pairs` pairs (at least as many as it holds).
+    fn rebuild(&mut self, pairs: usize) {
         let old = std::mem::replace(&mut self.pairs, TableMemory::zeroed(pairs));
         self.len = 0;
         for (k, v) in old.iter().flat_map(|pair| pair.slots) {
