@@ -522,30 +522,23 @@ impl Encoder {
                 }
             }
         }
-        if let Some(items) = items {
-            // SAFETY: `items` is the new list's array of `len` slots (`list_items`), all empty, which
-            // nothing else can see yet.
-            let slots = unsafe { std::slice::from_raw_parts_mut(items, ids.len()) };
-            for (slot, &id) in slots.iter_mut().zip(ids) {
-                let int = ints[id as usize].as_ptr();
-                if !counted {
-                    // SAFETY: `int` is alive (`ints` holds it); the reference is the one its slot takes.
-                    unsafe { ffi::Py_IncRef(int) };
-                }
-                *slot = int; // the slot takes over one reference taken above
-            }
-            return Ok(list.cast_into::<PyList>()?);
-        }
         for (at, &id) in ids.iter().enumerate() {
             let int = ints[id as usize].as_ptr();
             if !counted {
-                // SAFETY: `int` is alive (`ints` holds it); the reference is the one the slot takes below.
+                // SAFETY: `int` is alive (`ints` holds it); the reference is the one its slot takes below.
                 unsafe { ffi::Py_IncRef(int) };
             }
-            // SAFETY: `list` is a list of `len` empty slots and `at < len`; PyList_SetItem takes over one
-            // reference given to the int above (so each int ends with one per use).
-            if unsafe { ffi::PyList_SetItem(list.as_ptr(), at as ffi::Py_ssize_t, int) } != 0 {
-                return Err(PyErr::fetch(py));
+            // Each slot takes over one reference given to its int above (so each int ends with one per use).
+            match items {
+                // SAFETY: `items` is the new list's array of `len` slots (`list_items`), all empty, which
+                // nothing else can see yet, and `at < len`.
+                Some(items) => unsafe { *items.add(at) = int },
+                // SAFETY: `list` is a list of `len` empty slots and `at < len`.
+                None => {
+                    if unsafe { ffi::PyList_SetItem(list.as_ptr(), at as ffi::Py_ssize_t, int) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
+                }
             }
         }
         Ok(list.cast_into::<PyList>()?)
