@@ -41,9 +41,10 @@ EOT = "<|endoftext|>"
 TIKTOKEN_WORKER = r"""
 import sys, pathlib, tempfile, numpy as np, tiktoken, tiktoken.load, bpe_lm
 path, out, gpt2_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-tmp = pathlib.Path(tempfile.mkdtemp()) / "vocab.bpe"
-tmp.write_text("#version: 0.2\n" + (pathlib.Path(gpt2_dir) / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
-ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(tmp), encoder_json_file=str(pathlib.Path(gpt2_dir) / "vocab.json"))
+with tempfile.TemporaryDirectory() as tmp:
+    bpe = pathlib.Path(tmp) / "vocab.bpe"
+    bpe.write_text("#version: 0.2\n" + (pathlib.Path(gpt2_dir) / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=str(pathlib.Path(gpt2_dir) / "vocab.json"))
 enc = tiktoken.Encoding("gpt2", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
 
 def cut(text, end):

@@ -97,9 +97,10 @@ elif enc_name == "fastokens":
     }
 else:
     import tiktoken, tiktoken.load, tempfile, pathlib
-    bpe = pathlib.Path(tempfile.mkdtemp()) / "vocab.bpe"
-    bpe.write_text("#version: 0.2\n" + open(f"{gpt2_dir}/merges.txt", encoding="utf-8").read(), encoding="utf-8")
-    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=f"{gpt2_dir}/vocab.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe = pathlib.Path(tmp) / "vocab.bpe"
+        bpe.write_text("#version: 0.2\n" + open(f"{gpt2_dir}/merges.txt", encoding="utf-8").read(), encoding="utf-8")
+        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=f"{gpt2_dir}/vocab.json")
     import bpe_lm
     tok = tiktoken.Encoding("gpt2", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     run = {

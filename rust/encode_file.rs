@@ -230,12 +230,13 @@ impl Encoder {
         let total = input.disk_bytes()?;
         let read = Arc::new(AtomicU64::new(0));
         let source = input.open(read.clone())?;
+        let text_bytes_expected = source.expected_bytes(total);
         let reader = ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
             .lossy(lossy)
             .starting_at(input.start());
         let before = writer.count();
         let mut text_bytes = 0u64;
-        self.expect_text(total, pool); // compressed: at least this much text
+        self.expect_text(text_bytes_expected, pool);
         let work = |c: &crate::stream::Chunk| Ok((self.encode(&c.text)?, c.text.len() as u64));
         pipelined(
             Reading::for_input(pool, &input.path, total),
@@ -364,9 +365,10 @@ impl Encoder {
             spec,
             read,
             total,
+            text_bytes: text_bytes_expected,
         } = input;
         let mut stats = RecordStats::default();
-        self.expect_text(total, pool); // the records' text is less than the file when not compressed
+        self.expect_text(text_bytes_expected, pool);
         pipelined(
             Reading::for_input(pool, path, total),
             chunks,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{ByteArray, ByteArrayType};
+use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::Type;
 
@@ -102,6 +103,7 @@ fn is_text(field: &Type) -> bool {
 pub fn parquet_input(path: &Path, field: &str, row_groups: Option<&[usize]>) -> Result<RecordInput<ColumnChunks>> {
     let file = ParquetFile::open(path, field)?;
     let total = file.stored_bytes(row_groups)?;
+    let text_bytes = file.text_bytes(row_groups)?;
     let read = Arc::new(AtomicU64::new(0));
     let chunks = file.chunks(row_groups, RECORD_CHUNK_BYTES, read.clone())?;
     let spec = RecordSpec {
@@ -114,6 +116,7 @@ pub fn parquet_input(path: &Path, field: &str, row_groups: Option<&[usize]>) -> 
         spec,
         read,
         total,
+        text_bytes,
     })
 }
 
@@ -221,9 +224,21 @@ impl ParquetFile {
 
     /// Bytes (compressed, as stored) of the row groups `row_groups` (all when None).
     pub fn stored_bytes(&self, row_groups: Option<&[usize]>) -> Result<u64> {
+        self.sum_over(row_groups, |g| g.compressed_size())
+    }
+
+    /// Bytes of the text column's pages once decompressed, in the row groups `row_groups` (all when
+    /// None): its strings and their length prefixes.
+    pub fn text_bytes(&self, row_groups: Option<&[usize]>) -> Result<u64> {
+        self.sum_over(row_groups, |g| g.column(self.column).uncompressed_size())
+    }
+
+    /// The sum of `size` (negative: 0) over the row groups `row_groups` (all when None; those past the
+    /// file's are left out, for `chunks` to name).
+    fn sum_over(&self, row_groups: Option<&[usize]>, size: impl Fn(&RowGroupMetaData) -> i64) -> Result<u64> {
         shielded(&self.path, || {
             let meta = self.reader.metadata();
-            let size = |g: usize| meta.row_group(g).compressed_size().max(0) as u64;
+            let size = |g: usize| size(meta.row_group(g)).max(0) as u64;
             Ok(match row_groups {
                 Some(gs) => gs
                     .iter()

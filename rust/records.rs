@@ -119,6 +119,8 @@ pub struct RecordInput<I> {
     pub spec: RecordSpec,
     pub read: Arc<AtomicU64>,
     pub total: u64,
+    /// About how many bytes of text the records hold, for sizing the piece caches.
+    pub text_bytes: u64,
 }
 
 /// A JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that starts at a line), its
@@ -126,12 +128,10 @@ pub struct RecordInput<I> {
 pub fn jsonl_input(source: &TextSource, field: &str) -> Result<RecordInput<LineChunker>> {
     let total = source.disk_bytes()?;
     let read = Arc::new(AtomicU64::new(0));
-    let chunks = LineChunker::new(
-        source.open(read.clone())?,
-        source.path.clone(),
-        source.start(),
-        RECORD_CHUNK_BYTES,
-    );
+    let stream = source.open(read.clone())?;
+    // The lines' text fields: a little less than the lines.
+    let text_bytes = stream.expected_bytes(total);
+    let chunks = LineChunker::new(stream, source.path.clone(), source.start(), RECORD_CHUNK_BYTES);
     let spec = RecordSpec {
         path: source.path.clone(),
         field: field.to_string(),
@@ -142,6 +142,7 @@ pub fn jsonl_input(source: &TextSource, field: &str) -> Result<RecordInput<LineC
         spec,
         read,
         total,
+        text_bytes,
     })
 }
 

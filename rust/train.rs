@@ -196,6 +196,7 @@ fn count_records<C: RecordChunk>(
         spec,
         read,
         total,
+        ..
     } = input;
     pool.install(|| {
         chunks
