@@ -6,7 +6,10 @@
 //! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is
 //! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages;
 //! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them);
-//! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed.
+//! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed;
+//! `json_string_stop` finds where a JSON string's text stops, 16 bytes at a time (SSE2, which every
+//! x86-64 CPU has; checked against its byte-by-byte path in the tests, and through the JSON scanner
+//! against serde_json by the fuzz target `json_line_scanner_answers_like_serde_json`).
 #![allow(unsafe_code)]
 
 use crate::blocks::portable_masks;
@@ -47,6 +50,58 @@ pub(crate) fn utf8_string(bytes: Vec<u8>) -> Result<String, (Vec<u8>, usize)> {
         // them again, a byte at a time, undoing what the SIMD check saved).
         Ok(_) => Ok(unsafe { String::from_utf8_unchecked(bytes) }),
         Err(valid) => Err((bytes, valid)),
+    }
+}
+
+/// Where a JSON string's text stops (json_line.rs): the index of the first quote, backslash or control
+/// character (below 0x20) in `bytes`. On x86-64, SSE2 (part of every x86-64 CPU, so nothing to detect)
+/// tests 16 bytes at a time into a mask whose lowest bit is the answer; elsewhere, and for the last
+/// bytes, byte by byte (`json_string_stop_from`). (`memchr2` for the quote and backslash and a second
+/// pass for control characters took 14.9 ms to find the text fields of 40.8 MB of JSON lines.)
+#[inline]
+pub(crate) fn json_string_stop(bytes: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    // SAFETY: the build targets SSE2 (the cfg), which every x86-64 CPU has.
+    return unsafe { sse2::json_string_stop(bytes) };
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    json_string_stop_from(bytes, 0)
+}
+
+/// `json_string_stop`, byte by byte from `at`.
+#[inline]
+fn json_string_stop_from(bytes: &[u8], at: usize) -> Option<usize> {
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use core::arch::x86_64::*;
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn json_string_stop(bytes: &[u8]) -> Option<usize> {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let control_max = _mm_set1_epi8(0x1F);
+        let mut at = 0;
+        for block in bytes.chunks_exact(16) {
+            // SAFETY: an unaligned load of the 16 bytes of `block`, all inside the slice.
+            let v = unsafe { _mm_loadu_si128(block.as_ptr() as *const __m128i) };
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, control_max), v); // v <= 0x1F, unsigned
+            let stops = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                control,
+            );
+            let mask = _mm_movemask_epi8(stops) as u32;
+            if mask != 0 {
+                return Some(at + mask.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        super::json_string_stop_from(bytes, at)
     }
 }
 
@@ -417,6 +472,31 @@ mod tests {
                 std.map(str::to_string).map_err(|valid| (true, valid)),
                 "{bytes:?}"
             );
+        }
+    }
+
+    #[test]
+    fn json_string_stops_are_found_as_byte_by_byte() {
+        // Text of every length up to several blocks, with a stop (or none) at every place, among bytes
+        // on both sides of each class (0x1F and 0x20, the quote's and backslash's neighbours, bytes with the
+        // top bit set, which a signed comparison would take for control characters).
+        let plain = b" !#[]^~\x7f\x80\xe9\xffazAZ09";
+        let stops = b"\"\\\x00\x1f\n\t";
+        let mut rng = 11u64;
+        let mut next = |n: usize| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) as usize % n
+        };
+        for len in 0..80 {
+            for place in 0..=len {
+                let mut bytes: Vec<u8> = (0..len).map(|_| plain[next(plain.len())]).collect();
+                if place < len {
+                    bytes[place] = stops[next(stops.len())];
+                }
+                let want = (place < len).then_some(place);
+                assert_eq!(json_string_stop(&bytes), want, "{bytes:?}");
+                assert_eq!(json_string_stop_from(&bytes, 0), want, "{bytes:?}");
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The fast path of the JSON-lines reader: one line's text field found by a scanner that jumps from quote
-//! to backslash with `memchr` instead of reading a JSON value byte by byte through serde.
+//! to backslash (a vector search, `arch::json_string_stop`) instead of reading a JSON value byte by byte
+//! through serde.
 //!
 //! It is only ever a shortcut. Whenever it answers, serde_json (the reader's reference, `records.rs`) would
 //! give the same answer for the line; anything it is not sure of (a line that is not valid JSON, a lone
@@ -175,12 +176,10 @@ impl<'a> Scanner<'a> {
         let mut unescaped: Option<Vec<u8>> = None;
         let mut run = self.at; // start of the text since the last escape
         loop {
-            let stop = self.at + memchr::memchr2(b'"', b'\\', &self.bytes[self.at..])?;
+            let stop = self.at + crate::arch::json_string_stop(&self.bytes[self.at..])?;
             let raw = &self.bytes[run..stop];
-            // Control characters must be escaped. (A fold, not `any`: without the early exit the
-            // compiler checks many bytes per instruction.)
-            if raw.iter().fold(false, |seen, &b| seen | (b < 0x20)) {
-                return None;
+            if self.bytes[stop] < 0x20 {
+                return None; // control characters must be escaped
             }
             if self.bytes[stop] == b'"' {
                 self.at = stop + 1;
