@@ -157,27 +157,7 @@ pub fn merge_count_files(paths: &[PathBuf]) -> Result<(PretokenCounts, CountHead
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A scratch folder of this test's own, removed when the test ends (passed or failed).
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("bpe-lm-counts-{}-{name}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn file(&self) -> PathBuf {
-            self.0.join("c.bin")
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::Scratch;
 
     #[test]
     fn round_trip_and_merge() {
@@ -188,8 +168,8 @@ mod tests {
         let mut a = PretokenCounts::default();
         a.insert(b" the".as_slice().into(), 5);
         a.insert(b"\xff\x00".as_slice().into(), u64::MAX - 10);
-        let scratch = Scratch::new("rt");
-        let path = scratch.file();
+        let scratch = Scratch::new("counts-round-trip");
+        let path = scratch.path("c.bin");
         write_count_file(&path, &a, &header).unwrap();
         let (twice, h) = merge_count_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!((twice, h), (a.clone(), header.clone()));
@@ -207,8 +187,8 @@ mod tests {
         for i in 0..50u32 {
             a.insert(i.to_le_bytes().as_slice().into(), i as u64 + 1);
         }
-        let scratch = Scratch::new("corrupt");
-        let path = scratch.file();
+        let scratch = Scratch::new("counts-corrupt");
+        let path = scratch.path("c.bin");
         write_count_file(&path, &a, &header).unwrap();
         let good = std::fs::read(&path).unwrap();
         let mut seed = 0x9e3779b97f4a7c15u64;

@@ -22,6 +22,8 @@ pub mod parquet_input;
 pub mod pretokenize;
 pub mod progress;
 pub mod records;
+#[cfg(test)]
+mod scratch;
 pub mod specials;
 pub mod stream;
 pub mod threads;

@@ -511,8 +511,7 @@ mod tests {
     #[test]
     fn compressed_files_are_expected_to_inflate() {
         // What the piece caches are sized for: a compressed file's text is not its size on disk.
-        let dir = std::env::temp_dir().join(format!("bpe-lm-inflate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch::Scratch::new("inflate");
         let text = b"Once upon a time, a cat sat on the mat.\n".repeat(3000);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, &text).unwrap();
@@ -523,13 +522,12 @@ mod tests {
         ];
         let mut expected = Vec::new();
         for (name, bytes) in &files {
-            let source = TextSource::whole(dir.join(name));
+            let source = TextSource::whole(scratch.path(name));
             std::fs::write(&source.path, bytes).unwrap();
             let disk = source.disk_bytes().unwrap();
             let stream = source.open(Arc::new(AtomicU64::new(0))).unwrap();
             expected.push((disk, stream.expected_bytes(disk)));
         }
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(expected[0], (text.len() as u64, text.len() as u64));
         for (disk, text_bytes) in &expected[1..] {
             assert_eq!(*text_bytes, disk * TYPICAL_INFLATION);

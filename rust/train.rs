@@ -541,9 +541,8 @@ mod tests {
 
     #[test]
     fn counts_do_not_depend_on_chunks_or_threads() {
-        let dir = std::env::temp_dir().join(format!("bpe-lm-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("text.txt");
+        let scratch = crate::scratch::Scratch::new("counts-in-chunks");
+        let path = scratch.path("text.txt");
         let text =
             "Once upon a time, there was a cat.\nIt's   here!<|endoftext|>\n\nZweite Geschichte: 123 äöü\n 中文 \t\n"
                 .repeat(300);
@@ -571,7 +570,7 @@ mod tests {
                 );
             }
             // Several files, read in parallel: the sum of their counts (no pre-token spans two files).
-            let other = dir.join("other.txt");
+            let other = scratch.path("other.txt");
             std::fs::write(&other, "tail without newline").unwrap();
             let mut both = expected.clone();
             count_text("tail without newline", &specials, &Pretokenizer::Gpt2, &mut both).unwrap();
@@ -587,7 +586,6 @@ mod tests {
             let bytes = (2 * text.len() + "tail without newline".len()) as u64;
             assert_eq!(counts, (thrice, bytes), "threads {threads}, three files");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
