@@ -549,10 +549,13 @@ impl Encoder {
     }
 
     /// Sizes each of `pool`'s threads' caches for its share of `text_bytes` of text about to be encoded
-    /// there in pieces (`ThreadCache::expect`): a file reaches the encoders chunk by chunk, each too small
-    /// for the sizing to see how much text the thread will meet. Measured (`encode_files` of 40 MB of
-    /// documents, fresh processes, 9 rounds, medians, 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 →
-    /// 172, parquet 161 → 158; 1 thread (5 rounds): `.txt` 198 → 183, `.jsonl.zst` 211 → 201.
+    /// there in pieces (`ThreadCache::expect`): a file reaches the encoders chunk by chunk, and a batch,
+    /// documents or a text in parts in runs or parts, each too small for the sizing to see how much text the
+    /// thread will meet. Measured (`encode_files` of 40 MB of documents, fresh processes, 9 rounds, medians,
+    /// 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 → 172, parquet 161 → 158; 1 thread (5 rounds):
+    /// `.txt` 198 → 183, `.jsonl.zst` 211 → 201. `encode_batch_to_numpy` of 20 MB of English in 4 KB
+    /// documents, first call (fresh processes, 5 rounds, medians): 2 threads 183 → 220 MB/s, 1 thread
+    /// 145 → 166.
     pub(crate) fn expect_text(&self, text_bytes: u64, pool: &rayon::ThreadPool) {
         let share = usize::try_from(text_bytes).unwrap_or(usize::MAX) / pool.current_num_threads().max(1);
         if outgrows_first_table(share) {
@@ -607,6 +610,7 @@ impl Encoder {
             return Ok(vec![self.encode(text)?]);
         }
         let parts = split_at_safe_cuts(text, &self.cutter, PARALLEL_CHUNK_BYTES);
+        self.expect_text(text.len() as u64, pool);
         crate::threads::map_sticky(pool, &parts, |p| self.encode(p))
             .into_iter()
             .collect()
@@ -617,6 +621,7 @@ impl Encoder {
     /// short texts costs what their concatenation would.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], pool: &rayon::ThreadPool) -> Result<BatchIds> {
         let total = texts.iter().map(|t| t.as_ref().len()).sum();
+        self.expect_text(total as u64, pool);
         let runs = crate::records::runs(texts, run_bytes(total, pool.current_num_threads()));
         let encoded = crate::threads::map_sticky(pool, &runs, |run| {
             let mut ids = Vec::new();
@@ -807,6 +812,36 @@ mod tests {
         let big = TEXT.repeat(3_000);
         let ids = pool.install(|| enc.encode(&big).unwrap());
         assert_eq!(ids, trained(&TEXT.repeat(3), 320).encode(&big).unwrap());
+    }
+
+    #[test]
+    fn parallel_calls_size_their_threads_for_the_whole_input() {
+        // A large text in parts, a batch and documents: each thread meets runs or parts too small for the
+        // sizing to see, so the call sizes every thread's cache for its share first. (The text repeats,
+        // so its pieces alone would never grow the table.)
+        let pool = crate::threads::pool(Some(2)).unwrap();
+        let big = TEXT.repeat(6_000_000 / TEXT.len());
+        let docs: Vec<&str> = big
+            .as_bytes()
+            .chunks(4096)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let calls: [&dyn Fn(&Encoder); 3] = [
+            &|enc| drop(enc.encode_parts(&big, &pool).unwrap()),
+            &|enc| drop(enc.encode_batch(&docs, &pool).unwrap()),
+            &|enc| drop(enc.encode_documents(&docs, None, &pool).unwrap()),
+        ];
+        for (k, call) in calls.iter().enumerate() {
+            let enc = trained(&TEXT.repeat(3), 320);
+            let table_bytes = || pool.broadcast(|_| enc.with_cache(|c| c.pieces.short.memory_bytes()));
+            let first = table_bytes();
+            call(&enc);
+            let after = table_bytes();
+            assert!(
+                after.iter().zip(&first).all(|(a, f)| a > f),
+                "call {k}: {after:?} {first:?}"
+            );
+        }
     }
 
     #[test]

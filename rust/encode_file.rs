@@ -402,6 +402,7 @@ impl Encoder {
         pool: &rayon::ThreadPool,
     ) -> Result<Vec<Vec<u32>>> {
         let total = docs.iter().map(|d| d.len()).sum();
+        self.expect_text(total as u64, pool);
         let runs = records::runs(docs, run_bytes(total, pool.current_num_threads()));
         pool.install(|| {
             runs.par_iter()
