@@ -554,7 +554,7 @@ impl Encoder {
     /// thread will meet. Measured (`encode_files` of 40 MB of documents, fresh processes, 9 rounds, medians,
     /// 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 → 172, parquet 161 → 158; 1 thread (5 rounds):
     /// `.txt` 198 → 183, `.jsonl.zst` 211 → 201. `encode_batch_to_numpy` of 20 MB of English in 4 KB
-    /// documents, first call (fresh processes, 5 rounds, medians): 2 threads 183 → 220 MB/s, 1 thread
+    /// documents, first call (fresh processes, 5 rounds, medians): 2 threads 183 → 220 MB/s (a second A/B: 210 → 225), 1 thread
     /// 145 → 166.
     pub(crate) fn expect_text(&self, text_bytes: u64, pool: &rayon::ThreadPool) {
         let share = usize::try_from(text_bytes).unwrap_or(usize::MAX) / pool.current_num_threads().max(1);
