@@ -549,13 +549,13 @@ impl Encoder {
     }
 
     /// Sizes each of `pool`'s threads' caches for its share of `text_bytes` of text about to be encoded
-    /// there in pieces (`ThreadCache::expect`): a file reaches the encoders chunk by chunk, and a batch,
-    /// documents or a text in parts in runs or parts, each too small for the sizing to see how much text the
-    /// thread will meet. Measured (`encode_files` of 40 MB of documents, fresh processes, 9 rounds, medians,
-    /// 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 → 172, parquet 161 → 158; 1 thread (5 rounds):
-    /// `.txt` 198 → 183, `.jsonl.zst` 211 → 201. `encode_batch_to_numpy` of 20 MB of English in 4 KB
-    /// documents, first call (fresh processes, 5 rounds, medians): 2 threads 183 → 220 MB/s (a second A/B: 210 → 225), 1 thread
-    /// 145 → 166.
+    /// there in pieces (`ThreadCache::expect`): a file reaches the encoders chunk by chunk, a batch or
+    /// documents run by run, a long text part by part, each too small for the sizing to see how much text
+    /// the thread will meet. Measured (`encode_files` of 40 MB of documents, fresh processes, 9 rounds,
+    /// medians, 2 threads): `.txt` 143 → 134 ms, `.jsonl.zst` 183 → 172, parquet 161 → 158; 1 thread (5
+    /// rounds): `.txt` 198 → 183, `.jsonl.zst` 211 → 201. `encode_batch_to_numpy` of 20 MB of English in
+    /// 4 KB documents, first call (fresh processes, 5 rounds, medians): 2 threads 183 → 220 MB/s (a second
+    /// A/B: 210 → 225), 1 thread 145 → 166.
     pub(crate) fn expect_text(&self, text_bytes: u64, pool: &rayon::ThreadPool) {
         let share = usize::try_from(text_bytes).unwrap_or(usize::MAX) / pool.current_num_threads().max(1);
         if outgrows_first_table(share) {
