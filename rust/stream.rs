@@ -178,8 +178,8 @@ pub trait Source: Read + Send {
 /// Bytes of text per byte on disk that gzip and zstd typically make of prose and web text (2.5–4×). It only
 /// sizes the piece caches, whose size follows its square root: a ratio off by 2× sizes them 1.4× off, where
 /// taking the compressed size for the text's (as before) left a 40 MB `.jsonl.zst` file's caches to grow
-/// on the way (`encode_files`, 2 threads, fresh processes, 11 rounds, medians: 169 → 160 ms, 275 → 264
-/// CPU-ms).
+/// on the way (`encode_files`, 2 threads, fresh processes, 11 interleaved rounds, medians: 188 → 166 ms,
+/// 306 → 273 CPU-ms; a first A/B with the factor on the record path alone: 169 → 160 ms).
 const TYPICAL_INFLATION: u64 = 3;
 
 /// A source inflated from a compressed file (gzip, zstd): it yields more than the file holds.
