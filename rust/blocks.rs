@@ -1,9 +1,9 @@
-//! The GPT-2 scanner's fast path for ASCII text (and letters of other scripts, `with_multibyte_letters`):
-//! 64 bytes at a time, the bytes are classified into bit masks (AVX2 in arch.rs where the CPU has it, else
-//! the portable loop here) and every pre-token start of the block is found with a few shifts and ands,
-//! instead of one byte and one branch at a time. Text with other bytes, and the rare piece longer than a
-//! block, go through the byte scanner (`pretokenize::gpt2_piece_end`); the tests prove both give the same
-//! pieces.
+//! The GPT-2 scanner's fast path for ASCII text (and the letters and punctuation of other scripts,
+//! `with_multibyte_letters` and `with_multibyte_classes`): 64 bytes at a time, the bytes are classified into
+//! bit masks (AVX2 in arch.rs where the CPU has it, else the portable loop here) and every pre-token start
+//! of the block is found with a few shifts and ands, instead of one byte and one branch at a time. Text
+//! with other bytes (digits and white space of more than one byte), and the rare piece longer than a block,
+//! go through the byte scanner (`pretokenize::gpt2_piece_end`); the tests prove both give the same pieces.
 //!
 //! The rules, for ASCII and with a block that starts at a pre-token start (bit k = byte k):
 //! 1. a pre-token starts where the class (letter, digit, white space, other) changes;
@@ -15,7 +15,7 @@
 //! A start at k depends on bytes k − 3 ..= k + 1 at most, so starts at 0 ..= TRUSTED are exact from the
 //! 64 bytes alone; the last start found is where the next block begins.
 
-use crate::pretokenize::{class_table, contraction_len, LETTER, NUMBER, SPACE};
+use crate::pretokenize::{class_table, contraction_len, ClassTable, LETTER, NUMBER, OTHER, SPACE};
 
 pub(crate) const BLOCK: usize = 64;
 /// The last position of a block whose start bit is exact (see the module comment).
@@ -101,6 +101,47 @@ pub(crate) fn with_multibyte_letters(mut m: BlockMasks) -> BlockMasks {
         m.letter_lead2 | (m.letter_lead2 << 1) | m.letter_lead3 | (m.letter_lead3 << 1) | (m.letter_lead3 << 2);
     m.letter |= letter;
     m.non_ascii &= !letter;
+    m
+}
+
+/// The masks with the other characters of more than one byte that lie wholly in the block classified one
+/// by one (`ClassTable::at`): letters join `letter`, and characters of the class "other" (punctuation,
+/// symbols, marks: `[^\s\p{L}\p{N}]`) leave `non_ascii` with no bit set, as ASCII punctuation has none.
+/// The lead tables cannot take them, as their leads begin characters of several classes: the ideographs
+/// U+4E00..U+4FFF (不 中 为 了 人 他) share 0xE4 with the Yijing hexagrams, CJK punctuation (，。《》)
+/// and box drawing (─ │) share their leads with letters, digits and spaces. Digits and white space stay
+/// for the byte scanner (`non_ascii`), as does a character cut by the block's end (the next block sees
+/// it whole). Valid UTF-8 puts a character's continuation bytes right after its lead, and a block starts
+/// at a pre-token start, so at a character's first byte. Measured (pre-tokenizing only, one pinned core,
+/// best of 10, two runs): German quotes 866 → 1712 MB/s (umlauts share 0xC3 with × and ÷), English books
+/// 1372 → 1729 (curly quotes), Chinese poems 659 → 784; Russian and reviews unchanged. `encode_to_numpy`
+/// (5 rounds, fresh processes, later calls best of 11): German 251 → 306 MB/s, English books 404 → 428,
+/// Chinese 246 → 263.
+#[inline(always)]
+pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, table: &ClassTable) -> BlockMasks {
+    let mut unknown = m.non_ascii;
+    while unknown != 0 {
+        let k = unknown.trailing_zeros() as usize;
+        let len = match block[k] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => break, // not a lead byte: cannot happen in valid UTF-8 from a character boundary
+        };
+        if k + len > BLOCK {
+            break;
+        }
+        let bits = ((1u64 << len) - 1) << k;
+        match table.at(block, k).0 {
+            LETTER => {
+                m.letter |= bits;
+                m.non_ascii &= !bits;
+            }
+            OTHER => m.non_ascii &= !bits,
+            _ => {}
+        }
+        unknown &= !bits;
+    }
     m
 }
 

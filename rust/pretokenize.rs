@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::blocks::{block_starts, with_multibyte_letters, BlockMasks, BLOCK, TRUSTED};
+use crate::blocks::{block_starts, with_multibyte_classes, with_multibyte_letters, BlockMasks, BLOCK, TRUSTED};
 use crate::error::{Error, Result};
 
 /// The GPT-2 pre-tokenization pattern (also CS336's).
@@ -22,7 +22,7 @@ pub const GPT2_EQUIVALENT_PATTERNS: [&str; 2] = [
     r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",
 ];
 
-const OTHER: u8 = 0;
+pub(crate) const OTHER: u8 = 0;
 pub(crate) const LETTER: u8 = 1;
 pub(crate) const NUMBER: u8 = 2;
 pub(crate) const SPACE: u8 = 3;
@@ -61,7 +61,7 @@ impl ClassTable {
 
     /// Class and UTF-8 length of the character starting at `bytes[i]` (`bytes` is valid UTF-8).
     #[inline(always)]
-    fn at(&self, bytes: &[u8], i: usize) -> (u8, usize) {
+    pub(crate) fn at(&self, bytes: &[u8], i: usize) -> (u8, usize) {
         let b0 = bytes[i] as u32;
         let (cp, len) = if b0 < 0x80 {
             (b0, 1)
@@ -245,7 +245,7 @@ pub(crate) fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> Bl
     while i < bytes.len() {
         if i >= bytewise_until && i + BLOCK <= bytes.len() {
             let block: &[u8; BLOCK] = bytes[i..i + BLOCK].try_into().expect("a block's length");
-            let m = with_multibyte_letters(masks(block));
+            let m = with_multibyte_classes(block, with_multibyte_letters(masks(block)), table);
             let limit = if m.non_ascii == 0 {
                 TRUSTED
             } else {
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn block_scanner_equals_regex_on_long_texts() {
         let alphabet: Vec<char> =
-            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«的是人你한국ąłʃ×÷˂\u{4dc0}、"
+            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«的是人你한국ąłʃ×÷˂\u{4dc0}、不了，。《─│０٣\u{301}कि𝐀あ・\u{2028}"
                 .chars()
                 .collect();
         let mut rng = Lcg(99);
@@ -458,10 +458,12 @@ mod tests {
             let mut text = String::new();
             while text.len() < len {
                 let c = alphabet[(rng.next() as usize) % alphabet.len()];
-                // Letters the block path takes (blocks::LeadTables) as often as ASCII, other characters rarely.
-                let block_letter =
-                    c.len_utf8() > 1 && crate::blocks::lead_tables().flags(c.to_string().as_bytes()[0]) != 0;
-                let c = if c.is_ascii() || block_letter || rng.next().is_multiple_of(4) {
+                // Characters the block path takes (letters by their lead, blocks::LeadTables, and letters
+                // and other characters one by one, `with_multibyte_classes`) as often as ASCII; digits and
+                // white space of more than one byte rarely.
+                let class = class_table().class_of(c as u32);
+                let block_char = c.len_utf8() > 1 && (class == LETTER || class == OTHER);
+                let c = if c.is_ascii() || block_char || rng.next().is_multiple_of(4) {
                     c
                 } else {
                     'a'
