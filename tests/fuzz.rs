@@ -157,8 +157,9 @@ fn pretokenizer_matches_fancy_regex() {
 /// Long, mostly ASCII text with runs of one character, so the scanner's 64-byte block path (and its
 /// CPU-specific class masks, arch.rs) meets every block offset and hands over at other bytes and long runs;
 /// with letters of other scripts that the block path takes too (Cyrillic, CJK, Hangul, extended Latin:
-/// blocks::LeadTables; the rest one by one, with punctuation, symbols and marks: `with_multibyte_classes`)
-/// and characters it leaves to the byte scanner (digits and white space of more than one byte).
+/// blocks::LeadTables; the rest one by one, with numbers, punctuation, symbols and marks:
+/// `with_multibyte_classes`) and characters it leaves to the byte scanner (white space of more than one
+/// byte).
 fn ascii_text() -> impl Strategy<Value = String> {
     let edge: Vec<char> = "  \t\n\r\u{b}\u{c}\u{1f}\u{7f}'sdmtlvreSLVDXaz09.,!?-_\"@[`{~ЖжяЀѿ\u{482}\u{483}Ґ«—中的是人你한국ąłʃ×÷˂\u{4dc0}、不了，。《─│０٣\u{a0}\u{3000}\u{301}कि𝐀あ・😀"
         .chars()
