@@ -427,6 +427,7 @@ mod avx2 {
             non_ascii: join(5),
             letter_lead2: join(6),
             letter_lead3: join(7),
+            space_tail: 0,
         }
     }
 }

@@ -1,19 +1,21 @@
-//! The GPT-2 scanner's fast path for ASCII text (and the letters and punctuation of other scripts,
+//! The GPT-2 scanner's fast path for ASCII text (and the characters of other scripts,
 //! `with_multibyte_letters` and `with_multibyte_classes`): 64 bytes at a time, the bytes are classified into
 //! bit masks (AVX2 in arch.rs where the CPU has it, else the portable loop here) and every pre-token start
 //! of the block is found with a few shifts and ands, instead of one byte and one branch at a time. Text
-//! with other bytes (white space of more than one byte), and the rare piece longer than a block,
-//! go through the byte scanner (`pretokenize::gpt2_piece_end`); the tests prove both give the same pieces.
+//! around a character the block cannot classify, and the rare piece longer than a block, go through the
+//! byte scanner (`pretokenize::gpt2_piece_end`); the tests prove both give the same pieces.
 //!
 //! The rules, for ASCII and with a block that starts at a pre-token start (bit k = byte k):
 //! 1. a pre-token starts where the class (letter, digit, white space, other) changes;
-//! 2. where white space meets text at k: byte k − 1 starts a pre-token (a white-space run gives its last
-//!    character away), and k does not if byte k − 1 is a plain space (` ?\p{L}+` takes it);
+//! 2. where white space meets text at k: the character before k starts a pre-token (a white-space run
+//!    gives its last character away), and k does not if byte k − 1 is a plain space (` ?\p{L}+` takes it);
 //! 3. an apostrophe that starts a pre-token and begins a contraction (`'s 'd 'm 't 'll 've 're`) makes a
 //!    pre-token of its own: nothing starts inside it, and one starts right after it.
 //!
-//! A start at k depends on bytes k − 3 ..= k + 1 at most, so starts at 0 ..= TRUSTED are exact from the
-//! 64 bytes alone; the last start found is where the next block begins.
+//! A start at k depends on bytes k − 3 ..= k + 1 at most (k + 3 for the first byte of a white-space
+//! character of several bytes, which `with_multibyte_classes` takes only where that byte is in the block),
+//! so starts at 0 ..= TRUSTED are exact from the 64 bytes alone; the last start found is where the next
+//! block begins.
 
 use crate::pretokenize::{class_table, contraction_len, ClassTable, LETTER, NUMBER, OTHER, SPACE};
 
@@ -26,8 +28,11 @@ pub(crate) const TRUSTED: u32 = 62;
 pub(crate) struct BlockMasks {
     pub(crate) letter: u64,
     pub(crate) digit: u64,
-    /// `\s`: tab, line feed, vertical tab, form feed, carriage return, space.
+    /// `\s`: tab, line feed, vertical tab, form feed, carriage return, space (and the bytes of white space
+    /// of more than one byte, `with_multibyte_classes`).
     pub(crate) space: u64,
+    /// The bytes after the first of each white-space character of more than one byte.
+    pub(crate) space_tail: u64,
     /// The plain space, 0x20.
     pub(crate) blank: u64,
     pub(crate) quote: u64,
@@ -106,31 +111,35 @@ pub(crate) fn with_multibyte_letters(mut m: BlockMasks) -> BlockMasks {
 
 /// The masks with the other characters of more than one byte that lie wholly in the block classified one
 /// by one (`ClassTable::at`): letters join `letter`, numbers (`\p{N}`: fullwidth, Arabic-Indic, Roman, ½)
-/// `digit`, and characters of the class "other" (punctuation, symbols, marks: `[^\s\p{L}\p{N}]`) leave
-/// `non_ascii` with no bit set, as ASCII punctuation has none.
-/// The lead tables cannot take them, as their leads begin characters of several classes: the ideographs
-/// U+4E00..U+4FFF (不 中 为 了 人 他) share 0xE4 with the Yijing hexagrams, CJK punctuation (，。《》)
-/// and box drawing (─ │) share their leads with letters, digits and spaces. White space stays for the
-/// byte scanner (`non_ascii`: a run of it gives its last character away, which the masks find as its
-/// last byte), as does a character cut by the block's end (the next block sees it whole). Valid UTF-8 puts a character's continuation bytes right after its lead, and a block starts
-/// at a pre-token start, so at a character's first byte. Measured (pre-tokenizing only, one pinned core,
-/// best of 10, two runs): German quotes 866 → 1712 MB/s (umlauts share 0xC3 with × and ÷), English books
-/// 1372 → 1729 (curly quotes), Chinese poems 659 → 784; Russian and reviews unchanged. `encode_to_numpy`
-/// (5 rounds, fresh processes, later calls best of 11): German 251 → 306 MB/s, English books 404 → 428,
-/// Chinese 246 → 263.
+/// `digit`, white space (no-break, ideographic, line separator) `space` and `space_tail`, and characters of
+/// the class "other" (punctuation, symbols, marks: `[^\s\p{L}\p{N}]`) leave `non_ascii` with no bit set,
+/// as ASCII punctuation has none. The lead tables cannot take them, as their leads begin characters of
+/// several classes: the ideographs U+4E00..U+4FFF (不 中 为 了 人 他) share 0xE4 with the Yijing hexagrams,
+/// CJK punctuation (，。《》) and box drawing (─ │) share their leads with letters, digits and spaces.
+///
+/// What stays for the byte scanner (`non_ascii`): a character cut by the block's end (the next block sees
+/// it whole), and white space not followed in the block by a byte of known class. A run of white space
+/// gives its last character away (`\s+(?!\S)`), so where that character has several bytes the pre-token
+/// start at its first byte depends on the byte after it, up to 3 bytes on: white space is taken last, from
+/// the block's end back, each character only where the byte after it is in the block and known by then.
+///
+/// Valid UTF-8 puts a character's continuation bytes right after its lead, and a block starts at a
+/// pre-token start, so at a character's first byte. Measured (pre-tokenizing only, one pinned core, best
+/// of 10, two runs), with white space left to the byte scanner: German quotes 866 → 1712 MB/s (umlauts
+/// share 0xC3 with × and ÷), English books 1372 → 1729 (curly quotes), Chinese poems 659 → 784; Russian
+/// and reviews unchanged. `encode_to_numpy` (5 rounds, fresh processes, later calls best of 11): German
+/// 251 → 306 MB/s, English books 404 → 428, Chinese 246 → 263. Taking white space too (no-break spaces
+/// in the Chinese poems and German quotes): pre-tokenizing Chinese 795 → 845 MB/s, German 1505 → 1655.
 #[inline(always)]
 pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, table: &ClassTable) -> BlockMasks {
     let mut unknown = m.non_ascii;
+    // First bytes of the white-space characters, taken after the rest.
+    let mut spaces = 0u64;
     while unknown != 0 {
         let k = unknown.trailing_zeros() as usize;
-        let len = match block[k] {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => break, // not a lead byte: cannot happen in valid UTF-8 from a character boundary
-        };
-        if k + len > BLOCK {
-            break;
+        let len = utf8_len(block[k]);
+        if len < 2 || k + len > BLOCK {
+            break; // a character cut by the block's end (no other byte can be first: see above)
         }
         let bits = ((1u64 << len) - 1) << k;
         match table.at(block, k).0 {
@@ -143,11 +152,33 @@ pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, tab
                 m.non_ascii &= !bits;
             }
             OTHER => m.non_ascii &= !bits,
-            _ => {}
+            _ => spaces |= 1 << k,
         }
         unknown &= !bits;
     }
+    while spaces != 0 {
+        let k = 63 - spaces.leading_zeros() as usize;
+        spaces &= !(1 << k);
+        let after = k + utf8_len(block[k]);
+        if after < BLOCK && (m.non_ascii >> after) & 1 == 0 {
+            let bits = ((1u64 << (after - k)) - 1) << k;
+            m.space |= bits;
+            m.space_tail |= bits & !(1 << k);
+            m.non_ascii &= !bits;
+        }
+    }
     m
+}
+
+/// Bytes in the UTF-8 character that `lead` begins (1 for a byte that begins none).
+#[inline(always)]
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
 }
 
 /// Class bits of each byte: what the masks hold, from the same table the byte scanner uses.
@@ -192,6 +223,7 @@ pub(crate) fn portable_masks(block: &[u8; BLOCK]) -> BlockMasks {
         non_ascii: m[5],
         letter_lead2: m[6],
         letter_lead3: m[7],
+        space_tail: 0,
     }
 }
 
@@ -202,9 +234,14 @@ pub(crate) fn block_starts(bytes: &[u8], at: usize, m: &BlockMasks, limit: u32) 
     let changes = |mask: u64| mask ^ (mask << 1);
     // Rule 1 (the class "other" changes only where one of the three others does).
     let mut starts = changes(m.letter) | changes(m.digit) | changes(m.space) | 1;
-    // Rule 2.
+    // Rule 2: the last character of the run starts a pre-token, from its first byte.
     let space_to_text = (m.space << 1) & !m.space;
-    starts |= space_to_text >> 1;
+    let mut given = space_to_text >> 1;
+    while given & m.space_tail != 0 {
+        let tail = given & m.space_tail;
+        given = (given & !tail) | (tail >> 1);
+    }
+    starts |= given;
     starts &= !(space_to_text & (m.blank << 1));
     // Rule 3, for the apostrophes that start pre-tokens (a few in a hundred bytes of English).
     let mut quotes = m.quote & starts & ((2u64 << limit) - 1);
