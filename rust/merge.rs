@@ -11,6 +11,25 @@ use crate::encode::Encoder;
 /// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
 pub(crate) const SHORT_PIECE: usize = 96;
 
+/// A pair that does not merge, as `packed_rank` has it: above every pair that does.
+pub(crate) const NO_MERGE: u64 = u64::MAX;
+
+/// A pair's merge as one integer that orders pairs as the merges go (lowest rank first): rank << 32 |
+/// merged id, or NO_MERGE.
+#[inline(always)]
+pub(crate) fn packed_rank(merge: Option<(u32, u32)>) -> u64 {
+    match merge {
+        Some((rank, merged)) => (rank as u64) << 32 | merged as u64,
+        None => NO_MERGE,
+    }
+}
+
+/// Where the pair of bytes `a`, `b` lies in `Encoder::byte_pairs`.
+#[inline(always)]
+pub(crate) fn byte_pair_index(a: u8, b: u8) -> usize {
+    (a as usize) << 8 | b as usize
+}
+
 /// A symbol's index within one pre-token: `u32` (half the memory) unless the piece has 2^32 − 1 bytes or more.
 trait Position: Copy + Eq + Ord + std::hash::Hash {
     const NONE: Self;
@@ -86,28 +105,25 @@ impl Encoder {
         let start = out.len();
         out.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
         if piece.len() <= SHORT_PIECE {
-            self.merge_short(out, start);
+            self.merge_short(out, start, piece);
         } else {
             self.merge_long(out, start);
         }
     }
 
-    /// Repeatedly merges the lowest-ranked pair (leftmost on ties) of `ids[start..]`. Pair ranks are
-    /// looked up once each and refreshed only next to a merge.
-    pub(crate) fn merge_short(&self, ids: &mut Vec<u32>, start: usize) {
-        const NO_MERGE: u64 = u64::MAX;
+    /// Repeatedly merges the lowest-ranked pair (leftmost on ties) of `ids[start..]`, the ids of the bytes
+    /// of `piece`. Pair ranks are looked up once each and refreshed only next to a merge; those of the
+    /// pairs of bytes it starts with come from `Encoder::byte_pairs`, a direct index, not the hash map.
+    pub(crate) fn merge_short(&self, ids: &mut Vec<u32>, start: usize, piece: &[u8]) {
         let n = ids.len() - start;
         if n < 2 {
             return;
         }
-        // ranks[i]: (rank << 32 | merged id) of the pair at i, or NO_MERGE.
+        // ranks[i]: the pair at i, `packed_rank`.
         let mut ranks = [NO_MERGE; SHORT_PIECE];
-        let pair_rank = |a: u32, b: u32| match self.rank(a, b) {
-            Some((rank, merged)) => (rank as u64) << 32 | merged as u64,
-            None => NO_MERGE,
-        };
+        let pair_rank = |a: u32, b: u32| packed_rank(self.rank(a, b));
         for i in 0..n - 1 {
-            ranks[i] = pair_rank(ids[start + i], ids[start + i + 1]);
+            ranks[i] = self.byte_pairs[byte_pair_index(piece[i], piece[i + 1])];
         }
         let mut len = n;
         loop {
