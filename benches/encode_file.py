@@ -12,12 +12,19 @@ both sides (so no pre-token is split), cut the block into 4 × threads slices th
 `encode_batch` on the threads, write the ids.
 
 gigatoken (`pip install ".[bench]"`) encodes the file with `encode_files` (one document, ids held in memory,
-then saved): its peak RSS grows with the file, bpe-lm's does not.
+then saved): its peak RSS grows with the file, bpe-lm's does not. fastokens, which has no file API, reads the
+file into a str, cuts it into 1 MB slices where no pre-token is split (the tiktoken loop's cut) and encodes
+them with `encode_batch_flat` on its threads (RAYON_NUM_THREADS, as for gigatoken).
 
-    pip install ".[bench]"                        # tiktoken, gigatoken
+`--threads 1,2,4,8,16 --scale-mb 1024` is the many-core figure: every encoder at each thread count on one file
+of at least 1 GB (the input repeated, so more of its pieces are cache hits than in 1 GB of distinct text:
+compare encoders within a thread count).
+
+    pip install ".[bench]"                        # tiktoken, gigatoken, fastokens
     python benches/encode_file.py                 # 2 threads
     python benches/encode_file.py --quick         # the first quarter of the input only
     python benches/encode_file.py --threads 1 --skip-tiktoken
+    python benches/encode_file.py --threads 1,2,4,8,16 --scale-mb 1024 --skip-tiktoken   # a many-core machine
 """
 
 from __future__ import annotations
@@ -38,15 +45,9 @@ from bpe_lm.pipeline import SHARED_TEXT_FILES, shared_data_dir
 SHARED = shared_data_dir()
 EOT = "<|endoftext|>"
 
-TIKTOKEN_WORKER = r"""
-import sys, pathlib, tempfile, numpy as np, tiktoken, tiktoken.load, bpe_lm
-path, out, gpt2_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-with tempfile.TemporaryDirectory() as tmp:
-    bpe = pathlib.Path(tmp) / "vocab.bpe"
-    bpe.write_text("#version: 0.2\n" + (pathlib.Path(gpt2_dir) / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
-    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=str(pathlib.Path(gpt2_dir) / "vocab.json"))
-enc = tiktoken.Encoding("gpt2", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
-
+# Where the Python peers cut text into parts: no pre-token spans such a place, so the parts' ids joined are
+# the whole text's.
+CUT = r"""
 def cut(text, end):
     # The last place before `end` just after a lone newline, between two non-space characters: no pre-token
     # spans it (white space next to it would be split differently at the end of a part).
@@ -54,6 +55,18 @@ def cut(text, end):
     while i >= 0 and (i == 0 or i + 1 >= len(text) or text[i - 1].isspace() or text[i + 1].isspace()):
         i = text.rfind("\n", 0, i)
     return i + 1 if i >= 0 else 0
+"""
+
+TIKTOKEN_WORKER = (
+    CUT
+    + r"""
+import sys, pathlib, tempfile, numpy as np, tiktoken, tiktoken.load, bpe_lm
+path, out, gpt2_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with tempfile.TemporaryDirectory() as tmp:
+    bpe = pathlib.Path(tmp) / "vocab.bpe"
+    bpe.write_text("#version: 0.2\n" + (pathlib.Path(gpt2_dir) / "merges.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=str(pathlib.Path(gpt2_dir) / "vocab.json"))
+enc = tiktoken.Encoding("gpt2", pat_str=bpe_lm.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
 
 with open(path, encoding="utf-8") as f, open(out, "wb") as g:
     rest = ""
@@ -80,6 +93,7 @@ with open(path, encoding="utf-8") as f, open(out, "wb") as g:
         if not block:
             break
 """
+)
 
 
 # gigatoken's whole-file path: `encode_files` of the file as one document (special tokens recognised, as
@@ -90,6 +104,26 @@ path, out, tokenizer_json = sys.argv[1], sys.argv[2], sys.argv[3]
 tok = gigatoken.Tokenizer(tokenizer_json)
 np.save(out, awkward.flatten(tok.encode_files(path)).to_numpy().astype(np.uint16))
 """
+
+# fastokens has no file path: the file read whole, cut into 1 MB slices where no pre-token is split, encoded
+# with `encode_batch_flat` (special tokens recognised, as tokenizer.json declares them), saved as uint16.
+FASTOKENS_WORKER = (
+    CUT
+    + r"""
+import sys, numpy as np, fastokens
+path, out, tokenizer_json = sys.argv[1], sys.argv[2], sys.argv[3]
+tok = fastokens.Tokenizer.from_file(tokenizer_json)
+text = open(path, encoding="utf-8").read()
+parts, start, step = [], 0, 1 << 20
+while start < len(text):
+    stop = len(text) if len(text) - start <= step else cut(text, start + step)
+    if stop <= start:
+        stop = len(text)
+    parts.append(text[start:stop])
+    start = stop
+np.save(out, np.frombuffer(tok.encode_batch_flat(parts)[0], np.uint32).astype(np.uint16))
+"""
+)
 
 
 # Peak RSS as the child reports it at exit (`peak_rss_mb`: its own high-water mark); wait4's ru_maxrss would
@@ -159,11 +193,45 @@ def prefix_file(src: Path, dst: Path, fraction: float) -> None:
             copied += len(line)
 
 
+def repeat_file(path: Path, megabytes: float) -> None:
+    """`path` repeated (each copy after a newline) until it holds at least `megabytes` MB, streamed."""
+    import shutil
+
+    once = path.stat().st_size
+    copies = max(1, -(-int(megabytes * 1e6) // once))
+    if copies == 1:
+        return
+    whole = path.with_suffix(".repeated")
+    with open(whole, "wb") as f:
+        for _ in range(copies):
+            with open(path, "rb") as g:
+                shutil.copyfileobj(g, f, 1 << 22)
+            f.write(b"\n")
+    os.replace(whole, path)
+
+
+def thread_counts(value: str) -> list[int]:
+    """`--threads`: one count or several, comma-separated."""
+    try:
+        counts = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threads takes counts like 2 or 1,2,4, not {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes counts of at least 1, not {value!r}")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=thread_counts, default=[2], help="thread count(s), e.g. 2 or 1,2,4,8,16 (default: 2)"
+    )
+    ap.add_argument(
+        "--scale-mb", type=float, default=0, help="repeat the input to at least this many MB (default: once)"
+    )
     ap.add_argument("--skip-tiktoken", action="store_true")
     ap.add_argument("--skip-gigatoken", action="store_true")
+    ap.add_argument("--skip-fastokens", action="store_true")
     ap.add_argument("--quick", action="store_true", help="encode the first quarter of the input only (about 29 MB)")
     args = ap.parse_args()
     import bpe_lm
@@ -176,6 +244,9 @@ def main() -> None:
         prefix_file(text, quarter, 0.25)
         if args.quick:  # the quarter is the whole input: every encoder runs on it once
             os.replace(quarter, text)
+        if args.scale_mb:
+            repeat_file(text, args.scale_mb)
+        mb = text.stat().st_size / 1e6
         gpt2 = SHARED / "gpt2"
         tok_dir = tmp / "tok"
         if (gpt2 / "vocab.json").exists():
@@ -184,45 +255,68 @@ def main() -> None:
         else:
             bpe_lm.Tokenizer(*bpe_lm.train_bpe(quarter, 32000, [EOT]), [EOT]).save(tok_dir)
             vocab_name = "bpe-lm 32K"
-        rows = []
-        for src in (text,) if args.quick else (quarter, text):
-            out = tmp / f"{src.stem}.npy"
-            cli = ["encode", str(src), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", str(args.threads)]
-            seconds, rss, code = run_measured(BPE_LM_MAIN, [*cli, "--quiet"], tmp)
-            rows.append((f"bpe-lm encode ({src.stem})", src.stat().st_size / 1e6, seconds, rss, code, "—"))
-        ours = np.load(tmp / "all.npy")
-        if not args.skip_tiktoken and vocab_name == "gpt2":
+        peers = {}
+        for name, skip in (("gigatoken", args.skip_gigatoken), ("fastokens", args.skip_fastokens)):
+            try:
+                __import__(name)
+            except ImportError:
+                if not skip:
+                    print(f"{name} is not installed (pip install '.[bench]'): its rows are skipped", file=sys.stderr)
+            else:
+                if not skip:
+                    peers[name] = GIGATOKEN_WORKER if name == "gigatoken" else FASTOKENS_WORKER
+        if peers:
+            from bpe_lm.interop import export_hf
+
+            export_hf(bpe_lm.Tokenizer.load(tok_dir), tmp / "tokenizer.json")
+        run_tiktoken = not args.skip_tiktoken and vocab_name == "gpt2"
+        if run_tiktoken:
             try:
                 import tiktoken  # noqa: F401
             except ImportError:
-                print("tiktoken is not installed: its row is skipped", file=sys.stderr)
-            else:
-                worker_args = [str(text), str(tmp / "tk.bin"), str(gpt2), str(args.threads)]
+                print("tiktoken is not installed: its rows are skipped", file=sys.stderr)
+                run_tiktoken = False
+        rows = []
+        ours = None
+        for threads in args.threads:
+            sources = (text,) if args.quick or args.scale_mb or threads != args.threads[0] else (quarter, text)
+            for src in sources:
+                out = tmp / f"{src.stem}.npy"
+                cli = ["encode", str(src), "-o", str(out), "--tokenizer", str(tok_dir), "--threads", str(threads)]
+                seconds, rss, code = run_measured(BPE_LM_MAIN, [*cli, "--quiet"], tmp)
+                same = "—"
+                if src == text and ours is None:
+                    ours = np.load(out)
+                elif src == text:  # another thread count: the ids must not change
+                    same = "yes" if code == 0 and np.array_equal(np.load(out), ours) else "NO"
+                rows.append(
+                    (f"bpe-lm encode ({src.stem})", threads, src.stat().st_size / 1e6, seconds, rss, code, same)
+                )
+            (tmp / "all.npy").unlink(missing_ok=True)
+            if run_tiktoken:
+                worker_args = [str(text), str(tmp / "tk.bin"), str(gpt2), str(threads)]
                 seconds, rss, code = run_measured(TIKTOKEN_WORKER, worker_args, tmp)
                 theirs = np.fromfile(tmp / "tk.bin", dtype=np.uint16) if code == 0 else None
                 same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
-                rows.append(("tiktoken encode_batch loop (all)", text.stat().st_size / 1e6, seconds, rss, code, same))
-        if not args.skip_gigatoken:
-            try:
-                import gigatoken  # noqa: F401
-            except ImportError:
-                print("gigatoken is not installed (pip install '.[bench]'): its row is skipped", file=sys.stderr)
-            else:
-                from bpe_lm.interop import export_hf
-
-                export_hf(bpe_lm.Tokenizer.load(tok_dir), tmp / "tokenizer.json")
-                env_threads = {"RAYON_NUM_THREADS": str(args.threads)}
-                worker_args = [str(text), str(tmp / "giga.npy"), str(tmp / "tokenizer.json")]
-                seconds, rss, code = run_measured(GIGATOKEN_WORKER, worker_args, tmp, env_threads)
-                theirs = np.load(tmp / "giga.npy") if code == 0 else None
+                rows.append(("tiktoken encode_batch loop (all)", threads, mb, seconds, rss, code, same))
+                (tmp / "tk.bin").unlink(missing_ok=True)
+            for name, worker in peers.items():
+                worker_args = [str(text), str(tmp / f"{name}.npy"), str(tmp / "tokenizer.json")]
+                seconds, rss, code = run_measured(worker, worker_args, tmp, {"RAYON_NUM_THREADS": str(threads)})
+                theirs = np.load(tmp / f"{name}.npy") if code == 0 else None
                 same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
-                rows.append(("gigatoken encode_files (all)", text.stat().st_size / 1e6, seconds, rss, code, same))
-    print(f"\nvocab {vocab_name}, {args.threads} threads, {len(ours):,} tokens in all\n")
-    print("| encoder (input) | MB | seconds | MB/s | peak RSS MB | ids equal bpe-lm |")
-    print("|---|---|---|---|---|---|")
-    for name, mb, seconds, rss, code, same in rows:
+                api = "encode_files" if name == "gigatoken" else "encode_batch_flat of 1 MB slices"
+                rows.append((f"{name} {api} (all)", threads, mb, seconds, rss, code, same))
+                (tmp / f"{name}.npy").unlink(missing_ok=True)
+    scaled = f", the input repeated to {mb:.0f} MB" if args.scale_mb else ""
+    print(f"\nvocab {vocab_name}, {len(ours):,} tokens in all{scaled}\n")
+    print("| encoder (input) | threads | MB | seconds | MB/s | peak RSS MB | ids equal bpe-lm's first |")
+    print("|---|---|---|---|---|---|---|")
+    for name, threads, size, seconds, rss, code, same in rows:
         status = "" if code == 0 else f" (exit {code})"
-        print(f"| {name}{status} | {mb:.0f} | {seconds:.1f} | {mb / seconds:.1f} | {rss:.0f} | {same} |")
+        print(
+            f"| {name}{status} | {threads} | {size:.0f} | {seconds:.1f} | {size / seconds:.1f} | {rss:.0f} | {same} |"
+        )
 
 
 if __name__ == "__main__":
