@@ -364,6 +364,10 @@ pub fn train_from_counts(
     let mut merges = Vec::new();
     let mut deltas: FxHashMap<u64, i64> = FxHashMap::default();
     let mut merged = Vec::new();
+    // Which symbols of the word being rewritten were merged: one buffer for every word, where one was
+    // allocated per word and merge (`train_bpe` → 10K, 2 threads, 5 rounds, medians: 7.5 MB of German and
+    // Chinese 0.603 → 0.565 s, 20 MB of Russian 0.183 → 0.173 s, of English 0.301 → 0.293 s).
+    let mut touched_old: Vec<bool> = Vec::new();
     while vocab.len() < vocab_size {
         let Some(top) = heap.pop() else { break };
         // Entries hold an upper bound of their pair's count: counts only fall after a pair is pushed
@@ -394,7 +398,8 @@ pub fn train_from_counts(
             }
             let freq = freqs[w as usize] as i64; // ≤ occurrences ≤ i64::MAX (checked above)
             merged.clear();
-            let mut touched_old = vec![false; word.len()];
+            touched_old.clear();
+            touched_old.resize(word.len(), false);
             let mut i = 0;
             while i < word.len() {
                 if i + 1 < word.len() && word[i] == a && word[i + 1] == b {
