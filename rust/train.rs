@@ -282,6 +282,41 @@ pub fn check_vocab_size(vocab_size: usize, num_special_tokens: usize) -> Result<
     Ok(())
 }
 
+/// The words that held a pair when it was added (`train_from_counts`' `pair_words`): up to two inline, so the
+/// many pairs that only one or two words hold (most of those a merge makes in text of long words, such as
+/// Chinese) cost no allocation each. Measured (`train_bpe`, 2 threads, 5 rounds, medians): 7.5 MB of German
+/// and Chinese → 10K 0.581 → 0.529 s, 20 MB of Russian 0.174 → 0.167 s, of English 0.293 → 0.282 s; peak
+/// RSS unchanged (imdb → 32K: 82–83 MB).
+#[derive(Default)]
+enum Holders {
+    #[default]
+    Empty,
+    Few([u32; 2], u8),
+    Many(Vec<u32>),
+}
+
+impl Holders {
+    fn push(&mut self, word: u32) {
+        match self {
+            Holders::Empty => *self = Holders::Few([word, 0], 1),
+            Holders::Few(words, len @ 1) => {
+                words[1] = word;
+                *len = 2;
+            }
+            Holders::Few(words, _) => *self = Holders::Many(vec![words[0], words[1], word]),
+            Holders::Many(words) => words.push(word),
+        }
+    }
+
+    fn words(&self) -> &[u32] {
+        match self {
+            Holders::Empty => &[],
+            Holders::Few(words, len) => &words[..*len as usize],
+            Holders::Many(words) => words,
+        }
+    }
+}
+
 /// Trains from pre-token counts. The vocabulary starts with the special tokens (ids 0..k-1), then the
 /// 256 bytes; each merge appends one token, until `vocab_size` or no pair is left.
 pub fn train_from_counts(
@@ -330,7 +365,7 @@ pub fn train_from_counts(
 
     let mut pair_counts: FxHashMap<u64, u64> = FxHashMap::default();
     // Words that held the pair when it was added (some may no longer hold it; checked on use).
-    let mut pair_words: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+    let mut pair_words: FxHashMap<u64, Holders> = FxHashMap::default();
     let mut seen: Vec<u64> = Vec::new();
     for (w, word) in words.iter().enumerate() {
         seen.clear();
@@ -391,7 +426,7 @@ pub fn train_from_counts(
         pair_counts.remove(&top.key);
 
         deltas.clear();
-        for w in pair_words.remove(&top.key).unwrap_or_default() {
+        for &w in pair_words.remove(&top.key).unwrap_or_default().words() {
             let word = &mut words[w as usize];
             if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
                 continue;
@@ -459,6 +494,16 @@ pub fn train_from_counts(
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
+
+    #[test]
+    fn holders_keep_every_word_in_order() {
+        let mut holders = Holders::default();
+        assert!(holders.words().is_empty());
+        for n in 1..=6u32 {
+            holders.push(10 * n);
+            assert_eq!(holders.words(), (1..=n).map(|k| 10 * k).collect::<Vec<_>>());
+        }
+    }
 
     fn counts_of(text: &str, specials: &[String]) -> PretokenCounts {
         let mut counts = PretokenCounts::default();
