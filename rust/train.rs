@@ -332,8 +332,14 @@ pub fn train_from_counts(
     let mut token_bytes: Vec<Rc<[u8]>> = vocab.iter().map(|v| Rc::from(v.as_slice())).collect();
     let first_byte_id = special_tokens.len() as u32;
 
-    // Words of one token have no pairs and never change: leave them out.
-    let mut words: Vec<Vec<u32>> = Vec::new();
+    // Words of one token have no pairs and never change: leave them out. The others' symbols lie end to
+    // end in one array (word `w` is `symbols[spans[w].0..][..spans[w].1]`), where a merge rewrites a word
+    // in place (words only shrink): no allocation per word, and no pointer to follow to reach one.
+    // Measured (`train_bpe`, 2 threads, 5 rounds, medians), against a Vec per word: 7.5 MB of German and
+    // Chinese → 10K 0.548 → 0.483 s, 20 MB of Russian 0.176 → 0.168 s, of English 0.287 → 0.262 s; peak
+    // RSS imdb → 32K 82 → 80 MB, German and Chinese 110 → 105 MB.
+    let mut symbols: Vec<u32> = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut freqs: Vec<u64> = Vec::new();
     // Every pair count, and every change to one, is at most the number of pair occurrences in all (merges
     // only lower it). Counts come from Python or count files and can be anything: if that total fits in an
@@ -351,14 +357,15 @@ pub fn train_from_counts(
                         i64::MAX
                     ))
                 })?;
-            words.push(piece.iter().map(|&b| first_byte_id + b as u32).collect());
+            spans.push((symbols.len(), piece.len()));
+            symbols.extend(piece.iter().map(|&b| first_byte_id + b as u32));
             freqs.push(count);
         }
     }
-    if words.len() > u32::MAX as usize {
+    if spans.len() > u32::MAX as usize {
         return Err(Error::InvalidArgument(format!(
             "{} distinct pre-tokens of two bytes or more: at most {} are supported",
-            words.len(),
+            spans.len(),
             u32::MAX
         )));
     }
@@ -367,7 +374,8 @@ pub fn train_from_counts(
     // Words that held the pair when it was added (some may no longer hold it; checked on use).
     let mut pair_words: FxHashMap<u64, Holders> = FxHashMap::default();
     let mut seen: Vec<u64> = Vec::new();
-    for (w, word) in words.iter().enumerate() {
+    for (w, &(start, len)) in spans.iter().enumerate() {
+        let word = &symbols[start..start + len];
         seen.clear();
         for pair in word.windows(2) {
             let key = pair_key(pair[0], pair[1]);
@@ -427,7 +435,8 @@ pub fn train_from_counts(
 
         deltas.clear();
         for &w in pair_words.remove(&top.key).unwrap_or_default().words() {
-            let word = &mut words[w as usize];
+            let (start, len) = spans[w as usize];
+            let word = &mut symbols[start..start + len];
             if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
                 continue;
             }
@@ -466,7 +475,8 @@ pub fn train_from_counts(
             for &key in &seen {
                 pair_words.entry(key).or_default().push(w);
             }
-            std::mem::swap(word, &mut merged);
+            word[..merged.len()].copy_from_slice(&merged);
+            spans[w as usize].1 = merged.len();
         }
         for (&key, &delta) in &deltas {
             if delta == 0 || key == top.key {
