@@ -6,8 +6,6 @@
 //! (count, left bytes, right bytes), greatest first.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -241,35 +239,83 @@ pub struct Bpe {
     pub merges: Vec<(u32, u32)>,
 }
 
-/// A heap entry: valid while `count` equals the pair's current count.
-struct Candidate {
-    count: u64,
-    left: Rc<[u8]>,
-    right: Rc<[u8]>,
-    key: u64,
+/// Candidate pairs, most frequent first, ties to the lexicographically greater (left bytes, right bytes),
+/// then to the greater key (equal bytes under different ids: possible, rare; decided so runs repeat). Each
+/// entry is (count, pair key), valid while `count` equals the pair's current count. A binary max-heap of
+/// 16-byte entries whose comparison reads the tokens' bytes only where counts tie: a `BinaryHeap` of
+/// entries carrying both tokens' bytes (48 bytes each) missed the cache at every level it sifted through.
+/// Measured (`train_bpe`, 2 threads, 5 rounds, medians): 7.5 MB of German and Chinese → 10K 0.436 → 0.392 s,
+/// 20 MB of Russian 0.155 → 0.144 s, of English 0.245 → 0.220 s, the merges identical; peak RSS imdb → 32K
+/// 79 → 77 MB, German and Chinese 104 → 97 MB.
+struct PairHeap {
+    entries: Vec<(u64, u64)>,
 }
 
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.count
-            .cmp(&other.count)
-            .then_with(|| self.left.cmp(&other.left))
-            .then_with(|| self.right.cmp(&other.right))
-            // Equal bytes under different ids (possible, rare): decide by ids so runs are repeatable.
-            .then_with(|| self.key.cmp(&other.key))
+impl PairHeap {
+    /// A heap of `entries`, in any order.
+    fn new(entries: Vec<(u64, u64)>, vocab: &[Vec<u8>]) -> Self {
+        let mut heap = PairHeap { entries };
+        for i in (0..heap.entries.len() / 2).rev() {
+            heap.sift_down(i, vocab);
+        }
+        heap
+    }
+
+    /// Whether entry `x` comes out before entry `y`.
+    fn before(x: (u64, u64), y: (u64, u64), vocab: &[Vec<u8>]) -> bool {
+        let ordering = x.0.cmp(&y.0).then_with(|| {
+            let ((xa, xb), (ya, yb)) = (split_key(x.1), split_key(y.1));
+            vocab[xa as usize]
+                .cmp(&vocab[ya as usize])
+                .then_with(|| vocab[xb as usize].cmp(&vocab[yb as usize]))
+                .then_with(|| x.1.cmp(&y.1))
+        });
+        ordering == CmpOrdering::Greater
+    }
+
+    fn push(&mut self, entry: (u64, u64), vocab: &[Vec<u8>]) {
+        self.entries.push(entry);
+        let mut i = self.entries.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !Self::before(self.entries[i], self.entries[parent], vocab) {
+                break;
+            }
+            self.entries.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn pop(&mut self, vocab: &[Vec<u8>]) -> Option<(u64, u64)> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let top = self.entries.swap_remove(0);
+        self.sift_down(0, vocab);
+        Some(top)
+    }
+
+    fn sift_down(&mut self, mut i: usize, vocab: &[Vec<u8>]) {
+        let n = self.entries.len();
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && Self::before(self.entries[right], self.entries[left], vocab) {
+                right
+            } else {
+                left
+            };
+            if !Self::before(self.entries[child], self.entries[i], vocab) {
+                break;
+            }
+            self.entries.swap(i, child);
+            i = child;
+        }
     }
 }
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == CmpOrdering::Equal
-    }
-}
-impl Eq for Candidate {}
 
 /// The one definition of the smallest vocabulary: the special tokens and the 256 bytes.
 pub fn check_vocab_size(vocab_size: usize, num_special_tokens: usize) -> Result<()> {
@@ -329,7 +375,6 @@ pub fn train_from_counts(
     let base = special_tokens.len() + 256;
     let mut vocab: Vec<Vec<u8>> = special_tokens.iter().map(|s| s.as_bytes().to_vec()).collect();
     vocab.extend((0..=255u8).map(|b| vec![b]));
-    let mut token_bytes: Vec<Rc<[u8]>> = vocab.iter().map(|v| Rc::from(v.as_slice())).collect();
     let first_byte_id = special_tokens.len() as u32;
 
     // Words of one token have no pairs and never change: leave them out. The others' symbols lie end to
@@ -389,19 +434,7 @@ pub fn train_from_counts(
         }
     }
 
-    let candidate = |key: u64, count: u64, token_bytes: &[Rc<[u8]>]| {
-        let (a, b) = split_key(key);
-        Candidate {
-            count,
-            left: token_bytes[a as usize].clone(),
-            right: token_bytes[b as usize].clone(),
-            key,
-        }
-    };
-    let mut heap: BinaryHeap<Candidate> = pair_counts
-        .iter()
-        .map(|(&k, &c)| candidate(k, c, &token_bytes))
-        .collect();
+    let mut heap = PairHeap::new(pair_counts.iter().map(|(&key, &count)| (count, key)).collect(), &vocab);
 
     let total_merges = (vocab_size - base) as u64;
     let mut merges = Vec::new();
@@ -412,29 +445,30 @@ pub fn train_from_counts(
     // Chinese 0.603 → 0.565 s, 20 MB of Russian 0.183 → 0.173 s, of English 0.301 → 0.293 s).
     let mut touched_old: Vec<bool> = Vec::new();
     while vocab.len() < vocab_size {
-        let Some(top) = heap.pop() else { break };
+        let Some((top_count, top_key)) = heap.pop(&vocab) else {
+            break;
+        };
         // Entries hold an upper bound of their pair's count: counts only fall after a pair is pushed
         // (a pair that gains occurrences is new, and pushed then). An entry above the current count
         // goes back in with the true count; the first exact entry on top is the best pair.
-        match pair_counts.get(&top.key) {
+        match pair_counts.get(&top_key) {
             None => continue,
-            Some(&count) if count != top.count => {
-                heap.push(candidate(top.key, count, &token_bytes));
+            Some(&count) if count != top_count => {
+                heap.push((count, top_key), &vocab);
                 continue;
             }
             Some(_) => {}
         }
-        let (a, b) = split_key(top.key);
+        let (a, b) = split_key(top_key);
         let new_id = vocab.len() as u32;
         let mut bytes = vocab[a as usize].clone();
         bytes.extend_from_slice(&vocab[b as usize]);
-        token_bytes.push(Rc::from(bytes.as_slice()));
         vocab.push(bytes);
         merges.push((a, b));
-        pair_counts.remove(&top.key);
+        pair_counts.remove(&top_key);
 
         deltas.clear();
-        for &w in pair_words.remove(&top.key).unwrap_or_default().words() {
+        for &w in pair_words.remove(&top_key).unwrap_or_default().words() {
             let (start, len) = spans[w as usize];
             let word = &mut symbols[start..start + len];
             if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
@@ -479,7 +513,7 @@ pub fn train_from_counts(
             spans[w as usize].1 = merged.len();
         }
         for (&key, &delta) in &deltas {
-            if delta == 0 || key == top.key {
+            if delta == 0 || key == top_key {
                 continue;
             }
             let count = pair_counts.entry(key).or_insert(0);
@@ -487,7 +521,7 @@ pub fn train_from_counts(
             if *count == 0 {
                 pair_counts.remove(&key);
             } else if delta > 0 {
-                heap.push(candidate(key, *count, &token_bytes));
+                heap.push((*count, key), &vocab);
             }
         }
         let done = merges.len() as u64;
@@ -504,6 +538,37 @@ pub fn train_from_counts(
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
+
+    #[test]
+    fn pair_heap_pops_in_the_order_of_a_sort() {
+        // Few counts and tokens, so counts tie often and bytes tie too (ids 2 and 3 are both "ab"); entries
+        // in a scrambled order, some given at once and the rest pushed one by one.
+        let vocab: Vec<Vec<u8>> = [&b"a"[..], b"b", b"ab", b"ab", b"c"].map(|t| t.to_vec()).to_vec();
+        let mut rng = 7u64;
+        let entries: Vec<(u64, u64)> = (0..300)
+            .map(|_| {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let (a, b) = ((rng >> 33) % 5, (rng >> 41) % 5);
+                ((rng >> 49) % 4, pair_key(a as u32, b as u32))
+            })
+            .collect();
+        let mut heap = PairHeap::new(entries[..100].to_vec(), &vocab);
+        for &entry in &entries[100..] {
+            heap.push(entry, &vocab);
+        }
+        let got: Vec<(u64, u64)> = std::iter::from_fn(|| heap.pop(&vocab)).collect();
+        let mut expected = entries.clone();
+        expected.sort_by(|x, y| {
+            let ((xa, xb), (ya, yb)) = (split_key(x.1), split_key(y.1));
+            (y.0, &vocab[ya as usize], &vocab[yb as usize], y.1).cmp(&(
+                x.0,
+                &vocab[xa as usize],
+                &vocab[xb as usize],
+                x.1,
+            ))
+        });
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn holders_keep_every_word_in_order() {
