@@ -17,7 +17,7 @@
 //! so starts at 0 ..= TRUSTED are exact from the 64 bytes alone; the last start found is where the next
 //! block begins.
 
-use crate::pretokenize::{class_table, contraction_len, ClassTable, LETTER, NUMBER, OTHER, SPACE};
+use crate::pretokenize::{class_table, contraction_len, utf8_len, ClassTable, LETTER, NUMBER, OTHER, SPACE};
 
 pub(crate) const BLOCK: usize = 64;
 /// The last position of a block whose start bit is exact (see the module comment).
@@ -137,10 +137,10 @@ pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, tab
     let mut spaces = 0u64;
     while unknown != 0 {
         let k = unknown.trailing_zeros() as usize;
-        let len = utf8_len(block[k]);
-        if len < 2 || k + len > BLOCK {
-            break; // a character cut by the block's end (no other byte can be first: see above)
-        }
+        // Only a character cut by the block's end stops this (no other byte can be first: see above).
+        let Some(len) = utf8_len(block[k]).filter(|&len| len >= 2 && k + len <= BLOCK) else {
+            break;
+        };
         let bits = ((1u64 << len) - 1) << k;
         match table.at(block, k).0 {
             LETTER => {
@@ -159,7 +159,8 @@ pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, tab
     while spaces != 0 {
         let k = 63 - spaces.leading_zeros() as usize;
         spaces &= !(1 << k);
-        let after = k + utf8_len(block[k]);
+        // The first loop took only whole characters of two bytes or more into `spaces`.
+        let after = k + utf8_len(block[k]).unwrap_or(1);
         if after < BLOCK && (m.non_ascii >> after) & 1 == 0 {
             let bits = ((1u64 << (after - k)) - 1) << k;
             m.space |= bits;
@@ -168,17 +169,6 @@ pub(crate) fn with_multibyte_classes(block: &[u8; BLOCK], mut m: BlockMasks, tab
         }
     }
     m
-}
-
-/// Bytes in the UTF-8 character that `lead` begins (1 for a byte that begins none).
-#[inline(always)]
-fn utf8_len(lead: u8) -> usize {
-    match lead {
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF7 => 4,
-        _ => 1,
-    }
 }
 
 /// Class bits of each byte: what the masks hold, from the same table the byte scanner uses.

@@ -96,15 +96,22 @@ impl ClassTable {
     /// Class of the whole character at `bytes[i..]`, or None where the bytes there are not one
     /// complete UTF-8 character (the cut finder runs before validation, on buffers that end anywhere).
     pub(crate) fn checked_at(&self, bytes: &[u8], i: usize) -> Option<u8> {
-        let len = match bytes[i] {
-            0x00..=0x7F => 1,
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => return None,
-        };
+        let len = utf8_len(bytes[i])?;
         let ch = std::str::from_utf8(bytes.get(i..i + len)?).ok()?.chars().next()?;
         Some(self.classes[ch as usize])
+    }
+}
+
+/// Bytes in the UTF-8 character that `lead` begins, or None for a byte that begins none (a continuation
+/// byte, or one UTF-8 never uses).
+#[inline(always)]
+pub(crate) fn utf8_len(lead: u8) -> Option<usize> {
+    match lead {
+        0x00..=0x7F => Some(1),
+        0xC0..=0xDF => Some(2),
+        0xE0..=0xEF => Some(3),
+        0xF0..=0xF7 => Some(4),
+        _ => None,
     }
 }
 
