@@ -55,6 +55,17 @@ def cut(text, end):
     while i >= 0 and (i == 0 or i + 1 >= len(text) or text[i - 1].isspace() or text[i + 1].isspace()):
         i = text.rfind("\n", 0, i)
     return i + 1 if i >= 0 else 0
+
+def slices(text, step):
+    # `text` in parts of about `step` characters, each ending at a `cut` (the rest whole where none is found).
+    parts, start = [], 0
+    while start < len(text):
+        stop = len(text) if len(text) - start <= step else cut(text, start + step)
+        if stop <= start:
+            stop = len(text)
+        parts.append(text[start:stop])
+        start = stop
+    return parts
 """
 
 TIKTOKEN_WORKER = (
@@ -80,14 +91,7 @@ with open(path, encoding="utf-8") as f, open(out, "wb") as g:
             end = len(text)
         rest = text[end:]
         body = text[:end]
-        parts, start = [], 0
-        step = max(1, len(body) // (4 * threads))
-        while start < len(body):
-            stop = len(body) if len(body) - start <= step else cut(body, start + step)
-            if stop <= start:
-                stop = len(body)
-            parts.append(body[start:stop])
-            start = stop
+        parts = slices(body, max(1, len(body) // (4 * threads)))
         for ids in enc.encode_batch(parts, num_threads=threads, allowed_special="all"):
             g.write(np.asarray(ids, dtype=np.uint16).tobytes())
         if not block:
@@ -113,17 +117,16 @@ FASTOKENS_WORKER = (
 import sys, numpy as np, fastokens
 path, out, tokenizer_json = sys.argv[1], sys.argv[2], sys.argv[3]
 tok = fastokens.Tokenizer.from_file(tokenizer_json)
-text = open(path, encoding="utf-8").read()
-parts, start, step = [], 0, 1 << 20
-while start < len(text):
-    stop = len(text) if len(text) - start <= step else cut(text, start + step)
-    if stop <= start:
-        stop = len(text)
-    parts.append(text[start:stop])
-    start = stop
+parts = slices(open(path, encoding="utf-8").read(), 1 << 20)
 np.save(out, np.frombuffer(tok.encode_batch_flat(parts)[0], np.uint32).astype(np.uint16))
 """
 )
+
+# The peers that run beside bpe-lm on the whole file: worker and the API it times.
+PEER_WORKERS = {
+    "gigatoken": (GIGATOKEN_WORKER, "encode_files"),
+    "fastokens": (FASTOKENS_WORKER, "encode_batch_flat of 1 MB slices"),
+}
 
 
 # Peak RSS as the child reports it at exit (`peak_rss_mb`: its own high-water mark); wait4's ru_maxrss would
@@ -257,14 +260,14 @@ def main() -> None:
             vocab_name = "bpe-lm 32K"
         peers = {}
         for name, skip in (("gigatoken", args.skip_gigatoken), ("fastokens", args.skip_fastokens)):
+            if skip:
+                continue
             try:
                 __import__(name)
             except ImportError:
-                if not skip:
-                    print(f"{name} is not installed (pip install '.[bench]'): its rows are skipped", file=sys.stderr)
-            else:
-                if not skip:
-                    peers[name] = GIGATOKEN_WORKER if name == "gigatoken" else FASTOKENS_WORKER
+                print(f"{name} is not installed (pip install '.[bench]'): its rows are skipped", file=sys.stderr)
+                continue
+            peers[name] = PEER_WORKERS[name]
         if peers:
             from bpe_lm.interop import export_hf
 
@@ -300,12 +303,11 @@ def main() -> None:
                 same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
                 rows.append(("tiktoken encode_batch loop (all)", threads, mb, seconds, rss, code, same))
                 (tmp / "tk.bin").unlink(missing_ok=True)
-            for name, worker in peers.items():
+            for name, (worker, api) in peers.items():
                 worker_args = [str(text), str(tmp / f"{name}.npy"), str(tmp / "tokenizer.json")]
                 seconds, rss, code = run_measured(worker, worker_args, tmp, {"RAYON_NUM_THREADS": str(threads)})
                 theirs = np.load(tmp / f"{name}.npy") if code == 0 else None
                 same = "yes" if theirs is not None and np.array_equal(theirs, ours) else "NO"
-                api = "encode_files" if name == "gigatoken" else "encode_batch_flat of 1 MB slices"
                 rows.append((f"{name} {api} (all)", threads, mb, seconds, rss, code, same))
                 (tmp / f"{name}.npy").unlink(missing_ok=True)
     scaled = f", the input repeated to {mb:.0f} MB" if args.scale_mb else ""
