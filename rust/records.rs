@@ -301,8 +301,11 @@ pub fn serde_field<'a>(line: &'a [u8], field: &str) -> serde_json::Result<Option
     Ok(value)
 }
 
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
-/// skipped (they hold no record).
+/// skipped (they hold no record), and so is a byte-order mark at the start of the file.
 pub fn parse_jsonl<'a>(
     chunk: &'a LineChunk,
     field: &str,
@@ -319,6 +322,12 @@ pub fn parse_jsonl<'a>(
         start = end;
         let line = raw.strip_suffix(b"\n").unwrap_or(raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // A byte-order mark that Windows tools (Notepad, PowerShell) put before a file's first line is no
+        // part of any record (RFC 8259 lets a parser ignore it).
+        let line = match offset {
+            0 => line.strip_prefix(UTF8_BOM).unwrap_or(line),
+            _ => line,
+        };
         let here = || {
             if whole_file {
                 format!("line {line_no}")

@@ -128,7 +128,18 @@ def test_formats_are_told_by_content_and_name(formats, tmp_path):
         ("c.parquet", b"not parquet at all", "lacks the PAR1 magic"),
         ("c.jsonl.zst", b'{"text": "a"}\n', "named .zst but not zstd-compressed"),
         ("c.json", b'[{"text": "a"}]', "holds a JSON array"),
+        ("bom.json", b'\xef\xbb\xbf [{"text": "a"}]', "holds a JSON array"),
         ("ids.npy", b"\x93NUMPY\x01\x00", "a numpy .npy file"),
+        # Windows PowerShell's `>` writes UTF-16: never ids of its bytes as if they were UTF-8.
+        ("ps.txt", "hello world\n".encode("utf-16"), "is UTF-16LE text .* bpe-lm reads UTF-8"),
+        ("be.jsonl", '{"text": "a"}'.encode("utf-16-be").join([b"\xfe\xff", b""]), "is UTF-16BE text"),
+        ("wide.jsonl", '{"text": "a"}'.encode("utf-32"), "is UTF-32LE text"),
+        ("wide.txt", "no mark, four bytes a letter".encode("utf-32-be"), "without a byte-order mark"),
+        (
+            "nobom.txt",
+            "plain words, no byte-order mark".encode("utf-16-le"),
+            "UTF-16 or UTF-32 text without a byte-order mark",
+        ),
     ],
 )
 def test_unknown_or_misnamed_formats_are_named(tmp_path, name, data, message):
@@ -160,6 +171,45 @@ def test_every_format_encodes_to_the_per_record_reference(gpt2, formats, documen
         assert np.array_equal(got, want), name
         assert (stats.documents, stats.skipped, stats.tokens) == (len(documents) - 1, 1, len(want)), name
         assert stats.text_bytes == sum(len(d.encode()) for d in documents)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [{"compression": codec} for codec in ("none", "gzip", "zstd", "lz4", "brotli")]
+    + [
+        {"data_page_version": "2.0", "compression": "zstd"},
+        {"use_dictionary": False, "column_encoding": {"text": "DELTA_BYTE_ARRAY"}},
+        {"use_dictionary": False, "column_encoding": {"text": "DELTA_LENGTH_BYTE_ARRAY"}},
+        {"data_page_size": 2048, "write_page_checksum": True, "write_page_index": True},
+        {"large_string": True},
+    ],
+    ids=lambda how: ",".join(f"{k}={v}" for k, v in how.items()),
+)
+def test_parquet_from_any_writer_setting_encodes_to_the_reference(gpt2, documents, tmp_path, how):
+    """Hub and pipeline shards come from many writers (pyarrow, Spark, polars, DuckDB): every codec and
+    page layout of the format reads to the same ids (snappy, the default, is in `formats`)."""
+    how = dict(how)
+    kind = pa.large_string() if how.pop("large_string", False) else pa.string()
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": pa.array(documents, kind)}), path, row_group_size=300, **how)
+    gpt2.encode_files(path, tmp_path / "out.npy")
+    assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, documents))
+
+
+def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp_path):
+    lines = b'{"text": "first"}\r\n{"text": "second"}\n'
+    for name, data in [
+        ("bom.jsonl", b"\xef\xbb\xbf" + lines),
+        ("bom.jsonl.gz", gzip.compress(b"\xef\xbb\xbf" + lines)),
+        ("bom.jsonl.zst", zstandard.ZstdCompressor().compress(b"\xef\xbb\xbf" + lines)),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        gpt2.encode_files(tmp_path / name, tmp_path / "out.npy")
+        assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, ["first", "second"])), name
+    # Only at the start of the file: one later in a line is a line that is not JSON.
+    (tmp_path / "late.jsonl").write_bytes(lines + b"\xef\xbb\xbf" + lines)
+    with pytest.raises(ValueError, match="line 3: is not valid JSON"):
+        gpt2.encode_files(tmp_path / "late.jsonl", tmp_path / "out.npy")
 
 
 def test_small_inputs_encode_on_one_thread_to_the_same_ids(gpt2, documents, tmp_path):

@@ -85,6 +85,17 @@ _MAGIC_FORMATS_WE_DO_NOT_READ = [
 SUPPORTED = (
     "plain, gzip or zstd text; JSON lines (.jsonl, .jsonl.gz, .jsonl.zst); parquet; Arrow / `datasets` directories"
 )
+# Text in another encoding than UTF-8, told by its byte-order mark (UTF-32's first: it begins like UTF-16's).
+# Windows PowerShell's `>` writes UTF-16: read as UTF-8 it is garbage, or (ASCII text) every other byte a NUL.
+_OTHER_ENCODING_MARKS = [
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+]
+UTF8_BOM = b"\xef\xbb\xbf"
+# Bytes of a file's start looked at for its format.
+HEAD_BYTES = 4096
 
 
 class MissingInputError(InputError, FileNotFoundError):
@@ -214,7 +225,7 @@ def expand_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path | str
     return out
 
 
-def _head(path: Path, n: int = 8) -> bytes:
+def _head(path: Path, n: int = HEAD_BYTES) -> bytes:
     with open(path, "rb") as f:
         return f.read(n)
 
@@ -337,14 +348,44 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
             raise InputError(
                 f"{where}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
             )
+        _refuse_other_encodings(where, head)
     return ("jsonl" if ext in JSONL_SUFFIXES else "text"), compression
+
+
+def _refuse_other_encodings(where: str, head: bytes) -> None:
+    """Text that is not UTF-8 (a UTF-16 or UTF-32 byte-order mark, or every other byte NUL) is an error that
+    says so, never ids of garbage."""
+    for mark, encoding in _OTHER_ENCODING_MARKS:
+        if head.startswith(mark):
+            raise InputError(
+                f"{where}: is {encoding} text (it begins with a {encoding} byte-order mark); bpe-lm reads UTF-8: "
+                f"convert it first, e.g. `iconv -f {encoding.rstrip('LBE')} -t UTF-8 FILE > FILE.utf8`"
+            )
+    if _wide_text_without_mark(head):
+        raise InputError(
+            f"{where}: is not UTF-8 but UTF-16 or UTF-32 text without a byte-order mark (every other byte of "
+            "its start is NUL); convert it first, e.g. `iconv -f UTF-16LE -t UTF-8 FILE > FILE.utf8`"
+        )
+
+
+def _wide_text_without_mark(head: bytes) -> bool:
+    """UTF-16 or UTF-32 text of mostly Latin letters: the bytes at one parity of position (nearly) all NUL,
+    those at the other mostly not (UTF-16: none NUL; UTF-32: half). Text has no run of NULs at every other
+    byte; a file of nothing but NULs, at both parities, is left to be read (as text)."""
+    if len(head) < 8:
+        return False
+    share = [part.count(0) / len(part) for part in (head[0::2], head[1::2])]
+    return max(share) >= 0.9 and min(share) <= 0.6
 
 
 def _first_non_space(path: Path) -> bytes:
     # Small reads: a corpus of many small shards is detected file by file before any encoding, and
     # inflating a megabyte of each only to see its first byte cost about half a millisecond a file.
     with open_decompressed(path, buffer_size=1 << 12) as f:
+        start = True
         while block := f.read(1 << 12):
+            if start:  # a byte-order mark before the first line is no part of it (as the core reads it)
+                block, start = block.removeprefix(UTF8_BOM), False
             stripped = block.lstrip()
             if stripped:
                 return stripped[:1]
