@@ -25,10 +25,10 @@ use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
 
-/// The ids of `parts` joined into one Vec of `T` (`u32`, or `u16` where every id fits), the parts copied
-/// (and narrowed) in parallel on `pool`: a single-threaded copy of the whole output would otherwise be a
-/// tenth of a batch's time. The output starts as zero pages from the kernel, so it is written only once.
-pub fn join_parts<T: Copy + Default + Send + TryFrom<u32>>(parts: &[Vec<u32>], pool: &rayon::ThreadPool) -> Vec<T> {
+/// The ids of `parts` joined into one Vec, the parts copied in parallel on `pool`: a single-threaded copy
+/// of the whole output would otherwise be a tenth of a batch's time. The output starts as zero pages from
+/// the kernel, so it is written only once.
+pub fn join_parts<T: Copy + Default + Send + Sync>(parts: &[Vec<T>], pool: &rayon::ThreadPool) -> Vec<T> {
     let mut out = vec![T::default(); parts.iter().map(Vec::len).sum()];
     let mut chunks = Vec::with_capacity(parts.len());
     let mut rest = out.as_mut_slice();
@@ -38,13 +38,47 @@ pub fn join_parts<T: Copy + Default + Send + TryFrom<u32>>(parts: &[Vec<u32>], p
         rest = tail;
     }
     pool.install(|| {
-        chunks.into_par_iter().zip(parts).for_each(|(chunk, part)| {
-            for (slot, &id) in chunk.iter_mut().zip(part) {
-                *slot = T::try_from(id).unwrap_or_default();
-            }
-        })
+        chunks
+            .into_par_iter()
+            .zip(parts)
+            .for_each(|(chunk, part)| chunk.copy_from_slice(part))
     });
     out
+}
+
+/// An id as an output holds it: `u32`, or `u16` where every id of the vocabulary fits (half the memory
+/// of an array of them, and of a training set).
+pub trait OutputId: Copy + Default + Send + Sync + 'static {
+    /// The output, by its type of id.
+    fn target(out: &mut Vec<Self>) -> IdTarget<'_>;
+
+    fn widen(self) -> u32;
+}
+
+/// An output of ids, by type (`OutputId::target`).
+pub enum IdTarget<'a> {
+    U32(&'a mut Vec<u32>),
+    U16(&'a mut Vec<u16>),
+}
+
+impl OutputId for u32 {
+    fn target(out: &mut Vec<Self>) -> IdTarget<'_> {
+        IdTarget::U32(out)
+    }
+
+    fn widen(self) -> u32 {
+        self
+    }
+}
+
+impl OutputId for u16 {
+    fn target(out: &mut Vec<Self>) -> IdTarget<'_> {
+        IdTarget::U16(out)
+    }
+
+    fn widen(self) -> u32 {
+        self as u32
+    }
 }
 
 /// Inputs larger than this are split and encoded in parallel.
@@ -52,22 +86,49 @@ pub const PARALLEL_CHUNK_BYTES: usize = 1 << 20;
 
 /// Appends ids to a Vec, each piece's through one fixed-size write of its block of lanes
 /// (`arch::append_lanes`): a cached piece's lanes (`cache::Lanes`) are stored at the end whatever its
-/// count of ids, and the end moves on by the count.
+/// count of ids, and the end moves on by the count. For an output of `u16` ids, the lanes go to a small
+/// buffer of `u32` that `settle` empties into it after each batch of pieces, narrowing them while they are
+/// in L1: a pass over all the ids afterwards cost a tenth of a warm call (and its `u32` copy of them).
 struct IdWriter<'a> {
+    /// The output, or for `u16` ids the buffer on their way to it.
     out: &'a mut Vec<u32>,
+    narrow: Option<&'a mut Vec<u16>>,
 }
 
 impl<'a> IdWriter<'a> {
-    /// A writer for the ids of `text_bytes` bytes of text that begins with `sample`, with room reserved
-    /// now for as many as `expected_ids` foresees, so that the Vec is not grown, and its ids moved, halfway.
-    fn new(out: &'a mut Vec<u32>, text_bytes: usize, sample: &[u8]) -> Self {
-        out.reserve(expected_ids(text_bytes, sample) + BLOCK_IDS);
-        IdWriter { out }
+    /// A writer to `target` for the ids of `text_bytes` bytes of text that begins with `sample`, with room
+    /// reserved now for as many as `expected_ids` foresees, so that the output is not grown, and its ids
+    /// moved, halfway; `staging` is the buffer for `u16` ids.
+    fn new(target: IdTarget<'a>, staging: &'a mut Vec<u32>, text_bytes: usize, sample: &[u8]) -> Self {
+        let room = expected_ids(text_bytes, sample) + BLOCK_IDS;
+        match target {
+            IdTarget::U32(out) => {
+                out.reserve(room);
+                IdWriter { out, narrow: None }
+            }
+            IdTarget::U16(narrow) => {
+                narrow.reserve(room);
+                IdWriter {
+                    out: staging,
+                    narrow: Some(narrow),
+                }
+            }
+        }
     }
 
     /// Ids written so far (after those the output held already).
     fn written(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.narrow.as_ref().map_or(0, |n| n.len())
+    }
+
+    /// Moves the ids waiting in the `u16` buffer to the output (the caller checked that they fit:
+    /// `Encoder::check_output`).
+    #[inline(always)]
+    fn settle(&mut self) {
+        if let Some(narrow) = self.narrow.as_deref_mut() {
+            narrow.extend(self.out.iter().map(|&id| id as u16));
+            self.out.clear();
+        }
     }
 
     /// Appends `lanes[..len]` (len ≤ N).
@@ -256,6 +317,7 @@ impl<'t> BatchSink<'_, 't, '_> {
             &mut self.ids,
             &mut self.scratch,
         );
+        self.ids.settle();
     }
 }
 
@@ -481,13 +543,15 @@ impl Encoder {
     /// Runs `f` with a sink that appends ids to `out` (`BatchSink`), on this thread's cache; `text_bytes`
     /// is about how much text `f` will encode, and `sample` how it begins (they size the output).
     #[inline(always)]
-    fn with_sink<'t, T>(
+    fn with_sink<'t, I: OutputId, T>(
         &self,
-        out: &mut Vec<u32>,
+        out: &mut Vec<I>,
         text_bytes: usize,
         sample: &[u8],
         f: impl FnOnce(&mut BatchSink<'_, 't, '_>) -> Result<T>,
     ) -> Result<T> {
+        let target = self.check_output(I::target(out))?;
+        let mut staging = Vec::new();
         self.with_cache(|cache| {
             cache.expect(text_bytes);
             let mut sink = BatchSink {
@@ -495,11 +559,24 @@ impl Encoder {
                 bytes: &[],
                 batch: PieceBatch::new(),
                 cache,
-                ids: IdWriter::new(out, text_bytes, sample),
+                ids: IdWriter::new(target, &mut staging, text_bytes, sample),
                 scratch: Vec::new(),
             };
-            f(&mut sink)
+            let result = f(&mut sink);
+            sink.ids.settle();
+            result
         })
+    }
+
+    /// `target`, if it holds every id of the vocabulary.
+    fn check_output<'a>(&self, target: IdTarget<'a>) -> Result<IdTarget<'a>> {
+        match target {
+            IdTarget::U16(_) if self.vocab_size() > 1 << 16 => Err(Error::InvalidArgument(format!(
+                "uint16 cannot hold ids of a vocabulary of {} tokens; use uint32",
+                self.vocab_size()
+            ))),
+            target => Ok(target),
+        }
     }
 
     /// Writes the ids of the batch's pieces and empties it. For each piece, the INLINE_IDS lanes of the
@@ -607,18 +684,23 @@ impl Encoder {
     }
 
     /// Encodes `text` on the calling thread, appending ids to `out`.
-    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_into<I: OutputId>(&self, text: &str, out: &mut Vec<I>) -> Result<()> {
         self.with_sink(out, text.len(), text.as_bytes(), |sink| sink.text_with_specials(text))
     }
 
     /// Encodes ordinary text only: special-token strings are treated as text.
-    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_ordinary_into<I: OutputId>(&self, text: &str, out: &mut Vec<I>) -> Result<()> {
         self.with_sink(out, text.len(), text.as_bytes(), |sink| sink.text(text))
     }
 
     /// Encodes documents on the calling thread, appending to `out` per document `encode_ordinary` and
     /// then `end_id` (when there is one).
-    pub fn encode_documents_into(&self, docs: &[&str], end_id: Option<u32>, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_documents_into<I: OutputId>(
+        &self,
+        docs: &[&str],
+        end_id: Option<u32>,
+        out: &mut Vec<I>,
+    ) -> Result<()> {
         let text_bytes = docs.iter().map(|d| d.len()).sum();
         let sample = docs.first().map_or(&[][..], |d| d.as_bytes());
         self.with_sink(out, text_bytes, sample, |sink| {
@@ -633,6 +715,11 @@ impl Encoder {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_as(text)
+    }
+
+    /// `encode`, the ids as `I`.
+    pub fn encode_as<I: OutputId>(&self, text: &str) -> Result<Vec<I>> {
         let mut out = Vec::new();
         self.encode_into(text, &mut out)?;
         Ok(out)
@@ -640,13 +727,13 @@ impl Encoder {
 
     /// Encodes a large text in parallel on `pool`; the result equals `encode`. Ids come back per part,
     /// in order, so the caller can write them anywhere without another copy.
-    pub fn encode_parts(&self, text: &str, pool: &rayon::ThreadPool) -> Result<Vec<Vec<u32>>> {
+    pub fn encode_parts<I: OutputId>(&self, text: &str, pool: &rayon::ThreadPool) -> Result<Vec<Vec<I>>> {
         if text.len() <= PARALLEL_CHUNK_BYTES || pool.current_num_threads() == 1 {
-            return Ok(vec![self.encode(text)?]);
+            return Ok(vec![self.encode_as(text)?]);
         }
         let parts = split_at_safe_cuts(text, &self.cutter, PARALLEL_CHUNK_BYTES);
         self.expect_text(text.len() as u64, pool);
-        crate::threads::map_sticky(pool, &parts, |p| self.encode(p))
+        crate::threads::map_sticky(pool, &parts, |p| self.encode_as(p))
             .into_iter()
             .collect()
     }
@@ -654,7 +741,11 @@ impl Encoder {
     /// Encodes many texts in parallel on `pool`, special-token strings as their ids: each text's ids equal
     /// `encode`'s. Runs of consecutive texts are encoded by one sink each (`BatchSink`), so a batch of
     /// short texts costs what their concatenation would.
-    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], pool: &rayon::ThreadPool) -> Result<BatchIds> {
+    pub fn encode_batch<S: AsRef<str> + Sync, I: OutputId>(
+        &self,
+        texts: &[S],
+        pool: &rayon::ThreadPool,
+    ) -> Result<BatchIds<I>> {
         let total = texts.iter().map(|t| t.as_ref().len()).sum();
         self.expect_text(total as u64, pool);
         let runs = crate::records::runs(texts, run_bytes(total, pool.current_num_threads()));
@@ -697,14 +788,14 @@ pub(crate) fn run_bytes(total: usize, threads: usize) -> usize {
 /// The ids of a batch of texts (`Encoder::encode_batch`): `parts` hold the ids of all the texts in
 /// order, and text `i`'s ids are those from `ends[i - 1]` (0 for the first) to `ends[i]` of the parts
 /// joined.
-pub struct BatchIds {
-    pub parts: Vec<Vec<u32>>,
+pub struct BatchIds<I = u32> {
+    pub parts: Vec<Vec<I>>,
     pub ends: Vec<u64>,
 }
 
-impl BatchIds {
+impl<I> BatchIds<I> {
     /// The ids of each text, in order (each lies within one part).
-    pub fn texts(&self) -> impl Iterator<Item = &[u32]> + '_ {
+    pub fn texts(&self) -> impl Iterator<Item = &[I]> + '_ {
         let (mut part, mut part_start, mut start) = (0, 0u64, 0u64);
         self.ends.iter().map(move |&end| {
             while end > part_start + self.parts[part].len() as u64 {
@@ -863,9 +954,9 @@ mod tests {
             .map(|c| std::str::from_utf8(c).unwrap())
             .collect();
         let calls: [&dyn Fn(&Encoder); 3] = [
-            &|enc| drop(enc.encode_parts(&big, &pool).unwrap()),
-            &|enc| drop(enc.encode_batch(&docs, &pool).unwrap()),
-            &|enc| drop(enc.encode_documents(&docs, None, &pool).unwrap()),
+            &|enc| drop(enc.encode_parts::<u32>(&big, &pool).unwrap()),
+            &|enc| drop(enc.encode_batch::<_, u32>(&docs, &pool).unwrap()),
+            &|enc| drop(enc.encode_documents::<u32>(&docs, None, &pool).unwrap()),
         ];
         for (k, call) in calls.iter().enumerate() {
             let enc = trained(&TEXT.repeat(3), 320);
@@ -885,9 +976,50 @@ mod tests {
         let enc = trained(&TEXT.repeat(3), 320);
         let big = TEXT.repeat(30_000);
         let pool = crate::threads::pool(Some(2)).unwrap();
-        let parts = enc.encode_parts(&big, &pool).unwrap();
+        let parts = enc.encode_parts::<u32>(&big, &pool).unwrap();
         assert!(parts.len() > 1);
         assert_eq!(parts.concat(), enc.encode(&big).unwrap());
+    }
+
+    #[test]
+    fn narrow_ids_are_the_wide_ones() {
+        // Ids written as u16 (narrowed batch by batch on their way out) equal the u32 ones, in every way of
+        // encoding: a text with special tokens and pieces of many ids, in parts, in a batch, as documents.
+        let enc = trained(&TEXT.repeat(3), 320);
+        let text = format!("{}<|endoftext|>{}", TEXT.repeat(30_000), "x".repeat(10_000));
+        let wide = enc.encode(&text).unwrap();
+        let narrow = |ids: &[u32]| ids.iter().map(|&id| id as u16).collect::<Vec<u16>>();
+        assert_eq!(enc.encode_as::<u16>(&text).unwrap(), narrow(&wide));
+        let pool = crate::threads::pool(Some(2)).unwrap();
+        let parts = enc.encode_parts::<u16>(&text, &pool).unwrap();
+        assert!(parts.len() > 1);
+        assert_eq!(parts.concat(), narrow(&wide));
+        let texts: Vec<&str> = text
+            .as_bytes()
+            .chunks(999)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let batch = enc.encode_batch::<_, u16>(&texts, &pool).unwrap();
+        let wide_batch = enc.encode_batch::<_, u32>(&texts, &pool).unwrap();
+        assert_eq!(batch.ends, wide_batch.ends);
+        assert_eq!(batch.parts.concat(), narrow(&wide_batch.parts.concat()));
+        let (mut ids, mut wide_ids) = (vec![7u16], vec![7u32]);
+        enc.encode_documents_into(&texts, Some(3), &mut ids).unwrap();
+        enc.encode_documents_into(&texts, Some(3), &mut wide_ids).unwrap();
+        assert_eq!(ids, narrow(&wide_ids));
+    }
+
+    #[test]
+    fn narrow_ids_are_refused_for_a_vocabulary_they_cannot_hold() {
+        let mut vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        vocab.extend((0..(1u32 << 16)).map(|i| format!("<t{i}>").into_bytes()));
+        let enc = Encoder::new(vocab, &[], &[], None).unwrap();
+        let err = enc.encode_as::<u16>("hello").unwrap_err().to_string();
+        assert!(
+            err.contains("uint16 cannot hold ids of a vocabulary of 65792 tokens"),
+            "{err}"
+        );
+        assert_eq!(enc.encode_as::<u32>("hi").unwrap(), enc.encode("hi").unwrap());
     }
 
     #[test]
@@ -903,7 +1035,7 @@ mod tests {
         }
         texts.push(String::new());
         let pool = crate::threads::pool(Some(2)).unwrap();
-        let batch = enc.encode_batch(&texts, &pool).unwrap();
+        let batch = enc.encode_batch::<_, u32>(&texts, &pool).unwrap();
         assert!(batch.parts.len() > 4, "{} runs", batch.parts.len());
         assert_eq!(batch.ends.len(), texts.len());
         let each: Vec<Vec<u32>> = texts.iter().map(|t| enc.encode(t).unwrap()).collect();
@@ -920,7 +1052,7 @@ mod tests {
         }
         assert_eq!(ids, expected);
         assert_eq!(
-            enc.encode_documents(&docs, Some(0), &pool).unwrap().concat(),
+            enc.encode_documents::<u32>(&docs, Some(0), &pool).unwrap().concat(),
             expected[1..]
         );
     }
@@ -933,8 +1065,6 @@ mod tests {
             .collect();
         let joined: Vec<u32> = join_parts(&parts, &pool);
         assert_eq!(joined, parts.concat());
-        let narrow: Vec<u16> = join_parts(&parts, &pool);
-        assert_eq!(narrow, parts.concat().iter().map(|&id| id as u16).collect::<Vec<_>>());
         assert!(join_parts::<u32>(&[], &pool).is_empty());
     }
 

@@ -2,6 +2,8 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
+use crate::encode::OutputId;
+
 /// Header size: room for any 64-bit length, and a multiple of 64 so the data stays aligned.
 pub const HEADER_BYTES: usize = 128;
 
@@ -61,12 +63,18 @@ pub fn header(dtype: Dtype, len: u64) -> Vec<u8> {
     out
 }
 
-/// Appends ids in `dtype` (the caller has checked that every id fits).
-pub fn write_ids(out: &mut impl Write, ids: &[u32], dtype: Dtype, scratch: &mut Vec<u8>) -> std::io::Result<()> {
+/// Appends ids in `dtype` (the caller has checked that every id fits): a copy, where the ids come in the
+/// type `dtype` names (the encoders write `u16` ids narrow from the start: `Encoder::encode_as`).
+pub fn write_ids<I: OutputId>(
+    out: &mut impl Write,
+    ids: &[I],
+    dtype: Dtype,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
     scratch.clear();
     match dtype {
-        Dtype::U16 => scratch.extend(ids.iter().flat_map(|&i| (i as u16).to_le_bytes())),
-        Dtype::U32 => scratch.extend(ids.iter().flat_map(|&i| i.to_le_bytes())),
+        Dtype::U16 => scratch.extend(ids.iter().flat_map(|&i| (i.widen() as u16).to_le_bytes())),
+        Dtype::U32 => scratch.extend(ids.iter().flat_map(|&i| i.widen().to_le_bytes())),
     }
     out.write_all(scratch)
 }
@@ -104,7 +112,7 @@ impl IdWriter {
         self.count
     }
 
-    pub fn write(&mut self, ids: &[u32]) -> crate::Result<()> {
+    pub fn write<I: OutputId>(&mut self, ids: &[I]) -> crate::Result<()> {
         write_ids(&mut self.out, ids, self.dtype, &mut self.scratch)
             .map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
         self.count += ids.len() as u64;

@@ -19,7 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::counts;
-use crate::encode::Encoder as CoreEncoder;
+use crate::encode::{Encoder as CoreEncoder, OutputId};
 use crate::encode_file::is_small_input;
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdWriter};
@@ -404,16 +404,50 @@ impl Ids {
     }
 }
 
+/// An id type the core writes (`OutputId`) as the arrays hold it.
+trait ArrayId: OutputId {
+    fn ids(ids: Vec<Self>) -> Ids;
+}
+
+impl ArrayId for u32 {
+    fn ids(ids: Vec<Self>) -> Ids {
+        Ids::U32(ids)
+    }
+}
+
+impl ArrayId for u16 {
+    fn ids(ids: Vec<Self>) -> Ids {
+        Ids::U16(ids)
+    }
+}
+
 impl IdArray {
-    /// The ids of `parts`, in order, as ids of `dtype` (the one part of `U32` ids is taken as it is), joined
-    /// on `pool` (`encode::join_parts`; the caller has checked that `dtype` holds every id).
-    fn of_parts(mut parts: Vec<Vec<u32>>, dtype: Dtype, pool: &rayon::ThreadPool) -> Self {
-        let ids = match dtype {
-            Dtype::U32 if parts.len() == 1 => Ids::U32(parts.pop().unwrap_or_default()),
-            Dtype::U32 => Ids::U32(crate::encode::join_parts(&parts, pool)),
-            Dtype::U16 => Ids::U16(crate::encode::join_parts(&parts, pool)),
+    /// The ids of `parts`, in order (one part taken as it is, more joined on `pool`: `encode::join_parts`).
+    fn of_parts<I: ArrayId>(mut parts: Vec<Vec<I>>, pool: &rayon::ThreadPool) -> Self {
+        let ids = match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => crate::encode::join_parts(&parts, pool),
         };
-        IdArray { ids }
+        IdArray { ids: I::ids(ids) }
+    }
+
+    /// The ids of `text`, encoded on `pool` (`Encoder::encode_parts`).
+    fn of_text<I: ArrayId>(encoder: &CoreEncoder, text: &str, pool: &rayon::ThreadPool) -> crate::Result<Self> {
+        Ok(Self::of_parts(encoder.encode_parts::<I>(text, pool)?, pool))
+    }
+
+    /// The ids of `texts` encoded on `pool` (`Encoder::encode_batch`), and the `len(texts) + 1` offsets
+    /// of each text's ids.
+    fn of_batch<I: ArrayId>(
+        encoder: &CoreEncoder,
+        texts: &[&str],
+        pool: &rayon::ThreadPool,
+    ) -> crate::Result<(Self, Self)> {
+        let batch = encoder.encode_batch::<_, I>(texts, pool)?;
+        let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
+        offsets.push(0);
+        offsets.extend_from_slice(&batch.ends);
+        Ok((Self::of_parts(batch.parts, pool), IdArray { ids: Ids::U64(offsets) }))
     }
 }
 
@@ -667,9 +701,13 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         py.detach(|| {
-            let pool = guarded(|| threads::pool(num_threads))?;
-            let parts = guarded(|| self.inner.encode_parts(text.utf8()?, &pool))?;
-            Ok(IdArray::of_parts(parts, dtype, &pool))
+            guarded(|| {
+                let pool = threads::pool(num_threads)?;
+                match dtype {
+                    Dtype::U32 => IdArray::of_text::<u32>(&self.inner, text.utf8()?, &pool),
+                    Dtype::U16 => IdArray::of_text::<u16>(&self.inner, text.utf8()?, &pool),
+                }
+            })
         })
     }
 
@@ -687,13 +725,14 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         py.detach(|| {
-            let pool = guarded(|| threads::pool(num_threads))?;
-            let batch = guarded(|| self.inner.encode_batch(&Text::all_utf8(&texts)?, &pool))?;
-            let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
-            offsets.push(0);
-            offsets.extend_from_slice(&batch.ends);
-            let offsets = IdArray { ids: Ids::U64(offsets) };
-            Ok((IdArray::of_parts(batch.parts, dtype, &pool), offsets))
+            guarded(|| {
+                let pool = threads::pool(num_threads)?;
+                let texts = Text::all_utf8(&texts)?;
+                match dtype {
+                    Dtype::U32 => IdArray::of_batch::<u32>(&self.inner, &texts, &pool),
+                    Dtype::U16 => IdArray::of_batch::<u16>(&self.inner, &texts, &pool),
+                }
+            })
         })
     }
 
@@ -854,18 +893,14 @@ impl Encoder {
         py.detach(|| {
             guarded(|| {
                 let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
-                writer.dtype_holds(self.inner.vocab_size())?;
-                let parts = self
-                    .inner
-                    .encode_documents(&docs, end_id, &*threads::pool(num_threads)?)?;
+                let dtype = writer.dtype_holds(self.inner.vocab_size())?;
+                let pool = threads::pool(num_threads)?;
                 let stats = records::RecordStats::of(&docs, skipped);
-                writer.with(|w| {
-                    let before = w.count();
-                    for ids in &parts {
-                        w.write(ids)?;
-                    }
-                    Ok((stats.documents, stats.skipped, stats.text_bytes, w.count() - before))
-                })
+                let tokens = match dtype {
+                    Dtype::U16 => writer.write_all(&self.inner.encode_documents::<u16>(&docs, end_id, &pool)?),
+                    Dtype::U32 => writer.write_all(&self.inner.encode_documents::<u32>(&docs, end_id, &pool)?),
+                }?;
+                Ok((stats.documents, stats.skipped, stats.text_bytes, tokens))
             })
         })
     }
@@ -933,8 +968,20 @@ impl TokenWriter {
         }
     }
 
-    fn dtype_holds(&self, vocab_size: usize) -> crate::Result<()> {
-        self.with(|w| w.dtype().check_holds(vocab_size))
+    /// The file's dtype, checked to hold every id of a vocabulary of `vocab_size`.
+    fn dtype_holds(&self, vocab_size: usize) -> crate::Result<Dtype> {
+        self.with(|w| w.dtype().check_holds(vocab_size).map(|()| w.dtype()))
+    }
+
+    /// Appends the ids of `parts`, in order; returns how many.
+    fn write_all<I: OutputId>(&self, parts: &[Vec<I>]) -> crate::Result<u64> {
+        self.with(|w| {
+            let before = w.count();
+            for ids in parts {
+                w.write(ids)?;
+            }
+            Ok(w.count() - before)
+        })
     }
 }
 

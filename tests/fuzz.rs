@@ -192,7 +192,7 @@ fn encode_decode_round_trip() {
     fuzz("encode_decode_round_trip", text(200), |t| {
         let ids = enc.encode(&t).unwrap();
         prop_assert_eq!(enc.decode_bytes(ids.iter().map(|&i| i as u64)).unwrap(), t.as_bytes());
-        let mut ordinary = Vec::new();
+        let mut ordinary = Vec::<u32>::new();
         enc.encode_ordinary_into(&t, &mut ordinary).unwrap();
         prop_assert_eq!(
             enc.decode_bytes(ordinary.iter().map(|&i| i as u64)).unwrap(),
@@ -253,7 +253,7 @@ fn chunk_boundaries_change_nothing() {
         |(t, target)| {
             let parts = split_at_safe_cuts(&t, &cutter, target);
             prop_assert_eq!(parts.concat(), t.clone());
-            let mut joined = Vec::new();
+            let mut joined = Vec::<u32>::new();
             for p in &parts {
                 enc.encode_into(p, &mut joined).unwrap();
             }
@@ -660,12 +660,16 @@ fn records_encode_as_documents_in_any_grouping() {
         proptest::collection::vec(text(60), 0..20),
         |docs| {
             let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-            let parts = enc.encode_documents(&refs, Some(7), &pool).unwrap();
-            let mut expected = Vec::new();
+            let parts = enc.encode_documents::<u32>(&refs, Some(7), &pool).unwrap();
+            let mut expected = Vec::<u32>::new();
             for d in &docs {
                 enc.encode_ordinary_into(d, &mut expected).unwrap();
                 expected.push(7);
             }
+            // Ids written as u16 from the encoder on are the same ids.
+            let narrow = enc.encode_documents::<u16>(&refs, Some(7), &pool).unwrap();
+            let widened: Vec<u32> = narrow.concat().iter().map(|&i| i as u32).collect();
+            prop_assert_eq!(&widened, &expected);
             prop_assert_eq!(parts.concat(), expected);
             Ok(())
         },
