@@ -882,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn long_merges_agree_with_the_definition_on_random_pieces() {
+    fn merges_agree_with_the_definition_on_random_pieces() {
         let enc = trained(&"abab aab abba baab aaaa bbbb ab ba ".repeat(20), 300);
         let mut rng = 99u64;
         for _ in 0..300 {
@@ -908,6 +908,10 @@ mod tests {
                 String::from_utf8_lossy(&piece)
             );
             assert_eq!(wide, long);
+            // The short merger too, where the piece is short enough for it.
+            let mut short = vec![7];
+            enc.merge_piece(&piece, &mut short);
+            assert_eq!(short[1..], long, "{}", String::from_utf8_lossy(&piece));
         }
     }
 

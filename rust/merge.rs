@@ -10,6 +10,8 @@ use crate::encode::Encoder;
 
 /// Pieces up to this many bytes merge with the simple quadratic scan, which is faster when short.
 pub(crate) const SHORT_PIECE: usize = 96;
+// `merge_short` links its symbols by positions of a byte.
+const _: () = assert!(SHORT_PIECE < u8::MAX as usize);
 
 /// A pair that does not merge, as `packed_rank` has it: above every pair that does.
 pub(crate) const NO_MERGE: u64 = u64::MAX;
@@ -114,21 +116,36 @@ impl Encoder {
     /// Repeatedly merges the lowest-ranked pair (leftmost on ties) of `ids[start..]`, the ids of the bytes
     /// of `piece`. Pair ranks are looked up once each and refreshed only next to a merge; those of the
     /// pairs of bytes it starts with come from `Encoder::byte_pairs`, a direct index, not the hash map.
+    /// Symbols stay where they are: the right one of a merge is unlinked (`next`, `prev`) and its pair's
+    /// rank set to NO_MERGE, and the survivors are packed once at the end, where removing it from the
+    /// arrays took two memmove calls a merge. Measured (first `encode_to_numpy`, one pinned core, fresh
+    /// processes, 5 rounds, medians): 20 MB of English books 175.9 → 180.8 MB/s, of Russian 163.9 → 167.2,
+    /// 4 MB of Chinese unchanged (103.6, 103.1); the merge-only loop of a new encoder in Rust, Chinese
+    /// poems 104.6 → 113.7 MB/s (3 runs).
     pub(crate) fn merge_short(&self, ids: &mut Vec<u32>, start: usize, piece: &[u8]) {
         let n = ids.len() - start;
         if n < 2 {
             return;
         }
-        // ranks[i]: the pair at i, `packed_rank`.
+        let symbols = &mut ids[start..];
+        // ranks[i]: the pair of symbol i and the next one left, `packed_rank` (NO_MERGE: none, or i is gone).
         let mut ranks = [NO_MERGE; SHORT_PIECE];
-        let pair_rank = |a: u32, b: u32| packed_rank(self.rank(a, b));
         for i in 0..n - 1 {
             ranks[i] = self.byte_pairs[byte_pair_index(piece[i], piece[i + 1])];
         }
-        let mut len = n;
+        // The symbols left, linked in order (positions fit a byte: n ≤ SHORT_PIECE); n, NONE: no next, prev.
+        const NONE: u8 = u8::MAX;
+        let mut next = [0u8; SHORT_PIECE];
+        let mut prev = [NONE; SHORT_PIECE];
+        for i in 0..n {
+            next[i] = (i + 1) as u8;
+            prev[i] = i.wrapping_sub(1) as u8;
+        }
+        let pair_rank = |a: u32, b: u32| packed_rank(self.rank(a, b));
         loop {
+            // Positions in order are the symbols in order, so the first lowest is the leftmost.
             let mut best = 0;
-            for i in 1..len - 1 {
+            for i in 1..n - 1 {
                 if ranks[i] < ranks[best] {
                     best = i;
                 }
@@ -136,20 +153,29 @@ impl Encoder {
             if ranks[best] == NO_MERGE {
                 break;
             }
-            ids[start + best] = ranks[best] as u32;
-            ids.remove(start + best + 1);
-            ranks.copy_within(best + 1..len - 1, best);
-            len -= 1;
-            if len < 2 {
-                break;
-            }
-            if best + 1 < len {
-                ranks[best] = pair_rank(ids[start + best], ids[start + best + 1]);
-            }
-            if best > 0 {
-                ranks[best - 1] = pair_rank(ids[start + best - 1], ids[start + best]);
+            let right = next[best] as usize;
+            symbols[best] = ranks[best] as u32;
+            ranks[right] = NO_MERGE;
+            let after = next[right] as usize;
+            next[best] = after as u8;
+            ranks[best] = if after < n {
+                prev[after] = best as u8;
+                pair_rank(symbols[best], symbols[after])
+            } else {
+                NO_MERGE
+            };
+            if prev[best] != NONE {
+                let before = prev[best] as usize;
+                ranks[before] = pair_rank(symbols[before], symbols[best]);
             }
         }
+        let (mut kept, mut i) = (0, 0);
+        while i < n {
+            symbols[kept] = symbols[i];
+            kept += 1;
+            i = next[i] as usize;
+        }
+        ids.truncate(start + kept);
     }
 
     /// The same merges for long pieces, in O(n log n) time on real and pathological input alike (a heap
