@@ -89,13 +89,18 @@ fn kind_of(field: &Type) -> String {
     }
 }
 
+/// A column of strings: annotated as such, or plain binary with no annotation at all, as Hive, Impala and
+/// older Spark wrote strings (Spark reads them back as text with `binaryAsString`); each value is checked
+/// to be UTF-8 as it is read (`document_text`), so a column of other bytes is named at its first row.
 fn is_text(field: &Type) -> bool {
     let info = field.get_basic_info();
+    let plain_binary = info.logical_type_ref().is_none() && info.converted_type() == ConvertedType::NONE;
     field.is_primitive()
         && info.repetition() != Repetition::REPEATED
         && field.get_physical_type() == PhysicalType::BYTE_ARRAY
         && (matches!(info.logical_type_ref(), Some(&LogicalType::String))
-            || info.converted_type() == ConvertedType::UTF8)
+            || info.converted_type() == ConvertedType::UTF8
+            || plain_binary)
 }
 
 /// A parquet file's string column `field`, of the row groups `row_groups` (all when None), one record

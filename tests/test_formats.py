@@ -23,7 +23,7 @@ import zstandard
 
 import bpe_lm
 from bpe_lm import _core, ingest
-from bpe_lm.readers import InputError, detect, expand_inputs, plan_units, resolve, shard_units
+from bpe_lm.readers import InputError, detect, expand_inputs, iter_documents, plan_units, resolve, shard_units
 from bpe_lm.tokenizer import Tokenizer, default_num_threads
 
 import reference_bpe as ref
@@ -196,6 +196,26 @@ def test_parquet_from_any_writer_setting_encodes_to_the_reference(gpt2, document
     assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, documents))
 
 
+def test_binary_text_columns_read_as_text_each_value_checked(gpt2, documents, tmp_path):
+    """Hive, Impala and older Spark wrote strings as plain binary: such a column reads as the same text, in
+    parquet and in Arrow; a value that is not UTF-8 is named by its row."""
+    table = pa.table({"text": pa.array([d.encode() for d in documents], pa.binary())})
+    pq.write_table(table, tmp_path / "b.parquet", row_group_size=300)
+    with pa.ipc.new_file(tmp_path / "b.arrow", table.schema) as w:
+        w.write_table(table)
+    want = reference_ids(gpt2, documents)
+    for name in ("b.parquet", "b.arrow"):
+        gpt2.encode_files(tmp_path / name, tmp_path / "out.npy")
+        assert np.array_equal(np.load(tmp_path / "out.npy"), want), name
+        # And as strings, for statistics and the demo.
+        assert list(iter_documents(detect(tmp_path / name))) == [d for d in documents if d], name
+    bad = [d.encode() for d in documents[:10]]
+    bad[6] = b"caf\xe9 au lait"
+    pq.write_table(pa.table({"text": pa.array(bad, pa.binary())}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="bad.parquet: row 6: is not valid UTF-8"):
+        gpt2.encode_files(tmp_path / "bad.parquet", tmp_path / "out.npy")
+
+
 def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp_path):
     lines = b'{"text": "first"}\r\n{"text": "second"}\n'
     for name, data in [
@@ -206,6 +226,7 @@ def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp
         (tmp_path / name).write_bytes(data)
         gpt2.encode_files(tmp_path / name, tmp_path / "out.npy")
         assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, ["first", "second"])), name
+        assert list(iter_documents(detect(tmp_path / name))) == ["first", "second"], name
     # Only at the start of the file: one later in a line is a line that is not JSON.
     (tmp_path / "late.jsonl").write_bytes(lines + b"\xef\xbb\xbf" + lines)
     with pytest.raises(ValueError, match="line 3: is not valid JSON"):

@@ -450,13 +450,19 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
+def _TEXT_KINDS(pa: Any) -> tuple[Any, ...]:
+    t = pa.types
+    return (t.is_string, t.is_large_string, t.is_string_view, t.is_binary, t.is_large_binary, t.is_binary_view)
+
+
 def _check_column(schema: Any, text_field: str, where: Path) -> None:
     pa = _pyarrow()
     if schema.get_field_index(text_field) < 0:
         names = ", ".join(schema.names[:20])
         raise InputError(f"{where}: has no column {text_field!r} (its columns: {names}); choose one with --text-field")
     kind = schema.field(text_field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+    # Binary columns are read as text too (each value checked to be UTF-8), as the parquet reader does.
+    if not any(is_kind(kind) for is_kind in _TEXT_KINDS(pa)):
         raise InputError(f"{where}: column {text_field!r} holds {kind}, not strings")
 
 
@@ -517,7 +523,9 @@ def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
         array = array.drop_null()
     if pa.types.is_string_view(array.type):
         array = array.cast(pa.large_string())
-    width = 8 if pa.types.is_large_string(array.type) else 4
+    if pa.types.is_binary_view(array.type):
+        array = array.cast(pa.large_binary())
+    width = 8 if pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type) else 4
     _, offsets_buf, data_buf = array.buffers()
     raw = memoryview(offsets_buf)[array.offset * width : (array.offset + len(array) + 1) * width]
     start = int.from_bytes(raw[:width], "little", signed=True)
@@ -684,6 +692,8 @@ def iter_documents(
     elif inp.format == "jsonl":
         with open_decompressed(inp.path) as f:
             for n, line in enumerate(f, 1):
+                if n == 1:  # a byte-order mark is no part of the first line (as the core reads it)
+                    line = line.removeprefix(UTF8_BOM)
                 if not line.strip():
                     continue
                 try:
@@ -706,8 +716,17 @@ def iter_documents(
         for texts in _core.ParquetTexts(os.fspath(inp.path), text_field):
             yield from (t[: cap if cap >= 0 else None] for t in texts)
     else:
+        row = 0
         for batch in record_batches(Unit(inp), text_field):
             for column in batch:
                 for value in column.to_pylist():
+                    if isinstance(value, bytes):  # a binary column: its values must be UTF-8 text
+                        try:
+                            value = value.decode("utf-8")
+                        except UnicodeDecodeError as e:
+                            raise InputError(
+                                f"{inp.path}: row {row}: is not valid UTF-8 (at byte {e.start} of the text)"
+                            ) from None
+                    row += 1
                     if value:
                         yield value[: cap if cap >= 0 else None]
