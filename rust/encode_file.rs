@@ -365,6 +365,7 @@ impl Encoder {
 
     /// Appends the ids of a JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that
     /// starts at a line) to `writer`: per record, `encode_ordinary` of its `field` and then `end_id`.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_jsonl_into(
         &self,
         input: &TextSource,
@@ -372,9 +373,10 @@ impl Encoder {
         end_id: Option<u32>,
         writer: &mut IdWriter,
         pool: &rayon::ThreadPool,
+        lossy: bool,
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
-        let records = records::jsonl_input(input, field)?;
+        let records = records::jsonl_input(input, field, lossy)?;
         self.encode_records_into(records, &input.path, end_id, writer, pool, progress)
     }
 
@@ -389,9 +391,10 @@ impl Encoder {
         end_id: Option<u32>,
         writer: &mut IdWriter,
         pool: &rayon::ThreadPool,
+        lossy: bool,
         progress: &dyn Progress,
     ) -> Result<RecordStats> {
-        let input = parquet_input(path, field, row_groups)?;
+        let input = parquet_input(path, field, row_groups, lossy)?;
         self.encode_records_into(input, path, end_id, writer, pool, progress)
     }
 

@@ -5,7 +5,6 @@
 //! A damaged file is an error naming the file, never a panic: the `parquet` crate's own panics on
 //! malformed input are caught here and reported like its errors.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -105,7 +104,12 @@ fn is_text(field: &Type) -> bool {
 
 /// A parquet file's string column `field`, of the row groups `row_groups` (all when None), one record
 /// per row.
-pub fn parquet_input(path: &Path, field: &str, row_groups: Option<&[usize]>) -> Result<RecordInput<ColumnChunks>> {
+pub fn parquet_input(
+    path: &Path,
+    field: &str,
+    row_groups: Option<&[usize]>,
+    lossy: bool,
+) -> Result<RecordInput<ColumnChunks>> {
     let file = ParquetFile::open(path, field)?;
     let total = file.stored_bytes(row_groups)?;
     let text_bytes = file.text_bytes(row_groups)?;
@@ -115,6 +119,7 @@ pub fn parquet_input(path: &Path, field: &str, row_groups: Option<&[usize]>) -> 
         path: path.to_path_buf(),
         field: field.to_string(),
         whole_file: true,
+        lossy,
     };
     Ok(RecordInput {
         chunks,
@@ -294,7 +299,7 @@ impl RecordChunk for ColumnChunk {
                 docs.skipped += 1;
                 continue;
             }
-            docs.texts.push(Cow::Borrowed(document_text(bytes, &spec.path, row)?));
+            docs.texts.push(document_text(bytes, &spec.path, row, spec.lossy)?);
         }
         Ok(docs)
     }

@@ -821,7 +821,7 @@ impl Encoder {
 
     /// Appends the ids of a JSON-lines file's records to `writer` (per record: `encode_ordinary` of
     /// `field`, then `end_id`); returns (documents, skipped records, text bytes, tokens).
-    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, range=None))]
+    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, range=None, errors_replace=false))]
     #[allow(clippy::too_many_arguments)]
     fn encode_jsonl_into(
         &self,
@@ -833,6 +833,7 @@ impl Encoder {
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
         range: Option<(u64, u64)>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64, u64)> {
         let source = TextSource { path: input, range };
         let small = is_small_input(&source.path, source.range_bytes());
@@ -840,7 +841,9 @@ impl Encoder {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| {
                 let before = w.count();
-                let s = self.inner.encode_jsonl_into(&source, &field, end_id, w, &pool, p)?;
+                let s = self
+                    .inner
+                    .encode_jsonl_into(&source, &field, end_id, w, &pool, errors_replace, p)?;
                 Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
             })
         })
@@ -849,7 +852,7 @@ impl Encoder {
     /// Appends the ids of a parquet file's string column `field` to `writer` (per row: `encode_ordinary`,
     /// then `end_id`), of the row groups `row_groups` (all when None); returns (documents, skipped
     /// records, text bytes, tokens).
-    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, row_groups=None))]
+    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, row_groups=None, errors_replace=false))]
     #[allow(clippy::too_many_arguments)]
     fn encode_parquet_into(
         &self,
@@ -861,15 +864,23 @@ impl Encoder {
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
         row_groups: Option<Vec<usize>>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64, u64)> {
         let small = is_small_input(&input, None);
         run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| {
                 let before = w.count();
-                let s = self
-                    .inner
-                    .encode_parquet_into(&input, &field, row_groups.as_deref(), end_id, w, &pool, p)?;
+                let s = self.inner.encode_parquet_into(
+                    &input,
+                    &field,
+                    row_groups.as_deref(),
+                    end_id,
+                    w,
+                    &pool,
+                    errors_replace,
+                    p,
+                )?;
                 Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
             })
         })
@@ -878,7 +889,7 @@ impl Encoder {
     /// Appends the ids of a batch of documents to `writer`: per document `encode_ordinary`, then `end_id`.
     /// The documents come as Arrow holds string columns, one or more (see `documents_of_columns`), encoded
     /// together in parallel. Returns (documents, skipped empty ones, text bytes, tokens).
-    #[pyo3(signature = (columns, end_id, writer, num_threads=None, row0=0, path=None))]
+    #[pyo3(signature = (columns, end_id, writer, num_threads=None, row0=0, path=None, errors_replace=false))]
     #[allow(clippy::too_many_arguments)]
     fn encode_documents_into(
         &self,
@@ -889,10 +900,12 @@ impl Encoder {
         num_threads: Option<usize>,
         row0: u64,
         path: Option<PathBuf>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64, u64)> {
         py.detach(|| {
             guarded(|| {
-                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
+                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0, errors_replace)?;
+                let docs: Vec<&str> = docs.iter().map(|d| d.as_ref()).collect();
                 let dtype = writer.dtype_holds(self.inner.vocab_size())?;
                 let pool = threads::pool(num_threads)?;
                 let stats = records::RecordStats::of(&docs, skipped);
@@ -913,13 +926,14 @@ fn documents_of_columns<'a>(
     columns: &'a [(PyBackedBytes, PyBackedBytes, usize)],
     path: Option<&std::path::Path>,
     row0: u64,
-) -> crate::Result<(Vec<&'a str>, u64)> {
+    lossy: bool,
+) -> crate::Result<(Vec<std::borrow::Cow<'a, str>>, u64)> {
     let mut docs = Vec::new();
     let mut skipped = 0;
     let mut row = row0;
     for (data, offsets, width) in columns {
         let offsets = arrow_offsets(offsets, *width)?;
-        let (mut d, s) = records::documents_of_buffer(data, &offsets, path, row)?;
+        let (mut d, s) = records::documents_of_buffer(data, &offsets, path, row, lossy)?;
         row += offsets.len().saturating_sub(1) as u64;
         docs.append(&mut d);
         skipped += s;
@@ -1109,7 +1123,8 @@ impl PretokenCounter {
     }
 
     /// Counts the records of a JSON-lines file, one document each; returns (documents, skipped, text bytes).
-    #[pyo3(signature = (path, field, range=None, num_threads=None, progress=None))]
+    #[pyo3(signature = (path, field, range=None, num_threads=None, progress=None, errors_replace=false))]
+    #[allow(clippy::too_many_arguments)]
     fn add_jsonl(
         &self,
         py: Python<'_>,
@@ -1118,11 +1133,12 @@ impl PretokenCounter {
         range: Option<(u64, u64)>,
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64)> {
         let source = TextSource { path, range };
         let (counted, stats) = run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            train::count_jsonl(&source, &field, &self.pretokenizer, &pool, p)
+            train::count_jsonl(&source, &field, &self.pretokenizer, &pool, errors_replace, p)
         })?;
         py.detach(|| self.add(counted));
         Ok((stats.documents, stats.skipped, stats.text_bytes))
@@ -1130,7 +1146,8 @@ impl PretokenCounter {
 
     /// Counts the rows of a parquet file's string column `field` (of the row groups `row_groups`, all
     /// when None), one document each; returns (documents, skipped, text bytes).
-    #[pyo3(signature = (path, field, row_groups=None, num_threads=None, progress=None))]
+    #[pyo3(signature = (path, field, row_groups=None, num_threads=None, progress=None, errors_replace=false))]
+    #[allow(clippy::too_many_arguments)]
     fn add_parquet(
         &self,
         py: Python<'_>,
@@ -1139,10 +1156,19 @@ impl PretokenCounter {
         row_groups: Option<Vec<usize>>,
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64)> {
         let (counted, stats) = run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            train::count_parquet(&path, &field, row_groups.as_deref(), &self.pretokenizer, &pool, p)
+            train::count_parquet(
+                &path,
+                &field,
+                row_groups.as_deref(),
+                &self.pretokenizer,
+                &pool,
+                errors_replace,
+                p,
+            )
         })?;
         py.detach(|| self.add(counted));
         Ok((stats.documents, stats.skipped, stats.text_bytes))
@@ -1150,7 +1176,7 @@ impl PretokenCounter {
 
     /// Counts a batch of documents held as Arrow holds string columns (see
     /// `Encoder.encode_documents_into`); returns (documents, skipped empty ones, text bytes).
-    #[pyo3(signature = (columns, num_threads=None, row0=0, path=None))]
+    #[pyo3(signature = (columns, num_threads=None, row0=0, path=None, errors_replace=false))]
     fn add_documents(
         &self,
         py: Python<'_>,
@@ -1158,10 +1184,12 @@ impl PretokenCounter {
         num_threads: Option<usize>,
         row0: u64,
         path: Option<PathBuf>,
+        errors_replace: bool,
     ) -> PyResult<(u64, u64, u64)> {
         py.detach(|| {
             guarded(|| {
-                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0)?;
+                let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0, errors_replace)?;
+                let docs: Vec<&str> = docs.iter().map(|d| d.as_ref()).collect();
                 let counted = train::count_documents(&docs, &self.pretokenizer, &*threads::pool(num_threads)?)?;
                 self.add(counted);
                 let s = records::RecordStats::of(&docs, skipped);
@@ -1291,7 +1319,7 @@ struct ParquetTexts {
 impl ParquetTexts {
     #[new]
     fn new(py: Python<'_>, path: PathBuf, field: String) -> PyResult<Self> {
-        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None)))?;
+        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None, false)))?;
         Ok(ParquetTexts {
             chunks: Mutex::new(input.chunks),
             spec: input.spec,

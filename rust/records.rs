@@ -110,6 +110,9 @@ pub struct RecordSpec {
     pub field: String,
     /// The chunks are the whole file's (lines are then numbered; else placed by byte offset).
     pub whole_file: bool,
+    /// Text that is not UTF-8, and JSON escapes of half a surrogate pair, read as U+FFFD (`--errors
+    /// replace`), not refused.
+    pub lossy: bool,
 }
 
 /// An opened record input as the pipelines take it: its chunks (read on one thread), where they come
@@ -125,7 +128,7 @@ pub struct RecordInput<I> {
 
 /// A JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that starts at a line), its
 /// records' text in the field `field`.
-pub fn jsonl_input(source: &TextSource, field: &str) -> Result<RecordInput<LineChunker>> {
+pub fn jsonl_input(source: &TextSource, field: &str, lossy: bool) -> Result<RecordInput<LineChunker>> {
     let total = source.disk_bytes()?;
     let read = Arc::new(AtomicU64::new(0));
     let stream = source.open(read.clone())?;
@@ -136,6 +139,7 @@ pub fn jsonl_input(source: &TextSource, field: &str) -> Result<RecordInput<LineC
         path: source.path.clone(),
         field: field.to_string(),
         whole_file: source.range.is_none(),
+        lossy,
     };
     Ok(RecordInput {
         chunks,
@@ -154,17 +158,22 @@ pub trait RecordChunk: Send {
 
 impl RecordChunk for LineChunk {
     fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
-        parse_jsonl(self, &spec.field, &spec.path, spec.whole_file)
+        parse_jsonl(self, spec)
     }
 }
 
-/// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error).
-pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64) -> Result<&'a str> {
-    crate::arch::utf8_str(bytes).map_err(|valid| Error::InvalidRecord {
-        path: path.to_path_buf(),
-        position: format!("row {row}"),
-        message: format!("is not valid UTF-8 (at byte {valid} of the text)"),
-    })
+/// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error), unless
+/// `lossy`, where what is not becomes U+FFFD.
+pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64, lossy: bool) -> Result<Cow<'a, str>> {
+    match crate::arch::utf8_str(bytes) {
+        Ok(text) => Ok(Cow::Borrowed(text)),
+        Err(_) if lossy => Ok(String::from_utf8_lossy(bytes)),
+        Err(valid) => Err(Error::InvalidRecord {
+            path: path.to_path_buf(),
+            position: format!("row {row}"),
+            message: format!("is not valid UTF-8 (at byte {valid} of the text); --errors replace reads it with U+FFFD"),
+        }),
+    }
 }
 
 /// The documents of some records (borrowed from the chunk where the JSON string holds no escapes), and
@@ -206,6 +215,16 @@ pub enum FieldValue<'a> {
     Text(Cow<'a, str>),
     Null,
     Other(&'static str),
+}
+
+impl FieldValue<'_> {
+    fn into_owned(self) -> FieldValue<'static> {
+        match self {
+            FieldValue::Text(t) => FieldValue::Text(Cow::Owned(t.into_owned())),
+            FieldValue::Null => FieldValue::Null,
+            FieldValue::Other(kind) => FieldValue::Other(kind),
+        }
+    }
 }
 
 /// Deserializes one JSON object, keeping only the value of `name` (others are skipped unparsed).
@@ -304,14 +323,10 @@ pub fn serde_field<'a>(line: &'a [u8], field: &str) -> serde_json::Result<Option
 /// The UTF-8 byte-order mark.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Parses the JSON lines of `chunk`, keeping the string field `field` of each record. Blank lines are
+/// Parses the JSON lines of `chunk`, keeping the string field `spec.field` of each record. Blank lines are
 /// skipped (they hold no record), and so is a byte-order mark at the start of the file.
-pub fn parse_jsonl<'a>(
-    chunk: &'a LineChunk,
-    field: &str,
-    path: &std::path::Path,
-    whole_file: bool,
-) -> Result<Documents<'a>> {
+pub fn parse_jsonl<'a>(chunk: &'a LineChunk, spec: &RecordSpec) -> Result<Documents<'a>> {
+    let (field, path) = (spec.field.as_str(), spec.path.as_path());
     let mut docs = Documents::default();
     let mut offset = chunk.offset;
     let mut start = 0;
@@ -329,7 +344,7 @@ pub fn parse_jsonl<'a>(
             _ => line,
         };
         let here = || {
-            if whole_file {
+            if spec.whole_file {
                 format!("line {line_no}")
             } else {
                 format!("the line at byte {offset}")
@@ -349,10 +364,32 @@ pub fn parse_jsonl<'a>(
             };
             let value = match fast {
                 Some(v) => v,
-                None => serde_field(line, field).map_err(|e| match e.classify() {
-                    serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
-                    _ => bad(format!("is not valid JSON ({e})")),
-                })?,
+                None => match serde_field(line, field) {
+                    Ok(v) => v,
+                    Err(e) => match text_fault(line) {
+                        Some(_) if spec.lossy => serde_field(&repaired(line), field)
+                            .map(|v| v.map(FieldValue::into_owned))
+                            .map_err(|e| bad(format!("is not valid JSON ({e})")))?,
+                        Some(TextFault::NotUtf8(at)) => {
+                            return Err(bad(format!(
+                                "is not valid UTF-8 (at byte {at} of the line); --errors replace reads it with U+FFFD"
+                            )))
+                        }
+                        Some(TextFault::LoneSurrogate(at)) => {
+                            let escape = String::from_utf8_lossy(&line[at..at + 6]);
+                            return Err(bad(format!(
+                                "holds {escape} (at byte {at}), half a UTF-16 surrogate pair, which is no \
+                                 character; --errors replace reads it as U+FFFD"
+                            )));
+                        }
+                        None => {
+                            return Err(match e.classify() {
+                                serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
+                                _ => bad(format!("is not valid JSON ({e})")),
+                            })
+                        }
+                    },
+                },
             };
             match value {
                 Some(FieldValue::Text(t)) if t.is_empty() => docs.skipped += 1,
@@ -369,6 +406,70 @@ pub fn parse_jsonl<'a>(
     Ok(docs)
 }
 
+/// What keeps a line that is JSON in every other way from being read: bytes that are not UTF-8, or a
+/// `\uXXXX` escape of half a surrogate pair with no other half (Python's `json.dumps` writes one for a str
+/// that holds one, as text decoded with `surrogateescape` does); each at its byte in the line.
+#[derive(Debug, PartialEq, Eq)]
+enum TextFault {
+    NotUtf8(usize),
+    LoneSurrogate(usize),
+}
+
+fn text_fault(line: &[u8]) -> Option<TextFault> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Some(TextFault::NotUtf8(e.valid_up_to()));
+    }
+    lone_surrogates(line).next().map(TextFault::LoneSurrogate)
+}
+
+/// The value of the `\uXXXX` escape at `at`, if there is one.
+fn unicode_escape(line: &[u8], at: usize) -> Option<u32> {
+    let hex = line.get(at..at + 6)?.strip_prefix(b"\\u")?;
+    u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// Where the escapes of half a surrogate pair (unpaired) begin. Backslashes occur in JSON only in strings,
+/// as escapes, so the line is read escape by escape without following its structure.
+fn lone_surrogates(line: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Some(i) = memchr::memchr(b'\\', &line[at.min(line.len())..]).map(|i| at + i) {
+            let Some(unit) = unicode_escape(line, i) else {
+                at = i + 2; // another escape: the backslash and the character it escapes
+                continue;
+            };
+            at = i + 6;
+            if (0xD800..0xDC00).contains(&unit) {
+                if unicode_escape(line, i + 6).is_some_and(|low| (0xDC00..0xE000).contains(&low)) {
+                    at = i + 12; // a whole pair
+                    continue;
+                }
+                return Some(i);
+            }
+            if (0xDC00..0xE000).contains(&unit) {
+                return Some(i);
+            }
+        }
+        None
+    })
+}
+
+/// The line with what `text_fault` finds made readable: bytes that are not UTF-8 and unpaired surrogate
+/// escapes become U+FFFD.
+fn repaired(line: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(line).into_owned().into_bytes();
+    let lone: Vec<usize> = lone_surrogates(&text).collect();
+    let mut out = Vec::with_capacity(text.len());
+    let mut from = 0;
+    for at in lone {
+        out.extend_from_slice(&text[from..at]);
+        out.extend_from_slice(b"\\ufffd");
+        from = at + 6;
+    }
+    out.extend_from_slice(&text[from..]);
+    out
+}
+
 /// A batch of documents as Arrow holds a string column: the UTF-8 bytes of all of them, and `len + 1`
 /// offsets into those bytes. Each document is checked to be UTF-8 (`row0` numbers the first one, for
 /// errors); empty ones are skipped and counted.
@@ -377,7 +478,8 @@ pub fn documents_of_buffer<'a>(
     offsets: &[i64],
     path: Option<&std::path::Path>,
     row0: u64,
-) -> Result<(Vec<&'a str>, u64)> {
+    lossy: bool,
+) -> Result<(Vec<Cow<'a, str>>, u64)> {
     let mut docs = Vec::with_capacity(offsets.len().saturating_sub(1));
     let mut skipped = 0;
     let path = path.unwrap_or(std::path::Path::new(""));
@@ -394,7 +496,7 @@ pub fn documents_of_buffer<'a>(
             skipped += 1;
             continue;
         }
-        docs.push(document_text(bytes, path, row0 + i as u64)?);
+        docs.push(document_text(bytes, path, row0 + i as u64, lossy)?);
     }
     Ok((docs, skipped))
 }
@@ -423,17 +525,62 @@ pub fn runs<S: AsRef<str>>(docs: &[S], target: usize) -> Vec<&[S]> {
 mod tests {
     use super::*;
 
-    fn chunk(text: &str) -> LineChunk {
-        LineChunk {
-            bytes: text.as_bytes().to_vec(),
-            first_line: 1,
-            offset: 0,
-        }
+    fn parse(text: &str) -> Result<Documents<'static>> {
+        parse_bytes(text.as_bytes(), false)
     }
 
-    fn parse(text: &str) -> Result<Documents<'static>> {
-        let chunk = Box::leak(Box::new(chunk(text)));
-        parse_jsonl(chunk, "text", std::path::Path::new("x.jsonl"), true)
+    fn parse_bytes(bytes: &[u8], lossy: bool) -> Result<Documents<'static>> {
+        let chunk = Box::leak(Box::new(LineChunk {
+            bytes: bytes.to_vec(),
+            first_line: 1,
+            offset: 0,
+        }));
+        let spec = RecordSpec {
+            path: "x.jsonl".into(),
+            field: "text".into(),
+            whole_file: true,
+            lossy,
+        };
+        parse_jsonl(chunk, &spec)
+    }
+
+    #[test]
+    fn text_that_is_no_unicode_is_named_or_replaced() {
+        // Half a surrogate pair (high or low, at the end or mid-string), bytes that are not UTF-8: named in
+        // strict mode, U+FFFD when replacing; a whole pair and an escaped backslash before "u" are text.
+        let cases: [(&[u8], &str, &str); 5] = [
+            (
+                br#"{"text": "a \ud800 b"}"#,
+                "holds \\ud800 (at byte 12), half a UTF-16 surrogate pair",
+                "a \u{FFFD} b",
+            ),
+            (br#"{"id": 1, "text": "x\udc00"}"#, "holds \\udc00", "x\u{FFFD}"),
+            (
+                br#"{"text": "\ud83d\ud83d\ude00"}"#,
+                "holds \\ud83d (at byte 10)",
+                "\u{FFFD}\u{1F600}",
+            ),
+            (
+                b"{\"text\": \"caf\xe9\"}",
+                "is not valid UTF-8 (at byte 13 of the line)",
+                "caf\u{FFFD}",
+            ),
+            (br#"{"text": "ok \\ud800 \ud83d\ude00"}"#, "", "ok \\ud800 \u{1F600}"),
+        ];
+        for (line, error, text) in cases {
+            let shown = String::from_utf8_lossy(line);
+            match parse_bytes(line, false) {
+                Ok(docs) => assert!(error.is_empty() && docs.texts == [text], "{shown}: {docs:?}"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        !error.is_empty() && e.contains(error) && e.contains("--errors replace"),
+                        "{shown}: {e}"
+                    );
+                }
+            }
+            assert_eq!(parse_bytes(line, true).unwrap().texts, [text], "{shown}");
+        }
     }
 
     #[test]
@@ -497,14 +644,17 @@ mod tests {
     #[test]
     fn buffers_split_into_documents() {
         let data = b"onetwo\xffthree";
-        let (docs, skipped) = documents_of_buffer(data, &[0, 3, 3, 6], None, 0).unwrap();
-        assert_eq!((docs, skipped), (vec!["one", "two"], 1));
-        let err = documents_of_buffer(data, &[0, 3, 7], None, 10)
+        let (docs, skipped) = documents_of_buffer(data, &[0, 3, 3, 6], None, 0, false).unwrap();
+        assert_eq!((docs, skipped), (vec!["one".into(), "two".into()], 1));
+        let err = documents_of_buffer(data, &[0, 3, 7], None, 10, false)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("row 11"), "{err}");
-        assert!(documents_of_buffer(data, &[0, 99], None, 0).is_err());
+        // Replaced, where asked.
+        let (docs, _) = documents_of_buffer(data, &[0, 3, 7], None, 10, true).unwrap();
+        assert_eq!(docs, ["one", "two\u{FFFD}"]);
+        assert!(documents_of_buffer(data, &[0, 99], None, 0, false).is_err());
     }
 
     #[test]

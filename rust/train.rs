@@ -164,9 +164,15 @@ pub fn count_jsonl(
     field: &str,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
+    lossy: bool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, RecordStats)> {
-    count_records(records::jsonl_input(source, field)?, pretokenizer, pool, progress)
+    count_records(
+        records::jsonl_input(source, field, lossy)?,
+        pretokenizer,
+        pool,
+        progress,
+    )
 }
 
 /// Counts the pre-tokens of a parquet file's string column `field` (of the row groups `row_groups`, all
@@ -177,9 +183,15 @@ pub fn count_parquet(
     row_groups: Option<&[usize]>,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
+    lossy: bool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, RecordStats)> {
-    count_records(parquet_input(path, field, row_groups)?, pretokenizer, pool, progress)
+    count_records(
+        parquet_input(path, field, row_groups, lossy)?,
+        pretokenizer,
+        pool,
+        progress,
+    )
 }
 
 /// Counts the documents of a record input (of any record reader) in parallel on `pool`.

@@ -216,6 +216,45 @@ def test_binary_text_columns_read_as_text_each_value_checked(gpt2, documents, tm
         gpt2.encode_files(tmp_path / "bad.parquet", tmp_path / "out.npy")
 
 
+def test_errors_replace_reads_records_that_are_no_unicode(gpt2, tmp_path):
+    """Scraped corpora hold the odd byte that is not UTF-8, and Python's json writes half a surrogate pair
+    as an escape: strict names the line and the way out, `--errors replace` reads them as U+FFFD, in JSON
+    lines (plain and compressed), parquet and Arrow, for encoding and for training alike."""
+    lines = b'{"text": "fine"}\n{"text": "caf\xe9 \\ud800 ok \\ud83d\\ude00"}\n'
+    (tmp_path / "c.jsonl").write_bytes(lines)
+    (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    column = pa.array([b"fine", b"caf\xe9 \xed\xa0\x80 ok \xf0\x9f\x98\x80"], pa.binary())
+    pq.write_table(pa.table({"text": column}), tmp_path / "c.parquet")
+    with pa.ipc.new_file(tmp_path / "c.arrow", pa.schema([("text", pa.binary())])) as w:
+        w.write_table(pa.table({"text": column}))
+    want = {
+        "jsonl": reference_ids(gpt2, ["fine", "caf\ufffd \ufffd ok \U0001f600"]),
+        # The bytes of an encoded surrogate are three bytes that are not UTF-8: three U+FFFD.
+        "binary": reference_ids(gpt2, ["fine", "caf\ufffd \ufffd\ufffd\ufffd ok \U0001f600"]),
+    }
+    tok_dir = _tokenizer_dir(gpt2, tmp_path)
+    for name, kind, message in [
+        ("c.jsonl", "jsonl", "c.jsonl: line 2: is not valid UTF-8 (at byte 13 of the line); --errors replace"),
+        ("c.jsonl.zst", "jsonl", "line 2: is not valid UTF-8"),
+        ("c.parquet", "binary", "c.parquet: row 1: is not valid UTF-8 (at byte 3 of the text); --errors replace"),
+        ("c.arrow", "binary", "c.arrow: row 1: is not valid UTF-8"),
+    ]:
+        out = tmp_path / "out.npy"
+        r = bpe_lm_cli("encode", tmp_path / name, "-o", out, "--tokenizer", tok_dir, "--quiet")
+        assert r.returncode == 1 and message in r.stderr and not out.exists(), r.stderr
+        r = bpe_lm_cli("encode", tmp_path / name, "-o", out, "--tokenizer", tok_dir, "--quiet", "--errors", "replace")
+        assert r.returncode == 0, r.stderr
+        assert np.array_equal(np.load(out), want[kind]), name
+        out.unlink()
+        r = bpe_lm_cli("train-tokenizer", tmp_path / name, "-o", tmp_path / "t", "--vocab", "260", "--quiet",
+                       "--errors", "replace", "--force")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    # Half a pair alone (the bytes are UTF-8): named as such.
+    (tmp_path / "s.jsonl").write_bytes(b'{"text": "a \\udc00"}\n')
+    r = bpe_lm_cli("encode", tmp_path / "s.jsonl", "-o", tmp_path / "s.npy", "--tokenizer", tok_dir, "--quiet")
+    assert r.returncode == 1 and "line 1: holds \\udc00 (at byte 12), half a UTF-16 surrogate pair" in r.stderr
+
+
 def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp_path):
     lines = b'{"text": "first"}\r\n{"text": "second"}\n'
     for name, data in [

@@ -90,6 +90,7 @@ class Encoder:
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
         range: tuple[int, int] | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int, int]: ...
     def encode_parquet_into(
         self,
@@ -100,6 +101,7 @@ class Encoder:
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
         row_groups: Sequence[int] | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int, int]: ...
     def encode_documents_into(
         self,
@@ -109,6 +111,7 @@ class Encoder:
         num_threads: int | None = None,
         row0: int = 0,
         path: str | PathLike[str] | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int, int]: ...
 
 class TokenWriter:
@@ -137,6 +140,7 @@ class PretokenCounter:
         range: tuple[int, int] | None = None,
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int]: ...
     def add_parquet(
         self,
@@ -145,6 +149,7 @@ class PretokenCounter:
         row_groups: Sequence[int] | None = None,
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int]: ...
     def add_documents(
         self,
@@ -152,6 +157,7 @@ class PretokenCounter:
         num_threads: int | None = None,
         row0: int = 0,
         path: str | PathLike[str] | None = None,
+        errors_replace: bool = False,
     ) -> tuple[int, int, int]: ...
     def add_count_file(self, path: str | PathLike[str]) -> None: ...
     def write(self, path: str | PathLike[str]) -> int: ...

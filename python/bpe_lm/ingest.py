@@ -156,28 +156,30 @@ def encode_unit(
     errors: str = "strict",
     progress: Callback | None = None,
 ) -> Stats:
-    """Appends the ids of one unit to `writer` (a `_core.TokenWriter`)."""
+    """Appends the ids of one unit to `writer` (a `_core.TokenWriter`). `errors="replace"` reads text that
+    is not UTF-8 (and, in JSON, escapes of half a surrogate pair) as U+FFFD, in every format."""
+    replace = errors == "replace"
     with _read_locally(unit) as here:
         inp = here.input
         path = os.fspath(inp.path)
         if inp.format == "text":
             tokens, text_bytes = tok._core.encode_text_into(
-                path, writer, num_threads, errors == "replace", progress, here.byte_range
+                path, writer, num_threads, replace, progress, here.byte_range
             )
             stats = Stats(text_bytes=text_bytes, tokens=tokens)
         elif inp.format == "jsonl":
             stats = Stats(*tok._core.encode_jsonl_into(
-                path, text_field, end_of_text_id(tok), writer, num_threads, progress, here.byte_range
+                path, text_field, end_of_text_id(tok), writer, num_threads, progress, here.byte_range, replace
             ))  # fmt: skip
         elif inp.format == "parquet":
             stats = Stats(*tok._core.encode_parquet_into(
-                path, text_field, end_of_text_id(tok), writer, num_threads, progress, _row_groups(here)
+                path, text_field, end_of_text_id(tok), writer, num_threads, progress, _row_groups(here), replace
             ))  # fmt: skip
         else:
             eot = end_of_text_id(tok)
 
             def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
-                return tok._core.encode_documents_into(columns, eot, writer, num_threads, row0, path)
+                return tok._core.encode_documents_into(columns, eot, writer, num_threads, row0, path, replace)
 
             stats = _record_loop(here, text_field, add, progress)
     stats.inputs = [unit.input.where]
@@ -193,21 +195,23 @@ def count_unit(
     errors: str = "strict",
     progress: Callback | None = None,
 ) -> Stats:
-    """Adds the pre-tokens of one unit to `counter` (a `_core.PretokenCounter`)."""
+    """Adds the pre-tokens of one unit to `counter` (a `_core.PretokenCounter`); `errors` as for
+    `encode_unit`."""
+    replace = errors == "replace"
     with _read_locally(unit) as here:
         inp = here.input
         path = os.fspath(inp.path)
         if inp.format == "text":
-            text_bytes = counter.add_text([path], [here.byte_range], num_threads, errors == "replace", progress)
+            text_bytes = counter.add_text([path], [here.byte_range], num_threads, replace, progress)
             stats = Stats(text_bytes=text_bytes)
         elif inp.format == "jsonl":
-            stats = Stats(*counter.add_jsonl(path, text_field, here.byte_range, num_threads, progress))
+            stats = Stats(*counter.add_jsonl(path, text_field, here.byte_range, num_threads, progress, replace))
         elif inp.format == "parquet":
-            stats = Stats(*counter.add_parquet(path, text_field, _row_groups(here), num_threads, progress))
+            stats = Stats(*counter.add_parquet(path, text_field, _row_groups(here), num_threads, progress, replace))
         else:
 
             def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
-                return counter.add_documents(columns, num_threads, row0, path)
+                return counter.add_documents(columns, num_threads, row0, path, replace)
 
             stats = _record_loop(here, text_field, add, progress)
     stats.inputs = [unit.input.where]

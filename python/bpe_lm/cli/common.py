@@ -197,5 +197,6 @@ def add_errors_argument(p: argparse.ArgumentParser) -> None:
         "--errors",
         choices=["strict", "replace"],
         default="strict",
-        help="invalid UTF-8: fail with its byte offset, or replace with U+FFFD",
+        help="text that is not UTF-8, in any format (and in JSON lines, escapes of half a surrogate pair): "
+        "fail naming its file and place, or read it as U+FFFD",
     )
