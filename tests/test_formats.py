@@ -253,6 +253,11 @@ def test_errors_replace_reads_records_that_are_no_unicode(gpt2, tmp_path):
     (tmp_path / "s.jsonl").write_bytes(b'{"text": "a \\udc00"}\n')
     r = bpe_lm_cli("encode", tmp_path / "s.jsonl", "-o", tmp_path / "s.npy", "--tokenizer", tok_dir, "--quiet")
     assert r.returncode == 1 and "line 1: holds \\udc00 (at byte 12), half a UTF-16 surrogate pair" in r.stderr
+    # Documents as strings (statistics, the demo) name them the same way.
+    with pytest.raises(InputError, match="c.jsonl: line 2: is not valid UTF-8 .at byte 13 of the line."):
+        list(iter_documents(detect(tmp_path / "c.jsonl")))
+    with pytest.raises(InputError, match="s.jsonl: line 1: field 'text' holds half a UTF-16 surrogate pair"):
+        list(iter_documents(detect(tmp_path / "s.jsonl")))
 
 
 def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp_path):

@@ -94,6 +94,8 @@ _OTHER_ENCODING_MARKS = [
     (b"\xfe\xff", "UTF-16BE"),
 ]
 UTF8_BOM = b"\xef\xbb\xbf"
+# A code point of half a UTF-16 surrogate pair: JSON may escape one (`\ud800`), but it is no character.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Bytes of a file's start looked at for its format.
 HEAD_BYTES = 4096
 
@@ -697,7 +699,13 @@ def iter_documents(
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(
+                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line)"
+                    ) from None
+                try:
+                    record = json.loads(text)
                 except ValueError as e:
                     raise InputError(f"{inp.path}: line {n}: is not valid JSON ({e})") from None
                 if not isinstance(record, dict):
@@ -710,6 +718,11 @@ def iter_documents(
                 if not isinstance(value, str):
                     raise InputError(
                         f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
+                    )
+                if not value.isascii() and _SURROGATE.search(value):
+                    raise InputError(
+                        f"{inp.path}: line {n}: field {text_field!r} holds half a UTF-16 surrogate pair (an escape "
+                        "such as \\ud800), which is no character"
                     )
                 yield value[: cap if cap >= 0 else None]
     elif inp.format == "parquet":
