@@ -385,8 +385,13 @@ pub fn parse_jsonl<'a>(chunk: &'a LineChunk, spec: &RecordSpec) -> Result<Docume
                         None => {
                             return Err(match e.classify() {
                                 serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
+                                // A pretty-printed document: its first line opens what later lines close.
+                                serde_json::error::Category::Eof if line_no == 1 && spec.whole_file => bad(format!(
+                                    "is not valid JSON ({e}): one JSON document over several lines? JSON \
+                                         lines hold one object a line (`jq -c` writes them so)"
+                                )),
                                 _ => bad(format!("is not valid JSON ({e})")),
-                            })
+                            });
                         }
                     },
                 },

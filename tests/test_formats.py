@@ -468,6 +468,12 @@ def test_encode_shards_concatenate_to_the_whole(gpt2, formats, tmp_path):
             "bad.jsonl: line 2: is not valid JSON",
         ),
         (
+            "pretty.json",
+            lambda p: p.write_text(json.dumps({"data": [{"text": "a"}]}, indent=2)),
+            "pretty.json: line 1: is not valid JSON (EOF while parsing an object at line 1 column 1): one JSON "
+            "document over several lines?",
+        ),
+        (
             "type.jsonl",
             lambda p: p.write_text('{"text": "ok"}\n\n{"text": ["a"]}\n'),
             'type.jsonl: line 3: field "text" is a list, not a string',
