@@ -119,6 +119,22 @@ impl IdWriter {
         Ok(())
     }
 
+    /// Appends ids already encoded as this file holds them (little-endian, of its dtype's width), as they are.
+    pub fn write_encoded(&mut self, ids: &[u8]) -> crate::Result<()> {
+        let width = self.dtype.width();
+        if !ids.len().is_multiple_of(width) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{} bytes are not a whole number of {width}-byte ids",
+                ids.len()
+            )));
+        }
+        self.out
+            .write_all(ids)
+            .map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
+        self.count += (ids.len() / width) as u64;
+        Ok(())
+    }
+
     /// Writes the final length into the header and syncs the file to disk; returns the ids written.
     pub fn finish(self) -> crate::Result<u64> {
         let path = self.path;
@@ -140,6 +156,22 @@ pub fn finish<W: Write + Seek>(out: &mut W, dtype: Dtype, len: u64) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_ids_are_written_as_they_are_in_whole_ids() {
+        let dir = std::env::temp_dir().join(format!("bpe-lm-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ids.npy");
+        let mut w = IdWriter::create(&path, Dtype::U16).unwrap();
+        w.write(&[1u32, 2]).unwrap();
+        w.write_encoded(&[3, 0, 4, 1]).unwrap();
+        let err = w.write_encoded(&[5, 0, 6]).unwrap_err().to_string();
+        assert!(err.contains("3 bytes are not a whole number of 2-byte ids"), "{err}");
+        assert_eq!(w.finish().unwrap(), 4);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[HEADER_BYTES..], [1, 0, 2, 0, 3, 0, 4, 1]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn header_is_aligned_and_parsable_shape() {

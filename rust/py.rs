@@ -1012,30 +1012,7 @@ impl TokenWriter {
 
     /// Appends ids already encoded (little-endian, of this file's width), e.g. from another process.
     fn append(&self, py: Python<'_>, ids: &[u8]) -> PyResult<()> {
-        py.detach(|| {
-            guarded(|| {
-                self.with(|w| {
-                    let width = w.dtype().width();
-                    if !ids.len().is_multiple_of(width) {
-                        return Err(Error::InvalidArgument(format!(
-                            "{} bytes are not a whole number of {width}-byte ids",
-                            ids.len()
-                        )));
-                    }
-                    let decoded: Vec<u32> = match w.dtype() {
-                        Dtype::U16 => ids
-                            .chunks_exact(2)
-                            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-                            .collect(),
-                        Dtype::U32 => ids
-                            .chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect(),
-                    };
-                    w.write(&decoded)
-                })
-            })
-        })
+        py.detach(|| guarded(|| self.with(|w| w.write_encoded(ids))))
     }
 
     /// Ids written so far.
