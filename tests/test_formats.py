@@ -196,6 +196,50 @@ def test_parquet_from_any_writer_setting_encodes_to_the_reference(gpt2, document
     assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, documents))
 
 
+def test_csv_and_tsv_files_read_one_document_per_row(gpt2, documents, tmp_path):
+    """Spreadsheet and Kaggle corpora: a header row, the text column among others, values quoted with commas,
+    quotes and newlines inside; plain and compressed; the same ids as the per-record reference, for
+    encoding, counting and documents as strings."""
+    import csv
+    import io
+
+    def table(delimiter: str) -> bytes:
+        out = io.StringIO()
+        w = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+        w.writerow(["id", "text", "label"])
+        for i, d in enumerate(documents):
+            w.writerow([i, d, "pos" if i % 2 else "neg"])
+        return out.getvalue().encode("utf-8")
+
+    files = {
+        "c.csv": table(","),
+        "c.tsv": table("\t"),
+        "c.csv.gz": gzip.compress(table(",")),
+        "c.csv.zst": zstandard.ZstdCompressor().compress(table(",")),
+    }
+    want = reference_ids(gpt2, documents)
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert detect(path).format == "csv", name
+        stats = gpt2.encode_files(path, tmp_path / "out.npy")
+        assert np.array_equal(np.load(tmp_path / "out.npy"), want), name
+        assert (stats.documents, stats.skipped) == (len(documents) - 1, 1), name
+        assert list(iter_documents(detect(path))) == [d for d in documents if d], name
+    # Training counts each row on its own, as for the other record formats.
+    assert bpe_lm.train_bpe(tmp_path / "c.csv", 300, [EOT]) == bpe_lm.train_bpe(tmp_path / "c.tsv", 300, [EOT])
+    # A missing column is named with the columns there are, before any work.
+    r = bpe_lm_cli("encode", tmp_path / "c.csv", "-o", tmp_path / "x.npy", "--tokenizer",
+                   _tokenizer_dir(gpt2, tmp_path), "--text-field", "body", "--quiet")  # fmt: skip
+    assert r.returncode == 1 and "c.csv: has no column 'body' (its columns: id, text, label)" in r.stderr, r.stderr
+    # A value that is not UTF-8: its row named, or read as U+FFFD with errors="replace".
+    (tmp_path / "bad.csv").write_bytes(b"text\nfine\ncaf\xe9\n")
+    with pytest.raises(ValueError, match="bad.csv: row 1: is not valid UTF-8"):
+        gpt2.encode_files(tmp_path / "bad.csv", tmp_path / "x.npy")
+    gpt2.encode_files(tmp_path / "bad.csv", tmp_path / "x.npy", errors="replace")
+    assert np.array_equal(np.load(tmp_path / "x.npy"), reference_ids(gpt2, ["fine", "caf\ufffd"]))
+
+
 def test_binary_text_columns_read_as_text_each_value_checked(gpt2, documents, tmp_path):
     """Hive, Impala and older Spark wrote strings as plain binary: such a column reads as the same text, in
     parquet and in Arrow; a value that is not UTF-8 is named by its row."""

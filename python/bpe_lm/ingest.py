@@ -219,13 +219,13 @@ def count_unit(
 
 
 def check_units(units: Sequence[Unit], text_field: str) -> None:
-    """Before heavy work: every parquet/Arrow unit has a string column `text_field` (and for Arrow,
-    pyarrow is there)."""
+    """Before heavy work: every parquet/Arrow/CSV unit has a string column `text_field` (and for Arrow and
+    CSV, pyarrow is there)."""
     from bpe_lm.readers import check_columns
 
     seen: set[Path] = set()
     for u in units:
-        if u.input.format in ("parquet", "arrow") and u.input.url is None and u.input.path not in seen:
+        if u.input.format in ("parquet", "arrow", "csv") and u.input.url is None and u.input.path not in seen:
             seen.add(u.input.path)
             check_columns(u.input, text_field)
 

@@ -8,11 +8,13 @@ Formats, told by content first and by name where content cannot tell:
   the record's text field.
 - parquet: detected by its `PAR1` magic; the document is the text column's value in each row.
 - Arrow: a `.arrow` file (IPC stream or file) or a directory written by `datasets.Dataset.save_to_disk`.
+- CSV: `.csv` and `.tsv` (plain, `.gz` or `.zst`) with a header row; the document is the text column's
+  value in each row (quoted values may hold commas and newlines).
 
-In record formats (JSON lines, parquet, Arrow) each record is one document and its text is text: a
+In record formats (JSON lines, parquet, Arrow, CSV) each record is one document and its text is text: a
 special-token string inside it stays ordinary bytes. Null and empty texts are skipped and counted.
-Arrow files are read by pyarrow (`pip install 'bpe-lm[parquet]'`); everything else, parquet included, by the
-core.
+Arrow and CSV files are read by pyarrow (`pip install 'bpe-lm[parquet]'`); everything else, parquet included,
+by the core.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from bpe_lm.errors import InputError
 DEFAULT_TEXT_FIELD = "text"
 # The end-of-text special token: the document separator of text corpora, and the id after each record.
 END_OF_TEXT = "<|endoftext|>"
-RECORD_FORMATS = ("jsonl", "parquet", "arrow")
+RECORD_FORMATS = ("jsonl", "parquet", "arrow", "csv")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+# CSV files by name, and the delimiter each name means.
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 # Text per batch handed to the core from Arrow files: large enough that the serial steps between
 # batches (decoding the next one overlaps, writing ids does not) are a small share, small enough that the
@@ -83,7 +87,8 @@ _MAGIC_FORMATS_WE_DO_NOT_READ = [
     (b"BPELMCNT", "a pre-token count file (give it to `bpe-lm train-tokenizer --from-counts`)"),
 ]
 SUPPORTED = (
-    "plain, gzip or zstd text; JSON lines (.jsonl, .jsonl.gz, .jsonl.zst); parquet; Arrow / `datasets` directories"
+    "plain, gzip or zstd text; JSON lines (.jsonl, .jsonl.gz, .jsonl.zst); parquet; Arrow / `datasets` directories; "
+    "CSV / TSV (.csv, .tsv, also .gz or .zst)"
 )
 # Text in another encoding than UTF-8, told by its byte-order mark (UTF-32's first: it begins like UTF-16's).
 # Windows PowerShell's `>` writes UTF-16: read as UTF-8 it is garbage, or (ASCII text) every other byte a NUL.
@@ -109,8 +114,8 @@ class Input:
     """One input of a corpus: a file, or a `datasets` directory (its Arrow files, in order)."""
 
     path: Path
-    format: str  # "text" | "jsonl" | "parquet" | "arrow"
-    compression: str = "none"  # "none" | "gzip" | "zstd" (text and JSON lines)
+    format: str  # "text" | "jsonl" | "parquet" | "arrow" | "csv"
+    compression: str = "none"  # "none" | "gzip" | "zstd" (text, JSON lines, CSV)
     files: tuple[Path, ...] = ()  # the Arrow files of a directory; else (path,)
     # A remote input (any fsspec URL: s3://, gs://, hf://, file://...): read through a local copy that is
     # made when its unit is worked on (`staged`), so `path` is only its name.
@@ -325,7 +330,7 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
     """(format, compression) from a file's name and first bytes."""
     suffix = os.path.splitext(name.lower())[1]
     if not head:  # an empty file holds no documents, in any format: read as (empty) text or JSON lines
-        return ("jsonl" if _suffixes(name)[1] in JSONL_SUFFIXES else "text"), "none"
+        return _by_name(_suffixes(name)[1]), "none"
     if head.startswith(b"PAR1"):
         return "parquet", "none"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
@@ -351,7 +356,14 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
                 f"{where}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
             )
         _refuse_other_encodings(where, head)
-    return ("jsonl" if ext in JSONL_SUFFIXES else "text"), compression
+    return _by_name(ext), compression
+
+
+def _by_name(ext: str) -> str:
+    """The format of a file that content cannot tell from text, by its suffix (before any compression's)."""
+    if ext in JSONL_SUFFIXES:
+        return "jsonl"
+    return "csv" if ext in CSV_DELIMITERS else "text"
 
 
 def _refuse_other_encodings(where: str, head: bytes) -> None:
@@ -440,16 +452,52 @@ def open_decompressed(path: str | os.PathLike[str], buffer_size: int = 1 << 20) 
 
 
 # ----------------------------------------------------------------------------------------------------
-# Parquet (through the core) and Arrow (through pyarrow)
+# Parquet (through the core), Arrow and CSV (through pyarrow)
 
 
-def _pyarrow() -> Any:
+def _pyarrow(what: str = "Arrow") -> Any:
     try:
         import pyarrow
+        import pyarrow.csv  # noqa: F401
         import pyarrow.ipc  # noqa: F401
     except ImportError:
-        raise InputError("reading Arrow files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
+        raise InputError(f"reading {what} files needs pyarrow: pip install 'bpe-lm[parquet]'") from None
     return pyarrow
+
+
+# Bytes of a CSV file parsed at a time: the reader holds about one block.
+CSV_BLOCK_BYTES = 4 << 20
+
+
+def _csv_reader(path: Path, compression: str, column: str | None) -> Any:
+    """pyarrow's streaming reader of a CSV file (its header row names the columns), of the column `column`
+    only (read as bytes, so that the core checks, or with `errors="replace"` mends, its UTF-8 per row), or of
+    all columns when None. Quoted values may hold delimiters and newlines."""
+    pa = _pyarrow("CSV")
+    stream = pa.input_stream(os.fspath(path), compression=None if compression == "none" else compression)
+    delimiter = CSV_DELIMITERS[_suffixes(path.name)[1]]
+    convert = (
+        pa.csv.ConvertOptions(include_columns=[column], column_types={column: pa.binary()})
+        if column is not None
+        else pa.csv.ConvertOptions()
+    )
+    return pa.csv.open_csv(
+        stream,
+        read_options=pa.csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        parse_options=pa.csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=convert,
+    )
+
+
+def _csv_batches(path: Path, compression: str, text_field: str) -> Iterator[Any]:
+    try:
+        ramp = _Ramp()
+        for batch in _csv_reader(path, compression, text_field):
+            yield from ramp.sliced(batch.column(0))
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable CSV file ({type(e).__name__}: {e})") from None
 
 
 def _TEXT_KINDS(pa: Any) -> tuple[Any, ...]:
@@ -469,18 +517,21 @@ def _check_column(schema: Any, text_field: str, where: Path) -> None:
 
 
 def check_columns(inp: Input, text_field: str) -> None:
-    """Before heavy work: every file of a parquet or Arrow input opens and has a string column
-    `text_field` (and for Arrow, pyarrow is installed)."""
+    """Before heavy work: every file of a parquet, Arrow or CSV input opens and has a string column
+    `text_field` (and for Arrow and CSV, pyarrow is installed)."""
     for f in inp.files:
         if inp.format == "parquet":
             _core.check_parquet_column(os.fspath(f), text_field)
             continue
         try:
-            schema = _open_arrow(f)[0]
+            schema = _csv_reader(f, inp.compression, None).schema if inp.format == "csv" else _open_arrow(f)[0]
         except InputError:
             raise
         except Exception as e:
-            raise InputError(f"{f}: not a readable Arrow file ({type(e).__name__}: {e})") from None
+            kind = "CSV" if inp.format == "csv" else "Arrow"
+            raise InputError(f"{f}: not a readable {kind} file ({type(e).__name__}: {e})") from None
+        if inp.format == "csv" and schema.get_field_index(text_field) >= 0:
+            continue  # any column of a CSV file is read as text
         _check_column(schema, text_field, f)
 
 
@@ -537,13 +588,16 @@ def arrow_buffers(array: Any) -> tuple[bytes, bytes, int, int]:
 
 
 def record_batches(unit: Unit, text_field: str) -> Iterator[Any]:
-    """The text column of an Arrow unit, in batches (lists of string arrays) of about ARROW_BATCH_BYTES
-    of text."""
+    """The text column of an Arrow or CSV unit, in batches (lists of string or binary arrays) of about
+    ARROW_BATCH_BYTES of text."""
     files = unit.files if unit.files is not None else unit.input.files
 
     def chained() -> Iterator[Any]:
         for f in files:
-            yield from _arrow_batches(f, text_field)
+            if unit.input.format == "csv":
+                yield from _csv_batches(f, unit.input.compression, text_field)
+            else:
+                yield from _arrow_batches(f, text_field)
 
     return chained()
 
@@ -607,7 +661,7 @@ def units_of(inp: Input, parts: int, separators: Sequence[bytes]) -> list[Unit]:
             Unit(inp, files=tuple(inp.files[i] for i in idx), size=sum(sizes[i] for i in idx))
             for idx in _balanced(list(range(len(inp.files))), sizes, parts)
         ]
-    if inp.compression != "none":
+    if inp.compression != "none" or inp.format == "csv":  # a CSV value may hold newlines: no cut is safe
         return [Unit(inp, size=size)]
     if inp.format == "jsonl":
         separators = [b"\n"]

@@ -75,7 +75,8 @@ def add_text_field_argument(p: argparse.ArgumentParser) -> None:
 INPUT_HELP = (
     "corpus files or shell-style globs (quote them: 'shards/*.parquet'), read in the order given: text "
     "(.txt, .gz, .zst; documents separated by special tokens), JSON lines (.jsonl/.json, .gz, .zst), "
-    "parquet, Arrow files or `datasets` save_to_disk directories (one document per record)"
+    "parquet, Arrow files or `datasets` save_to_disk directories, CSV/TSV with a header row (.csv/.tsv, .gz, "
+    ".zst) (one document per record)"
 )
 
 
