@@ -1,8 +1,8 @@
 """Encoding throughput by input format, and against what users do today (HF `datasets.map`).
 
 The same documents (real reviews and stories from ../shared/data) are written as .txt (joined by
-<|endoftext|>), .parquet (row groups of 1,000 rows) and .jsonl.zst; `bpe-lm`'s encoder reads each at 1 and 2
-threads. The peers do the same work the usual way: `datasets.load_dataset("parquet")` then `.map(batched=True,
+<|endoftext|>), .parquet (row groups of 1,000 rows), .jsonl.zst and .csv (one column); `bpe-lm`'s encoder
+reads each at 1 and 2 threads. The peers do the same work the usual way: `datasets.load_dataset("parquet")` then `.map(batched=True,
 num_proc=P)` with tiktoken's GPT-2 (`encode_ordinary_batch` + end of text) and with HF tokenizers'
 GPT-2 (`encode_batch`), cache off. Every run is a fresh process, timed after its imports, cold (first
 use of the tokenizer in that process); MB/s counts the UTF-8 bytes of the documents; peak RSS is the
@@ -98,12 +98,28 @@ def write_inputs(docs: list[str], directory: Path) -> dict[str, Path]:
     import pyarrow.parquet as pq
     import zstandard
 
-    paths = {"txt": directory / "c.txt", "parquet": directory / "c.parquet", "jsonl.zst": directory / "c.jsonl.zst"}
+    paths = {
+        "txt": directory / "c.txt",
+        "parquet": directory / "c.parquet",
+        "jsonl.zst": directory / "c.jsonl.zst",
+        "csv": directory / "c.csv",
+    }
     paths["txt"].write_text(f"\n{EOT}\n".join(docs) + "\n", encoding="utf-8")
     pq.write_table(pa.table({"text": docs}), paths["parquet"], row_group_size=1000)
     lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode("utf-8")
     paths["jsonl.zst"].write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+    paths["csv"].write_bytes(b"text\n" + csv_rows(docs))
     return paths
+
+
+def csv_rows(docs: list[str]) -> bytes:
+    """The documents as the rows of a one-column CSV file (quoted where they must be)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([d] for d in docs)
+    return out.getvalue().encode("utf-8")
 
 
 def run(kind: str, path: Path, out: Path, threads: int = 1, procs: int = 1) -> dict:
@@ -145,7 +161,11 @@ def main() -> None:
         configs = [
             (f"datasets.map + {'tiktoken' if kind == 'tiktoken' else 'HF tokenizers'}", kind, "parquet", procs, 1)
             for kind, procs in (("tiktoken", 1), ("tiktoken", 2), ("hf", 1), ("hf", 2))
-        ] + [("bpe-lm", "bpe-lm", fmt, 1, threads) for fmt in ("txt", "parquet", "jsonl.zst") for threads in (1, 2)]
+        ] + [
+            ("bpe-lm", "bpe-lm", fmt, 1, threads)
+            for fmt in ("txt", "parquet", "jsonl.zst", "csv")
+            for threads in (1, 2)
+        ]
         runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
         same: dict[int, object] = {}
         reference = None
@@ -170,7 +190,7 @@ def main() -> None:
         ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
         print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
               + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
-        for fmt in ("parquet", "jsonl.zst"):
+        for fmt in ("parquet", "jsonl.zst", "csv"):
             ratios = ", ".join(
                 f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
             )
@@ -218,6 +238,16 @@ def main() -> None:
                     z.write(lines)
             got = run("bpe-lm", big, d / "big.npy", threads=2)
             print(f"- jsonl.zst ({big.stat().st_size / 1e9:.2f} GB on disk): {got['rss_mb']:.0f} MB")
+            big.unlink()
+            (d / "big.npy").unlink()
+            big = d / "big.csv"
+            rows = csv_rows(docs)
+            with open(big, "wb") as f:
+                f.write(b"text\n")
+                for _ in range(repeats):
+                    f.write(rows)
+            got = run("bpe-lm", big, d / "big.npy", threads=2)
+            print(f"- csv ({big.stat().st_size / 1e9:.2f} GB on disk): {got['rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

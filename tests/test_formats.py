@@ -226,6 +226,12 @@ def test_csv_and_tsv_files_read_one_document_per_row(gpt2, documents, tmp_path):
         assert np.array_equal(np.load(tmp_path / "out.npy"), want), name
         assert (stats.documents, stats.skipped) == (len(documents) - 1, 1), name
         assert list(iter_documents(detect(path))) == [d for d in documents if d], name
+    # A value longer than the reader's block (pyarrow refuses one that straddles two) is read on, from where it
+    # stood, with larger blocks: every document, in order.
+    long_docs = ["short one", "a long value, " * 250_000, "after it", "x" * 5_000_000, "last"]
+    (tmp_path / "long.csv").write_text("text\n" + "".join(f'"{d}"\n' for d in long_docs), encoding="utf-8")
+    gpt2.encode_files(tmp_path / "long.csv", tmp_path / "out.npy")
+    assert np.array_equal(np.load(tmp_path / "out.npy"), reference_ids(gpt2, long_docs))
     # Training counts each row on its own, as for the other record formats.
     assert bpe_lm.train_bpe(tmp_path / "c.csv", 300, [EOT]) == bpe_lm.train_bpe(tmp_path / "c.tsv", 300, [EOT])
     # A missing column is named with the columns there are, before any work.
