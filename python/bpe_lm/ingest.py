@@ -45,7 +45,7 @@ def end_of_text_id(tok: Tokenizer) -> int:
     if ids:
         return next(iter(ids.values()))
     raise InputError(
-        "record inputs (JSON lines, parquet, Arrow) get an end-of-text id after each document, and this "
+        "record inputs (JSON lines, parquet, Arrow, CSV) get an end-of-text id after each document, and this "
         "tokenizer has no special token; train one with --special-token '<|endoftext|>'"
     )
 

@@ -189,7 +189,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--raw-text",
         metavar="FILE",
-        help="the corpus file the tokens came from (text, JSON lines, parquet, Arrow), to report bits per byte; checked against the tokens",
+        help="the corpus file the tokens came from (text, JSON lines, parquet, Arrow, CSV), to report bits per byte; checked against the tokens",
     )
     p.add_argument(
         "--text-field",
