@@ -21,6 +21,7 @@ use crate::cache::{
 use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap, UNPACKED};
+use crate::npy::Dtype;
 use crate::pretokenize::{PieceSink, Pretokenizer};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::train::Bpe;
@@ -121,8 +122,7 @@ impl<'a> IdWriter<'a> {
         self.out.len() + self.narrow.as_ref().map_or(0, |n| n.len())
     }
 
-    /// Moves the ids waiting in the `u16` buffer to the output (the caller checked that they fit:
-    /// `Encoder::check_output`).
+    /// Moves the ids waiting in the `u16` buffer to the output (`Encoder::with_sink` checked that they fit).
     #[inline(always)]
     fn settle(&mut self) {
         if let Some(narrow) = self.narrow.as_deref_mut() {
@@ -550,7 +550,10 @@ impl Encoder {
         sample: &[u8],
         f: impl FnOnce(&mut BatchSink<'_, 't, '_>) -> Result<T>,
     ) -> Result<T> {
-        let target = self.check_output(I::target(out))?;
+        let target = I::target(out);
+        if let IdTarget::U16(_) = target {
+            Dtype::U16.check_holds(self.vocab_size())?;
+        }
         let mut staging = Vec::new();
         self.with_cache(|cache| {
             cache.expect(text_bytes);
@@ -566,17 +569,6 @@ impl Encoder {
             sink.ids.settle();
             result
         })
-    }
-
-    /// `target`, if it holds every id of the vocabulary.
-    fn check_output<'a>(&self, target: IdTarget<'a>) -> Result<IdTarget<'a>> {
-        match target {
-            IdTarget::U16(_) if self.vocab_size() > 1 << 16 => Err(Error::InvalidArgument(format!(
-                "uint16 cannot hold ids of a vocabulary of {} tokens; use uint32",
-                self.vocab_size()
-            ))),
-            target => Ok(target),
-        }
     }
 
     /// Writes the ids of the batch's pieces and empties it. For each piece, the INLINE_IDS lanes of the
