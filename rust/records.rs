@@ -356,45 +356,11 @@ pub fn parse_jsonl<'a>(chunk: &'a LineChunk, spec: &RecordSpec) -> Result<Docume
             message,
         };
         if !line.iter().all(u8::is_ascii_whitespace) {
-            let fast = match json_line::text_field(line, field) {
-                Scan::Field(Some(t)) => Some(Some(FieldValue::Text(t))),
-                Scan::Field(None) => Some(Some(FieldValue::Null)),
-                Scan::NoField => Some(None),
-                Scan::Unsure => None,
-            };
-            let value = match fast {
-                Some(v) => v,
-                None => match serde_field(line, field) {
-                    Ok(v) => v,
-                    Err(e) => match text_fault(line) {
-                        Some(_) if spec.lossy => serde_field(&repaired(line), field)
-                            .map(|v| v.map(FieldValue::into_owned))
-                            .map_err(|e| bad(format!("is not valid JSON ({e})")))?,
-                        Some(TextFault::NotUtf8(at)) => {
-                            return Err(bad(format!(
-                                "is not valid UTF-8 (at byte {at} of the line); --errors replace reads it with U+FFFD"
-                            )))
-                        }
-                        Some(TextFault::LoneSurrogate(at)) => {
-                            let escape = String::from_utf8_lossy(&line[at..at + 6]);
-                            return Err(bad(format!(
-                                "holds {escape} (at byte {at}), half a UTF-16 surrogate pair, which is no \
-                                 character; --errors replace reads it as U+FFFD"
-                            )));
-                        }
-                        None => {
-                            return Err(match e.classify() {
-                                serde_json::error::Category::Data => bad(format!("is not a JSON object ({e})")),
-                                // A pretty-printed document: its first line opens what later lines close.
-                                serde_json::error::Category::Eof if line_no == 1 && spec.whole_file => bad(format!(
-                                    "is not valid JSON ({e}): one JSON document over several lines? JSON \
-                                         lines hold one object a line (`jq -c` writes them so)"
-                                )),
-                                _ => bad(format!("is not valid JSON ({e})")),
-                            });
-                        }
-                    },
-                },
+            let value = match json_line::text_field(line, field) {
+                Scan::Field(Some(t)) => Some(FieldValue::Text(t)),
+                Scan::Field(None) => Some(FieldValue::Null),
+                Scan::NoField => None,
+                Scan::Unsure => serde_value(line, spec, line_no == 1).map_err(&bad)?,
             };
             match value {
                 Some(FieldValue::Text(t)) if t.is_empty() => docs.skipped += 1,
@@ -409,6 +375,44 @@ pub fn parse_jsonl<'a>(chunk: &'a LineChunk, spec: &RecordSpec) -> Result<Docume
         offset += raw.len() as u64;
     }
     Ok(docs)
+}
+
+/// The field of a line the fast scanner left to serde_json, or what is wrong with the line (the message of
+/// its error). A line serde refuses for its text alone (`text_fault`) has that text named, or with
+/// `spec.lossy` read as U+FFFD.
+fn serde_value<'a>(
+    line: &'a [u8],
+    spec: &RecordSpec,
+    first_line: bool,
+) -> std::result::Result<Option<FieldValue<'a>>, String> {
+    let e = match serde_field(line, &spec.field) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    Err(match text_fault(line) {
+        Some(_) if spec.lossy => {
+            return serde_field(&repaired(line), &spec.field)
+                .map(|v| v.map(FieldValue::into_owned))
+                .map_err(|e| format!("is not valid JSON ({e})"));
+        }
+        Some(TextFault::NotUtf8(at)) => {
+            format!("is not valid UTF-8 (at byte {at} of the line); --errors replace reads it with U+FFFD")
+        }
+        Some(TextFault::LoneSurrogate(at)) => format!(
+            "holds {} (at byte {at}), half a UTF-16 surrogate pair, which is no character; --errors replace \
+             reads it as U+FFFD",
+            String::from_utf8_lossy(&line[at..at + 6])
+        ),
+        None => match e.classify() {
+            serde_json::error::Category::Data => format!("is not a JSON object ({e})"),
+            // A pretty-printed document: its first line opens what later lines close.
+            serde_json::error::Category::Eof if first_line && spec.whole_file => format!(
+                "is not valid JSON ({e}): one JSON document over several lines? JSON lines hold one object a \
+                 line (`jq -c` writes them so)"
+            ),
+            _ => format!("is not valid JSON ({e})"),
+        },
+    })
 }
 
 /// What keeps a line that is JSON in every other way from being read: bytes that are not UTF-8, or a
