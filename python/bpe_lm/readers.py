@@ -528,9 +528,12 @@ def _csv_batches(path: Path, compression: str, text_field: str) -> Iterator[Any]
             raise InputError(f"{path}: not a readable CSV file ({type(e).__name__}: {e})") from None
 
 
-def _TEXT_KINDS(pa: Any) -> tuple[Any, ...]:
+def _holds_text(pa: Any, kind: Any) -> bool:
+    """Whether an Arrow column of type `kind` is read as text: strings, or binary (each value checked to be
+    UTF-8), as the parquet reader takes them."""
     t = pa.types
-    return (t.is_string, t.is_large_string, t.is_string_view, t.is_binary, t.is_large_binary, t.is_binary_view)
+    kinds = (t.is_string, t.is_large_string, t.is_string_view, t.is_binary, t.is_large_binary, t.is_binary_view)
+    return any(is_kind(kind) for is_kind in kinds)
 
 
 def _check_column(schema: Any, text_field: str, where: Path) -> None:
@@ -539,8 +542,7 @@ def _check_column(schema: Any, text_field: str, where: Path) -> None:
         names = ", ".join(schema.names[:20])
         raise InputError(f"{where}: has no column {text_field!r} (its columns: {names}); choose one with --text-field")
     kind = schema.field(text_field).type
-    # Binary columns are read as text too (each value checked to be UTF-8), as the parquet reader does.
-    if not any(is_kind(kind) for is_kind in _TEXT_KINDS(pa)):
+    if not _holds_text(pa, kind):
         raise InputError(f"{where}: column {text_field!r} holds {kind}, not strings")
 
 
