@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +24,16 @@ import zstandard
 
 import bpe_lm
 from bpe_lm import _core, ingest
-from bpe_lm.readers import InputError, detect, expand_inputs, iter_documents, plan_units, resolve, shard_units
+from bpe_lm.readers import (
+    InputError,
+    detect,
+    expand_inputs,
+    iter_documents,
+    plan_units,
+    prefetch,
+    resolve,
+    shard_units,
+)
 from bpe_lm.tokenizer import Tokenizer, default_num_threads
 
 import reference_bpe as ref
@@ -982,3 +992,54 @@ def test_text_documents_split_like_str_split_in_linear_time(tmp_path):
         for cap in (None, 1000, 1 << 20):
             want = [d.strip("\n")[:cap] for d in text.split(EOT) if d.strip()]
             assert list(iter_documents(detect(path), max_chars=cap)) == want
+
+
+def test_the_batch_reader_thread_is_stopped_and_joined_however_its_consumer_leaves():
+    """Arrow and CSV batches are read on a thread ahead of the encoder. A consumer that stops early (an
+    encoding error) must not leave that thread inside pyarrow: at interpreter exit that aborted the process
+    after the error message (exit -6 for 1, "terminate called without an active exception")."""
+    closed_on: list[str] = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    def readers_alive() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "bpe-lm-reader"]
+
+    with pytest.raises(RuntimeError, match="the consumer fails"):
+        with prefetch(endless(), depth=2) as items:
+            assert [next(items), next(items)] == [0, 1]
+            raise RuntimeError("the consumer fails")
+    assert closed_on == ["bpe-lm-reader"] and not readers_alive()
+
+    def failing():
+        yield "first"
+        raise ValueError("the reader fails")
+
+    got = []
+    with pytest.raises(ValueError, match="the reader fails"):
+        with prefetch(failing()) as items:
+            got.extend(items)
+    assert got == ["first"] and not readers_alive()
+    with prefetch(iter(range(5))) as items:
+        assert list(items) == [0, 1, 2, 3, 4]
+    assert not readers_alive()
+
+
+def test_an_encoding_error_in_an_arrow_file_exits_1_every_time(gpt2, tmp_path):
+    """The abort above was a race: run the failing command several times."""
+    column = pa.array([b"fine", b"caf\xe9"], pa.binary())
+    with pa.ipc.new_file(tmp_path / "c.arrow", pa.schema([("text", pa.binary())])) as w:
+        w.write_table(pa.table({"text": column}))
+    tok_dir = _tokenizer_dir(gpt2, tmp_path)
+    codes = [
+        bpe_lm_cli("encode", tmp_path / "c.arrow", "-o", tmp_path / "o.npy", "--tokenizer", tok_dir, "--quiet")
+        .returncode for _ in range(8)
+    ]  # fmt: skip
+    assert codes == [1] * 8

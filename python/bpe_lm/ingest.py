@@ -115,20 +115,21 @@ def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, b
     (data, offsets, offset width)), the next batch read while this one is processed."""
     stats = Stats()
     rows = 0
-    for batch in prefetch(record_batches(unit, text_field)):
-        columns, nulls = [], 0
-        for array in batch:
-            data, offsets, width, dropped = arrow_buffers(array)
-            columns.append((data, offsets, width))
-            nulls += dropped
-        got = add(columns, rows)
-        rows += sum(len(a) for a in batch)
-        stats.add(
-            Stats(documents=got[0], skipped=got[1] + nulls, text_bytes=got[2], tokens=got[3] if len(got) > 3 else 0)
-        )
-        if report is not None:
-            # Arrow stores text as is: the text read tracks the bytes of the unit.
-            report("read", min(unit.size, stats.text_bytes), unit.size)
+    with prefetch(record_batches(unit, text_field)) as batches:
+        for batch in batches:
+            columns, nulls = [], 0
+            for array in batch:
+                data, offsets, width, dropped = arrow_buffers(array)
+                columns.append((data, offsets, width))
+                nulls += dropped
+            got = add(columns, rows)
+            rows += sum(len(a) for a in batch)
+            stats.add(Stats(
+                documents=got[0], skipped=got[1] + nulls, text_bytes=got[2], tokens=got[3] if len(got) > 3 else 0
+            ))  # fmt: skip
+            if report is not None:
+                # Arrow stores text as is: the text read tracks the bytes of the unit.
+                report("read", min(unit.size, stats.text_bytes), unit.size)
     return stats
 
 

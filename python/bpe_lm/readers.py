@@ -632,30 +632,39 @@ def record_batches(unit: Unit, text_field: str) -> Iterator[Any]:
     return chained()
 
 
-def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Runs `items` on a thread of its own, `depth` items ahead (pyarrow decodes without the GIL, so reading
-    the next batch overlaps encoding this one). Exceptions reach the consumer."""
+@contextmanager
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Iterator[Any]]:
+    """`items`, read on a thread of its own `depth` items ahead (pyarrow decodes without the GIL, so reading
+    the next batch overlaps encoding this one). Exceptions reach the consumer. Leaving the block, however
+    it is left, stops the reader and waits for it: a reader left inside pyarrow while the interpreter shuts
+    down aborts the process ("terminate called without an active exception") after an error was printed."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+
+    def offer(kind: str, value: Any) -> bool:
+        """Puts (kind, value) on the queue unless the consumer left first; whether it was put."""
+        while not stop.is_set():
+            try:
+                q.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def run() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer("item", item):
                     return
-            q.put(("end", None))
+            offer("end", None)
         except BaseException as e:  # handed to the consumer
-            q.put(("error", e))
+            offer("error", e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the thread that ran a generator closes it: its files close here, not at exit
 
-    thread = threading.Thread(target=run, daemon=True, name="bpe-lm-reader")
-    thread.start()
-    try:
+    def received() -> Iterator[Any]:
         while True:
             kind, value = q.get()
             if kind == "end":
@@ -663,8 +672,14 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             if kind == "error":
                 raise value
             yield value
+
+    thread = threading.Thread(target=run, daemon=True, name="bpe-lm-reader")
+    thread.start()
+    try:
+        yield received()
     finally:
         stop.set()
+        thread.join()
 
 
 # ----------------------------------------------------------------------------------------------------
