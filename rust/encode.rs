@@ -31,6 +31,7 @@ use crate::train::Bpe;
 /// the kernel, so it is written only once.
 pub fn join_parts<T: Copy + Default + Send + Sync>(parts: &[Vec<T>], pool: &rayon::ThreadPool) -> Vec<T> {
     let mut out = vec![T::default(); parts.iter().map(Vec::len).sum()];
+    crate::arch::advise_huge_pages(&mut out);
     let mut chunks = Vec::with_capacity(parts.len());
     let mut rest = out.as_mut_slice();
     for part in parts {
@@ -105,10 +106,12 @@ impl<'a> IdWriter<'a> {
         match target {
             IdTarget::U32(out) => {
                 out.reserve(room);
+                crate::arch::advise_huge_pages(out.spare_capacity_mut());
                 IdWriter { out, narrow: None }
             }
             IdTarget::U16(narrow) => {
                 narrow.reserve(room);
+                crate::arch::advise_huge_pages(narrow.spare_capacity_mut());
                 IdWriter {
                     out: staging,
                     narrow: Some(narrow),
