@@ -1294,9 +1294,11 @@ struct ParquetTexts {
 
 #[pymethods]
 impl ParquetTexts {
+    /// `errors_replace`: text that is not UTF-8 read as U+FFFD (else an error naming its row).
     #[new]
-    fn new(py: Python<'_>, path: PathBuf, field: String) -> PyResult<Self> {
-        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None, false)))?;
+    #[pyo3(signature = (path, field, errors_replace = false))]
+    fn new(py: Python<'_>, path: PathBuf, field: String, errors_replace: bool) -> PyResult<Self> {
+        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None, errors_replace)))?;
         Ok(ParquetTexts {
             chunks: Mutex::new(input.chunks),
             spec: input.spec,

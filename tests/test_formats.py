@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -318,6 +319,44 @@ def test_errors_replace_reads_records_that_are_no_unicode(gpt2, tmp_path):
         list(iter_documents(detect(tmp_path / "c.jsonl")))
     with pytest.raises(InputError, match="s.jsonl: line 1: field 'text' holds half a UTF-16 surrogate pair"):
         list(iter_documents(detect(tmp_path / "s.jsonl")))
+    # ... and with errors="replace" read what the encoder reads.
+    texts = {
+        "jsonl": ["fine", "caf\ufffd \ufffd ok \U0001f600"],
+        "binary": ["fine", "caf\ufffd \ufffd\ufffd\ufffd ok \U0001f600"],
+    }
+    for name, kind in [("c.jsonl", "jsonl"), ("c.jsonl.zst", "jsonl"), ("c.parquet", "binary"), ("c.arrow", "binary")]:
+        assert list(iter_documents(detect(tmp_path / name), errors="replace")) == texts[kind], name
+    assert list(iter_documents(detect(tmp_path / "s.jsonl"), errors="replace")) == ["a \ufffd"]
+
+
+def test_text_read_as_strings_names_the_byte_that_is_not_utf8_or_replaces_it(gpt2, tmp_path):
+    """tokenizer-stats and the demo read text files in Python: a byte that is not UTF-8 is named with its
+    file and its offset in the text (also past the first block, and behind a character cut by the block
+    edge, and in a compressed file), as the encoder names it, or read as U+FFFD with --errors replace."""
+    from bpe_lm.pipeline import read_text
+
+    head = "a" * ((1 << 20) - 1) + "é"  # the é's two bytes straddle the first 1 MB block's edge
+    data = head.encode() + b" ok \xff tail" + EOT.encode() + b"second"
+    offset = len(head.encode()) + 4
+    (tmp_path / "c.txt").write_bytes(data)
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress(data))
+    tok_dir = _tokenizer_dir(gpt2, tmp_path)
+    for name in ("c.txt", "c.txt.gz"):
+        path = tmp_path / name
+        message = f"{name}: invalid UTF-8 at byte offset {offset}; --errors replace reads it with U+FFFD"
+        with pytest.raises(InputError, match=re.escape(message)):
+            list(iter_documents(detect(path)))
+        with pytest.raises(InputError, match=re.escape(message)):
+            read_text(path)
+        assert list(iter_documents(detect(path), errors="replace")) == [head + " ok \ufffd tail", "second"]
+        assert read_text(path, errors="replace") == head + " ok \ufffd tail" + EOT + "second"
+        r = bpe_lm_cli("encode", path, "-o", tmp_path / "o.npy", "--tokenizer", tok_dir, "--quiet")
+        assert r.returncode == 1 and f"{name}: invalid UTF-8 at byte offset {offset}" in r.stderr, r.stderr
+    r = bpe_lm_cli("tokenizer-stats", tmp_path / "c.txt", "--tokenizer", tok_dir, "--docs", "5", "--threads", "1")
+    assert r.returncode == 1 and message.replace(".gz", "") in r.stderr, r.stderr
+    r = bpe_lm_cli("tokenizer-stats", tmp_path / "c.txt", "--tokenizer", tok_dir, "--docs", "5", "--threads", "1",
+                   "--errors", "replace", "--json")  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["pairs"][0]["corpus"].endswith("c.txt"), r.stderr
 
 
 def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(gpt2, tmp_path):

@@ -31,6 +31,7 @@ def run_demo(
     seed: int,
     *,
     plot: bool = True,
+    errors: str = "strict",
 ) -> dict[str, Any]:
     import torch
 
@@ -55,7 +56,7 @@ def run_demo(
         text = corpus.read_text(encoding="utf-8")
         corpus.unlink()
     else:
-        text = read_text(data, int(max_mb * 1e6))
+        text = read_text(data, int(max_mb * 1e6), errors=errors)
         source = f"{data} (first {max_mb:g} MB at most)"
     train_text, valid_text = split_train_valid(text)
     times["corpus"] = time.perf_counter() - t0

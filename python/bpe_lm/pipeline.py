@@ -4,7 +4,6 @@ scripts and the benchmarks, so they all prepare data the same way. No PyTorch ne
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -32,25 +31,31 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("BPE_LM_SHARED_DATA") or Path.cwd().parent / "shared" / "data")
 
 
-def read_text(path: str | os.PathLike[str], max_chars: int | None = None, text_field: str = "text") -> str:
+def read_text(
+    path: str | os.PathLike[str], max_chars: int | None = None, text_field: str = "text", errors: str = "strict"
+) -> str:
     """The text of a corpus file, at most `max_chars` characters: a text file as it is (plain, gzip or zstd);
-    the records of JSON lines, parquet or Arrow joined by the document separator."""
-    from bpe_lm.readers import detect, iter_documents, open_decompressed
+    the records of JSON lines, parquet or Arrow joined by the document separator. `errors` as for
+    `readers.iter_documents`."""
+    from bpe_lm.readers import decoded_blocks, detect, iter_documents
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     inp = detect(p)
     if inp.format == "text":
-        try:
-            with io.TextIOWrapper(open_decompressed(p), encoding="utf-8") as f:
-                text = f.read(max_chars if max_chars is not None else -1)
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{p}: not UTF-8 text (byte {e.start} of the part read)") from None
+        blocks: list[str] = []
+        size = 0
+        for block in decoded_blocks(p, errors):
+            blocks.append(block)
+            size += len(block)
+            if max_chars is not None and size >= max_chars:
+                break
+        text = "".join(blocks)[:max_chars]
     else:
         parts: list[str] = []
         size = 0
-        for doc in iter_documents(inp, text_field):
+        for doc in iter_documents(inp, text_field, errors=errors):
             parts.append(doc)
             size += len(doc) + len(DOCUMENT_JOINER)
             if max_chars is not None and size >= max_chars:

@@ -19,6 +19,7 @@ by the core.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import glob
 import io
@@ -451,6 +452,33 @@ def open_decompressed(path: str | os.PathLike[str], buffer_size: int = 1 << 20) 
     return io.BufferedReader(_CoreRaw(reader), buffer_size=buffer_size)
 
 
+ERRORS_HINT = "--errors replace reads it with U+FFFD"
+"""What a message about text that is not UTF-8 adds where the command offers a way out."""
+
+
+def decoded_blocks(path: str | os.PathLike[str], errors: str = "strict", block_bytes: int = 1 << 20) -> Iterator[str]:
+    """The text of a file (plain, gzip or zstd) in blocks of about `block_bytes`. Bytes that are not UTF-8
+    stop it with an InputError naming the file and their offset in the (decompressed) text, or with
+    `errors="replace"` read as U+FFFD, as the core reads them."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
+    offset = 0  # bytes given to the decoder so far
+    with open_decompressed(path) as f:
+        while True:
+            raw = f.read(block_bytes)
+            held = len(decoder.getstate()[0])  # the end of a character the last block left undecoded
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{path}: invalid UTF-8 at byte offset {offset - held + e.start}; {ERRORS_HINT}"
+                ) from None
+            offset += len(raw)
+            if text:
+                yield text
+            if not raw:
+                return
+
+
 # ----------------------------------------------------------------------------------------------------
 # Parquet (through the core), Arrow and CSV (through pyarrow)
 
@@ -757,39 +785,46 @@ def with_range(unit: Unit, byte_range: tuple[int, int]) -> Unit:
 
 
 def iter_documents(
-    inp: Input, text_field: str = DEFAULT_TEXT_FIELD, separator: str = END_OF_TEXT, max_chars: int | None = None
+    inp: Input,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    separator: str = END_OF_TEXT,
+    max_chars: int | None = None,
+    errors: str = "strict",
 ) -> Iterator[str]:
     """The documents of an input as strings, streamed: records' texts (null and empty ones skipped), or
     text split on `separator` (stripped of surrounding newlines, empty ones skipped). With `max_chars`,
-    each document is cut to its first `max_chars` characters, and a longer one is never held whole."""
+    each document is cut to its first `max_chars` characters, and a longer one is never held whole.
+    `errors="replace"` reads text that is not UTF-8 (and, in JSON, escapes of half a surrogate pair) as
+    U+FFFD, as the core does when it encodes; strict, such text stops it with an InputError naming the
+    file and the place."""
     if inp.url is not None:
         with staged(inp) as local:
-            yield from iter_documents(local, text_field, separator, max_chars)
+            yield from iter_documents(local, text_field, separator, max_chars, errors)
         return
     cap = max_chars if max_chars is not None else -1
+    replace = errors == "replace"
     if inp.format == "text":
-        with io.TextIOWrapper(open_decompressed(inp.path), encoding="utf-8") as f:
-            # The document being read, in pieces: a separator is looked for in each new block only (and
-            # where it meets the last), so a long document costs linear time, not a re-scan per block.
-            pending: list[str] = []
-            held = 0  # characters in `pending`
-            tail = ""  # the last len(separator) - 1 characters read, where a separator may begin
-            keep = len(separator) - 1
-            while block := f.read(1 << 20):
-                if separator not in tail + block:
-                    if cap < 0 or held < cap + keep:  # past the cap, only the tail is kept
-                        pending.append(block)
-                        held += len(block)
-                    tail = (tail + block)[-keep:] if keep else ""
-                    continue
-                parts = ("".join(pending) + (block if cap < 0 or held < cap + keep else tail + block)).split(separator)
-                last = parts.pop()
-                pending, held = [last], len(last)
-                tail = last[-keep:] if keep else ""
-                yield from (d.strip("\n")[: cap if cap >= 0 else None] for d in parts if d.strip())
-            rest = "".join(pending)
-            if rest.strip():
-                yield rest.strip("\n")[: cap if cap >= 0 else None]
+        # The document being read, in pieces: a separator is looked for in each new block only (and
+        # where it meets the last), so a long document costs linear time, not a re-scan per block.
+        pending: list[str] = []
+        held = 0  # characters in `pending`
+        tail = ""  # the last len(separator) - 1 characters read, where a separator may begin
+        keep = len(separator) - 1
+        for block in decoded_blocks(inp.path, errors):
+            if separator not in tail + block:
+                if cap < 0 or held < cap + keep:  # past the cap, only the tail is kept
+                    pending.append(block)
+                    held += len(block)
+                tail = (tail + block)[-keep:] if keep else ""
+                continue
+            parts = ("".join(pending) + (block if cap < 0 or held < cap + keep else tail + block)).split(separator)
+            last = parts.pop()
+            pending, held = [last], len(last)
+            tail = last[-keep:] if keep else ""
+            yield from (d.strip("\n")[: cap if cap >= 0 else None] for d in parts if d.strip())
+        rest = "".join(pending)
+        if rest.strip():
+            yield rest.strip("\n")[: cap if cap >= 0 else None]
     elif inp.format == "jsonl":
         with open_decompressed(inp.path) as f:
             for n, line in enumerate(f, 1):
@@ -798,10 +833,10 @@ def iter_documents(
                 if not line.strip():
                     continue
                 try:
-                    text = line.decode("utf-8")
+                    text = line.decode("utf-8", errors)
                 except UnicodeDecodeError as e:
                     raise InputError(
-                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line)"
+                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line); {ERRORS_HINT}"
                     ) from None
                 try:
                     record = json.loads(text)
@@ -819,13 +854,16 @@ def iter_documents(
                         f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
                     )
                 if not value.isascii() and _SURROGATE.search(value):
-                    raise InputError(
-                        f"{inp.path}: line {n}: field {text_field!r} holds half a UTF-16 surrogate pair (an escape "
-                        "such as \\ud800), which is no character"
-                    )
+                    if replace:
+                        value = _SURROGATE.sub("\ufffd", value)
+                    else:
+                        raise InputError(
+                            f"{inp.path}: line {n}: field {text_field!r} holds half a UTF-16 surrogate pair (an "
+                            f"escape such as \\ud800), which is no character; {ERRORS_HINT}"
+                        )
                 yield value[: cap if cap >= 0 else None]
     elif inp.format == "parquet":
-        for texts in _core.ParquetTexts(os.fspath(inp.path), text_field):
+        for texts in _core.ParquetTexts(os.fspath(inp.path), text_field, replace):
             yield from (t[: cap if cap >= 0 else None] for t in texts)
     else:
         row = 0
@@ -834,10 +872,11 @@ def iter_documents(
                 for value in column.to_pylist():
                     if isinstance(value, bytes):  # a binary column: its values must be UTF-8 text
                         try:
-                            value = value.decode("utf-8")
+                            value = value.decode("utf-8", errors)
                         except UnicodeDecodeError as e:
                             raise InputError(
-                                f"{inp.path}: row {row}: is not valid UTF-8 (at byte {e.start} of the text)"
+                                f"{inp.path}: row {row}: is not valid UTF-8 (at byte {e.start} of the text); "
+                                + ERRORS_HINT
                             ) from None
                     row += 1
                     if value:

@@ -33,19 +33,21 @@ def parse_size(text: str) -> float:
 MAX_DOCUMENT_CHARS = 1 << 20
 
 
-def documents(path: str | os.PathLike[str], text_field: str = DEFAULT_TEXT_FIELD) -> Iterator[str]:
+def documents(
+    path: str | os.PathLike[str], text_field: str = DEFAULT_TEXT_FIELD, errors: str = "strict"
+) -> Iterator[str]:
     """The documents of a corpus file, streamed: records' texts, or text split on <|endoftext|>; each cut
-    to MAX_DOCUMENT_CHARS."""
-    return iter_documents(detect(path), text_field, EOT, MAX_DOCUMENT_CHARS)
+    to MAX_DOCUMENT_CHARS. `errors` as for `readers.iter_documents`."""
+    return iter_documents(detect(path), text_field, EOT, MAX_DOCUMENT_CHARS, errors)
 
 
 def sample_documents(
-    path: str | os.PathLike[str], k: int, seed: int, text_field: str = DEFAULT_TEXT_FIELD
+    path: str | os.PathLike[str], k: int, seed: int, text_field: str = DEFAULT_TEXT_FIELD, errors: str = "strict"
 ) -> list[str]:
     """A uniform sample of k documents (reservoir sampling: one pass, memory for k documents)."""
     rng = random.Random(seed)
     sample: list[str] = []
-    for n, doc in enumerate(documents(path, text_field)):
+    for n, doc in enumerate(documents(path, text_field, errors)):
         if n < k:
             sample.append(doc)
         else:
@@ -67,13 +69,14 @@ def timing_documents(
     warm_bytes: int = WARM_BYTES,
     timed_bytes: int = TIMED_BYTES,
     text_field: str = DEFAULT_TEXT_FIELD,
+    errors: str = "strict",
 ) -> tuple[list[str], list[str]]:
     """The corpus's first documents: about `warm_bytes` of them to warm up on, then about `timed_bytes` to
     time. A smaller corpus is split in the same proportion (a fifth to warm up on, by default)."""
     docs: list[str] = []
     sizes: list[int] = []
     total = 0
-    for doc in documents(path, text_field):
+    for doc in documents(path, text_field, errors):
         docs.append(doc)
         sizes.append(len(doc.encode("utf-8")))
         total += sizes[-1]
@@ -166,12 +169,13 @@ def compare(
     project_bytes: float,
     num_threads: int | None = None,
     text_field: str = DEFAULT_TEXT_FIELD,
+    errors: str = "strict",
 ) -> dict[str, Any]:
-    samples = {c: sample_documents(c, docs, seed, text_field) for c in corpora}
+    samples = {c: sample_documents(c, docs, seed, text_field, errors) for c in corpora}
     for c, s in samples.items():
         if not s:
             raise ValueError(f"{c}: no documents")
-    timing = {c: timing_documents(c, text_field=text_field) for c in corpora}
+    timing = {c: timing_documents(c, text_field=text_field, errors=errors) for c in corpora}
     results: dict[str, Any] = {
         "tokenizers": {name: tokenizer_summary(tok) for name, tok in tokenizers.items()},
         "pairs": [

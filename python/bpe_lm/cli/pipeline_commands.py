@@ -10,6 +10,7 @@ from pathlib import Path
 from bpe_lm.cli.common import (
     HelpFormatter,
     UserError,
+    add_errors_argument,
     check_inputs,
     check_writable_directory,
     number,
@@ -56,6 +57,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=number(0, above=True), default=5.0, help="training time")
     p.add_argument("--vocab", type=positive_int, default=2048, help="tokenizer vocabulary size")
     p.add_argument("--max-mb", type=number(0, above=True), default=50.0, help="read at most this much of --data")
+    add_errors_argument(p)
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", metavar="DIR", help="run directory to create (default: runs/demo-DATE-TIME)")
@@ -100,6 +102,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
             args.max_mb,
             args.seed,
             plot=plot,
+            errors=args.errors,
         )
     except BaseException:
         # Everything in `out` is this run's (it did not exist before): leave nothing half-made behind.

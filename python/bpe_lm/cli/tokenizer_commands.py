@@ -493,6 +493,7 @@ def add_tokenizer_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="825GB", help="corpus size for the projected encoding time (825GB: the Pile)")
     p.add_argument("--threads", type=thread_count, default=None, help="encoding threads (default: all cores)")
+    add_errors_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_tokenizer_stats)
 
@@ -513,7 +514,7 @@ def run_tokenizer_stats(args: argparse.Namespace) -> None:
         if name in tokenizers:
             name = d
         tokenizers[name] = load_tokenizer(d)
-    results = compare(tokenizers, corpora, args.docs, args.seed, project, args.threads, args.text_field)
+    results = compare(tokenizers, corpora, args.docs, args.seed, project, args.threads, args.text_field, args.errors)
     print(json.dumps(results, indent=2) if args.json else render(results))
 
 
