@@ -1012,6 +1012,14 @@ def test_eval_raw_text_takes_records(gpt2, formats, documents, tmp_path, capsys)
     tokens = len(np.load(tmp_path / "valid.npy"))
     text_bytes = sum(len(d.encode("utf-8")) for d in documents)
     assert result["bits_per_byte"] == pytest.approx(result["loss"] * tokens / text_bytes / np.log(2))
+    # Tokens of text with bytes that are not UTF-8, encoded with errors="replace": eval offers the same way.
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait, " * 64)
+    gpt2.encode_files(tmp_path / "bad.txt", tmp_path / "bad.npy", errors="replace")
+    bad = [*base[:4], str(tmp_path / "bad.npy"), *base[5:], "--raw-text", str(tmp_path / "bad.txt")]
+    assert main(bad) == 1
+    assert "bad.txt: invalid UTF-8 at byte offset 3" in capsys.readouterr().err
+    assert main([*bad, "--errors", "replace"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits_per_byte"] > 0
 
 
 def test_text_documents_split_like_str_split_in_linear_time(tmp_path):

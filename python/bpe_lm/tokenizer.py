@@ -592,9 +592,15 @@ class Tokenizer:
                 bar.close()
 
     def count_file(
-        self, input_path: PathLike, *, num_threads: int | None = None, text_field: str = DEFAULT_TEXT_FIELD
+        self,
+        input_path: PathLike,
+        *,
+        num_threads: int | None = None,
+        text_field: str = DEFAULT_TEXT_FIELD,
+        errors: str = "strict",
     ) -> Stats:
-        """What `encode_file` would write for a corpus file: its tokens, documents and bytes of text."""
+        """What `encode_file` would write for a corpus file: its tokens, documents and bytes of text
+        (`errors` as for `encode_file`)."""
         import tempfile
 
         from bpe_lm.readers import resolve
@@ -602,7 +608,7 @@ class Tokenizer:
         with tempfile.TemporaryDirectory(prefix="bpe-lm-count-") as tmp:
             units = whole_units(resolve(_input_paths(input_path)))
             return self.encode_units(units, Path(tmp) / "ids.npy", dtype="uint32", num_threads=num_threads,
-                                     text_field=text_field)  # fmt: skip
+                                     text_field=text_field, errors=errors)  # fmt: skip
 
     def fingerprint(self) -> str:
         """SHA-256 of what decides the ids (vocabulary, merges, special tokens, pattern): equal fingerprints,

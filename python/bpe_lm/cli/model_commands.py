@@ -12,6 +12,7 @@ from typing import Any
 from bpe_lm.cli.common import (
     HelpFormatter,
     UserError,
+    add_errors_argument,
     add_model_source,
     add_tokenizer_option,
     check_inputs,
@@ -198,6 +199,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         help="with --raw-text in a record format: the field or column that holds each record's text",
     )
     add_tokenizer_option(p, "with --raw-text: the tokenizer the tokens came from")
+    add_errors_argument(p)
     p.add_argument(
         "--text-bytes", type=positive_int, default=None, help="UTF-8 size of that text, instead of --raw-text"
     )
@@ -227,7 +229,7 @@ def run_eval(args: argparse.Namespace) -> None:
     if args.raw_text:
         # A wrong text file would give a wrong bits per byte without any sign: check it encodes to these tokens.
         tok, tok_name = tokenizer_for_model(source, args.tokenizer)
-        read = tok.count_file(args.raw_text, text_field=args.text_field)
+        read = tok.count_file(args.raw_text, text_field=args.text_field, errors=args.errors)
         encoded = read.tokens
         if encoded != len(tokens):
             raise UserError(f"--raw-text {args.raw_text}: encodes to {encoded:,} tokens with {tok_name}, but {args.data} holds {len(tokens):,}; "
