@@ -25,6 +25,7 @@ import zstandard
 
 import bpe_lm
 from bpe_lm import _core, ingest
+from bpe_lm.errors import RecordError, TextEncodingError
 from bpe_lm.readers import (
     InputError,
     detect,
@@ -315,10 +316,14 @@ def test_errors_replace_reads_records_that_are_no_unicode(gpt2, tmp_path):
     r = bpe_lm_cli("encode", tmp_path / "s.jsonl", "-o", tmp_path / "s.npy", "--tokenizer", tok_dir, "--quiet")
     assert r.returncode == 1 and "line 1: holds \\udc00 (at byte 12), half a UTF-16 surrogate pair" in r.stderr
     # Documents as strings (statistics, the demo) name them the same way.
-    with pytest.raises(InputError, match="c.jsonl: line 2: is not valid UTF-8 .at byte 13 of the line."):
+    with pytest.raises(RecordError, match="c.jsonl: line 2: is not valid UTF-8 .at byte 13 of the line.") as bad:
         list(iter_documents(detect(tmp_path / "c.jsonl")))
-    with pytest.raises(InputError, match="s.jsonl: line 1: field 'text' holds half a UTF-16 surrogate pair"):
+    assert (bad.value.path, bad.value.position) == (str(tmp_path / "c.jsonl"), "line 2")
+    with pytest.raises(RecordError, match="s.jsonl: line 1: field 'text' holds half a UTF-16 surrogate pair"):
         list(iter_documents(detect(tmp_path / "s.jsonl")))
+    with pytest.raises(RecordError, match="c.arrow: row 1: is not valid UTF-8") as bad:
+        list(iter_documents(detect(tmp_path / "c.arrow")))
+    assert bad.value.position == "row 1"
     # ... and with errors="replace" read what the encoder reads.
     texts = {
         "jsonl": ["fine", "caf\ufffd \ufffd ok \U0001f600"],
@@ -344,9 +349,10 @@ def test_text_read_as_strings_names_the_byte_that_is_not_utf8_or_replaces_it(gpt
     for name in ("c.txt", "c.txt.gz"):
         path = tmp_path / name
         message = f"{name}: invalid UTF-8 at byte offset {offset}; --errors replace reads it with U+FFFD"
-        with pytest.raises(InputError, match=re.escape(message)):
+        with pytest.raises(TextEncodingError, match=re.escape(message)) as bad:
             list(iter_documents(detect(path)))
-        with pytest.raises(InputError, match=re.escape(message)):
+        assert (bad.value.path, bad.value.offset) == (str(path), offset)
+        with pytest.raises(TextEncodingError, match=re.escape(message)):
             read_text(path)
         assert list(iter_documents(detect(path), errors="replace")) == [head + " ok \ufffd tail", "second"]
         assert read_text(path, errors="replace") == head + " ok \ufffd tail" + EOT + "second"

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm.errors import InputError
+from bpe_lm.errors import InputError, RecordError, TextEncodingError
 
 DEFAULT_TEXT_FIELD = "text"
 # The end-of-text special token: the document separator of text corpora, and the id after each record.
@@ -458,7 +458,7 @@ ERRORS_HINT = "--errors replace reads it with U+FFFD"
 
 def decoded_blocks(path: str | os.PathLike[str], errors: str = "strict", block_bytes: int = 1 << 20) -> Iterator[str]:
     """The text of a file (plain, gzip or zstd) in blocks of about `block_bytes`. Bytes that are not UTF-8
-    stop it with an InputError naming the file and their offset in the (decompressed) text, or with
+    stop it with a TextEncodingError naming the file and their offset in the (decompressed) text, or with
     `errors="replace"` read as U+FFFD, as the core reads them."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
     offset = 0  # bytes given to the decoder so far
@@ -469,8 +469,9 @@ def decoded_blocks(path: str | os.PathLike[str], errors: str = "strict", block_b
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
-                raise InputError(
-                    f"{path}: invalid UTF-8 at byte offset {offset - held + e.start}; {ERRORS_HINT}"
+                at = offset - held + e.start
+                raise TextEncodingError(
+                    f"{path}: invalid UTF-8 at byte offset {at}; {ERRORS_HINT}", path=os.fspath(path), offset=at
                 ) from None
             offset += len(raw)
             if text:
@@ -795,8 +796,8 @@ def iter_documents(
     text split on `separator` (stripped of surrounding newlines, empty ones skipped). With `max_chars`,
     each document is cut to its first `max_chars` characters, and a longer one is never held whole.
     `errors="replace"` reads text that is not UTF-8 (and, in JSON, escapes of half a surrogate pair) as
-    U+FFFD, as the core does when it encodes; strict, such text stops it with an InputError naming the
-    file and the place."""
+    U+FFFD, as the core does when it encodes; strict, such text stops it with the error the core raises
+    (TextEncodingError for a text file, RecordError for a record), naming the file and the place."""
     if inp.url is not None:
         with staged(inp) as local:
             yield from iter_documents(local, text_field, separator, max_chars, errors)
@@ -835,31 +836,43 @@ def iter_documents(
                 try:
                     text = line.decode("utf-8", errors)
                 except UnicodeDecodeError as e:
-                    raise InputError(
-                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line); {ERRORS_HINT}"
+                    raise RecordError(
+                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line); {ERRORS_HINT}",
+                        path=str(inp.path),
+                        position=f"line {n}",
                     ) from None
                 try:
                     record = json.loads(text)
                 except ValueError as e:
-                    raise InputError(f"{inp.path}: line {n}: is not valid JSON ({e})") from None
+                    raise RecordError(
+                        f"{inp.path}: line {n}: is not valid JSON ({e})", path=str(inp.path), position=f"line {n}"
+                    ) from None
                 if not isinstance(record, dict):
-                    raise InputError(f"{inp.path}: line {n}: is not a JSON object")
+                    raise RecordError(
+                        f"{inp.path}: line {n}: is not a JSON object", path=str(inp.path), position=f"line {n}"
+                    )
                 if text_field not in record:
-                    raise InputError(f"{inp.path}: line {n}: has no field {text_field!r}")
+                    raise RecordError(
+                        f"{inp.path}: line {n}: has no field {text_field!r}", path=str(inp.path), position=f"line {n}"
+                    )
                 value = record[text_field]
                 if value is None or value == "":
                     continue
                 if not isinstance(value, str):
-                    raise InputError(
-                        f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string"
+                    raise RecordError(
+                        f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string",
+                        path=str(inp.path),
+                        position=f"line {n}",
                     )
                 if not value.isascii() and _SURROGATE.search(value):
                     if replace:
                         value = _SURROGATE.sub("\ufffd", value)
                     else:
-                        raise InputError(
+                        raise RecordError(
                             f"{inp.path}: line {n}: field {text_field!r} holds half a UTF-16 surrogate pair (an "
-                            f"escape such as \\ud800), which is no character; {ERRORS_HINT}"
+                            f"escape such as \\ud800), which is no character; {ERRORS_HINT}",
+                            path=str(inp.path),
+                            position=f"line {n}",
                         )
                 yield value[: cap if cap >= 0 else None]
     elif inp.format == "parquet":
@@ -874,9 +887,11 @@ def iter_documents(
                         try:
                             value = value.decode("utf-8", errors)
                         except UnicodeDecodeError as e:
-                            raise InputError(
+                            raise RecordError(
                                 f"{inp.path}: row {row}: is not valid UTF-8 (at byte {e.start} of the text); "
-                                + ERRORS_HINT
+                                + ERRORS_HINT,
+                                path=str(inp.path),
+                                position=f"row {row}",
                             ) from None
                     row += 1
                     if value:
