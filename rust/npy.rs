@@ -102,7 +102,7 @@ pub struct IdWriter {
 impl IdWriter {
     pub fn create(path: &std::path::Path, dtype: Dtype) -> crate::Result<Self> {
         let err = |e| crate::Error::io(Some(path.to_path_buf()), e);
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(err)?);
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path).map_err(err)?);
         out.write_all(&header(dtype, 0)).map_err(err)?;
         Ok(IdWriter {
             out,
