@@ -282,3 +282,15 @@ def test_encode_notes_a_pattern_that_runs_on_the_regex_engine(tmp_path, corpus_f
     (out / "tokenizer_config.json").write_text(json.dumps(config))
     code, err = run(capsys, "encode", corpus_file, "--tokenizer", out, "-o", tmp_path / "b.npy", "--quiet")
     assert code == 0 and "general regex engine" in err and "tok" in err
+
+
+def test_the_summary_counts_in_words():
+    """'1 input (1 document, 1 empty or null record skipped)', not '1 documents'."""
+    from bpe_lm.cli.tokenizer_commands import _summary
+    from bpe_lm.readers import Stats
+
+    one = _summary(Stats(documents=1, skipped=1, text_bytes=2_000_000), 1)
+    assert one == "2.0 MB of text from 1 input (1 document, 1 empty or null record skipped)"
+    many = _summary(Stats(documents=4011, skipped=2, text_bytes=12_300_000), 3)
+    assert many == "12.3 MB of text from 3 inputs (4,011 documents, 2 empty or null records skipped)"
+    assert _summary(Stats(text_bytes=0), 2) == "0.0 MB of text from 2 inputs"

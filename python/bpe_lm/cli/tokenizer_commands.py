@@ -93,17 +93,18 @@ def _summary(stats, n_inputs: int) -> str:
     """'12.3 MB of text from 3 inputs (4,011 documents, 1 empty or null record skipped)'."""
     docs = ""
     if stats.documents or stats.skipped:
-        skipped = f", {stats.skipped:,} empty or null records skipped" if stats.skipped else ""
-        docs = f" ({stats.documents:,} documents{skipped})"
-    return f"{stats.text_bytes / 1e6:.1f} MB of text from {_inputs_label(n_inputs)}{docs}"
+        skipped = f", {_counted(stats.skipped, 'empty or null record')} skipped" if stats.skipped else ""
+        docs = f" ({_counted(stats.documents, 'document')}{skipped})"
+    return f"{stats.text_bytes / 1e6:.1f} MB of text from {_counted(n_inputs, 'input')}{docs}"
 
 
 def _rate(stats, elapsed: float) -> str:
     return f"{format_duration(elapsed)} ({stats.text_bytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s)"
 
 
-def _inputs_label(n: int) -> str:
-    return f"{n} input{'s' if n != 1 else ''}"
+def _counted(n: int, noun: str) -> str:
+    """'1 input', '3 inputs', '4,011 documents'."""
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
 
 
 def run_train_tokenizer(args: argparse.Namespace) -> None:
@@ -410,7 +411,7 @@ def run_encode(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     if stats.inputs:
         print(
-            f"encoded {_summary(stats, len(stats.inputs))} into {stats.tokens:,} tokens in {_rate(stats, elapsed)}; peak memory {peak_rss_mb():.0f} MB",
+            f"encoded {_summary(stats, len(stats.inputs))} into {_counted(stats.tokens, 'token')} in {_rate(stats, elapsed)}; peak memory {peak_rss_mb():.0f} MB",
             file=sys.stderr,
         )
     else:
