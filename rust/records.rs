@@ -162,6 +162,9 @@ impl RecordChunk for LineChunk {
     }
 }
 
+/// What a message about a record's text that is not UTF-8 ends with: the way out.
+const ERRORS_HINT: &str = "--errors replace reads it with U+FFFD";
+
 /// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error), unless
 /// `lossy`, where what is not becomes U+FFFD.
 pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64, lossy: bool) -> Result<Cow<'a, str>> {
@@ -171,7 +174,7 @@ pub fn document_text<'a>(bytes: &'a [u8], path: &std::path::Path, row: u64, loss
         Err(valid) => Err(Error::InvalidRecord {
             path: path.to_path_buf(),
             position: format!("row {row}"),
-            message: format!("is not valid UTF-8 (at byte {valid} of the text); --errors replace reads it with U+FFFD"),
+            message: format!("is not valid UTF-8 (at byte {valid} of the text); {ERRORS_HINT}"),
         }),
     }
 }
@@ -396,7 +399,7 @@ fn serde_value<'a>(
                 .map_err(|e| format!("is not valid JSON ({e})"));
         }
         Some(TextFault::NotUtf8(at)) => {
-            format!("is not valid UTF-8 (at byte {at} of the line); --errors replace reads it with U+FFFD")
+            format!("is not valid UTF-8 (at byte {at} of the line); {ERRORS_HINT}")
         }
         Some(TextFault::LoneSurrogate(at)) => format!(
             "holds {} (at byte {at}), half a UTF-16 surrogate pair, which is no character; --errors replace \
