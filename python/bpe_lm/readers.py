@@ -456,6 +456,11 @@ ERRORS_HINT = "--errors replace reads it with U+FFFD"
 """What a message about text that is not UTF-8 adds where the command offers a way out."""
 
 
+def _record_error(path: Path, position: str, what: str) -> RecordError:
+    """A record that cannot be read as a document, worded as the core words it: `FILE: POSITION: WHAT`."""
+    return RecordError(f"{path}: {position}: {what}", path=str(path), position=position)
+
+
 def decoded_blocks(path: str | os.PathLike[str], errors: str = "strict", block_bytes: int = 1 << 20) -> Iterator[str]:
     """The text of a file (plain, gzip or zstd) in blocks of about `block_bytes`. Bytes that are not UTF-8
     stop it with a TextEncodingError naming the file and their offset in the (decompressed) text, or with
@@ -836,43 +841,33 @@ def iter_documents(
                 try:
                     text = line.decode("utf-8", errors)
                 except UnicodeDecodeError as e:
-                    raise RecordError(
-                        f"{inp.path}: line {n}: is not valid UTF-8 (at byte {e.start} of the line); {ERRORS_HINT}",
-                        path=str(inp.path),
-                        position=f"line {n}",
+                    raise _record_error(
+                        inp.path, f"line {n}", f"is not valid UTF-8 (at byte {e.start} of the line); {ERRORS_HINT}"
                     ) from None
                 try:
                     record = json.loads(text)
                 except ValueError as e:
-                    raise RecordError(
-                        f"{inp.path}: line {n}: is not valid JSON ({e})", path=str(inp.path), position=f"line {n}"
-                    ) from None
+                    raise _record_error(inp.path, f"line {n}", f"is not valid JSON ({e})") from None
                 if not isinstance(record, dict):
-                    raise RecordError(
-                        f"{inp.path}: line {n}: is not a JSON object", path=str(inp.path), position=f"line {n}"
-                    )
+                    raise _record_error(inp.path, f"line {n}", "is not a JSON object")
                 if text_field not in record:
-                    raise RecordError(
-                        f"{inp.path}: line {n}: has no field {text_field!r}", path=str(inp.path), position=f"line {n}"
-                    )
+                    raise _record_error(inp.path, f"line {n}", f"has no field {text_field!r}")
                 value = record[text_field]
                 if value is None or value == "":
                     continue
                 if not isinstance(value, str):
-                    raise RecordError(
-                        f"{inp.path}: line {n}: field {text_field!r} is {type(value).__name__}, not a string",
-                        path=str(inp.path),
-                        position=f"line {n}",
+                    raise _record_error(
+                        inp.path, f"line {n}", f"field {text_field!r} is {type(value).__name__}, not a string"
                     )
                 if not value.isascii() and _SURROGATE.search(value):
                     if replace:
                         value = _SURROGATE.sub("\ufffd", value)
                     else:
-                        raise RecordError(
-                            f"{inp.path}: line {n}: field {text_field!r} holds half a UTF-16 surrogate pair (an "
-                            f"escape such as \\ud800), which is no character; {ERRORS_HINT}",
-                            path=str(inp.path),
-                            position=f"line {n}",
+                        raise _record_error(
+                            inp.path,
+                            f"line {n}",
+                            f"field {text_field!r} holds half a UTF-16 surrogate pair (an escape such as \\ud800), "
+                            f"which is no character; {ERRORS_HINT}",
                         )
                 yield value[: cap if cap >= 0 else None]
     elif inp.format == "parquet":
@@ -887,11 +882,10 @@ def iter_documents(
                         try:
                             value = value.decode("utf-8", errors)
                         except UnicodeDecodeError as e:
-                            raise RecordError(
-                                f"{inp.path}: row {row}: is not valid UTF-8 (at byte {e.start} of the text); "
-                                + ERRORS_HINT,
-                                path=str(inp.path),
-                                position=f"row {row}",
+                            raise _record_error(
+                                inp.path,
+                                f"row {row}",
+                                f"is not valid UTF-8 (at byte {e.start} of the text); {ERRORS_HINT}",
                             ) from None
                     row += 1
                     if value:
