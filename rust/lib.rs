@@ -19,6 +19,7 @@ mod keys;
 mod merge;
 pub mod npy;
 pub mod parquet_input;
+mod parquet_pages;
 pub mod pretokenize;
 pub mod progress;
 pub mod records;

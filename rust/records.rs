@@ -154,6 +154,10 @@ pub fn jsonl_input(source: &TextSource, field: &str, lossy: bool) -> Result<Reco
 pub trait RecordChunk: Send {
     /// The chunk's documents (borrowed from it where possible) and the records skipped.
     fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>>;
+
+    /// Does ahead of `documents`, on any thread, what of its work the chunk keeps (parquet: its pages
+    /// inflated and decoded); an error here is left for `documents` to give.
+    fn prepare(&self) {}
 }
 
 impl RecordChunk for LineChunk {

@@ -193,6 +193,7 @@ def test_every_format_encodes_to_the_per_record_reference(gpt2, formats, documen
         {"use_dictionary": False, "column_encoding": {"text": "DELTA_BYTE_ARRAY"}},
         {"use_dictionary": False, "column_encoding": {"text": "DELTA_LENGTH_BYTE_ARRAY"}},
         {"data_page_size": 2048, "write_page_checksum": True, "write_page_index": True},
+        {"dictionary_pagesize_limit": 2048, "data_page_size": 2048},  # dictionary pages, then plain ones
         {"large_string": True},
     ],
     ids=lambda how: ",".join(f"{k}={v}" for k, v in how.items()),
