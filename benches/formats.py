@@ -9,6 +9,8 @@ use of the tokenizer in that process); MB/s counts the UTF-8 bytes of the docume
 process's own high-water mark (VmHWM). Configurations run in interleaved rounds (`--repeat`), and each
 reports its median, so a load that comes and goes hits all alike. The ids of every record path are
 checked equal to tiktoken's.
+Then the documents as many small files (`--files`: one .txt each) and as shards (`--shards`: .jsonl.gz and
+parquet files of a few hundred kilobytes of text each) against the same text as one file.
 Last, a >= 1 GB parquet file (the documents repeated, so its speed is not quoted) for peak memory.
 
     pip install ".[bench,test]" && python benches/formats.py            # about 4 min, peak < 2 GB, on 2 cores
@@ -148,10 +150,13 @@ def main() -> None:
     ap.add_argument(
         "--files", type=int, default=5000, help="documents written one file each, for the many-files run (0: skip)"
     )
-    ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1 --files 500")
+    ap.add_argument(
+        "--shards", type=int, default=100, help="the documents also as this many .jsonl.gz and parquet files (0: skip)"
+    )
+    ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1 --files 500 --shards 20")
     args = ap.parse_args()
     if args.quick:
-        args.mb, args.big_gb, args.repeat, args.files = 8.0, 0.25, 1, 500
+        args.mb, args.big_gb, args.repeat, args.files, args.shards = 8.0, 0.25, 1, 500, 20
     import numpy as np
 
     docs = documents(args.mb)
@@ -215,6 +220,34 @@ def main() -> None:
             )
             print(f"\n{len(some):,} documents as {len(some):,} .txt files ({some_mb:.1f} MB), 2 threads: {some_mb / many:.1f} MB/s "
                   f"({(many - one) / len(some) * 1e6:.0f} µs a file beyond the text), against {some_mb / one:.1f} MB/s as one file")  # fmt: skip
+        if args.shards > 0:
+            # The documents as many shards of a corpus (a few hundred kilobytes of text each), against the
+            # same records as one file: the ids must be the one file's, and the time close to it.
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            per = -(-len(docs) // args.shards)
+            parts = [docs[i : i + per] for i in range(0, len(docs), per)]
+            for fmt in ("jsonl.gz", "parquet"):
+                shard_dir = d / f"shards-{fmt}"
+                shard_dir.mkdir()
+                for i, part in enumerate(parts):
+                    shard = shard_dir / f"{i:05d}.{fmt}"
+                    if fmt == "parquet":
+                        pq.write_table(pa.table({"text": part}), shard)
+                    else:
+                        lines = "".join(json.dumps({"text": t}) + "\n" for t in part).encode("utf-8")
+                        shard.write_bytes(gzip.compress(lines, compresslevel=6, mtime=0))
+                many_runs = [
+                    run("bpe-lm", shard_dir / f"*.{fmt}", d / "shards.npy", threads=2) for _ in range(args.repeat)
+                ]
+                if not np.array_equal(np.load(d / "shards.npy"), reference):
+                    raise SystemExit(f"{fmt} shards: ids differ from the one file's")
+                one_runs = [run("bpe-lm", paths[fmt], d / "one.npy", threads=2) for _ in range(args.repeat)]
+                many = statistics.median(r["seconds"] for r in many_runs)
+                one = statistics.median(r["seconds"] for r in one_runs)
+                print(f"{len(parts)} .{fmt} shards ({text_mb / len(parts):.2f} MB of text each), 2 threads: "
+                      f"{text_mb / many:.1f} MB/s, against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
         if args.big_gb > 0:
             import pyarrow as pa
             import pyarrow.parquet as pq

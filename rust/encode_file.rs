@@ -11,9 +11,8 @@ use rayon::prelude::*;
 use crate::encode::{run_bytes, Encoder, OutputId};
 use crate::error::{Error, Result};
 use crate::npy::{Dtype, IdWriter};
-use crate::parquet_input::parquet_input;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, RecordChunk, RecordInput, RecordStats};
+use crate::records::{self, ManyRecords, RecordChunk, RecordSource, RecordSpec, RecordStats};
 use crate::stream::{ChunkReader, TextSource};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
@@ -381,87 +380,65 @@ impl Encoder {
         Ok(counts)
     }
 
-    /// Appends the ids of a JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that
-    /// starts at a line) to `writer`: per record, `encode_ordinary` of its `field` and then `end_id`.
+    /// Appends the ids of the records of `sources` (JSON-lines files, parquet files' row groups), in
+    /// order, to `writer`: per record `encode_ordinary` of its text (the field or column `field`), then
+    /// `end_id`; returns each source's stats and ids written. One pipeline runs through all of them
+    /// (`ManyRecords`): chunks read on one thread (or in turns), their documents found and encoded on
+    /// `pool`, the ids written in order beside the workers.
     #[allow(clippy::too_many_arguments)]
-    pub fn encode_jsonl_into(
+    pub fn encode_records_into(
         &self,
-        input: &TextSource,
+        sources: &[RecordSource],
         field: &str,
         end_id: Option<u32>,
         writer: &mut IdWriter,
         pool: &rayon::ThreadPool,
         lossy: bool,
         progress: &dyn Progress,
-    ) -> Result<RecordStats> {
-        let records = records::jsonl_input(input, field, lossy)?;
-        self.encode_records_into(records, &input.path, end_id, writer, pool, progress)
-    }
-
-    /// Appends the ids of a parquet file's string column `field` (of the row groups `row_groups`, all
-    /// when None) to `writer`: per row, `encode_ordinary` of its text and then `end_id`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_parquet_into(
-        &self,
-        path: &Path,
-        field: &str,
-        row_groups: Option<&[usize]>,
-        end_id: Option<u32>,
-        writer: &mut IdWriter,
-        pool: &rayon::ThreadPool,
-        lossy: bool,
-        progress: &dyn Progress,
-    ) -> Result<RecordStats> {
-        let input = parquet_input(path, field, row_groups, lossy)?;
-        self.encode_records_into(input, path, end_id, writer, pool, progress)
-    }
-
-    /// The record pipeline of every record reader: chunks read on one thread, their documents found and
-    /// encoded on `pool` (per record `encode_ordinary`, then `end_id`), the ids written in order beside
-    /// the workers.
-    fn encode_records_into<C: RecordChunk>(
-        &self,
-        input: RecordInput<impl Iterator<Item = Result<C>> + Send>,
-        path: &Path,
-        end_id: Option<u32>,
-        writer: &mut IdWriter,
-        pool: &rayon::ThreadPool,
-        progress: &dyn Progress,
-    ) -> Result<RecordStats> {
+    ) -> Result<Vec<(RecordStats, u64)>> {
         writer.dtype().check_holds(self.vocab_size())?;
-        let RecordInput {
-            chunks,
-            spec,
-            read,
-            total,
-            text_bytes: text_bytes_expected,
-        } = input;
+        let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
+        let sizes = sources
+            .iter()
+            .map(RecordSource::disk_bytes)
+            .collect::<Result<Vec<u64>>>()?;
+        let total: u64 = sizes.iter().sum();
+        let read = Arc::new(AtomicU64::new(0));
+        let chunks = ManyRecords::new(sources, field, lossy, read.clone())?;
+        // The caches are sized for the text of all the inputs, as the first one's text is to its size.
+        let per_disk_byte = chunks.first_text_bytes as f64 / chunks.first_disk_bytes.max(1) as f64;
+        self.expect_text((per_disk_byte * total as f64) as u64, pool);
+        let reading = match sources {
+            [one] => Reading::for_input(pool, one.path(), total),
+            _ => Reading::for_pool(pool),
+        };
         let dtype = writer.dtype();
-        let mut stats = RecordStats::default();
-        self.expect_text(text_bytes_expected, pool);
+        let mut counts = vec![(RecordStats::default(), 0u64); sources.len()];
         pipelined(
-            Reading::for_input(pool, path, total),
+            reading,
             chunks,
             in_flight(pool),
             pool,
-            |chunk| chunk.prepare(),
-            |chunk| {
-                let docs = chunk.documents(&spec)?;
+            |(_, chunk)| chunk.prepare(),
+            |(index, chunk)| {
+                let docs = chunk.documents(&specs[*index])?;
                 let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                 let mut ids = ChunkIds::new(dtype);
                 ids.documents(self, &texts, end_id)?;
-                Ok((ids, RecordStats::of(&texts, docs.skipped)))
+                Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
             },
-            |(ids, s)| {
+            |(index, ids, s)| {
+                let before = writer.count();
                 ids.write_to(writer)?;
-                stats.add(s);
+                counts[index].0.add(s);
+                counts[index].1 += writer.count() - before;
                 if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                     return Err(Error::Interrupted);
                 }
                 Ok(())
             },
         )?;
-        Ok(stats)
+        Ok(counts)
     }
 
     /// Encodes documents in parallel on `pool`: per document `encode_ordinary` then `end_id`, in order.

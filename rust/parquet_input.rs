@@ -22,7 +22,9 @@ use parquet::schema::types::{ColumnDescPtr, Type};
 
 use crate::error::{panic_message, Error, Result};
 use crate::parquet_pages::{page_header, PageHeader, PageKind, Parsed};
-use crate::records::{document_text, Documents, RecordChunk, RecordInput, RecordSpec, RECORD_CHUNK_BYTES};
+use crate::records::{
+    document_text, Documents, RecordChunk, RecordInput, RecordSource, RecordSpec, RECORD_CHUNK_BYTES,
+};
 
 fn unreadable(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::InvalidInput {
@@ -103,24 +105,23 @@ fn is_text(field: &Type) -> bool {
 }
 
 /// A parquet file's string column `field`, of the row groups `row_groups` (all when None), one record
-/// per row.
+/// per row; the bytes read (as stored) are added to `read`.
 pub fn parquet_input(
     path: &Path,
     field: &str,
     row_groups: Option<&[usize]>,
     lossy: bool,
+    read: Arc<AtomicU64>,
 ) -> Result<RecordInput<ColumnChunks>> {
     let file = ParquetFile::open(path, field)?;
     let total = file.stored_bytes(row_groups)?;
     let text_bytes = file.text_bytes(row_groups)?;
-    let read = Arc::new(AtomicU64::new(0));
     let chunks = file.chunks(row_groups, RECORD_CHUNK_BYTES, read.clone())?;
-    let spec = RecordSpec {
+    let spec = RecordSource::Parquet {
         path: path.to_path_buf(),
-        field: field.to_string(),
-        whole_file: true,
-        lossy,
-    };
+        row_groups: None,
+    }
+    .spec(field, lossy);
     Ok(RecordInput {
         chunks,
         spec,

@@ -26,7 +26,7 @@ use crate::npy::{Dtype, IdWriter};
 use crate::parquet_input::{parquet_input, ParquetFile};
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{NoProgress, Phase, Progress};
-use crate::records::{self, RecordChunk, RecordSpec};
+use crate::records::{self, RecordChunk, RecordSource, RecordSpec};
 use crate::specials::SpecialMatcher;
 use crate::stream::TextSource;
 use crate::threads;
@@ -203,6 +203,33 @@ fn run_sized<T: Send>(
         py.detach(|| guarded(|| work(&NoProgress)))
     } else {
         run_long(py, callback, work)
+    }
+}
+
+/// A record input as Python gives it: (kind, path, byte range, row groups) (see `record_sources`).
+type RecordInputArg = (String, PathBuf, Option<(u64, u64)>, Option<Vec<usize>>);
+
+/// The record inputs: ("jsonl", path, byte range or None, None) or ("parquet", path, None, row groups or
+/// None).
+fn record_sources(inputs: Vec<RecordInputArg>) -> PyResult<Vec<RecordSource>> {
+    inputs
+        .into_iter()
+        .map(|(kind, path, range, row_groups)| match kind.as_str() {
+            "jsonl" => Ok(RecordSource::Jsonl(TextSource { path, range })),
+            "parquet" => Ok(RecordSource::Parquet { path, row_groups }),
+            other => Err(PyValueError::new_err(format!(
+                "a record input is 'jsonl' or 'parquet', not {other:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// Whether `sources` are one small input (`is_small_input`), which is encoded without a helper thread.
+fn one_small(sources: &[RecordSource]) -> bool {
+    match sources {
+        [RecordSource::Jsonl(source)] => is_small_input(&source.path, source.range_bytes()),
+        [RecordSource::Parquet { path, .. }] => is_small_input(path, None),
+        _ => false,
     }
 }
 
@@ -819,70 +846,34 @@ impl Encoder {
         })
     }
 
-    /// Appends the ids of a JSON-lines file's records to `writer` (per record: `encode_ordinary` of
-    /// `field`, then `end_id`); returns (documents, skipped records, text bytes, tokens).
-    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, range=None, errors_replace=false))]
+    /// Appends the ids of the records of `inputs`, in order, to `writer` (per record: `encode_ordinary` of
+    /// `field`, then `end_id`): each input ("jsonl", path, byte range or None, None) or ("parquet", path,
+    /// None, row groups or None), all read through as one stream. Returns (documents, skipped records,
+    /// text bytes, tokens) per input.
+    #[pyo3(signature = (inputs, field, end_id, writer, num_threads=None, progress=None, errors_replace=false))]
     #[allow(clippy::too_many_arguments)]
-    fn encode_jsonl_into(
+    fn encode_records_into(
         &self,
         py: Python<'_>,
-        input: PathBuf,
+        inputs: Vec<RecordInputArg>,
         field: String,
         end_id: Option<u32>,
         writer: &TokenWriter,
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
-        range: Option<(u64, u64)>,
         errors_replace: bool,
-    ) -> PyResult<(u64, u64, u64, u64)> {
-        let source = TextSource { path: input, range };
-        let small = is_small_input(&source.path, source.range_bytes());
-        run_sized(py, progress.as_ref(), small, |p| {
+    ) -> PyResult<Vec<(u64, u64, u64, u64)>> {
+        let sources = record_sources(inputs)?;
+        run_sized(py, progress.as_ref(), one_small(&sources), |p| {
             let pool = threads::pool(num_threads)?;
-            writer.with(|w| {
-                let before = w.count();
-                let s = self
-                    .inner
-                    .encode_jsonl_into(&source, &field, end_id, w, &pool, errors_replace, p)?;
-                Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
-            })
-        })
-    }
-
-    /// Appends the ids of a parquet file's string column `field` to `writer` (per row: `encode_ordinary`,
-    /// then `end_id`), of the row groups `row_groups` (all when None); returns (documents, skipped
-    /// records, text bytes, tokens).
-    #[pyo3(signature = (input, field, end_id, writer, num_threads=None, progress=None, row_groups=None, errors_replace=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn encode_parquet_into(
-        &self,
-        py: Python<'_>,
-        input: PathBuf,
-        field: String,
-        end_id: Option<u32>,
-        writer: &TokenWriter,
-        num_threads: Option<usize>,
-        progress: Option<Bound<'_, PyAny>>,
-        row_groups: Option<Vec<usize>>,
-        errors_replace: bool,
-    ) -> PyResult<(u64, u64, u64, u64)> {
-        let small = is_small_input(&input, None);
-        run_sized(py, progress.as_ref(), small, |p| {
-            let pool = threads::pool(num_threads)?;
-            writer.with(|w| {
-                let before = w.count();
-                let s = self.inner.encode_parquet_into(
-                    &input,
-                    &field,
-                    row_groups.as_deref(),
-                    end_id,
-                    w,
-                    &pool,
-                    errors_replace,
-                    p,
-                )?;
-                Ok((s.documents, s.skipped, s.text_bytes, w.count() - before))
-            })
+            let counts = writer.with(|w| {
+                self.inner
+                    .encode_records_into(&sources, &field, end_id, w, &pool, errors_replace, p)
+            })?;
+            Ok(counts
+                .into_iter()
+                .map(|(s, tokens)| (s.documents, s.skipped, s.text_bytes, tokens))
+                .collect())
         })
     }
 
@@ -1099,56 +1090,28 @@ impl PretokenCounter {
         Ok(text_bytes)
     }
 
-    /// Counts the records of a JSON-lines file, one document each; returns (documents, skipped, text bytes).
-    #[pyo3(signature = (path, field, range=None, num_threads=None, progress=None, errors_replace=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_jsonl(
+    /// Counts the records of `inputs` (as `Encoder.encode_records_into` takes them), one document
+    /// each; returns (documents, skipped, text bytes) per input.
+    #[pyo3(signature = (inputs, field, num_threads=None, progress=None, errors_replace=false))]
+    fn add_records(
         &self,
         py: Python<'_>,
-        path: PathBuf,
+        inputs: Vec<RecordInputArg>,
         field: String,
-        range: Option<(u64, u64)>,
         num_threads: Option<usize>,
         progress: Option<Bound<'_, PyAny>>,
         errors_replace: bool,
-    ) -> PyResult<(u64, u64, u64)> {
-        let source = TextSource { path, range };
+    ) -> PyResult<Vec<(u64, u64, u64)>> {
+        let sources = record_sources(inputs)?;
         let (counted, stats) = run_long(py, progress.as_ref(), |p| {
             let pool = threads::pool(num_threads)?;
-            train::count_jsonl(&source, &field, &self.pretokenizer, &pool, errors_replace, p)
+            train::count_records(&sources, &field, &self.pretokenizer, &pool, errors_replace, p)
         })?;
         py.detach(|| self.add(counted));
-        Ok((stats.documents, stats.skipped, stats.text_bytes))
-    }
-
-    /// Counts the rows of a parquet file's string column `field` (of the row groups `row_groups`, all
-    /// when None), one document each; returns (documents, skipped, text bytes).
-    #[pyo3(signature = (path, field, row_groups=None, num_threads=None, progress=None, errors_replace=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_parquet(
-        &self,
-        py: Python<'_>,
-        path: PathBuf,
-        field: String,
-        row_groups: Option<Vec<usize>>,
-        num_threads: Option<usize>,
-        progress: Option<Bound<'_, PyAny>>,
-        errors_replace: bool,
-    ) -> PyResult<(u64, u64, u64)> {
-        let (counted, stats) = run_long(py, progress.as_ref(), |p| {
-            let pool = threads::pool(num_threads)?;
-            train::count_parquet(
-                &path,
-                &field,
-                row_groups.as_deref(),
-                &self.pretokenizer,
-                &pool,
-                errors_replace,
-                p,
-            )
-        })?;
-        py.detach(|| self.add(counted));
-        Ok((stats.documents, stats.skipped, stats.text_bytes))
+        Ok(stats
+            .into_iter()
+            .map(|s| (s.documents, s.skipped, s.text_bytes))
+            .collect())
     }
 
     /// Counts a batch of documents held as Arrow holds string columns (see
@@ -1298,7 +1261,8 @@ impl ParquetTexts {
     #[new]
     #[pyo3(signature = (path, field, errors_replace = false))]
     fn new(py: Python<'_>, path: PathBuf, field: String, errors_replace: bool) -> PyResult<Self> {
-        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None, errors_replace)))?;
+        let read = std::sync::Arc::new(AtomicU64::new(0));
+        let input = py.detach(|| guarded(|| parquet_input(&path, &field, None, errors_replace, read)))?;
         Ok(ParquetTexts {
             chunks: Mutex::new(input.chunks),
             spec: input.spec,

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::{Error, Result};
 use crate::json_line::{self, Scan};
+use crate::parquet_input::{parquet_input, ColumnChunk};
 use crate::stream::{fill_buffer, take_front, Source, TextSource};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
@@ -127,27 +128,197 @@ pub struct RecordInput<I> {
 }
 
 /// A JSON-lines file (plain, gzip or zstd; or a byte range of a plain one that starts at a line), its
-/// records' text in the field `field`.
-pub fn jsonl_input(source: &TextSource, field: &str, lossy: bool) -> Result<RecordInput<LineChunker>> {
+/// records' text in the field `field`; the bytes read are added to `read`.
+pub fn jsonl_input(
+    source: &TextSource,
+    field: &str,
+    lossy: bool,
+    read: Arc<AtomicU64>,
+) -> Result<RecordInput<LineChunker>> {
     let total = source.disk_bytes()?;
-    let read = Arc::new(AtomicU64::new(0));
     let stream = source.open(read.clone())?;
     // The lines' text fields: a little less than the lines.
     let text_bytes = stream.expected_bytes(total);
     let chunks = LineChunker::new(stream, source.path.clone(), source.start(), RECORD_CHUNK_BYTES);
-    let spec = RecordSpec {
-        path: source.path.clone(),
-        field: field.to_string(),
-        whole_file: source.range.is_none(),
-        lossy,
-    };
     Ok(RecordInput {
         chunks,
-        spec,
+        spec: RecordSource::Jsonl(source.clone()).spec(field, lossy),
         read,
         total,
         text_bytes,
     })
+}
+
+/// A record input to read: a JSON-lines file (or a byte range of a plain one that starts at a line), or
+/// row groups of a parquet file (all when None).
+#[derive(Clone, Debug)]
+pub enum RecordSource {
+    Jsonl(TextSource),
+    Parquet {
+        path: PathBuf,
+        row_groups: Option<Vec<usize>>,
+    },
+}
+
+/// The chunks of an opened record input of either kind.
+pub type AnyChunks = Box<dyn Iterator<Item = Result<AnyChunk>> + Send>;
+
+impl RecordSource {
+    pub fn path(&self) -> &Path {
+        match self {
+            RecordSource::Jsonl(source) => &source.path,
+            RecordSource::Parquet { path, .. } => path,
+        }
+    }
+
+    /// Where its chunks come from, for their documents and for errors.
+    pub fn spec(&self, field: &str, lossy: bool) -> RecordSpec {
+        RecordSpec {
+            path: self.path().to_path_buf(),
+            field: field.to_string(),
+            whole_file: match self {
+                RecordSource::Jsonl(source) => source.range.is_none(),
+                RecordSource::Parquet { .. } => true,
+            },
+            lossy,
+        }
+    }
+
+    /// Bytes of the file on disk (or of the range), for progress before it is opened.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        match self {
+            RecordSource::Jsonl(source) => source.disk_bytes(),
+            RecordSource::Parquet { path, .. } => TextSource::whole(path.clone()).disk_bytes(),
+        }
+    }
+
+    /// Opens the input, the bytes it reads added to `read`.
+    pub fn open(&self, field: &str, lossy: bool, read: Arc<AtomicU64>) -> Result<RecordInput<AnyChunks>> {
+        fn boxed<C: Into<AnyChunk>>(
+            input: RecordInput<impl Iterator<Item = Result<C>> + Send + 'static>,
+        ) -> RecordInput<AnyChunks> {
+            RecordInput {
+                chunks: Box::new(input.chunks.map(|c| c.map(Into::into))),
+                spec: input.spec,
+                read: input.read,
+                total: input.total,
+                text_bytes: input.text_bytes,
+            }
+        }
+        Ok(match self {
+            RecordSource::Jsonl(source) => boxed(jsonl_input(source, field, lossy, read)?),
+            RecordSource::Parquet { path, row_groups } => {
+                boxed(parquet_input(path, field, row_groups.as_deref(), lossy, read)?)
+            }
+        })
+    }
+}
+
+/// A chunk of either record reader.
+pub enum AnyChunk {
+    Lines(LineChunk),
+    Column(ColumnChunk),
+}
+
+impl From<LineChunk> for AnyChunk {
+    fn from(chunk: LineChunk) -> Self {
+        AnyChunk::Lines(chunk)
+    }
+}
+
+impl From<ColumnChunk> for AnyChunk {
+    fn from(chunk: ColumnChunk) -> Self {
+        AnyChunk::Column(chunk)
+    }
+}
+
+impl RecordChunk for AnyChunk {
+    fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
+        match self {
+            AnyChunk::Lines(c) => c.documents(spec),
+            AnyChunk::Column(c) => c.documents(spec),
+        }
+    }
+
+    fn prepare(&self) {
+        match self {
+            AnyChunk::Lines(c) => c.prepare(),
+            AnyChunk::Column(c) => c.prepare(),
+        }
+    }
+}
+
+/// The chunks of several record inputs as one stream, each with the index of its input: an input is
+/// opened when the one before it has been read, so one pipeline runs through a corpus of many files with
+/// no pause between them (a pipeline per file had its threads wait for the last chunk of every file, and
+/// a file of one chunk, the usual shard of a few hundred kilobytes, ran on one thread). The bytes read
+/// are added to `read`.
+pub struct ManyRecords<'s> {
+    sources: &'s [RecordSource],
+    field: String,
+    lossy: bool,
+    read: Arc<AtomicU64>,
+    next: usize,
+    current: Option<(usize, AnyChunks)>,
+    failed: bool,
+    /// About how many bytes of text the first input holds, and its bytes on disk (for sizing caches).
+    pub first_text_bytes: u64,
+    pub first_disk_bytes: u64,
+}
+
+impl<'s> ManyRecords<'s> {
+    /// The chunks of `sources`, in order; the first input is opened here (an error in opening it is
+    /// given now).
+    pub fn new(sources: &'s [RecordSource], field: &str, lossy: bool, read: Arc<AtomicU64>) -> Result<Self> {
+        let mut many = ManyRecords {
+            sources,
+            field: field.to_string(),
+            lossy,
+            read,
+            next: 0,
+            current: None,
+            failed: false,
+            first_text_bytes: 0,
+            first_disk_bytes: 0,
+        };
+        if let Some(first) = sources.first() {
+            let input = first.open(field, lossy, many.read.clone())?;
+            many.first_text_bytes = input.text_bytes;
+            many.first_disk_bytes = input.total;
+            many.current = Some((0, input.chunks));
+            many.next = 1;
+        }
+        Ok(many)
+    }
+}
+
+impl Iterator for ManyRecords<'_> {
+    type Item = Result<(usize, AnyChunk)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            if let Some((index, chunks)) = &mut self.current {
+                match chunks.next() {
+                    Some(Ok(chunk)) => return Some(Ok((*index, chunk))),
+                    Some(Err(e)) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let source = self.sources.get(self.next)?;
+            match source.open(&self.field, self.lossy, self.read.clone()) {
+                Ok(input) => self.current = Some((self.next, input.chunks)),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+            self.next += 1;
+        }
+        None
+    }
 }
 
 /// A chunk of records, read on the reader thread; its documents are found on a worker.

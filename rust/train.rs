@@ -15,10 +15,9 @@ use rustc_hash::FxHashMap;
 use crate::cuts::Cutter;
 use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
-use crate::parquet_input::parquet_input;
 use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, RecordChunk, RecordInput, RecordStats};
+use crate::records::{self, ManyRecords, RecordChunk, RecordSource, RecordSpec, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -157,83 +156,44 @@ pub fn count_documents(docs: &[&str], pretokenizer: &Pretokenizer, pool: &rayon:
     })
 }
 
-/// Counts the pre-tokens of the records of a JSON-lines file (plain, gzip or zstd; or a byte range of
-/// a plain one starting at a line), one document per record, in parallel on `pool`.
-pub fn count_jsonl(
-    source: &TextSource,
+/// Counts the pre-tokens of the records of `sources` (JSON-lines files, parquet files' row groups), one
+/// document per record (the field or column `field`), in parallel on `pool`, reading through all of them
+/// as one stream of chunks (`ManyRecords`); returns the counts and each source's stats.
+pub fn count_records(
+    sources: &[RecordSource],
     field: &str,
     pretokenizer: &Pretokenizer,
     pool: &rayon::ThreadPool,
     lossy: bool,
     progress: &dyn Progress,
-) -> Result<(PretokenCounts, RecordStats)> {
-    count_records(
-        records::jsonl_input(source, field, lossy)?,
-        pretokenizer,
-        pool,
-        progress,
-    )
-}
-
-/// Counts the pre-tokens of a parquet file's string column `field` (of the row groups `row_groups`, all
-/// when None), one document per row, in parallel on `pool`.
-pub fn count_parquet(
-    path: &std::path::Path,
-    field: &str,
-    row_groups: Option<&[usize]>,
-    pretokenizer: &Pretokenizer,
-    pool: &rayon::ThreadPool,
-    lossy: bool,
-    progress: &dyn Progress,
-) -> Result<(PretokenCounts, RecordStats)> {
-    count_records(
-        parquet_input(path, field, row_groups, lossy)?,
-        pretokenizer,
-        pool,
-        progress,
-    )
-}
-
-/// Counts the documents of a record input (of any record reader) in parallel on `pool`.
-fn count_records<C: RecordChunk>(
-    input: RecordInput<impl Iterator<Item = Result<C>> + Send>,
-    pretokenizer: &Pretokenizer,
-    pool: &rayon::ThreadPool,
-    progress: &dyn Progress,
-) -> Result<(PretokenCounts, RecordStats)> {
-    let RecordInput {
-        chunks,
-        spec,
-        read,
-        total,
-        ..
-    } = input;
+) -> Result<(PretokenCounts, Vec<RecordStats>)> {
+    let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
+    let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
+    let read = Arc::new(AtomicU64::new(0));
+    let chunks = ManyRecords::new(sources, field, lossy, read.clone())?;
+    let per_source = || (PretokenCounts::default(), vec![RecordStats::default(); sources.len()]);
     pool.install(|| {
         chunks
             .par_bridge()
-            .try_fold(
-                || (PretokenCounts::default(), RecordStats::default()),
-                |(mut counts, mut stats), chunk| {
-                    let chunk = chunk?;
-                    let docs = chunk.documents(&spec)?;
-                    for t in &docs.texts {
-                        count_document(t, pretokenizer, &mut counts)?;
-                    }
-                    let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
-                    stats.add(RecordStats::of(&texts, docs.skipped));
-                    if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                        return Err(Error::Interrupted);
-                    }
-                    Ok((counts, stats))
-                },
-            )
-            .try_reduce(
-                || (PretokenCounts::default(), RecordStats::default()),
-                |(a, mut sa), (b, sb)| {
-                    sa.add(sb);
-                    Ok((merge_counts(a, b), sa))
-                },
-            )
+            .try_fold(per_source, |(mut counts, mut stats), chunk| {
+                let (index, chunk) = chunk?;
+                let docs = chunk.documents(&specs[index])?;
+                for t in &docs.texts {
+                    count_document(t, pretokenizer, &mut counts)?;
+                }
+                let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
+                stats[index].add(RecordStats::of(&texts, docs.skipped));
+                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                    return Err(Error::Interrupted);
+                }
+                Ok((counts, stats))
+            })
+            .try_reduce(per_source, |(a, mut sa), (b, sb)| {
+                for (x, y) in sa.iter_mut().zip(sb) {
+                    x.add(y);
+                }
+                Ok((merge_counts(a, b), sa))
+            })
     })
 }
 

@@ -21,9 +21,10 @@ use _core::cuts::{split_at_safe_cuts, Cutter};
 use _core::encode::Encoder;
 use _core::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use _core::progress::NoProgress;
+use _core::records::RecordSource;
 use _core::specials::SpecialMatcher;
 use _core::stream::TextSource;
-use _core::train::{count_files_in_chunks, count_jsonl, count_text, train_from_counts, PretokenCounts};
+use _core::train::{count_files_in_chunks, count_records, count_text, train_from_counts, PretokenCounts};
 use _core::Error;
 
 const SPECIALS: [&str; 2] = ["<|endoftext|>", "<|endoftext|><|endoftext|>"];
@@ -438,8 +439,8 @@ fn jsonl_reader_on_arbitrary_bytes() {
         std::fs::write(&path, &bytes).unwrap();
         // Both ways of taking text that is not UTF-8 (or half a surrogate pair): refused, and replaced.
         let lossy = bytes.len() % 2 == 0;
-        let got = count_jsonl(
-            &TextSource::whole(&path),
+        let got = count_records(
+            &[RecordSource::Jsonl(TextSource::whole(&path))],
             "text",
             &Pretokenizer::Gpt2,
             &pool,
@@ -731,7 +732,11 @@ fn parquet_reader_on_damaged_files() {
             let out = dir.path("ids.npy");
             let encode = |path: &std::path::Path| -> _core::Result<Vec<u32>> {
                 let mut writer = _core::npy::IdWriter::create(&out, _core::npy::Dtype::U32)?;
-                enc.encode_parquet_into(path, "text", None, Some(7), &mut writer, &pool, false, &NoProgress)?;
+                let source = RecordSource::Parquet {
+                    path: path.to_path_buf(),
+                    row_groups: None,
+                };
+                enc.encode_records_into(&[source], "text", Some(7), &mut writer, &pool, false, &NoProgress)?;
                 writer.finish()?;
                 let bytes = std::fs::read(&out).unwrap();
                 let body = &bytes[_core::npy::HEADER_BYTES..];
@@ -759,6 +764,81 @@ fn parquet_reader_on_damaged_files() {
                 prop_assert!(e.to_string().contains("c.parquet"), "{e}");
             }
             std::fs::remove_file(&path).unwrap();
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
+    // Documents spread over JSON-lines files (plain and gzip) and parquet files, encoded and counted in
+    // one call (one pipeline through them all): the ids are each input's ids in turn, and each input's
+    // stats and the counts are those of the inputs read one by one.
+    let enc = encoder();
+    let pool = _core::threads::pool(Some(2)).unwrap();
+    let dir = TempDir::new("many-records");
+    let inputs = proptest::collection::vec(
+        (
+            proptest::collection::vec(proptest::option::weighted(0.9, text(30)), 0..12),
+            0u8..3,
+        ),
+        1..6,
+    );
+    fuzz(
+        "many_record_inputs_read_as_one_stream_equal_each_read_alone",
+        inputs,
+        |inputs| {
+            let mut sources = Vec::new();
+            for (i, (docs, kind)) in inputs.iter().enumerate() {
+                let path = dir.path(&format!("in{i}"));
+                let source = if *kind == 2 {
+                    parquet_file(&path, docs, 5);
+                    RecordSource::Parquet { path, row_groups: None }
+                } else {
+                    let lines: String = docs
+                        .iter()
+                        .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
+                        .collect();
+                    let mut bytes = lines.into_bytes();
+                    if *kind == 1 {
+                        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(&bytes).unwrap();
+                        bytes = gz.finish().unwrap();
+                    }
+                    std::fs::write(&path, bytes).unwrap();
+                    RecordSource::Jsonl(TextSource::whole(&path))
+                };
+                sources.push(source);
+            }
+            let out = dir.path("ids.npy");
+            let encode = |sources: &[RecordSource]| {
+                let mut writer = _core::npy::IdWriter::create(&out, _core::npy::Dtype::U32).unwrap();
+                let stats = enc
+                    .encode_records_into(sources, "text", Some(7), &mut writer, &pool, false, &NoProgress)
+                    .unwrap();
+                writer.finish().unwrap();
+                (std::fs::read(&out).unwrap()[_core::npy::HEADER_BYTES..].to_vec(), stats)
+            };
+            let count = |sources: &[RecordSource]| {
+                count_records(sources, "text", &Pretokenizer::Gpt2, &pool, false, &NoProgress).unwrap()
+            };
+            let (ids, stats) = encode(&sources);
+            let (counts, count_stats) = count(&sources);
+            let (mut ids_alone, mut stats_alone, mut counts_alone) =
+                (Vec::new(), Vec::new(), PretokenCounts::default());
+            for source in &sources {
+                let (i, s) = encode(std::slice::from_ref(source));
+                ids_alone.extend(i);
+                stats_alone.extend(s);
+                let (c, _) = count(std::slice::from_ref(source));
+                for (k, v) in c {
+                    *counts_alone.entry(k).or_default() += v;
+                }
+            }
+            prop_assert_eq!(ids, ids_alone);
+            prop_assert_eq!(&stats, &stats_alone);
+            prop_assert_eq!(count_stats, stats.iter().map(|s| s.0).collect::<Vec<_>>());
+            prop_assert_eq!(counts, counts_alone);
             Ok(())
         },
     );

@@ -442,6 +442,50 @@ def test_runs_of_small_text_files_encode_and_count_as_file_by_file(gpt2, documen
     assert len(np.load(tmp_path / "lossy.npy")) > 0
 
 
+def test_runs_of_json_lines_and_parquet_shards_encode_and_count_as_file_by_file(gpt2, documents, tmp_path):
+    # Consecutive local JSON-lines and parquet files go to the core in one call, one pipeline through them
+    # all (a shard of one chunk no longer runs on one thread); a text file cuts the run. Ids, per-input
+    # stats and merges are those of the files one by one; a damaged shard inside a run is named and
+    # nothing is written.
+    d = tmp_path / "shards"
+    d.mkdir()
+    files, records = [], []
+    for i in range(12):
+        part = documents[i * 20 : (i + 1) * 20]
+        lines = "".join(json.dumps({"text": t}) + "\n" for t in part).encode()
+        path = d / (f"{i:02d}" + (".parquet", ".jsonl.gz", ".jsonl")[i % 3])
+        if i % 3 == 0:
+            pq.write_table(pa.table({"text": part}), path, row_group_size=7)
+        else:
+            path.write_bytes(gzip.compress(lines) if i % 3 == 1 else lines)
+        files.append(path)
+        records.append(part)
+    text = d / "between.txt"
+    text.write_text(EOT.join(documents[300:320]), encoding="utf-8")
+    files.insert(6, text)
+    runs = [len(r) for r in ingest._in_runs(ingest.whole_units(resolve(files)))]
+    assert runs == [6, 1, 6], runs
+    out = tmp_path / "all.npy"
+    stats = gpt2.encode_files(files, out, num_threads=2)
+    one_by_one = []
+    for f in files:
+        gpt2.encode_files(f, tmp_path / "one.npy", num_threads=2)
+        one_by_one.append(np.load(tmp_path / "one.npy"))
+    assert np.array_equal(np.load(out), np.concatenate(one_by_one))
+    shard_docs = [t for part in records for t in part if t]
+    assert stats.documents == len(shard_docs) and stats.inputs == [str(f) for f in files]
+    assert stats.tokens == len(np.load(out))
+    trained = bpe_lm.train_bpe(files, 300, [EOT], num_threads=2)
+    text_docs = text.read_text(encoding="utf-8").split(EOT)
+    assert trained == ref.train_documents([t for part in records[:6] for t in part] + text_docs
+                                          + [t for part in records[6:] for t in part], 300, [EOT])  # fmt: skip
+    # A cut gzip shard inside the run: named, nothing written.
+    files[4].write_bytes(files[4].read_bytes()[:-30])
+    with pytest.raises(OSError, match="04.jsonl.gz: incomplete deflate stream"):
+        gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
+    assert not (tmp_path / "bad.npy").exists()
+
+
 def _documents_of(path: Path) -> list[str]:
     """The documents the reference trainer sees in one input: a text file split on EOT, or its records."""
     if path.suffix == ".jsonl":

@@ -12,6 +12,8 @@ SMALL_INPUT_BYTES: int
 def is_small_input(path: str | PathLike[str]) -> bool: ...
 
 ProgressCallback = Callable[[str, int, int], object]
+# ("jsonl", path, byte range or None, None) or ("parquet", path, None, row groups or None).
+RecordInput = tuple[str, str | PathLike[str], tuple[int, int] | None, Sequence[int] | None]
 
 def pretokenize(text: str, pattern: str | None = None, reference: bool = False) -> list[str]: ...
 def check_vocab_size(vocab_size: int, num_special_tokens: int) -> None: ...
@@ -81,28 +83,16 @@ class Encoder:
         errors_replace: bool = False,
         progress: ProgressCallback | None = None,
     ) -> list[tuple[int, int]]: ...
-    def encode_jsonl_into(
+    def encode_records_into(
         self,
-        input: str | PathLike[str],
+        inputs: Sequence[RecordInput],
         field: str,
         end_id: int | None,
         writer: TokenWriter,
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
-        range: tuple[int, int] | None = None,
         errors_replace: bool = False,
-    ) -> tuple[int, int, int, int]: ...
-    def encode_parquet_into(
-        self,
-        input: str | PathLike[str],
-        field: str,
-        end_id: int | None,
-        writer: TokenWriter,
-        num_threads: int | None = None,
-        progress: ProgressCallback | None = None,
-        row_groups: Sequence[int] | None = None,
-        errors_replace: bool = False,
-    ) -> tuple[int, int, int, int]: ...
+    ) -> list[tuple[int, int, int, int]]: ...
     def encode_documents_into(
         self,
         columns: Sequence[tuple[bytes, bytes, int]],
@@ -133,24 +123,14 @@ class PretokenCounter:
         errors_replace: bool = False,
         progress: ProgressCallback | None = None,
     ) -> int: ...
-    def add_jsonl(
+    def add_records(
         self,
-        path: str | PathLike[str],
+        inputs: Sequence[RecordInput],
         field: str,
-        range: tuple[int, int] | None = None,
         num_threads: int | None = None,
         progress: ProgressCallback | None = None,
         errors_replace: bool = False,
-    ) -> tuple[int, int, int]: ...
-    def add_parquet(
-        self,
-        path: str | PathLike[str],
-        field: str,
-        row_groups: Sequence[int] | None = None,
-        num_threads: int | None = None,
-        progress: ProgressCallback | None = None,
-        errors_replace: bool = False,
-    ) -> tuple[int, int, int]: ...
+    ) -> list[tuple[int, int, int]]: ...
     def add_documents(
         self,
         columns: Sequence[tuple[bytes, bytes, int]],

@@ -93,20 +93,38 @@ def _is_small_text(unit: Unit) -> bool:
     return _core.is_small_input(os.fspath(inp.path))
 
 
+def _is_core_record(unit: Unit) -> bool:
+    """A local JSON-lines or parquet unit: read by the core, which reads any number of them as one stream."""
+    return unit.input.format in ("jsonl", "parquet") and unit.input.url is None
+
+
 def _in_runs(units: Sequence[Unit]) -> Iterator[list[Unit]]:
     """The units in order, in runs: consecutive small text files together (a corpus of a document a file
-    costs a call into the core a run, not a call a file), every other unit alone."""
+    costs a call into the core a run, not a call a file), consecutive local JSON-lines and parquet units
+    together (one pipeline through them all, with no pause between files: a shard of a few hundred
+    kilobytes is one chunk, which a call of its own encoded on one thread), every other unit alone."""
     run: list[Unit] = []
+    run_kind: str | None = None
     for unit in units:
-        if _is_small_text(unit):
+        kind = "small text" if _is_small_text(unit) else "records" if _is_core_record(unit) else None
+        if run and kind is not None and kind == run_kind:
             run.append(unit)
             continue
         if run:
             yield run
-            run = []
-        yield [unit]
+        run, run_kind = [unit], kind
     if run:
         yield run
+
+
+def _record_inputs(units: Sequence[Unit]) -> list[tuple[str, str, tuple[int, int] | None, list[int] | None]]:
+    """JSON-lines and parquet units as the core's `encode_records_into` and `add_records` take them."""
+    return [
+        (u.input.format, os.fspath(u.input.path), u.byte_range, None)
+        if u.input.format == "jsonl"
+        else ("parquet", os.fspath(u.input.path), None, _row_groups(u))
+        for u in units
+    ]
 
 
 def _record_loop(unit: Unit, text_field: str, add: Callable[[list[tuple[bytes, bytes, int]], int], tuple[int, ...]],
@@ -168,14 +186,10 @@ def encode_unit(
                 path, writer, num_threads, replace, progress, here.byte_range
             )
             stats = Stats(text_bytes=text_bytes, tokens=tokens)
-        elif inp.format == "jsonl":
-            stats = Stats(*tok._core.encode_jsonl_into(
-                path, text_field, end_of_text_id(tok), writer, num_threads, progress, here.byte_range, replace
-            ))  # fmt: skip
-        elif inp.format == "parquet":
-            stats = Stats(*tok._core.encode_parquet_into(
-                path, text_field, end_of_text_id(tok), writer, num_threads, progress, _row_groups(here), replace
-            ))  # fmt: skip
+        elif inp.format in ("jsonl", "parquet"):
+            stats = Stats(*tok._core.encode_records_into(
+                _record_inputs([here]), text_field, end_of_text_id(tok), writer, num_threads, progress, replace
+            )[0])  # fmt: skip
         else:
             eot = end_of_text_id(tok)
 
@@ -205,10 +219,8 @@ def count_unit(
         if inp.format == "text":
             text_bytes = counter.add_text([path], [here.byte_range], num_threads, replace, progress)
             stats = Stats(text_bytes=text_bytes)
-        elif inp.format == "jsonl":
-            stats = Stats(*counter.add_jsonl(path, text_field, here.byte_range, num_threads, progress, replace))
-        elif inp.format == "parquet":
-            stats = Stats(*counter.add_parquet(path, text_field, _row_groups(here), num_threads, progress, replace))
+        elif inp.format in ("jsonl", "parquet"):
+            stats = Stats(*counter.add_records(_record_inputs([here]), text_field, num_threads, progress, replace)[0])
         else:
 
             def add(columns: list[tuple[bytes, bytes, int]], row0: int) -> tuple[int, ...]:
@@ -251,7 +263,14 @@ def encode_units(
     with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
         for run in _in_runs(units):
-            if len(run) == 1:
+            if len(run) > 1 and _is_core_record(run[0]):
+                got = tok._core.encode_records_into(
+                    _record_inputs(run), text_field, end_of_text_id(tok), writer, num_threads,
+                    bars.for_units(run), errors == "replace",
+                )  # fmt: skip
+                for unit, (documents, skipped, text_bytes, tokens) in zip(run, got):
+                    stats.add(Stats(documents, skipped, text_bytes, tokens, [unit.input.where]))
+            elif len(run) == 1:
                 stats.add(encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads,
                                       errors=errors, progress=bars.for_unit(run[0])))  # fmt: skip
             else:
@@ -280,7 +299,13 @@ def count_units(
     stats = Stats()
     bars = UnitProgress(progress, sum(u.size for u in units))
     for run in _in_runs(units):
-        if len(run) == 1:
+        if len(run) > 1 and _is_core_record(run[0]):
+            got = counter.add_records(
+                _record_inputs(run), text_field, num_threads, bars.for_units(run), errors == "replace"
+            )
+            for unit, (documents, skipped, text_bytes) in zip(run, got):
+                stats.add(Stats(documents, skipped, text_bytes, inputs=[unit.input.where]))
+        elif len(run) == 1:
             stats.add(count_unit(counter, run[0], text_field=text_field, num_threads=num_threads, errors=errors,
                                  progress=bars.for_unit(run[0])))  # fmt: skip
         else:
