@@ -12,8 +12,8 @@ use crate::encode::{run_bytes, Encoder, OutputId};
 use crate::error::{Error, Result};
 use crate::npy::{Dtype, IdWriter};
 use crate::progress::{Phase, Progress};
-use crate::records::{self, ManyRecords, RecordChunk, RecordSource, RecordSpec, RecordStats};
-use crate::stream::{ChunkReader, TextSource};
+use crate::records::{self, RecordChunk, RecordSource, RecordSpec, RecordStats};
+use crate::stream::{Chained, ChunkReader, TextSource};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
@@ -283,40 +283,74 @@ impl Encoder {
         lossy: bool,
         progress: &dyn Progress,
     ) -> Result<(u64, u64)> {
+        let counts = self.encode_streams_into(std::slice::from_ref(input), writer, pool, lossy, progress)?;
+        Ok(counts[0])
+    }
+
+    /// Appends the ids of text files (plain, gzip or zstd; or byte ranges of plain ones) to `writer`, in
+    /// order, each file's ids those of the file alone (a file is its own stream: no piece spans two);
+    /// returns (ids written, bytes of text read) per file. One pipeline runs through all of them
+    /// (`Chained`): chunks read on one thread (or in turns), encoded on `pool`, the ids written in order
+    /// beside the workers.
+    pub fn encode_streams_into(
+        &self,
+        inputs: &[TextSource],
+        writer: &mut IdWriter,
+        pool: &rayon::ThreadPool,
+        lossy: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(u64, u64)>> {
         writer.dtype().check_holds(self.vocab_size())?;
-        let total = input.disk_bytes()?;
+        let total = inputs.iter().map(TextSource::disk_bytes).sum::<Result<u64>>()?;
         let read = Arc::new(AtomicU64::new(0));
-        let source = input.open(read.clone())?;
-        let text_bytes_expected = source.expected_bytes(total);
-        let reader = ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
-            .lossy(lossy)
-            .starting_at(input.start());
-        let before = writer.count();
-        let mut text_bytes = 0u64;
-        self.expect_text(text_bytes_expected, pool);
-        let dtype = writer.dtype();
-        let work = |c: &crate::stream::Chunk| {
-            let mut ids = ChunkIds::new(dtype);
-            ids.text(self, &c.text)?;
-            Ok((ids, c.text.len() as u64))
+        let chunks_of = |input: &TextSource, source| {
+            ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
+                .lossy(lossy)
+                .starting_at(input.start())
         };
+        // The first input is opened here (its errors given now), and the caches are sized for the text
+        // of all the inputs as its text is to its size.
+        let first = match inputs.first() {
+            Some(input) => {
+                let source = input.open(read.clone())?;
+                let disk = input.disk_bytes()?;
+                let per_disk_byte = source.expected_bytes(disk) as f64 / disk.max(1) as f64;
+                self.expect_text((per_disk_byte * total as f64) as u64, pool);
+                Some(chunks_of(input, source))
+            }
+            None => None,
+        };
+        let open = |i: usize| Ok(chunks_of(&inputs[i], inputs[i].open(read.clone())?));
+        let chunks = Chained::new(inputs.len(), first, open);
+        let reading = match inputs {
+            [one] => Reading::for_input(pool, &one.path, total),
+            _ => Reading::for_pool(pool),
+        };
+        let dtype = writer.dtype();
+        let mut counts = vec![(0u64, 0u64); inputs.len()];
         pipelined(
-            Reading::for_input(pool, &input.path, total),
-            reader,
+            reading,
+            chunks,
             in_flight(pool),
             pool,
             |_| {},
-            work,
-            |(ids, len)| {
+            |(index, c)| {
+                let mut ids = ChunkIds::new(dtype);
+                ids.text(self, &c.text)?;
+                Ok((*index, ids, c.text.len() as u64))
+            },
+            |(index, ids, len)| {
+                let before = writer.count();
                 ids.write_to(writer)?;
-                text_bytes += len;
+                counts[index].0 += writer.count() - before;
+                counts[index].1 += len;
                 if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
                     return Err(Error::Interrupted);
                 }
                 Ok(())
             },
         )?;
-        Ok((writer.count() - before, text_bytes))
+        Ok(counts)
     }
 
     /// Appends the ids of text files to `writer`, in order, each file's ids those `encode_text_into` gives
@@ -404,10 +438,9 @@ impl Encoder {
             .collect::<Result<Vec<u64>>>()?;
         let total: u64 = sizes.iter().sum();
         let read = Arc::new(AtomicU64::new(0));
-        let chunks = ManyRecords::new(sources, field, lossy, read.clone())?;
+        let (chunks, text_per_disk_byte) = records::many_records(sources, field, lossy, read.clone())?;
         // The caches are sized for the text of all the inputs, as the first one's text is to its size.
-        let per_disk_byte = chunks.first_text_bytes as f64 / chunks.first_disk_bytes.max(1) as f64;
-        self.expect_text((per_disk_byte * total as f64) as u64, pool);
+        self.expect_text((text_per_disk_byte * total as f64) as u64, pool);
         let reading = match sources {
             [one] => Reading::for_input(pool, one.path(), total),
             _ => Reading::for_pool(pool),

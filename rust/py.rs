@@ -805,25 +805,27 @@ impl Encoder {
         guarded(|| dtype_of_width(width)?.check_holds(self.inner.vocab_size()))
     }
 
-    /// Appends the ids of a text file (plain, gzip or zstd; `range`: a byte range of a plain one) to
-    /// `writer`; returns (ids written, bytes of text read).
-    #[pyo3(signature = (input, writer, num_threads=None, errors_replace=false, progress=None, range=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Appends the ids of text files (plain, gzip or zstd; each with a byte range of a plain one, or None)
+    /// to `writer`, in order, read through as one stream; returns (ids written, bytes of text read) per
+    /// file.
+    #[pyo3(signature = (inputs, writer, num_threads=None, errors_replace=false, progress=None))]
     fn encode_text_into(
         &self,
         py: Python<'_>,
-        input: PathBuf,
+        inputs: Vec<(PathBuf, Option<(u64, u64)>)>,
         writer: &TokenWriter,
         num_threads: Option<usize>,
         errors_replace: bool,
         progress: Option<Bound<'_, PyAny>>,
-        range: Option<(u64, u64)>,
-    ) -> PyResult<(u64, u64)> {
-        let source = TextSource { path: input, range };
-        let small = is_small_input(&source.path, source.range_bytes());
+    ) -> PyResult<Vec<(u64, u64)>> {
+        let sources: Vec<TextSource> = inputs
+            .into_iter()
+            .map(|(path, range)| TextSource { path, range })
+            .collect();
+        let small = matches!(sources.as_slice(), [one] if is_small_input(&one.path, one.range_bytes()));
         run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
-            writer.with(|w| self.inner.encode_text_into(&source, w, &pool, errors_replace, p))
+            writer.with(|w| self.inner.encode_streams_into(&sources, w, &pool, errors_replace, p))
         })
     }
 

@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use crate::error::{Error, Result};
 use crate::json_line::{self, Scan};
 use crate::parquet_input::{parquet_input, ColumnChunk};
-use crate::stream::{fill_buffer, take_front, Source, TextSource};
+use crate::stream::{fill_buffer, take_front, Chained, Source, TextSource};
 
 /// Target size of one chunk of lines: large enough to amortise the hand-off between threads.
 pub const RECORD_CHUNK_BYTES: usize = 2 << 20;
@@ -248,77 +248,29 @@ impl RecordChunk for AnyChunk {
     }
 }
 
-/// The chunks of several record inputs as one stream, each with the index of its input: an input is
-/// opened when the one before it has been read, so one pipeline runs through a corpus of many files with
-/// no pause between them (a pipeline per file had its threads wait for the last chunk of every file, and
-/// a file of one chunk, the usual shard of a few hundred kilobytes, ran on one thread). The bytes read
-/// are added to `read`.
-pub struct ManyRecords<'s> {
+/// The chunks of several record inputs as one stream (`Chained`), each with the index of its input.
+pub type ManyRecords<'s> = Chained<AnyChunks, Box<dyn FnMut(usize) -> Result<AnyChunks> + Send + 's>>;
+
+/// The chunks of `sources` as one stream (the bytes read added to `read`), and about how many bytes of
+/// text each byte on disk holds, as the first input has it (for sizing caches). The first input is opened
+/// here: an error in opening it is given now.
+pub fn many_records<'s>(
     sources: &'s [RecordSource],
-    field: String,
+    field: &str,
     lossy: bool,
     read: Arc<AtomicU64>,
-    next: usize,
-    current: Option<(usize, AnyChunks)>,
-    failed: bool,
-    /// About how many bytes of text the first input holds, and its bytes on disk (for sizing caches).
-    pub first_text_bytes: u64,
-    pub first_disk_bytes: u64,
-}
-
-impl<'s> ManyRecords<'s> {
-    /// The chunks of `sources`, in order; the first input is opened here (an error in opening it is
-    /// given now).
-    pub fn new(sources: &'s [RecordSource], field: &str, lossy: bool, read: Arc<AtomicU64>) -> Result<Self> {
-        let mut many = ManyRecords {
-            sources,
-            field: field.to_string(),
-            lossy,
-            read,
-            next: 0,
-            current: None,
-            failed: false,
-            first_text_bytes: 0,
-            first_disk_bytes: 0,
-        };
-        if let Some(first) = sources.first() {
-            let input = first.open(field, lossy, many.read.clone())?;
-            many.first_text_bytes = input.text_bytes;
-            many.first_disk_bytes = input.total;
-            many.current = Some((0, input.chunks));
-            many.next = 1;
+) -> Result<(ManyRecords<'s>, f64)> {
+    let field = field.to_string();
+    let (first, text_per_disk_byte) = match sources.first() {
+        Some(source) => {
+            let input = source.open(&field, lossy, read.clone())?;
+            let ratio = input.text_bytes as f64 / input.total.max(1) as f64;
+            (Some(input.chunks), ratio)
         }
-        Ok(many)
-    }
-}
-
-impl Iterator for ManyRecords<'_> {
-    type Item = Result<(usize, AnyChunk)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.failed {
-            if let Some((index, chunks)) = &mut self.current {
-                match chunks.next() {
-                    Some(Ok(chunk)) => return Some(Ok((*index, chunk))),
-                    Some(Err(e)) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                    None => self.current = None,
-                }
-            }
-            let source = self.sources.get(self.next)?;
-            match source.open(&self.field, self.lossy, self.read.clone()) {
-                Ok(input) => self.current = Some((self.next, input.chunks)),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-            self.next += 1;
-        }
-        None
-    }
+        None => (None, 1.0),
+    };
+    let open = move |i: usize| Ok(sources[i].open(&field, lossy, read.clone())?.chunks);
+    Ok((Chained::new(sources.len(), first, Box::new(open)), text_per_disk_byte))
 }
 
 /// A chunk of records, read on the reader thread; its documents are found on a worker.

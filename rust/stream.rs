@@ -321,6 +321,63 @@ pub struct Chunk {
     pub offset: u64,
 }
 
+/// The items of several inputs as one stream, each with the index of its input: input `i` is opened
+/// (`open(i)`) when the one before it has been read through, so one pipeline runs through a corpus of
+/// many files with no pause between them (a pipeline per file had its threads wait for the last chunk of
+/// every file, and a file of one chunk ran on one thread), and no more than one file is open at a time.
+/// After an error (an item's, or an input's that would not open) nothing more is read.
+pub struct Chained<It, F> {
+    open: F,
+    count: usize,
+    next: usize,
+    current: Option<(usize, It)>,
+    failed: bool,
+}
+
+impl<T, It: Iterator<Item = Result<T>>, F: FnMut(usize) -> Result<It>> Chained<It, F> {
+    /// The items of inputs 0..count; `first`, when given, is input 0 already opened.
+    pub fn new(count: usize, first: Option<It>, open: F) -> Self {
+        Chained {
+            next: usize::from(first.is_some()),
+            current: first.map(|items| (0, items)),
+            open,
+            count,
+            failed: false,
+        }
+    }
+}
+
+impl<T, It: Iterator<Item = Result<T>>, F: FnMut(usize) -> Result<It>> Iterator for Chained<It, F> {
+    type Item = Result<(usize, T)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            if let Some((index, items)) = &mut self.current {
+                match items.next() {
+                    Some(Ok(item)) => return Some(Ok((*index, item))),
+                    Some(Err(e)) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                    None => self.current = None,
+                }
+            }
+            if self.next >= self.count {
+                return None;
+            }
+            match (self.open)(self.next) {
+                Ok(items) => self.current = Some((self.next, items)),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+            self.next += 1;
+        }
+        None
+    }
+}
+
 /// Yields the chunks of one stream, in order. Memory stays near `target` bytes, except when a stream
 /// has no safe cut for a long stretch (then the chunk grows until one is found).
 pub struct ChunkReader<'c> {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
 use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, ManyRecords, RecordChunk, RecordSource, RecordSpec, RecordStats};
+use crate::records::{self, RecordChunk, RecordInput, RecordSource, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -157,8 +157,10 @@ pub fn count_documents(docs: &[&str], pretokenizer: &Pretokenizer, pool: &rayon:
 }
 
 /// Counts the pre-tokens of the records of `sources` (JSON-lines files, parquet files' row groups), one
-/// document per record (the field or column `field`), in parallel on `pool`, reading through all of them
-/// as one stream of chunks (`ManyRecords`); returns the counts and each source's stats.
+/// document per record (the field or column `field`), in parallel on `pool`; returns the counts and each
+/// source's stats. As for text files (`count_files_in_chunks`), inputs are read in parallel, each by its
+/// own reader (gzip and zstd inflate in order) whose chunks are counted in parallel, and an input is
+/// opened when a thread takes it up.
 pub fn count_records(
     sources: &[RecordSource],
     field: &str,
@@ -167,34 +169,39 @@ pub fn count_records(
     lossy: bool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, Vec<RecordStats>)> {
-    let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
     let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
     let read = Arc::new(AtomicU64::new(0));
-    let chunks = ManyRecords::new(sources, field, lossy, read.clone())?;
-    let per_source = || (PretokenCounts::default(), vec![RecordStats::default(); sources.len()]);
-    pool.install(|| {
-        chunks
-            .par_bridge()
-            .try_fold(per_source, |(mut counts, mut stats), chunk| {
-                let (index, chunk) = chunk?;
-                let docs = chunk.documents(&specs[index])?;
-                for t in &docs.texts {
-                    count_document(t, pretokenizer, &mut counts)?;
-                }
-                let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
-                stats[index].add(RecordStats::of(&texts, docs.skipped));
-                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                    return Err(Error::Interrupted);
-                }
-                Ok((counts, stats))
+    let stats = std::sync::Mutex::new(vec![RecordStats::default(); sources.len()]);
+    let counts = pool.install(|| {
+        sources
+            .par_iter()
+            .enumerate()
+            .map(|(index, source)| {
+                let RecordInput { chunks, spec, .. } = source.open(field, lossy, read.clone())?;
+                chunks
+                    .par_bridge()
+                    .try_fold(PretokenCounts::default, |mut counts, chunk| {
+                        let chunk = chunk?;
+                        let docs = chunk.documents(&spec)?;
+                        for t in &docs.texts {
+                            count_document(t, pretokenizer, &mut counts)?;
+                        }
+                        let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
+                        let counted = RecordStats::of(&texts, docs.skipped);
+                        stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index].add(counted);
+                        if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
+                            return Err(Error::Interrupted);
+                        }
+                        Ok(counts)
+                    })
+                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
             })
-            .try_reduce(per_source, |(a, mut sa), (b, sb)| {
-                for (x, y) in sa.iter_mut().zip(sb) {
-                    x.add(y);
-                }
-                Ok((merge_counts(a, b), sa))
-            })
-    })
+            .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
+    })?;
+    Ok((
+        counts,
+        stats.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+    ))
 }
 
 /// Adds `more` into `total` (counts made in this process: no sum can overflow, each count being at most

@@ -420,7 +420,7 @@ def test_runs_of_small_text_files_encode_and_count_as_file_by_file(gpt2, documen
     assert files[20].stat().st_size > _core.SMALL_INPUT_BYTES
     files[30] = d / "030.jsonl"
     files[30].write_text(json.dumps({"text": documents[30]}) + "\n", encoding="utf-8")
-    runs = [len(r) for r in ingest._in_runs(ingest.whole_units(resolve(files)))]
+    runs = [len(r) for _, r in ingest._in_runs(ingest.whole_units(resolve(files)))]
     assert runs == [9, 1, 10, 1, 9, 1, 9], runs  # the gzip, large and JSON lines files stand alone
     out = tmp_path / "many.npy"
     stats = gpt2.encode_files(files, out, num_threads=2)
@@ -442,7 +442,7 @@ def test_runs_of_small_text_files_encode_and_count_as_file_by_file(gpt2, documen
     assert len(np.load(tmp_path / "lossy.npy")) > 0
 
 
-def test_runs_of_json_lines_and_parquet_shards_encode_and_count_as_file_by_file(gpt2, documents, tmp_path):
+def test_runs_of_shards_and_of_text_files_encode_and_count_as_file_by_file(gpt2, documents, tmp_path):
     # Consecutive local JSON-lines and parquet files go to the core in one call, one pipeline through them
     # all (a shard of one chunk no longer runs on one thread); a text file cuts the run. Ids, per-input
     # stats and merges are those of the files one by one; a damaged shard inside a run is named and
@@ -460,11 +460,14 @@ def test_runs_of_json_lines_and_parquet_shards_encode_and_count_as_file_by_file(
             path.write_bytes(gzip.compress(lines) if i % 3 == 1 else lines)
         files.append(path)
         records.append(part)
-    text = d / "between.txt"
-    text.write_text(EOT.join(documents[300:320]), encoding="utf-8")
-    files.insert(6, text)
-    runs = [len(r) for r in ingest._in_runs(ingest.whole_units(resolve(files)))]
-    assert runs == [6, 1, 6], runs
+    # Text files between (compressed, and larger than small): a run of their own, read as one stream.
+    text, gz = d / "between.txt", d / "between.txt.gz"
+    text.write_text(EOT.join(documents[300:320] * 20), encoding="utf-8")
+    gz.write_bytes(gzip.compress(EOT.join(documents[320:340]).encode()))
+    assert text.stat().st_size > _core.SMALL_INPUT_BYTES
+    files[6:6] = [gz, text]
+    runs = [(kind, len(r)) for kind, r in ingest._in_runs(ingest.whole_units(resolve(files)))]
+    assert runs == [("records", 6), ("text", 2), ("records", 6)], runs
     out = tmp_path / "all.npy"
     stats = gpt2.encode_files(files, out, num_threads=2)
     one_by_one = []
@@ -476,14 +479,17 @@ def test_runs_of_json_lines_and_parquet_shards_encode_and_count_as_file_by_file(
     assert stats.documents == len(shard_docs) and stats.inputs == [str(f) for f in files]
     assert stats.tokens == len(np.load(out))
     trained = bpe_lm.train_bpe(files, 300, [EOT], num_threads=2)
-    text_docs = text.read_text(encoding="utf-8").split(EOT)
+    text_docs = gzip.decompress(gz.read_bytes()).decode().split(EOT) + text.read_text(encoding="utf-8").split(EOT)
     assert trained == ref.train_documents([t for part in records[:6] for t in part] + text_docs
                                           + [t for part in records[6:] for t in part], 300, [EOT])  # fmt: skip
-    # A cut gzip shard inside the run: named, nothing written.
-    files[4].write_bytes(files[4].read_bytes()[:-30])
-    with pytest.raises(OSError, match="04.jsonl.gz: incomplete deflate stream"):
-        gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
-    assert not (tmp_path / "bad.npy").exists()
+    # A cut gzip file inside a run, of either kind: named, nothing written.
+    for cut in (files[4], gz):
+        good = cut.read_bytes()
+        cut.write_bytes(good[:-30])
+        with pytest.raises(OSError, match=f"{cut.name}: incomplete deflate stream"):
+            gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
+        assert not (tmp_path / "bad.npy").exists()
+        cut.write_bytes(good)
 
 
 def _documents_of(path: Path) -> list[str]:

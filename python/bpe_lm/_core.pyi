@@ -68,13 +68,12 @@ class Encoder:
     def check_width(self, width: int) -> None: ...
     def encode_text_into(
         self,
-        input: str | PathLike[str],
+        inputs: Sequence[tuple[str | PathLike[str], tuple[int, int] | None]],
         writer: TokenWriter,
         num_threads: int | None = None,
         errors_replace: bool = False,
         progress: ProgressCallback | None = None,
-        range: tuple[int, int] | None = None,
-    ) -> tuple[int, int]: ...
+    ) -> list[tuple[int, int]]: ...
     def encode_texts_into(
         self,
         inputs: list[str | PathLike[str]],

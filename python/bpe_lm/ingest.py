@@ -98,23 +98,36 @@ def _is_core_record(unit: Unit) -> bool:
     return unit.input.format in ("jsonl", "parquet") and unit.input.url is None
 
 
-def _in_runs(units: Sequence[Unit]) -> Iterator[list[Unit]]:
-    """The units in order, in runs: consecutive small text files together (a corpus of a document a file
-    costs a call into the core a run, not a call a file), consecutive local JSON-lines and parquet units
-    together (one pipeline through them all, with no pause between files: a shard of a few hundred
-    kilobytes is one chunk, which a call of its own encoded on one thread), every other unit alone."""
+def _run_kind(unit: Unit) -> str | None:
+    """Which units go to the core together (`_in_runs`): small text files ("small text"), other local text
+    files ("text"), local JSON-lines and parquet units ("records"); None: a unit alone (Arrow, CSV, URLs)."""
+    if _is_small_text(unit):
+        return "small text"
+    if unit.input.url is not None:
+        return None
+    if unit.input.format == "text":
+        return "text"
+    return "records" if _is_core_record(unit) else None
+
+
+def _in_runs(units: Sequence[Unit]) -> Iterator[tuple[str | None, list[Unit]]]:
+    """The units in order, in runs of one kind (`_run_kind`), each with its kind: a run is one call into the
+    core. Small text files are read and encoded side by side, a file an item (a corpus of a document a file
+    costs a call a run, not a call a file); other text files, and JSON-lines and parquet files, are read
+    through as one stream, one pipeline through them all with no pause between files (a shard of a few
+    hundred kilobytes is one chunk, which a call of its own encoded on one thread)."""
     run: list[Unit] = []
     run_kind: str | None = None
     for unit in units:
-        kind = "small text" if _is_small_text(unit) else "records" if _is_core_record(unit) else None
+        kind = _run_kind(unit)
         if run and kind is not None and kind == run_kind:
             run.append(unit)
             continue
         if run:
-            yield run
+            yield run_kind, run
         run, run_kind = [unit], kind
     if run:
-        yield run
+        yield run_kind, run
 
 
 def _record_inputs(units: Sequence[Unit]) -> list[tuple[str, str, tuple[int, int] | None, list[int] | None]]:
@@ -182,9 +195,8 @@ def encode_unit(
         inp = here.input
         path = os.fspath(inp.path)
         if inp.format == "text":
-            tokens, text_bytes = tok._core.encode_text_into(
-                path, writer, num_threads, replace, progress, here.byte_range
-            )
+            [(tokens, text_bytes)] = tok._core.encode_text_into([(path, here.byte_range)], writer, num_threads, replace,
+                                                                progress)  # fmt: skip
             stats = Stats(text_bytes=text_bytes, tokens=tokens)
         elif inp.format in ("jsonl", "parquet"):
             stats = Stats(*tok._core.encode_records_into(
@@ -262,22 +274,24 @@ def encode_units(
     bars = UnitProgress(progress, sum(u.size for u in units))
     with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
-        for run in _in_runs(units):
-            if len(run) > 1 and _is_core_record(run[0]):
+        for kind, run in _in_runs(units):
+            replace, report = errors == "replace", bars.for_units(run)
+            if len(run) == 1 and kind != "records":
+                stats.add(encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads,
+                                      errors=errors, progress=report))  # fmt: skip
+            elif kind == "records":
                 got = tok._core.encode_records_into(
-                    _record_inputs(run), text_field, end_of_text_id(tok), writer, num_threads,
-                    bars.for_units(run), errors == "replace",
-                )  # fmt: skip
+                    _record_inputs(run), text_field, end_of_text_id(tok), writer, num_threads, report, replace
+                )
                 for unit, (documents, skipped, text_bytes, tokens) in zip(run, got):
                     stats.add(Stats(documents, skipped, text_bytes, tokens, [unit.input.where]))
-            elif len(run) == 1:
-                stats.add(encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads,
-                                      errors=errors, progress=bars.for_unit(run[0])))  # fmt: skip
             else:
-                paths = [os.fspath(u.input.path) for u in run]
-                counts = tok._core.encode_texts_into(
-                    paths, writer, num_threads, errors == "replace", bars.for_units(run)
-                )
+                if kind == "small text":
+                    paths = [os.fspath(u.input.path) for u in run]
+                    counts = tok._core.encode_texts_into(paths, writer, num_threads, replace, report)
+                else:
+                    texts = [(os.fspath(u.input.path), u.byte_range) for u in run]
+                    counts = tok._core.encode_text_into(texts, writer, num_threads, replace, report)
                 for unit, (tokens, text_bytes) in zip(run, counts):
                     stats.add(Stats(text_bytes=text_bytes, tokens=tokens, inputs=[unit.input.where]))
             bars.finish_units(run)
@@ -298,19 +312,19 @@ def count_units(
     check_units(units, text_field)
     stats = Stats()
     bars = UnitProgress(progress, sum(u.size for u in units))
-    for run in _in_runs(units):
-        if len(run) > 1 and _is_core_record(run[0]):
-            got = counter.add_records(
-                _record_inputs(run), text_field, num_threads, bars.for_units(run), errors == "replace"
-            )
+    for kind, run in _in_runs(units):
+        replace, report = errors == "replace", bars.for_units(run)
+        if len(run) == 1 and kind != "records":
+            stats.add(count_unit(counter, run[0], text_field=text_field, num_threads=num_threads, errors=errors,
+                                 progress=report))  # fmt: skip
+        elif kind == "records":
+            got = counter.add_records(_record_inputs(run), text_field, num_threads, report, replace)
             for unit, (documents, skipped, text_bytes) in zip(run, got):
                 stats.add(Stats(documents, skipped, text_bytes, inputs=[unit.input.where]))
-        elif len(run) == 1:
-            stats.add(count_unit(counter, run[0], text_field=text_field, num_threads=num_threads, errors=errors,
-                                 progress=bars.for_unit(run[0])))  # fmt: skip
         else:
+            # Text files of any size: read in parallel, each its own stream (`add_text`).
             paths = [os.fspath(u.input.path) for u in run]
-            text_bytes = counter.add_text(paths, None, num_threads, errors == "replace", bars.for_units(run))
+            text_bytes = counter.add_text(paths, [u.byte_range for u in run], num_threads, replace, report)
             stats.add(Stats(text_bytes=text_bytes, inputs=[u.input.where for u in run]))
         bars.finish_units(run)
     return stats
