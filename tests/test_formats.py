@@ -424,11 +424,7 @@ def test_runs_of_small_text_files_encode_and_count_as_file_by_file(gpt2, documen
     assert runs == [9, 1, 10, 1, 9, 1, 9], runs  # the gzip, large and JSON lines files stand alone
     out = tmp_path / "many.npy"
     stats = gpt2.encode_files(files, out, num_threads=2)
-    one_by_one = []
-    for f in files:
-        gpt2.encode_files(f, tmp_path / "one.npy", num_threads=2)
-        one_by_one.append(np.load(tmp_path / "one.npy"))
-    assert np.array_equal(np.load(out), np.concatenate(one_by_one))
+    assert np.array_equal(np.load(out), _file_by_file(gpt2, files, tmp_path))
     assert stats.tokens == len(np.load(out)) and stats.inputs == [str(f) for f in files]
     trained = bpe_lm.train_bpe(files, 300, [EOT], num_threads=2)
     assert trained == ref.train_documents([t for f in files for t in _documents_of(f)], 300, [EOT])
@@ -470,11 +466,7 @@ def test_runs_of_shards_and_of_text_files_encode_and_count_as_file_by_file(gpt2,
     assert runs == [("records", 6), ("text", 2), ("records", 6)], runs
     out = tmp_path / "all.npy"
     stats = gpt2.encode_files(files, out, num_threads=2)
-    one_by_one = []
-    for f in files:
-        gpt2.encode_files(f, tmp_path / "one.npy", num_threads=2)
-        one_by_one.append(np.load(tmp_path / "one.npy"))
-    assert np.array_equal(np.load(out), np.concatenate(one_by_one))
+    assert np.array_equal(np.load(out), _file_by_file(gpt2, files, tmp_path))
     shard_docs = [t for part in records for t in part if t]
     assert stats.documents == len(shard_docs) and stats.inputs == [str(f) for f in files]
     assert stats.tokens == len(np.load(out))
@@ -490,6 +482,15 @@ def test_runs_of_shards_and_of_text_files_encode_and_count_as_file_by_file(gpt2,
             gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
         assert not (tmp_path / "bad.npy").exists()
         cut.write_bytes(good)
+
+
+def _file_by_file(tok: Tokenizer, files: list[Path], tmp_path: Path) -> np.ndarray:
+    """The ids of `files` encoded one call each, concatenated."""
+    one_by_one = []
+    for f in files:
+        tok.encode_files(f, tmp_path / "one.npy", num_threads=2)
+        one_by_one.append(np.load(tmp_path / "one.npy"))
+    return np.concatenate(one_by_one)
 
 
 def _documents_of(path: Path) -> list[str]:
