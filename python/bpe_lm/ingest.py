@@ -59,9 +59,6 @@ class UnitProgress:
         self.total = total
         self.base = 0
 
-    def for_unit(self, unit: Unit) -> Callback | None:
-        return self.for_units([unit])
-
     def for_units(self, units: Sequence[Unit]) -> Callback | None:
         """The callback for work on `units` (consecutive), reporting in their bytes together."""
         if self.callback is None:
@@ -72,9 +69,6 @@ class UnitProgress:
             cb("read", base + min(done, size), self.total)
 
         return report
-
-    def finish_unit(self, unit: Unit) -> None:
-        self.finish_units([unit])
 
     def finish_units(self, units: Sequence[Unit]) -> None:
         self.base += sum(u.size for u in units)
