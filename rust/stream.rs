@@ -113,7 +113,7 @@ impl TextSource {
             Compression::None => Box::new(raw),
             Compression::Gzip => Box::new(Inflated(BufReader::with_capacity(
                 buffer_bytes,
-                flate2::read::MultiGzDecoder::new(raw),
+                GzipStream(flate2::read::MultiGzDecoder::new(raw)),
             ))),
             Compression::Zstd => Box::new(Inflated(ZstdStream::new(raw).map_err(io_err)?)),
         })
@@ -183,6 +183,22 @@ pub trait Source: Read + Send {
 const TYPICAL_INFLATION: u64 = 3;
 
 /// A source inflated from a compressed file (gzip, zstd): it yields more than the file holds.
+/// A gzip file, every member in turn. A stream cut short is named as such, as a zstd one is (flate2 says
+/// "incomplete deflate stream").
+struct GzipStream<R: Read>(flate2::read::MultiGzDecoder<R>);
+
+impl<R: Read> Read for GzipStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the gzip stream ends inside a member (is the file cut short?)",
+            ),
+            _ => e,
+        })
+    }
+}
+
 struct Inflated<S>(S);
 
 impl<S: Source> Read for Inflated<S> {

@@ -478,7 +478,9 @@ def test_runs_of_shards_and_of_text_files_encode_and_count_as_file_by_file(gpt2,
     for cut in (files[4], gz):
         good = cut.read_bytes()
         cut.write_bytes(good[:-30])
-        with pytest.raises(OSError, match=f"{cut.name}: incomplete deflate stream"):
+        with pytest.raises(
+            OSError, match=rf"{cut.name}: the gzip stream ends inside a member \(is the file cut short\?\)"
+        ):
             gpt2.encode_files(files, tmp_path / "bad.npy", num_threads=2)
         assert not (tmp_path / "bad.npy").exists()
         cut.write_bytes(good)

@@ -551,6 +551,16 @@ def test_encode_summary_counts_decompressed_text(tmp_path, tok_dir, corpus, caps
     assert f"encoded {len(corpus.read_bytes()) * 3 / 1e6:.1f} MB of text" in err
 
 
+def test_a_cut_compressed_input_is_named_once_and_said_to_be_cut(tmp_path, tok_dir, corpus, capsys):
+    # Checked before any work: the file named once, what is wrong in words (gzip as zstd says it), exit 1.
+    gz = tmp_path / "c.txt.gz"
+    gz.write_bytes(gzip.compress(corpus.read_bytes())[:-40])
+    assert main(["encode", str(gz), "-o", str(tmp_path / "ids.npy"), "--tokenizer", str(tok_dir), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{gz}: not a valid gzip file (the gzip stream ends inside a member (is the file cut short?))" in err
+    assert err.count(str(gz)) == 1 and not (tmp_path / "ids.npy").exists()
+
+
 def test_progress_bars_use_decimal_units_and_say_encoding(capsys):
     with ProgressBars(True, {"read": "encoding"}) as bar:
         bar("read", 5_000_000, 10_000_000)

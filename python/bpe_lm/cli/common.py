@@ -57,7 +57,8 @@ def check_inputs(patterns: list[str] | str):
                 with open_decompressed(inp.path) as f:
                     empty = f.read(1) == b""
             except (OSError, ValueError) as e:
-                raise UserError(f"{inp.path}: not a valid {inp.compression} file ({e})") from None
+                reason = str(e).removeprefix(f"{inp.path}: ")  # the core's errors name the file already
+                raise UserError(f"{inp.path}: not a valid {inp.compression} file ({reason})") from None
             if empty:
                 raise UserError(f"{inp.path}: is empty (after decompression)")
     return inputs
