@@ -301,7 +301,11 @@ impl Encoder {
         progress: &dyn Progress,
     ) -> Result<Vec<(u64, u64)>> {
         writer.dtype().check_holds(self.vocab_size())?;
-        let total = inputs.iter().map(TextSource::disk_bytes).sum::<Result<u64>>()?;
+        let sizes = inputs
+            .iter()
+            .map(TextSource::disk_bytes)
+            .collect::<Result<Vec<u64>>>()?;
+        let total: u64 = sizes.iter().sum();
         let read = Arc::new(AtomicU64::new(0));
         let chunks_of = |input: &TextSource, source| {
             ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
@@ -313,8 +317,7 @@ impl Encoder {
         let first = match inputs.first() {
             Some(input) => {
                 let source = input.open(read.clone())?;
-                let disk = input.disk_bytes()?;
-                let per_disk_byte = source.expected_bytes(disk) as f64 / disk.max(1) as f64;
+                let per_disk_byte = source.expected_bytes(sizes[0]) as f64 / sizes[0].max(1) as f64;
                 self.expect_text((per_disk_byte * total as f64) as u64, pool);
                 Some(chunks_of(input, source))
             }
@@ -432,11 +435,7 @@ impl Encoder {
     ) -> Result<Vec<(RecordStats, u64)>> {
         writer.dtype().check_holds(self.vocab_size())?;
         let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
-        let sizes = sources
-            .iter()
-            .map(RecordSource::disk_bytes)
-            .collect::<Result<Vec<u64>>>()?;
-        let total: u64 = sizes.iter().sum();
+        let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
         let read = Arc::new(AtomicU64::new(0));
         let (chunks, text_per_disk_byte) = records::many_records(sources, field, lossy, read.clone())?;
         // The caches are sized for the text of all the inputs, as the first one's text is to its size.

@@ -324,7 +324,8 @@ impl ColumnSource {
     /// Appends the bytes of `span` to `into`.
     fn read_span(&self, span: Span, into: &mut Vec<u8>) -> Result<()> {
         let start = into.len();
-        // Spans lie within the file (`ColumnChunks::walk_to` checks them against its length).
+        // Spans lie within the file: `ColumnChunks::open_group` checks a column chunk against the file's
+        // length, and `walk_run` each page against its column chunk.
         into.resize(start + span.len as usize, 0);
         read_at(&self.file, &mut into[start..], span.offset).map_err(|e| Error::io(Some(self.path.clone()), e))
     }
@@ -600,25 +601,23 @@ impl ColumnChunks {
                     walk.dictionary = Some((span, header.inflated));
                 }
                 kind => {
-                    if let PageKind::Data {
-                        rows,
-                        dictionary_encoded,
-                    } = kind
-                    {
-                        walk.rows_walked = walk.rows_walked.saturating_add(rows);
-                        *bytes = bytes.saturating_add(header.inflated as usize);
-                        if dictionary_encoded && !needs_dictionary {
-                            // The run's values are in the dictionary (its pages hold their indices):
-                            // its bytes count towards the chunk's, as decoding it is part of the work.
-                            needs_dictionary = true;
-                            let inflated = walk.dictionary.map_or(0, |(_, inflated)| inflated);
-                            *bytes = bytes.saturating_add(inflated as usize);
+                    let rows = match kind {
+                        PageKind::Data {
+                            rows,
+                            dictionary_encoded,
+                        } => {
+                            walk.rows_walked = walk.rows_walked.saturating_add(rows);
+                            *bytes = bytes.saturating_add(header.inflated as usize);
+                            if dictionary_encoded && !needs_dictionary {
+                                // The run's values are in the dictionary (its pages hold their indices):
+                                // its bytes count towards the chunk's, as decoding it is part of the work.
+                                needs_dictionary = true;
+                                let inflated = walk.dictionary.map_or(0, |(_, inflated)| inflated);
+                                *bytes = bytes.saturating_add(inflated as usize);
+                            }
+                            rows
                         }
-                    }
-                    let rows = if let PageKind::Data { rows, .. } = kind {
-                        rows
-                    } else {
-                        0
+                        _ => 0, // an index page: skipped by the decoder, no rows
                     };
                     let run = run.get_or_insert(PageRun {
                         dictionary: None,

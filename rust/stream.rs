@@ -182,7 +182,6 @@ pub trait Source: Read + Send {
 /// 306 → 273 CPU-ms; a first A/B with the factor on the record path alone: 169 → 160 ms).
 const TYPICAL_INFLATION: u64 = 3;
 
-/// A source inflated from a compressed file (gzip, zstd): it yields more than the file holds.
 /// A gzip file, every member in turn. A stream cut short is named as such, as a zstd one is (flate2 says
 /// "incomplete deflate stream").
 struct GzipStream<R: Read>(flate2::read::MultiGzDecoder<R>);
@@ -199,6 +198,7 @@ impl<R: Read> Read for GzipStream<R> {
     }
 }
 
+/// A source inflated from a compressed file (gzip, zstd): it yields more than the file holds.
 struct Inflated<S>(S);
 
 impl<S: Source> Read for Inflated<S> {
