@@ -289,8 +289,9 @@ impl RecordChunk for LineChunk {
     }
 }
 
-/// What a message about a record's text that is not UTF-8 ends with: the way out.
-const ERRORS_HINT: &str = "--errors replace reads it with U+FFFD";
+/// What a message about text that is not UTF-8 ends with: the way out (Python's readers add the same,
+/// as `_core.ERRORS_HINT`).
+pub(crate) const ERRORS_HINT: &str = "--errors replace reads it with U+FFFD";
 
 /// A record's text as a document: it must be UTF-8 (`row` numbers the record, for the error), unless
 /// `lossy`, where what is not becomes U+FFFD.

@@ -452,8 +452,8 @@ def open_decompressed(path: str | os.PathLike[str], buffer_size: int = 1 << 20) 
     return io.BufferedReader(_CoreRaw(reader), buffer_size=buffer_size)
 
 
-ERRORS_HINT = "--errors replace reads it with U+FFFD"
-"""What a message about text that is not UTF-8 adds where the command offers a way out."""
+ERRORS_HINT: str = _core.ERRORS_HINT
+"""What a message about text that is not UTF-8 adds where the command offers a way out (the core's words)."""
 
 
 def _record_error(path: Path, position: str, what: str) -> RecordError:
