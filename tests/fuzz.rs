@@ -843,3 +843,48 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
         },
     );
 }
+
+/// Code points as a str holds them: runs of one UTF-8 length (long ASCII runs reach the 32-point path),
+/// mixes of every length, and now and then a surrogate or a value above U+10FFFF, which must be refused
+/// at their index.
+fn code_points() -> impl Strategy<Value = Vec<u32>> {
+    let point = prop_oneof![
+        8 => 0x20..0x80u32,
+        3 => 0x80..0x800u32,
+        3 => 0x800..0xD800u32,
+        1 => 0xE000..0x1_0000u32,
+        1 => 0x1_0000..0x11_0000u32,
+        1 => prop_oneof![0xD800..0xE000u32, 0x11_0000..=u32::MAX],
+    ];
+    let run = prop_oneof![
+        3 => proptest::collection::vec(0x20..0x80u32, 0..100),
+        2 => proptest::collection::vec(point.clone(), 0..40),
+        1 => (point, 1..70usize).prop_map(|(p, n)| vec![p; n]),
+    ];
+    proptest::collection::vec(run, 0..12).prop_map(|runs| runs.concat())
+}
+
+#[test]
+fn code_points_become_std_utf8() {
+    use _core::code_points::{push_utf8, push_utf8_portable};
+    fuzz("code_points_become_std_utf8", code_points(), |points| {
+        let first_bad = points.iter().position(|&p| char::from_u32(p).is_none());
+        let expected: String = points.iter().map_while(|&p| char::from_u32(p)).collect();
+        for push in [push_utf8, push_utf8_portable] {
+            let mut out = b"before".to_vec();
+            let result = push(&points, &mut out);
+            match first_bad {
+                None => {
+                    prop_assert_eq!(result, Ok(()));
+                    prop_assert_eq!(&out[6..], expected.as_bytes());
+                }
+                Some(i) => {
+                    prop_assert_eq!(result, Err(i));
+                    prop_assert!(expected.as_bytes().starts_with(&out[6..]));
+                }
+            }
+            prop_assert_eq!(&out[..6], b"before");
+        }
+        Ok(())
+    });
+}
