@@ -9,9 +9,6 @@
 //! sends a file's written pages to disk ahead of its final sync;
 //! `append_lanes` appends ids written into a Vec's spare capacity (its length set past them);
 //! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed;
-//! `push_utf8_points` makes the UTF-8 of a str's code points (code_points.rs), 8 or 32 at a time (AVX2,
-//! checked against std by the unit test there, every scalar value, and by the fuzz target
-//! `code_points_become_std_utf8`, which also checks the portable path);
 //! `json_string_stop` finds where a JSON string's text stops, 16 bytes at a time (SSE2, which every
 //! x86-64 CPU has; checked against its byte-by-byte path in the tests, and through the JSON scanner
 //! against serde_json by the fuzz target `json_line_scanner_answers_like_serde_json`).
@@ -357,59 +354,6 @@ pub(crate) fn append_lanes<R>(out: &mut Vec<u32>, room: usize, f: impl FnOnce(&m
     result
 }
 
-/// Appends to `out` the UTF-8 of the leading code points of `points` (code_points.rs) and returns how
-/// many it took: a multiple of 8, short of `points.len()` where fewer than 8 are left or at the first 8
-/// holding a point that takes 4 bytes or is a surrogate. With AVX2, 32 points at a time while all are
-/// ASCII, else 8 of 1 to 3 bytes each; elsewhere it takes none (0), and code_points.rs goes its portable way.
-#[inline]
-pub(crate) fn push_utf8_points(points: &[u32], out: &mut Vec<u8>) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx2::available() {
-            // SAFETY: the CPU has just reported every feature `push_utf8_points` is compiled for.
-            return unsafe { avx2::push_utf8_points(points, out) };
-        }
-    }
-    let _ = (points, out);
-    0
-}
-
-/// For `push_utf8_points`: entry `ascii | two << 4` says, for four 4-byte lanes each holding the 1 to 3
-/// bytes of a point's UTF-8 from its lowest byte up (bit i of `ascii` set: lane i's point is 0x80 or more;
-/// of `two`: 0x800 or more), which bytes to keep, in order: `shuffle` for `pshufb` (0x80: none), `len`
-/// how many. Entries where `two` is not within `ascii` are never used.
-#[cfg(target_arch = "x86_64")]
-struct Utf8Compaction {
-    shuffle: [[u8; 16]; 256],
-    len: [u8; 256],
-}
-
-#[cfg(target_arch = "x86_64")]
-static UTF8_COMPACTION: Utf8Compaction = {
-    let mut table = Utf8Compaction {
-        shuffle: [[0x80; 16]; 256],
-        len: [0; 256],
-    };
-    let mut index = 0;
-    while index < 256 {
-        let mut len = 0;
-        let mut lane = 0;
-        while lane < 4 {
-            let bytes = 1 + (index >> lane & 1) + (index >> (lane + 4) & 1);
-            let mut k = 0;
-            while k < bytes {
-                table.shuffle[index][len] = (4 * lane + k) as u8;
-                len += 1;
-                k += 1;
-            }
-            lane += 1;
-        }
-        table.len[index] = len as u8;
-        index += 1;
-    }
-    table
-};
-
 /// Runs the GPT-2 scanner (`pretokenize::for_each_gpt2_range`) over `text`, into `f`: where the CPU has
 /// AVX2, BMI1, BMI2 and LZCNT (every x86-64 CPU since 2013 that has one has all four), a copy of the whole
 /// scanning loop compiled for them, the sink's `piece` included, with the class masks computed in registers
@@ -455,85 +399,6 @@ mod avx2 {
             && std::arch::is_x86_feature_detected!("bmi1")
             && std::arch::is_x86_feature_detected!("bmi2")
             && std::arch::is_x86_feature_detected!("lzcnt")
-    }
-
-    /// `super::push_utf8_points`. Where 32 points are all ASCII (their OR has no bit above 0x7F), two
-    /// saturating packs narrow them (exact, as every point is below 0x80) into 4-byte groups in the order
-    /// a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7, put in order by one lane permute. Else 8 points below
-    /// 0x10000 and no surrogate: each lane makes its point's 1, 2 or 3 bytes (all three forms, blended by
-    /// compares), and each half of 4 lanes is compacted by a `pshufb` from `UTF8_COMPACTION` and stored
-    /// as 16 bytes, of which the next store overwrites what is not the half's. Reads `points[8k..8k + 8]`
-    /// (32 at once only where 32 are left) and writes only the spare capacity, reserved first for the
-    /// most it may write (3 bytes a point and a store's 16); the Vec's length grows by the bytes made.
-    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
-    pub(super) fn push_utf8_points(points: &[u32], out: &mut Vec<u8>) -> usize {
-        out.reserve(3 * points.len() + 16);
-        let spare = out.spare_capacity_mut();
-        let table = &super::UTF8_COMPACTION;
-        let above_ascii = _mm256_set1_epi32(!0x7F);
-        let in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let (x80, x800, x10000) = (
-            _mm256_set1_epi32(0x7F),
-            _mm256_set1_epi32(0x7FF),
-            _mm256_set1_epi32(0xFFFF),
-        );
-        let (low6, surrogates) = (_mm256_set1_epi32(0x3F), _mm256_set1_epi32(0xD800));
-        let (mut taken, mut made) = (0, 0);
-        while points.len() - taken >= 8 {
-            let from = points[taken..taken + 8].as_ptr() as *const __m256i;
-            if points.len() - taken >= 32 {
-                // SAFETY: `from` points at 32 u32s of `points` (32 are left), read as four unaligned loads.
-                let [a, b, c, d] = unsafe { [0, 1, 2, 3].map(|i| _mm256_loadu_si256(from.add(i))) };
-                let any = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
-                if _mm256_testz_si256(any, above_ascii) == 1 {
-                    let bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
-                    let to = spare[made..made + 32].as_mut_ptr() as *mut __m256i;
-                    // SAFETY: `to` points at 32 bytes of the spare capacity (the slice above), written unaligned.
-                    unsafe { _mm256_storeu_si256(to, _mm256_permutevar8x32_epi32(bytes, in_order)) };
-                    (taken, made) = (taken + 32, made + 32);
-                    continue;
-                }
-            }
-            // SAFETY: `from` points at 8 u32s of `points` (the slice above), read unaligned.
-            let p = unsafe { _mm256_loadu_si256(from) };
-            let is_surrogate = _mm256_cmpeq_epi32(_mm256_andnot_si256(x800, p), surrogates);
-            if _mm256_testz_si256(p, _mm256_xor_si256(x10000, _mm256_set1_epi32(-1))) == 0
-                || _mm256_testz_si256(is_surrogate, is_surrogate) == 0
-            {
-                break;
-            }
-            let two_up = _mm256_cmpgt_epi32(p, x80);
-            let three_up = _mm256_cmpgt_epi32(p, x800);
-            let last = _mm256_or_si256(_mm256_set1_epi32(0x80), _mm256_and_si256(p, low6));
-            let middle = _mm256_or_si256(_mm256_set1_epi32(0x80), _mm256_and_si256(_mm256_srli_epi32(p, 6), low6));
-            let two = _mm256_or_si256(
-                _mm256_or_si256(_mm256_set1_epi32(0xC0), _mm256_srli_epi32(p, 6)),
-                _mm256_slli_epi32(last, 8),
-            );
-            let three = _mm256_or_si256(
-                _mm256_or_si256(_mm256_set1_epi32(0xE0), _mm256_srli_epi32(p, 12)),
-                _mm256_or_si256(_mm256_slli_epi32(middle, 8), _mm256_slli_epi32(last, 16)),
-            );
-            let words = _mm256_blendv_epi8(_mm256_blendv_epi8(p, two, two_up), three, three_up);
-            let ascii_bits = _mm256_movemask_ps(_mm256_castsi256_ps(two_up)) as usize;
-            let two_bits = _mm256_movemask_ps(_mm256_castsi256_ps(three_up)) as usize;
-            for (half, bytes) in [_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)]
-                .into_iter()
-                .enumerate()
-            {
-                let index = (ascii_bits >> (4 * half) & 0xF) | (two_bits >> (4 * half) & 0xF) << 4;
-                // SAFETY: a table entry is 16 bytes, read whole by an unaligned load.
-                let shuffle = unsafe { _mm_loadu_si128(table.shuffle[index].as_ptr() as *const __m128i) };
-                let to = spare[made..made + 16].as_mut_ptr() as *mut __m128i;
-                // SAFETY: `to` points at 16 bytes of the spare capacity (the slice above), written unaligned.
-                unsafe { _mm_storeu_si128(to, _mm_shuffle_epi8(bytes, shuffle)) };
-                made += usize::from(table.len[index]);
-            }
-            taken += 8;
-        }
-        // SAFETY: the first `made` bytes of the spare capacity have just been written.
-        unsafe { out.set_len(out.len() + made) };
-        taken
     }
 
     /// The scanning loop and everything it inlines (the sink's `piece`, the masks) compiled for these

@@ -8,7 +8,6 @@
 mod arch;
 mod blocks;
 mod cache;
-pub mod code_points;
 pub mod counts;
 pub mod cuts;
 mod decode;

@@ -356,12 +356,12 @@ fn dtype_of(width: usize) -> PyResult<Dtype> {
 }
 
 /// A text to encode as the bindings take it: a str, or bytes (or a bytearray) of UTF-8, such as a file
-/// read in binary mode. A str that is not all ASCII is made UTF-8 here (`str_utf8`), not by CPython.
+/// read in binary mode. Bytes skip the UTF-8 form CPython makes of a str the first time one is asked of
+/// it, about a third of a first call on text that is not all ASCII (a str of English books with curly
+/// quotes holds two bytes a character): of the first `encode_to_numpy` of 20 MB of them, 37 ms of 131
+/// (gigatoken's first `encode`: 49 of 138).
 enum Text {
-    /// A str's own bytes: all ASCII, or short (CPython's UTF-8 form).
     Str(PyBackedStr),
-    /// The UTF-8 of a longer str that is not all ASCII (`str_utf8`).
-    Utf8(String),
     Bytes(PyBackedBytes),
 }
 
@@ -369,12 +369,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Text {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        if let Ok(text) = obj.cast::<PyString>() {
-            return match str_utf8(&text)? {
-                Some(utf8) => Ok(Text::Utf8(utf8)),
-                // A str that cannot be UTF-8 (a lone surrogate) raises CPython's own UnicodeEncodeError here.
-                None => Ok(Text::Str(obj.extract()?)),
-            };
+        // A str that cannot be UTF-8 (a lone surrogate) raises CPython's own UnicodeEncodeError.
+        if obj.is_instance_of::<PyString>() {
+            return Ok(Text::Str(obj.extract()?));
         }
         obj.extract::<PyBackedBytes>().map(Text::Bytes).map_err(|_| {
             let kind = obj.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string());
@@ -383,71 +380,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Text {
     }
 }
 
-/// Characters below which a str takes CPython's UTF-8 form. The texts of a batch are mostly shorter (a
-/// document each); there, what `str_utf8` costs a call (its buffers, a method call) costs as much as what
-/// it saves: a batch of 4 KB documents took 31 → 41 ms with every text of 64 characters or more made here.
-const STR_UTF8_MIN_CHARS: isize = 1 << 16;
-/// Characters `str_utf8` widens at a time: 64 KB of code points, which stay in the core's L2 cache.
-const STR_UTF8_CHUNK_CHARS: isize = 16 * 1024;
-
-/// The UTF-8 of `text`, made here where the str is not all ASCII and has at least `STR_UTF8_MIN_CHARS`
-/// characters; None where CPython's own form is to be used: an ASCII str is its own UTF-8 (no copy),
-/// and a str holding a surrogate is refused by CPython's message. CPython makes the UTF-8 of a str that
-/// is not ASCII a character at a time, a branch each, and keeps it as long as the str lives; here the
-/// str is read through the stable ABI as code points, 16K at a time (`PyUnicode_Substring`,
-/// `PyUnicode_AsUCS4`: copies at memory speed), made UTF-8 by `code_points::push_utf8` (SIMD), and
-/// dropped after the call. Measured on 20 MB of English books (a curly quote every few hundred
-/// characters makes the str two bytes a character): CPython's form 31–47 ms, this one 15–17 ms
-/// (the two calls ~5 ms, `push_utf8` ~6 ms and its huge pages' first touch, the check 1.5 ms); the
-/// first `encode_to_numpy` of the str, one thread, 5 fresh processes: 127.6 → 186.2 MB/s. The cost:
-/// a second call of the same str, which found CPython's form made, now makes its UTF-8 again (473.7 →
-/// 344.6 MB/s).
-fn str_utf8(text: &Bound<'_, PyString>) -> PyResult<Option<String>> {
-    let py = text.py();
-    // SAFETY: `text` is a live str; PyUnicode_GetLength reads its length.
-    let chars = unsafe { ffi::PyUnicode_GetLength(text.as_ptr()) };
-    if chars < STR_UTF8_MIN_CHARS || text.call_method0(pyo3::intern!(py, "isascii"))?.is_truthy()? {
-        return Ok(None);
-    }
-    let mut points = vec![0u32; chars.min(STR_UTF8_CHUNK_CHARS) as usize];
-    // Room for the most it can take, 4 bytes a character, so that it never moves: the memory is only
-    // reserved, and what is not written never touched. Where that much cannot be had, it grows.
-    let mut utf8 = Vec::new();
-    if utf8.try_reserve_exact(4 * chars as usize).is_ok() {
-        crate::arch::advise_huge_pages(utf8.spare_capacity_mut());
-    }
-    let mut at = 0;
-    while at < chars {
-        let end = chars.min(at + STR_UTF8_CHUNK_CHARS);
-        let piece = if at == 0 && end == chars {
-            text.clone().into_any()
-        } else {
-            // SAFETY: 0 <= at < end <= len(text); the new str is owned by the Bound.
-            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_Substring(text.as_ptr(), at, end))? }
-        };
-        let n = (end - at) as usize;
-        // SAFETY: `points` holds at least `n` = len(piece) code points; without the trailing NUL
-        // (copy_null 0) PyUnicode_AsUCS4 writes exactly `n`.
-        let wrote = unsafe { ffi::PyUnicode_AsUCS4(piece.as_ptr(), points.as_mut_ptr(), n as ffi::Py_ssize_t, 0) };
-        if wrote.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        if crate::code_points::push_utf8(&points[..n], &mut utf8).is_err() {
-            return Ok(None);
-        }
-        at = end;
-    }
-    // `push_utf8` makes only UTF-8; the check (SIMD, ~1.5 ms for 20 MB) keeps a String from resting on it.
-    Ok(crate::arch::utf8_string(utf8).ok())
-}
-
 impl Text {
     /// The text, bytes checked to be UTF-8 (an error names the first byte that is not, and `item`, the
     /// text's index in a batch); for a call with the GIL released.
     fn utf8_at(&self, item: Option<usize>) -> Result<&str, Error> {
         match self {
             Text::Str(text) => Ok(text),
-            Text::Utf8(text) => Ok(text),
             Text::Bytes(bytes) => crate::arch::utf8_str(bytes).map_err(|valid| Error::InvalidUtf8 {
                 path: None,
                 item,

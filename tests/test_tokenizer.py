@@ -202,32 +202,6 @@ def test_utf8_bytes_encode_as_their_text(small_tokenizer):
         tok.encode("lone \udc80 surrogate")
 
 
-@pytest.mark.parametrize(
-    "unit",
-    ["Once \u201cupon\u201d a time, ", "\u0436\u0438\u043b\u0438-\u0431\u044b\u043b\u0438 ", "\u4ece\u524d\uff0c\n", "caf\u00e9 \U0001f600 ok "],
-    ids=["curly quotes", "cyrillic", "cjk", "emoji"],
-)
-def test_a_long_str_that_is_not_ascii_encodes_as_its_utf8_bytes(small_tokenizer, unit):
-    """A str of 64K characters or more that is not all ASCII is made UTF-8 by the core, 16K characters at
-    a time (py.rs, `str_utf8`), not by CPython: every call gives the ids of the same text as bytes, at
-    lengths around the chunk's, with a special token inside, and a lone surrogate is refused as CPython
-    refuses it."""
-    tok, _, _ = small_tokenizer
-    for chars in (65_536, 4 * 16_384 + 5, 100_003):
-        text = (unit * (chars // len(unit) + 1))[:chars]
-        text = text[: chars // 2] + EOT + text[chars // 2 :]
-        data = text.encode()
-        assert not text.isascii() and len(text) >= 65_536
-        assert tok.encode(text) == tok.encode(data)
-        assert tok.encode_ordinary(text) == tok.encode_ordinary(data)
-        for threads in (1, 2):
-            assert tok.encode_to_numpy(text, num_threads=threads).tolist() == tok.encode(data)
-        assert tok.encode_batch([text, "x"]) == tok.encode_batch([data, b"x"])
-    bad = "a" * 70_000 + "\udc80" + unit * 10
-    with pytest.raises(UnicodeEncodeError, match="position 70000: surrogates not allowed"):
-        tok.encode(bad)
-
-
 def test_encode_batch_to_numpy_is_the_batch_flattened(small_tokenizer):
     tok, _, _ = small_tokenizer
     texts = [generated_corpus(3, seed=s) for s in range(30)] + ["", EOT, "x" * 70_000]
