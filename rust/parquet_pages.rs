@@ -251,26 +251,23 @@ pub(crate) fn page_header(bytes: &[u8]) -> Parsed {
     let count = |n: Option<i64>| n.filter(|&n| n >= 0).map(|n| n as u64);
     let dictionary_encoded = |inner: &Inner| matches!(inner.encoding, Some(PLAIN_DICTIONARY | RLE_DICTIONARY));
     let kind = match page_type {
-        DATA_PAGE => match &v1 {
-            Some(h) => match count(h.values) {
-                Some(rows) => PageKind::Data {
-                    rows,
-                    dictionary_encoded: dictionary_encoded(h),
-                },
-                None => return damaged("of a data page lacks its count of values"),
-            },
-            None => return damaged("of a data page lacks the data page's header"),
-        },
-        DATA_PAGE_V2 => match &v2 {
-            Some(h) => match count(h.rows) {
-                Some(rows) => PageKind::Data {
-                    rows,
-                    dictionary_encoded: dictionary_encoded(h),
-                },
-                None => return damaged("of a data page lacks its count of rows"),
-            },
-            None => return damaged("of a data page lacks the data page's header"),
-        },
+        DATA_PAGE | DATA_PAGE_V2 => {
+            // A v1 page's rows are its count of values (`PageKind::Data`), a v2 page's its count of rows.
+            let (header, rows, counted) = match page_type {
+                DATA_PAGE => (&v1, v1.as_ref().and_then(|h| h.values), "values"),
+                _ => (&v2, v2.as_ref().and_then(|h| h.rows), "rows"),
+            };
+            let Some(h) = header else {
+                return damaged("of a data page lacks the data page's header");
+            };
+            let Some(rows) = count(rows) else {
+                return damaged(&format!("of a data page lacks its count of {counted}"));
+            };
+            PageKind::Data {
+                rows,
+                dictionary_encoded: dictionary_encoded(h),
+            }
+        }
         DICTIONARY_PAGE if dictionary.is_some() => PageKind::Dictionary,
         DICTIONARY_PAGE => return damaged("of a dictionary page lacks the dictionary's header"),
         _ => PageKind::Other,
