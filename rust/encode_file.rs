@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::encode::{run_bytes, Encoder, OutputId};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::npy::{Dtype, IdWriter};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, RecordChunk, RecordSource, RecordSpec, RecordStats};
@@ -248,10 +248,11 @@ impl ChunkIds {
         }
     }
 
-    fn write_to(&self, writer: &mut IdWriter) -> Result<()> {
+    /// Appends the ids to `writer`; returns how many.
+    fn write_to(&self, writer: &mut IdWriter) -> Result<u64> {
         match self {
-            ChunkIds::U16(ids) => writer.write(ids),
-            ChunkIds::U32(ids) => writer.write(ids),
+            ChunkIds::U16(ids) => writer.write(ids).map(|()| ids.len() as u64),
+            ChunkIds::U32(ids) => writer.write(ids).map(|()| ids.len() as u64),
         }
     }
 }
@@ -343,13 +344,9 @@ impl Encoder {
                 Ok((*index, ids, c.text.len() as u64))
             },
             |(index, ids, len)| {
-                let before = writer.count();
-                ids.write_to(writer)?;
-                counts[index].0 += writer.count() - before;
+                counts[index].0 += ids.write_to(writer)?;
                 counts[index].1 += len;
-                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                    return Err(Error::Interrupted);
-                }
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                 Ok(())
             },
         )?;
@@ -404,13 +401,9 @@ impl Encoder {
             |_| {},
             work,
             |(ids, text_bytes, disk)| {
-                let before = writer.count();
-                ids.write_to(writer)?;
-                counts.push((writer.count() - before, text_bytes));
+                counts.push((ids.write_to(writer)?, text_bytes));
                 done += disk;
-                if !progress.update(Phase::Read, done, total) {
-                    return Err(Error::Interrupted);
-                }
+                progress.report(Phase::Read, done, total)?;
                 Ok(())
             },
         )?;
@@ -460,13 +453,9 @@ impl Encoder {
                 Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
             },
             |(index, ids, s)| {
-                let before = writer.count();
-                ids.write_to(writer)?;
                 counts[index].0.add(s);
-                counts[index].1 += writer.count() - before;
-                if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                    return Err(Error::Interrupted);
-                }
+                counts[index].1 += ids.write_to(writer)?;
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                 Ok(())
             },
         )?;
@@ -499,6 +488,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::sync::atomic::AtomicUsize;
 
     const READINGS: [Reading; 3] = [Reading::Beside, Reading::InTurns, Reading::Here];

@@ -25,6 +25,14 @@ impl Phase {
 /// Called from worker threads, so it must be cheap and thread-safe.
 pub trait Progress: Sync {
     fn update(&self, phase: Phase, done: u64, total: u64) -> bool;
+
+    /// `update` as work that can stop takes it: Err(Interrupted) where the receiver asks to stop.
+    fn report(&self, phase: Phase, done: u64, total: u64) -> crate::Result<()> {
+        match self.update(phase, done, total) {
+            true => Ok(()),
+            false => Err(crate::Error::Interrupted),
+        }
+    }
 }
 
 pub struct NoProgress;

@@ -115,9 +115,7 @@ pub fn count_files_in_chunks(
                         let chunk = chunk?;
                         text_bytes.fetch_add(chunk.text.len() as u64, Ordering::Relaxed);
                         count_text(&chunk.text, specials, pretokenizer, &mut counts)?;
-                        if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                            return Err(Error::Interrupted);
-                        }
+                        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                         Ok(counts)
                     })
                     .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
@@ -189,9 +187,7 @@ pub fn count_records(
                         let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
                         let counted = RecordStats::of(&texts, docs.skipped);
                         stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index].add(counted);
-                        if !progress.update(Phase::Read, read.load(Ordering::Relaxed), total) {
-                            return Err(Error::Interrupted);
-                        }
+                        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                         Ok(counts)
                     })
                     .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
@@ -504,9 +500,8 @@ pub fn train_from_counts(
             }
         }
         let done = merges.len() as u64;
-        if (done.is_multiple_of(64) || vocab.len() == vocab_size) && !progress.update(Phase::Merge, done, total_merges)
-        {
-            return Err(Error::Interrupted);
+        if done.is_multiple_of(64) || vocab.len() == vocab_size {
+            progress.report(Phase::Merge, done, total_merges)?;
         }
     }
     progress.update(Phase::Merge, total_merges, total_merges);
