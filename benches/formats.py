@@ -10,7 +10,8 @@ process's own high-water mark (VmHWM). Configurations run in interleaved rounds 
 reports its median, so a load that comes and goes hits all alike. The ids of every record path are
 checked equal to tiktoken's.
 Then the documents as many small files (`--files`: one .txt each) and as shards (`--shards`: .jsonl.gz and
-parquet files of a few hundred kilobytes of text each) against the same text as one file.
+parquet files of a few hundred kilobytes of text each) against the same text as one file, each into one
+.npy and into a .npy per input (`bpe-lm encode IN... -o DIR/`, its manifest included).
 Last, a >= 1 GB parquet file (the documents repeated, so its speed is not quoted) for peak memory.
 
     pip install ".[bench,test]" && python benches/formats.py            # about 4 min, peak < 2 GB, on 2 cores
@@ -42,12 +43,18 @@ RUNNER = textwrap.dedent(
     def hwm():
         with open("/proc/self/status") as f:
             return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-    if kind == "bpe-lm":
+    if kind.startswith("bpe-lm"):
         import pyarrow.parquet  # an import, like the peers' `datasets`: before the clock
         from bpe_lm.tokenizer import Tokenizer
+        from bpe_lm.manifest import encode_to_directory
+        from bpe_lm.readers import resolve
         tok = Tokenizer.from_files(f"{shared}/gpt2/vocab.json", f"{shared}/gpt2/merges.txt", ["<|endoftext|>"])
         t0 = time.perf_counter()
-        stats = tok.encode_files(path, out, num_threads=threads)
+        if kind == "bpe-lm-dir":  # `bpe-lm encode IN... -o DIR/`: a .npy per input and the manifest
+            encode_to_directory(tok, resolve([path]), out, text_field="text", force=True,
+                                encode_many=lambda units, outs, _: tok.encode_units_each(units, outs, num_threads=threads))
+        else:
+            tok.encode_files(path, out, num_threads=threads)
         elapsed = time.perf_counter() - t0
     else:
         import datasets
@@ -124,6 +131,15 @@ def csv_rows(docs: list[str]) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([d] for d in docs)
     return out.getvalue().encode("utf-8")
+
+
+def check_each(directory: Path, reference: object) -> None:
+    """The .npy files of `-o DIR/`, in name order, must hold the one output's ids."""
+    import numpy as np
+
+    joined = np.concatenate([np.load(p) for p in sorted(directory.glob("*.npy"))])
+    if not np.array_equal(joined, reference):
+        raise SystemExit(f"{directory}: the outputs per input differ from the one output's ids")
 
 
 def run(kind: str, path: Path, out: Path, threads: int = 1, procs: int = 1) -> dict:
@@ -212,14 +228,18 @@ def main() -> None:
                 (small / f"{i:06d}.txt").write_text(doc, encoding="utf-8")
             (d / "joined.txt").write_text("".join(some), encoding="utf-8")
             some_mb = sum(len(t.encode("utf-8")) for t in some) / 1e6
-            many = statistics.median(
-                run("bpe-lm", small / "*.txt", d / "many.npy", threads=2)["seconds"] for _ in range(args.repeat)
+            many, each, one = (
+                statistics.median(run(kind, src, d / out, threads=2)["seconds"] for _ in range(args.repeat))
+                for kind, src, out in (
+                    ("bpe-lm", small / "*.txt", "many.npy"),
+                    ("bpe-lm-dir", small / "*.txt", "each"),
+                    ("bpe-lm", d / "joined.txt", "one.npy"),
+                )
             )
-            one = statistics.median(
-                run("bpe-lm", d / "joined.txt", d / "one.npy", threads=2)["seconds"] for _ in range(args.repeat)
-            )
+            check_each(d / "each", np.load(d / "many.npy"))
             print(f"\n{len(some):,} documents as {len(some):,} .txt files ({some_mb:.1f} MB), 2 threads: {some_mb / many:.1f} MB/s "
-                  f"({(many - one) / len(some) * 1e6:.0f} µs a file beyond the text), against {some_mb / one:.1f} MB/s as one file")  # fmt: skip
+                  f"({(many - one) / len(some) * 1e6:.0f} µs a file beyond the text), against {some_mb / one:.1f} MB/s as one file; "
+                  f"a .npy per file (-o DIR/): {some_mb / each:.1f} MB/s (ids equal)")  # fmt: skip
         if args.shards > 0:
             # The documents as many shards of a corpus (a few hundred kilobytes of text each), against the
             # same records as one file: the ids must be the one file's, and the time close to it.
@@ -243,11 +263,17 @@ def main() -> None:
                 ]
                 if not np.array_equal(np.load(d / "shards.npy"), reference):
                     raise SystemExit(f"{fmt} shards: ids differ from the one file's")
+                each_runs = [
+                    run("bpe-lm-dir", shard_dir / f"*.{fmt}", d / f"each-{fmt}", threads=2) for _ in range(args.repeat)
+                ]
+                check_each(d / f"each-{fmt}", reference)
                 one_runs = [run("bpe-lm", paths[fmt], d / "one.npy", threads=2) for _ in range(args.repeat)]
-                many = statistics.median(r["seconds"] for r in many_runs)
-                one = statistics.median(r["seconds"] for r in one_runs)
+                many, each, one = (
+                    statistics.median(r["seconds"] for r in rs) for rs in (many_runs, each_runs, one_runs)
+                )
                 print(f"{len(parts)} .{fmt} shards ({text_mb / len(parts):.2f} MB of text each), 2 threads: "
-                      f"{text_mb / many:.1f} MB/s, against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
+                      f"{text_mb / many:.1f} MB/s into one .npy, {text_mb / each:.1f} MB/s into a .npy each (-o DIR/), "
+                      f"against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
         if args.big_gb > 0:
             import pyarrow as pa
             import pyarrow.parquet as pq

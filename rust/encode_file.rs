@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::encode::{run_bytes, Encoder, OutputId};
 use crate::error::Result;
-use crate::npy::{Dtype, IdWriter};
+use crate::npy::{Dtype, IdOutputs, IdWriter};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, RecordChunk, RecordSource, RecordSpec, RecordStats};
 use crate::stream::{Chained, ChunkReader, TextSource};
@@ -248,11 +248,11 @@ impl ChunkIds {
         }
     }
 
-    /// Appends the ids to `writer`; returns how many.
-    fn write_to(&self, writer: &mut IdWriter) -> Result<u64> {
+    /// Appends the ids to `writer` as input `input`'s; returns how many.
+    fn write_to(&self, writer: &mut IdOutputs, input: usize) -> Result<u64> {
         match self {
-            ChunkIds::U16(ids) => writer.write(ids).map(|()| ids.len() as u64),
-            ChunkIds::U32(ids) => writer.write(ids).map(|()| ids.len() as u64),
+            ChunkIds::U16(ids) => writer.write(input, ids).map(|()| ids.len() as u64),
+            ChunkIds::U32(ids) => writer.write(input, ids).map(|()| ids.len() as u64),
         }
     }
 }
@@ -270,7 +270,7 @@ impl Encoder {
         progress: &dyn Progress,
     ) -> Result<u64> {
         dtype.check_holds(self.vocab_size())?;
-        let mut writer = IdWriter::create(output, dtype)?;
+        let mut writer = IdOutputs::Joined(IdWriter::create(output, dtype)?);
         self.encode_text_into(input, &mut writer, pool, lossy, progress)?;
         writer.finish()
     }
@@ -279,7 +279,7 @@ impl Encoder {
     pub fn encode_text_into(
         &self,
         input: &TextSource,
-        writer: &mut IdWriter,
+        writer: &mut IdOutputs,
         pool: &rayon::ThreadPool,
         lossy: bool,
         progress: &dyn Progress,
@@ -296,12 +296,12 @@ impl Encoder {
     pub fn encode_streams_into(
         &self,
         inputs: &[TextSource],
-        writer: &mut IdWriter,
+        writer: &mut IdOutputs,
         pool: &rayon::ThreadPool,
         lossy: bool,
         progress: &dyn Progress,
     ) -> Result<Vec<(u64, u64)>> {
-        writer.dtype().check_holds(self.vocab_size())?;
+        writer.check_takes(self.vocab_size(), inputs.len())?;
         let sizes = inputs
             .iter()
             .map(TextSource::disk_bytes)
@@ -344,7 +344,7 @@ impl Encoder {
                 Ok((*index, ids, c.text.len() as u64))
             },
             |(index, ids, len)| {
-                counts[index].0 += ids.write_to(writer)?;
+                counts[index].0 += ids.write_to(writer, index)?;
                 counts[index].1 += len;
                 progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                 Ok(())
@@ -363,12 +363,12 @@ impl Encoder {
     pub fn encode_texts_into(
         &self,
         inputs: &[TextSource],
-        writer: &mut IdWriter,
+        writer: &mut IdOutputs,
         pool: &rayon::ThreadPool,
         lossy: bool,
         progress: &dyn Progress,
     ) -> Result<Vec<(u64, u64)>> {
-        writer.dtype().check_holds(self.vocab_size())?;
+        writer.check_takes(self.vocab_size(), inputs.len())?;
         let dtype = writer.dtype();
         let sizes = inputs
             .iter()
@@ -401,7 +401,7 @@ impl Encoder {
             |_| {},
             work,
             |(ids, text_bytes, disk)| {
-                counts.push((ids.write_to(writer)?, text_bytes));
+                counts.push((ids.write_to(writer, counts.len())?, text_bytes));
                 done += disk;
                 progress.report(Phase::Read, done, total)?;
                 Ok(())
@@ -421,12 +421,12 @@ impl Encoder {
         sources: &[RecordSource],
         field: &str,
         end_id: Option<u32>,
-        writer: &mut IdWriter,
+        writer: &mut IdOutputs,
         pool: &rayon::ThreadPool,
         lossy: bool,
         progress: &dyn Progress,
     ) -> Result<Vec<(RecordStats, u64)>> {
-        writer.dtype().check_holds(self.vocab_size())?;
+        writer.check_takes(self.vocab_size(), sources.len())?;
         let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
         let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
         let read = Arc::new(AtomicU64::new(0));
@@ -454,7 +454,7 @@ impl Encoder {
             },
             |(index, ids, s)| {
                 counts[index].0.add(s);
-                counts[index].1 += ids.write_to(writer)?;
+                counts[index].1 += ids.write_to(writer, index)?;
                 progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
                 Ok(())
             },

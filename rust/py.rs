@@ -22,7 +22,7 @@ use crate::counts;
 use crate::encode::{Encoder as CoreEncoder, OutputId};
 use crate::encode_file::is_small_input;
 use crate::error::{panic_message, Error};
-use crate::npy::{Dtype, IdWriter};
+use crate::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use crate::parquet_input::{parquet_input, ParquetFile};
 use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{NoProgress, Phase, Progress};
@@ -899,7 +899,7 @@ impl Encoder {
             guarded(|| {
                 let (docs, skipped) = documents_of_columns(&columns, path.as_deref(), row0, errors_replace)?;
                 let docs: Vec<&str> = docs.iter().map(|d| d.as_ref()).collect();
-                let dtype = writer.dtype_holds(self.inner.vocab_size())?;
+                let dtype = writer.dtype_for_one(self.inner.vocab_size())?;
                 let pool = threads::pool(num_threads)?;
                 let stats = records::RecordStats::of(&docs, skipped);
                 let tokens = match dtype {
@@ -960,14 +960,15 @@ fn arrow_offsets(bytes: &[u8], width: usize) -> crate::Result<Vec<i64>> {
 }
 
 /// A `.npy` file of ids being written (`bpe_lm._io`'s temporary output), filled by the encoding methods
-/// from any number of inputs; `finish` writes its length and syncs it.
+/// from any number of inputs; or (`per_input`) one file for each input of one encoding call. `finish`
+/// writes the lengths and syncs the files.
 #[pyclass(frozen, module = "bpe_lm._core")]
 struct TokenWriter {
-    inner: Mutex<Option<IdWriter>>,
+    inner: Mutex<Option<IdOutputs>>,
 }
 
 impl TokenWriter {
-    fn with<T>(&self, f: impl FnOnce(&mut IdWriter) -> crate::Result<T>) -> crate::Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut IdOutputs) -> crate::Result<T>) -> crate::Result<T> {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_mut() {
             Some(w) => f(w),
@@ -975,17 +976,17 @@ impl TokenWriter {
         }
     }
 
-    /// The file's dtype, checked to hold every id of a vocabulary of `vocab_size`.
-    fn dtype_holds(&self, vocab_size: usize) -> crate::Result<Dtype> {
-        self.with(|w| w.dtype().check_holds(vocab_size).map(|()| w.dtype()))
+    /// The dtype of this output, checked to take the ids of one input of a vocabulary of `vocab_size`.
+    fn dtype_for_one(&self, vocab_size: usize) -> crate::Result<Dtype> {
+        self.with(|w| w.check_takes(vocab_size, 1).map(|()| w.dtype()))
     }
 
-    /// Appends the ids of `parts`, in order; returns how many.
+    /// Appends the ids of one input's `parts`, in order; returns how many.
     fn write_all<I: OutputId>(&self, parts: &[Vec<I>]) -> crate::Result<u64> {
         self.with(|w| {
             let before = w.count();
             for ids in parts {
-                w.write(ids)?;
+                w.write(0, ids)?;
             }
             Ok(w.count() - before)
         })
@@ -999,7 +1000,18 @@ impl TokenWriter {
         let dtype = dtype_of(width)?;
         let w = py.detach(|| guarded(|| IdWriter::create(&path, dtype)))?;
         Ok(TokenWriter {
-            inner: Mutex::new(Some(w)),
+            inner: Mutex::new(Some(IdOutputs::Joined(w))),
+        })
+    }
+
+    /// A writer of one file per input: the ids of the i-th input of the one encoding call it is given
+    /// to go to `paths[i]` (each created when its input's turn comes; an input without ids gets an
+    /// empty array).
+    #[staticmethod]
+    fn per_input(paths: Vec<PathBuf>, width: usize) -> PyResult<Self> {
+        let files = PerInputFiles::new(paths, dtype_of(width)?);
+        Ok(TokenWriter {
+            inner: Mutex::new(Some(IdOutputs::PerInput(files))),
         })
     }
 
@@ -1014,7 +1026,7 @@ impl TokenWriter {
         guarded(|| self.with(|w| Ok(w.count())))
     }
 
-    /// Writes the length into the header and syncs the file; returns the number of ids.
+    /// Writes the lengths into the headers and syncs the files; returns the number of ids.
     fn finish(&self, py: Python<'_>) -> PyResult<u64> {
         let w = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         match w {

@@ -19,6 +19,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 use _core::counts::{add_count_file, write_count_file, CountHeader};
 use _core::cuts::{split_at_safe_cuts, Cutter};
 use _core::encode::Encoder;
+use _core::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use _core::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use _core::progress::NoProgress;
 use _core::records::RecordSource;
@@ -731,7 +732,7 @@ fn parquet_reader_on_damaged_files() {
             parquet_file(&path, &docs, group_rows);
             let out = dir.path("ids.npy");
             let encode = |path: &std::path::Path| -> _core::Result<Vec<u32>> {
-                let mut writer = _core::npy::IdWriter::create(&out, _core::npy::Dtype::U32)?;
+                let mut writer = IdOutputs::Joined(IdWriter::create(&out, Dtype::U32)?);
                 let source = RecordSource::Parquet {
                     path: path.to_path_buf(),
                     row_groups: None,
@@ -811,13 +812,17 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
                 sources.push(source);
             }
             let out = dir.path("ids.npy");
-            let encode = |sources: &[RecordSource]| {
-                let mut writer = _core::npy::IdWriter::create(&out, _core::npy::Dtype::U32).unwrap();
+            let body = |path: &std::path::Path| std::fs::read(path).unwrap()[_core::npy::HEADER_BYTES..].to_vec();
+            let encode_to = |sources: &[RecordSource], mut writer: IdOutputs| {
                 let stats = enc
                     .encode_records_into(sources, "text", Some(7), &mut writer, &pool, false, &NoProgress)
                     .unwrap();
                 writer.finish().unwrap();
-                (std::fs::read(&out).unwrap()[_core::npy::HEADER_BYTES..].to_vec(), stats)
+                stats
+            };
+            let encode = |sources: &[RecordSource]| {
+                let stats = encode_to(sources, IdOutputs::Joined(IdWriter::create(&out, Dtype::U32).unwrap()));
+                (body(&out), stats)
             };
             let count = |sources: &[RecordSource]| {
                 count_records(sources, "text", &Pretokenizer::Gpt2, &pool, false, &NoProgress).unwrap()
@@ -835,9 +840,24 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
                     *counts_alone.entry(k).or_default() += v;
                 }
             }
-            prop_assert_eq!(ids, ids_alone);
+            prop_assert_eq!(&ids, &ids_alone);
             prop_assert_eq!(&stats, &stats_alone);
             prop_assert_eq!(count_stats, stats.iter().map(|s| s.0).collect::<Vec<_>>());
+            // A file per input (`encode IN... -o DIR/`): each holds its input's ids (an input of no
+            // records an empty array), and the files in turn are the one stream's ids.
+            let paths: Vec<_> = (0..sources.len()).map(|i| dir.path(&format!("out{i}.npy"))).collect();
+            let per_input = encode_to(
+                &sources,
+                IdOutputs::PerInput(PerInputFiles::new(paths.clone(), Dtype::U32)),
+            );
+            prop_assert_eq!(&per_input, &stats_alone);
+            let mut joined = Vec::new();
+            for (path, (_, tokens)) in paths.iter().zip(&stats_alone) {
+                let ids = body(path);
+                prop_assert_eq!(ids.len() as u64, tokens * 4);
+                joined.extend(ids);
+            }
+            prop_assert_eq!(joined, ids);
             prop_assert_eq!(counts, counts_alone);
             Ok(())
         },

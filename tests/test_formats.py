@@ -554,6 +554,62 @@ def test_many_inputs_concatenate_in_order_and_a_directory_holds_the_same(gpt2, f
     assert again.returncode == 0 and "3 complete and current, kept" in again.stderr, again.stderr
 
 
+def test_a_directory_of_small_and_large_inputs_holds_each_input_as_encoded_alone(gpt2, formats, tmp_path):
+    # `-o DIR/` gives the core many inputs in one call, each to its own file (small text files side by
+    # side, large ones and record files each as one stream): every output must be its input's ids alone,
+    # an input with no text an empty array, and a later batch must start at its own first input.
+    text = generated_corpus(600)
+    small = []
+    for i in range(5):
+        p = tmp_path / f"small{i}.txt"
+        p.write_text("x" if i == 2 else text[i * 997 : (i + 1) * 997 + i], encoding="utf-8")
+        small.append(p)
+    large = tmp_path / "large.txt"
+    large.write_text(text * (600_000 // len(text) + 1), encoding="utf-8")  # above the small-input size: in chunks
+    assert not _core.is_small_input(str(large))
+    empty_records = tmp_path / "none.jsonl"  # no ids: its one record is empty, and skipped
+    empty_records.write_text(json.dumps({"text": ""}) + "\n")
+    inputs = [*small[:3], large, small[3], formats["jsonl.zst"], empty_records, formats["parquet"], small[4]]
+    inputs += [formats["datasets"], formats["jsonl"]]
+    alone = []
+    for i, p in enumerate(inputs):
+        gpt2.encode_files(p, tmp_path / f"alone{i}.npy")
+        alone.append(np.load(tmp_path / f"alone{i}.npy"))
+    assert len(alone[6]) == 0 and all(len(a) > 0 for i, a in enumerate(alone) if i != 6)
+    tokdir = _tokenizer_dir(gpt2, tmp_path)
+    for batch_inputs in ("1024", "2"):  # all in one batch; batches of two, cutting through the runs
+        out = tmp_path / f"out{batch_inputs}"
+        code = (
+            "import sys; from bpe_lm import manifest; manifest.BATCH_INPUTS = int(sys.argv[1]); "
+            "from bpe_lm.cli import main; sys.exit(main(sys.argv[2:]))"
+        )
+        args = ["encode", *map(str, inputs), "-o", f"{out}/", "--tokenizer", str(tokdir), "--quiet"]
+        r = subprocess.run([sys.executable, "-c", code, batch_inputs, *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        entries = json.loads((out / "manifest.json").read_text())["outputs"]
+        assert [e["input"] for e in entries] == [str(p) for p in inputs]
+        for entry, want in zip(entries, alone):
+            got = np.load(out / entry["output"])
+            assert got.dtype == np.uint16 and np.array_equal(got, want), entry["input"]
+            assert entry["tokens"] == len(want)
+        assert not list(out.glob(".*"))  # no temporaries left
+
+
+def test_a_writer_of_a_file_per_input_takes_exactly_its_inputs(gpt2, tmp_path):
+    paths = [tmp_path / f"{i}.npy" for i in range(3)]
+    texts = [tmp_path / f"t{i}.txt" for i in range(2)]
+    for t in texts:
+        t.write_text("a few words", encoding="utf-8")
+    writer = _core.TokenWriter.per_input(paths, 2)
+    with pytest.raises(ValueError, match="3 output files for 2 inputs"):
+        gpt2._core.encode_texts_into(texts, writer)
+    with pytest.raises(ValueError, match="encoding methods only"):
+        writer.append(b"\x01\x00")
+    gpt2._core.encode_texts_into(texts + [texts[0]], writer)
+    assert writer.finish() == 3 * len(gpt2.encode("a few words"))
+    assert [np.load(p).tolist() for p in paths] == [gpt2.encode("a few words")] * 3
+
+
 def _tokenizer_dir(tok: Tokenizer, tmp_path: Path) -> Path:
     d = tmp_path / "tok"
     if not d.exists():
@@ -799,6 +855,7 @@ def test_an_output_written_but_not_yet_listed_is_rewritten_by_a_rerun(gpt2, tmp_
     from bpe_lm.readers import resolve
 
     monkeypatch.setattr(manifests, "MANIFEST_TIME_SHARE", float("inf"))  # listed after every output here
+    monkeypatch.setattr(manifests, "BATCH_INPUTS", 1)  # and each output a batch of its own
 
     inputs = []
     for i in range(6):
@@ -808,14 +865,14 @@ def test_an_output_written_but_not_yet_listed_is_rewritten_by_a_rerun(gpt2, tmp_
     out = tmp_path / "out"
     calls = []
 
-    def killed_after_three(unit, target):
+    def killed_after_three(units, targets, progress):
         if len(calls) == 3:
             raise KeyboardInterrupt  # the run stops here, as a kill would
-        calls.append(target)
-        return gpt2.encode_units([unit], target)
+        calls.append(targets)
+        return gpt2.encode_units_each(units, targets)
 
     with pytest.raises(KeyboardInterrupt):
-        encode_to_directory(gpt2, resolve(inputs), out, text_field="text", force=False, encode_one=killed_after_three)
+        encode_to_directory(gpt2, resolve(inputs), out, text_field="text", force=False, encode_many=killed_after_three)
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["pending"]) == 6
     listed = {e["output"] for e in manifest["outputs"]}
@@ -832,7 +889,7 @@ def test_an_output_written_but_not_yet_listed_is_rewritten_by_a_rerun(gpt2, tmp_
             out,
             text_field="text",
             force=False,
-            encode_one=lambda u, t: gpt2.encode_units([u], t),
+            encode_many=lambda units, targets, _: gpt2.encode_units_each(units, targets),
         )
     assert reused == 2 and len(stats.inputs) == 4
     final = json.loads((out / "manifest.json").read_text())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -269,28 +269,74 @@ def encode_units(
     with output_file(output) as tmp:
         writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
         for kind, run in _in_runs(units):
-            replace, report = errors == "replace", bars.for_units(run)
-            if len(run) == 1 and kind != "records":
-                stats.add(encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads,
-                                      errors=errors, progress=report))  # fmt: skip
-            elif kind == "records":
-                got = tok._core.encode_records_into(
-                    _record_inputs(run), text_field, end_of_text_id(tok), writer, num_threads, report, replace
-                )
-                for unit, (documents, skipped, text_bytes, tokens) in zip(run, got):
-                    stats.add(Stats(documents, skipped, text_bytes, tokens, [unit.input.where]))
-            else:
-                if kind == "small text":
-                    paths = [os.fspath(u.input.path) for u in run]
-                    counts = tok._core.encode_texts_into(paths, writer, num_threads, replace, report)
-                else:
-                    texts = [(os.fspath(u.input.path), u.byte_range) for u in run]
-                    counts = tok._core.encode_text_into(texts, writer, num_threads, replace, report)
-                for unit, (tokens, text_bytes) in zip(run, counts):
-                    stats.add(Stats(text_bytes=text_bytes, tokens=tokens, inputs=[unit.input.where]))
+            for unit_stats in _encode_run(tok, kind, run, writer, text_field, num_threads, errors, bars.for_units(run)):
+                stats.add(unit_stats)
             bars.finish_units(run)
         writer.finish()
     return stats
+
+
+def encode_units_each(
+    tok: Tokenizer,
+    units: Sequence[Unit],
+    outputs: Sequence[str | os.PathLike[str]],
+    *,
+    dtype: Any = None,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    num_threads: int | None = None,
+    errors: str = "strict",
+    progress: Callback | None = None,
+) -> list[Stats]:
+    """Writes the ids of each unit to its own `.npy` file (`outputs[i]` those of `units[i]`), each what
+    `encode_units` of that unit alone writes, all of them put in place at the end (a failure leaves none);
+    returns each unit's stats. The units go to the core in the runs `encode_units` makes, so a corpus of
+    many small files is read and encoded side by side, not a call a file on one thread."""
+    if len(outputs) != len(units):
+        raise ValueError(f"{len(outputs)} outputs for {len(units)} inputs")
+    check_units(units, text_field)
+    dt = tok._resolve_dtype(dtype)
+    stats: list[Stats] = []
+    bars = UnitProgress(progress, sum(u.size for u in units))
+    with output_files(outputs) as tmps:
+        for kind, run in _in_runs(units):
+            paths = [os.fspath(t) for t in tmps[len(stats) : len(stats) + len(run)]]
+            writer = _core.TokenWriter.per_input(paths, dt.itemsize)
+            stats += _encode_run(tok, kind, run, writer, text_field, num_threads, errors, bars.for_units(run))
+            writer.finish()
+            bars.finish_units(run)
+    return stats
+
+
+def _encode_run(
+    tok: Tokenizer,
+    kind: str | None,
+    run: Sequence[Unit],
+    writer: Any,
+    text_field: str,
+    num_threads: int | None,
+    errors: str,
+    report: Callback | None,
+) -> list[Stats]:
+    """Appends the ids of one run of units (`_in_runs`) to `writer` (a `_core.TokenWriter`), in one call
+    into the core; returns each unit's stats."""
+    replace = errors == "replace"
+    if len(run) == 1 and kind != "records":
+        return [encode_unit(tok, run[0], writer, text_field=text_field, num_threads=num_threads, errors=errors,
+                            progress=report)]  # fmt: skip
+    if kind == "records":
+        got = tok._core.encode_records_into(
+            _record_inputs(run), text_field, end_of_text_id(tok), writer, num_threads, report, replace
+        )
+        return [Stats(documents, skipped, text_bytes, tokens, [unit.input.where])
+                for unit, (documents, skipped, text_bytes, tokens) in zip(run, got)]  # fmt: skip
+    if kind == "small text":
+        paths = [os.fspath(u.input.path) for u in run]
+        counts = tok._core.encode_texts_into(paths, writer, num_threads, replace, report)
+    else:
+        texts = [(os.fspath(u.input.path), u.byte_range) for u in run]
+        counts = tok._core.encode_text_into(texts, writer, num_threads, replace, report)
+    return [Stats(text_bytes=text_bytes, tokens=tokens, inputs=[unit.input.where])
+            for unit, (tokens, text_bytes) in zip(run, counts)]  # fmt: skip
 
 
 def count_units(
@@ -340,6 +386,13 @@ def output_file(output: str | os.PathLike[str]) -> Iterator[Path]:
         local = Path(tmp) / "output"
         yield local
         fs.put_file(os.fspath(local), path)
+
+
+@contextmanager
+def output_files(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]]:
+    """`output_file` for many outputs: each is put in place when the block ends well, none on a failure."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(output_file(output)) for output in outputs]
 
 
 def whole_units(inputs: Sequence[Input]) -> list[Unit]:

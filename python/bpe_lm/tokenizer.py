@@ -26,7 +26,7 @@ from bpe_lm.formats import (
     read_tokenizer_config,
     save_tokenizer_dir,
 )
-from bpe_lm.ingest import count_units, encode_units, whole_units
+from bpe_lm.ingest import count_units, encode_units, encode_units_each, whole_units
 from bpe_lm.progress import progress_callback
 from bpe_lm.readers import DEFAULT_TEXT_FIELD, END_OF_TEXT, Stats, Unit
 
@@ -587,6 +587,30 @@ class Tokenizer:
         try:
             return encode_units(self, units, output_path, dtype=dtype, text_field=text_field,
                                 num_threads=default_num_threads(num_threads), errors=errors, progress=callback)  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def encode_units_each(
+        self,
+        units: Sequence[Unit],
+        output_paths: Sequence[PathLike],
+        *,
+        dtype: Any = None,
+        num_threads: int | None = None,
+        errors: str = "strict",
+        progress: bool | Callable[[str, int, int], None] = False,
+        text_field: str = DEFAULT_TEXT_FIELD,
+    ) -> list[Stats]:
+        """Encodes each unit into its own `.npy` array (`output_paths[i]` for `units[i]`), as `encode_units`
+        of that unit alone would, many small inputs side by side; all written atomically. Returns each
+        unit's stats."""
+        _check_errors(errors)
+        bar, callback = progress_callback(progress, {"read": "encoding"})
+        try:
+            return encode_units_each(self, units, output_paths, dtype=dtype, text_field=text_field,
+                                     num_threads=default_num_threads(num_threads), errors=errors,
+                                     progress=callback)  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()

@@ -395,12 +395,25 @@ def run_encode(args: argparse.Namespace) -> None:
 
     if to_dir:
         from bpe_lm.manifest import MANIFEST_FILE, encode_to_directory
+        from bpe_lm.progress import ProgressBars
 
-        stats, reused = encode_to_directory(
-            tok, inputs, out, dtype=dtype, text_field=args.text_field, force=args.force,
-            encode_one=lambda unit, target: encode_one([unit], target),
-            say=lambda line: print(line, file=sys.stderr) if not args.quiet else None,
-        )  # fmt: skip
+        if args.engine == "ray":
+
+            def encode_many(units, targets, progress):
+                return [encode_one([unit], target) for unit, target in zip(units, targets)]
+        else:
+
+            def encode_many(units, targets, progress):
+                return tok.encode_units_each(
+                    units, targets, num_threads=threads, **{**common, "progress": progress or False}
+                )
+
+        with ProgressBars(not args.quiet, {"read": "encoding"}) as bars:
+            stats, reused = encode_to_directory(
+                tok, inputs, out, dtype=dtype, text_field=args.text_field, force=args.force, encode_many=encode_many,
+                progress=None if args.engine == "ray" or args.quiet else bars,
+                say=lambda line: print(line, file=sys.stderr) if not args.quiet else None,
+            )  # fmt: skip
         wrote = f"wrote {len(inputs) - reused} of {len(inputs)} outputs and {str(out).rstrip('/')}/{MANIFEST_FILE}" + (
             f" ({reused} complete and current, kept)" if reused else ""
         )
