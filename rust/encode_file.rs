@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::npy::{Dtype, IdOutputs, IdWriter};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, RecordChunk, RecordSource, RecordSpec, RecordStats};
-use crate::stream::{Chained, ChunkReader, TextSource};
+use crate::stream::{is_small_input, small_file_groups, Chained, ChunkReader, TextSource};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
@@ -22,18 +22,6 @@ const FILE_CHUNK_BYTES: usize = 2 << 20;
 /// finishing its chunk finds the next one ready while the oldest is written.
 fn in_flight(pool: &rayon::ThreadPool) -> usize {
     pool.current_num_threads() + 1
-}
-
-/// Inputs of at most this many bytes on disk are small (`is_small_input`).
-pub(crate) const SMALL_INPUT_BYTES: u64 = 256 << 10;
-
-/// Whether the input at `path` is small: a regular file (a pipe's or a device's size says nothing of what
-/// it holds) of at most SMALL_INPUT_BYTES, or of which at most that many are read (`bytes`; None: all of
-/// it). A small input is one chunk of text or a few, with nothing to share between threads: it is read and
-/// encoded on one thread (`Reading::Here`), and the bindings run it without a helper thread (a document of
-/// 1 KB per file took about 160 µs a file through the pool, most of it waiting on threads).
-pub fn is_small_input(path: &Path, bytes: Option<u64>) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && bytes.unwrap_or(m.len()) <= SMALL_INPUT_BYTES)
 }
 
 /// Where a pipeline reads its items (`pipelined`).
@@ -354,12 +342,12 @@ impl Encoder {
     }
 
     /// Appends the ids of text files to `writer`, in order, each file's ids those `encode_text_into` gives
-    /// it; returns (ids written, bytes of text read) per file. The files are the items of one pipeline:
-    /// each is opened, read and encoded by whichever thread is free, and written in turn, so a file's ids
-    /// are held whole until then: for small files (`is_small_input`, uncompressed; the caller chooses
-    /// them), not for a stream of any size. A corpus of many small files (a document a file) cost a call
-    /// each, with a hop to the pool and back: about 80 µs a file of a kilobyte, ten times the work of
-    /// encoding it.
+    /// it; returns (ids written, bytes of text read) per file. The items of one pipeline are runs of
+    /// consecutive files (`small_file_groups`): each run is opened, read and encoded by whichever thread
+    /// is free, and written in turn, so its ids are held whole until then: for small files
+    /// (`is_small_input`, uncompressed; the caller chooses them), not for a stream of any size. A corpus
+    /// of many small files (a document a file) cost a call each, with a hop to the pool and back: about
+    /// 80 µs a file of a kilobyte, ten times the work of encoding it.
     pub fn encode_texts_into(
         &self,
         inputs: &[TextSource],
@@ -378,7 +366,7 @@ impl Encoder {
         self.expect_text(total, pool);
         let mut done = 0u64;
         let mut counts = Vec::with_capacity(inputs.len());
-        let work = |&(input, disk): &(&TextSource, u64)| {
+        let encode_one = |input: &TextSource| {
             let source = input.open(Arc::new(AtomicU64::new(0)))?;
             let reader = ChunkReader::new(source, Some(input.path.clone()), self.cutter(), FILE_CHUNK_BYTES)
                 .lossy(lossy)
@@ -390,18 +378,26 @@ impl Encoder {
                 ids.text(self, &chunk.text)?;
                 text_bytes += chunk.text.len() as u64;
             }
-            Ok((ids, text_bytes, disk))
+            Ok((ids, text_bytes))
         };
-        let items = inputs.iter().zip(sizes.iter().copied()).map(Ok);
+        let items = small_file_groups(&sizes).map(Ok);
         pipelined(
             Reading::for_pool(pool),
             items,
             in_flight(pool),
             pool,
             |_| {},
-            work,
-            |(ids, text_bytes, disk)| {
-                counts.push((ids.write_to(writer, counts.len())?, text_bytes));
+            |files: &std::ops::Range<usize>| {
+                let encoded = inputs[files.clone()]
+                    .iter()
+                    .map(encode_one)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((encoded, sizes[files.clone()].iter().sum::<u64>()))
+            },
+            |(encoded, disk)| {
+                for (ids, text_bytes) in encoded {
+                    counts.push((ids.write_to(writer, counts.len())?, text_bytes));
+                }
                 done += disk;
                 progress.report(Phase::Read, done, total)?;
                 Ok(())

@@ -20,7 +20,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::counts;
 use crate::encode::{Encoder as CoreEncoder, OutputId};
-use crate::encode_file::is_small_input;
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use crate::parquet_input::{parquet_input, ParquetFile};
@@ -28,6 +27,7 @@ use crate::pretokenize::{Pretokenizer, GPT2_PATTERN};
 use crate::progress::{NoProgress, Phase, Progress};
 use crate::records::{self, RecordChunk, RecordSource, RecordSpec};
 use crate::specials::SpecialMatcher;
+use crate::stream::is_small_input;
 use crate::stream::TextSource;
 use crate::threads;
 use crate::train::{self, PretokenCounts};
@@ -189,7 +189,7 @@ fn run_long<T: Send>(
     }
 }
 
-/// `run_long`, except for a small input (`encode_file::is_small_input`), which runs right here with the GIL
+/// `run_long`, except for a small input (`stream::is_small_input`), which runs right here with the GIL
 /// released: it takes a few milliseconds at most, so Ctrl-C waits no longer than that, while a helper
 /// thread and the hand-offs to and from it cost more than the work (a file of 1 KB: about 120 µs a call).
 /// Its progress is not reported (the caller knows when it is done).
@@ -237,7 +237,7 @@ fn bpe_to_py<'py>(py: Python<'py>, bpe: train::Bpe) -> (Vec<Bound<'py, PyBytes>>
     (bpe.vocab.iter().map(|t| PyBytes::new(py, t)).collect(), bpe.merges)
 }
 
-/// Whether the file at `path` is a small input (`encode_file::is_small_input`): a regular file of at most
+/// Whether the file at `path` is a small input (`stream::is_small_input`): a regular file of at most
 /// SMALL_INPUT_BYTES. The one rule, for Python's choice of the files it encodes many in one call.
 #[pyfunction(name = "is_small_input")]
 fn py_is_small_input(path: PathBuf) -> bool {
@@ -1310,7 +1310,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GPT2_PATTERN", GPT2_PATTERN)?;
     m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
     m.add("MAX_THREADS_PER_CORE", threads::MAX_THREADS_PER_CORE)?;
-    m.add("SMALL_INPUT_BYTES", crate::encode_file::SMALL_INPUT_BYTES)?;
+    m.add("SMALL_INPUT_BYTES", crate::stream::SMALL_INPUT_BYTES)?;
     m.add("ERRORS_HINT", records::ERRORS_HINT)?;
     m.add_function(wrap_pyfunction!(py_is_small_input, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;

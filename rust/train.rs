@@ -19,7 +19,7 @@ use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
 use crate::records::{self, RecordChunk, RecordInput, RecordSource, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
-use crate::stream::{ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
+use crate::stream::{small_file_groups, Chunk, ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
 /// Distinct pre-tokens (as bytes) and how often each occurs.
 pub type PretokenCounts = FxHashMap<Box<[u8]>, u64>;
@@ -92,33 +92,42 @@ pub fn count_files_in_chunks(
     lossy: bool,
 ) -> Result<(PretokenCounts, u64)> {
     let text_bytes = AtomicU64::new(0);
-    let mut total = 0u64;
-    for s in sources {
-        total += s.disk_bytes()?;
-    }
+    let sizes = sources
+        .iter()
+        .map(TextSource::disk_bytes)
+        .collect::<Result<Vec<u64>>>()?;
+    let total = sizes.iter().sum();
     let read = Arc::new(AtomicU64::new(0));
     let cutter = Cutter::new(specials.clone(), pretokenizer);
+    let chunks_of = |s: &TextSource| -> Result<_> {
+        let chunks = ChunkReader::new(s.open(read.clone())?, Some(s.path.clone()), &cutter, chunk_bytes);
+        Ok(chunks.starting_at(s.start()).lossy(lossy))
+    };
+    let count_chunk = |mut counts: PretokenCounts, chunk: Result<Chunk>| {
+        let chunk = chunk?;
+        text_bytes.fetch_add(chunk.text.len() as u64, Ordering::Relaxed);
+        count_text(&chunk.text, specials, pretokenizer, &mut counts)?;
+        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
+        Ok(counts)
+    };
     // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
     // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
-    // thread's work. A file is opened when a thread takes it up (thousands of files open at once would
-    // run out of file descriptors).
+    // thread's work. Small files go in runs (`small_file_groups`), a run read and counted on one thread
+    // (5,000 files of a review each, 2 threads: medians about 100 → 61 ms, against 20–35 ms as one
+    // file). A file is opened when a thread takes it up (thousands of files open at once would run out
+    // of file descriptors).
+    let groups: Vec<_> = small_file_groups(&sizes).collect();
     let counts = pool.install(|| {
-        sources
+        groups
             .par_iter()
-            .map(|s| {
-                let reader = s.open(read.clone())?;
-                ChunkReader::new(reader, Some(s.path.clone()), &cutter, chunk_bytes)
-                    .starting_at(s.start())
-                    .lossy(lossy)
+            .map(|files| match &sources[files.clone()] {
+                [one] => chunks_of(one)?
                     .par_bridge()
-                    .try_fold(PretokenCounts::default, |mut counts, chunk| {
-                        let chunk = chunk?;
-                        text_bytes.fetch_add(chunk.text.len() as u64, Ordering::Relaxed);
-                        count_text(&chunk.text, specials, pretokenizer, &mut counts)?;
-                        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
-                        Ok(counts)
-                    })
-                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
+                    .try_fold(PretokenCounts::default, count_chunk)
+                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b))),
+                run => run.iter().try_fold(PretokenCounts::default(), |counts, s| {
+                    chunks_of(s)?.try_fold(counts, count_chunk)
+                }),
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
     });
