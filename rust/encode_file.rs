@@ -12,8 +12,8 @@ use crate::encode::{run_bytes, Encoder, OutputId};
 use crate::error::Result;
 use crate::npy::{Dtype, IdOutputs, IdWriter};
 use crate::progress::{Phase, Progress};
-use crate::records::{self, RecordChunk, RecordSource, RecordSpec, RecordStats};
-use crate::stream::{is_small_input, small_file_groups, Chained, ChunkReader, TextSource};
+use crate::records::{self, AnyChunk, RecordChunk, RecordSource, RecordSpec, RecordStats};
+use crate::stream::{grouped, is_small_input, small_file_groups, Chained, Chunk, ChunkReader, TextSource, GROUP_BYTES};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
@@ -322,20 +322,24 @@ impl Encoder {
         let mut counts = vec![(0u64, 0u64); inputs.len()];
         pipelined(
             reading,
-            chunks,
+            grouped(chunks, GROUP_BYTES, |(_, c)| c.text.len()),
             in_flight(pool),
             pool,
             |_| {},
-            |(index, c)| {
-                let mut ids = ChunkIds::new(dtype);
-                ids.text(self, &c.text)?;
-                Ok((*index, ids, c.text.len() as u64))
+            |group: &Vec<(usize, Chunk)>| {
+                let encode = |(index, c): &(usize, Chunk)| {
+                    let mut ids = ChunkIds::new(dtype);
+                    ids.text(self, &c.text)?;
+                    Ok((*index, ids, c.text.len() as u64))
+                };
+                group.iter().map(encode).collect::<Result<Vec<_>>>()
             },
-            |(index, ids, len)| {
-                counts[index].0 += ids.write_to(writer, index)?;
-                counts[index].1 += len;
-                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
-                Ok(())
+            |encoded| {
+                for (index, ids, len) in encoded {
+                    counts[index].0 += ids.write_to(writer, index)?;
+                    counts[index].1 += len;
+                }
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
             },
         )?;
         Ok(counts)
@@ -437,22 +441,26 @@ impl Encoder {
         let mut counts = vec![(RecordStats::default(), 0u64); sources.len()];
         pipelined(
             reading,
-            chunks,
+            grouped(chunks, GROUP_BYTES, |(_, chunk)| chunk.text_bytes()),
             in_flight(pool),
             pool,
-            |(_, chunk)| chunk.prepare(),
-            |(index, chunk)| {
-                let docs = chunk.documents(&specs[*index])?;
-                let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
-                let mut ids = ChunkIds::new(dtype);
-                ids.documents(self, &texts, end_id)?;
-                Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
+            |group| group.iter().for_each(|(_, chunk)| chunk.prepare()),
+            |group| {
+                let encode = |(index, chunk): &(usize, AnyChunk)| {
+                    let docs = chunk.documents(&specs[*index])?;
+                    let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
+                    let mut ids = ChunkIds::new(dtype);
+                    ids.documents(self, &texts, end_id)?;
+                    Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
+                };
+                group.iter().map(encode).collect::<Result<Vec<_>>>()
             },
-            |(index, ids, s)| {
-                counts[index].0.add(s);
-                counts[index].1 += ids.write_to(writer, index)?;
-                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
-                Ok(())
+            |encoded| {
+                for (index, ids, s) in encoded {
+                    counts[index].0.add(s);
+                    counts[index].1 += ids.write_to(writer, index)?;
+                }
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
             },
         )?;
         Ok(counts)

@@ -285,6 +285,8 @@ pub struct ColumnChunk {
     max_def: i16,
     /// Row number (in the whole file, from 0) of the chunk's first row.
     first_row: u64,
+    /// Bytes of its pages, uncompressed: about its text.
+    text_bytes: usize,
     decoded: OnceLock<Decoded>,
 }
 
@@ -457,6 +459,10 @@ impl ColumnChunk {
 impl RecordChunk for ColumnChunk {
     fn prepare(&self) {
         let _ = self.decoded();
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.text_bytes
     }
 
     fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
@@ -646,6 +652,7 @@ impl ColumnChunks {
             runs: Vec::new(),
             max_def: self.file.max_def,
             first_row: 0,
+            text_bytes: 0,
             decoded: OnceLock::new(),
         };
         let mut rows = 0u64;
@@ -706,6 +713,7 @@ impl ColumnChunks {
                 break;
             }
         }
+        chunk.text_bytes = bytes;
         Ok((!chunk.runs.is_empty()).then_some(chunk))
     }
 }

@@ -246,6 +246,13 @@ impl RecordChunk for AnyChunk {
             AnyChunk::Column(c) => c.prepare(),
         }
     }
+
+    fn text_bytes(&self) -> usize {
+        match self {
+            AnyChunk::Lines(c) => c.text_bytes(),
+            AnyChunk::Column(c) => c.text_bytes(),
+        }
+    }
 }
 
 /// The chunks of several record inputs as one stream (`Chained`), each with the index of its input.
@@ -281,11 +288,19 @@ pub trait RecordChunk: Send {
     /// Does ahead of `documents`, on any thread, what of its work the chunk keeps (parquet: its pages
     /// inflated and decoded); an error here is left for `documents` to give.
     fn prepare(&self) {}
+
+    /// About how many bytes of text the chunk holds (for handing small chunks over together:
+    /// `stream::grouped`).
+    fn text_bytes(&self) -> usize;
 }
 
 impl RecordChunk for LineChunk {
     fn documents(&self, spec: &RecordSpec) -> Result<Documents<'_>> {
         parse_jsonl(self, spec)
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.bytes.len()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::keys::{pair_key, split_key};
 use crate::pretokenize::Pretokenizer;
 use crate::progress::{Phase, Progress};
-use crate::records::{self, RecordChunk, RecordInput, RecordSource, RecordStats};
+use crate::records::{self, AnyChunk, RecordChunk, RecordInput, RecordSource, RecordSpec, RecordStats};
 use crate::specials::{Segment, SpecialMatcher};
 use crate::stream::{small_file_groups, Chunk, ChunkReader, TextSource, DEFAULT_CHUNK_BYTES};
 
@@ -176,30 +176,50 @@ pub fn count_records(
     lossy: bool,
     progress: &dyn Progress,
 ) -> Result<(PretokenCounts, Vec<RecordStats>)> {
-    let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
+    let sizes = sources
+        .iter()
+        .map(RecordSource::disk_bytes)
+        .collect::<Result<Vec<u64>>>()?;
+    let total = sizes.iter().sum();
     let read = Arc::new(AtomicU64::new(0));
     let stats = std::sync::Mutex::new(vec![RecordStats::default(); sources.len()]);
+    let open = |index: usize| -> Result<(records::AnyChunks, RecordSpec)> {
+        let RecordInput { chunks, spec, .. } = sources[index].open(field, lossy, read.clone())?;
+        Ok((chunks, spec))
+    };
+    let count_chunk = |index: usize, spec: &RecordSpec, mut counts: PretokenCounts, chunk: Result<AnyChunk>| {
+        let chunk = chunk?;
+        let docs = chunk.documents(spec)?;
+        for t in &docs.texts {
+            count_document(t, pretokenizer, &mut counts)?;
+        }
+        let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
+        let counted = RecordStats::of(&texts, docs.skipped);
+        stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index].add(counted);
+        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
+        Ok(counts)
+    };
+    // As `count_files_in_chunks`: inputs in parallel, each by its own reader whose chunks are counted in
+    // parallel; small inputs in runs, a run counted on one thread (5,000 JSON-lines files of a review each
+    // had cost a hand-off each).
+    let groups: Vec<_> = small_file_groups(&sizes).collect();
     let counts = pool.install(|| {
-        sources
+        groups
             .par_iter()
-            .enumerate()
-            .map(|(index, source)| {
-                let RecordInput { chunks, spec, .. } = source.open(field, lossy, read.clone())?;
-                chunks
-                    .par_bridge()
-                    .try_fold(PretokenCounts::default, |mut counts, chunk| {
-                        let chunk = chunk?;
-                        let docs = chunk.documents(&spec)?;
-                        for t in &docs.texts {
-                            count_document(t, pretokenizer, &mut counts)?;
-                        }
-                        let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
-                        let counted = RecordStats::of(&texts, docs.skipped);
-                        stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index].add(counted);
-                        progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
-                        Ok(counts)
-                    })
-                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
+            .map(|files| {
+                if files.len() == 1 {
+                    let (chunks, spec) = open(files.start)?;
+                    return chunks
+                        .par_bridge()
+                        .try_fold(PretokenCounts::default, |counts, chunk| {
+                            count_chunk(files.start, &spec, counts, chunk)
+                        })
+                        .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)));
+                }
+                files.clone().try_fold(PretokenCounts::default(), |counts, index| {
+                    let (mut chunks, spec) = open(index)?;
+                    chunks.try_fold(counts, |counts, chunk| count_chunk(index, &spec, counts, chunk))
+                })
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
     })?;
