@@ -224,15 +224,6 @@ fn record_sources(inputs: Vec<RecordInputArg>) -> PyResult<Vec<RecordSource>> {
         .collect()
 }
 
-/// Whether `sources` are one small input (`is_small_input`), which is encoded without a helper thread.
-fn one_small(sources: &[RecordSource]) -> bool {
-    match sources {
-        [RecordSource::Jsonl(source)] => is_small_input(&source.path, source.range_bytes()),
-        [RecordSource::Parquet { path, .. }] => is_small_input(path, None),
-        _ => false,
-    }
-}
-
 fn bpe_to_py<'py>(py: Python<'py>, bpe: train::Bpe) -> (Vec<Bound<'py, PyBytes>>, Vec<(u32, u32)>) {
     (bpe.vocab.iter().map(|t| PyBytes::new(py, t)).collect(), bpe.merges)
 }
@@ -822,7 +813,7 @@ impl Encoder {
             .into_iter()
             .map(|(path, range)| TextSource { path, range })
             .collect();
-        let small = matches!(sources.as_slice(), [one] if is_small_input(&one.path, one.range_bytes()));
+        let small = matches!(sources.as_slice(), [one] if one.is_small());
         run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             writer.with(|w| self.inner.encode_streams_into(&sources, w, &pool, errors_replace, p))
@@ -866,7 +857,8 @@ impl Encoder {
         errors_replace: bool,
     ) -> PyResult<Vec<(u64, u64, u64, u64)>> {
         let sources = record_sources(inputs)?;
-        run_sized(py, progress.as_ref(), one_small(&sources), |p| {
+        let small = matches!(sources.as_slice(), [one] if one.is_small());
+        run_sized(py, progress.as_ref(), small, |p| {
             let pool = threads::pool(num_threads)?;
             let counts = writer.with(|w| {
                 self.inner

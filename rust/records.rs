@@ -164,6 +164,14 @@ pub enum RecordSource {
 pub type AnyChunks = Box<dyn Iterator<Item = Result<AnyChunk>> + Send>;
 
 impl RecordSource {
+    /// Whether this is a small input (`stream::is_small_input`).
+    pub fn is_small(&self) -> bool {
+        match self {
+            RecordSource::Jsonl(source) => source.is_small(),
+            RecordSource::Parquet { path, .. } => crate::stream::is_small_input(path, None),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         match self {
             RecordSource::Jsonl(source) => &source.path,

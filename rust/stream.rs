@@ -98,6 +98,11 @@ impl TextSource {
         self.range.map(|(start, end)| end.saturating_sub(start))
     }
 
+    /// Whether this is a small input (`is_small_input`: of the bytes it reads).
+    pub fn is_small(&self) -> bool {
+        is_small_input(&self.path, self.range_bytes())
+    }
+
     /// Opens the source, transparently decompressing gzip and zstd (detected by their magic bytes, not
     /// the name). Bytes read from disk are added to `counter`. A range must be of an uncompressed file: a
     /// compressed stream cannot be entered in the middle.
