@@ -99,6 +99,8 @@ _OTHER_ENCODING_MARKS = [
     (b"\xff\xfe", "UTF-16LE"),
     (b"\xfe\xff", "UTF-16BE"),
 ]
+_UNREAD_MAGICS = tuple(magic for magic, _ in _MAGIC_FORMATS_WE_DO_NOT_READ)
+_OTHER_MARKS = tuple(mark for mark, _ in _OTHER_ENCODING_MARKS)
 UTF8_BOM = b"\xef\xbb\xbf"
 # A code point of half a UTF-16 surrogate pair: JSON may escape one (`\ud800`), but it is no character.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -234,8 +236,12 @@ def expand_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path | str
 
 
 def _head(path: Path, n: int = HEAD_BYTES) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    # A file descriptor, not a Python file object: a corpus of many small files is detected file by file.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        return os.read(fd, n)
+    finally:
+        os.close(fd)
 
 
 def _suffixes(name: str) -> tuple[str, str]:
@@ -287,9 +293,11 @@ def detect(path: str | os.PathLike[str]) -> Input:
             if detect(f).format != "arrow":
                 raise InputError(f"{f}: not an Arrow file, though its directory holds a `datasets` dataset")
         return Input(p, "arrow", files=files)
-    if not os.access(p, os.R_OK):
-        raise InputError(f"{p}: permission denied")
-    fmt, compression = _classify(os.fspath(p), p.name, _head(p))
+    try:
+        head = _head(p)
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    fmt, compression = _classify(os.fspath(p), p.name, head)
     if fmt == "jsonl" and st.st_size:
         first = _first_non_space(p)
         if first == b"[":
@@ -336,9 +344,9 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
         return "parquet", "none"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
         return "arrow", "none"
-    for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ:
-        if head.startswith(magic):
-            raise InputError(f"{where}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
+    if head.startswith(_UNREAD_MAGICS):  # one test for all (a corpus of small files is detected file by file)
+        what = next(what for magic, what in _MAGIC_FORMATS_WE_DO_NOT_READ if head.startswith(magic))
+        raise InputError(f"{where}: is {what}, which bpe-lm does not read as a corpus; it reads {SUPPORTED}")
     compressed, ext = _suffixes(name)
     if suffix == ".parquet":
         raise InputError(
@@ -370,6 +378,8 @@ def _by_name(ext: str) -> str:
 def _refuse_other_encodings(where: str, head: bytes) -> None:
     """Text that is not UTF-8 (a UTF-16 or UTF-32 byte-order mark, or every other byte NUL) is an error that
     says so, never ids of garbage."""
+    if not head.startswith(_OTHER_MARKS) and b"\x00" not in head:
+        return  # the usual case, told in two tests: no byte-order mark of another encoding, no NUL at all
     for mark, encoding in _OTHER_ENCODING_MARKS:
         if head.startswith(mark):
             raise InputError(
