@@ -99,39 +99,62 @@ pub fn count_files_in_chunks(
     let total = sizes.iter().sum();
     let read = Arc::new(AtomicU64::new(0));
     let cutter = Cutter::new(specials.clone(), pretokenizer);
-    let chunks_of = |s: &TextSource| -> Result<_> {
+    let open = |index: usize| -> Result<_> {
+        let s = &sources[index];
         let chunks = ChunkReader::new(s.open(read.clone())?, Some(s.path.clone()), &cutter, chunk_bytes);
-        Ok(chunks.starting_at(s.start()).lossy(lossy))
+        Ok((chunks.starting_at(s.start()).lossy(lossy), ()))
     };
-    let count_chunk = |mut counts: PretokenCounts, chunk: Result<Chunk>| {
+    let count_chunk = |_: usize, _: &(), mut counts: PretokenCounts, chunk: Result<Chunk>| {
         let chunk = chunk?;
         text_bytes.fetch_add(chunk.text.len() as u64, Ordering::Relaxed);
         count_text(&chunk.text, specials, pretokenizer, &mut counts)?;
         progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
         Ok(counts)
     };
-    // Files are read in parallel, each by its own serial reader (a gzip stream can only be inflated in
-    // order) whose chunks are counted in parallel: with many files, reading and inflating are not one
-    // thread's work. Small files go in runs (`small_file_groups`), a run read and counted on one thread
-    // (5,000 files of a review each, 2 threads: medians about 100 → 61 ms, against 20–35 ms as one
-    // file). A file is opened when a thread takes it up (thousands of files open at once would run out
-    // of file descriptors).
-    let groups: Vec<_> = small_file_groups(&sizes).collect();
-    let counts = pool.install(|| {
+    let counts = count_inputs(&sizes, pool, open, count_chunk)?;
+    Ok((counts, text_bytes.into_inner()))
+}
+
+/// Counts inputs (of `sizes` bytes on disk) on `pool`: input `i`'s chunks, from `open(i)` with what
+/// `count` needs to know of it, each added by `count(i, known, counts, chunk)`. Inputs are read in
+/// parallel, each by its own serial reader (a gzip stream can only be inflated in order) whose chunks are
+/// counted in parallel: with many files, reading and inflating are not one thread's work. Small inputs
+/// go in runs (`small_file_groups`), a run read and counted on one thread, where a hand-off an input had
+/// cost more than the counting (5,000 text files of a review each, 2 threads: medians about 100 → 61 ms,
+/// against 20–35 ms as one file; 5,000 JSON-lines files: 121.6 → 101.2 ms). An input is opened when a
+/// thread takes it up (thousands of files open at once would run out of file descriptors).
+fn count_inputs<It, Known>(
+    sizes: &[u64],
+    pool: &rayon::ThreadPool,
+    open: impl Fn(usize) -> Result<(It, Known)> + Sync,
+    count: impl Fn(usize, &Known, PretokenCounts, It::Item) -> Result<PretokenCounts> + Sync,
+) -> Result<PretokenCounts>
+where
+    It: Iterator + Send,
+    It::Item: Send,
+    Known: Sync,
+{
+    let groups: Vec<_> = small_file_groups(sizes).collect();
+    pool.install(|| {
         groups
             .par_iter()
-            .map(|files| match &sources[files.clone()] {
-                [one] => chunks_of(one)?
-                    .par_bridge()
-                    .try_fold(PretokenCounts::default, count_chunk)
-                    .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b))),
-                run => run.iter().try_fold(PretokenCounts::default(), |counts, s| {
-                    chunks_of(s)?.try_fold(counts, count_chunk)
-                }),
+            .map(|inputs| {
+                if inputs.len() == 1 {
+                    let (chunks, known) = open(inputs.start)?;
+                    return chunks
+                        .par_bridge()
+                        .try_fold(PretokenCounts::default, |counts, chunk| {
+                            count(inputs.start, &known, counts, chunk)
+                        })
+                        .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)));
+                }
+                inputs.clone().try_fold(PretokenCounts::default(), |counts, index| {
+                    let (mut chunks, known) = open(index)?;
+                    chunks.try_fold(counts, |counts, chunk| count(index, &known, counts, chunk))
+                })
             })
             .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
-    });
-    Ok((counts?, text_bytes.into_inner()))
+    })
 }
 
 /// Adds the pre-tokens of one document of a record corpus: all of it is text (special-token strings too).
@@ -199,30 +222,7 @@ pub fn count_records(
         progress.report(Phase::Read, read.load(Ordering::Relaxed), total)?;
         Ok(counts)
     };
-    // As `count_files_in_chunks`: inputs in parallel, each by its own reader whose chunks are counted in
-    // parallel; small inputs in runs, a run counted on one thread (5,000 JSON-lines files of a review each
-    // had cost a hand-off each).
-    let groups: Vec<_> = small_file_groups(&sizes).collect();
-    let counts = pool.install(|| {
-        groups
-            .par_iter()
-            .map(|files| {
-                if files.len() == 1 {
-                    let (chunks, spec) = open(files.start)?;
-                    return chunks
-                        .par_bridge()
-                        .try_fold(PretokenCounts::default, |counts, chunk| {
-                            count_chunk(files.start, &spec, counts, chunk)
-                        })
-                        .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)));
-                }
-                files.clone().try_fold(PretokenCounts::default(), |counts, index| {
-                    let (mut chunks, spec) = open(index)?;
-                    chunks.try_fold(counts, |counts, chunk| count_chunk(index, &spec, counts, chunk))
-                })
-            })
-            .try_reduce(PretokenCounts::default, |a, b| Ok(merge_counts(a, b)))
-    })?;
+    let counts = count_inputs(&sizes, pool, open, count_chunk)?;
     Ok((
         counts,
         stats.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
