@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::npy::{Dtype, IdOutputs, IdWriter};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, AnyChunk, RecordChunk, RecordSource, RecordSpec, RecordStats};
-use crate::stream::{grouped, is_small_input, small_file_groups, Chained, Chunk, ChunkReader, TextSource, GROUP_BYTES};
+use crate::stream::{grouped, small_file_groups, Chained, Chunk, ChunkReader, TextSource, GROUP_BYTES};
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
@@ -36,10 +36,10 @@ enum Reading {
 }
 
 impl Reading {
-    /// How to read the input at `path`, of which `disk_bytes` are read: a small one (`is_small_input`) on
-    /// one thread, anything larger as `for_pool` says.
-    fn for_input(pool: &rayon::ThreadPool, path: &Path, disk_bytes: u64) -> Self {
-        if is_small_input(path, Some(disk_bytes)) {
+    /// How to read one input: a `small` one (`TextSource::is_small`, `RecordSource::is_small`) on one
+    /// thread, anything larger as `for_pool` says.
+    fn for_input(pool: &rayon::ThreadPool, small: bool) -> Self {
+        if small {
             Reading::Here
         } else {
             Reading::for_pool(pool)
@@ -315,7 +315,7 @@ impl Encoder {
         let open = |i: usize| Ok(chunks_of(&inputs[i], inputs[i].open(read.clone())?));
         let chunks = Chained::new(inputs.len(), first, open);
         let reading = match inputs {
-            [one] => Reading::for_input(pool, &one.path, total),
+            [one] => Reading::for_input(pool, one.is_small()),
             _ => Reading::for_pool(pool),
         };
         let dtype = writer.dtype();
@@ -384,7 +384,7 @@ impl Encoder {
             }
             Ok((ids, text_bytes))
         };
-        let items = small_file_groups(&sizes).map(Ok);
+        let items = small_file_groups(&sizes);
         pipelined(
             Reading::for_pool(pool),
             items,
@@ -434,7 +434,7 @@ impl Encoder {
         // The caches are sized for the text of all the inputs, as the first one's text is to its size.
         self.expect_text((text_per_disk_byte * total as f64) as u64, pool);
         let reading = match sources {
-            [one] => Reading::for_input(pool, one.path(), total),
+            [one] => Reading::for_input(pool, one.is_small()),
             _ => Reading::for_pool(pool),
         };
         let dtype = writer.dtype();

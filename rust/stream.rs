@@ -32,26 +32,14 @@ pub fn is_small_input(path: &Path, bytes: Option<u64>) -> bool {
 /// (`small_file_groups`, `grouped`): one small input's worth.
 pub const GROUP_BYTES: usize = SMALL_INPUT_BYTES as usize;
 
-/// Consecutive files of `sizes` (bytes on disk) in runs of about GROUP_BYTES, the items of
-/// `Encoder::encode_texts_into` and of the counting of many files (`train::count_files_in_chunks`): a
+/// Consecutive files of `sizes` (bytes on disk) in runs of about GROUP_BYTES (`grouped`, by size), the
+/// items of `Encoder::encode_texts_into` and of the counting of many files (`train::count_inputs`): a
 /// file an item (a kilobyte each) made the threads hand over and wait for each other more than they
 /// worked (two context switches a file: 29% of an encoding's samples under `perf`).
-pub(crate) fn small_file_groups(sizes: &[u64]) -> impl Iterator<Item = std::ops::Range<usize>> + Send + '_ {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start == sizes.len() {
-            return None;
-        }
-        let mut end = start;
-        let mut bytes = 0;
-        while end < sizes.len() && (end == start || bytes + sizes[end] <= GROUP_BYTES as u64) {
-            bytes += sizes[end];
-            end += 1;
-        }
-        let run = start..end;
-        start = end;
-        Some(run)
-    })
+pub(crate) fn small_file_groups(sizes: &[u64]) -> impl Iterator<Item = Result<std::ops::Range<usize>>> + '_ {
+    let files = (0..sizes.len()).map(Ok);
+    let bytes = |&i: &usize| usize::try_from(sizes[i]).unwrap_or(usize::MAX);
+    grouped(files, GROUP_BYTES, bytes).map(|group| group.map(|g| g[0]..g[g.len() - 1] + 1))
 }
 
 /// Counts bytes read from the underlying file (compressed bytes for .gz and .zst), for progress.
@@ -762,11 +750,11 @@ mod tests {
     fn small_files_are_grouped_in_order_each_once_a_large_one_alone() {
         let s = GROUP_BYTES as u64;
         let sizes = [1, s - 1, 1, 0, s, 3, s + 9, 2, 2];
-        let groups: Vec<_> = small_file_groups(&sizes).collect();
+        let groups: Vec<_> = small_file_groups(&sizes).map(Result::unwrap).collect();
         assert_eq!(groups, [0..2, 2..4, 4..5, 5..6, 6..7, 7..9]);
         assert_eq!(small_file_groups(&[]).count(), 0);
         let many = vec![1u64; 3 * s as usize / 2];
-        let groups: Vec<_> = small_file_groups(&many).collect();
+        let groups: Vec<_> = small_file_groups(&many).map(Result::unwrap).collect();
         assert_eq!(groups, [0..s as usize, s as usize..many.len()]);
     }
 

@@ -134,7 +134,7 @@ where
     It::Item: Send,
     Known: Sync,
 {
-    let groups: Vec<_> = small_file_groups(sizes).collect();
+    let groups = small_file_groups(sizes).collect::<Result<Vec<_>>>()?;
     pool.install(|| {
         groups
             .par_iter()
