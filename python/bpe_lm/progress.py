@@ -3,7 +3,8 @@ in decimal units like every summary line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -57,10 +58,14 @@ class ProgressBars:
         self.close()
 
 
+@contextmanager
 def progress_callback(
     progress: bool | Callable[[str, int, int], None], names: dict[str, str] | None = None
-) -> tuple[Any, Callable[[str, int, int], None] | None]:
+) -> Iterator[Callable[[str, int, int], None] | None]:
+    """The callback for a call's `progress` argument: a callable as it is, True a `ProgressBars` (closed when
+    the block ends, however it ends), False none."""
     if callable(progress):
-        return None, progress
-    bar = ProgressBars(bool(progress), names)
-    return bar, (bar if progress else None)
+        yield progress
+        return
+    with ProgressBars(bool(progress), names) as bar:
+        yield bar if progress else None

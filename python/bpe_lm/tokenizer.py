@@ -138,12 +138,8 @@ def write_counts(
     text_field: str = DEFAULT_TEXT_FIELD,
 ) -> int:
     """Counts `units` into `counter` and writes the counts to `output_path` atomically."""
-    bar, callback = progress_callback(progress)
-    try:
+    with progress_callback(progress) as callback:
         count_units(counter, units, text_field=text_field, num_threads=num_threads, errors=errors, progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()
     with atomic_output(output_path) as tmp:
         return counter.write(os.fspath(tmp))
 
@@ -153,14 +149,10 @@ def train_from_count_files(
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], str, int]:
     """Sums count files (made with the same special tokens and pattern) and trains on the sum, in the
     core. Returns (vocab, merges, special tokens, pattern, distinct pre-tokens)."""
-    bar, callback = progress_callback(progress)
-    try:
+    with progress_callback(progress) as callback:
         vocab_list, merge_ids, specials, pattern, distinct = _core.train_from_count_files(
             _input_paths(count_paths), vocab_size, callback
         )
-    finally:
-        if bar is not None:
-            bar.close()
     vocab, merges = _vocab_and_merges(vocab_list, merge_ids)
     return vocab, merges, specials, pattern, distinct
 
@@ -249,17 +241,13 @@ def train_on_units(
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Counts `units` into `counter` (what was read is added to `stats`), then trains on the counts (in
     the core)."""
-    bar, callback = progress_callback(progress)
-    try:
+    with progress_callback(progress) as callback:
         read = count_units(
             counter, units, text_field=text_field, num_threads=num_threads, errors=errors, progress=callback
         )
         if stats is not None:
             stats.add(read)
         vocab_list, merge_ids = counter.train(vocab_size, callback)
-    finally:
-        if bar is not None:
-            bar.close()
     return _vocab_and_merges(vocab_list, merge_ids)
 
 
@@ -583,13 +571,9 @@ class Tokenizer:
         text_field: str = DEFAULT_TEXT_FIELD,
     ) -> Stats:
         _check_errors(errors)
-        bar, callback = progress_callback(progress, {"read": "encoding"})
-        try:
+        with progress_callback(progress, {"read": "encoding"}) as callback:
             return encode_units(self, units, output_path, dtype=dtype, text_field=text_field,
                                 num_threads=default_num_threads(num_threads), errors=errors, progress=callback)  # fmt: skip
-        finally:
-            if bar is not None:
-                bar.close()
 
     def encode_units_each(
         self,
@@ -606,14 +590,10 @@ class Tokenizer:
         of that unit alone would, many small inputs side by side; all written atomically. Returns each
         unit's stats."""
         _check_errors(errors)
-        bar, callback = progress_callback(progress, {"read": "encoding"})
-        try:
+        with progress_callback(progress, {"read": "encoding"}) as callback:
             return encode_units_each(self, units, output_paths, dtype=dtype, text_field=text_field,
                                      num_threads=default_num_threads(num_threads), errors=errors,
                                      progress=callback)  # fmt: skip
-        finally:
-            if bar is not None:
-                bar.close()
 
     def count_file(
         self,
