@@ -9,9 +9,11 @@ use of the tokenizer in that process); MB/s counts the UTF-8 bytes of the docume
 process's own high-water mark (VmHWM). Configurations run in interleaved rounds (`--repeat`), and each
 reports its median, so a load that comes and goes hits all alike. The ids of every record path are
 checked equal to tiktoken's.
-Then the documents as many small files (`--files`: one .txt each) and as shards (`--shards`: .jsonl.gz and
-parquet files of a few hundred kilobytes of text each) against the same text as one file, each into one
-.npy and into a .npy per input (`bpe-lm encode IN... -o DIR/`, its manifest included).
+Then the documents as many small files (`--files`: one .txt each) and as shards (`--shards`: .jsonl.gz,
+.jsonl.zst and parquet files of a few hundred kilobytes of text each) against the same text as one file,
+each into one .npy and into a .npy per input (`bpe-lm encode IN... -o DIR/`, its manifest included), at
+the thread counts of `--shard-threads` (`--shards-only`: nothing else; the many-core figure of
+scripts/many_core.sh, where compressed shards are read side by side and one compressed file cannot be).
 Last, a >= 1 GB parquet file (the documents repeated, so its speed is not quoted) for peak memory.
 
     pip install ".[bench,test]" && python benches/formats.py            # about 4 min, peak < 2 GB, on 2 cores
@@ -169,10 +171,19 @@ def main() -> None:
     ap.add_argument(
         "--shards", type=int, default=100, help="the documents also as this many .jsonl.gz and parquet files (0: skip)"
     )
+    ap.add_argument(
+        "--shard-threads", default="2", help="thread counts for the shards (comma-separated: 1,2,4,8,16 on many cores)"
+    )
+    ap.add_argument(
+        "--shards-only", action="store_true", help="only the shards against the one file (the many-core figure)"
+    )
     ap.add_argument("--quick", action="store_true", help="--mb 8 --big-gb 0.25 --repeat 1 --files 500 --shards 20")
     args = ap.parse_args()
     if args.quick:
         args.mb, args.big_gb, args.repeat, args.files, args.shards = 8.0, 0.25, 1, 500, 20
+    if args.shards_only:
+        args.files, args.big_gb = 0, 0.0
+    shard_threads = [int(t) for t in args.shard_threads.split(",")]
     import numpy as np
 
     docs = documents(args.mb)
@@ -189,10 +200,13 @@ def main() -> None:
             for fmt in ("txt", "parquet", "jsonl.zst", "jsonl.gz", "csv")
             for threads in (1, 2)
         ]
+        if args.shards_only:
+            configs = []
+            run("bpe-lm", paths["jsonl.gz"], d / "reference.npy")
         runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
         same: dict[int, object] = {}
-        reference = None
-        for _ in range(args.repeat):
+        reference = np.load(d / "reference.npy") if args.shards_only else None
+        for _ in range(args.repeat if configs else 0):
             for i, (_who, kind, fmt, procs, threads) in enumerate(configs):
                 out = d / f"{i}.npy"
                 runs[i].append(run(kind, paths[fmt], out, threads=threads, procs=procs))
@@ -200,24 +214,25 @@ def main() -> None:
                 reference = ids if reference is None else reference
                 equal = bool(np.array_equal(ids, reference)) and same.get(i, True) is True
                 same[i] = "n/a (separators)" if fmt == "txt" else equal
-        rows = []
-        for i, (who, _kind, fmt, procs, threads) in enumerate(configs):
-            secs = sorted(r["seconds"] for r in runs[i])
-            got = {"seconds": secs[len(secs) // 2], "rss_mb": max(r["rss_mb"] for r in runs[i])}
-            rows.append((who, fmt, f"{threads} thread" if who == "bpe-lm" else f"{procs} proc", got, same[i]))
-        print("\n| encoder | input | parallel | MB/s | peak RSS MB | ids = tiktoken's |\n|---|---|---|---|---|---|")
-        for who, fmt, par, got, equal in rows:
-            print(f"| {who} | {fmt} | {par} | {text_mb / got['seconds']:.1f} | {got['rss_mb']:.0f} | {equal} |")
-        speed = {(r[0], r[1], r[2].split()[0]): text_mb / r[3]["seconds"] for r in rows}
-        tik = {n: speed[("datasets.map + tiktoken", "parquet", n)] for n in ("1", "2")}
-        ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
-        print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
-              + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
-        for fmt in ("parquet", "jsonl.zst", "jsonl.gz", "csv"):
-            ratios = ", ".join(
-                f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
-            )
-            print(f"bpe-lm {fmt} vs the same text as .txt: {ratios}")
+        if configs:
+            rows = []
+            for i, (who, _kind, fmt, procs, threads) in enumerate(configs):
+                secs = sorted(r["seconds"] for r in runs[i])
+                got = {"seconds": secs[len(secs) // 2], "rss_mb": max(r["rss_mb"] for r in runs[i])}
+                rows.append((who, fmt, f"{threads} thread" if who == "bpe-lm" else f"{procs} proc", got, same[i]))
+            print("\n| encoder | input | parallel | MB/s | peak RSS MB | ids = tiktoken's |\n|---|---|---|---|---|---|")
+            for who, fmt, par, got, equal in rows:
+                print(f"| {who} | {fmt} | {par} | {text_mb / got['seconds']:.1f} | {got['rss_mb']:.0f} | {equal} |")
+            speed = {(r[0], r[1], r[2].split()[0]): text_mb / r[3]["seconds"] for r in rows}
+            tik = {n: speed[("datasets.map + tiktoken", "parquet", n)] for n in ("1", "2")}
+            ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
+            print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
+                  + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
+            for fmt in ("parquet", "jsonl.zst", "jsonl.gz", "csv"):
+                ratios = ", ".join(
+                    f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
+                )
+                print(f"bpe-lm {fmt} vs the same text as .txt: {ratios}")
         if args.files > 0:
             # A corpus as many small files (one document each, as users often keep their own text) against
             # the same documents in one file: what each file costs beyond its text.
@@ -245,35 +260,40 @@ def main() -> None:
             # same records as one file: the ids must be the one file's, and the time close to it.
             import pyarrow as pa
             import pyarrow.parquet as pq
+            import zstandard
 
             per = -(-len(docs) // args.shards)
             parts = [docs[i : i + per] for i in range(0, len(docs), per)]
-            for fmt in ("jsonl.gz", "parquet"):
+            for fmt in ("jsonl.gz", "jsonl.zst", "parquet"):
                 shard_dir = d / f"shards-{fmt}"
                 shard_dir.mkdir()
                 for i, part in enumerate(parts):
                     shard = shard_dir / f"{i:05d}.{fmt}"
                     if fmt == "parquet":
                         pq.write_table(pa.table({"text": part}), shard)
-                    else:
-                        lines = "".join(json.dumps({"text": t}) + "\n" for t in part).encode("utf-8")
+                        continue
+                    lines = "".join(json.dumps({"text": t}) + "\n" for t in part).encode("utf-8")
+                    if fmt == "jsonl.gz":
                         shard.write_bytes(gzip.compress(lines, compresslevel=6, mtime=0))
-                many_runs = [
-                    run("bpe-lm", shard_dir / f"*.{fmt}", d / "shards.npy", threads=2) for _ in range(args.repeat)
-                ]
-                if not np.array_equal(np.load(d / "shards.npy"), reference):
-                    raise SystemExit(f"{fmt} shards: ids differ from the one file's")
-                each_runs = [
-                    run("bpe-lm-dir", shard_dir / f"*.{fmt}", d / f"each-{fmt}", threads=2) for _ in range(args.repeat)
-                ]
-                check_each(d / f"each-{fmt}", reference)
-                one_runs = [run("bpe-lm", paths[fmt], d / "one.npy", threads=2) for _ in range(args.repeat)]
-                many, each, one = (
-                    statistics.median(r["seconds"] for r in rs) for rs in (many_runs, each_runs, one_runs)
-                )
-                print(f"{len(parts)} .{fmt} shards ({text_mb / len(parts):.2f} MB of text each), 2 threads: "
-                      f"{text_mb / many:.1f} MB/s into one .npy, {text_mb / each:.1f} MB/s into a .npy each (-o DIR/), "
-                      f"against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
+                    else:
+                        shard.write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+                for threads in shard_threads:
+                    kinds = (
+                        ("bpe-lm", shard_dir / f"*.{fmt}", d / "shards.npy"),
+                        ("bpe-lm-dir", shard_dir / f"*.{fmt}", d / f"each-{fmt}"),
+                        ("bpe-lm", paths[fmt], d / "one.npy"),
+                    )
+                    took: list[list[float]] = [[], [], []]
+                    for _ in range(args.repeat):
+                        for k, (kind, src, out) in enumerate(kinds):
+                            took[k].append(run(kind, src, out, threads=threads)["seconds"])
+                    if not np.array_equal(np.load(d / "shards.npy"), reference):
+                        raise SystemExit(f"{fmt} shards: ids differ from the one file's")
+                    check_each(d / f"each-{fmt}", reference)
+                    many, each, one = (statistics.median(t) for t in took)
+                    print(f"{len(parts)} .{fmt} shards ({text_mb / len(parts):.2f} MB of text each), {threads} threads: "
+                          f"{text_mb / many:.1f} MB/s into one .npy, {text_mb / each:.1f} MB/s into a .npy each (-o DIR/), "
+                          f"against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
         if args.big_gb > 0:
             import pyarrow as pa
             import pyarrow.parquet as pq

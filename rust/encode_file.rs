@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::encode::{run_bytes, Encoder, OutputId};
 use crate::error::Result;
-use crate::npy::{Dtype, IdOutputs, IdWriter};
+use crate::npy::{Dtype, IdOutputs, IdWriter, StreamOrder};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, AnyChunk, RecordChunk, RecordSource, RecordSpec, RecordStats};
 use crate::stream::{grouped, small_file_groups, Chained, Chunk, ChunkReader, TextSource, GROUP_BYTES};
@@ -182,6 +182,208 @@ where
     })
 }
 
+/// The streams to read `inputs` of `sizes` bytes on disk in side by side (`pipelined_streams`): each large
+/// input one, runs of consecutive small ones one each (`small_file_groups`). None where one stream after
+/// another reads as fast: on one thread, for fewer than two streams, or for inputs that are not
+/// `compressed` (only the first is looked at), which read faster than a thread encodes.
+fn side_by_side(
+    pool: &rayon::ThreadPool,
+    sizes: &[u64],
+    compressed: impl FnOnce() -> bool,
+) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+    if pool.current_num_threads() < 2 || sizes.len() < 2 || !compressed() {
+        return Ok(None);
+    }
+    let streams = small_file_groups(sizes).collect::<Result<Vec<_>>>()?;
+    Ok((streams.len() > 1).then_some(streams))
+}
+
+/// How many streams per thread `pipelined_streams` opens past the first that has not ended.
+const STREAMS_AHEAD_PER_THREAD: usize = 4;
+
+/// What a worker of `pipelined_streams` hands its sink for one turn at a stream: an item's result, or
+/// that the stream has ended.
+enum Turn<O> {
+    Item(Result<O>),
+    End,
+}
+
+/// `pipelined` for the items of several streams (stream `s`: the items of `open(s)`, in order), read side
+/// by side where `pipelined` reads one stream: a worker takes a turn at the first stream that no other is
+/// reading (opening the next one when every open stream is being read, up to one per thread), reads one
+/// item, and processes it. The sink gets each stream's results in order (`Some`), then its end (`None`),
+/// the streams interleaved (`StreamOrder` puts them in order). At most twice `in_flight` items are held
+/// read and not yet sunk, so memory stays bounded. After an error nothing past its stream is read; the
+/// streams before it are read to their end, and the error of the first stream that has one is returned
+/// (so which error a call gives does not depend on timing). For streams that only one thread can read at
+/// a time (gzip and zstd inflate in order): `pipelined`, through them one after another, runs at one
+/// thread's inflating on any number of cores.
+fn pipelined_streams<S, I, O>(
+    streams: usize,
+    open: impl Fn(usize) -> Result<S> + Sync,
+    in_flight: usize,
+    pool: &rayon::ThreadPool,
+    work: impl Fn(&I) -> Result<O> + Sync,
+    mut sink: impl FnMut(usize, Option<O>) -> Result<()>,
+) -> Result<()>
+where
+    S: Iterator<Item = Result<I>> + Send,
+    I: Send,
+    O: Send,
+{
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+    struct Readers<S> {
+        /// Open streams, in stream order: index, reader (None while a worker reads it), next item's number.
+        open: Vec<(usize, Option<S>, usize)>,
+        /// The next stream to open.
+        next: usize,
+        /// Turns taken whose results the sink has not taken yet.
+        outstanding: usize,
+        /// Which streams the sink has seen end, and the first it has not.
+        ended: Vec<bool>,
+        head: usize,
+        /// Set when the sink failed: every worker stops.
+        stop: bool,
+    }
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    let threads = pool.current_num_threads();
+    let window = 2 * in_flight.max(1);
+    // Streams opened at most this far past the first that has not ended: the sink holds the ids of each
+    // stream past it (a spill file each), so a stream far longer than the others cannot have every later
+    // one read ahead of it.
+    let ahead = STREAMS_AHEAD_PER_THREAD * threads;
+    let readers = Mutex::new(Readers::<S> {
+        open: Vec::new(),
+        next: 0,
+        outstanding: 0,
+        ended: vec![false; streams],
+        head: 0,
+        stop: false,
+    });
+    let moved = Condvar::new();
+    // The first stream that has had an error: none after it is read on.
+    let failed = AtomicUsize::new(usize::MAX);
+    // A turn: a stream, the number of its item to read, and its reader (None: the stream is to be opened).
+    let take_turn = || -> Option<(usize, usize, Option<S>)> {
+        let mut r = lock(&readers);
+        loop {
+            if r.stop {
+                return None;
+            }
+            let failed_at = failed.load(Ordering::Relaxed);
+            r.open.retain(|(s, reader, _)| *s <= failed_at || reader.is_none());
+            if r.outstanding < window {
+                if let Some((stream, reader, next)) = r.open.iter_mut().find(|(_, reader, _)| reader.is_some()) {
+                    let turn = (*stream, *next, reader.take());
+                    *next += 1;
+                    r.outstanding += 1;
+                    return Some(turn);
+                }
+                let openable = r.open.len() < threads && r.next < r.head + ahead;
+                if openable && r.next < streams.min(failed_at.saturating_add(1)) {
+                    let stream = r.next;
+                    r.next += 1;
+                    r.open.push((stream, None, 1));
+                    r.outstanding += 1;
+                    return Some((stream, 0, None));
+                }
+            }
+            if r.open.is_empty() && r.next >= streams.min(failed_at.saturating_add(1)) {
+                return None;
+            }
+            r = moved.wait(r).unwrap_or_else(PoisonError::into_inner);
+        }
+    };
+    // Puts a stream's reader back after a turn (None: the stream ended, or failed).
+    let give_back = |stream: usize, reader: Option<S>| {
+        let mut r = lock(&readers);
+        if let Some(k) = r.open.iter().position(|(s, _, _)| *s == stream) {
+            match reader {
+                Some(reader) if stream <= failed.load(Ordering::Relaxed) => r.open[k].1 = Some(reader),
+                _ => {
+                    r.open.remove(k);
+                }
+            }
+        }
+        moved.notify_all();
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, usize, Turn<O>)>();
+    let (work, open, take_turn, give_back) = (&work, &open, &take_turn, &give_back);
+    pool.in_place_scope(|tasks| {
+        for _ in 0..threads {
+            let (done_tx, failed) = (done_tx.clone(), &failed);
+            tasks.spawn(move |_| {
+                while let Some((stream, number, reader)) = take_turn() {
+                    let item = match reader.map_or_else(|| open(stream), Ok) {
+                        Ok(mut reader) => match reader.next() {
+                            Some(Ok(item)) => {
+                                give_back(stream, Some(reader));
+                                Turn::Item(work(&item))
+                            }
+                            Some(Err(e)) => Turn::Item(Err(e)),
+                            None => Turn::End,
+                        },
+                        Err(e) => Turn::Item(Err(e)),
+                    };
+                    if matches!(item, Turn::Item(Err(_))) {
+                        failed.fetch_min(stream, Ordering::Relaxed);
+                    }
+                    if !matches!(item, Turn::Item(Ok(_))) {
+                        give_back(stream, None);
+                    }
+                    if done_tx.send((stream, number, item)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Each stream's turns in order; an error is kept until the streams before its own have ended.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next_of = std::collections::HashMap::new();
+        let mut first_error: Option<(usize, crate::Error)> = None;
+        let mut sink_turns = || -> Result<()> {
+            for (stream, number, turn) in done_rx.iter() {
+                waiting.insert((stream, number), turn);
+                let next = next_of.entry(stream).or_insert(0usize);
+                while let Some(turn) = waiting.remove(&(stream, *next)) {
+                    *next += 1;
+                    let end = matches!(turn, Turn::End);
+                    if first_error.as_ref().is_none_or(|(s, _)| stream < *s) {
+                        match turn {
+                            Turn::Item(Ok(result)) => sink(stream, Some(result))?,
+                            Turn::Item(Err(e)) => first_error = Some((stream, e)),
+                            Turn::End => sink(stream, None)?,
+                        }
+                    }
+                    let mut r = lock(&readers);
+                    r.outstanding -= 1;
+                    if end {
+                        r.ended[stream] = true;
+                        while r.ended.get(r.head) == Some(&true) {
+                            r.head += 1;
+                        }
+                    }
+                    drop(r);
+                    moved.notify_all();
+                }
+            }
+            Ok(())
+        };
+        let outcome = sink_turns();
+        if outcome.is_err() {
+            lock(&readers).stop = true;
+            moved.notify_all();
+        }
+        outcome?;
+        first_error.map_or(Ok(()), |(_, e)| Err(e))
+    })
+}
+
 /// Hands results to `sink` in the order of their indices as they arrive from `done`, telling `taken` the
 /// count after each; returns once every sender is gone, or at the first error (an item's or the sink's).
 fn sink_in_order<O>(
@@ -241,6 +443,14 @@ impl ChunkIds {
         match self {
             ChunkIds::U16(ids) => writer.write(input, ids).map(|()| ids.len() as u64),
             ChunkIds::U32(ids) => writer.write(input, ids).map(|()| ids.len() as u64),
+        }
+    }
+
+    /// `write_to`, for ids of `input` from `stream` of streams encoded side by side.
+    fn write_in(&self, order: &mut StreamOrder, stream: usize, input: usize) -> Result<u64> {
+        match self {
+            ChunkIds::U16(ids) => order.write(stream, input, ids).map(|()| ids.len() as u64),
+            ChunkIds::U32(ids) => order.write(stream, input, ids).map(|()| ids.len() as u64),
         }
     }
 }
@@ -312,28 +522,53 @@ impl Encoder {
             }
             None => None,
         };
+        let dtype = writer.dtype();
+        let work = |group: &Vec<(usize, Chunk)>| {
+            let encode = |(index, c): &(usize, Chunk)| {
+                let mut ids = ChunkIds::new(dtype);
+                ids.text(self, &c.text)?;
+                Ok((*index, ids, c.text.len() as u64))
+            };
+            group.iter().map(encode).collect::<Result<Vec<_>>>()
+        };
+        let mut counts = vec![(0u64, 0u64); inputs.len()];
+        if let Some(streams) = side_by_side(pool, &sizes, || inputs[0].is_compressed())? {
+            drop(first);
+            let open = |s: usize| {
+                let (start, read) = (streams[s].start, read.clone());
+                let open = move |i: usize| Ok(chunks_of(&inputs[start + i], inputs[start + i].open(read.clone())?));
+                let chunks = Chained::new(streams[s].len(), None, open).map(move |c| c.map(|(i, c)| (start + i, c)));
+                Ok(grouped(chunks, GROUP_BYTES, |(_, c)| c.text.len()))
+            };
+            let mut order = StreamOrder::new(writer);
+            pipelined_streams(streams.len(), open, in_flight(pool), pool, work, |stream, encoded| {
+                match encoded {
+                    Some(encoded) => {
+                        for (index, ids, len) in encoded {
+                            counts[index].0 += ids.write_in(&mut order, stream, index)?;
+                            counts[index].1 += len;
+                        }
+                    }
+                    None => order.end(stream)?,
+                }
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
+            })?;
+            order.finish()?;
+            return Ok(counts);
+        }
         let open = |i: usize| Ok(chunks_of(&inputs[i], inputs[i].open(read.clone())?));
         let chunks = Chained::new(inputs.len(), first, open);
         let reading = match inputs {
             [one] => Reading::for_input(pool, one.is_small()),
             _ => Reading::for_pool(pool),
         };
-        let dtype = writer.dtype();
-        let mut counts = vec![(0u64, 0u64); inputs.len()];
         pipelined(
             reading,
             grouped(chunks, GROUP_BYTES, |(_, c)| c.text.len()),
             in_flight(pool),
             pool,
             |_| {},
-            |group: &Vec<(usize, Chunk)>| {
-                let encode = |(index, c): &(usize, Chunk)| {
-                    let mut ids = ChunkIds::new(dtype);
-                    ids.text(self, &c.text)?;
-                    Ok((*index, ids, c.text.len() as u64))
-                };
-                group.iter().map(encode).collect::<Result<Vec<_>>>()
-            },
+            work,
             |encoded| {
                 for (index, ids, len) in encoded {
                     counts[index].0 += ids.write_to(writer, index)?;
@@ -428,33 +663,62 @@ impl Encoder {
     ) -> Result<Vec<(RecordStats, u64)>> {
         writer.check_takes(self.vocab_size(), sources.len())?;
         let specs: Vec<RecordSpec> = sources.iter().map(|s| s.spec(field, lossy)).collect();
-        let total = sources.iter().map(RecordSource::disk_bytes).sum::<Result<u64>>()?;
+        let sizes = sources
+            .iter()
+            .map(RecordSource::disk_bytes)
+            .collect::<Result<Vec<u64>>>()?;
+        let total = sizes.iter().sum();
         let read = Arc::new(AtomicU64::new(0));
         let (chunks, text_per_disk_byte) = records::many_records(sources, field, lossy, read.clone())?;
         // The caches are sized for the text of all the inputs, as the first one's text is to its size.
         self.expect_text((text_per_disk_byte * total as f64) as u64, pool);
+        let dtype = writer.dtype();
+        let work = |group: &Vec<(usize, AnyChunk)>| {
+            let encode = |(index, chunk): &(usize, AnyChunk)| {
+                let docs = chunk.documents(&specs[*index])?;
+                let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
+                let mut ids = ChunkIds::new(dtype);
+                ids.documents(self, &texts, end_id)?;
+                Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
+            };
+            group.iter().map(encode).collect::<Result<Vec<_>>>()
+        };
+        let mut counts = vec![(RecordStats::default(), 0u64); sources.len()];
+        if let Some(streams) = side_by_side(pool, &sizes, || sources[0].is_compressed())? {
+            drop(chunks);
+            let open = |s: usize| {
+                let (start, read) = (streams[s].start, read.clone());
+                let open = move |i: usize| Ok(sources[start + i].open(field, lossy, read.clone())?.chunks);
+                let chunks = Chained::new(streams[s].len(), None, open).map(move |c| c.map(|(i, c)| (start + i, c)));
+                Ok(grouped(chunks, GROUP_BYTES, |(_, chunk)| chunk.text_bytes()))
+            };
+            let mut order = StreamOrder::new(writer);
+            pipelined_streams(streams.len(), open, in_flight(pool), pool, work, |stream, encoded| {
+                match encoded {
+                    Some(encoded) => {
+                        for (index, ids, s) in encoded {
+                            counts[index].0.add(s);
+                            counts[index].1 += ids.write_in(&mut order, stream, index)?;
+                        }
+                    }
+                    None => order.end(stream)?,
+                }
+                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
+            })?;
+            order.finish()?;
+            return Ok(counts);
+        }
         let reading = match sources {
             [one] => Reading::for_input(pool, one.is_small()),
             _ => Reading::for_pool(pool),
         };
-        let dtype = writer.dtype();
-        let mut counts = vec![(RecordStats::default(), 0u64); sources.len()];
         pipelined(
             reading,
             grouped(chunks, GROUP_BYTES, |(_, chunk)| chunk.text_bytes()),
             in_flight(pool),
             pool,
             |group| group.iter().for_each(|(_, chunk)| chunk.prepare()),
-            |group| {
-                let encode = |(index, chunk): &(usize, AnyChunk)| {
-                    let docs = chunk.documents(&specs[*index])?;
-                    let texts: Vec<&str> = docs.texts.iter().map(|t| t.as_ref()).collect();
-                    let mut ids = ChunkIds::new(dtype);
-                    ids.documents(self, &texts, end_id)?;
-                    Ok((*index, ids, RecordStats::of(&texts, docs.skipped)))
-                };
-                group.iter().map(encode).collect::<Result<Vec<_>>>()
-            },
+            work,
             |encoded| {
                 for (index, ids, s) in encoded {
                     counts[index].0.add(s);
@@ -608,6 +872,143 @@ mod tests {
             assert!(matches!(outcome, Err(Error::Interrupted)), "{reading:?}");
             assert_eq!(sunk.len(), 7, "{reading:?}");
         }
+    }
+
+    /// Streams of `lengths[s]` items (s, i), each read and processed in times that vary; `fail` makes
+    /// item i of stream s an error (i == usize::MAX: the stream does not open), `fail_sink` the sink's
+    /// n-th call. Returns the outcome, what the sink got (Some((s, i)) an item, None ends s), the most
+    /// turns taken and not yet sunk at once, and the most streams read at the same time.
+    #[allow(clippy::type_complexity)]
+    fn run_streams(
+        lengths: &[usize],
+        fail: &[(usize, usize)],
+        fail_sink: Option<usize>,
+    ) -> (Result<()>, Vec<(usize, Option<usize>)>, usize, usize) {
+        let pool = crate::threads::pool(Some(3)).unwrap();
+        let (taken, sunk_count, most_ahead) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+        let (reading, most_reading) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let busy: Vec<std::sync::atomic::AtomicBool> = lengths.iter().map(|_| Default::default()).collect();
+        // The first stream the sink has not seen end: no stream is opened STREAMS_AHEAD_PER_THREAD × 3
+        // or more past it.
+        let (ended, head) = (std::sync::Mutex::new(vec![false; lengths.len()]), AtomicUsize::new(0));
+        let open = |s: usize| {
+            let head = head.load(Ordering::SeqCst);
+            assert!(
+                s < head + STREAMS_AHEAD_PER_THREAD * 3,
+                "stream {s} opened while {head} had not ended"
+            );
+            if fail.contains(&(s, usize::MAX)) {
+                return Err(Error::InvalidArgument(format!("stream {s} does not open")));
+            }
+            let (taken, sunk_count, most_ahead, reading, most_reading, busy) =
+                (&taken, &sunk_count, &most_ahead, &reading, &most_reading, &busy);
+            Ok((0..=lengths[s]).map_while(move |i| {
+                assert!(
+                    !busy[s].swap(true, Ordering::SeqCst),
+                    "stream {s} read by two threads at once"
+                );
+                let now = reading.fetch_add(1, Ordering::SeqCst) + 1;
+                most_reading.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(
+                    ((s * 7 + i * 13) % 5) as u64 * 200 + 200,
+                ));
+                reading.fetch_sub(1, Ordering::SeqCst);
+                busy[s].store(false, Ordering::SeqCst);
+                let ahead = taken.fetch_add(1, Ordering::SeqCst) + 1 - sunk_count.load(Ordering::SeqCst);
+                most_ahead.fetch_max(ahead, Ordering::SeqCst);
+                if i == lengths[s] {
+                    return None;
+                }
+                Some(if fail.contains(&(s, i)) {
+                    Err(Error::InvalidArgument(format!("stream {s} item {i}")))
+                } else {
+                    Ok((s, i))
+                })
+            }))
+        };
+        let mut sunk = Vec::new();
+        let outcome = pipelined_streams(
+            lengths.len(),
+            open,
+            2,
+            &pool,
+            |&(s, i)| {
+                std::thread::sleep(std::time::Duration::from_micros((i * 37 % 11) as u64 * 50));
+                Ok((s, i))
+            },
+            |s, item| {
+                if Some(sunk.len()) == fail_sink {
+                    return Err(Error::Interrupted);
+                }
+                if item.is_none() {
+                    let mut ended = ended.lock().unwrap();
+                    ended[s] = true;
+                    head.store(ended.iter().position(|e| !e).unwrap_or(ended.len()), Ordering::SeqCst);
+                }
+                sunk.push((s, item.map(|(_, i)| i)));
+                sunk_count.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        );
+        let (ahead, most_reading) = (most_ahead.load(Ordering::SeqCst), most_reading.load(Ordering::SeqCst));
+        (outcome, sunk, ahead, most_reading)
+    }
+
+    /// What the sink must get of stream `s`, of `n` items: all in order, then its end.
+    fn stream_of(sunk: &[(usize, Option<usize>)], s: usize) -> Vec<Option<usize>> {
+        sunk.iter().filter(|x| x.0 == s).map(|x| x.1).collect()
+    }
+
+    fn whole(n: usize) -> Vec<Option<usize>> {
+        (0..n).map(Some).chain([None]).collect()
+    }
+
+    #[test]
+    fn streams_read_side_by_side_each_in_order_one_reader_at_a_time_within_the_window() {
+        let lengths = [9, 0, 14, 3, 11, 1, 7, 12];
+        let (outcome, sunk, most_ahead, most_reading) = run_streams(&lengths, &[], None);
+        assert!(outcome.is_ok());
+        for (s, &n) in lengths.iter().enumerate() {
+            assert_eq!(stream_of(&sunk, s), whole(n), "stream {s}");
+        }
+        // Turns taken (an item read, or the end found) ahead of the sink: at most twice `in_flight`.
+        assert!(most_ahead <= 4, "{most_ahead} turns ahead of the sink");
+        // Three threads, reads slower than the work: several streams were read at the same time.
+        assert!(most_reading >= 2, "at most {most_reading} stream read at a time");
+    }
+
+    #[test]
+    fn a_long_first_stream_is_not_left_behind_by_every_later_one() {
+        let lengths: Vec<usize> = [60].into_iter().chain([1; 40]).collect();
+        let (outcome, sunk, _, _) = run_streams(&lengths, &[], None);
+        assert!(outcome.is_ok());
+        for (s, &n) in lengths.iter().enumerate() {
+            assert_eq!(stream_of(&sunk, s), whole(n), "stream {s}");
+        }
+    }
+
+    #[test]
+    fn the_first_streams_error_is_given_after_the_streams_before_it_end() {
+        // Errors in streams 5 and 2 (and one that does not open, 6): stream 2's is given, whichever
+        // came first, with every item of streams 0 and 1 sunk; nothing of stream 2 after its error.
+        let lengths = [6, 8, 9, 4, 7, 10, 5];
+        for _ in 0..5 {
+            let (outcome, sunk, _, _) = run_streams(&lengths, &[(5, 0), (2, 6), (6, usize::MAX)], None);
+            assert!(
+                matches!(&outcome, Err(Error::InvalidArgument(m)) if m == "stream 2 item 6"),
+                "{outcome:?}"
+            );
+            assert_eq!(stream_of(&sunk, 0), whole(6));
+            assert_eq!(stream_of(&sunk, 1), whole(8));
+            assert_eq!(stream_of(&sunk, 2), (0..6).map(Some).collect::<Vec<_>>());
+        }
+        let (outcome, _, _, _) = run_streams(&lengths, &[(3, usize::MAX)], None);
+        assert!(matches!(&outcome, Err(Error::InvalidArgument(m)) if m == "stream 3 does not open"));
+        let (outcome, sunk, _, _) = run_streams(&lengths, &[], Some(10));
+        assert!(matches!(outcome, Err(Error::Interrupted)));
+        assert_eq!(sunk.len(), 10);
+        let (outcome, sunk, _, _) = run_streams(&[], &[], None);
+        assert!(outcome.is_ok() && sunk.is_empty());
     }
 
     #[test]

@@ -159,6 +159,23 @@ impl IdWriter {
         Ok(())
     }
 
+    /// Appends the next `len` bytes of `from` (ids encoded as this file holds them, written by a `Spill`),
+    /// copied file to file by the kernel where it can (`copy_file_range`), not through this process.
+    fn append_from(&mut self, from: &std::fs::File, len: u64) -> crate::Result<()> {
+        let err = |e| crate::Error::io(Some(self.path.clone()), e);
+        self.out.flush().map_err(err)?;
+        let copied = std::io::copy(&mut std::io::Read::take(from, len), self.out.get_mut()).map_err(err)?;
+        if copied != len {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{copied} of {len} bytes of ids read back from a spill file"),
+            )));
+        }
+        self.count += len / self.dtype.width() as u64;
+        self.send_written();
+        Ok(())
+    }
+
     /// Writes the final length into the header and syncs the file to disk; returns the ids written.
     pub fn finish(self) -> crate::Result<u64> {
         let path = self.path.clone();
@@ -224,6 +241,28 @@ impl IdOutputs {
                 "a file per input takes ids from the encoding methods only".into(),
             )),
         }
+    }
+
+    /// Appends the next `len` bytes of `from` (`IdWriter::append_from`) to the ids of input `input`.
+    fn append_from(&mut self, input: usize, from: &std::fs::File, len: u64) -> crate::Result<()> {
+        match self {
+            IdOutputs::Joined(w) => w.append_from(from, len),
+            IdOutputs::PerInput(f) => f.writer_for(input)?.append_from(from, len),
+        }
+    }
+
+    /// The name for a spill file (`Spill`) beside the outputs (on their file system, which has room for
+    /// it): the first output's name with `suffix` added. Outputs are temporaries named for the file
+    /// they become and their writer's pid (`bpe_lm._io.atomic_output`), so a spill file left by a kill
+    /// between its making and its unlinking is one too, which the next run removes.
+    fn spill_path(&self, suffix: &str) -> std::path::PathBuf {
+        let first = match self {
+            IdOutputs::Joined(w) => w.path.as_path(),
+            IdOutputs::PerInput(f) => f.paths.first().map_or(std::path::Path::new("ids"), |p| p.as_path()),
+        };
+        let mut name = first.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
     }
 
     /// Whether a call may write the ids of `inputs` inputs, of a vocabulary of `vocab_size`, here: every
@@ -319,6 +358,159 @@ impl PerInputFiles {
     }
 }
 
+/// Ids of a call's inputs encoded in streams side by side (each stream a run of consecutive inputs, its ids
+/// coming in order), written to outputs that take them in input order (`IdOutputs`): the ids of the first
+/// stream that has not ended go to the outputs as they come; a later stream's wait in a spill file of its
+/// own, copied to the outputs once the streams before it have ended. So streams are read at once (a
+/// gzip or zstd stream inflates on one thread only: a corpus of such shards read one after another ran at
+/// one thread's inflating on any number of cores) with memory bounded however far ahead one runs.
+pub struct StreamOrder<'w> {
+    out: &'w mut IdOutputs,
+    /// The first stream that has not ended.
+    head: usize,
+    /// Streams after `head` that have ended.
+    ended: std::collections::BTreeSet<usize>,
+    spills: std::collections::HashMap<usize, Spill>,
+    scratch: Vec<u8>,
+}
+
+impl<'w> StreamOrder<'w> {
+    pub fn new(out: &'w mut IdOutputs) -> Self {
+        StreamOrder {
+            out,
+            head: 0,
+            ended: Default::default(),
+            spills: Default::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Writes ids of `input`, from `stream` (after the ids of the stream's earlier inputs and its own
+    /// earlier ids).
+    pub fn write<I: OutputId>(&mut self, stream: usize, input: usize, ids: &[I]) -> crate::Result<()> {
+        if stream == self.head {
+            return self.out.write(input, ids);
+        }
+        if stream < self.head || self.ended.contains(&stream) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "ids of stream {stream} came after it ended"
+            )));
+        }
+        let spill = match self.spills.entry(stream) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Spill::create(self.out)?),
+        };
+        spill.write(input, ids, self.out.dtype(), &mut self.scratch)
+    }
+
+    /// Checks that every stream's ids have been written out (every stream ended).
+    pub fn finish(self) -> crate::Result<()> {
+        match self.spills.keys().min() {
+            Some(stream) => Err(crate::Error::InvalidArgument(format!(
+                "the ids of stream {stream} wait for stream {} to end",
+                self.head
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes that `stream` has no more ids; once the streams before it have ended too, the spills of the
+    /// streams after it are written out in order, up to the next stream that has not ended (whose ids
+    /// then go to the outputs as they come).
+    pub fn end(&mut self, stream: usize) -> crate::Result<()> {
+        self.ended.insert(stream);
+        while self.ended.remove(&self.head) {
+            self.head += 1;
+            if let Some(spill) = self.spills.remove(&self.head) {
+                spill.copy_to(self.out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a `Spill` buffers before writing to its file.
+const SPILL_BUFFER_BYTES: usize = 1 << 16;
+
+/// The ids of a stream encoded ahead of its turn (`StreamOrder`), in a file of their own beside the
+/// outputs (`IdOutputs::spill_path`). The file is unlinked as soon as it is made (it lives while open), so
+/// none is left behind; where the system cannot unlink an open file, it is removed when dropped.
+struct Spill {
+    file: std::io::BufWriter<std::fs::File>,
+    /// Runs of ids in the file, in order: the input they are of, and their bytes.
+    runs: Vec<(usize, u64)>,
+    /// The name the file was made with (for messages), and whether it still has it.
+    path: std::path::PathBuf,
+    named: bool,
+}
+
+impl Spill {
+    fn create(beside: &IdOutputs) -> crate::Result<Self> {
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = beside.spill_path(&format!(".spill-{n}"));
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    let named = std::fs::remove_file(&path).is_err();
+                    return Ok(Spill {
+                        file: std::io::BufWriter::with_capacity(SPILL_BUFFER_BYTES, file),
+                        runs: Vec::new(),
+                        path,
+                        named,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(crate::Error::io(Some(path), e)),
+            }
+        }
+    }
+
+    fn write<I: OutputId>(
+        &mut self,
+        input: usize,
+        ids: &[I],
+        dtype: Dtype,
+        scratch: &mut Vec<u8>,
+    ) -> crate::Result<()> {
+        write_ids(&mut self.file, ids, dtype, scratch).map_err(|e| self.error(e))?;
+        let bytes = (ids.len() * dtype.width()) as u64;
+        match self.runs.last_mut() {
+            Some((last, run)) if *last == input => *run += bytes,
+            _ => self.runs.push((input, bytes)),
+        }
+        Ok(())
+    }
+
+    /// Writes the spilled ids to `out`, each run to its input.
+    fn copy_to(mut self, out: &mut IdOutputs) -> crate::Result<()> {
+        self.file.flush().map_err(|e| self.error(e))?;
+        let mut file: &std::fs::File = self.file.get_ref();
+        file.seek(SeekFrom::Start(0)).map_err(|e| self.error(e))?;
+        for &(input, bytes) in &self.runs {
+            out.append_from(input, self.file.get_ref(), bytes)?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, e: std::io::Error) -> crate::Error {
+        crate::Error::io(Some(self.path.clone()), e)
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if self.named {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Rewrites the header of a finished file with its final length.
 pub fn finish<W: Write + Seek>(out: &mut W, dtype: Dtype, len: u64) -> std::io::Result<()> {
     out.seek(SeekFrom::Start(0))?;
@@ -372,6 +564,74 @@ mod tests {
         assert_eq!(bodies[1][..HEADER_BYTES], header(Dtype::U16, 3));
         assert_eq!(bodies[1][HEADER_BYTES..], [5, 0, 6, 0, 7, 0]);
         assert_eq!(bodies[2], header(Dtype::U16, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn streams_written_out_of_order_reach_the_outputs_in_input_order_and_leave_no_spill_file() {
+        let dir = std::env::temp_dir().join(format!("bpe-lm-npy-streams-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Streams 0: input 0; 1: inputs 1 and 2; 2: input 3 (no ids); 3: input 4.
+        let writes: [(usize, usize, &[u32]); 7] = [
+            (3, 4, &[40, 41]),
+            (1, 1, &[10]),
+            (0, 0, &[1, 2]),
+            (1, 2, &[20, 21]),
+            (3, 4, &[42]),
+            (1, 2, &[22]),
+            (0, 0, &[3]),
+        ];
+        let ends = [(2, 2), (3, 5), (1, 6)]; // (stream, after how many writes); stream 0 ends last
+        let joined = dir.join("all.npy");
+        let paths: Vec<_> = (0..5).map(|i| dir.join(format!("{i}.npy"))).collect();
+        for mut out in [
+            IdOutputs::Joined(IdWriter::create(&joined, Dtype::U16).unwrap()),
+            IdOutputs::PerInput(PerInputFiles::new(paths.clone(), Dtype::U16)),
+        ] {
+            let mut order = StreamOrder::new(&mut out);
+            for (n, &(stream, input, ids)) in writes.iter().enumerate() {
+                for &(s, _) in ends.iter().filter(|e| e.1 == n) {
+                    order.end(s).unwrap();
+                }
+                order.write(stream, input, ids).unwrap();
+            }
+            let err = order.write(1, 2, &[99u32]).unwrap_err().to_string();
+            assert!(err.contains("ids of stream 1 came after it ended"), "{err}");
+            // Streams 1 to 3 wait for stream 0 in spill files, which have no names.
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(
+                names.iter().all(|n| !n.to_string_lossy().contains("spill")),
+                "{names:?}"
+            );
+            order.end(0).unwrap();
+            order.finish().unwrap();
+            assert_eq!(out.finish().unwrap(), 10);
+        }
+        let ids = |p: &std::path::Path| std::fs::read(p).unwrap()[HEADER_BYTES..].to_vec();
+        assert_eq!(
+            ids(&joined),
+            [1, 0, 2, 0, 3, 0, 10, 0, 20, 0, 21, 0, 22, 0, 40, 0, 41, 0, 42, 0]
+        );
+        let each: Vec<_> = paths.iter().map(|p| ids(p)).collect();
+        assert_eq!(
+            each,
+            [
+                vec![1, 0, 2, 0, 3, 0],
+                vec![10, 0],
+                vec![20, 0, 21, 0, 22, 0],
+                vec![],
+                vec![40, 0, 41, 0, 42, 0]
+            ]
+        );
+        // A stream that never ends is an error, not ids left out.
+        let mut out = IdOutputs::Joined(IdWriter::create(&joined, Dtype::U16).unwrap());
+        let mut order = StreamOrder::new(&mut out);
+        order.write(1, 1, &[5u32]).unwrap();
+        let err = order.finish().unwrap_err().to_string();
+        assert!(err.contains("the ids of stream 1 wait for stream 0 to end"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -179,6 +179,15 @@ impl RecordSource {
         }
     }
 
+    /// Whether the input is read on one thread at a time: a compressed JSON-lines file (`TextSource::
+    /// is_compressed`; a parquet file's pages inflate on the workers).
+    pub fn is_compressed(&self) -> bool {
+        match self {
+            RecordSource::Jsonl(source) => source.is_compressed(),
+            RecordSource::Parquet { .. } => false,
+        }
+    }
+
     /// Where its chunks come from, for their documents and for errors.
     pub fn spec(&self, field: &str, lossy: bool) -> RecordSpec {
         RecordSpec {

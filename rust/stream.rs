@@ -150,6 +150,15 @@ impl TextSource {
         })
     }
 
+    /// Whether the file is compressed (gzip or zstd, by its first bytes; false where they cannot be read,
+    /// for `open` to say why): such a stream is read on one thread at a time.
+    pub fn is_compressed(&self) -> bool {
+        let mut magic = [0u8; 4];
+        File::open(&self.path)
+            .and_then(|mut f| read_up_to(&mut f, &mut magic))
+            .is_ok_and(|n| Compression::of(&magic[..n]) != Compression::None)
+    }
+
     /// Where the source starts in its file, for error offsets.
     pub fn start(&self) -> u64 {
         self.range.map_or(0, |r| r.0)

@@ -2,7 +2,10 @@
 # The many-core tokenizer figure, for a lent machine with more cores than the development one (the GPU host
 # has 16): whole-file encoding at 1, 2, 4, 8 and 16 threads by bpe-lm, gigatoken and fastokens, on one file of
 # at least 1 GB (benches/encode_file.py: the shared corpora repeated; ids compared with bpe-lm's, peak RSS per
-# process). About 3 minutes on 16 cores; no GPU needed. Output in OUT_DIR (default many_core/).
+# process); then corpora in shards (benches/formats.py --shards-only: 64 .jsonl.gz, .jsonl.zst and parquet
+# shards of 200 MB of documents against the same documents as one file, at the same thread counts: one
+# compressed file inflates on one thread, shards side by side). About 6 minutes on 16 cores; no GPU needed.
+# Output in OUT_DIR (default many_core/).
 #
 #   bash scripts/many_core.sh [OUT_DIR]
 #
@@ -11,7 +14,8 @@
 # there is internet for that machine's Python (3.12 on the GPU host):
 #   pip download --no-deps -d wheels/peers --only-binary=:all: --python-version 3.12 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-#     gigatoken==0.10.0 fastokens==0.3.5 awkward awkward-cpp fsspec packaging typing-extensions
+#     gigatoken==0.10.0 fastokens==0.3.5 awkward awkward-cpp fsspec packaging typing-extensions \
+#     pyarrow zstandard
 set -uo pipefail
 out=${1:-many_core}
 wheels=${PEER_WHEELS:-wheels/peers}
@@ -22,8 +26,12 @@ if [ -d "$wheels" ] && ! python -c "import gigatoken, fastokens, awkward" 2>/dev
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 nproc >"$out/machine.txt"
-python -c "import bpe_lm, gigatoken, fastokens; print('peers importable')" >>"$out/machine.txt" 2>&1
+python -c "import bpe_lm, gigatoken, fastokens, pyarrow, zstandard; print('peers importable')" >>"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 threads=1,2,4,8,16
-timeout 540 python benches/encode_file.py --threads "$threads" --scale-mb 1024 --skip-tiktoken 2>&1 | tee "$out/encode_file.txt"
-exit "${PIPESTATUS[0]}"
+timeout 330 python benches/encode_file.py --threads "$threads" --scale-mb 1024 --skip-tiktoken 2>&1 | tee "$out/encode_file.txt"
+whole_file=${PIPESTATUS[0]}
+timeout 200 python benches/formats.py --shards-only --mb 200 --shards 64 --repeat 1 --shard-threads "$threads" 2>&1 |
+    tee "$out/shards.txt"
+shards=${PIPESTATUS[0]}
+[ "$whole_file" -eq 0 ] && [ "$shards" -eq 0 ]

@@ -863,3 +863,102 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
         },
     );
 }
+
+#[test]
+fn compressed_inputs_read_side_by_side_equal_each_read_alone() {
+    // Inputs of which the first is compressed are read side by side on two or three threads, each large
+    // input a stream and each run of small ones another (`pipelined_streams`, the ids of a stream ahead of
+    // the first unfinished one waiting in a spill file): as records and as text, into one output and into
+    // a file per input, the ids and stats must be those of the inputs read one by one. A large input is a
+    // stored gzip file whose first document is a filler longer than half a run of small inputs.
+    let enc = encoder();
+    let pools = [2, 3].map(|n| _core::threads::pool(Some(n)).unwrap());
+    let dir = TempDir::new("side-by-side");
+    let filler = "Once upon a time, there was a cat: 3.14159 äöü. ".repeat(3000);
+    assert!(filler.len() as u64 > _core::stream::SMALL_INPUT_BYTES / 2);
+    // (documents, kind): 0 large stored gzip, 1 small gzip, 2 small zstd, 3 small plain.
+    let inputs = proptest::collection::vec(
+        (
+            proptest::collection::vec(proptest::option::weighted(0.9, text(30)), 0..8),
+            0u8..4,
+        ),
+        2..7,
+    );
+    fuzz(
+        "compressed_inputs_read_side_by_side_equal_each_read_alone",
+        inputs,
+        |mut inputs| {
+            inputs[0].1 = 0;
+            let (mut records, mut texts) = (Vec::new(), Vec::new());
+            for (i, (docs, kind)) in inputs.iter_mut().enumerate() {
+                if *kind == 0 {
+                    docs.insert(0, Some(filler.clone()));
+                }
+                let lines: String = docs
+                    .iter()
+                    .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
+                    .collect();
+                let text = docs.iter().flatten().cloned().collect::<Vec<_>>().join(SPECIALS[0]);
+                for (bytes, sources, name) in [(lines, &mut records, "jsonl"), (text, &mut texts, "txt")] {
+                    let bytes = match kind {
+                        0 | 1 => {
+                            let level = if *kind == 0 {
+                                flate2::Compression::none()
+                            } else {
+                                flate2::Compression::fast()
+                            };
+                            let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
+                            gz.write_all(bytes.as_bytes()).unwrap();
+                            gz.finish().unwrap()
+                        }
+                        2 => zstd::encode_all(bytes.as_bytes(), 1).unwrap(),
+                        _ => bytes.into_bytes(),
+                    };
+                    let path = dir.path(&format!("in{i}.{name}"));
+                    std::fs::write(&path, bytes).unwrap();
+                    sources.push(TextSource::whole(path));
+                }
+            }
+            let records: Vec<RecordSource> = records.into_iter().map(RecordSource::Jsonl).collect();
+            let body = |path: &std::path::Path| std::fs::read(path).unwrap()[_core::npy::HEADER_BYTES..].to_vec();
+            let out = dir.path("ids.npy");
+            let paths: Vec<_> = (0..inputs.len()).map(|i| dir.path(&format!("out{i}.npy"))).collect();
+            for pool in &pools {
+                // Each input alone, then all of them into one output and into a file each.
+                let encode = |writer: &mut IdOutputs, records_or_texts: Result<&[RecordSource], &[TextSource]>| {
+                    match records_or_texts {
+                        Ok(r) => enc
+                            .encode_records_into(r, "text", Some(7), writer, pool, false, &NoProgress)
+                            .map(|s| s.iter().map(|(_, tokens)| *tokens).collect::<Vec<_>>()),
+                        Err(t) => enc
+                            .encode_streams_into(t, writer, pool, false, &NoProgress)
+                            .map(|s| s.iter().map(|(tokens, _)| *tokens).collect::<Vec<_>>()),
+                    }
+                    .unwrap()
+                };
+                for kind in [Ok(&records[..]), Err(&texts[..])] {
+                    let n = inputs.len();
+                    let (mut alone_ids, mut alone_tokens) = (Vec::new(), Vec::new());
+                    for i in 0..n {
+                        let mut w = IdOutputs::Joined(IdWriter::create(&out, Dtype::U32).unwrap());
+                        let one = kind.map(|r| &r[i..=i]).map_err(|t| &t[i..=i]);
+                        alone_tokens.extend(encode(&mut w, one));
+                        w.finish().unwrap();
+                        alone_ids.push(body(&out));
+                    }
+                    let mut w = IdOutputs::Joined(IdWriter::create(&out, Dtype::U32).unwrap());
+                    prop_assert_eq!(&encode(&mut w, kind), &alone_tokens);
+                    w.finish().unwrap();
+                    prop_assert_eq!(body(&out), alone_ids.concat());
+                    let mut w = IdOutputs::PerInput(PerInputFiles::new(paths.clone(), Dtype::U32));
+                    prop_assert_eq!(&encode(&mut w, kind), &alone_tokens);
+                    w.finish().unwrap();
+                    for (path, alone) in paths.iter().zip(&alone_ids) {
+                        prop_assert_eq!(&body(path), alone);
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}

@@ -121,7 +121,8 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def as_records(corpus: Path, fmt: str, directory: Path) -> tuple[Path, list[str]]:
-    """The corpus's documents as records of a JSON-lines (zstd) or parquet file."""
+    """The corpus's documents as records of a JSON-lines (zstd) or parquet file, or of four gzip JSON-lines
+    shards (their glob)."""
     import json
 
     import pyarrow as pa
@@ -129,6 +130,16 @@ def as_records(corpus: Path, fmt: str, directory: Path) -> tuple[Path, list[str]
     import zstandard
 
     docs = corpus.read_text(encoding="utf-8").split("\n<|endoftext|>\n")
+    if fmt == "jsonl.gz shards":  # read side by side, the later ones' ids held in spill files
+        import gzip
+
+        shards = directory / "shards"
+        shards.mkdir()
+        quarter = -(-len(docs) // 4)
+        for i in range(4):
+            lines = "".join(json.dumps({"text": d}) + "\n" for d in docs[i * quarter : (i + 1) * quarter])
+            (shards / f"{i}.jsonl.gz").write_bytes(gzip.compress(lines.encode("utf-8"), 1))
+        return shards / "*.jsonl.gz", docs
     if fmt == "jsonl.zst":
         path = directory / "corpus.jsonl.zst"
         lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode("utf-8")
@@ -139,7 +150,7 @@ def as_records(corpus: Path, fmt: str, directory: Path) -> tuple[Path, list[str]
     return path, docs
 
 
-@pytest.mark.parametrize("fmt", ["txt", "jsonl.zst", "parquet"])
+@pytest.mark.parametrize("fmt", ["txt", "jsonl.zst", "parquet", "jsonl.gz shards"])
 def test_kill_during_encode(tmp_path, corpus, fmt):
     tok_dir = tmp_path / "tok"
     assert main(["train-tokenizer", str(corpus), "--vocab", "1000", "-o", str(tok_dir), "--quiet"]) == 0

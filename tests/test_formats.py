@@ -486,6 +486,48 @@ def test_runs_of_shards_and_of_text_files_encode_and_count_as_file_by_file(gpt2,
         cut.write_bytes(good)
 
 
+def test_compressed_shards_read_side_by_side_give_the_ids_of_one_after_another(gpt2, documents, tmp_path):
+    # Several gzip or zstd inputs are read side by side, each by one thread at a time (a large input, or a
+    # run of small ones, is a stream): the ids, the stats and the outputs per input must be those of the
+    # inputs one by one, no spill file may be left, and of two damaged shards the first is named, always.
+    d = tmp_path / "shards"
+    d.mkdir()
+    sixth, quarter = -(-len(documents) // 6), -(-len(documents) // 4)
+    records, texts = [], []
+    for i in range(6):  # stored gzip: each over half the size of a run of small inputs, so a stream each
+        part = documents[i * sixth : (i + 1) * sixth]
+        records.append(d / f"{i}.jsonl.gz")
+        records[-1].write_bytes(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in part).encode(), 0))
+    for i in range(4):  # small zstd text files: two streams of two files
+        texts.append(d / f"{i}.txt.zst")
+        part = EOT.join(documents[i * quarter : (i + 1) * quarter]).encode()
+        texts[-1].write_bytes(zstandard.ZstdCompressor(level=1).compress(part))
+    assert min(p.stat().st_size for p in records) > _core.SMALL_INPUT_BYTES // 2
+    assert max(p.stat().st_size for p in texts) < _core.SMALL_INPUT_BYTES // 2
+    for files in (records, texts, [*records[:3], *texts, *records[3:]]):
+        want = _file_by_file(gpt2, files, tmp_path)
+        alone = [gpt2.encode_files(f, tmp_path / "one.npy", num_threads=1) for f in files]
+        for threads in (2, 3):
+            stats = gpt2.encode_files(files, tmp_path / "all.npy", num_threads=threads)
+            assert np.array_equal(np.load(tmp_path / "all.npy"), want)
+            assert stats.tokens == len(want) and stats.documents == sum(a.documents for a in alone)
+            outs = [tmp_path / "each" / f"{i}.npy" for i in range(len(files))]
+            each = gpt2.encode_units_each(ingest.whole_units(resolve(files)), outs, num_threads=threads)
+            assert [(s.tokens, s.documents, s.text_bytes) for s in each] == [
+                (a.tokens, a.documents, a.text_bytes) for a in alone
+            ]
+            assert np.array_equal(np.concatenate([np.load(o) for o in outs]), want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.npy", "each", "one.npy", "shards"]
+    good = [p.read_bytes() for p in records]
+    records[1].write_bytes(gzip.compress(b'{"text": "fine"}\n{"text": 5}\n', 0))
+    records[4].write_bytes(good[4][: len(good[4]) // 2])
+    for _ in range(3):
+        with pytest.raises(RecordError, match=r'/1\.jsonl\.gz: line 2: field "text" is a number'):
+            gpt2.encode_files(records, tmp_path / "bad.npy", num_threads=2)
+        assert not (tmp_path / "bad.npy").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.npy", "each", "one.npy", "shards"]
+
+
 def _file_by_file(tok: Tokenizer, files: list[Path], tmp_path: Path) -> np.ndarray:
     """The ids of `files` encoded one call each, concatenated."""
     one_by_one = []
