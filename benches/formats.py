@@ -1,8 +1,9 @@
 """Encoding throughput by input format, and against what users do today (HF `datasets.map`).
 
 The same documents (real reviews and stories from ../shared/data) are written as .txt (joined by
-<|endoftext|>), .parquet (row groups of 1,000 rows), .jsonl.zst, .jsonl.gz (as C4 and Dolma ship) and .csv
-(one column); `bpe-lm`'s encoder reads each at 1 and 2 threads. The peers do the same work the usual way: `datasets.load_dataset("parquet")` then `.map(batched=True,
+<|endoftext|>), .parquet (row groups of 1,000 rows), .jsonl.zst, .jsonl.gz (as C4 and Dolma ship), .csv
+(one column) and a `datasets` `save_to_disk` directory (Arrow); `bpe-lm`'s encoder reads each at 1 and 2
+threads. The peers do the same work the usual way: `datasets.load_dataset("parquet")` then `.map(batched=True,
 num_proc=P)` with tiktoken's GPT-2 (`encode_ordinary_batch` + end of text) and with HF tokenizers'
 GPT-2 (`encode_batch`), cache off. Every run is a fresh process, timed after its imports, cold (first
 use of the tokenizer in that process); MB/s counts the UTF-8 bytes of the documents; peak RSS is the
@@ -26,6 +27,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,6 +117,7 @@ def write_inputs(docs: list[str], directory: Path) -> dict[str, Path]:
         "jsonl.zst": directory / "c.jsonl.zst",
         "jsonl.gz": directory / "c.jsonl.gz",
         "csv": directory / "c.csv",
+        "datasets": directory / "saved",
     }
     paths["txt"].write_text(f"\n{EOT}\n".join(docs) + "\n", encoding="utf-8")
     pq.write_table(pa.table({"text": docs}), paths["parquet"], row_group_size=1000)
@@ -122,6 +125,10 @@ def write_inputs(docs: list[str], directory: Path) -> dict[str, Path]:
     paths["jsonl.zst"].write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
     paths["jsonl.gz"].write_bytes(gzip.compress(lines, compresslevel=6, mtime=0))
     paths["csv"].write_bytes(b"text\n" + csv_rows(docs))
+    import datasets  # a `save_to_disk` directory, as users keep what they load from the Hub
+
+    datasets.disable_progress_bars()
+    datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(paths["datasets"]))
     return paths
 
 
@@ -197,7 +204,7 @@ def main() -> None:
             for kind, procs in (("tiktoken", 1), ("tiktoken", 2), ("hf", 1), ("hf", 2))
         ] + [
             ("bpe-lm", "bpe-lm", fmt, 1, threads)
-            for fmt in ("txt", "parquet", "jsonl.zst", "jsonl.gz", "csv")
+            for fmt in ("txt", "parquet", "jsonl.zst", "jsonl.gz", "csv", "datasets")
             for threads in (1, 2)
         ]
         if args.shards_only:
@@ -228,7 +235,7 @@ def main() -> None:
             ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
             print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
                   + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
-            for fmt in ("parquet", "jsonl.zst", "jsonl.gz", "csv"):
+            for fmt in ("parquet", "jsonl.zst", "jsonl.gz", "csv", "datasets"):
                 ratios = ", ".join(
                     f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
                 )
@@ -300,7 +307,7 @@ def main() -> None:
             import zstandard
 
             for p in paths.values():
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
             repeats = max(1, round(args.big_gb * 1e3 / text_mb))
             big = d / "big.parquet"
             table = pa.table({"text": docs})
