@@ -18,7 +18,7 @@ from conftest import NO_TORCH
 PACKAGE = Path(bpe_lm.__file__).resolve().parent
 TORCH_FREE = ["bpe_lm", "bpe_lm.config", "bpe_lm.metrics", "bpe_lm.accounting", "bpe_lm.tokenizer", "bpe_lm.formats", "bpe_lm.interop",
               "bpe_lm.progress", "bpe_lm.shards", "bpe_lm.stats", "bpe_lm.corpus", "bpe_lm.download", "bpe_lm.pipeline", "bpe_lm.units",
-              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.run_files", "bpe_lm.sources"]  # fmt: skip
+              "bpe_lm.plot", "bpe_lm.cli", "bpe_lm.readers", "bpe_lm.ingest", "bpe_lm.manifest", "bpe_lm.run_files", "bpe_lm.sources", "bpe_lm.token_files"]  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -100,6 +100,32 @@ def test_the_model_knows_no_text_and_the_tokenizer_no_model():
 def test_imports_without_torch(module):
     proc = subprocess.run([sys.executable, "-c", NO_TORCH + f"import {module}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_training_a_tokenizer_and_encoding_files_never_import_numpy(tmp_path):
+    # numpy's import costs resident memory and, with OpenBLAS, a thread that spins for about 0.1 s of
+    # CPU beside the encoders: the tokenizer side imports it only where it makes arrays.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat <|endoftext|> a dog ran " * 200, encoding="utf-8")
+    code = (
+        "import sys; sys.modules['numpy'] = None; import bpe_lm; from bpe_lm.cli import main; "
+        f"assert main(['train-tokenizer', {str(corpus)!r}, '--vocab', '300', '-o', {str(tmp_path / 'tok')!r}, "
+        "'--quiet']) == 0; "
+        f"tok = bpe_lm.Tokenizer.load({str(tmp_path / 'tok')!r}); "
+        "assert tok.decode(tok.encode('the cat sat')) == 'the cat sat'; "
+        f"assert main(['count-pretokens', {str(corpus)!r}, '-o', {str(tmp_path / 'c.bin')!r}, '--quiet']) == 0; "
+        f"assert main(['encode', {str(corpus)!r}, '--tokenizer', {str(tmp_path / 'tok')!r}, "
+        f"'-o', {str(tmp_path / 'ids.npy')!r}, '--quiet']) == 0; "
+        f"assert main(['encode', {str(corpus)!r}, '--tokenizer', {str(tmp_path / 'tok')!r}, "
+        f"'-o', {str(tmp_path / 'each')!r} + '/', '--dtype', 'uint32', '--quiet']) == 0"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import numpy as np
+
+    ids = np.load(tmp_path / "ids.npy")
+    assert ids.dtype == np.uint16 and len(ids) > 0
+    assert np.array_equal(np.load(next((tmp_path / "each").glob("*.npy"))), ids.astype(np.uint32))
 
 
 def test_accounting_and_plot_commands_run_without_torch(tmp_path):

@@ -8,7 +8,7 @@ from torch import Tensor
 
 # The token files' reader and checks live with the other file formats (torch-free, so `bpe-lm decode` and the
 # checks made before torch is imported use them); re-exported here.
-from bpe_lm.formats import TOKEN_DTYPES, check_token_file, load_tokens, window_reader  # noqa: F401
+from bpe_lm.token_files import TOKEN_DTYPES, check_token_file, load_tokens, window_reader  # noqa: F401
 
 
 def get_batch(

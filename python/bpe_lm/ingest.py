@@ -263,11 +263,11 @@ def encode_units(
     """Writes the ids of `units`, concatenated in order, to one `.npy` file (atomically: a failure leaves
     no output)."""
     check_units(units, text_field)
-    dt = tok._resolve_dtype(dtype)
+    _, width = tok._file_dtype(dtype)
     stats = Stats()
     bars = UnitProgress(progress, sum(u.size for u in units))
     with output_file(output) as tmp:
-        writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
+        writer = _core.TokenWriter(os.fspath(tmp), width)
         for kind, run in _in_runs(units):
             for unit_stats in _encode_run(tok, kind, run, writer, text_field, num_threads, errors, bars.for_units(run)):
                 stats.add(unit_stats)
@@ -294,13 +294,13 @@ def encode_units_each(
     if len(outputs) != len(units):
         raise ValueError(f"{len(outputs)} outputs for {len(units)} inputs")
     check_units(units, text_field)
-    dt = tok._resolve_dtype(dtype)
+    _, width = tok._file_dtype(dtype)
     stats: list[Stats] = []
     bars = UnitProgress(progress, sum(u.size for u in units))
     with output_files(outputs) as tmps:
         for kind, run in _in_runs(units):
             paths = [os.fspath(t) for t in tmps[len(stats) : len(stats) + len(run)]]
-            writer = _core.TokenWriter.per_input(paths, dt.itemsize)
+            writer = _core.TokenWriter.per_input(paths, width)
             stats += _encode_run(tok, kind, run, writer, text_field, num_threads, errors, bars.for_units(run))
             writer.finish()
             bars.finish_units(run)

@@ -110,8 +110,8 @@ def encode_to_directory(
     if out.is_file():
         raise ManifestError(f"{out.where}: exists and is not a directory")
     out.mkdir()
-    dt = tok._resolve_dtype(dtype)
-    common = {"tokenizer": tok.fingerprint(), "dtype": str(dt), "text_field": text_field}
+    dtype_name, width = tok._file_dtype(dtype)
+    common = {"tokenizer": tok.fingerprint(), "dtype": dtype_name, "text_field": text_field}
     previous = None if force else read_manifest(out)
     reusable: dict[str, dict[str, Any]] = {}
     if previous is not None and all(previous.get(k) == v for k, v in common.items()):
@@ -132,7 +132,7 @@ def encode_to_directory(
     current = [
         (old := reusable.get(name)) is not None
         and all(old.get(k) == v for k, v in ident.items())
-        and _complete(out, name, old, dt.itemsize)
+        and _complete(out, name, old, width)
         for name, ident in zip(names, idents)
     ]
     pending = [name for name, keep in zip(names, current) if not keep]

@@ -204,14 +204,14 @@ def encode_on_ray(
 
     check_units(units, text_field)
     ray = ray_module()
-    dt = tok._resolve_dtype(dtype)
+    dtype_name, width = tok._file_dtype(dtype)
     cpus = cluster_cpus(ray)
     # Whole inputs are split further; units given already (a shard) are kept as they are.
     whole = [u.input for u in units if u.byte_range is None and u.row_groups is None and u.files is None]
     if len(whole) == len(units):
         units = plan_units(whole, _parts(whole, cpus), [s.encode("utf-8") for s in tok.special_tokens])
     parts = _Parts(os.fspath(output))
-    run = {"version": PARTS_VERSION, "tokenizer": tok.fingerprint(), "dtype": str(dt), "text_field": text_field}
+    run = {"version": PARTS_VERSION, "tokenizer": tok.fingerprint(), "dtype": dtype_name, "text_field": text_field}
     previous = parts.read_manifest()
     done: dict[int, dict[str, Any]] = {}
     if previous is not None and all(previous.get(k) == v for k, v in run.items()):
@@ -222,7 +222,7 @@ def encode_on_ray(
                 and 0 <= i < len(units)
                 and isinstance(tokens, int)
                 and entry.get("unit") == _unit_identity(units[i])
-                and parts.finished(i, tokens, dt.itemsize)
+                and parts.finished(i, tokens, width)
             ):
                 done[i] = entry
 
@@ -233,7 +233,7 @@ def encode_on_ray(
     task = ray.remote(num_cpus=1)(_encode_task)
     tok_ref = ray.put(tok)
     refs = {
-        task.remote(tok_ref, u, parts.part(i), str(dt), text_field, errors): i
+        task.remote(tok_ref, u, parts.part(i), dtype_name, text_field, errors): i
         for i, u in enumerate(units)
         if i not in done
     }
@@ -256,10 +256,10 @@ def encode_on_ray(
         raise failure
     stats = Stats()
     with output_file(output) as tmp:
-        writer = _core.TokenWriter(os.fspath(tmp), dt.itemsize)
+        writer = _core.TokenWriter(os.fspath(tmp), width)
         for i in range(len(units)):
             entry = done[i]
-            if not parts.finished(i, entry["tokens"], dt.itemsize):
+            if not parts.finished(i, entry["tokens"], width):
                 raise InputError(f"{parts.part(i)}: not the {entry['tokens']:,} ids its task wrote (changed since?)")
             with parts.open_part(i) as f:
                 f.seek(_core.NPY_HEADER_BYTES)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bpe_lm.errors import BpeLmError
-from bpe_lm.formats import check_token_file, load_tokens
+from bpe_lm.token_files import check_token_file, load_tokens
 
 if TYPE_CHECKING:
     from bpe_lm.config import RunConfig
@@ -134,7 +134,7 @@ def document_starts(tokens: np.ndarray, path: Path, end_of_text_id: int) -> np.n
     (recomputed when the file's size or modification time changed; held in memory only when the directory is
     not writable). The number of documents, not of tokens, sets its size."""
     from bpe_lm._io import atomic_write
-    from bpe_lm.formats import window_reader
+    from bpe_lm.token_files import window_reader
 
     stat = os.stat(path)
     identity = np.array([_INDEX_MAGIC, stat.st_size, stat.st_mtime_ns, end_of_text_id], dtype="<i8")

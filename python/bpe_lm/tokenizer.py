@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 # import alone costs ~15 MB of resident memory.
 
 GPT2_PATTERN: str = _core.GPT2_PATTERN
+# Spellings of the two id types of token files, by numpy's names for them (`Tokenizer._file_dtype`).
+_FILE_DTYPE_NAMES = {
+    "uint16": "uint16",
+    "u2": "uint16",
+    "<u2": "uint16",
+    "uint32": "uint32",
+    "u4": "uint32",
+    "<u4": "uint32",
+}
 DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = (END_OF_TEXT,)
 
 PathLike = str | os.PathLike[str]
@@ -417,6 +426,21 @@ class Tokenizer:
         import numpy as np
 
         return np.dtype(f"<u{self._core.default_width()}")
+
+    def _file_dtype(self, dtype: Any) -> tuple[str, int]:
+        """(name, width in bytes) of the ids of a token file written with `dtype` (None: the narrowest that
+        holds every id; `_resolve_dtype`'s rules). The usual names resolve without numpy, so writing token
+        files does not import it; a numpy type, or another spelling, through numpy."""
+        if dtype is None:
+            width = self._core.default_width()
+            return f"uint{8 * width}", width
+        name = _FILE_DTYPE_NAMES.get(dtype) if isinstance(dtype, str) else None
+        if name is None:
+            dt = self._resolve_dtype(dtype)
+            return str(dt), dt.itemsize
+        width = int(name[4:]) // 8
+        self._core.check_width(width)
+        return name, width
 
     def _resolve_dtype(self, dtype: Any) -> np.dtype:
         import numpy as np

@@ -212,7 +212,7 @@ def run_eval(args: argparse.Namespace) -> None:
     import json
     import math
 
-    from bpe_lm.formats import check_token_file, load_tokens
+    from bpe_lm.token_files import check_token_file, load_tokens
 
     source = args.run or args.checkpoint
     if args.raw_text and args.text_bytes:

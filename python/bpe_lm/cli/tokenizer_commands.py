@@ -429,7 +429,7 @@ def run_encode(args: argparse.Namespace) -> None:
         )
     else:
         print(f"nothing to encode: every output in {out} is complete and current", file=sys.stderr)
-    print(f"{wrote} ({tok.default_dtype() if dtype is None else dtype})", file=sys.stderr)
+    print(f"{wrote} ({tok._file_dtype(dtype)[0]})", file=sys.stderr)
 
 
 def add_decode(sub: argparse._SubParsersAction) -> None:
@@ -448,7 +448,7 @@ def add_decode(sub: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from bpe_lm.formats import check_token_file, load_tokens, window_reader
+    from bpe_lm.token_files import check_token_file, load_tokens, window_reader
 
     if not Path(args.input).is_file():
         raise UserError(f"{args.input}: no such file")
