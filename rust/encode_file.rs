@@ -62,6 +62,20 @@ impl Reading {
     }
 }
 
+/// Calls its function if the thread unwinds from a panic while it is held: each thread of a pipeline holds
+/// one that stops the pipeline. Without it a panic (a bug) lost a result that the others would wait for
+/// (readers for room in the window, the sink for that result) forever; with it they end, and the panic
+/// reaches the caller (where `py::guarded` makes it an error).
+struct StopOnPanic<F: Fn()>(F);
+
+impl<F: Fn()> Drop for StopOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
 /// Processes `items` with `work` on `pool` and hands the results to `sink` in the items' order, on this
 /// thread. No thread waits for a batch's slowest item or for the sink: a thread that finishes takes the
 /// next item, and the sink (writing the ids) runs beside the workers. At most `in_flight` items are
@@ -134,14 +148,21 @@ where
         source.1 += 1;
         Some((index, item?))
     };
+    // Ends the pipeline: a reader waiting for room wakes up and stops; the others stop at their next item.
+    let halt = || {
+        stop.store(true, Ordering::Relaxed);
+        let _sunk = taken.lock().unwrap_or_else(PoisonError::into_inner);
+        taken_moved.notify_all();
+    };
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<O>)>();
-    let work = &work;
+    let (work, halt) = (&work, &halt);
     // Both scopes wait for every thread and task, also when an error ends the sink early.
     pool.in_place_scope(|tasks| {
         std::thread::scope(|threads| {
             if reader_of_its_own {
                 let (done_tx, next_item, waiting, prepare) = (done_tx.clone(), &next_item, &waiting, &prepare);
                 threads.spawn(move || {
+                    let _stop = StopOnPanic(halt);
                     while let Some((index, item)) = next_item() {
                         if waiting.load(Ordering::Relaxed) > 0 {
                             if let Ok(item) = &item {
@@ -151,6 +172,7 @@ where
                         waiting.fetch_add(1, Ordering::Relaxed);
                         let done_tx = done_tx.clone();
                         tasks.spawn(move |_| {
+                            let _stop = StopOnPanic(halt);
                             waiting.fetch_sub(1, Ordering::Relaxed);
                             let _ = done_tx.send((index, item.and_then(|item| work(&item))));
                         });
@@ -160,6 +182,7 @@ where
                 for _ in 0..pool.current_num_threads() {
                     let (done_tx, next_item) = (done_tx.clone(), &next_item);
                     tasks.spawn(move |_| {
+                        let _stop = StopOnPanic(halt);
                         while let Some((index, item)) = next_item() {
                             let _ = done_tx.send((index, item.and_then(|item| work(&item))));
                         }
@@ -172,10 +195,7 @@ where
                 taken_moved.notify_all();
             });
             if outcome.is_err() {
-                // A reader waiting for room wakes up and stops; the others stop at their next item.
-                stop.store(true, Ordering::Relaxed);
-                let _sunk = taken.lock().unwrap_or_else(PoisonError::into_inner);
-                taken_moved.notify_all();
+                halt();
             }
             outcome
         })
@@ -311,12 +331,17 @@ where
         }
         moved.notify_all();
     };
+    let halt = || {
+        lock(&readers).stop = true;
+        moved.notify_all();
+    };
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, usize, Turn<O>)>();
-    let (work, open, take_turn, give_back) = (&work, &open, &take_turn, &give_back);
+    let (work, open, take_turn, give_back, halt) = (&work, &open, &take_turn, &give_back, &halt);
     pool.in_place_scope(|tasks| {
         for _ in 0..threads {
             let (done_tx, failed) = (done_tx.clone(), &failed);
             tasks.spawn(move |_| {
+                let _stop = StopOnPanic(halt);
                 while let Some((stream, number, reader)) = take_turn() {
                     let item = match reader.map_or_else(|| open(stream), Ok) {
                         Ok(mut reader) => match reader.next() {
@@ -376,8 +401,7 @@ where
         };
         let outcome = sink_turns();
         if outcome.is_err() {
-            lock(&readers).stop = true;
-            moved.notify_all();
+            halt();
         }
         outcome?;
         first_error.map_or(Ok(()), |(_, e)| Err(e))
@@ -1009,6 +1033,44 @@ mod tests {
         assert_eq!(sunk.len(), 10);
         let (outcome, sunk, _, _) = run_streams(&[], &[], None);
         assert!(outcome.is_ok() && sunk.is_empty());
+    }
+
+    /// Runs `f` on a thread of its own; whether it panicked, or None if it did not end within 30 s.
+    fn panicked_in_time(f: impl FnOnce() + Send + 'static) -> Option<bool> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(outcome.is_err());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(30)).ok()
+    }
+
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller_and_stops_the_other_threads() {
+        for reading in READINGS {
+            let outcome = panicked_in_time(move || {
+                let pool = crate::threads::pool(Some(2)).unwrap();
+                let items = (0..200).map(Ok);
+                let work = |&i: &usize| {
+                    assert!(i != 25, "a bug at item 25");
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    Ok(i)
+                };
+                let _ = pipelined(reading, items, 2, &pool, |_| {}, work, |_| Ok(()));
+            });
+            assert_eq!(outcome, Some(true), "{reading:?}");
+        }
+        let outcome = panicked_in_time(|| {
+            let pool = crate::threads::pool(Some(3)).unwrap();
+            let open = |s: usize| Ok((0..40).map(move |i| Ok((s, i))));
+            let work = |&(s, i): &(usize, usize)| {
+                assert!((s, i) != (2, 5), "a bug at stream 2, item 5");
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                Ok(i)
+            };
+            let _ = pipelined_streams(6, open, 2, &pool, work, |_, _| Ok(()));
+        });
+        assert_eq!(outcome, Some(true));
     }
 
     #[test]
