@@ -37,6 +37,8 @@ from pathlib import Path
 
 SHARED = Path(os.environ.get("BPE_LM_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 EOT = "<|endoftext|>"
+FORMATS = ("txt", "parquet", "jsonl.zst", "jsonl.gz", "csv", "datasets")
+SHARD_FORMATS = ("jsonl.gz", "jsonl.zst", "parquet")
 
 RUNNER = textwrap.dedent(
     """
@@ -106,29 +108,32 @@ def documents(mb: float) -> list[str]:
     return docs
 
 
-def write_inputs(docs: list[str], directory: Path) -> dict[str, Path]:
+def write_inputs(docs: list[str], directory: Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
+    """The documents in each of `formats` (the shards-only run needs only the compressed and parquet ones:
+    a machine lent for it may have no `datasets`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import zstandard
 
-    paths = {
-        "txt": directory / "c.txt",
-        "parquet": directory / "c.parquet",
-        "jsonl.zst": directory / "c.jsonl.zst",
-        "jsonl.gz": directory / "c.jsonl.gz",
-        "csv": directory / "c.csv",
-        "datasets": directory / "saved",
-    }
-    paths["txt"].write_text(f"\n{EOT}\n".join(docs) + "\n", encoding="utf-8")
-    pq.write_table(pa.table({"text": docs}), paths["parquet"], row_group_size=1000)
+    names = {"txt": "c.txt", "parquet": "c.parquet", "jsonl.zst": "c.jsonl.zst", "jsonl.gz": "c.jsonl.gz"}
+    paths = {fmt: directory / names.get(fmt, "saved" if fmt == "datasets" else "c.csv") for fmt in formats}
     lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode("utf-8")
-    paths["jsonl.zst"].write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
-    paths["jsonl.gz"].write_bytes(gzip.compress(lines, compresslevel=6, mtime=0))
-    paths["csv"].write_bytes(b"text\n" + csv_rows(docs))
-    import datasets  # a `save_to_disk` directory, as users keep what they load from the Hub
+    for fmt, path in paths.items():
+        if fmt == "txt":
+            path.write_text(f"\n{EOT}\n".join(docs) + "\n", encoding="utf-8")
+        elif fmt == "parquet":
+            pq.write_table(pa.table({"text": docs}), path, row_group_size=1000)
+        elif fmt == "jsonl.zst":
+            path.write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+        elif fmt == "jsonl.gz":
+            path.write_bytes(gzip.compress(lines, compresslevel=6, mtime=0))
+        elif fmt == "csv":
+            path.write_bytes(b"text\n" + csv_rows(docs))
+        else:
+            import datasets  # a `save_to_disk` directory, as users keep what they load from the Hub
 
-    datasets.disable_progress_bars()
-    datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(paths["datasets"]))
+            datasets.disable_progress_bars()
+            datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(path))
     return paths
 
 
@@ -198,15 +203,11 @@ def main() -> None:
     print(f"{len(docs):,} documents, {text_mb:.1f} MB of text; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="bpe-lm-bench-formats-") as tmp:
         d = Path(tmp)
-        paths = write_inputs(docs, d)
+        paths = write_inputs(docs, d, SHARD_FORMATS if args.shards_only else FORMATS)
         configs = [
             (f"datasets.map + {'tiktoken' if kind == 'tiktoken' else 'HF tokenizers'}", kind, "parquet", procs, 1)
             for kind, procs in (("tiktoken", 1), ("tiktoken", 2), ("hf", 1), ("hf", 2))
-        ] + [
-            ("bpe-lm", "bpe-lm", fmt, 1, threads)
-            for fmt in ("txt", "parquet", "jsonl.zst", "jsonl.gz", "csv", "datasets")
-            for threads in (1, 2)
-        ]
+        ] + [("bpe-lm", "bpe-lm", fmt, 1, threads) for fmt in FORMATS for threads in (1, 2)]
         if args.shards_only:
             configs = []
             run("bpe-lm", paths["jsonl.gz"], d / "reference.npy")
@@ -235,7 +236,7 @@ def main() -> None:
             ours = {n: speed[("bpe-lm", "parquet", n)] for n in ("1", "2")}
             print("\nparquet, bpe-lm (threads) vs datasets.map + tiktoken (processes): "
                   + ", ".join(f"{n}: {ours[n] / tik[n]:.1f}x" for n in ("1", "2")))  # fmt: skip
-            for fmt in ("parquet", "jsonl.zst", "jsonl.gz", "csv", "datasets"):
+            for fmt in FORMATS[1:]:
                 ratios = ", ".join(
                     f"{n} thread: {speed[('bpe-lm', fmt, n)] / speed[('bpe-lm', 'txt', n)]:.2f}x" for n in ("1", "2")
                 )
@@ -271,7 +272,7 @@ def main() -> None:
 
             per = -(-len(docs) // args.shards)
             parts = [docs[i : i + per] for i in range(0, len(docs), per)]
-            for fmt in ("jsonl.gz", "jsonl.zst", "parquet"):
+            for fmt in SHARD_FORMATS:
                 shard_dir = d / f"shards-{fmt}"
                 shard_dir.mkdir()
                 for i, part in enumerate(parts):
