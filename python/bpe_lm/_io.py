@@ -101,6 +101,9 @@ def sweeping(directory: str | os.PathLike[str], names: Iterable[str]) -> Iterato
     removed now, in one listing of the directory, and not again at each write in the block (2,000 outputs
     written into one directory had it listed 4,000 times)."""
     where = os.path.abspath(directory)
+    if where in _SWEPT:  # inside a sweep of the same directory, which swept its names and ends it
+        yield
+        return
     _remove_stale(Path(where), set(names))
     _SWEPT.add(where)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bpe_lm import _core
-from bpe_lm._io import atomic_output
+from bpe_lm._io import atomic_output, sweeping
 from bpe_lm.readers import (
     DEFAULT_TEXT_FIELD,
     END_OF_TEXT,
@@ -390,8 +390,17 @@ def output_file(output: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextmanager
 def output_files(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]]:
-    """`output_file` for many outputs: each is put in place when the block ends well, none on a failure."""
+    """`output_file` for many outputs: each is put in place when the block ends well, none on a failure.
+    Each local directory is swept for stale temporaries once (`sweeping`), not at every output: 2,000
+    outputs into one directory took 5.5 s of listings (`encode_units_each`, against 0.07 s of encoding)."""
+    directories: dict[str, list[str]] = {}
+    for output in outputs:
+        if not is_url(os.fspath(output)):
+            path = Path(output)
+            directories.setdefault(os.fspath(path.parent), []).append(path.name)
     with ExitStack() as stack:
+        for directory, names in directories.items():
+            stack.enter_context(sweeping(directory, names))
         yield [stack.enter_context(output_file(output)) for output in outputs]
 
 
