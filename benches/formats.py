@@ -292,16 +292,20 @@ def main() -> None:
                         ("bpe-lm", paths[fmt], d / "one.npy"),
                     )
                     took: list[list[float]] = [[], [], []]
+                    rss = [0.0, 0.0, 0.0]
                     for _ in range(args.repeat):
                         for k, (kind, src, out) in enumerate(kinds):
-                            took[k].append(run(kind, src, out, threads=threads)["seconds"])
+                            got = run(kind, src, out, threads=threads)
+                            took[k].append(got["seconds"])
+                            rss[k] = max(rss[k], got["rss_mb"])
                     if not np.array_equal(np.load(d / "shards.npy"), reference):
                         raise SystemExit(f"{fmt} shards: ids differ from the one file's")
                     check_each(d / f"each-{fmt}", reference)
                     many, each, one = (statistics.median(t) for t in took)
                     print(f"{len(parts)} .{fmt} shards ({text_mb / len(parts):.2f} MB of text each), {threads} threads: "
                           f"{text_mb / many:.1f} MB/s into one .npy, {text_mb / each:.1f} MB/s into a .npy each (-o DIR/), "
-                          f"against {text_mb / one:.1f} MB/s as one file (ids equal)")  # fmt: skip
+                          f"against {text_mb / one:.1f} MB/s as one file (ids equal); peak RSS "
+                          f"{rss[0]:.0f} / {rss[1]:.0f} / {rss[2]:.0f} MB")  # fmt: skip
         if args.big_gb > 0:
             import pyarrow as pa
             import pyarrow.parquet as pq
