@@ -657,6 +657,26 @@ def test_of_two_writers_of_one_new_output_exactly_one_wins(tmp_path):
     assert out.read_bytes() == b"forced"
 
 
+def test_a_write_error_names_the_output_not_its_temporary(tmp_path):
+    # The core writes to a temporary beside the output, and its spill files are named after that
+    # temporary: a disk that fills up is reported at the output the user named.
+    import errno
+
+    from bpe_lm._io import atomic_output
+
+    out = tmp_path / "ids.npy"
+    for suffix in ("", ".spill-0"):
+        with pytest.raises(OSError) as caught:
+            with atomic_output(out) as tmp:
+                raise OSError(errno.ENOSPC, "No space left on device", f"{tmp}{suffix}")
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out)
+    with pytest.raises(FileNotFoundError) as missing:  # another file's error keeps its name
+        with atomic_output(out):
+            open(tmp_path / "absent.txt")
+    assert missing.value.filename == str(tmp_path / "absent.txt")
+    assert os.listdir(tmp_path) == []
+
+
 def test_decode_onto_its_own_input_is_refused_even_with_force(tmp_path, tok_dir, corpus, capsys):
     ids = tmp_path / "ids.npy"
     Tokenizer.load(tok_dir).encode_file(corpus, ids)

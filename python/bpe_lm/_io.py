@@ -210,6 +210,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
                 raise OutputExistsError(
                     f"{out}: was created by another process while this one was writing it; that one is kept, and this output discarded"
                 ) from None
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        # Named by the output the user asked for, not by our temporary (or its spill files, named after it).
+        if isinstance(e.filename, str) and e.filename.startswith(tmp) and e.errno is not None:
+            raise type(e)(e.errno, e.strerror, os.fspath(out)) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
