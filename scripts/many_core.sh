@@ -9,6 +9,9 @@
 #
 #   bash scripts/many_core.sh [OUT_DIR]
 #
+# THREADS, SCALE_MB (whole file) and SHARDS_MB (shards) override the sizes, for a dry run on a small machine
+# before the lent one is used: THREADS=1,2 SCALE_MB=64 SHARDS_MB=8 bash scripts/many_core.sh /tmp/mc
+#
 # bpe_lm must be importable (pip install ".[bench]", or the abi3 wheel on PYTHONPATH). A machine without
 # internet gets the peers from wheels carried to it, in PEER_WHEELS (default wheels/peers), made where
 # there is internet for that machine's Python (3.12 on the GPU host):
@@ -28,10 +31,12 @@ fi
 nproc >"$out/machine.txt"
 python -c "import bpe_lm, gigatoken, fastokens, pyarrow, zstandard; print('peers importable')" >>"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-threads=1,2,4,8,16
-timeout 330 python benches/encode_file.py --threads "$threads" --scale-mb 1024 --skip-tiktoken 2>&1 | tee "$out/encode_file.txt"
+threads=${THREADS:-1,2,4,8,16}
+timeout 330 python benches/encode_file.py --threads "$threads" --scale-mb "${SCALE_MB:-1024}" --skip-tiktoken 2>&1 |
+    tee "$out/encode_file.txt"
 whole_file=${PIPESTATUS[0]}
-timeout 200 python benches/formats.py --shards-only --mb 200 --shards 64 --repeat 1 --shard-threads "$threads" 2>&1 |
+timeout 200 python benches/formats.py --shards-only --mb "${SHARDS_MB:-200}" --shards 64 --repeat 1 \
+    --shard-threads "$threads" 2>&1 |
     tee "$out/shards.txt"
 shards=${PIPESTATUS[0]}
 [ "$whole_file" -eq 0 ] && [ "$shards" -eq 0 ]
