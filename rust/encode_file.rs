@@ -218,6 +218,50 @@ fn side_by_side(
     Ok((streams.len() > 1).then_some(streams))
 }
 
+/// Encodes inputs read side by side (`pipelined_streams`), a stream per range of `streams`: its inputs'
+/// items (`open_input(i)`, each tagged with its input) chained, in groups of about GROUP_BYTES (`bytes`
+/// of each). `work` encodes a group into (input, ids, what else it counted of the input); `tally` gets
+/// that with the ids written, and the ids go to `writer` in input order (`StreamOrder`). `report` runs
+/// after each group and end.
+#[allow(clippy::too_many_arguments)]
+fn encode_side_by_side<C, It, X>(
+    streams: &[std::ops::Range<usize>],
+    open_input: impl Fn(usize) -> Result<It> + Sync,
+    bytes: impl Fn(&C) -> usize + Sync,
+    work: impl Fn(&Vec<(usize, C)>) -> Result<Vec<(usize, ChunkIds, X)>> + Sync,
+    writer: &mut IdOutputs,
+    pool: &rayon::ThreadPool,
+    mut tally: impl FnMut(usize, u64, X),
+    mut report: impl FnMut() -> Result<()>,
+) -> Result<()>
+where
+    C: Send,
+    It: Iterator<Item = Result<C>> + Send,
+    X: Send,
+{
+    let (open_input, bytes) = (&open_input, &bytes);
+    let open = |s: usize| {
+        let start = streams[s].start;
+        let chunks = Chained::new(streams[s].len(), None, move |i| open_input(start + i));
+        let tagged = chunks.map(move |c| c.map(|(i, c)| (start + i, c)));
+        Ok(grouped(tagged, GROUP_BYTES, move |(_, c): &(usize, C)| bytes(c)))
+    };
+    let mut order = StreamOrder::new(writer);
+    pipelined_streams(streams.len(), open, in_flight(pool), pool, work, |stream, encoded| {
+        match encoded {
+            Some(encoded) => {
+                for (index, ids, counted) in encoded {
+                    let tokens = ids.write_in(&mut order, stream, index)?;
+                    tally(index, tokens, counted);
+                }
+            }
+            None => order.end(stream)?,
+        }
+        report()
+    })?;
+    order.finish()
+}
+
 /// How many streams per thread `pipelined_streams` opens past the first that has not ended.
 const STREAMS_AHEAD_PER_THREAD: usize = 4;
 
@@ -558,26 +602,19 @@ impl Encoder {
         let mut counts = vec![(0u64, 0u64); inputs.len()];
         if let Some(streams) = side_by_side(pool, &sizes, || inputs[0].is_compressed())? {
             drop(first);
-            let open = |s: usize| {
-                let (start, read) = (streams[s].start, read.clone());
-                let open = move |i: usize| Ok(chunks_of(&inputs[start + i], inputs[start + i].open(read.clone())?));
-                let chunks = Chained::new(streams[s].len(), None, open).map(move |c| c.map(|(i, c)| (start + i, c)));
-                Ok(grouped(chunks, GROUP_BYTES, |(_, c)| c.text.len()))
-            };
-            let mut order = StreamOrder::new(writer);
-            pipelined_streams(streams.len(), open, in_flight(pool), pool, work, |stream, encoded| {
-                match encoded {
-                    Some(encoded) => {
-                        for (index, ids, len) in encoded {
-                            counts[index].0 += ids.write_in(&mut order, stream, index)?;
-                            counts[index].1 += len;
-                        }
-                    }
-                    None => order.end(stream)?,
-                }
-                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
-            })?;
-            order.finish()?;
+            encode_side_by_side(
+                &streams,
+                |i| Ok(chunks_of(&inputs[i], inputs[i].open(read.clone())?)),
+                |c: &Chunk| c.text.len(),
+                work,
+                writer,
+                pool,
+                |index, tokens, len| {
+                    counts[index].0 += tokens;
+                    counts[index].1 += len;
+                },
+                || progress.report(Phase::Read, read.load(Ordering::Relaxed), total),
+            )?;
             return Ok(counts);
         }
         let open = |i: usize| Ok(chunks_of(&inputs[i], inputs[i].open(read.clone())?));
@@ -710,26 +747,19 @@ impl Encoder {
         let mut counts = vec![(RecordStats::default(), 0u64); sources.len()];
         if let Some(streams) = side_by_side(pool, &sizes, || sources[0].is_compressed())? {
             drop(chunks);
-            let open = |s: usize| {
-                let (start, read) = (streams[s].start, read.clone());
-                let open = move |i: usize| Ok(sources[start + i].open(field, lossy, read.clone())?.chunks);
-                let chunks = Chained::new(streams[s].len(), None, open).map(move |c| c.map(|(i, c)| (start + i, c)));
-                Ok(grouped(chunks, GROUP_BYTES, |(_, chunk)| chunk.text_bytes()))
-            };
-            let mut order = StreamOrder::new(writer);
-            pipelined_streams(streams.len(), open, in_flight(pool), pool, work, |stream, encoded| {
-                match encoded {
-                    Some(encoded) => {
-                        for (index, ids, s) in encoded {
-                            counts[index].0.add(s);
-                            counts[index].1 += ids.write_in(&mut order, stream, index)?;
-                        }
-                    }
-                    None => order.end(stream)?,
-                }
-                progress.report(Phase::Read, read.load(Ordering::Relaxed), total)
-            })?;
-            order.finish()?;
+            encode_side_by_side(
+                &streams,
+                |i| Ok(sources[i].open(field, lossy, read.clone())?.chunks),
+                |chunk: &AnyChunk| chunk.text_bytes(),
+                work,
+                writer,
+                pool,
+                |index, tokens, s| {
+                    counts[index].0.add(s);
+                    counts[index].1 += tokens;
+                },
+                || progress.report(Phase::Read, read.load(Ordering::Relaxed), total),
+            )?;
             return Ok(counts);
         }
         let reading = match sources {
