@@ -770,6 +770,34 @@ fn parquet_reader_on_damaged_files() {
     );
 }
 
+/// Inputs of documents (None: a null record), each with a kind below `kinds` that says how it is stored.
+fn documents_of_inputs(
+    docs: std::ops::Range<usize>,
+    kinds: u8,
+    inputs: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<(Vec<Option<String>>, u8)>> {
+    let documents = proptest::collection::vec(proptest::option::weighted(0.9, text(30)), docs);
+    proptest::collection::vec((documents, 0..kinds), inputs)
+}
+
+/// Documents as JSON lines of a `text` field.
+fn jsonl_lines(docs: &[Option<String>]) -> String {
+    docs.iter()
+        .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
+        .collect()
+}
+
+fn gzip(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The ids of a `.npy` file, as its bytes.
+fn npy_body(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()[_core::npy::HEADER_BYTES..].to_vec()
+}
+
 #[test]
 fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
     // Documents spread over JSON-lines files (plain and gzip) and parquet files, encoded and counted in
@@ -778,13 +806,7 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
     let enc = encoder();
     let pool = _core::threads::pool(Some(2)).unwrap();
     let dir = TempDir::new("many-records");
-    let inputs = proptest::collection::vec(
-        (
-            proptest::collection::vec(proptest::option::weighted(0.9, text(30)), 0..12),
-            0u8..3,
-        ),
-        1..6,
-    );
+    let inputs = documents_of_inputs(0..12, 3, 1..6);
     fuzz(
         "many_record_inputs_read_as_one_stream_equal_each_read_alone",
         inputs,
@@ -796,23 +818,17 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
                     parquet_file(&path, docs, 5);
                     RecordSource::Parquet { path, row_groups: None }
                 } else {
-                    let lines: String = docs
-                        .iter()
-                        .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
-                        .collect();
-                    let mut bytes = lines.into_bytes();
-                    if *kind == 1 {
-                        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                        gz.write_all(&bytes).unwrap();
-                        bytes = gz.finish().unwrap();
-                    }
+                    let lines = jsonl_lines(docs);
+                    let bytes = match kind {
+                        1 => gzip(lines.as_bytes(), flate2::Compression::fast()),
+                        _ => lines.into_bytes(),
+                    };
                     std::fs::write(&path, bytes).unwrap();
                     RecordSource::Jsonl(TextSource::whole(&path))
                 };
                 sources.push(source);
             }
             let out = dir.path("ids.npy");
-            let body = |path: &std::path::Path| std::fs::read(path).unwrap()[_core::npy::HEADER_BYTES..].to_vec();
             let encode_to = |sources: &[RecordSource], mut writer: IdOutputs| {
                 let stats = enc
                     .encode_records_into(sources, "text", Some(7), &mut writer, &pool, false, &NoProgress)
@@ -822,7 +838,7 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
             };
             let encode = |sources: &[RecordSource]| {
                 let stats = encode_to(sources, IdOutputs::Joined(IdWriter::create(&out, Dtype::U32).unwrap()));
-                (body(&out), stats)
+                (npy_body(&out), stats)
             };
             let count = |sources: &[RecordSource]| {
                 count_records(sources, "text", &Pretokenizer::Gpt2, &pool, false, &NoProgress).unwrap()
@@ -853,7 +869,7 @@ fn many_record_inputs_read_as_one_stream_equal_each_read_alone() {
             prop_assert_eq!(&per_input, &stats_alone);
             let mut joined = Vec::new();
             for (path, (_, tokens)) in paths.iter().zip(&stats_alone) {
-                let ids = body(path);
+                let ids = npy_body(path);
                 prop_assert_eq!(ids.len() as u64, tokens * 4);
                 joined.extend(ids);
             }
@@ -877,13 +893,7 @@ fn compressed_inputs_read_side_by_side_equal_each_read_alone() {
     let filler = "Once upon a time, there was a cat: 3.14159 äöü. ".repeat(3000);
     assert!(filler.len() as u64 > _core::stream::SMALL_INPUT_BYTES / 2);
     // (documents, kind): 0 large stored gzip, 1 small gzip, 2 small zstd, 3 small plain.
-    let inputs = proptest::collection::vec(
-        (
-            proptest::collection::vec(proptest::option::weighted(0.9, text(30)), 0..8),
-            0u8..4,
-        ),
-        2..7,
-    );
+    let inputs = documents_of_inputs(0..8, 4, 2..7);
     fuzz(
         "compressed_inputs_read_side_by_side_equal_each_read_alone",
         inputs,
@@ -894,23 +904,12 @@ fn compressed_inputs_read_side_by_side_equal_each_read_alone() {
                 if *kind == 0 {
                     docs.insert(0, Some(filler.clone()));
                 }
-                let lines: String = docs
-                    .iter()
-                    .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
-                    .collect();
+                let lines = jsonl_lines(docs);
                 let text = docs.iter().flatten().cloned().collect::<Vec<_>>().join(SPECIALS[0]);
                 for (bytes, sources, name) in [(lines, &mut records, "jsonl"), (text, &mut texts, "txt")] {
                     let bytes = match kind {
-                        0 | 1 => {
-                            let level = if *kind == 0 {
-                                flate2::Compression::none()
-                            } else {
-                                flate2::Compression::fast()
-                            };
-                            let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
-                            gz.write_all(bytes.as_bytes()).unwrap();
-                            gz.finish().unwrap()
-                        }
+                        0 => gzip(bytes.as_bytes(), flate2::Compression::none()),
+                        1 => gzip(bytes.as_bytes(), flate2::Compression::fast()),
                         2 => zstd::encode_all(bytes.as_bytes(), 1).unwrap(),
                         _ => bytes.into_bytes(),
                     };
@@ -920,7 +919,6 @@ fn compressed_inputs_read_side_by_side_equal_each_read_alone() {
                 }
             }
             let records: Vec<RecordSource> = records.into_iter().map(RecordSource::Jsonl).collect();
-            let body = |path: &std::path::Path| std::fs::read(path).unwrap()[_core::npy::HEADER_BYTES..].to_vec();
             let out = dir.path("ids.npy");
             let paths: Vec<_> = (0..inputs.len()).map(|i| dir.path(&format!("out{i}.npy"))).collect();
             for pool in &pools {
@@ -944,17 +942,17 @@ fn compressed_inputs_read_side_by_side_equal_each_read_alone() {
                         let one = kind.map(|r| &r[i..=i]).map_err(|t| &t[i..=i]);
                         alone_tokens.extend(encode(&mut w, one));
                         w.finish().unwrap();
-                        alone_ids.push(body(&out));
+                        alone_ids.push(npy_body(&out));
                     }
                     let mut w = IdOutputs::Joined(IdWriter::create(&out, Dtype::U32).unwrap());
                     prop_assert_eq!(&encode(&mut w, kind), &alone_tokens);
                     w.finish().unwrap();
-                    prop_assert_eq!(body(&out), alone_ids.concat());
+                    prop_assert_eq!(npy_body(&out), alone_ids.concat());
                     let mut w = IdOutputs::PerInput(PerInputFiles::new(paths.clone(), Dtype::U32));
                     prop_assert_eq!(&encode(&mut w, kind), &alone_tokens);
                     w.finish().unwrap();
                     for (path, alone) in paths.iter().zip(&alone_ids) {
-                        prop_assert_eq!(&body(path), alone);
+                        prop_assert_eq!(&npy_body(path), alone);
                     }
                 }
             }
