@@ -235,6 +235,13 @@ fn py_is_small_input(path: PathBuf) -> bool {
     is_small_input(&path, None)
 }
 
+/// How a file whose first bytes are `head` is compressed: "gzip", "zstd" or "none" (`stream::Compression`,
+/// the one rule, for Python's classification of its inputs).
+#[pyfunction]
+fn compression_of(head: &[u8]) -> &'static str {
+    crate::stream::Compression::of(head).name()
+}
+
 /// Pre-tokens of `text` (no special-token handling). `reference=True` runs fancy-regex even for the
 /// GPT-2 pattern, to check the scanner against it.
 #[pyfunction]
@@ -1305,6 +1312,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SMALL_INPUT_BYTES", crate::stream::SMALL_INPUT_BYTES)?;
     m.add("ERRORS_HINT", records::ERRORS_HINT)?;
     m.add_function(wrap_pyfunction!(py_is_small_input, m)?)?;
+    m.add_function(wrap_pyfunction!(compression_of, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(train_from_counts, m)?)?;
     m.add_function(wrap_pyfunction!(check_vocab_size, m)?)?;

@@ -117,7 +117,7 @@ impl TextSource {
         // of many small files would otherwise pay for 256 KB a file).
         let on_disk = self.range_bytes().unwrap_or(metadata.len());
         let disk_buffer_bytes = buffer_bytes.min(usize::try_from(on_disk).unwrap_or(usize::MAX).max(1 << 12));
-        let mut magic = [0u8; 4];
+        let mut magic = [0u8; MAGIC_BYTES];
         let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let compression = Compression::of(&magic[..n]);
         if let Some((start, _)) = self.range {
@@ -153,7 +153,7 @@ impl TextSource {
     /// Whether the file is compressed (gzip or zstd, by its first bytes; false where they cannot be read,
     /// for `open` to say why): such a stream is read on one thread at a time.
     pub fn is_compressed(&self) -> bool {
-        let mut magic = [0u8; 4];
+        let mut magic = [0u8; MAGIC_BYTES];
         File::open(&self.path)
             .and_then(|mut f| read_up_to(&mut f, &mut magic))
             .is_ok_and(|n| Compression::of(&magic[..n]) != Compression::None)
@@ -165,7 +165,8 @@ impl TextSource {
     }
 }
 
-/// How a file is compressed, told by its first bytes: the one test every reader uses.
+/// How a file is compressed, told by its first bytes: the one test every reader uses (the Python side
+/// asks it too, `py::compression_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -173,14 +174,30 @@ pub enum Compression {
     Zstd,
 }
 
+/// Bytes of a file's start that `Compression::of` reads.
+pub const MAGIC_BYTES: usize = 4;
+
 impl Compression {
+    /// A zstd file may begin with a skippable frame (magic 0x184D2A50..=0x184D2A5F, little-endian) as well
+    /// as a compressed one: pzstd puts one before each frame (its size, for parallel decompression), and
+    /// the decoder passes over them.
     pub fn of(magic: &[u8]) -> Self {
         if magic.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+            || (magic.len() >= MAGIC_BYTES && magic[0] & 0xf0 == 0x50 && magic[1..MAGIC_BYTES] == [0x2a, 0x4d, 0x18])
+        {
             Compression::Zstd
         } else {
             Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
         }
     }
 }
@@ -584,6 +601,18 @@ mod tests {
     use crate::cuts::split_at_safe_cuts;
     use crate::pretokenize::Pretokenizer;
     use crate::specials::SpecialMatcher;
+
+    #[test]
+    fn compression_is_told_by_the_first_bytes_skippable_zstd_frames_included() {
+        assert_eq!(Compression::of(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(Compression::of(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        for low in 0..16u8 {
+            assert_eq!(Compression::of(&[0x50 | low, 0x2a, 0x4d, 0x18]), Compression::Zstd);
+        }
+        for head in [&[0x60, 0x2a, 0x4d, 0x18][..], &[0x50, 0x2a, 0x4d], b"P*M", b"text", b""] {
+            assert_eq!(Compression::of(head), Compression::None, "{head:x?}");
+        }
+    }
 
     fn cutter() -> Cutter {
         Cutter::new(

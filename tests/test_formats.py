@@ -75,6 +75,16 @@ def reference_ids(tok: Tokenizer, docs: list[str]) -> np.ndarray:
     return np.array(out, dtype=np.uint16)
 
 
+def pzstd(parts: list[bytes]) -> bytes:
+    """`parts` compressed as pzstd does: a zstd frame each, after a skippable frame that holds its size."""
+    out = b""
+    for part in parts:
+        frame = zstandard.ZstdCompressor().compress(part)
+        out += (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + len(frame).to_bytes(4, "little")
+        out += frame
+    return out
+
+
 def write_formats(directory: Path, docs: list[str]) -> dict[str, Path]:
     """The same records as every format we read."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -89,11 +99,11 @@ def write_formats(directory: Path, docs: list[str]) -> dict[str, Path]:
     }
     paths["jsonl"].write_text(lines, encoding="utf-8")
     paths["jsonl.gz"].write_bytes(gzip.compress(lines.encode("utf-8")))
-    # Two zstd frames: readers must go on after the first.
+    # Two zstd frames, each after a skippable frame, as pzstd writes them: readers must take a file that
+    # starts with a skippable frame for zstd, and go on after the first frame.
     half = len(lines) // 2
     cut = lines.index("\n", half) + 1
-    z = zstandard.ZstdCompressor()
-    paths["jsonl.zst"].write_bytes(z.compress(lines[:cut].encode()) + z.compress(lines[cut:].encode()))
+    paths["jsonl.zst"].write_bytes(pzstd([lines[:cut].encode(), lines[cut:].encode()]))
     table = pa.table({"id": list(range(len(docs))), "text": docs})
     pq.write_table(table, paths["parquet"], row_group_size=97)  # many row groups
     with pa.ipc.new_stream(paths["arrow"], table.schema) as w:
@@ -692,7 +702,10 @@ def test_text_inputs_keep_the_separator_convention(gpt2, tmp_path):
     plain.write_text(text)
     zst = tmp_path / "c.txt.zst"
     zst.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
-    for p in (plain, zst):
+    cut = len(text.encode()) // 3  # inside a document, maybe inside a character: frames cut bytes, not text
+    pzst = tmp_path / "p.txt.zst"
+    pzst.write_bytes(pzstd([text.encode()[:cut], text.encode()[cut:]]))
+    for p in (plain, zst, pzst):
         gpt2.encode_files(p, tmp_path / "t.npy")
         assert np.load(tmp_path / "t.npy").tolist() == gpt2.encode(text)
 

@@ -11,6 +11,7 @@ SMALL_INPUT_BYTES: int
 ERRORS_HINT: str
 
 def is_small_input(path: str | PathLike[str]) -> bool: ...
+def compression_of(head: bytes) -> str: ...
 
 ProgressCallback = Callable[[str, int, int], object]
 # ("jsonl", path, byte range or None, None) or ("parquet", path, None, row groups or None).

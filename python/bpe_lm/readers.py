@@ -354,12 +354,8 @@ def _classify(where: str, name: str, head: bytes) -> tuple[str, str]:
         )
     if suffix == ".arrow":
         raise InputError(f"{where}: named .arrow but not an Arrow IPC file (damaged or misnamed)")
-    if head.startswith(b"\x1f\x8b"):
-        compression = "gzip"
-    elif head.startswith(b"\x28\xb5\x2f\xfd"):
-        compression = "zstd"
-    else:
-        compression = "none"
+    compression = _core.compression_of(head)
+    if compression == "none":
         if compressed:
             raise InputError(
                 f"{where}: named {compressed} but not {COMPRESSED_SUFFIXES[compressed]}-compressed (damaged or misnamed)"
