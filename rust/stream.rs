@@ -142,10 +142,7 @@ impl TextSource {
         let raw = BufReader::with_capacity(disk_buffer_bytes, counted);
         Ok(match compression {
             Compression::None => Box::new(raw),
-            Compression::Gzip => Box::new(Inflated(BufReader::with_capacity(
-                buffer_bytes,
-                GzipStream(flate2::read::MultiGzDecoder::new(raw)),
-            ))),
+            Compression::Gzip => Box::new(Inflated(BufReader::with_capacity(buffer_bytes, GzipStream::new(raw)))),
             Compression::Zstd => Box::new(Inflated(ZstdStream::new(raw).map_err(io_err)?)),
         })
     }
@@ -239,19 +236,71 @@ pub trait Source: Read + Send {
 /// 306 → 273 CPU-ms; a first A/B with the factor on the record path alone: 169 → 160 ms).
 const TYPICAL_INFLATION: u64 = 3;
 
-/// A gzip file, every member in turn. A stream cut short is named as such, as a zstd one is (flate2 says
-/// "incomplete deflate stream").
-struct GzipStream<R: Read>(flate2::read::MultiGzDecoder<R>);
+/// A gzip file, every member in turn, as GNU gzip and Python's `gzip` read it: zero bytes after a member
+/// (the padding some writers leave to a block's end) are passed over. A stream cut short is named as such,
+/// as a zstd one is (flate2 says "incomplete deflate stream"), and so are bytes after a member that are no
+/// gzip member (flate2 says "invalid gzip header").
+struct GzipStream<R: BufRead> {
+    /// The member being read; None once the file has ended.
+    member: Option<flate2::bufread::GzDecoder<R>>,
+    /// Members read to their end.
+    ended: u64,
+}
 
-impl<R: Read> Read for GzipStream<R> {
+impl<R: BufRead> GzipStream<R> {
+    fn new(raw: R) -> Self {
+        GzipStream {
+            member: Some(flate2::bufread::GzDecoder::new(raw)),
+            ended: 0,
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzipStream<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the gzip stream ends inside a member (is the file cut short?)",
-            ),
-            _ => e,
-        })
+        loop {
+            let Some(member) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            let n = member.read(buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the gzip stream ends inside a member (is the file cut short?)",
+                ),
+                _ => e,
+            })?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The member has ended: the file ends too where nothing but zero bytes follow.
+            let mut raw = self.member.take().expect("read above").into_inner();
+            self.ended += 1;
+            loop {
+                let rest = raw.fill_buf()?;
+                if rest.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = rest.iter().take_while(|&&b| b == 0).count();
+                let next = &rest[zeros..];
+                // A member begins 0x1f 0x8b (where the buffer holds only its first byte, flate2 judges).
+                if next.first().is_some_and(|&b| b != 0x1f) || next.get(1).is_some_and(|&b| b != 0x8b) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "after gzip member {} come bytes that are not one (something appended to the file, \
+                             or damage)",
+                            self.ended
+                        ),
+                    ));
+                }
+                let more = !next.is_empty();
+                raw.consume(zeros);
+                if more {
+                    break;
+                }
+            }
+            self.member = Some(flate2::bufread::GzDecoder::new(raw));
+        }
     }
 }
 

@@ -98,10 +98,13 @@ def write_formats(directory: Path, docs: list[str]) -> dict[str, Path]:
         "datasets": directory / "saved",
     }
     paths["jsonl"].write_text(lines, encoding="utf-8")
-    paths["jsonl.gz"].write_bytes(gzip.compress(lines.encode("utf-8")))
+    # Two gzip members, with zero bytes after each (the padding to a block's end that some writers leave,
+    # which GNU gzip and Python's gzip pass over), cut inside a line.
+    half = len(lines) // 2
+    b = lines.encode("utf-8")
+    paths["jsonl.gz"].write_bytes(gzip.compress(b[:half]) + bytes(37) + gzip.compress(b[half:]) + bytes(512))
     # Two zstd frames, each after a skippable frame, as pzstd writes them: readers must take a file that
     # starts with a skippable frame for zstd, and go on after the first frame.
-    half = len(lines) // 2
     cut = lines.index("\n", half) + 1
     paths["jsonl.zst"].write_bytes(pzstd([lines[:cut].encode(), lines[cut:].encode()]))
     table = pa.table({"id": list(range(len(docs))), "text": docs})
@@ -779,6 +782,11 @@ def test_encode_shards_concatenate_to_the_whole(gpt2, formats, tmp_path):
             "field.jsonl.gz",
             lambda p: p.write_bytes(gzip.compress(b'{"body": "x"}\n')),
             'field.jsonl.gz: line 1: has no field "text"',
+        ),
+        (
+            "appended.jsonl.gz",
+            lambda p: p.write_bytes(gzip.compress(b'{"text": "ok"}\n') + bytes(3) + b"not gzip"),
+            "appended.jsonl.gz: after gzip member 1 come bytes that are not one",
         ),
         (
             "cut.jsonl.zst",
