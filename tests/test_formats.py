@@ -865,6 +865,21 @@ def test_threads_from_the_environment(monkeypatch):
         default_num_threads()
 
 
+def test_a_dataset_dict_directory_asks_for_a_split(gpt2, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="datasets not installed")
+    splits = {"train": ["train one", "train two"], "test": ["test one"]}
+    datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in splits.items()}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    with pytest.raises(
+        InputError,
+        match=r"dd: is a `datasets` DatasetDict of splits train, test; give a split's directory, e\.g\. .*dd/train",
+    ):
+        detect(tmp_path / "dd")
+    gpt2.encode_files(tmp_path / "dd" / "train", tmp_path / "t.npy")
+    assert np.load(tmp_path / "t.npy").tolist() == [i for t in splits["train"] for i in gpt2.encode(t) + [50256]]
+
+
 def test_datasets_map_fingerprint_is_stable_and_cached(gpt2, tmp_path):
     datasets = pytest.importorskip("datasets", reason="datasets not installed")
     from datasets.fingerprint import Hasher

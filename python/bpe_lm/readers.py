@@ -265,6 +265,17 @@ def _arrow_directory(path: Path) -> tuple[Path, ...]:
             raise InputError(f"{path}: {missing[0].name}, listed in state.json, is missing")
         return tuple(listed)
     files = tuple(sorted(path.glob("*.arrow")))
+    if not files and (path / "dataset_dict.json").is_file():
+        # `DatasetDict.save_to_disk` (what `load_dataset(...).save_to_disk` writes): one directory per split.
+        # Reading them all would mix the splits (a test split in the training ids), so the user chooses.
+        try:
+            splits = [str(s) for s in json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path / 'dataset_dict.json'}: not a `datasets` DatasetDict file ({e})") from None
+        raise InputError(
+            f"{path}: is a `datasets` DatasetDict of splits {', '.join(splits)}; give a split's directory, "
+            f"e.g. {path / (splits[0] if splits else 'train')}"
+        )
     if not files:
         hint = f"; to read its parquet files give them, e.g. '{path}/*.parquet'" if any(path.glob("*.parquet")) else ""
         raise InputError(
