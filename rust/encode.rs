@@ -755,32 +755,33 @@ impl Encoder {
         self.expect_text(total as u64, pool);
         let runs = crate::records::runs(texts, run_bytes(total, pool.current_num_threads()));
         let encoded = crate::threads::map_sticky(pool, &runs, |run| {
-            let mut ids = Vec::new();
-            let mut ends = Vec::with_capacity(run.len());
             let bytes = run.iter().map(|t| t.as_ref().len()).sum();
-            let sample = run.first().map_or(&[][..], |t| t.as_ref().as_bytes());
-            self.with_sink(&mut ids, bytes, sample, |sink| {
-                for text in run.iter() {
-                    sink.text_with_specials(text.as_ref())?;
-                    ends.push(sink.written() as u64);
-                }
-                Ok(())
-            })?;
-            Ok((ids, ends))
+            self.encode_run(run.len(), bytes, |i| Ok(run[i].as_ref()))
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        let mut batch = BatchIds {
-            parts: Vec::with_capacity(encoded.len()),
-            ends: Vec::with_capacity(texts.len()),
-        };
-        let mut before = 0u64;
-        for (ids, ends) in encoded {
-            batch.ends.extend(ends.iter().map(|end| before + end));
-            before += ids.len() as u64;
-            batch.parts.push(ids);
-        }
-        Ok(batch)
+        Ok(BatchIds::of_runs(encoded, texts.len()))
+    }
+
+    /// The ids of `count` texts of `bytes` in all (`text(i)`, each encoded as `encode` does) in one sink
+    /// (`BatchSink`), and where each text's ids end.
+    pub(crate) fn encode_run<'t, I: OutputId>(
+        &self,
+        count: usize,
+        bytes: usize,
+        text: impl Fn(usize) -> Result<&'t str>,
+    ) -> Result<RunIds<I>> {
+        let mut ids = Vec::new();
+        let mut ends = Vec::with_capacity(count);
+        let sample = if count > 0 { text(0)?.as_bytes() } else { &[][..] };
+        self.with_sink(&mut ids, bytes, sample, |sink| {
+            for i in 0..count {
+                sink.text_with_specials(text(i)?)?;
+                ends.push(sink.written() as u64);
+            }
+            Ok(())
+        })?;
+        Ok((ids, ends))
     }
 }
 
@@ -789,6 +790,9 @@ impl Encoder {
 pub(crate) fn run_bytes(total: usize, threads: usize) -> usize {
     (total / (4 * threads.max(1))).clamp(16 << 10, 256 << 10)
 }
+
+/// The ids of a run of texts (`Encoder::encode_run`), and where each text's ids end.
+pub(crate) type RunIds<I> = (Vec<I>, Vec<u64>);
 
 /// The ids of a batch of texts (`Encoder::encode_batch`): `parts` hold the ids of all the texts in
 /// order, and text `i`'s ids are those from `ends[i - 1]` (0 for the first) to `ends[i]` of the parts
@@ -799,6 +803,21 @@ pub struct BatchIds<I = u32> {
 }
 
 impl<I> BatchIds<I> {
+    /// The batch of runs of texts encoded in order (`Encoder::encode_run`), `texts` in all.
+    pub(crate) fn of_runs(runs: impl IntoIterator<Item = RunIds<I>>, texts: usize) -> Self {
+        let mut batch = BatchIds {
+            parts: Vec::new(),
+            ends: Vec::with_capacity(texts),
+        };
+        let mut before = 0u64;
+        for (ids, ends) in runs {
+            batch.ends.extend(ends.iter().map(|end| before + end));
+            before += ids.len() as u64;
+            batch.parts.push(ids);
+        }
+        batch
+    }
+
     /// The ids of each text, in order (each lies within one part).
     pub fn texts(&self) -> impl Iterator<Item = &[I]> + '_ {
         let (mut part, mut part_start, mut start) = (0, 0u64, 0u64);

@@ -66,7 +66,7 @@ impl Reading {
 /// one that stops the pipeline. Without it a panic (a bug) lost a result that the others would wait for
 /// (readers for room in the window, the sink for that result) forever; with it they end, and the panic
 /// reaches the caller (where `py::guarded` makes it an error).
-struct StopOnPanic<F: Fn()>(F);
+pub(crate) struct StopOnPanic<F: Fn()>(pub(crate) F);
 
 impl<F: Fn()> Drop for StopOnPanic<F> {
     fn drop(&mut self) {

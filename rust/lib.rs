@@ -6,6 +6,7 @@
 #![cfg_attr(not(feature = "python"), deny(unsafe_code))]
 
 mod arch;
+mod batch_feed;
 mod blocks;
 mod cache;
 pub mod counts;

@@ -18,8 +18,9 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::batch_feed::FedText;
 use crate::counts;
-use crate::encode::{Encoder as CoreEncoder, OutputId};
+use crate::encode::{BatchIds, Encoder as CoreEncoder, OutputId};
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use crate::parquet_input::{parquet_input, ParquetFile};
@@ -395,11 +396,42 @@ impl Text {
     fn utf8(&self) -> Result<&str, Error> {
         self.utf8_at(None)
     }
+}
 
-    /// Every text of a batch (`utf8_at`).
-    fn all_utf8(texts: &[Text]) -> Result<Vec<&str>, Error> {
-        texts.iter().enumerate().map(|(i, t)| t.utf8_at(Some(i))).collect()
+impl FedText for Text {
+    fn byte_len(&self) -> usize {
+        match self {
+            Text::Str(text) => text.len(),
+            Text::Bytes(bytes) => bytes.len(),
+        }
     }
+
+    fn text(&self, index: usize) -> Result<&str, Error> {
+        self.utf8_at(Some(index))
+    }
+}
+
+/// Characters of UTF-8 text whose bytes per character `expected_bytes` measures at the start of a batch.
+const SAMPLE_CHARS: usize = 64 << 10;
+
+/// About how many bytes the texts of `list` are as UTF-8 (what sizes a fed batch's runs and the threads'
+/// caches, before its texts are taken): a str's length counts characters, which are one to four bytes
+/// each (Chinese ones three), so the characters of all are scaled by the bytes per character of the
+/// first texts, up to SAMPLE_CHARS of them (made UTF-8 here, as they would be anyway). Items that are
+/// neither str nor bytes count nothing here; their error comes when they are taken.
+fn expected_bytes(list: &Bound<'_, PyList>) -> usize {
+    let (mut chars, mut sample_chars, mut sample_bytes) = (0, 0, 0);
+    for item in list.iter() {
+        let len = item.len().unwrap_or(0);
+        chars += len;
+        if sample_chars < SAMPLE_CHARS {
+            if let Ok(text) = item.extract::<Text>() {
+                sample_chars += len;
+                sample_bytes += text.byte_len();
+            }
+        }
+    }
+    (chars as f64 * sample_bytes.max(1) as f64 / sample_chars.max(1) as f64) as usize
 }
 
 /// Ids the core made, handed to numpy without a copy: `numpy.asarray` reads them in place through
@@ -461,18 +493,12 @@ impl IdArray {
         Ok(Self::of_parts(encoder.encode_parts::<I>(text, pool)?, pool))
     }
 
-    /// The ids of `texts` encoded on `pool` (`Encoder::encode_batch`), and the `len(texts) + 1` offsets
-    /// of each text's ids.
-    fn of_batch<I: ArrayId>(
-        encoder: &CoreEncoder,
-        texts: &[&str],
-        pool: &rayon::ThreadPool,
-    ) -> crate::Result<(Self, Self)> {
-        let batch = encoder.encode_batch::<_, I>(texts, pool)?;
+    /// The ids of a batch (joined on `pool`), and the `len(texts) + 1` offsets of each text's ids.
+    fn of_batch<I: ArrayId>(batch: BatchIds<I>, pool: &rayon::ThreadPool) -> (Self, Self) {
         let mut offsets = Vec::with_capacity(batch.ends.len() + 1);
         offsets.push(0);
         offsets.extend_from_slice(&batch.ends);
-        Ok((Self::of_parts(batch.parts, pool), IdArray { ids: Ids::U64(offsets) }))
+        (Self::of_parts(batch.parts, pool), IdArray { ids: Ids::U64(offsets) })
     }
 }
 
@@ -552,6 +578,48 @@ impl Encoder {
     /// array where the interpreter's layout allows (`list_items`), not by `PyList_SetItem` per id:
     /// measured the same way (5 rounds, one pinned core), English 100 → 114 first call, 171 → 216 later;
     /// reviews 120 → 136 and 206 → 255.
+    /// The ids of the texts of `list` (str or UTF-8 bytes each), encoded on `pool` while they are taken
+    /// from the list (`Encoder::encode_batch_fed`): this thread holds the interpreter only while it takes
+    /// them, each str made UTF-8 as it is taken, and the pool's threads encode the texts taken so far
+    /// meanwhile. An item that is neither str nor bytes, or a str that cannot be UTF-8, raises its error
+    /// (before any of the others).
+    fn encode_fed<I: OutputId>(
+        &self,
+        py: Python<'_>,
+        list: &Bound<'_, PyList>,
+        pool: &rayon::ThreadPool,
+    ) -> PyResult<BatchIds<I>> {
+        let expected = expected_bytes(list);
+        let list = list.clone().unbind();
+        let mut unreadable = None;
+        let encoded = py.detach(|| {
+            guarded(|| {
+                self.inner.encode_batch_fed::<Text, I>(pool, expected, |push| {
+                    Python::attach(|py| {
+                        for item in list.bind(py).iter() {
+                            // Every item is taken even after a text has failed: an item's own error
+                            // comes first, as when all were taken before the encoding began.
+                            match item.extract::<Text>() {
+                                Ok(text) => push(text),
+                                Err(e) => {
+                                    unreadable = Some(e);
+                                    return false;
+                                }
+                            }
+                        }
+                        true
+                    })
+                })
+            })
+        });
+        if let Some(e) = unreadable {
+            return Err(e);
+        }
+        // The texts go here, where the interpreter is held (they hold references to its objects).
+        let (batch, _texts) = encoded?;
+        Ok(batch)
+    }
+
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(py, || {
             (0..self.inner.vocab_size() as u32)
@@ -701,15 +769,11 @@ impl Encoder {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<Text>,
+        texts: Bound<'py, PyList>,
         num_threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyList>>> {
-        let batch = py.detach(|| {
-            guarded(|| {
-                self.inner
-                    .encode_batch(&Text::all_utf8(&texts)?, &*threads::pool(num_threads)?)
-            })
-        })?;
+        let pool = guarded(|| threads::pool(num_threads))?;
+        let batch = self.encode_fed::<u32>(py, &texts, &pool)?;
         batch.texts().map(|ids| self.to_list(py, ids)).collect()
     }
 
@@ -743,21 +807,16 @@ impl Encoder {
     fn encode_batch_to_buffers(
         &self,
         py: Python<'_>,
-        texts: Vec<Text>,
+        texts: Bound<'_, PyList>,
         width: usize,
         num_threads: Option<usize>,
     ) -> PyResult<(IdArray, IdArray)> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
-        py.detach(|| {
-            guarded(|| {
-                let pool = threads::pool(num_threads)?;
-                let texts = Text::all_utf8(&texts)?;
-                match dtype {
-                    Dtype::U32 => IdArray::of_batch::<u32>(&self.inner, &texts, &pool),
-                    Dtype::U16 => IdArray::of_batch::<u16>(&self.inner, &texts, &pool),
-                }
-            })
+        let pool = guarded(|| threads::pool(num_threads))?;
+        Ok(match dtype {
+            Dtype::U32 => IdArray::of_batch(self.encode_fed::<u32>(py, &texts, &pool)?, &pool),
+            Dtype::U16 => IdArray::of_batch(self.encode_fed::<u16>(py, &texts, &pool)?, &pool),
         })
     }
 

@@ -681,6 +681,40 @@ fn records_encode_as_documents_in_any_grouping() {
     );
 }
 
+#[test]
+fn batches_fed_while_encoding_equal_each_text_encoded() {
+    // Texts handed over one by one while the pool encodes the runs handed over so far, in runs of at least
+    // 16 KB (texts repeated to make several), with a guess of their size that may be far off either way.
+    let enc = encoder();
+    let pools = [
+        _core::threads::pool(Some(2)).unwrap(),
+        _core::threads::pool(Some(3)).unwrap(),
+    ];
+    let doc = (text(40), 1..900usize).prop_map(|(t, times)| t.repeat(times));
+    fuzz(
+        "batches_fed_while_encoding_equal_each_text_encoded",
+        (proptest::collection::vec(doc, 0..12), 0..4usize, 0..2usize),
+        |(docs, guess, p)| {
+            let bytes: usize = docs.iter().map(String::len).sum();
+            let expected = [0, bytes / 4, bytes, 4 * bytes][guess];
+            let (batch, back) = enc
+                .encode_batch_fed::<String, u16>(&pools[p], expected, |push| {
+                    docs.iter().for_each(|d| push(d.clone()));
+                    true
+                })
+                .unwrap();
+            prop_assert_eq!(&back, &docs);
+            let got: Vec<Vec<u32>> = batch
+                .texts()
+                .map(|ids| ids.iter().map(|&i| i as u32).collect())
+                .collect();
+            let want: Vec<Vec<u32>> = docs.iter().map(|d| enc.encode(d).unwrap()).collect();
+            prop_assert_eq!(got, want);
+            Ok(())
+        },
+    );
+}
+
 /// A parquet file of `docs` (None: null) in row groups of `group_rows`, the text column among others, as
 /// writers of real corpora lay it out (an id column beside it, snappy pages).
 fn parquet_file(path: &std::path::Path, docs: &[Option<String>], group_rows: usize) {

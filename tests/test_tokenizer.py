@@ -202,6 +202,26 @@ def test_utf8_bytes_encode_as_their_text(small_tokenizer):
         tok.encode("lone \udc80 surrogate")
 
 
+def test_a_batch_taken_while_it_encodes_equals_each_text_encoded(small_tokenizer):
+    # Texts are taken from the list (each str made UTF-8) while the threads encode those taken so far, in
+    # runs of up to 256 KB: a batch of many runs, of str (ASCII and not) and bytes, at several thread counts.
+    tok, _, _ = small_tokenizer
+    texts = [generated_corpus(8, seed=s) + (" Grüße, 你好 " * (s % 7)) for s in range(1500)]
+    texts = [t.encode() if i % 5 == 0 else t for i, t in enumerate(texts)]
+    assert sum(len(t) for t in texts) > 1 << 20  # 1.7 MB: runs of about 210 KB at 2 threads, 140 KB at 3
+    want = [tok.encode(t) for t in texts]
+    for threads in (1, 2, 3):
+        assert tok.encode_batch(texts, num_threads=threads) == want
+        ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=threads)
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == want
+    # An item that is no text is the error, even after a text that fails its UTF-8 check (as when every
+    # item was taken before the encoding began).
+    with pytest.raises(TypeError, match="text must be str or bytes, not float"):
+        tok.encode_batch_to_numpy([*texts[:10], b"\xff", *texts[10:1200], 1.5, *texts[1200:]], num_threads=2)
+    with pytest.raises(bpe_lm.errors.TextEncodingError, match=r"texts\[1100\]"):
+        tok.encode_batch([*texts[:1100], b"\xff", *texts[1100:], b"\xfe"], num_threads=2)
+
+
 def test_encode_batch_to_numpy_is_the_batch_flattened(small_tokenizer):
     tok, _, _ = small_tokenizer
     texts = [generated_corpus(3, seed=s) for s in range(30)] + ["", EOT, "x" * 70_000]
