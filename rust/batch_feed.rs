@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use crate::encode::{run_bytes, BatchIds, Encoder, OutputId, RunIds};
+use crate::encode::{run_bytes, Encoder, OutputId, RunIds};
 use crate::error::Result;
 
 /// A text of a fed batch, as the caller holds it.
@@ -50,36 +50,57 @@ struct Shared<T, I> {
     /// so that the error of the batch's first failing text is the one returned), 0 when the feeding was
     /// given up or a thread panicked.
     stop_at: usize,
+    /// Runs taken by a worker and not yet encoded.
+    in_flight: usize,
+    /// The run the calling thread waits for (`usize::MAX`: every run handed over to be encoded).
+    wanted: usize,
+}
+
+impl<T, I> Shared<T, I> {
+    /// Whether the calling thread, waiting, should be woken: the run it waits for is encoded, or every
+    /// run is, or the work has stopped (it then looks again at what it waits for).
+    fn caller_may_go_on(&self) -> bool {
+        self.encoded.contains_key(&self.wanted)
+            || (self.fed_all && self.waiting.is_empty() && self.in_flight == 0)
+            || self.stop_at != usize::MAX
+    }
 }
 
 impl Encoder {
     /// Encodes a batch of texts that `feed` hands over one by one, on the calling thread (it gets a
-    /// function to call with each text, and returns false if it gave up before the last: then nothing
-    /// more is encoded, and the ids returned are not the batch's). `expected_bytes` (about the texts' bytes,
-    /// before they come) sizes the runs and the threads' caches. The ids equal `encode_batch`'s.
+    /// function to call with each text, and returns false if it gave up before the last: then nothing more
+    /// is encoded or sunk, and Ok comes back, the caller having an error of its own). `expected_bytes`
+    /// (about the texts' bytes, before they come) sizes the runs and the threads' caches. Each run's texts
+    /// and ids go to `sink`, in order, on the calling thread: with `eager`, as soon as the run and every
+    /// run before it are encoded (while texts are still being handed over, too), so that a caller making
+    /// Python lists of the ids makes them while the threads encode the runs after; without, once all
+    /// are (the calling thread sleeps meanwhile: woken for each run, it took the cores from the encoders
+    /// some 80 times a call). The ids equal `encode_batch`'s. The first error in the texts' order (a
+    /// text's own, or the sink's) is returned.
     ///
     /// Each thread of `pool` takes the runs of its own share of the expected runs first (thread t of T the
     /// t-th of T equal parts, as `threads::map_sticky` gives them, so that a batch encoded again finds its
     /// pieces in the same thread's cache), and where none of its own has come yet, the last run handed
-    /// over of another's share. Returns the ids and the texts, in order (they go back to the caller to be
-    /// released there).
+    /// over of another's share.
     pub fn encode_batch_fed<T: FedText, I: OutputId>(
         &self,
         pool: &rayon::ThreadPool,
         expected_bytes: usize,
         feed: impl FnOnce(&mut dyn FnMut(T)) -> bool,
-    ) -> Result<(BatchIds<I>, Vec<T>)> {
+        eager: bool,
+        mut sink: impl FnMut(Vec<T>, RunIds<I>) -> Result<()>,
+    ) -> Result<()> {
         let threads = pool.current_num_threads();
         if threads == 1 {
             // Nothing to overlap: the one thread would take turns with this one, handing over each run (on
             // one pinned core, 4% slower than taking all the texts first).
             let mut texts = Vec::new();
             if !feed(&mut |text| texts.push(text)) {
-                return Ok((BatchIds::of_runs([], 0), texts));
+                return Ok(());
             }
             let bytes = texts.iter().map(T::byte_len).sum();
             let run = pool.install(|| self.encode_run(texts.len(), bytes, |i| texts[i].text(i)))?;
-            return Ok((BatchIds::of_runs([run], texts.len()), texts));
+            return sink(texts, run);
         }
         self.expect_text(expected_bytes as u64, pool);
         let target = run_bytes(expected_bytes, threads);
@@ -98,15 +119,21 @@ impl Encoder {
             encoded: BTreeMap::new(),
             fed_all: false,
             stop_at: usize::MAX,
+            in_flight: 0,
+            wanted: usize::MAX,
         });
-        let ready = Condvar::new();
+        // Workers wait on `ready` for runs; the calling thread waits on `done` for encoded ones.
+        let (ready, done) = (Condvar::new(), Condvar::new());
         let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let stop = |at: usize| {
+            let mut state = lock();
+            state.stop_at = state.stop_at.min(at);
+            ready.notify_all();
+            done.notify_all();
+        };
         let worker = |me: usize| {
-            // A panic here (a bug) stops the others instead of leaving them to wait.
-            let _stop = crate::encode_file::StopOnPanic(|| {
-                lock().stop_at = 0;
-                ready.notify_all();
-            });
+            // A panic here (a bug) stops the others, and the calling thread, instead of leaving them to wait.
+            let _stop = crate::encode_file::StopOnPanic(|| stop(0));
             loop {
                 let (index, run) = {
                     let mut state = lock();
@@ -116,6 +143,7 @@ impl Encoder {
                         let own = state.waiting.range(own).next().map(|(&i, _)| i);
                         let other = || state.waiting.range(before_stop).next_back().map(|(&i, _)| i);
                         if let Some(i) = own.or_else(other) {
+                            state.in_flight += 1;
                             break (i, state.waiting.remove(&i).expect("a waiting run"));
                         }
                         if state.fed_all || state.stop_at != usize::MAX {
@@ -129,25 +157,58 @@ impl Encoder {
                 let mut state = lock();
                 if result.is_err() {
                     state.stop_at = state.stop_at.min(index);
+                    ready.notify_all();
                 }
                 state.encoded.insert(index, (run.texts, result));
-                ready.notify_all();
+                state.in_flight -= 1;
+                if state.caller_may_go_on() {
+                    done.notify_one();
+                }
             }
         };
-        let mut texts_fed = 0;
+        // The calling thread's side: runs handed over, runs sunk, and the first error.
+        let (mut handed, mut sunk, mut failed) = (0usize, 0usize, None);
+        // Sinks the runs encoded next in order; with `wait`, until every run handed over is sunk. Stops at
+        // an error (or where the runs stop being encoded: given up, or a thread panicked).
+        let mut drain = |handed: usize, wait: bool, failed: &mut Option<crate::Error>| {
+            while failed.is_none() && sunk < handed {
+                let next = {
+                    let mut state = lock();
+                    loop {
+                        if let Some(done) = state.encoded.remove(&sunk) {
+                            break Some(done);
+                        }
+                        if !wait || sunk >= state.stop_at {
+                            break None;
+                        }
+                        // Run `sunk` is waiting or being encoded: sleep until it is (eager) or all are.
+                        state.wanted = if eager { sunk } else { usize::MAX };
+                        state = done.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    }
+                };
+                let Some((texts, result)) = next else { return };
+                sunk += 1;
+                if let Err(e) = result.and_then(|run| sink(texts, run)) {
+                    *failed = Some(e);
+                    stop(0);
+                }
+            }
+        };
         pool.in_place_scope(|scope| {
             scope.spawn_broadcast(|_, ctx| worker(ctx.index()));
-            let (mut run, mut run_bytes, mut runs) = (Vec::new(), 0, 0);
-            let hand_over = |run: Vec<T>, runs: &mut usize, first: usize| {
+            let (mut run, mut run_bytes, mut texts_fed) = (Vec::new(), 0, 0);
+            let mut hand_over = |run: Vec<T>, first: usize, failed: &mut Option<crate::Error>| {
                 let mut state = lock();
-                // After a failed run, only those before it are encoded (and the texts kept, to go back).
-                if *runs < state.stop_at {
-                    state.waiting.insert(*runs, Run { first, texts: run });
-                } else {
-                    state.encoded.insert(*runs, (run, Ok((Vec::new(), Vec::new()))));
+                // After a failure, runs are only counted (their texts dropped), never encoded.
+                if handed < state.stop_at {
+                    state.waiting.insert(handed, Run { first, texts: run });
+                    ready.notify_all();
                 }
-                *runs += 1;
-                ready.notify_all();
+                drop(state);
+                handed += 1;
+                if eager {
+                    drain(handed, false, failed);
+                }
             };
             let completed = feed(&mut |text: T| {
                 run_bytes += text.byte_len();
@@ -156,47 +217,33 @@ impl Encoder {
                 if run_bytes >= target {
                     run_bytes = 0;
                     let first = texts_fed - run.len();
-                    hand_over(std::mem::take(&mut run), &mut runs, first);
+                    hand_over(std::mem::take(&mut run), first, &mut failed);
                 }
             });
+            if !completed {
+                stop(0);
+                lock().fed_all = true;
+                return;
+            }
             if !run.is_empty() {
                 let first = texts_fed - run.len();
-                hand_over(run, &mut runs, first);
+                hand_over(run, first, &mut failed);
             }
-            let mut state = lock();
-            state.fed_all = true;
-            if !completed {
-                state.stop_at = 0;
+            {
+                let mut state = lock();
+                state.fed_all = true;
+                ready.notify_all();
             }
-            ready.notify_all();
+            drain(handed, true, &mut failed);
         });
-        let state = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
-        // Every run handed over was taken and encoded unless the work stopped (then an error comes first).
-        let mut texts = Vec::with_capacity(texts_fed);
-        let mut runs = Vec::with_capacity(state.encoded.len());
-        let mut failed = None;
-        for (run_texts, result) in state.encoded.into_values() {
-            texts.extend(run_texts);
-            match result {
-                Ok(run) => runs.push(run),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        for run in state.waiting.into_values() {
-            texts.extend(run.texts); // only where the feeding was given up
-        }
-        Ok((BatchIds::of_runs(runs, texts_fed), texts))
+        failed.map_or(Ok(()), Err)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::BatchIds;
     use crate::error::Error;
 
     fn encoder() -> Encoder {
@@ -208,7 +255,35 @@ mod tests {
         Encoder::new(vocab, &merges, &["<|endoftext|>".to_string()], None).unwrap()
     }
 
+    /// The batch of `texts` fed one by one (`expected` bytes foretold), and the texts as the sink got them.
+    fn fed<T: FedText + Clone>(
+        enc: &Encoder,
+        pool: &rayon::ThreadPool,
+        texts: &[T],
+        expected: usize,
+        eager: bool,
+    ) -> Result<(BatchIds<u32>, Vec<T>)> {
+        let (mut runs, mut back) = (Vec::new(), Vec::new());
+        let total = texts.len();
+        enc.encode_batch_fed::<T, u32>(
+            pool,
+            expected,
+            |push| {
+                texts.iter().for_each(|t| push(t.clone()));
+                true
+            },
+            eager,
+            |run_texts, run| {
+                back.extend(run_texts);
+                runs.push(run);
+                Ok(())
+            },
+        )?;
+        Ok((BatchIds::of_runs(runs, total), back))
+    }
+
     /// A text whose check fails where it is marked bad.
+    #[derive(Clone)]
     struct Checked(String, bool);
 
     impl FedText for Checked {
@@ -236,13 +311,8 @@ mod tests {
                 let want = enc.encode_batch::<_, u32>(&texts, &pool).unwrap();
                 // Expected sizes below, at and above the truth: the runs and shares differ, the ids do not.
                 let bytes: usize = texts.iter().map(String::len).sum();
-                for expected in [0, bytes / 3, bytes, 5 * bytes] {
-                    let (got, back) = enc
-                        .encode_batch_fed::<String, u32>(&pool, expected, |push| {
-                            texts.iter().for_each(|t| push(t.clone()));
-                            true
-                        })
-                        .unwrap();
+                for (expected, eager) in [(0, true), (bytes / 3, false), (bytes, true), (5 * bytes, false)] {
+                    let (got, back) = fed(&enc, &pool, &texts, expected, eager).unwrap();
                     assert_eq!(back, texts);
                     assert_eq!(
                         got.texts().collect::<Vec<_>>(),
@@ -255,25 +325,52 @@ mod tests {
     }
 
     #[test]
-    fn the_first_failing_text_is_named_and_a_given_up_feed_returns() {
+    fn the_first_failing_text_or_sink_is_the_error_and_a_given_up_feed_returns() {
         let enc = encoder();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         for bad in [vec![0], vec![5], vec![2999], vec![5, 2999], vec![2000, 2001, 2999]] {
-            let result = enc.encode_batch_fed::<Checked, u16>(&pool, 3000 * 20, |push| {
-                (0..3000).for_each(|i| push(Checked(format!("text number {i} "), bad.contains(&i))));
-                true
-            });
+            let texts: Vec<Checked> = (0..3000)
+                .map(|i| Checked(format!("text number {i} "), bad.contains(&i)))
+                .collect();
+            let result = fed(&enc, &pool, &texts, 3000 * 20, bad[0] % 2 == 0);
             assert!(matches!(result, Err(Error::InvalidArgument(m)) if m == format!("text {} is bad", bad[0])));
         }
+        // The sink's own error ends the call after the runs before it, and before a text's later error.
+        let texts: Vec<Checked> = (0..3000)
+            .map(|i| Checked(format!("text number {i} "), i == 2900))
+            .collect();
+        let mut sunk = 0;
+        let result = enc.encode_batch_fed::<Checked, u16>(
+            &pool,
+            3000 * 20,
+            |push| {
+                texts.iter().for_each(|t| push(t.clone()));
+                true
+            },
+            true,
+            |_, _| {
+                sunk += 1;
+                match sunk {
+                    2 => Err(Error::InvalidArgument("sink".into())),
+                    _ => Ok(()),
+                }
+            },
+        );
+        assert!(matches!(result, Err(Error::InvalidArgument(m)) if m == "sink"));
+        assert_eq!(sunk, 2);
         // A feed that stops halfway (its caller has an error of its own to raise) ends the call too.
-        let (_, back) = enc
-            .encode_batch_fed::<String, u16>(&pool, 1000, |push| {
+        let result = enc.encode_batch_fed::<String, u16>(
+            &pool,
+            1000,
+            |push| {
                 for i in 0..100 {
                     push(format!("t{i} "));
                 }
                 false
-            })
-            .unwrap();
-        assert_eq!(back.len(), 100);
+            },
+            false,
+            |_, _| Ok(()),
+        );
+        assert!(result.is_ok());
     }
 }

@@ -20,7 +20,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::batch_feed::FedText;
 use crate::counts;
-use crate::encode::{BatchIds, Encoder as CoreEncoder, OutputId};
+use crate::encode::{BatchIds, Encoder as CoreEncoder, OutputId, RunIds};
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use crate::parquet_input::{parquet_input, ParquetFile};
@@ -578,23 +578,43 @@ impl Encoder {
     /// array where the interpreter's layout allows (`list_items`), not by `PyList_SetItem` per id:
     /// measured the same way (5 rounds, one pinned core), English 100 → 114 first call, 171 → 216 later;
     /// reviews 120 → 136 and 206 → 255.
-    /// The ids of the texts of `list` (str or UTF-8 bytes each), encoded on `pool` while they are taken
-    /// from the list (`Encoder::encode_batch_fed`): this thread holds the interpreter only while it takes
-    /// them, each str made UTF-8 as it is taken, and the pool's threads encode the texts taken so far
-    /// meanwhile. An item that is neither str nor bytes, or a str that cannot be UTF-8, raises its error
-    /// (before any of the others).
+    /// The ids of the texts of `list` as one array, and the offsets of each text's (`encode_fed`).
+    fn batch_arrays<I: ArrayId>(
+        &self,
+        py: Python<'_>,
+        list: &Bound<'_, PyList>,
+        pool: &rayon::ThreadPool,
+    ) -> PyResult<(IdArray, IdArray)> {
+        let (mut runs, mut texts) = (Vec::new(), Vec::with_capacity(list.len()));
+        self.encode_fed::<I>(py, list, pool, false, |run_texts, run| {
+            texts.extend(run_texts); // released below, where the interpreter is held
+            runs.push(run);
+            Ok(())
+        })?;
+        let batch = BatchIds::of_runs(runs, texts.len());
+        Ok(py.detach(|| IdArray::of_batch(batch, pool)))
+    }
+
+    /// Encodes the texts of `list` (str or UTF-8 bytes each) on `pool` while they are taken from the list
+    /// (`Encoder::encode_batch_fed`): this thread holds the interpreter while it takes them, each str made
+    /// UTF-8 as it is taken, and the pool's threads encode the texts taken so far meanwhile. Each run's
+    /// texts and ids go to `sink` in order (`eager`: as soon as they can), on this thread, without the interpreter (`Python::attach` to
+    /// make objects; a Python error it meets is the caller's to keep, with an error returned to stop). An
+    /// item that is neither str nor bytes, or a str that cannot be UTF-8, raises its error first.
     fn encode_fed<I: OutputId>(
         &self,
         py: Python<'_>,
         list: &Bound<'_, PyList>,
         pool: &rayon::ThreadPool,
-    ) -> PyResult<BatchIds<I>> {
+        eager: bool,
+        sink: impl FnMut(Vec<Text>, RunIds<I>) -> Result<(), Error> + Send,
+    ) -> PyResult<()> {
         let expected = expected_bytes(list);
         let list = list.clone().unbind();
         let mut unreadable = None;
         let encoded = py.detach(|| {
             guarded(|| {
-                self.inner.encode_batch_fed::<Text, I>(pool, expected, |push| {
+                let feed = |push: &mut dyn FnMut(Text)| {
                     Python::attach(|py| {
                         for item in list.bind(py).iter() {
                             // Every item is taken even after a text has failed: an item's own error
@@ -609,15 +629,15 @@ impl Encoder {
                         }
                         true
                     })
-                })
+                };
+                self.inner
+                    .encode_batch_fed::<Text, I>(pool, expected, feed, eager, sink)
             })
         });
-        if let Some(e) = unreadable {
-            return Err(e);
+        match unreadable {
+            Some(e) => Err(e),
+            None => encoded,
         }
-        // The texts go here, where the interpreter is held (they hold references to its objects).
-        let (batch, _texts) = encoded?;
-        Ok(batch)
     }
 
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
@@ -773,8 +793,31 @@ impl Encoder {
         num_threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyList>>> {
         let pool = guarded(|| threads::pool(num_threads))?;
-        let batch = self.encode_fed::<u32>(py, &texts, &pool)?;
-        batch.texts().map(|ids| self.to_list(py, ids)).collect()
+        // Each run's lists are made as soon as it is encoded, while the threads encode the runs after.
+        let (mut lists, mut raised) = (Vec::with_capacity(texts.len()), None);
+        let sink = |run_texts: Vec<Text>, (ids, ends): RunIds<u32>| {
+            Python::attach(|py| {
+                let mut start = 0;
+                for &end in &ends {
+                    match self.to_list(py, &ids[start..end as usize]) {
+                        Ok(list) => lists.push(list.unbind()),
+                        Err(e) => {
+                            raised = Some(e);
+                            return Err(Error::InvalidArgument("a list could not be made".into()));
+                        }
+                    }
+                    start = end as usize;
+                }
+                drop(run_texts); // where the interpreter is held: they hold references to its objects
+                Ok(())
+            })
+        };
+        let encoded = self.encode_fed::<u32>(py, &texts, &pool, true, sink);
+        if let (Err(_), Some(e)) = (&encoded, raised) {
+            return Err(e); // the sink's own error, not the one it returned to stop
+        }
+        encoded?;
+        Ok(lists.into_iter().map(|list| list.into_bound(py)).collect())
     }
 
     /// Encodes `text` (in parallel when large) into an array of ids of `width` bytes (an `IdArray`, for
@@ -814,10 +857,10 @@ impl Encoder {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         let pool = guarded(|| threads::pool(num_threads))?;
-        Ok(match dtype {
-            Dtype::U32 => IdArray::of_batch(self.encode_fed::<u32>(py, &texts, &pool)?, &pool),
-            Dtype::U16 => IdArray::of_batch(self.encode_fed::<u16>(py, &texts, &pool)?, &pool),
-        })
+        match dtype {
+            Dtype::U32 => self.batch_arrays::<u32>(py, &texts, &pool),
+            Dtype::U16 => self.batch_arrays::<u16>(py, &texts, &pool),
+        }
     }
 
     /// Byte offset in `text` (UTF-8) up to which it can be encoded now without knowing what follows,

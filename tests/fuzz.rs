@@ -684,7 +684,8 @@ fn records_encode_as_documents_in_any_grouping() {
 #[test]
 fn batches_fed_while_encoding_equal_each_text_encoded() {
     // Texts handed over one by one while the pool encodes the runs handed over so far, in runs of at least
-    // 16 KB (texts repeated to make several), with a guess of their size that may be far off either way.
+    // 16 KB (texts repeated to make several), with a guess of their size that may be far off either way;
+    // the runs' ids taken as each is ready (eager) or at the end.
     let enc = encoder();
     let pools = [
         _core::threads::pool(Some(2)).unwrap(),
@@ -693,21 +694,32 @@ fn batches_fed_while_encoding_equal_each_text_encoded() {
     let doc = (text(40), 1..900usize).prop_map(|(t, times)| t.repeat(times));
     fuzz(
         "batches_fed_while_encoding_equal_each_text_encoded",
-        (proptest::collection::vec(doc, 0..12), 0..4usize, 0..2usize),
-        |(docs, guess, p)| {
+        (
+            proptest::collection::vec(doc, 0..12),
+            0..4usize,
+            0..2usize,
+            any::<bool>(),
+        ),
+        |(docs, guess, p, eager)| {
             let bytes: usize = docs.iter().map(String::len).sum();
             let expected = [0, bytes / 4, bytes, 4 * bytes][guess];
-            let (batch, back) = enc
-                .encode_batch_fed::<String, u16>(&pools[p], expected, |push| {
-                    docs.iter().for_each(|d| push(d.clone()));
-                    true
-                })
+            let (mut back, mut got) = (Vec::new(), Vec::<Vec<u32>>::new());
+            let feed = |push: &mut dyn FnMut(String)| {
+                docs.iter().for_each(|d| push(d.clone()));
+                true
+            };
+            let sink = |texts: Vec<String>, (ids, ends): (Vec<u16>, Vec<u64>)| {
+                back.extend(texts);
+                let mut start = 0;
+                for end in ends {
+                    got.push(ids[start..end as usize].iter().map(|&i| i as u32).collect());
+                    start = end as usize;
+                }
+                Ok(())
+            };
+            enc.encode_batch_fed::<String, u16>(&pools[p], expected, feed, eager, sink)
                 .unwrap();
             prop_assert_eq!(&back, &docs);
-            let got: Vec<Vec<u32>> = batch
-                .texts()
-                .map(|ids| ids.iter().map(|&i| i as u32).collect())
-                .collect();
             let want: Vec<Vec<u32>> = docs.iter().map(|d| enc.encode(d).unwrap()).collect();
             prop_assert_eq!(got, want);
             Ok(())

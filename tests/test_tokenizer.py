@@ -214,6 +214,13 @@ def test_a_batch_taken_while_it_encodes_equals_each_text_encoded(small_tokenizer
         assert tok.encode_batch(texts, num_threads=threads) == want
         ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=threads)
         assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == want
+    # Python threads calling at once share the pools' threads: each call's runs wait for them, none for
+    # another call's texts.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as calls:
+        for got in calls.map(lambda k: tok.encode_batch(texts[k * 100 :], num_threads=2), range(8)):
+            assert got == want[len(want) - len(got) :]
     # An item that is no text is the error, even after a text that fails its UTF-8 check (as when every
     # item was taken before the encoding began).
     with pytest.raises(TypeError, match="text must be str or bytes, not float"):
