@@ -6,6 +6,7 @@ import gzip
 
 import numpy as np
 import pytest
+import zstandard
 
 import bpe_lm
 from bpe_lm.cli import main
@@ -84,6 +85,10 @@ def test_shard_errors(tmp_path, corpus, capsys):
         f.write(corpus.read_bytes())
     with pytest.raises(ValueError, match="gzip files cannot be sharded"):
         shard_range(packed, 0, 2, [EOT])
+    zst = tmp_path / "c.txt.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(corpus.read_bytes()))
+    with pytest.raises(ValueError, match="zstd files cannot be sharded"):
+        shard_range(zst, 0, 2, [EOT])
     with pytest.raises(ValueError, match="expected I/N"):
         parse_shard("3/3")
     with pytest.raises(ValueError, match="overlap"):

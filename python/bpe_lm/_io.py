@@ -24,23 +24,13 @@ def umask() -> int:
     return mask
 
 
-def is_gzip(path: str | os.PathLike[str]) -> bool:
-    """Whether a file is gzip-compressed, by its magic bytes (not its name): the one test every reader uses."""
+def compression_of(path: str | os.PathLike[str]) -> str:
+    """How a file is compressed by its first bytes, not its name: "gzip", "zstd" or "none" (the core's one
+    rule, `stream::Compression`)."""
+    from bpe_lm import _core  # here, not above: the training side writes its files through this module too
+
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def text_size(path: str | os.PathLike[str]) -> int:
-    """Bytes of text in a .txt or gzip file (detected by content): the decompressed size for gzip."""
-    import gzip
-
-    if not is_gzip(path):
-        return os.path.getsize(path)
-    total = 0
-    with gzip.open(path, "rb") as g:
-        while block := g.read(1 << 22):
-            total += len(block)
-    return total
+        return _core.compression_of(f.read(4))
 
 
 def check_new_output(path: str | os.PathLike[str], force: bool) -> None:

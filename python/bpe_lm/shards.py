@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bpe_lm._io import is_gzip
+from bpe_lm._io import compression_of
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -62,9 +62,11 @@ def boundary_after(f, offset: int, size: int, seps: list[bytes], block: int = 1 
 def shard_range(path: str | os.PathLike[str], index: int, count: int, special_tokens: Sequence[str]) -> tuple[int, int]:
     """The byte range [start, end) of shard `index` of `count`."""
     p = Path(path)
-    if is_gzip(p):
+    compression = compression_of(p)
+    if compression != "none":
         raise ValueError(
-            f"{p}: gzip files cannot be sharded (a gzip stream is read from its start); decompress it first"
+            f"{p}: {compression} files cannot be sharded (a compressed stream is read from its start); "
+            "decompress it first"
         )
     cuts = cut_points(p, count, check_separators(special_tokens))
     return cuts[index], cuts[index + 1]
