@@ -80,10 +80,10 @@ impl Encoder {
     /// some 80 times a call). The ids equal `encode_batch`'s. The first error in the texts' order (a
     /// text's own, or the sink's) is returned.
     ///
-    /// Each thread of `pool` takes the runs of its own share of the expected runs first (thread t of T the
-    /// t-th of T equal parts, as `threads::map_sticky` gives them, so that a batch encoded again finds its
-    /// pieces in the same thread's cache), and where none of its own has come yet, the last run handed
-    /// over of another's share.
+    /// Each thread of `pool` takes the runs of its own share of the expected runs (thread t of T the t-th
+    /// of T equal parts, as `threads::map_sticky` gives them, so that a batch encoded again finds its
+    /// pieces in the same thread's cache) as they come, and once every run has been handed over, helps
+    /// with the others' from their far end.
     pub fn encode_batch_fed<T: FedText, I: OutputId>(
         &self,
         pool: &rayon::ThreadPool,
@@ -143,7 +143,14 @@ impl Encoder {
                         let (mine, before_stop) = (share(me), ..state.stop_at);
                         let own = mine.start.min(state.stop_at)..mine.end.min(state.stop_at);
                         let own = state.waiting.range(own).next().map(|(&i, _)| i);
-                        let other = || state.waiting.range(before_stop).next_back().map(|(&i, _)| i);
+                        // Another's runs only once all are handed over, from the far end, as
+                        // `threads::map_sticky` helps: taken from the frontier while the texts came, they
+                        // put pieces in the wrong thread's cache for the next call on the batch (Chinese,
+                        // second call: 523 → 338 MB/s in `benches/peers.py`).
+                        let other = || match state.fed_all {
+                            true => state.waiting.range(before_stop).next_back().map(|(&i, _)| i),
+                            false => None,
+                        };
                         if let Some(i) = own.or_else(other) {
                             state.in_flight += 1;
                             break (i, state.waiting.remove(&i).expect("a waiting run"));
