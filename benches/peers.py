@@ -146,7 +146,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="threads of the batch case (default: 2)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians reported (default: 1)")
-    ap.add_argument("--calls", type=int, default=3, help="calls per run: 1 cold + the rest warm, the best of them (default: 3)")
+    ap.add_argument(
+        "--calls", type=int, default=3, help="calls per run: 1 cold + the rest warm, the best of them (default: 3)"
+    )
     ap.add_argument("--mb", type=float, default=None, help="MB of each corpus (default: 20, Chinese 4)")
     ap.add_argument("--quick", action="store_true", help="English books only, one round, 10 MB")
     args = ap.parse_args()
