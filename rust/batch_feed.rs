@@ -146,7 +146,7 @@ impl Encoder {
                         // Another's runs only once all are handed over, from the far end, as
                         // `threads::map_sticky` helps: taken from the frontier while the texts came, they
                         // put pieces in the wrong thread's cache for the next call on the batch (Chinese,
-                        // second call: 523 → 338 MB/s in `benches/peers.py`).
+                        // second call, in `benches/peers.py`: 338 MB/s, where the tenth session read 523).
                         let other = || match state.fed_all {
                             true => state.waiting.range(before_stop).next_back().map(|(&i, _)| i),
                             false => None,
