@@ -567,17 +567,6 @@ impl Encoder {
         list
     }
 
-    /// `ids` as a list of the shared ints (`ints`), made through the C API. For a list of at least as many
-    /// ids as the vocabulary has tokens, each int is given all the references its uses in the list need
-    /// in one run of calls (the uses counted first), so its memory is touched once a call rather than once
-    /// an id, at scattered places, as PyO3's `PyList::new` did (a reference taken, then the slot set, id by
-    /// id). Measured: 20 MB of English books and of reviews, `encode_ordinary` on one thread, fresh
-    /// processes, medians of 5 rounds: first call 95 → 98 and 115 → 119 MB/s, later calls 148 → 159 and
-    /// 191 → 203 MB/s. A shorter list takes its references id by id: counting over the whole vocabulary
-    /// made a call on a 200-byte text 2.5 → 23 µs. The slots are then written straight into the list's
-    /// array where the interpreter's layout allows (`list_items`), not by `PyList_SetItem` per id:
-    /// measured the same way (5 rounds, one pinned core), English 100 → 114 first call, 171 → 216 later;
-    /// reviews 120 → 136 and 206 → 255.
     /// The ids of the texts of `list` as one array, and the offsets of each text's (`encode_fed`).
     fn batch_arrays<I: ArrayId>(
         &self,
@@ -598,9 +587,10 @@ impl Encoder {
     /// Encodes the texts of `list` (str or UTF-8 bytes each) on `pool` while they are taken from the list
     /// (`Encoder::encode_batch_fed`): this thread holds the interpreter while it takes them, each str made
     /// UTF-8 as it is taken, and the pool's threads encode the texts taken so far meanwhile. Each run's
-    /// texts and ids go to `sink` in order (`eager`: as soon as they can), on this thread, without the interpreter (`Python::attach` to
-    /// make objects; a Python error it meets is the caller's to keep, with an error returned to stop). An
-    /// item that is neither str nor bytes, or a str that cannot be UTF-8, raises its error first.
+    /// texts and ids go to `sink` in order (`eager`: as soon as they can), on this thread, without the
+    /// interpreter (`Python::attach` to make objects; a Python error it meets is the caller's to keep,
+    /// with an error returned to stop). An item that is neither str nor bytes, or a str that cannot be
+    /// UTF-8, raises its error first.
     fn encode_fed<I: OutputId>(
         &self,
         py: Python<'_>,
@@ -640,6 +630,17 @@ impl Encoder {
         }
     }
 
+    /// `ids` as a list of the shared ints (`ints`), made through the C API. For a list of at least as many
+    /// ids as the vocabulary has tokens, each int is given all the references its uses in the list need
+    /// in one run of calls (the uses counted first), so its memory is touched once a call rather than once
+    /// an id, at scattered places, as PyO3's `PyList::new` did (a reference taken, then the slot set, id by
+    /// id). Measured: 20 MB of English books and of reviews, `encode_ordinary` on one thread, fresh
+    /// processes, medians of 5 rounds: first call 95 → 98 and 115 → 119 MB/s, later calls 148 → 159 and
+    /// 191 → 203 MB/s. A shorter list takes its references id by id: counting over the whole vocabulary
+    /// made a call on a 200-byte text 2.5 → 23 µs. The slots are then written straight into the list's
+    /// array where the interpreter's layout allows (`list_items`), not by `PyList_SetItem` per id:
+    /// measured the same way (5 rounds, one pinned core), English 100 → 114 first call, 171 → 216 later;
+    /// reviews 120 → 136 and 206 → 255.
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(py, || {
             (0..self.inner.vocab_size() as u32)
