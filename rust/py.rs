@@ -1413,6 +1413,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NPY_HEADER_BYTES", crate::npy::HEADER_BYTES)?;
     m.add("MAX_THREADS_PER_CORE", threads::MAX_THREADS_PER_CORE)?;
     m.add("SMALL_INPUT_BYTES", crate::stream::SMALL_INPUT_BYTES)?;
+    m.add("COMPRESSION_MAGIC_BYTES", crate::stream::MAGIC_BYTES)?;
     m.add("ERRORS_HINT", records::ERRORS_HINT)?;
     m.add_function(wrap_pyfunction!(py_is_small_input, m)?)?;
     m.add_function(wrap_pyfunction!(compression_of, m)?)?;

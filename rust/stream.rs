@@ -173,13 +173,15 @@ pub enum Compression {
 
 /// Bytes of a file's start that `Compression::of` reads.
 pub const MAGIC_BYTES: usize = 4;
+/// The first bytes of a gzip member.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 impl Compression {
     /// A zstd file may begin with a skippable frame (magic 0x184D2A50..=0x184D2A5F, little-endian) as well
     /// as a compressed one: pzstd puts one before each frame (its size, for parallel decompression), and
     /// the decoder passes over them.
     pub fn of(magic: &[u8]) -> Self {
-        if magic.starts_with(&[0x1f, 0x8b]) {
+        if magic.starts_with(&GZIP_MAGIC) {
             Compression::Gzip
         } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
             || (magic.len() >= MAGIC_BYTES && magic[0] & 0xf0 == 0x50 && magic[1..MAGIC_BYTES] == [0x2a, 0x4d, 0x18])
@@ -282,8 +284,8 @@ impl<R: BufRead> Read for GzipStream<R> {
                 }
                 let zeros = rest.iter().take_while(|&&b| b == 0).count();
                 let next = &rest[zeros..];
-                // A member begins 0x1f 0x8b (where the buffer holds only its first byte, flate2 judges).
-                if next.first().is_some_and(|&b| b != 0x1f) || next.get(1).is_some_and(|&b| b != 0x8b) {
+                // A member begins with GZIP_MAGIC (where the buffer holds only its first byte, flate2 judges).
+                if next.iter().zip(GZIP_MAGIC).any(|(&b, m)| b != m) {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!(

@@ -8,6 +8,7 @@ GPT2_PATTERN: str
 NPY_HEADER_BYTES: int
 MAX_THREADS_PER_CORE: int
 SMALL_INPUT_BYTES: int
+COMPRESSION_MAGIC_BYTES: int
 ERRORS_HINT: str
 
 def is_small_input(path: str | PathLike[str]) -> bool: ...

@@ -30,7 +30,7 @@ def compression_of(path: str | os.PathLike[str]) -> str:
     from bpe_lm import _core  # here, not above: the training side writes its files through this module too
 
     with open(path, "rb") as f:
-        return _core.compression_of(f.read(4))
+        return _core.compression_of(f.read(_core.COMPRESSION_MAGIC_BYTES))
 
 
 def check_new_output(path: str | os.PathLike[str], force: bool) -> None:
