@@ -135,7 +135,7 @@ impl Encoder {
         };
         let worker = |me: usize| {
             // A panic here (a bug) stops the others, and the calling thread, instead of leaving them to wait.
-            let _stop = crate::encode_file::StopOnPanic(|| stop(0));
+            let _stop = crate::threads::StopOnPanic(|| stop(0));
             loop {
                 let (index, run) = {
                     let mut state = lock();

@@ -14,6 +14,7 @@ use crate::npy::{Dtype, IdOutputs, IdWriter, StreamOrder};
 use crate::progress::{Phase, Progress};
 use crate::records::{self, AnyChunk, RecordChunk, RecordSource, RecordSpec, RecordStats};
 use crate::stream::{grouped, small_file_groups, Chained, Chunk, ChunkReader, TextSource, GROUP_BYTES};
+use crate::threads::StopOnPanic;
 
 /// Chunk size when streaming a file: small enough that chunks in flight stay well under 100 MB.
 const FILE_CHUNK_BYTES: usize = 2 << 20;
@@ -58,20 +59,6 @@ impl Reading {
             Reading::Beside
         } else {
             Reading::InTurns
-        }
-    }
-}
-
-/// Calls its function if the thread unwinds from a panic while it is held: each thread of a pipeline holds
-/// one that stops the pipeline. Without it a panic (a bug) lost a result that the others would wait for
-/// (readers for room in the window, the sink for that result) forever; with it they end, and the panic
-/// reaches the caller (where `py::guarded` makes it an error).
-pub(crate) struct StopOnPanic<F: Fn()>(pub(crate) F);
-
-impl<F: Fn()> Drop for StopOnPanic<F> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            (self.0)();
         }
     }
 }

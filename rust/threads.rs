@@ -97,6 +97,20 @@ pub fn map_sticky<T: Sync, O: Send>(pool: &rayon::ThreadPool, items: &[T], f: im
         .collect()
 }
 
+/// Calls its function if the thread unwinds from a panic while it is held: each thread of a pipeline
+/// (`encode_file`) or a fed batch (`batch_feed`) holds one that stops the others. Without it a panic (a bug)
+/// lost a result that the others would wait for (readers for room in the window, the sink for that result)
+/// forever; with it they end, and the panic reaches the caller (where `py::guarded` makes it an error).
+pub(crate) struct StopOnPanic<F: Fn()>(pub(crate) F);
+
+impl<F: Fn()> Drop for StopOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
