@@ -250,8 +250,18 @@ pub(crate) fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> Bl
     let mut bytewise_until = 0;
     let mut backoff = 1;
     while i < bytes.len() {
-        if i >= bytewise_until && i + BLOCK <= bytes.len() {
-            let block: &[u8; BLOCK] = bytes[i..i + BLOCK].try_into().expect("a block's length");
+        if i >= bytewise_until {
+            // The text's last bytes (fewer than a block) are a block too, padded with spaces: white space
+            // after the end changes no pre-token before it (see `tail_block`).
+            let rest = bytes.len() - i;
+            let padded;
+            let block: &[u8; BLOCK] = match bytes.get(i..i + BLOCK) {
+                Some(whole) => whole.try_into().expect("a block's length"),
+                None => {
+                    padded = tail_block(&bytes[i..]);
+                    &padded
+                }
+            };
             let m = with_multibyte_classes(block, with_multibyte_letters(masks(block)), table);
             let limit = if m.non_ascii == 0 {
                 TRUSTED
@@ -260,7 +270,16 @@ pub(crate) fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> Bl
                 m.non_ascii.trailing_zeros().saturating_sub(2).min(TRUSTED)
             };
             // Where a piece starts, the one before it ends (bit 0: where the last block's pieces ended).
-            let ends = block_starts(bytes, i, &m, limit) & !1;
+            let mut ends = block_starts(bytes, i, &m, limit) & !1;
+            if rest < BLOCK {
+                // Starts at the padding are not the text's; where every start in the text is exact, the
+                // last piece ends at the text's end.
+                ends &= (1u64 << rest) - 1;
+                if limit as usize + 1 >= rest {
+                    f.pieces_to(i, ends | 1 << rest);
+                    return;
+                }
+            }
             if ends != 0 {
                 f.pieces_to(i, ends);
                 i += 63 - ends.leading_zeros() as usize;
@@ -272,6 +291,21 @@ pub(crate) fn for_each_gpt2_range(text: &str, masks: impl Fn(&[u8; BLOCK]) -> Bl
         }
         i = bytewise_run(table, text, i, bytewise_until, f);
     }
+}
+
+/// The last `rest.len()` (< BLOCK) bytes of a text followed by spaces, as a block the scanner reads as it
+/// reads any other. The pre-token starts in the text are those of the text alone: a start at k depends on
+/// bytes up to k + 1 only (`blocks`' module comment), and there white space stands for the text's end —
+/// a run of white space at the end stays one pre-token whether more white space or nothing follows it
+/// (`\s+(?!\S)` gives its last character away only to text), and no other rule looks past a character.
+/// Contractions are read from the text itself (`block_starts`). Each text of a batch, each record and
+/// each stretch between special tokens ends in such a piece of a block, which the byte scanner took a
+/// pre-token at a time.
+#[inline(always)]
+fn tail_block(rest: &[u8]) -> [u8; BLOCK] {
+    let mut block = [b' '; BLOCK];
+    block[..rest.len()].copy_from_slice(rest);
+    block
 }
 
 /// Pre-tokens a character at a time from `i` (a pre-token start): at least one, then on up to `until`
@@ -478,6 +512,40 @@ mod tests {
                 &mut Ranges::new(|s, e| portable.push(&text[s..e])),
             );
             assert_eq!(portable, scanner(&text), "text {text:?}");
+        }
+    }
+
+    /// Every prefix of varied texts: the text ends at every offset of a block, so its last bytes go
+    /// through the padded tail block (`tail_block`) after runs of every class, with both kinds of masks.
+    #[test]
+    fn texts_ending_anywhere_pre_tokenize_as_the_regex_does() {
+        let alphabet: Vec<char> =
+            "  \t\n\r\x0b\x0c'''sdmtlvreSLVRDax09.,!?-\"é中\u{a0}\u{3000}😀жЀ\u{483}、，０٣\u{301}\u{2028}\u{85}\u{1680}\u{202f}"
+                .chars()
+                .collect();
+        let mut rng = Lcg(7);
+        for round in 0..300 {
+            let mut text = String::new();
+            while text.len() < 140 {
+                let c = alphabet[(rng.next() as usize) % alphabet.len()];
+                let times = if rng.next().is_multiple_of(8) {
+                    1 + round % 70
+                } else {
+                    1
+                };
+                text.extend(std::iter::repeat_n(c, times));
+            }
+            for end in (0..=text.len()).filter(|&end| text.is_char_boundary(end)) {
+                let prefix = &text[..end];
+                assert_eq!(scanner(prefix), reference(prefix), "text {prefix:?}");
+                let mut portable = Vec::new();
+                for_each_gpt2_range(
+                    prefix,
+                    crate::blocks::portable_masks,
+                    &mut Ranges::new(|s, e| portable.push(&prefix[s..e])),
+                );
+                assert_eq!(portable, reference(prefix), "text {prefix:?}");
+            }
         }
     }
 
