@@ -318,9 +318,16 @@ mod tests {
                     .map(|i| format!("the {i} other<|endoftext|>{}", "x".repeat(i % 50)))
                     .collect();
                 let want = enc.encode_batch::<_, u32>(&texts, &pool).unwrap();
-                // Expected sizes below, at and above the truth: the runs and shares differ, the ids do not.
+                // Expected sizes far below, at and far above the truth (a guess from a sample of the texts, see
+                // py.rs): the runs and shares differ, the ids do not.
                 let bytes: usize = texts.iter().map(String::len).sum();
-                for (expected, eager) in [(0, true), (bytes / 3, false), (bytes, true), (5 * bytes, false)] {
+                for (expected, eager) in [
+                    (0, true),
+                    (bytes / 3, false),
+                    (bytes, true),
+                    (5 * bytes, false),
+                    (100 * bytes, true),
+                ] {
                     let (got, back) = fed(&enc, &pool, &texts, expected, eager).unwrap();
                     assert_eq!(back, texts);
                     assert_eq!(

@@ -214,6 +214,13 @@ def test_a_batch_taken_while_it_encodes_equals_each_text_encoded(small_tokenizer
         assert tok.encode_batch(texts, num_threads=threads) == want
         ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=threads)
         assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == want
+    # Runs and shares are sized by a guess from up to 1024 texts spread over the list: one long text among
+    # thousands of short ones, in a sampled place (the guess far too large) and not (far too small).
+    for at in (0, 1):
+        skewed = ["a few words here " * (i % 3 + 1) for i in range(3000)]
+        skewed[1500 + at] = generated_corpus(40, seed=9) * 100
+        ids, offsets = tok.encode_batch_to_numpy(skewed, num_threads=2)
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == [tok.encode(t) for t in skewed]
     # Python threads calling at once share the pools' threads: each call's runs wait for them, none for
     # another call's texts.
     from concurrent.futures import ThreadPoolExecutor
