@@ -13,7 +13,9 @@ fastokens `encode_ordinary(...).ids`, tiktoken `encode_ordinary`), 1 thread with
 `encode_to_numpy`, gigatoken `encode`, fastokens `encode_batch_flat` of the one text), the same from the
 file's UTF-8 bytes (bpe-lm and gigatoken take bytes; the others str only), and N threads over documents of about
 4 KB (cut before a space) with one flat array out (bpe-lm `encode_batch_to_numpy`, gigatoken `encode_batch`
-flattened, fastokens `encode_batch_flat`, tiktoken `encode_ordinary_batch` joined).
+flattened, fastokens `encode_batch_flat`, tiktoken `encode_ordinary_batch` joined); the same over short texts
+of about 128 characters (cut before white space: the size of sentences and chat turns, where each text's own
+costs count).
 
     pip install ".[bench]"                     # tiktoken, gigatoken, fastokens
     python benches/peers.py                    # 4 corpora x 4 cases, 1 round: about 1 min 30 s, < 1 GB
@@ -47,7 +49,13 @@ ENCODERS = ("bpe-lm", "gigatoken", "fastokens", "tiktoken")
 # The case only some encoders have (fastokens and tiktoken take str only): their rows are left out.
 BYTES_CASE = "1 thread, array, UTF-8 bytes in"
 TAKE_BYTES = ("bpe-lm", "gigatoken")
-CASES = ("1 thread, list", "1 thread, array", BYTES_CASE, "N threads, 4 KB documents, flat array")
+CASES = (
+    "1 thread, list",
+    "1 thread, array",
+    BYTES_CASE,
+    "N threads, 4 KB documents, flat array",
+    "N threads, 128-character texts, flat array",
+)
 DOC_BYTES = 4096
 
 # One run: load the encoder, then time `calls` calls of one case on one text; print a JSON line.
@@ -68,7 +76,20 @@ def docs_of(text, size):
         at = cut
     return out
 
-docs = docs_of(text, int(sys.argv[8])) if case.startswith("N threads") else None
+def short_texts_of(text, size):
+    import re
+    white, out, at = re.compile(r"\s"), [], 0
+    while at < len(text):
+        found = white.search(text, at + size)
+        cut = found.start() if found else len(text)
+        out.append(text[at:cut])
+        at = cut
+    return out
+
+if case.startswith("N threads"):
+    docs = short_texts_of(text, 128) if "128" in case else docs_of(text, int(sys.argv[8]))
+else:
+    docs = None
 if enc_name == "bpe-lm":
     import bpe_lm
     tok = bpe_lm.Tokenizer.from_hf(tok_json)  # the very file the peers load
