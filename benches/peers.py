@@ -18,8 +18,8 @@ of about 128 characters (cut before white space: the size of sentences and chat 
 costs count).
 
     pip install ".[bench]"                     # tiktoken, gigatoken, fastokens
-    python benches/peers.py                    # 4 corpora x 4 cases, 1 round: about 1 min 30 s, < 1 GB
-    python benches/peers.py --quick            # 10 MB of English only: about 15 s
+    python benches/peers.py                    # 4 corpora x 5 cases, 1 round: about 2 min 10 s, < 1 GB
+    python benches/peers.py --quick            # 10 MB of English only: about 20 s
     python benches/peers.py --rounds 3 --calls 3 --threads 2
 """
 
