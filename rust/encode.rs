@@ -764,7 +764,9 @@ impl Encoder {
     }
 
     /// The ids of `count` texts of `bytes` in all (`text(i)`, each encoded as `encode` does) in one sink
-    /// (`BatchSink`), and where each text's ids end.
+    /// (`BatchSink`), and where each text's ids end. Each text is asked for once (a text given as bytes
+    /// is checked to be UTF-8 then), one text ahead, so that its first bytes start loading
+    /// (`prefetch_start`) while the one before is encoded; its error, if any, comes in its turn.
     pub(crate) fn encode_run<'t, I: OutputId>(
         &self,
         count: usize,
@@ -773,13 +775,20 @@ impl Encoder {
     ) -> Result<RunIds<I>> {
         let mut ids = Vec::new();
         let mut ends = Vec::with_capacity(count);
-        let sample = if count > 0 { text(0)?.as_bytes() } else { &[][..] };
+        let first = if count > 0 { Some(text(0)?) } else { None };
+        let sample = first.map_or(&[][..], str::as_bytes);
         self.with_sink(&mut ids, bytes, sample, |sink| {
+            let mut next = first.map(Ok);
             for i in 0..count {
-                if let Some(Ok(next)) = (i + 1 < count).then(|| text(i + 1)) {
-                    prefetch_start(next);
+                let current = next.take().unwrap_or_else(|| text(i));
+                if i + 1 < count {
+                    let upcoming = text(i + 1);
+                    if let Ok(upcoming) = upcoming {
+                        prefetch_start(upcoming);
+                    }
+                    next = Some(upcoming);
                 }
-                sink.text_with_specials(text(i)?)?;
+                sink.text_with_specials(current?)?;
                 ends.push(sink.written() as u64);
             }
             Ok(())
