@@ -483,35 +483,47 @@ mod tests {
         }
     }
 
+    /// Characters of every class the scanners tell apart, ASCII and not: letters the block path takes by
+    /// their lead byte, the rest one by one, white space of one byte and of several, contractions' parts.
+    const MIXED_CHARACTERS: &str = "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«的是人你한국ąłʃ×÷˂\u{4dc0}、不了，。《─│０٣\u{301}कि𝐀あ・\u{2028}\u{85}\u{1680}\u{2009}\u{202f}";
+
+    /// A text of at least `len` bytes of MIXED_CHARACTERS, one character in sixteen repeated `run` times.
+    fn text_with_runs(rng: &mut Lcg, len: usize, run: usize) -> String {
+        let alphabet: Vec<char> = MIXED_CHARACTERS.chars().collect();
+        let mut text = String::new();
+        while text.len() < len {
+            let c = alphabet[(rng.next() as usize) % alphabet.len()];
+            let times = if rng.next().is_multiple_of(16) { run } else { 1 };
+            text.extend(std::iter::repeat_n(c, times));
+        }
+        text
+    }
+
+    /// The scanner's pieces of `text`, with the CPU's class masks and with the portable ones (which CPUs
+    /// without AVX2 use), are the regex's.
+    fn assert_scanners_match_the_regex(text: &str) {
+        let want = reference(text);
+        assert_eq!(scanner(text), want, "text {text:?}");
+        let mut portable = Vec::new();
+        for_each_gpt2_range(
+            text,
+            crate::blocks::portable_masks,
+            &mut Ranges::new(|s, e| portable.push(&text[s..e])),
+        );
+        assert_eq!(portable, want, "text {text:?}");
+    }
+
     /// Long texts of ASCII and of characters of other scripts, which the 64-byte block path (blocks.rs)
     /// takes (letters by their lead; the rest one by one, white space only before a known byte), so it
     /// runs, meets block edges at every offset, and hands over to the byte scanner around long runs and
     /// characters cut by a block's end.
     #[test]
     fn block_scanner_equals_regex_on_long_texts() {
-        let alphabet: Vec<char> =
-            "  \t\n\r\x0b\x0c\x1f'''sdmtlvreSLVRDaxQ09.,!?-_\"éЖ中\u{a0}\u{3000}😀жяЀѿ\u{482}\u{483}Ґ«的是人你한국ąłʃ×÷˂\u{4dc0}、不了，。《─│０٣\u{301}कि𝐀あ・\u{2028}\u{85}\u{1680}\u{2009}\u{202f}"
-                .chars()
-                .collect();
         let mut rng = Lcg(99);
         for round in 0..4000 {
             let len = 60 + (rng.next() % 300) as usize;
-            let run = 1 + (round % 5) * 20; // long runs of one character now and then (across blocks)
-            let mut text = String::new();
-            while text.len() < len {
-                let c = alphabet[(rng.next() as usize) % alphabet.len()];
-                let times = if rng.next().is_multiple_of(16) { run } else { 1 };
-                text.extend(std::iter::repeat_n(c, times));
-            }
-            assert_eq!(scanner(&text), reference(&text), "text {text:?}");
-            // The same with the portable class masks, which CPUs without AVX2 use.
-            let mut portable = Vec::new();
-            for_each_gpt2_range(
-                &text,
-                crate::blocks::portable_masks,
-                &mut Ranges::new(|s, e| portable.push(&text[s..e])),
-            );
-            assert_eq!(portable, scanner(&text), "text {text:?}");
+            // Long runs of one character now and then (across blocks).
+            assert_scanners_match_the_regex(&text_with_runs(&mut rng, len, 1 + (round % 5) * 20));
         }
     }
 
@@ -519,32 +531,11 @@ mod tests {
     /// through the padded tail block (`tail_block`) after runs of every class, with both kinds of masks.
     #[test]
     fn texts_ending_anywhere_pre_tokenize_as_the_regex_does() {
-        let alphabet: Vec<char> =
-            "  \t\n\r\x0b\x0c'''sdmtlvreSLVRDax09.,!?-\"é中\u{a0}\u{3000}😀жЀ\u{483}、，０٣\u{301}\u{2028}\u{85}\u{1680}\u{202f}"
-                .chars()
-                .collect();
         let mut rng = Lcg(7);
         for round in 0..300 {
-            let mut text = String::new();
-            while text.len() < 140 {
-                let c = alphabet[(rng.next() as usize) % alphabet.len()];
-                let times = if rng.next().is_multiple_of(8) {
-                    1 + round % 70
-                } else {
-                    1
-                };
-                text.extend(std::iter::repeat_n(c, times));
-            }
+            let text = text_with_runs(&mut rng, 140, 1 + round % 70);
             for end in (0..=text.len()).filter(|&end| text.is_char_boundary(end)) {
-                let prefix = &text[..end];
-                assert_eq!(scanner(prefix), reference(prefix), "text {prefix:?}");
-                let mut portable = Vec::new();
-                for_each_gpt2_range(
-                    prefix,
-                    crate::blocks::portable_masks,
-                    &mut Ranges::new(|s, e| portable.push(&prefix[s..e])),
-                );
-                assert_eq!(portable, reference(prefix), "text {prefix:?}");
+                assert_scanners_match_the_regex(&text[..end]);
             }
         }
     }
