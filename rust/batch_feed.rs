@@ -72,7 +72,9 @@ impl Encoder {
     /// Encodes a batch of texts that `feed` hands over one by one, on the calling thread (it gets a
     /// function to call with each text, and returns false if it gave up before the last: then nothing more
     /// is encoded or sunk, and Ok comes back, the caller having an error of its own). `expected_bytes`
-    /// (about the texts' bytes, before they come) sizes the runs and the threads' caches. Each run's texts
+    /// tells about how many bytes the texts are, before they come: it sizes the runs and the threads'
+    /// caches, and is asked only where there are threads to share the runs (one thread takes every text
+    /// first, and needs no guess). Each run's texts
     /// and ids go to `sink`, in order, on the calling thread: with `eager`, as soon as the run and every
     /// run before it are encoded (while texts are still being handed over, too), so that a caller making
     /// Python lists of the ids makes them while the threads encode the runs after; without, once all
@@ -87,7 +89,7 @@ impl Encoder {
     pub fn encode_batch_fed<T: FedText, I: OutputId>(
         &self,
         pool: &rayon::ThreadPool,
-        expected_bytes: usize,
+        expected_bytes: impl FnOnce() -> usize,
         feed: impl FnOnce(&mut dyn FnMut(T)) -> bool,
         eager: bool,
         mut sink: impl FnMut(Vec<T>, RunIds<I>) -> Result<()>,
@@ -100,10 +102,10 @@ impl Encoder {
             if !feed(&mut |text| texts.push(text)) {
                 return Ok(());
             }
-            let bytes = texts.iter().map(T::byte_len).sum();
-            let run = pool.install(|| self.encode_run(texts.len(), bytes, |i| texts[i].text(i)))?;
+            let run = pool.install(|| self.encode_fed_run(&texts, 0))?;
             return sink(texts, run);
         }
+        let expected_bytes = expected_bytes();
         self.expect_text(expected_bytes as u64, pool);
         let target = run_bytes(expected_bytes, threads);
         let expected_runs = expected_bytes.div_ceil(target).max(1);
@@ -161,8 +163,7 @@ impl Encoder {
                         state = ready.wait(state).unwrap_or_else(PoisonError::into_inner);
                     }
                 };
-                let bytes = run.texts.iter().map(T::byte_len).sum();
-                let result = self.encode_run(run.texts.len(), bytes, |i| run.texts[i].text(run.first + i));
+                let result = self.encode_fed_run(&run.texts, run.first);
                 let mut state = lock();
                 if result.is_err() {
                     state.stop_at = state.stop_at.min(index);
@@ -247,6 +248,12 @@ impl Encoder {
         });
         failed.map_or(Ok(()), Err)
     }
+
+    /// The ids of `texts`, the batch's texts from index `first` on, in one sink (`Encoder::encode_run`).
+    fn encode_fed_run<T: FedText, I: OutputId>(&self, texts: &[T], first: usize) -> Result<RunIds<I>> {
+        let bytes = texts.iter().map(T::byte_len).sum();
+        self.encode_run(texts.len(), bytes, |i| texts[i].text(first + i))
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +283,7 @@ mod tests {
         let total = texts.len();
         enc.encode_batch_fed::<T, u32>(
             pool,
-            expected,
+            || expected,
             |push| {
                 texts.iter().for_each(|t| push(t.clone()));
                 true
@@ -358,7 +365,7 @@ mod tests {
         let mut sunk = 0;
         let result = enc.encode_batch_fed::<Checked, u16>(
             &pool,
-            3000 * 20,
+            || 3000 * 20,
             |push| {
                 texts.iter().for_each(|t| push(t.clone()));
                 true
@@ -377,7 +384,7 @@ mod tests {
         // A feed that stops halfway (its caller has an error of its own to raise) ends the call too.
         let result = enc.encode_batch_fed::<String, u16>(
             &pool,
-            1000,
+            || 1000,
             |push| {
                 for i in 0..100 {
                     push(format!("t{i} "));

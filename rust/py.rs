@@ -599,16 +599,11 @@ impl Encoder {
         eager: bool,
         sink: impl FnMut(Vec<Text>, RunIds<I>) -> Result<(), Error> + Send,
     ) -> PyResult<()> {
-        // One thread takes every text before encoding (`encode_batch_fed`), and needs no guess.
-        let expected = if pool.current_num_threads() > 1 {
-            expected_bytes(list)
-        } else {
-            0
-        };
         let list = list.clone().unbind();
         let mut unreadable = None;
         let encoded = py.detach(|| {
             guarded(|| {
+                let expected = || Python::attach(|py| expected_bytes(list.bind(py)));
                 let feed = |push: &mut dyn FnMut(Text)| {
                     Python::attach(|py| {
                         for item in list.bind(py).iter() {

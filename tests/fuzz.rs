@@ -717,7 +717,7 @@ fn batches_fed_while_encoding_equal_each_text_encoded() {
                 }
                 Ok(())
             };
-            enc.encode_batch_fed::<String, u16>(&pools[p], expected, feed, eager, sink)
+            enc.encode_batch_fed::<String, u16>(&pools[p], || expected, feed, eager, sink)
                 .unwrap();
             prop_assert_eq!(&back, &docs);
             let want: Vec<Vec<u32>> = docs.iter().map(|d| enc.encode(d).unwrap()).collect();
