@@ -67,27 +67,20 @@ text = open(text_path, encoding="utf-8").read()
 data = open(text_path, "rb").read()  # the same text as UTF-8 bytes, for the bytes case
 import numpy as np
 
-def docs_of(text, size):
-    out, at = [], 0
-    while at < len(text):
-        cut = text.find(" ", at + size)
-        cut = len(text) if cut < 0 else cut
-        out.append(text[at:cut])
-        at = cut
-    return out
-
-def short_texts_of(text, size):
+def cut_before(text, size, stop):
+    # Pieces of `text` of at least `size` characters, each cut where the pattern `stop` next matches.
     import re
-    white, out, at = re.compile(r"\s"), [], 0
+    stop, out, at = re.compile(stop), [], 0
     while at < len(text):
-        found = white.search(text, at + size)
+        found = stop.search(text, at + size)
         cut = found.start() if found else len(text)
         out.append(text[at:cut])
         at = cut
     return out
 
 if case.startswith("N threads"):
-    docs = short_texts_of(text, 128) if "128" in case else docs_of(text, int(sys.argv[8]))
+    # 4 KB documents cut before a space; short texts before any white space.
+    docs = cut_before(text, 128, r"\s") if "128" in case else cut_before(text, int(sys.argv[8]), " ")
 else:
     docs = None
 if enc_name == "bpe-lm":
