@@ -18,7 +18,8 @@ use rustc_hash::FxHashMap;
 use crate::cache::{
     cache_for, outgrows_first_table, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES,
 };
-use crate::cuts::{split_at_safe_cuts, Cutter};
+use crate::code_units::CodeUnits;
+use crate::cuts::{split_at_safe_cuts, Cutter, FORCED_CUT_AFTER};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap, UNPACKED};
 use crate::npy::Dtype;
@@ -238,34 +239,42 @@ impl PieceBatch {
 ///
 /// One sink serves any number of texts in turn (`text`, with ids of their own between them: `id`), with
 /// one borrow of the thread's cache, one batch and one output: a corpus of short documents then encodes
-/// at the speed of one long text, where a sink per document cost about half a microsecond each.
-pub(crate) struct BatchSink<'e, 't, 'o> {
+/// at the speed of one long text, where a sink per document cost about half a microsecond each. A text is
+/// borrowed only while it is scanned (`TextScan`), so the texts may be parts of a buffer that is refilled
+/// between them (`Encoder::encode_units_into`).
+pub(crate) struct BatchSink<'e, 'o> {
     encoder: &'e Encoder,
-    /// The text being scanned (the batch's pieces are ranges of it).
-    bytes: &'t [u8],
     batch: PieceBatch,
     cache: &'e mut ThreadCache,
     ids: IdWriter<'o>,
     scratch: Vec<u32>,
 }
 
-impl PieceSink for BatchSink<'_, '_, '_> {
+/// A sink scanning one text: the batch's pieces are ranges of `bytes`.
+struct TextScan<'s, 'e, 'o, 't> {
+    sink: &'s mut BatchSink<'e, 'o>,
+    bytes: &'t [u8],
+}
+
+impl PieceSink for TextScan<'_, '_, '_, '_> {
     #[inline(always)]
     fn piece_to(&mut self, end: usize) {
-        self.batch.ends[self.batch.len] = end;
-        self.batch.len += 1;
-        if self.batch.len == PIECE_BATCH {
-            self.flush();
+        let batch = &mut self.sink.batch;
+        batch.ends[batch.len] = end;
+        batch.len += 1;
+        if batch.len == PIECE_BATCH {
+            self.sink.flush(self.bytes);
         }
     }
 
     #[inline(always)]
     fn pieces_to(&mut self, base: usize, mut ends: u64) {
-        if self.batch.len > PIECE_BATCH - 64 {
-            self.flush();
+        if self.sink.batch.len > PIECE_BATCH - 64 {
+            self.sink.flush(self.bytes);
         }
-        let len = self.batch.len;
-        let free: &mut [usize; 64] = (&mut self.batch.ends[len..len + 64]).try_into().expect("64 free");
+        let batch = &mut self.sink.batch;
+        let len = batch.len;
+        let free: &mut [usize; 64] = (&mut batch.ends[len..len + 64]).try_into().expect("64 free");
         // Eight ends at a time, each group written whole: the slots past the count get `base + 64`, beyond
         // the batch's length (or written over by the next block). The loop then ends on the count in
         // eights, which varies far less from block to block than the count itself: a loop that stopped at
@@ -282,25 +291,27 @@ impl PieceSink for BatchSink<'_, '_, '_> {
                 break;
             }
         }
-        self.batch.len = len + count;
+        batch.len = len + count;
     }
 }
 
-impl<'t> BatchSink<'_, 't, '_> {
+impl BatchSink<'_, '_> {
     /// Writes the ids of the pre-tokens of `text` (no special tokens in it).
     #[inline(always)]
-    pub(crate) fn text(&mut self, text: &'t str) -> Result<()> {
+    pub(crate) fn text(&mut self, text: &str) -> Result<()> {
         let encoder = self.encoder;
-        self.bytes = text.as_bytes();
         self.batch.first_start = 0;
-        let scanned = encoder.pretokenizer.for_each_range_into(text, self);
+        let bytes = text.as_bytes();
+        let scanned = encoder
+            .pretokenizer
+            .for_each_range_into(text, &mut TextScan { sink: self, bytes });
         // The batch's pieces belong to this text: their ids are written before the next text comes.
-        self.flush();
+        self.flush(bytes);
         scanned
     }
 
     /// Writes the ids of `text`, special-token strings as their ids.
-    pub(crate) fn text_with_specials(&mut self, text: &'t str) -> Result<()> {
+    pub(crate) fn text_with_specials(&mut self, text: &str) -> Result<()> {
         let encoder = self.encoder;
         encoder.specials.for_each_segment(text, |segment| match segment {
             Segment::Special(i) => {
@@ -321,15 +332,10 @@ impl<'t> BatchSink<'_, 't, '_> {
         self.ids.written()
     }
 
-    /// Writes the ids of the batch's pieces and empties it (`Encoder::emit_batch`).
-    fn flush(&mut self) {
-        self.encoder.emit_batch(
-            &mut self.batch,
-            self.bytes,
-            self.cache,
-            &mut self.ids,
-            &mut self.scratch,
-        );
+    /// Writes the ids of the batch's pieces, ranges of `bytes`, and empties it (`Encoder::emit_batch`).
+    fn flush(&mut self, bytes: &[u8]) {
+        self.encoder
+            .emit_batch(&mut self.batch, bytes, self.cache, &mut self.ids, &mut self.scratch);
         self.ids.settle();
     }
 }
@@ -358,6 +364,9 @@ pub struct Encoder {
     special_ids: Vec<u32>,
     pretokenizer: Pretokenizer,
     cutter: Cutter,
+    /// Safe cuts of text whose special-token strings are text (`encode_ordinary`): after such a string is
+    /// no cut there (`<|endoftext|>!` ends in one pre-token `|>!`).
+    ordinary_cutter: Cutter,
 }
 
 impl Encoder {
@@ -444,6 +453,7 @@ impl Encoder {
         let specials = SpecialMatcher::new(special_tokens)?;
         let pretokenizer = Pretokenizer::new(pattern)?;
         let cutter = Cutter::new(specials.clone(), &pretokenizer);
+        let ordinary_cutter = Cutter::new(SpecialMatcher::new(&[])?, &pretokenizer);
         let mut encoder = Encoder {
             id: NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed),
             bytes,
@@ -456,6 +466,7 @@ impl Encoder {
             special_ids,
             pretokenizer,
             cutter,
+            ordinary_cutter,
         };
         encoder.whole = encoder.single_token_pieces();
         Ok(encoder)
@@ -556,12 +567,12 @@ impl Encoder {
     /// Runs `f` with a sink that appends ids to `out` (`BatchSink`), on this thread's cache; `text_bytes`
     /// is about how much text `f` will encode, and `sample` how it begins (they size the output).
     #[inline(always)]
-    fn with_sink<'t, I: OutputId, T>(
+    fn with_sink<I: OutputId, T>(
         &self,
         out: &mut Vec<I>,
         text_bytes: usize,
         sample: &[u8],
-        f: impl FnOnce(&mut BatchSink<'_, 't, '_>) -> Result<T>,
+        f: impl FnOnce(&mut BatchSink<'_, '_>) -> Result<T>,
     ) -> Result<T> {
         let target = I::target(out);
         if let IdTarget::U16(_) = target {
@@ -572,7 +583,6 @@ impl Encoder {
             cache.expect(text_bytes);
             let mut sink = BatchSink {
                 encoder: self,
-                bytes: &[],
                 batch: PieceBatch::new(),
                 cache,
                 ids: IdWriter::new(target, &mut staging, text_bytes, sample),
@@ -696,6 +706,66 @@ impl Encoder {
     /// Encodes ordinary text only: special-token strings are treated as text.
     pub fn encode_ordinary_into<I: OutputId>(&self, text: &str, out: &mut Vec<I>) -> Result<()> {
         self.with_sink(out, text.len(), text.as_bytes(), |sink| sink.text(text))
+    }
+
+    /// `encode_into` (`specials`) or `encode_ordinary_into` of a text given as code units: the units are
+    /// made UTF-8 `part_units` at a time (UNITS_AT_ONCE: a part that stays in L2), and the text so far is
+    /// encoded up to its last safe cut (the `Cutter`'s, for text with or without special tokens), the
+    /// rest carried over. The ids are those of the whole text's UTF-8, which is never held: a large str's
+    /// (of Latin-1, UCS-2 or UCS-4 units) would be as large again in fresh memory, which CPython fills
+    /// twice over. A unit that is no character is `Error::NotUnicode`.
+    pub fn encode_units_into<I: OutputId>(
+        &self,
+        units: CodeUnits<'_>,
+        specials: bool,
+        part_units: usize,
+        out: &mut Vec<I>,
+    ) -> Result<()> {
+        let part_units = part_units.max(1);
+        let not_unicode = |index| Error::NotUnicode { index };
+        let cutter = if specials { &self.cutter } else { &self.ordinary_cutter };
+        let total = units.len();
+        let mut text = Vec::with_capacity(2 * part_units);
+        let mut from = total.min(part_units);
+        units.append_utf8(0, from, &mut text).map_err(not_unicode)?;
+        // The text's UTF-8 size, guessed from its first part (it sizes the output and the cache).
+        let text_bytes = (text.len() as f64 * total as f64 / from.max(1) as f64) as usize;
+        let sample = text[..text.len().min(ID_SAMPLE_BYTES)].to_vec();
+        self.with_sink(out, text_bytes, &sample, |sink| {
+            let put = |sink: &mut BatchSink<'_, '_>, part: &[u8]| {
+                // Whole characters only: the units were made UTF-8 and the cuts fall between characters.
+                let part = crate::arch::utf8_str(part).expect("UTF-8 made from characters, cut between them");
+                if specials {
+                    sink.text_with_specials(part)
+                } else {
+                    sink.text(part)
+                }
+            };
+            // A cut is looked for once the text held reaches `look_at` bytes; where there is none, not
+            // again before it has doubled (a text with no cut at all is then looked at O(n) in all).
+            let mut look_at = part_units;
+            while from < total {
+                if text.len() >= look_at {
+                    let cut = cutter.last_safe_cut(&text).or_else(|| {
+                        (text.len() >= FORCED_CUT_AFTER)
+                            .then(|| cutter.forced_cut(&text))
+                            .flatten()
+                    });
+                    match cut {
+                        Some(cut) => {
+                            put(sink, &text[..cut])?;
+                            text.drain(..cut);
+                            look_at = part_units;
+                        }
+                        None => look_at = 2 * text.len(),
+                    }
+                }
+                let to = (from + part_units).min(total);
+                units.append_utf8(from, to, &mut text).map_err(not_unicode)?;
+                from = to;
+            }
+            put(sink, &text)
+        })
     }
 
     /// Encodes documents on the calling thread, appending to `out` per document `encode_ordinary` and

@@ -17,6 +17,9 @@ pub enum Error {
         item: Option<usize>,
         offset: u64,
     },
+    /// Text given as code units (`CodeUnits`) holds one that is no character: `index` is its position
+    /// (a lone surrogate, which UTF-8 cannot hold).
+    NotUnicode { index: usize },
     /// A record of a record corpus (a JSON line, an Arrow row) that cannot be read as a document:
     /// `position` says where ("line 7", "row 12"), `message` what is wrong.
     InvalidRecord {
@@ -83,6 +86,10 @@ impl fmt::Display for Error {
             Error::Pattern(msg) => write!(f, "pre-tokenization pattern: {msg}"),
             Error::UnknownTokenId(id) => write!(f, "unknown token id {id}"),
             Error::Interrupted => write!(f, "interrupted"),
+            Error::NotUnicode { index } => write!(
+                f,
+                "the character at index {index} is a lone surrogate, which UTF-8 cannot hold"
+            ),
         }
     }
 }

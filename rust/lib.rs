@@ -9,6 +9,7 @@ mod arch;
 mod batch_feed;
 mod blocks;
 mod cache;
+pub mod code_units;
 pub mod counts;
 pub mod cuts;
 mod decode;

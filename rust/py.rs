@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{
     PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt, PyOSError, PyPermissionError, PyRuntimeError,
-    PyTypeError, PyValueError,
+    PyTypeError, PyUnicodeError, PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -19,8 +19,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::batch_feed::FedText;
+use crate::code_units::{CodeUnits, UNITS_AT_ONCE};
 use crate::counts;
-use crate::encode::{BatchIds, Encoder as CoreEncoder, OutputId, RunIds};
+use crate::encode::{BatchIds, Encoder as CoreEncoder, OutputId, RunIds, PARALLEL_CHUNK_BYTES};
 use crate::error::{panic_message, Error};
 use crate::npy::{Dtype, IdOutputs, IdWriter, PerInputFiles};
 use crate::parquet_input::{parquet_input, ParquetFile};
@@ -70,6 +71,7 @@ fn to_pyerr(err: Error) -> PyErr {
         Error::Pattern(_) => typed_error("PatternError", msg, |_| Ok(())),
         Error::UnknownTokenId(id) => typed_error("UnknownTokenError", msg, |d| d.set_item("token_id", id)),
         Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
+        Error::NotUnicode { .. } => PyUnicodeError::new_err(msg),
     }
 }
 
@@ -411,6 +413,237 @@ impl FedText for Text {
     }
 }
 
+/// A text argument of the one-text calls (`encode`, `encode_ordinary`, `encode_to_buffer`): a `Text`, or
+/// a large str read in place as its code units (`StrUnits`), never made UTF-8 whole.
+enum OneText {
+    Text(Text),
+    Units(StrUnits),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for OneText {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match StrUnits::of(obj) {
+            Some(units) => Ok(OneText::Units(units)),
+            None => obj.extract().map(OneText::Text),
+        }
+    }
+}
+
+impl OneText {
+    /// `encode_into` (`specials`) or `encode_ordinary_into` of the text; for a call with the GIL released.
+    fn encode_into<I: OutputId>(&self, encoder: &CoreEncoder, specials: bool, ids: &mut Vec<I>) -> crate::Result<()> {
+        match self {
+            OneText::Text(text) if specials => encoder.encode_into(text.utf8()?, ids),
+            OneText::Text(text) => encoder.encode_ordinary_into(text.utf8()?, ids),
+            OneText::Units(units) => encoder.encode_units_into(units.units(), specials, UNITS_AT_ONCE, ids),
+        }
+    }
+
+    /// The text as `pool`'s threads take it: a large str read as code units is made UTF-8 by CPython where
+    /// the threads are to share it (`Encoder::encode_parts`), as its parts are cut from the whole. (Made
+    /// in one pass of our own, later calls lost more than the first gained: 20 MB of English books at 2
+    /// threads, 3 rounds, medians: first calls 262 → 282 MB/s, later ones 1100 → 864, which find CPython's.)
+    fn for_pool(self, py: Python<'_>, pool: &rayon::ThreadPool) -> PyResult<Self> {
+        match self {
+            OneText::Units(units) if pool.current_num_threads() > 1 && units.len > PARALLEL_CHUNK_BYTES / 4 => {
+                Ok(OneText::Text(Text::Str(units.string.bind(py).extract()?)))
+            }
+            _ => Ok(self),
+        }
+    }
+
+    /// `err` as the caller should see it: for a str read as code units that holds a lone surrogate
+    /// (`Error::NotUnicode`, a `UnicodeError`), CPython's own UnicodeEncodeError for it, as a str made
+    /// UTF-8 by CPython raises.
+    fn explain(&self, py: Python<'_>, err: PyErr) -> PyErr {
+        match self {
+            OneText::Units(units) if err.is_instance_of::<PyUnicodeError>(py) => {
+                units.string.bind(py).extract::<PyBackedStr>().err().unwrap_or(err)
+            }
+            _ => err,
+        }
+    }
+}
+
+/// Whether `text` would be read in place as its code units (`StrUnits`) by the one-text calls: for tests
+/// and diagnostics (a large str that is not ASCII is, on the CPython builds `str_layout` knows).
+#[pyfunction]
+fn reads_str_in_place(text: Bound<'_, PyAny>) -> bool {
+    StrUnits::of(text.as_borrowed()).is_some()
+}
+
+/// Strs below this many characters are made UTF-8 by CPython (`Text`): its copy costs little at that size,
+/// and is kept with the str for the next call.
+const UNITS_MIN: usize = 1 << 12;
+
+/// A str's code units, read in place: a compact str (one allocation, its units right after its header)
+/// that is not ASCII (an ASCII str is its own UTF-8: CPython hands that over without a copy) and whose
+/// UTF-8 CPython has not made yet. The str is held, so its units stay where they are, unchanged (a str is
+/// immutable), while the GIL is released.
+struct StrUnits {
+    string: Py<PyString>,
+    /// Bytes a unit: 1 (Latin-1), 2 (UCS-2) or 4 (UCS-4).
+    kind: usize,
+    /// The address of the first unit (an address, not a pointer, so that the value may cross threads).
+    at: usize,
+    len: usize,
+}
+
+impl StrUnits {
+    /// The units of `obj` where it is such a str of at least UNITS_MIN characters and this interpreter
+    /// lays strs out as `str_layout` found, else None.
+    fn of(obj: Borrowed<'_, '_, PyAny>) -> Option<Self> {
+        let layout = str_layout(obj.py())?;
+        // SAFETY: attached to the interpreter (`obj` is borrowed under it); the type check reads only the
+        // object's type.
+        if unsafe { ffi::PyUnicode_CheckExact(obj.as_ptr()) } == 0 {
+            return None; // a subclass of str is laid out otherwise
+        }
+        // SAFETY: `obj` is an exact str, whose header holds the fields `StrShape::of` reads.
+        let shape = unsafe { StrShape::of(obj.as_ptr()) };
+        if !shape.compact || shape.ascii || !matches!(shape.kind, 1 | 2 | 4) || shape.len < UNITS_MIN {
+            return None;
+        }
+        // SAFETY: a compact str that is not ASCII: its object holds the whole compact header.
+        if unsafe { utf8_pointer(obj.as_ptr(), layout) } != 0 {
+            return None; // CPython hands over the UTF-8 it keeps, at no cost
+        }
+        Some(StrUnits {
+            string: obj.cast::<PyString>().ok()?.to_owned().unbind(),
+            kind: shape.kind,
+            at: obj.as_ptr() as usize + layout.units_at,
+            len: shape.len,
+        })
+    }
+
+    fn units(&self) -> CodeUnits<'_> {
+        // SAFETY: `at` is the start of `len` units of `kind` bytes of the str `string`, which is held
+        // (`self`), so alive, and immutable; CPython aligns a compact str's units for their kind (they
+        // follow a header of whole machine words). The slices live no longer than `self`.
+        unsafe {
+            match self.kind {
+                1 => CodeUnits::Latin1(std::slice::from_raw_parts(self.at as *const u8, self.len)),
+                2 => CodeUnits::Ucs2(std::slice::from_raw_parts(self.at as *const u16, self.len)),
+                _ => CodeUnits::Ucs4(std::slice::from_raw_parts(self.at as *const u32, self.len)),
+            }
+        }
+    }
+}
+
+/// Where a compact str keeps its units and the pointer to its UTF-8 (null until made): the layouts CPython's
+/// `PyCompactUnicodeObject` has had on 64-bit builds (3.10 and 3.11, with the `wstr` fields; 3.12 on).
+#[derive(Clone, Copy, Debug)]
+struct StrLayout {
+    units_at: usize,
+    utf8_at: usize,
+}
+
+const STR_LAYOUTS: [StrLayout; 2] = [
+    StrLayout {
+        units_at: 72,
+        utf8_at: 56,
+    },
+    StrLayout {
+        units_at: 56,
+        utf8_at: 48,
+    },
+];
+
+/// The header fields of a str that decide how to read it, which every str has (all CPython versions agree
+/// on them: `length` after the object header, then `hash`, then the `state` bit field).
+struct StrShape {
+    len: usize,
+    kind: usize,
+    compact: bool,
+    ascii: bool,
+}
+
+impl StrShape {
+    /// # Safety
+    /// `string` is a live exact str.
+    unsafe fn of(string: *mut ffi::PyObject) -> Self {
+        const LENGTH_AT: usize = std::mem::size_of::<ffi::PyObject>();
+        const STATE_AT: usize = LENGTH_AT + 16;
+        let base = string.cast::<u8>();
+        let state = base.add(STATE_AT).cast::<u32>().read();
+        StrShape {
+            len: base.add(LENGTH_AT).cast::<usize>().read(),
+            kind: (state >> 2 & 7) as usize,
+            compact: state >> 5 & 1 == 1,
+            ascii: state >> 6 & 1 == 1,
+        }
+    }
+}
+
+/// The pointer to the UTF-8 of `string` CPython has made and keeps (0: not made), where `layout` places it.
+///
+/// # Safety
+/// `string` is a live compact str that is not ASCII (an ASCII one's header is shorter), so its object
+/// holds the compact header of either layout.
+unsafe fn utf8_pointer(string: *mut ffi::PyObject, layout: StrLayout) -> usize {
+    string.cast::<u8>().add(layout.utf8_at).cast::<usize>().read()
+}
+
+/// How this interpreter lays out compact strs (one of STR_LAYOUTS), else None: checked once per process on
+/// three strs of known characters, one of each unit size, which must read as their length, kind, units and,
+/// once CPython has made it, UTF-8 say. An interpreter built another way (a debug build's extra header
+/// fields, a future layout) fails the check, and its strs are made UTF-8 by CPython as before.
+fn str_layout(py: Python<'_>) -> Option<StrLayout> {
+    static LAYOUT: std::sync::OnceLock<Option<StrLayout>> = std::sync::OnceLock::new();
+    *LAYOUT.get_or_init(|| {
+        // The layouts are CPython's on 64-bit builds; other interpreters keep strs otherwise.
+        let cpython = py
+            .import("sys")
+            .and_then(|sys| sys.getattr("implementation")?.getattr("name")?.extract::<String>())
+            .is_ok_and(|name| name == "cpython");
+        if !cpython || cfg!(not(target_pointer_width = "64")) {
+            return None;
+        }
+        // 40 characters each (the units compared stop 16 bytes short of the end: a candidate's offset may
+        // lie past the real one by that much), of 1, 2 and 4 bytes a unit.
+        let probe_chars = |text: &str| -> Vec<char> { text.chars().cycle().take(40).collect() };
+        let probes = [
+            (1, probe_chars("été à la plage, café crème; über år, naïve ")),
+            (2, probe_chars("Жил-был кот — 中文 (ĀĒĪ) ünï ₤€ ok!")),
+            (4, probe_chars("emoji 🙂 and 𝄞 clef; 𐍈 gothic, plain 123")),
+        ];
+        STR_LAYOUTS.into_iter().find(|&layout| {
+            probes.iter().all(|(kind, chars)| {
+                let text: String = chars.iter().collect();
+                let probe = PyString::new(py, &text);
+                let string = probe.as_ptr();
+                // SAFETY: `probe` is a live exact str of 40 characters of `kind` bytes: its object is at
+                // least a compact header (56 bytes or more) plus 41 units, so every offset read here (the
+                // header fields, and units up to 16 bytes short of the end of the larger candidate's data)
+                // lies within it. The UTF-8 pointer is only compared.
+                unsafe {
+                    let shape = StrShape::of(string);
+                    let units = string.cast::<u8>().add(layout.units_at);
+                    let unit = |i: usize| match kind {
+                        1 => units.add(i).read() as u32,
+                        2 => units.cast::<u16>().add(i).read() as u32,
+                        _ => units.cast::<u32>().add(i).read(),
+                    };
+                    let checked = chars.len() - 16 / kind;
+                    let header = shape.len == chars.len() && shape.kind == *kind && shape.compact && !shape.ascii;
+                    if !header || !(0..checked).all(|i| unit(i) == chars[i] as u32) {
+                        return false;
+                    }
+                    let mut size = 0;
+                    let utf8 = ffi::PyUnicode_AsUTF8AndSize(string, &mut size);
+                    if utf8.is_null() {
+                        ffi::PyErr_Clear();
+                        return false;
+                    }
+                    utf8_pointer(string, layout) == utf8 as usize
+                }
+            })
+        })
+    })
+}
+
 /// Texts of a batch `expected_bytes` measures, at most.
 const SAMPLE_TEXTS: usize = 1024;
 
@@ -489,8 +722,16 @@ impl IdArray {
     }
 
     /// The ids of `text`, encoded on `pool` (`Encoder::encode_parts`).
-    fn of_text<I: ArrayId>(encoder: &CoreEncoder, text: &str, pool: &rayon::ThreadPool) -> crate::Result<Self> {
-        Ok(Self::of_parts(encoder.encode_parts::<I>(text, pool)?, pool))
+    fn of_text<I: ArrayId>(encoder: &CoreEncoder, text: &OneText, pool: &rayon::ThreadPool) -> crate::Result<Self> {
+        let parts = match text {
+            OneText::Text(text) => encoder.encode_parts::<I>(text.utf8()?, pool)?,
+            OneText::Units(_) => {
+                let mut ids = Vec::new();
+                text.encode_into(encoder, true, &mut ids)?;
+                vec![ids]
+            }
+        };
+        Ok(Self::of_parts(parts, pool))
     }
 
     /// The ids of a batch (joined on `pool`), and the `len(texts) + 1` offsets of each text's ids.
@@ -778,12 +1019,14 @@ impl Encoder {
         self.inner.special_ids().to_vec()
     }
 
-    fn encode<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
-        self.list_of(py, |ids| self.inner.encode_into(text.utf8()?, ids))
+    fn encode<'py>(&self, py: Python<'py>, text: OneText) -> PyResult<Bound<'py, PyList>> {
+        self.list_of(py, |ids| text.encode_into(&self.inner, true, ids))
+            .map_err(|e| text.explain(py, e))
     }
 
-    fn encode_ordinary<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
-        self.list_of(py, |ids| self.inner.encode_ordinary_into(text.utf8()?, ids))
+    fn encode_ordinary<'py>(&self, py: Python<'py>, text: OneText) -> PyResult<Bound<'py, PyList>> {
+        self.list_of(py, |ids| text.encode_into(&self.inner, false, ids))
+            .map_err(|e| text.explain(py, e))
     }
 
     #[pyo3(signature = (texts, num_threads=None))]
@@ -827,21 +1070,21 @@ impl Encoder {
     fn encode_to_buffer(
         &self,
         py: Python<'_>,
-        text: Text,
+        text: OneText,
         width: usize,
         num_threads: Option<usize>,
     ) -> PyResult<IdArray> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
+        let pool = guarded(|| threads::pool(num_threads))?;
+        let text = text.for_pool(py, &pool)?;
         py.detach(|| {
-            guarded(|| {
-                let pool = threads::pool(num_threads)?;
-                match dtype {
-                    Dtype::U32 => IdArray::of_text::<u32>(&self.inner, text.utf8()?, &pool),
-                    Dtype::U16 => IdArray::of_text::<u16>(&self.inner, text.utf8()?, &pool),
-                }
+            guarded(|| match dtype {
+                Dtype::U32 => IdArray::of_text::<u32>(&self.inner, &text, &pool),
+                Dtype::U16 => IdArray::of_text::<u16>(&self.inner, &text, &pool),
             })
         })
+        .map_err(|e| text.explain(py, e))
     }
 
     /// Encodes many texts in parallel into one flat array of ids of `width` bytes, and an array of
@@ -1415,6 +1658,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SMALL_INPUT_BYTES", crate::stream::SMALL_INPUT_BYTES)?;
     m.add("COMPRESSION_MAGIC_BYTES", crate::stream::MAGIC_BYTES)?;
     m.add("ERRORS_HINT", records::ERRORS_HINT)?;
+    m.add_function(wrap_pyfunction!(reads_str_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(py_is_small_input, m)?)?;
     m.add_function(wrap_pyfunction!(compression_of, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
+use _core::code_units::CodeUnits;
 use _core::counts::{add_count_file, write_count_file, CountHeader};
 use _core::cuts::{split_at_safe_cuts, Cutter};
 use _core::encode::Encoder;
@@ -722,6 +723,94 @@ fn batches_fed_while_encoding_equal_each_text_encoded() {
             prop_assert_eq!(&back, &docs);
             let want: Vec<Vec<u32>> = docs.iter().map(|d| enc.encode(d).unwrap()).collect();
             prop_assert_eq!(got, want);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn text_as_code_units_encodes_as_its_utf8() {
+    // A text given as code units (a str's Latin-1, UCS-2 or UCS-4 form, each where it holds the text), made
+    // UTF-8 a few units at a time and encoded up to each safe cut, gives the ids of its UTF-8, with special
+    // tokens as ids or as text; 64 or more units of one kind take the SIMD blocks of arch.rs. A surrogate
+    // spliced in is refused at its index, as is a unit past U+10FFFF.
+    let enc = encoder();
+    let repeated = (text(60), 1..40usize).prop_map(|(t, times)| t.repeat(times));
+    let with_specials =
+        (repeated, proptest::collection::vec((0usize..2000, 0..2usize), 0..6)).prop_map(|(mut t, at)| {
+            for (a, which) in at {
+                let mut a = a.min(t.len());
+                while !t.is_char_boundary(a) {
+                    a -= 1;
+                }
+                t.insert_str(a, SPECIALS[which]);
+            }
+            t
+        });
+    fuzz(
+        "text_as_code_units_encodes_as_its_utf8",
+        (
+            with_specials,
+            1usize..200,
+            0..3usize,
+            proptest::option::of((0usize..4000, 0xD800u32..0x11_0100)),
+        ),
+        |(t, part_units, form, bad)| {
+            let chars: Vec<u32> = t.chars().map(|c| c as u32).collect();
+            let widest = chars.iter().copied().max().unwrap_or(0);
+            let form = if widest > 0xFFFF {
+                2
+            } else if widest > 0xFF {
+                form.max(1)
+            } else {
+                form
+            };
+            let mut units32 = chars.clone();
+            let bad =
+                bad.filter(|&(_, u)| form > 0 && !(0xE000..=0x10_FFFF).contains(&u) && (form == 2 || u <= 0xFFFF));
+            if let Some((at, unit)) = bad {
+                units32.insert(at.min(chars.len()), unit);
+            }
+            let latin1: Vec<u8> = units32.iter().map(|&c| c as u8).collect();
+            let ucs2: Vec<u16> = units32.iter().map(|&c| c as u16).collect();
+            let units = match form {
+                0 => CodeUnits::Latin1(&latin1),
+                1 => CodeUnits::Ucs2(&ucs2),
+                _ => CodeUnits::Ucs4(&units32),
+            };
+            for specials in [true, false] {
+                let mut got = Vec::<u32>::new();
+                let result = enc.encode_units_into(units, specials, part_units, &mut got);
+                match bad {
+                    Some((at, _)) => {
+                        let index = at.min(chars.len());
+                        prop_assert!(
+                            matches!(result, Err(Error::NotUnicode { index: i }) if i == index),
+                            "{result:?}"
+                        );
+                    }
+                    None => {
+                        result.unwrap();
+                        let mut want = Vec::<u32>::new();
+                        if specials {
+                            enc.encode_into(&t, &mut want).unwrap();
+                        } else {
+                            enc.encode_ordinary_into(&t, &mut want).unwrap();
+                        }
+                        prop_assert_eq!(got, want);
+                    }
+                }
+            }
+            if bad.is_none() {
+                let mut utf8 = Vec::new();
+                let mut from = 0;
+                while from < units.len() {
+                    let to = (from + part_units).min(units.len());
+                    units.append_utf8(from, to, &mut utf8).unwrap();
+                    from = to;
+                }
+                prop_assert_eq!(utf8, t.as_bytes());
+            }
             Ok(())
         },
     );

@@ -202,6 +202,68 @@ def test_utf8_bytes_encode_as_their_text(small_tokenizer):
         tok.encode("lone \udc80 surrogate")
 
 
+def large_strs() -> dict[str, str]:
+    """Strs long enough to be read as their code units (4,096 characters or more, not ASCII, their UTF-8 not
+    yet made) in each of CPython's forms, with special-token strings, white space runs and a run with no
+    cut at all, several parts of 65,536 units long."""
+    words = "Once upon a time  there was <|endoftext|>! a tale,\n\n told\tagain " * 40
+    return {
+        "Latin-1": ("café crème, déjà vu " + words + "naïve façade ") * 90 + "é" * 70_000,
+        "UCS-2": ("Жил-был кот “quoted” 中文字 " + words) * 90 + "Ж" * 70_000 + " end",
+        "UCS-4": ("emoji 🙂👍🏽 𝄞 " + words) * 90 + " 🙂" * 40_000,
+    }
+
+
+@pytest.mark.parametrize("form", ["Latin-1", "UCS-2", "UCS-4"])
+def test_a_large_str_encodes_as_its_utf8_bytes(small_tokenizer, form):
+    # A large str is made UTF-8 a part at a time (never whole, on one thread), each part encoded up to its
+    # last safe cut: the ids are those of its bytes, with special tokens as ids or as text, on 1 and 2
+    # threads, also where a special-token string lies across a part's end (at character 65,536), and for a
+    # pattern with no cuts but after special tokens.
+    tok, vocab, merges = small_tokenizer
+    text = large_strs()[form]
+    assert bpe_lm._core.reads_str_in_place(text)  # CPython 3.10 on, 64-bit: the path this test is about
+    straddling = ["é" + "x" * (65_536 - 1 - k) + EOT + "!" + text[:5000] for k in range(0, len(EOT) + 2)]
+    custom = Tokenizer(vocab, merges, [EOT], pattern=r"\S+|\s+")
+    for t in [text, *straddling]:
+        data = t.encode()
+        assert tok.encode(t) == tok.encode(data)
+        assert tok.encode_ordinary(t) == tok.encode_ordinary(data)
+        for threads in (1, 2):
+            assert (tok.encode_to_numpy(t, num_threads=threads) == tok.encode_to_numpy(data, num_threads=1)).all()
+    for t in (text, text.replace(EOT, "")):
+        assert custom.encode(t) == custom.encode(t.encode())
+        assert custom.encode_ordinary(t) == custom.encode_ordinary(t.encode())
+
+
+def test_a_large_str_with_a_lone_surrogate_raises_cpythons_error(small_tokenizer):
+    # Found in a later part, after ids were made for the parts before: the error CPython gives for the str.
+    tok, _, _ = small_tokenizer
+    text = large_strs()["UCS-2"]
+    bad = text[:100_000] + "\udc80" + text[100_000:]
+    for call in (tok.encode, tok.encode_ordinary, lambda t: tok.encode_to_numpy(t, num_threads=1),
+                 lambda t: tok.encode_to_numpy(t, num_threads=2)):  # fmt: skip
+        with pytest.raises(UnicodeEncodeError, match="position 100000: surrogates not allowed"):
+            call(bad)
+
+
+def test_strs_read_otherwise_encode_the_same(small_tokenizer):
+    # A subclass of str, a str whose UTF-8 CPython has made already, and a short one are made UTF-8 by
+    # CPython; their ids equal those of the same text read as code units.
+    tok, _, _ = small_tokenizer
+    text = large_strs()["UCS-2"]
+
+    class Text(str):
+        pass
+
+    made = "".join(text)  # a str of its own
+    tok.encode_batch([made])  # a batch makes each str UTF-8 through CPython, which keeps it with the str
+    want = tok.encode(text.encode())
+    assert not any(bpe_lm._core.reads_str_in_place(t) for t in (Text(text), made, text[:3000], text.encode()))
+    assert tok.encode(Text(text)) == tok.encode(made) == tok.encode(text) == want
+    assert tok.encode(text[:3000]) == tok.encode(text[:3000].encode())
+
+
 def test_a_batch_taken_while_it_encodes_equals_each_text_encoded(small_tokenizer):
     # Texts are taken from the list (each str made UTF-8) while the threads encode those taken so far, in
     # runs of up to 256 KB: a batch of many runs, of str (ASCII and not) and bytes, at several thread counts.
