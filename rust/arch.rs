@@ -127,6 +127,14 @@ pub(crate) fn utf8_of_units_u16(units: &[u16], dst: &mut [u8]) -> (usize, usize)
     (0, 0)
 }
 
+/// Whether `utf8_of_units_u16` and its siblings take blocks at all on this CPU (AVX-512 BW and VBMI2).
+pub(crate) fn utf8_of_units_in_blocks() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512_utf8::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// `utf8_of_units_u16` for Latin-1 units (every one below U+0100).
 pub(crate) fn utf8_of_units_u8(units: &[u8], dst: &mut [u8]) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]

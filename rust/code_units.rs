@@ -68,6 +68,13 @@ impl Unit for u32 {
 }
 
 impl CodeUnits<'_> {
+    /// Whether this CPU makes UTF-8 of code units many at a time (`arch::utf8_of_units_u16`: AVX-512), at
+    /// about memory speed; else one block of 16 at a time in plain code, several times slower on text
+    /// that is not mostly ASCII.
+    pub fn utf8_in_blocks() -> bool {
+        crate::arch::utf8_of_units_in_blocks()
+    }
+
     pub fn len(&self) -> usize {
         match self {
             CodeUnits::Latin1(u) => u.len(),

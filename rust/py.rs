@@ -420,18 +420,18 @@ enum OneText {
     Units(StrUnits),
 }
 
-impl<'a, 'py> FromPyObject<'a, 'py> for OneText {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match StrUnits::of(obj) {
+impl OneText {
+    /// `obj` as a text to encode: a large str read in place where `in_place` says (`strs_in_place`).
+    fn of(obj: &Bound<'_, PyAny>, in_place: Option<bool>) -> PyResult<Self> {
+        match strs_in_place(in_place)
+            .then(|| StrUnits::of(obj.as_borrowed()))
+            .flatten()
+        {
             Some(units) => Ok(OneText::Units(units)),
             None => obj.extract().map(OneText::Text),
         }
     }
-}
 
-impl OneText {
     /// `encode_into` (`specials`) or `encode_ordinary_into` of the text; for a call with the GIL released.
     fn encode_into<I: OutputId>(&self, encoder: &CoreEncoder, specials: bool, ids: &mut Vec<I>) -> crate::Result<()> {
         match self {
@@ -467,11 +467,22 @@ impl OneText {
     }
 }
 
-/// Whether `text` would be read in place as its code units (`StrUnits`) by the one-text calls: for tests
-/// and diagnostics (a large str that is not ASCII is, on the CPython builds `str_layout` knows).
+/// Whether large strs are read in place as their code units (`StrUnits`): as `in_place` says (the caller's
+/// choice, `$BPE_LM_STRS_IN_PLACE` in Python), else where this CPU makes UTF-8 of them many units at a time
+/// (`CodeUnits::utf8_in_blocks`). Without that, UTF-8 made a block of 16 at a time cost more on later calls
+/// than CPython's copy saved on the first: 20 MB of Russian stories, one pinned core, 3 rounds, medians,
+/// first calls 192 → 280 MB/s, later ones 467 → 351; 4 MB of Chinese poems 122 → 115 and 419 → 289.
+fn strs_in_place(in_place: Option<bool>) -> bool {
+    in_place.unwrap_or_else(CodeUnits::utf8_in_blocks)
+}
+
+/// Whether `text` would be read in place as its code units (`StrUnits`) by the one-text calls given
+/// `in_place` (`strs_in_place`): for tests and diagnostics (a large str that is not ASCII is, on the
+/// CPython builds `str_layout` knows).
 #[pyfunction]
-fn reads_str_in_place(text: Bound<'_, PyAny>) -> bool {
-    StrUnits::of(text.as_borrowed()).is_some()
+#[pyo3(signature = (text, in_place=None))]
+fn reads_str_in_place(text: Bound<'_, PyAny>, in_place: Option<bool>) -> bool {
+    strs_in_place(in_place) && StrUnits::of(text.as_borrowed()).is_some()
 }
 
 /// Strs below this many characters are made UTF-8 by CPython (`Text`): its copy costs little at that size,
@@ -1019,12 +1030,26 @@ impl Encoder {
         self.inner.special_ids().to_vec()
     }
 
-    fn encode<'py>(&self, py: Python<'py>, text: OneText) -> PyResult<Bound<'py, PyList>> {
+    #[pyo3(signature = (text, in_place=None))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: Bound<'py, PyAny>,
+        in_place: Option<bool>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text = OneText::of(&text, in_place)?;
         self.list_of(py, |ids| text.encode_into(&self.inner, true, ids))
             .map_err(|e| text.explain(py, e))
     }
 
-    fn encode_ordinary<'py>(&self, py: Python<'py>, text: OneText) -> PyResult<Bound<'py, PyList>> {
+    #[pyo3(signature = (text, in_place=None))]
+    fn encode_ordinary<'py>(
+        &self,
+        py: Python<'py>,
+        text: Bound<'py, PyAny>,
+        in_place: Option<bool>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text = OneText::of(&text, in_place)?;
         self.list_of(py, |ids| text.encode_into(&self.inner, false, ids))
             .map_err(|e| text.explain(py, e))
     }
@@ -1066,18 +1091,19 @@ impl Encoder {
 
     /// Encodes `text` (in parallel when large) into an array of ids of `width` bytes (an `IdArray`, for
     /// `numpy.asarray`), without a Python list.
-    #[pyo3(signature = (text, width, num_threads=None))]
+    #[pyo3(signature = (text, width, num_threads=None, in_place=None))]
     fn encode_to_buffer(
         &self,
         py: Python<'_>,
-        text: OneText,
+        text: Bound<'_, PyAny>,
         width: usize,
         num_threads: Option<usize>,
+        in_place: Option<bool>,
     ) -> PyResult<IdArray> {
         let dtype = dtype_of(width)?;
         guarded(|| dtype.check_holds(self.inner.vocab_size()))?;
         let pool = guarded(|| threads::pool(num_threads))?;
-        let text = text.for_pool(py, &pool)?;
+        let text = OneText::of(&text, in_place)?.for_pool(py, &pool)?;
         py.detach(|| {
             guarded(|| match dtype {
                 Dtype::U32 => IdArray::of_text::<u32>(&self.inner, &text, &pool),

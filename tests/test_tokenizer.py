@@ -214,15 +214,21 @@ def large_strs() -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def strs_in_place(monkeypatch):
+    """Large strs read in place on any CPU (by default only where it makes their UTF-8 with AVX-512)."""
+    monkeypatch.setenv(bpe_lm.tokenizer.STRS_IN_PLACE_ENV, "1")
+
+
 @pytest.mark.parametrize("form", ["Latin-1", "UCS-2", "UCS-4"])
-def test_a_large_str_encodes_as_its_utf8_bytes(small_tokenizer, form):
+def test_a_large_str_encodes_as_its_utf8_bytes(small_tokenizer, strs_in_place, form):
     # A large str is made UTF-8 a part at a time (never whole, on one thread), each part encoded up to its
     # last safe cut: the ids are those of its bytes, with special tokens as ids or as text, on 1 and 2
     # threads, also where a special-token string lies across a part's end (at character 65,536), and for a
     # pattern with no cuts but after special tokens.
     tok, vocab, merges = small_tokenizer
     text = large_strs()[form]
-    assert bpe_lm._core.reads_str_in_place(text)  # CPython 3.10 on, 64-bit: the path this test is about
+    assert bpe_lm._core.reads_str_in_place(text, True)  # CPython 3.10 on, 64-bit: the path tested here
     straddling = ["é" + "x" * (65_536 - 1 - k) + EOT + "!" + text[:5000] for k in range(0, len(EOT) + 2)]
     custom = Tokenizer(vocab, merges, [EOT], pattern=r"\S+|\s+")
     for t in [text, *straddling]:
@@ -236,7 +242,7 @@ def test_a_large_str_encodes_as_its_utf8_bytes(small_tokenizer, form):
         assert custom.encode_ordinary(t) == custom.encode_ordinary(t.encode())
 
 
-def test_a_large_str_with_a_lone_surrogate_raises_cpythons_error(small_tokenizer):
+def test_a_large_str_with_a_lone_surrogate_raises_cpythons_error(small_tokenizer, strs_in_place):
     # Found in a later part, after ids were made for the parts before: the error CPython gives for the str.
     tok, _, _ = small_tokenizer
     text = large_strs()["UCS-2"]
@@ -247,11 +253,20 @@ def test_a_large_str_with_a_lone_surrogate_raises_cpythons_error(small_tokenizer
             call(bad)
 
 
-def test_strs_read_otherwise_encode_the_same(small_tokenizer):
-    # A subclass of str, a str whose UTF-8 CPython has made already, and a short one are made UTF-8 by
-    # CPython; their ids equal those of the same text read as code units.
+def test_strs_read_otherwise_encode_the_same(small_tokenizer, strs_in_place, monkeypatch):
+    # A subclass of str, a str whose UTF-8 CPython has made already, a short one, and any str where
+    # $BPE_LM_STRS_IN_PLACE is 0 are made UTF-8 by CPython; their ids equal those of the text read as code
+    # units. A value of the variable other than 0 or 1 is refused, naming it.
     tok, _, _ = small_tokenizer
     text = large_strs()["UCS-2"]
+    ids = tok.encode_to_numpy(text, num_threads=1)
+    monkeypatch.setenv(bpe_lm.tokenizer.STRS_IN_PLACE_ENV, "0")
+    assert not bpe_lm._core.reads_str_in_place(text, False)
+    assert (tok.encode_to_numpy(text, num_threads=1) == ids).all()
+    monkeypatch.setenv(bpe_lm.tokenizer.STRS_IN_PLACE_ENV, "yes")
+    with pytest.raises(ValueError, match=r"\$BPE_LM_STRS_IN_PLACE='yes': expected 1"):
+        tok.encode(text)
+    monkeypatch.setenv(bpe_lm.tokenizer.STRS_IN_PLACE_ENV, "1")
 
     class Text(str):
         pass
@@ -259,7 +274,7 @@ def test_strs_read_otherwise_encode_the_same(small_tokenizer):
     made = "".join(text)  # a str of its own
     tok.encode_batch([made])  # a batch makes each str UTF-8 through CPython, which keeps it with the str
     want = tok.encode(text.encode())
-    assert not any(bpe_lm._core.reads_str_in_place(t) for t in (Text(text), made, text[:3000], text.encode()))
+    assert not any(bpe_lm._core.reads_str_in_place(t, True) for t in (Text(text), made, text[:3000], text.encode()))
     assert tok.encode(Text(text)) == tok.encode(made) == tok.encode(text) == want
     assert tok.encode(text[:3000]) == tok.encode(text[:3000].encode())
 
