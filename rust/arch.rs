@@ -11,7 +11,10 @@
 //! `utf8_string` makes a String of bytes the SIMD UTF-8 check (`utf8_str`) has just passed;
 //! `json_string_stop` finds where a JSON string's text stops, 16 bytes at a time (SSE2, which every
 //! x86-64 CPU has; checked against its byte-by-byte path in the tests, and through the JSON scanner
-//! against serde_json by the fuzz target `json_line_scanner_answers_like_serde_json`).
+//! against serde_json by the fuzz target `json_line_scanner_answers_like_serde_json`);
+//! `utf8_of_units_u16` and its siblings make the UTF-8 of a str's code units many at a time (AVX-512, or
+//! AVX2 with shuffle tables; checked against std in the tests here and in code_units.rs, and by the fuzz
+//! target `text_as_code_units_encodes_as_its_utf8`).
 #![allow(unsafe_code)]
 
 use crate::blocks::portable_masks;
@@ -123,14 +126,20 @@ pub(crate) fn utf8_of_units_u16(units: &[u16], dst: &mut [u8]) -> (usize, usize)
         // SAFETY: the CPU has the features the function is compiled for (checked just above).
         return unsafe { avx512_utf8::units_u16(units, dst) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_utf8::available() {
+        // SAFETY: as above, for AVX2.
+        return unsafe { avx2_utf8::units_u16(units, dst) };
+    }
     let _ = (units, dst);
     (0, 0)
 }
 
-/// Whether `utf8_of_units_u16` and its siblings take blocks at all on this CPU (AVX-512 BW and VBMI2).
+/// Whether `utf8_of_units_u16` and its siblings take blocks at all on this CPU (AVX-512 BW and VBMI2, or
+/// AVX2).
 pub(crate) fn utf8_of_units_in_blocks() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return avx512_utf8::available();
+    return avx512_utf8::available() || avx2_utf8::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -142,6 +151,11 @@ pub(crate) fn utf8_of_units_u8(units: &[u8], dst: &mut [u8]) -> (usize, usize) {
         // SAFETY: the CPU has the features the function is compiled for (checked just above).
         return unsafe { avx512_utf8::units_u8(units, dst) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_utf8::available() {
+        // SAFETY: as above, for AVX2.
+        return unsafe { avx2_utf8::units_u8(units, dst) };
+    }
     let _ = (units, dst);
     (0, 0)
 }
@@ -152,6 +166,11 @@ pub(crate) fn utf8_of_units_u32(units: &[u32], dst: &mut [u8]) -> (usize, usize)
     if avx512_utf8::available() {
         // SAFETY: the CPU has the features the function is compiled for (checked just above).
         return unsafe { avx512_utf8::units_u32(units, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_utf8::available() {
+        // SAFETY: as above, for AVX2.
+        return unsafe { avx2_utf8::units_u32(units, dst) };
     }
     let _ = (units, dst);
     (0, 0)
@@ -285,6 +304,219 @@ mod avx512_utf8 {
         // The last byte of every lane (NUL included), and the leads that are set; never the fourth.
         let keep = _mm512_test_epi8_mask(words, words) | 0x4444_4444_4444_4444;
         Some((_mm512_maskz_compress_epi8(keep, words), keep.count_ones() as usize))
+    }
+}
+
+/// `utf8_of_units_u16` and its siblings where the CPU has AVX2 but not AVX-512 (most x86-64 CPUs since
+/// 2013): no byte compress there, so each 16-byte half is packed by a byte shuffle from a table indexed by
+/// which of its units take fewer bytes (`TWO_BYTE_SHUFFLES`, `THREE_BYTE_SHUFFLES`).
+#[cfg(target_arch = "x86_64")]
+mod avx2_utf8 {
+    use core::arch::x86_64::*;
+
+    /// The bytes of `dst` one step may write (two 16-byte stores, the second where the first's bytes end).
+    const ROOM: usize = 32;
+
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    /// For 8 units as 16-bit words [lead, second] (`two_byte_words`), indexed by which are ASCII (bit j:
+    /// unit j, whose lead is dropped): the shuffle that packs their bytes to the front, and their count.
+    static TWO_BYTE_SHUFFLES: [([u8; 16], u8); 256] = two_byte_shuffles();
+    /// For 4 units as 32-bit words [first, second, last, 0] (`three_byte_words`), indexed by bit j (unit j
+    /// takes two bytes or more) and bit 4 + j (three): the shuffle that packs their bytes, and their count.
+    static THREE_BYTE_SHUFFLES: [([u8; 16], u8); 256] = three_byte_shuffles();
+
+    const fn two_byte_shuffles() -> [([u8; 16], u8); 256] {
+        let mut table = [([0x80u8; 16], 0u8); 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut n, mut j) = (0, 0);
+            while j < 8 {
+                if mask >> j & 1 == 0 {
+                    table[mask].0[n] = 2 * j as u8;
+                    n += 1;
+                }
+                table[mask].0[n] = 2 * j as u8 + 1;
+                n += 1;
+                j += 1;
+            }
+            table[mask].1 = n as u8;
+            mask += 1;
+        }
+        table
+    }
+
+    const fn three_byte_shuffles() -> [([u8; 16], u8); 256] {
+        let mut table = [([0x80u8; 16], 0u8); 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut n, mut j) = (0, 0);
+            while j < 4 {
+                let (two, three) = (mask >> j & 1 == 1, mask >> (4 + j) & 1 == 1);
+                if three {
+                    table[mask].0[n] = 4 * j as u8;
+                    n += 1;
+                }
+                if two || three {
+                    table[mask].0[n] = 4 * j as u8 + 1;
+                    n += 1;
+                }
+                table[mask].0[n] = 4 * j as u8 + 2;
+                n += 1;
+                j += 1;
+            }
+            table[mask].1 = n as u8;
+            mask += 1;
+        }
+        table
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn units_u16(units: &[u16], dst: &mut [u8]) -> (usize, usize) {
+        let (mut i, mut n) = (0, 0);
+        while units.len() - i >= 8 && dst.len() - n >= ROOM {
+            if units.len() - i >= 16 {
+                // SAFETY: the 16 units from `i` lie within `units` (the condition above).
+                let v = unsafe { _mm256_loadu_si256(units.as_ptr().add(i) as *const __m256i) };
+                if let Some(len) = two_byte_step(v, &mut dst[n..]) {
+                    (i, n) = (i + 16, n + len);
+                    continue;
+                }
+            }
+            // SAFETY: the 8 units from `i` lie within `units` (the loop's condition).
+            let v = unsafe { _mm_loadu_si128(units.as_ptr().add(i) as *const __m128i) };
+            match three_byte_step(_mm256_cvtepu16_epi32(v), &mut dst[n..]) {
+                Some(len) => (i, n) = (i + 8, n + len),
+                None => break,
+            }
+        }
+        (i, n)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn units_u8(units: &[u8], dst: &mut [u8]) -> (usize, usize) {
+        let (mut i, mut n) = (0, 0);
+        while units.len() - i >= 16 && dst.len() - n >= ROOM {
+            // SAFETY: the 16 bytes from `i` lie within `units` (the loop's condition).
+            let v = unsafe { _mm_loadu_si128(units.as_ptr().add(i) as *const __m128i) };
+            let Some(len) = two_byte_step(_mm256_cvtepu8_epi16(v), &mut dst[n..]) else {
+                break; // not reached: every Latin-1 unit is below U+0800
+            };
+            (i, n) = (i + 16, n + len);
+        }
+        (i, n)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn units_u32(units: &[u32], dst: &mut [u8]) -> (usize, usize) {
+        let (mut i, mut n) = (0, 0);
+        while units.len() - i >= 8 && dst.len() - n >= ROOM {
+            // SAFETY: the 8 units from `i` lie within `units` (the loop's condition).
+            let v = unsafe { _mm256_loadu_si256(units.as_ptr().add(i) as *const __m256i) };
+            let Some(len) = three_byte_step(v, &mut dst[n..]) else {
+                break;
+            };
+            (i, n) = (i + 8, n + len);
+        }
+        (i, n)
+    }
+
+    /// Writes two 16-byte halves packed by `shuffles`: `lo`'s at the start of `dst`, `hi`'s where its bytes
+    /// end; returns how many bytes the two are.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn put_halves(
+        lo: __m128i,
+        hi: __m128i,
+        masks: (usize, usize),
+        shuffles: &[([u8; 16], u8); 256],
+        dst: &mut [u8],
+    ) -> usize {
+        let (lo_shuffle, lo_len) = &shuffles[masks.0 & 0xFF];
+        let (hi_shuffle, hi_len) = &shuffles[masks.1 & 0xFF];
+        let (lo_len, hi_len) = (*lo_len as usize, *hi_len as usize);
+        assert!(dst.len() >= lo_len + 16);
+        // SAFETY: each shuffle is a 16-byte array; the stores write 16 bytes at 0 and at `lo_len`, both within
+        // `dst` (checked just above).
+        unsafe {
+            let lo = _mm_shuffle_epi8(lo, _mm_loadu_si128(lo_shuffle.as_ptr() as *const __m128i));
+            let hi = _mm_shuffle_epi8(hi, _mm_loadu_si128(hi_shuffle.as_ptr() as *const __m128i));
+            _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, lo);
+            _mm_storeu_si128(dst.as_mut_ptr().add(lo_len) as *mut __m128i, hi);
+        }
+        lo_len + hi_len
+    }
+
+    /// The UTF-8 of 16 units (16-bit lanes of `v`) written at the start of `dst`; how many bytes it is, or
+    /// None (nothing written) where a unit is U+0800 or more.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn two_byte_step(v: __m256i, dst: &mut [u8]) -> Option<usize> {
+        let below = |limit: i16| _mm256_cmpeq_epi16(_mm256_min_epu16(v, _mm256_set1_epi16(limit)), v);
+        if _mm256_movemask_epi8(below(0x7FF)) != -1 {
+            return None;
+        }
+        let ascii = below(0x7F);
+        if _mm256_movemask_epi8(ascii) == -1 {
+            // All ASCII: each unit narrowed to its byte (the pack works within 128-bit lanes).
+            let bytes = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, v));
+            assert!(dst.len() >= 16);
+            // SAFETY: 16 bytes written at the start of `dst` (checked just above).
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(bytes)) };
+            return Some(16);
+        }
+        // As in the AVX-512 block: a lead byte (zero for ASCII units) and a second byte, per unit.
+        let lead = _mm256_andnot_si256(
+            ascii,
+            _mm256_or_si256(_mm256_srli_epi16::<6>(v), _mm256_set1_epi16(0xC0)),
+        );
+        let trail = _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi16(0x3F)), _mm256_set1_epi16(0x80));
+        let words = _mm256_or_si256(lead, _mm256_slli_epi16::<8>(_mm256_blendv_epi8(trail, v, ascii)));
+        // One bit a unit: each 128-bit lane's 8 units, then the same again.
+        let mask = _mm256_movemask_epi8(_mm256_packs_epi16(ascii, ascii)) as u32 as usize;
+        let (lo, hi) = (_mm256_castsi256_si128(words), _mm256_extracti128_si256::<1>(words));
+        Some(put_halves(lo, hi, (mask, mask >> 16), &TWO_BYTE_SHUFFLES, dst))
+    }
+
+    /// The UTF-8 of 8 units (32-bit lanes of `v`) written at the start of `dst`; how many bytes it is, or
+    /// None (nothing written) where a unit is a surrogate or past U+FFFF.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn three_byte_step(v: __m256i, dst: &mut [u8]) -> Option<usize> {
+        // Lanes of at least `limit` (all ones), and one bit a lane.
+        let at_least = |limit: i32| _mm256_cmpeq_epi32(_mm256_max_epu32(v, _mm256_set1_epi32(limit)), v);
+        let bits = |lanes: __m256i| _mm256_movemask_ps(_mm256_castsi256_ps(lanes)) as usize;
+        let surrogate = _mm256_cmpeq_epi32(
+            _mm256_and_si256(v, _mm256_set1_epi32(0xF800)),
+            _mm256_set1_epi32(0xD800),
+        );
+        if bits(at_least(0x10000)) != 0 || _mm256_movemask_epi8(surrogate) != 0 {
+            return None;
+        }
+        let (two_lanes, three_lanes) = (at_least(0x80), at_least(0x800));
+        let (two, three) = (bits(two_lanes), bits(three_lanes));
+        let low6 = |x: __m256i| _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi32(0x3F)), _mm256_set1_epi32(0x80));
+        let first = _mm256_and_si256(
+            three_lanes,
+            _mm256_or_si256(_mm256_srli_epi32::<12>(v), _mm256_set1_epi32(0xE0)),
+        );
+        let shifted = _mm256_srli_epi32::<6>(v);
+        let second = _mm256_blendv_epi8(
+            _mm256_or_si256(shifted, _mm256_set1_epi32(0xC0)),
+            low6(shifted),
+            three_lanes,
+        );
+        let last = _mm256_blendv_epi8(v, low6(v), two_lanes);
+        let words = _mm256_or_si256(
+            _mm256_or_si256(first, _mm256_slli_epi32::<8>(second)),
+            _mm256_slli_epi32::<16>(last),
+        );
+        let (lo, hi) = (_mm256_castsi256_si128(words), _mm256_extracti128_si256::<1>(words));
+        let masks = ((two & 0xF) | (three & 0xF) << 4, (two >> 4) | (three >> 4) << 4);
+        Some(put_halves(lo, hi, masks, &THREE_BYTE_SHUFFLES, dst))
     }
 }
 
@@ -807,6 +1039,92 @@ mod tests {
                 let first = table[0];
                 assert_eq!(table[table.len() - 1], first + 1);
                 assert!(table[1..table.len() - 1].iter().all(|&v| v == 0));
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_path_makes_the_utf8_of_a_prefix() {
+        // Each path this CPU has (AVX-512, AVX2), called directly for each unit size: what it writes is the
+        // UTF-8 of the units it took, and it takes all but the last few unless a surrogate or a character
+        // past U+FFFF stops it (the caller then goes on a unit at a time).
+        let mixes = [
+            "plain ASCII text with nothing else in it at all, long enough for many blocks of units",
+            "café crème, déjà vu, naïve façade, über år; ÀÉÎÕÜ àéîõü ÿ",
+            "Жил-был кот, Ελληνικά, עברית, العربية ‹quoted› — 中文字符和English混合 text 123",
+            "\u{0}\u{7f}\u{80}\u{7ff}\u{800}\u{fff}\u{d7ff}\u{e000}\u{ffff}\u{1}\u{100}",
+            // The edges of one and two bytes, with no wider character beside them.
+            "\u{0}\u{7f}\u{80}\u{ff}\u{100}\u{7ff} a\u{7f}b\u{80}\u{7fe}",
+            "emoji 🙂👍🏽 𝄞 𐍈 beyond the BMP between words",
+        ];
+        for mix in mixes {
+            for repeat in [1, 3, 17] {
+                let text = mix.repeat(repeat);
+                let wide: Vec<u32> = text.chars().map(|c| c as u32).collect();
+                let bmp = wide.iter().all(|&c| c < 0x10000);
+                let narrow: Vec<u16> = wide.iter().map(|&c| c as u16).collect();
+                let latin1: Vec<u8> = wide.iter().map(|&c| c as u8).collect();
+                let check = |name: &str, took: usize, wrote: usize, dst: &[u8], may_stop: bool| {
+                    let want: String = text.chars().take(took).collect();
+                    assert_eq!(&dst[..wrote], want.as_bytes(), "{name}: {mix:?} x{repeat}");
+                    assert!(
+                        may_stop || took + 32 > wide.len(),
+                        "{name} stopped at {took} of {}",
+                        wide.len()
+                    );
+                };
+                let mut dst = vec![0u8; 4 * wide.len() + 64];
+                let mut paths: Vec<&str> = Vec::new();
+                if avx512_utf8::available() {
+                    paths.push("avx512");
+                }
+                if avx2_utf8::available() {
+                    paths.push("avx2");
+                }
+                for path in paths {
+                    // SAFETY: the CPU has the path's features (checked when it was listed).
+                    unsafe {
+                        let (took, wrote) = match path {
+                            "avx512" => avx512_utf8::units_u32(&wide, &mut dst),
+                            _ => avx2_utf8::units_u32(&wide, &mut dst),
+                        };
+                        check(path, took, wrote, &dst, !bmp);
+                        if bmp {
+                            let (took, wrote) = match path {
+                                "avx512" => avx512_utf8::units_u16(&narrow, &mut dst),
+                                _ => avx2_utf8::units_u16(&narrow, &mut dst),
+                            };
+                            check(path, took, wrote, &dst, false);
+                        }
+                        if wide.iter().all(|&c| c < 0x100) {
+                            let (took, wrote) = match path {
+                                "avx512" => avx512_utf8::units_u8(&latin1, &mut dst),
+                                _ => avx2_utf8::units_u8(&latin1, &mut dst),
+                            };
+                            check(path, took, wrote, &dst, false);
+                        }
+                        // A lone surrogate stops both forms before it, the units before it written.
+                        let at = wide.len() / 2;
+                        let (mut wide, mut narrow) = (wide.clone(), narrow.clone());
+                        wide.insert(at, 0xDC00);
+                        narrow.insert(at, 0xDC00);
+                        let (took, wrote) = match path {
+                            "avx512" => avx512_utf8::units_u32(&wide, &mut dst),
+                            _ => avx2_utf8::units_u32(&wide, &mut dst),
+                        };
+                        assert!(took <= at, "{path}: took {took} past the surrogate at {at}");
+                        check(path, took, wrote, &dst, true);
+                        if bmp {
+                            let (took, wrote) = match path {
+                                "avx512" => avx512_utf8::units_u16(&narrow, &mut dst),
+                                _ => avx2_utf8::units_u16(&narrow, &mut dst),
+                            };
+                            assert!(took <= at, "{path}: took {took} past the surrogate at {at}");
+                            check(path, took, wrote, &dst, true);
+                        }
+                    }
+                }
             }
         }
     }

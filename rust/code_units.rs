@@ -7,6 +7,9 @@
 /// that stays in L2.
 pub const UNITS_AT_ONCE: usize = 1 << 16;
 
+/// Units `CodeUnits::mostly_three_byte` looks at, at most.
+const SAMPLED_UNITS: usize = 256;
+
 /// A text's code units, each a character (CPython's UCS-2 form holds characters below U+10000 only, so
 /// there are no surrogate pairs: a surrogate unit is a lone surrogate, which UTF-8 cannot hold).
 #[derive(Clone, Copy, Debug)]
@@ -68,11 +71,29 @@ impl Unit for u32 {
 }
 
 impl CodeUnits<'_> {
-    /// Whether this CPU makes UTF-8 of code units many at a time (`arch::utf8_of_units_u16`: AVX-512), at
-    /// about memory speed; else one block of 16 at a time in plain code, several times slower on text
-    /// that is not mostly ASCII.
+    /// Whether this CPU makes UTF-8 of code units many at a time (`arch::utf8_of_units_u16`: AVX2 or
+    /// AVX-512), at about memory speed; else one block of 16 at a time in plain code, several times slower
+    /// on text that is not mostly ASCII.
     pub fn utf8_in_blocks() -> bool {
         crate::arch::utf8_of_units_in_blocks()
+    }
+
+    /// Whether most of the text's characters take three UTF-8 bytes or more (Chinese, Japanese, Korean),
+    /// judged by up to SAMPLED_UNITS units spread evenly over it.
+    pub fn mostly_three_byte(&self) -> bool {
+        let len = self.len();
+        let step = len.div_ceil(SAMPLED_UNITS).max(1);
+        let (mut seen, mut wide) = (0, 0);
+        for i in (0..len).step_by(step) {
+            let unit = match self {
+                CodeUnits::Latin1(u) => u[i] as u32,
+                CodeUnits::Ucs2(u) => u[i] as u32,
+                CodeUnits::Ucs4(u) => u[i],
+            };
+            seen += 1;
+            wide += (unit >= 0x800) as usize;
+        }
+        2 * wide > seen
     }
 
     pub fn len(&self) -> usize {

@@ -469,16 +469,16 @@ impl OneText {
 
 /// Whether large strs are read in place as their code units (`StrUnits`): as `in_place` says (the caller's
 /// choice, `$BPE_LM_STRS_IN_PLACE` in Python), else where this CPU makes UTF-8 of them many units at a time
-/// (`CodeUnits::utf8_in_blocks`). Without that, UTF-8 made a block of 16 at a time cost more on later calls
-/// than CPython's copy saved on the first: 20 MB of Russian stories, one pinned core, 3 rounds, medians,
-/// first calls 192 → 280 MB/s, later ones 467 → 351; 4 MB of Chinese poems 122 → 115 and 419 → 289.
+/// (`CodeUnits::utf8_in_blocks`: AVX2 or AVX-512). Without that, UTF-8 made a block of 16 at a time cost
+/// more on later calls than CPython's copy saved on the first: 20 MB of Russian stories, one pinned core, 3
+/// rounds, medians, first calls 192 → 280 MB/s, later ones 467 → 351.
 fn strs_in_place(in_place: Option<bool>) -> bool {
     in_place.unwrap_or_else(CodeUnits::utf8_in_blocks)
 }
 
 /// Whether `text` would be read in place as its code units (`StrUnits`) by the one-text calls given
-/// `in_place` (`strs_in_place`): for tests and diagnostics (a large str that is not ASCII is, on the
-/// CPython builds `str_layout` knows).
+/// `in_place` (`strs_in_place`): for tests and diagnostics (a large str that is not ASCII, nor mostly of
+/// three-byte characters, is, on the CPython builds `str_layout` knows).
 #[pyfunction]
 #[pyo3(signature = (text, in_place=None))]
 fn reads_str_in_place(text: Bound<'_, PyAny>, in_place: Option<bool>) -> bool {
@@ -521,12 +521,16 @@ impl StrUnits {
         if unsafe { utf8_pointer(obj.as_ptr(), layout) } != 0 {
             return None; // CPython hands over the UTF-8 it keeps, at no cost
         }
-        Some(StrUnits {
+        let units = StrUnits {
             string: obj.cast::<PyString>().ok()?.to_owned().unbind(),
             kind: shape.kind,
             at: obj.as_ptr() as usize + layout.units_at,
             len: shape.len,
-        })
+        };
+        // Text mostly of three-byte characters gains nothing on a first call (its encoding, not the copy,
+        // takes the time) and its UTF-8 costs later calls more: 4 MB of Chinese poems, one pinned core, 3
+        // rounds, medians, first calls 131 → 127 MB/s, later ones 463 → 414 (AVX-512; AVX2 alike).
+        (!units.units().mostly_three_byte()).then_some(units)
     }
 
     fn units(&self) -> CodeUnits<'_> {
@@ -819,6 +823,20 @@ impl Encoder {
         list
     }
 
+    /// The list of the ids of one text (`OneText::of`), special-token strings as ids (`specials`, `encode`)
+    /// or as text (`encode_ordinary`).
+    fn list_of_text<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        in_place: Option<bool>,
+        specials: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text = OneText::of(text, in_place)?;
+        self.list_of(py, |ids| text.encode_into(&self.inner, specials, ids))
+            .map_err(|e| text.explain(py, e))
+    }
+
     /// The ids of the texts of `list` as one array, and the offsets of each text's (`encode_fed`).
     fn batch_arrays<I: ArrayId>(
         &self,
@@ -1037,9 +1055,7 @@ impl Encoder {
         text: Bound<'py, PyAny>,
         in_place: Option<bool>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text = OneText::of(&text, in_place)?;
-        self.list_of(py, |ids| text.encode_into(&self.inner, true, ids))
-            .map_err(|e| text.explain(py, e))
+        self.list_of_text(py, &text, in_place, true)
     }
 
     #[pyo3(signature = (text, in_place=None))]
@@ -1049,9 +1065,7 @@ impl Encoder {
         text: Bound<'py, PyAny>,
         in_place: Option<bool>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text = OneText::of(&text, in_place)?;
-        self.list_of(py, |ids| text.encode_into(&self.inner, false, ids))
-            .map_err(|e| text.explain(py, e))
+        self.list_of_text(py, &text, in_place, false)
     }
 
     #[pyo3(signature = (texts, num_threads=None))]

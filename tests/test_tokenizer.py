@@ -216,7 +216,7 @@ def large_strs() -> dict[str, str]:
 
 @pytest.fixture
 def strs_in_place(monkeypatch):
-    """Large strs read in place on any CPU (by default only where it makes their UTF-8 with AVX-512)."""
+    """Large strs read in place on any CPU (by default only where it makes their UTF-8 with AVX2 or AVX-512)."""
     monkeypatch.setenv(bpe_lm.tokenizer.STRS_IN_PLACE_ENV, "1")
 
 
@@ -254,8 +254,8 @@ def test_a_large_str_with_a_lone_surrogate_raises_cpythons_error(small_tokenizer
 
 
 def test_strs_read_otherwise_encode_the_same(small_tokenizer, strs_in_place, monkeypatch):
-    # A subclass of str, a str whose UTF-8 CPython has made already, a short one, and any str where
-    # $BPE_LM_STRS_IN_PLACE is 0 are made UTF-8 by CPython; their ids equal those of the text read as code
+    # A subclass of str, a str whose UTF-8 CPython has made already, a short one, one mostly of Chinese
+    # and Japanese, and any str where $BPE_LM_STRS_IN_PLACE is 0 are made UTF-8 by CPython; their ids equal those of the text read as code
     # units. A value of the variable other than 0 or 1 is refused, naming it.
     tok, _, _ = small_tokenizer
     text = large_strs()["UCS-2"]
@@ -274,7 +274,11 @@ def test_strs_read_otherwise_encode_the_same(small_tokenizer, strs_in_place, mon
     made = "".join(text)  # a str of its own
     tok.encode_batch([made])  # a batch makes each str UTF-8 through CPython, which keeps it with the str
     want = tok.encode(text.encode())
-    assert not any(bpe_lm._core.reads_str_in_place(t, True) for t in (Text(text), made, text[:3000], text.encode()))
+    chinese = "中文字符和日本語の文章 " * 2000  # mostly characters of three bytes: CPython's copy
+    assert not any(
+        bpe_lm._core.reads_str_in_place(t, True) for t in (Text(text), made, text[:3000], text.encode(), chinese)
+    )
+    assert tok.encode(chinese) == tok.encode(chinese.encode())
     assert tok.encode(Text(text)) == tok.encode(made) == tok.encode(text) == want
     assert tok.encode(text[:3000]) == tok.encode(text[:3000].encode())
 

@@ -59,10 +59,11 @@ STRS_IN_PLACE_ENV = "BPE_LM_STRS_IN_PLACE"
 
 def strs_in_place() -> bool | None:
     """Whether `encode`, `encode_ordinary` and `encode_to_numpy` read a large str (4,096 characters or more,
-    not ASCII) in place, as CPython holds it, making its UTF-8 a part at a time instead of having CPython
-    make (and keep) a UTF-8 copy of the whole: $BPE_LM_STRS_IN_PLACE 1 or 0; unset (None), where the CPU
-    makes UTF-8 of many characters at a time (AVX-512), which makes a first call on 20 MB of English or
-    Russian 1.3-1.7x as fast and later calls on the same str about as fast."""
+    not ASCII, not mostly of three-byte characters) in place, as CPython holds it, making its UTF-8 a part at
+    a time instead of having CPython make (and keep) a UTF-8 copy of the whole: $BPE_LM_STRS_IN_PLACE 1 or
+    0; unset (None), where the CPU makes UTF-8 of many characters at a time (AVX2 or AVX-512), which makes a
+    first call on 20 MB of English or Russian 1.4-1.7x as fast and later calls on the same str about as
+    fast."""
     env = os.environ.get(STRS_IN_PLACE_ENV)
     if not env:
         return None
