@@ -12,7 +12,7 @@
 //! `json_string_stop` finds where a JSON string's text stops, 16 bytes at a time (SSE2, which every
 //! x86-64 CPU has; checked against its byte-by-byte path in the tests, and through the JSON scanner
 //! against serde_json by the fuzz target `json_line_scanner_answers_like_serde_json`);
-//! `utf8_of_units_u16` and its siblings make the UTF-8 of a str's code units many at a time (AVX-512, or
+//! `utf8_of_units` makes the UTF-8 of a str's code units many at a time (AVX-512, or
 //! AVX2 with shuffle tables; checked against std in the tests here and in code_units.rs, and by the fuzz
 //! target `text_as_code_units_encodes_as_its_utf8`).
 #![allow(unsafe_code)]
@@ -110,70 +110,68 @@ mod sse2 {
     }
 }
 
-/// The UTF-8 of the leading units of `units` (a str's UCS-2 units; `utf8_of_units_u8` and `_u32` for its
-/// Latin-1 and UCS-4 ones) written from the start of `dst`: (units taken, bytes written). Blocks of 32
-/// units all below U+0800 become 32 16-bit words, a lead byte and a second byte (the unit itself where it
-/// is ASCII, whose lead is then zero); blocks of 16 others, 16 32-bit words of up to three bytes; one byte
-/// compress then drops the bytes a unit does not use (a block all ASCII is narrowed instead). It stops at
-/// a block with a surrogate or a character past U+FFFF, with fewer than 16 units or 64 bytes of `dst`
-/// left, and takes none where the CPU lacks AVX-512 (BW and VBMI2: Ice Lake, Zen 4 and later); the caller
-/// goes on a unit at a time (code_units.rs, whose tests compare the two on every kind of text). Measured
-/// (`encode_to_numpy` of a 20 MB str of Russian stories, one pinned core, later calls): made a unit at a
-/// time, UTF-8 took 22% of the call.
-pub(crate) fn utf8_of_units_u16(units: &[u16], dst: &mut [u8]) -> (usize, usize) {
+/// The UTF-8 of the leading units of `units` (a str's Latin-1, UCS-2 or UCS-4 units) written from the start
+/// of `dst`: (units taken, bytes written). Blocks of 32 units all below U+0800 become 32 16-bit words, a lead
+/// byte and a second byte (the unit itself where it is ASCII, whose lead is then zero); blocks of 16 others,
+/// 16 32-bit words of up to three bytes; one byte compress then drops the bytes a unit does not use (a block
+/// all ASCII is narrowed instead). It stops at a block with a surrogate or a character past U+FFFF, with
+/// fewer than 16 units or 64 bytes of `dst` left, and takes none where the CPU has neither AVX-512 (BW and
+/// VBMI2: Ice Lake, Zen 4 and later) nor AVX2 (which packs with shuffle tables instead of the compress);
+/// the caller goes on a unit at a time (code_units.rs, whose tests compare the two on every kind of text).
+/// Measured (`encode_to_numpy` of a 20 MB str of Russian stories, one pinned core, later calls): made a unit
+/// at a time, UTF-8 took 22% of the call.
+pub(crate) fn utf8_of_units<U: SimdUnit>(units: &[U], dst: &mut [u8]) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if avx512_utf8::available() {
-        // SAFETY: the CPU has the features the function is compiled for (checked just above).
-        return unsafe { avx512_utf8::units_u16(units, dst) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2_utf8::available() {
-        // SAFETY: as above, for AVX2.
-        return unsafe { avx2_utf8::units_u16(units, dst) };
+    {
+        if avx512_utf8::available() {
+            // SAFETY: the CPU has the features the function is compiled for (checked just above).
+            return unsafe { (U::AVX512)(units, dst) };
+        }
+        if avx2_utf8::available() {
+            // SAFETY: as above, for AVX2.
+            return unsafe { (U::AVX2)(units, dst) };
+        }
     }
     let _ = (units, dst);
     (0, 0)
 }
 
-/// Whether `utf8_of_units_u16` and its siblings take blocks at all on this CPU (AVX-512 BW and VBMI2, or
-/// AVX2).
+/// A code unit `utf8_of_units` takes: u8 (Latin-1), u16 (UCS-2) or u32 (UCS-4), with its paths for each
+/// instruction set (functions compiled for those features, so unsafe to call without them).
+pub(crate) trait SimdUnit: Sized {
+    #[cfg(target_arch = "x86_64")]
+    const AVX512: unsafe fn(&[Self], &mut [u8]) -> (usize, usize);
+    #[cfg(target_arch = "x86_64")]
+    const AVX2: unsafe fn(&[Self], &mut [u8]) -> (usize, usize);
+}
+
+impl SimdUnit for u8 {
+    #[cfg(target_arch = "x86_64")]
+    const AVX512: unsafe fn(&[u8], &mut [u8]) -> (usize, usize) = avx512_utf8::units_u8;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2: unsafe fn(&[u8], &mut [u8]) -> (usize, usize) = avx2_utf8::units_u8;
+}
+
+impl SimdUnit for u16 {
+    #[cfg(target_arch = "x86_64")]
+    const AVX512: unsafe fn(&[u16], &mut [u8]) -> (usize, usize) = avx512_utf8::units_u16;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2: unsafe fn(&[u16], &mut [u8]) -> (usize, usize) = avx2_utf8::units_u16;
+}
+
+impl SimdUnit for u32 {
+    #[cfg(target_arch = "x86_64")]
+    const AVX512: unsafe fn(&[u32], &mut [u8]) -> (usize, usize) = avx512_utf8::units_u32;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2: unsafe fn(&[u32], &mut [u8]) -> (usize, usize) = avx2_utf8::units_u32;
+}
+
+/// Whether `utf8_of_units` takes blocks at all on this CPU (AVX-512 BW and VBMI2, or AVX2).
 pub(crate) fn utf8_of_units_in_blocks() -> bool {
     #[cfg(target_arch = "x86_64")]
     return avx512_utf8::available() || avx2_utf8::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-/// `utf8_of_units_u16` for Latin-1 units (every one below U+0100).
-pub(crate) fn utf8_of_units_u8(units: &[u8], dst: &mut [u8]) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512_utf8::available() {
-        // SAFETY: the CPU has the features the function is compiled for (checked just above).
-        return unsafe { avx512_utf8::units_u8(units, dst) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2_utf8::available() {
-        // SAFETY: as above, for AVX2.
-        return unsafe { avx2_utf8::units_u8(units, dst) };
-    }
-    let _ = (units, dst);
-    (0, 0)
-}
-
-/// `utf8_of_units_u16` for UCS-4 units (blocks of 16 with a character past U+FFFF stop it).
-pub(crate) fn utf8_of_units_u32(units: &[u32], dst: &mut [u8]) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512_utf8::available() {
-        // SAFETY: the CPU has the features the function is compiled for (checked just above).
-        return unsafe { avx512_utf8::units_u32(units, dst) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2_utf8::available() {
-        // SAFETY: as above, for AVX2.
-        return unsafe { avx2_utf8::units_u32(units, dst) };
-    }
-    let _ = (units, dst);
-    (0, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -307,7 +305,7 @@ mod avx512_utf8 {
     }
 }
 
-/// `utf8_of_units_u16` and its siblings where the CPU has AVX2 but not AVX-512 (most x86-64 CPUs since
+/// `utf8_of_units` where the CPU has AVX2 but not AVX-512 (most x86-64 CPUs since
 /// 2013): no byte compress there, so each 16-byte half is packed by a byte shuffle from a table indexed by
 /// which of its units take fewer bytes (`TWO_BYTE_SHUFFLES`, `THREE_BYTE_SHUFFLES`).
 #[cfg(target_arch = "x86_64")]
@@ -1075,54 +1073,39 @@ mod tests {
                     );
                 };
                 let mut dst = vec![0u8; 4 * wide.len() + 64];
-                let mut paths: Vec<&str> = Vec::new();
-                if avx512_utf8::available() {
-                    paths.push("avx512");
-                }
-                if avx2_utf8::available() {
-                    paths.push("avx2");
-                }
-                for path in paths {
-                    // SAFETY: the CPU has the path's features (checked when it was listed).
-                    unsafe {
-                        let (took, wrote) = match path {
-                            "avx512" => avx512_utf8::units_u32(&wide, &mut dst),
-                            _ => avx2_utf8::units_u32(&wide, &mut dst),
-                        };
-                        check(path, took, wrote, &dst, !bmp);
-                        if bmp {
-                            let (took, wrote) = match path {
-                                "avx512" => avx512_utf8::units_u16(&narrow, &mut dst),
-                                _ => avx2_utf8::units_u16(&narrow, &mut dst),
-                            };
-                            check(path, took, wrote, &dst, false);
-                        }
-                        if wide.iter().all(|&c| c < 0x100) {
-                            let (took, wrote) = match path {
-                                "avx512" => avx512_utf8::units_u8(&latin1, &mut dst),
-                                _ => avx2_utf8::units_u8(&latin1, &mut dst),
-                            };
-                            check(path, took, wrote, &dst, false);
-                        }
-                        // A lone surrogate stops both forms before it, the units before it written.
-                        let at = wide.len() / 2;
-                        let (mut wide, mut narrow) = (wide.clone(), narrow.clone());
-                        wide.insert(at, 0xDC00);
-                        narrow.insert(at, 0xDC00);
-                        let (took, wrote) = match path {
-                            "avx512" => avx512_utf8::units_u32(&wide, &mut dst),
-                            _ => avx2_utf8::units_u32(&wide, &mut dst),
-                        };
+                // Each path the CPU has: its name, and whether it is AVX-512's (else AVX2's).
+                let paths = [
+                    ("avx512", true, avx512_utf8::available()),
+                    ("avx2", false, avx2_utf8::available()),
+                ];
+                for (path, avx512, _) in paths.into_iter().filter(|p| p.2) {
+                    fn run<U: SimdUnit>(avx512: bool, units: &[U], dst: &mut [u8]) -> (usize, usize) {
+                        let f = if avx512 { U::AVX512 } else { U::AVX2 };
+                        // SAFETY: called only for a path the CPU has (the filter above).
+                        unsafe { f(units, dst) }
+                    }
+                    let (took, wrote) = run(avx512, &wide, &mut dst);
+                    check(path, took, wrote, &dst, !bmp);
+                    if bmp {
+                        let (took, wrote) = run(avx512, &narrow, &mut dst);
+                        check(path, took, wrote, &dst, false);
+                    }
+                    if wide.iter().all(|&c| c < 0x100) {
+                        let (took, wrote) = run(avx512, &latin1, &mut dst);
+                        check(path, took, wrote, &dst, false);
+                    }
+                    // A lone surrogate stops both forms before it, the units before it written.
+                    let at = wide.len() / 2;
+                    let (mut wide, mut narrow) = (wide.clone(), narrow.clone());
+                    wide.insert(at, 0xDC00);
+                    narrow.insert(at, 0xDC00);
+                    let (took, wrote) = run(avx512, &wide, &mut dst);
+                    assert!(took <= at, "{path}: took {took} past the surrogate at {at}");
+                    check(path, took, wrote, &dst, true);
+                    if bmp {
+                        let (took, wrote) = run(avx512, &narrow, &mut dst);
                         assert!(took <= at, "{path}: took {took} past the surrogate at {at}");
                         check(path, took, wrote, &dst, true);
-                        if bmp {
-                            let (took, wrote) = match path {
-                                "avx512" => avx512_utf8::units_u16(&narrow, &mut dst),
-                                _ => avx2_utf8::units_u16(&narrow, &mut dst),
-                            };
-                            assert!(took <= at, "{path}: took {took} past the surrogate at {at}");
-                            check(path, took, wrote, &dst, true);
-                        }
                     }
                 }
             }

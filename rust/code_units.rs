@@ -19,22 +19,16 @@ pub enum CodeUnits<'a> {
     Ucs4(&'a [u32]),
 }
 
-/// Units made UTF-8 together where the CPU has no wider way (`arch::utf8_of_units_u16`), or past where
+/// Units made UTF-8 together where the CPU has no wider way (`arch::utf8_of_units`), or past where
 /// it stopped: a block whose units are all ASCII, or all below U+0800 (one or two bytes each), or all in
 /// the BMP and none a surrogate (one to three bytes each), is written with no branch per unit on its size
 /// (the bytes of the largest form written each time, the position moved on by the size).
 const BLOCK: usize = 16;
 
-trait Unit: Copy {
+trait Unit: Copy + crate::arch::SimdUnit {
     /// The most bytes of UTF-8 a unit of this size can take.
     const MAX_UTF8: usize;
     fn value(self) -> u32;
-    /// The UTF-8 of a leading run of `units` written from the start of `dst` where the CPU has a fast
-    /// way (`arch::utf8_of_units_u16`): (units taken, bytes written).
-    fn leading_utf8(units: &[Self], dst: &mut [u8]) -> (usize, usize) {
-        let _ = (units, dst);
-        (0, 0)
-    }
 }
 
 impl Unit for u8 {
@@ -42,9 +36,6 @@ impl Unit for u8 {
     #[inline(always)]
     fn value(self) -> u32 {
         self as u32
-    }
-    fn leading_utf8(units: &[u8], dst: &mut [u8]) -> (usize, usize) {
-        crate::arch::utf8_of_units_u8(units, dst)
     }
 }
 
@@ -54,9 +45,6 @@ impl Unit for u16 {
     fn value(self) -> u32 {
         self as u32
     }
-    fn leading_utf8(units: &[u16], dst: &mut [u8]) -> (usize, usize) {
-        crate::arch::utf8_of_units_u16(units, dst)
-    }
 }
 
 impl Unit for u32 {
@@ -65,13 +53,10 @@ impl Unit for u32 {
     fn value(self) -> u32 {
         self
     }
-    fn leading_utf8(units: &[u32], dst: &mut [u8]) -> (usize, usize) {
-        crate::arch::utf8_of_units_u32(units, dst)
-    }
 }
 
 impl CodeUnits<'_> {
-    /// Whether this CPU makes UTF-8 of code units many at a time (`arch::utf8_of_units_u16`: AVX2 or
+    /// Whether this CPU makes UTF-8 of code units many at a time (`arch::utf8_of_units`: AVX2 or
     /// AVX-512), at about memory speed; else one block of 16 at a time in plain code, several times slower
     /// on text that is not mostly ASCII.
     pub fn utf8_in_blocks() -> bool {
@@ -138,7 +123,7 @@ fn append_part<U: Unit>(units: &[U], base: usize, out: &mut Vec<u8>) -> Result<(
     let (mut i, mut n) = (0, 0);
     let mut failed = None;
     while i < units.len() {
-        let (took, wrote) = U::leading_utf8(&units[i..], &mut dst[n..]);
+        let (took, wrote) = crate::arch::utf8_of_units(&units[i..], &mut dst[n..]);
         (i, n) = (i + took, n + wrote);
         let block = &units[i..units.len().min(i + BLOCK)];
         match put_block(block, dst, n) {

@@ -421,12 +421,9 @@ enum OneText {
 }
 
 impl OneText {
-    /// `obj` as a text to encode: a large str read in place where `in_place` says (`strs_in_place`).
+    /// `obj` as a text to encode: a large str read in place where `in_place` says (`StrUnits::chosen`).
     fn of(obj: &Bound<'_, PyAny>, in_place: Option<bool>) -> PyResult<Self> {
-        match strs_in_place(in_place)
-            .then(|| StrUnits::of(obj.as_borrowed()))
-            .flatten()
-        {
+        match StrUnits::chosen(obj, in_place) {
             Some(units) => Ok(OneText::Units(units)),
             None => obj.extract().map(OneText::Text),
         }
@@ -482,7 +479,7 @@ fn strs_in_place(in_place: Option<bool>) -> bool {
 #[pyfunction]
 #[pyo3(signature = (text, in_place=None))]
 fn reads_str_in_place(text: Bound<'_, PyAny>, in_place: Option<bool>) -> bool {
-    strs_in_place(in_place) && StrUnits::of(text.as_borrowed()).is_some()
+    StrUnits::chosen(&text, in_place).is_some()
 }
 
 /// Strs below this many characters are made UTF-8 by CPython (`Text`): its copy costs little at that size,
@@ -503,6 +500,11 @@ struct StrUnits {
 }
 
 impl StrUnits {
+    /// The units of `obj` where large strs are read in place (`strs_in_place`) and it is one (`of`).
+    fn chosen(obj: &Bound<'_, PyAny>, in_place: Option<bool>) -> Option<Self> {
+        strs_in_place(in_place).then(|| Self::of(obj.as_borrowed())).flatten()
+    }
+
     /// The units of `obj` where it is such a str of at least UNITS_MIN characters and this interpreter
     /// lays strs out as `str_layout` found, else None.
     fn of(obj: Borrowed<'_, '_, PyAny>) -> Option<Self> {
