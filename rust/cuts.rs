@@ -101,6 +101,19 @@ impl Cutter {
     }
 }
 
+impl Cutter {
+    /// Where text that may still grow (`bytes`, starting at a safe cut) can be cut now: its last safe cut
+    /// (`last_safe_cut`), else, once FORCED_CUT_AFTER bytes are held without one, a boundary of the
+    /// pre-token they end in (`forced_cut`), so that memory stays bounded.
+    pub fn cut(&self, bytes: &[u8]) -> Option<usize> {
+        self.last_safe_cut(bytes).or_else(|| {
+            (bytes.len() >= FORCED_CUT_AFTER)
+                .then(|| self.forced_cut(bytes))
+                .flatten()
+        })
+    }
+}
+
 /// Cuts an in-memory text into chunks of about `target` bytes at safe places.
 pub fn split_at_safe_cuts<'t>(text: &'t str, cutter: &Cutter, target: usize) -> Vec<&'t str> {
     let mut out = Vec::new();
@@ -109,13 +122,8 @@ pub fn split_at_safe_cuts<'t>(text: &'t str, cutter: &Cutter, target: usize) -> 
         // Look for a cut at or before `target`, else at the first one past it.
         let mut window = target;
         let cut = loop {
-            match cutter.last_safe_cut(&rest.as_bytes()[..window]) {
+            match cutter.cut(&rest.as_bytes()[..window]) {
                 Some(c) => break Some(c),
-                None if window >= FORCED_CUT_AFTER => match cutter.forced_cut(&rest.as_bytes()[..window]) {
-                    Some(c) => break Some(c),
-                    None if window >= rest.len() => break None,
-                    None => window = (window * 2).min(rest.len()),
-                },
                 None if window >= rest.len() => break None,
                 None => window = (window * 2).min(rest.len()),
             }

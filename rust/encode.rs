@@ -19,7 +19,7 @@ use crate::cache::{
     cache_for, outgrows_first_table, CachedIds, Lanes, ThreadCache, BLOCK_IDS, CACHED_PIECE_BYTES, THREAD_CACHES,
 };
 use crate::code_units::CodeUnits;
-use crate::cuts::{split_at_safe_cuts, Cutter, FORCED_CUT_AFTER};
+use crate::cuts::{split_at_safe_cuts, Cutter};
 use crate::error::{Error, Result};
 use crate::keys::{pack_short_in, pair_key, PieceMap, TokenMap, UNPACKED};
 use crate::npy::Dtype;
@@ -746,12 +746,7 @@ impl Encoder {
             let mut look_at = part_units;
             while from < total {
                 if text.len() >= look_at {
-                    let cut = cutter.last_safe_cut(&text).or_else(|| {
-                        (text.len() >= FORCED_CUT_AFTER)
-                            .then(|| cutter.forced_cut(&text))
-                            .flatten()
-                    });
-                    match cut {
+                    match cutter.cut(&text) {
                         Some(cut) => {
                             put(sink, &text[..cut])?;
                             text.drain(..cut);

@@ -615,14 +615,9 @@ impl<'c> ChunkReader<'c> {
                     self.emit(self.buf.len()).map(Some)
                 };
             }
-            if let Some(cut) = self.cutter.last_safe_cut(&self.buf) {
+            // A safe cut, or in a pre-token megabytes long one of its slice boundaries (bounded memory).
+            if let Some(cut) = self.cutter.cut(&self.buf) {
                 return self.emit(cut).map(Some);
-            }
-            if self.buf.len() >= crate::cuts::FORCED_CUT_AFTER {
-                // A pre-token megabytes long: cut at one of its slice boundaries (bounded memory).
-                if let Some(cut) = self.cutter.forced_cut(&self.buf) {
-                    return self.emit(cut).map(Some);
-                }
             }
             want = self.buf.len() * 2;
         }
